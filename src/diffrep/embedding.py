@@ -1,0 +1,137 @@
+"""The embedding pipeline: records -> (hash, decode, preprocess in worker threads) -> batched model calls.
+
+Decoding runs ahead of the model in a small thread pool (Pillow and hashlib release the GIL), so on a
+2-core machine the model's matrix work and the next batch's decoding overlap. Memory is bounded by the
+prefetch window, never by the number of images.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+
+from .decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from .descriptors import Descriptor
+from .sources import Record
+
+
+@dataclass
+class Prepared:
+    """One record after hashing and decoding: ``pixels`` is set on success, ``reason`` on a skip."""
+
+    record: Record
+    sha256: str
+    width: int = 0
+    height: int = 0
+    pixels: Optional[np.ndarray] = None
+    reason: str = ""
+
+
+@dataclass
+class EmbeddedBatch:
+    ok: list[Prepared]  # records with vectors, in order
+    vectors: np.ndarray  # (len(ok), dim) float32
+    skipped: list[Prepared]  # records that could not be decoded, with reasons
+
+
+def prepare(record: Record, descriptor: Descriptor, max_pixels: int = DEFAULT_MAX_PIXELS,
+            data: bytes | None = None) -> Prepared:
+    """Read, hash, decode and preprocess one record. Never raises for bad input."""
+    try:
+        if data is None:
+            data = record.read()
+    except OSError as exc:
+        return Prepared(record, "", reason=f"unreadable: {exc.strerror or exc}")
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        img = decode_image(data, max_pixels=max_pixels, min_side=getattr(descriptor, "size", None))
+    except DecodeError as exc:
+        return Prepared(record, sha, reason=exc.reason)
+    try:
+        pixels = descriptor.preprocess(img)
+    except Exception as exc:  # a preprocessing bug must not kill a long run; it is recorded
+        return Prepared(record, sha, reason=f"preprocessing failed: {type(exc).__name__}: {exc}")
+    return Prepared(record, sha, img.shape[1], img.shape[0], pixels)
+
+
+def _workers() -> int:
+    env = os.environ.get("DIFFREP_DECODE_WORKERS")
+    return int(env) if env else max(2, (os.cpu_count() or 1))
+
+
+def embed_records(records: Iterable[Record], descriptor: Descriptor, *, batch_size: int | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None) -> Iterator[EmbeddedBatch]:
+    """Embed ``records`` in order, yielding one ``EmbeddedBatch`` per model call (plus skips)."""
+    bs = batch_size or descriptor.batch_size
+    prefetch = bs * 3
+    it = iter(records)
+    with ThreadPoolExecutor(max_workers=workers or _workers(), thread_name_prefix="diffrep-decode") as pool:
+        window: deque[Future[Prepared]] = deque()
+
+        def fill() -> None:
+            while len(window) < prefetch:
+                rec = next(it, None)
+                if rec is None:
+                    return
+                window.append(pool.submit(prepare, rec, descriptor, max_pixels))
+
+        fill()
+        ok: list[Prepared] = []
+        skipped: list[Prepared] = []
+        while window:
+            item = window.popleft().result()
+            fill()
+            (ok if item.pixels is not None else skipped).append(item)
+            if len(ok) >= bs:
+                yield _run(descriptor, ok, skipped)
+                ok, skipped = [], []
+        if ok or skipped:
+            yield _run(descriptor, ok, skipped)
+
+
+def _run(descriptor: Descriptor, ok: list[Prepared], skipped: list[Prepared]) -> EmbeddedBatch:
+    if ok:
+        vectors = descriptor.embed(np.stack([p.pixels for p in ok]))  # type: ignore[misc]
+        for p in ok:
+            p.pixels = None  # free memory early
+    else:
+        vectors = np.zeros((0, descriptor.dim), np.float32)
+    return EmbeddedBatch(ok, np.asarray(vectors, np.float32), skipped)
+
+
+@dataclass
+class EmbeddedSet:
+    """A whole (small enough to hold) source embedded: queries or reference images."""
+
+    records: list[Record]  # successfully embedded, row i <-> vectors[i]
+    vectors: np.ndarray
+    skipped: list[tuple[str, str]]  # (path, reason), scan skips included
+
+
+def embed_source(source: object, descriptor: Descriptor, *, captions: object = None, stage: str = "embed",
+                 batch_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 progress: object = None) -> EmbeddedSet:
+    """Scan and embed a whole source (for query and reference sets; the index streams instead)."""
+    from .progress import emit
+    from .sources import open_source
+
+    src = open_source(source, captions=captions)  # type: ignore[arg-type]
+    records, scan_skips = src.scan()
+    skipped = [(s.path, s.reason) for s in scan_skips]
+    ok: list[Record] = []
+    parts: list[np.ndarray] = []
+    done = 0
+    emit(progress, stage, 0, len(records))  # type: ignore[arg-type]
+    for batch in embed_records(records, descriptor, batch_size=batch_size, max_pixels=max_pixels):
+        ok.extend(p.record for p in batch.ok)
+        parts.append(batch.vectors)
+        skipped.extend((p.record.path, p.reason) for p in batch.skipped)
+        done += len(batch.ok) + len(batch.skipped)
+        emit(progress, stage, done, len(records))  # type: ignore[arg-type]
+    vectors = np.concatenate(parts) if parts else np.zeros((0, descriptor.dim), np.float32)
+    return EmbeddedSet(ok, vectors, skipped)

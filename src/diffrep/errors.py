@@ -1,0 +1,62 @@
+"""One exception family for everything diffrep reports to users.
+
+Every message says what went wrong *and* what to do about it. The CLI maps each class to an exit code
+and prints the message on one line, never a traceback.
+"""
+from __future__ import annotations
+
+
+class DiffrepError(Exception):
+    """Base class: a problem the user can fix (bad input, missing file, wrong option)."""
+
+    exit_code = 2
+
+
+class SourceError(DiffrepError):
+    """A source (folder, shard list, caption file) is missing, empty or unreadable."""
+
+    exit_code = 3
+
+
+class DescriptorError(DiffrepError):
+    """A descriptor cannot be loaded (unknown name, missing model file or package)."""
+
+    exit_code = 4
+
+
+class IndexError_(DiffrepError):
+    """An index directory is missing, incomplete or incompatible with the request."""
+
+    exit_code = 5
+
+
+class DescriptorMismatchError(IndexError_):
+    """Queries would be embedded with a different descriptor than the index was built with."""
+
+    exit_code = 6
+
+
+class OutputError(DiffrepError):
+    """An output location cannot be written."""
+
+    exit_code = 7
+
+
+class CalibrationError(DiffrepError):
+    """A replication threshold cannot be calibrated from the data given."""
+
+    exit_code = 8
+
+
+# Public alias without the trailing underscore (the builtin IndexError is not shadowed inside the package).
+DiffrepIndexError = IndexError_
+
+__all__ = [
+    "DiffrepError",
+    "SourceError",
+    "DescriptorError",
+    "DiffrepIndexError",
+    "DescriptorMismatchError",
+    "OutputError",
+    "CalibrationError",
+]

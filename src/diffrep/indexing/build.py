@@ -1,0 +1,226 @@
+"""``diffrep index``: embed a training set into an index directory, incrementally and resumably."""
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..decode import DEFAULT_MAX_PIXELS
+from ..descriptors import Descriptor, fingerprints_match, get_descriptor
+from ..embedding import Prepared, embed_records
+from ..errors import DescriptorMismatchError
+from ..fsutil import atomic_path, ensure_writable_dir
+from ..progress import ProgressCallback, emit
+from ..report.tables import write_skipped
+from ..sources import Record, Skip, open_source
+from . import faiss_index
+from .store import IndexDir
+
+DEFAULT_CHUNK = 1024
+
+
+@dataclass
+class IndexResult:
+    """What ``index()`` did."""
+
+    index_dir: Path
+    images: int  # live images in the index
+    added: int  # embedded in this run
+    unchanged: int  # already indexed, not re-embedded
+    skipped: int  # inputs that could not be indexed (see skipped.csv)
+    index_type: str
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    skipped_items: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _row(p: Prepared, status: str, row: int) -> dict[str, Any]:
+    r = p.record
+    return {"id": r.id, "path": r.path, "caption": r.caption, "sha256": p.sha256, "bytes": r.size,
+            "mtime": r.mtime, "width": p.width, "height": p.height, "status": status,
+            "reason": p.reason, "row": row}
+
+
+def resolve_descriptor(idx: IndexDir, descriptor: str | Descriptor | None, **kw: Any) -> Descriptor:
+    """The descriptor to use with an existing (or new) index; refuse a mismatch with a clear message."""
+    meta = idx.read_meta() if idx.meta_path.is_file() else {}
+    stored = meta.get("descriptor")
+    if descriptor is None:
+        descriptor = stored["name"] if stored else "sscd"
+    d = get_descriptor(descriptor, **kw)
+    if stored and not fingerprints_match(stored, d.fingerprint()):
+        raise DescriptorMismatchError(
+            f"index {idx.root} was built with descriptor {stored['name']!r} "
+            f"(weights {stored.get('weights_sha256', '?')[:12]}, size {stored.get('preprocess', {}).get('size')}), "
+            f"but {d.name!r} ({d.fingerprint()['weights_sha256'][:12]}) was requested. Scores from different "
+            f"descriptors are not comparable: use --descriptor {stored['name']} or build a new index.")
+    return d
+
+
+def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descriptor: str | Descriptor | None = None,
+          index_type: str = "flat", captions: str | Path | None = None, batch_size: int | None = None,
+          chunk_size: int = DEFAULT_CHUNK, max_pixels: int = DEFAULT_MAX_PIXELS,
+          progress: Optional[ProgressCallback] = None) -> IndexResult:
+    """Embed every image of ``source`` into the index directory ``out``.
+
+    Re-running embeds only new or changed images (by size and mtime, then content hash); an interrupted
+    run resumes from its last committed chunk. Returns an ``IndexResult``."""
+    t0 = time.perf_counter()
+    root = ensure_writable_dir(out, "index directory")
+    idx = IndexDir(root)
+    with idx.lock():
+        d = resolve_descriptor(idx, descriptor)
+        fp = d.fingerprint()
+        idx.clean_orphans()
+        src = open_source(source, captions=captions)
+        records, scan_skips = src.scan(progress=progress)
+        t_scan = time.perf_counter()
+
+        known: dict[str, tuple[int, float, str]] = {}
+        for ch in idx.iter_chunks():
+            cols = ch.table.select(["id", "bytes", "mtime", "status"]).to_pydict()
+            for i, b, m, s in zip(cols["id"], cols["bytes"], cols["mtime"], cols["status"]):
+                known[i] = (b, m, s)
+        todo = [r for r in records if known.get(r.id, (None, None, None))[:2] != (r.size, r.mtime)]
+        unchanged = len(records) - len(todo)
+
+        added, n_skip = _embed_into(idx, d, todo, batch_size, chunk_size, max_pixels, progress)
+        t_embed = time.perf_counter()
+        live, kind = finalize(idx, d, fp, index_type, scan_skips, source_desc=src.root, progress=progress)
+        t_end = time.perf_counter()
+    skipped_items = _read_skipped(root)
+    return IndexResult(root, live, added, unchanged, len(skipped_items), kind, t_end - t0,
+                       {"scan": t_scan - t0, "embed": t_embed - t_scan, "finalize": t_end - t_embed},
+                       skipped_items)
+
+
+def _embed_into(idx: IndexDir, d: Descriptor, todo: list[Record], batch_size: int | None, chunk_size: int,
+                max_pixels: int, progress: Optional[ProgressCallback]) -> tuple[int, int]:
+    numbers = idx.chunk_numbers()
+    next_chunk = (numbers[-1] + 1) if numbers else 1
+    rows: list[dict[str, Any]] = []
+    vecs: list[np.ndarray] = []
+    n_vec = added = skipped = done = 0
+    emit(progress, "embed", 0, len(todo))
+
+    def flush() -> None:
+        nonlocal next_chunk, rows, vecs, n_vec
+        if rows:
+            v = np.concatenate(vecs) if vecs else np.zeros((0, d.dim), np.float32)
+            idx.write_chunk(next_chunk, rows, v)
+            next_chunk += 1
+            rows, vecs, n_vec = [], [], 0
+
+    for batch in embed_records(todo, d, batch_size=batch_size, max_pixels=max_pixels):
+        for p in batch.ok:
+            rows.append(_row(p, "ok", n_vec))
+            n_vec += 1
+        vecs.append(batch.vectors)
+        for p in batch.skipped:
+            rows.append(_row(p, "skipped", -1))
+        added += len(batch.ok)
+        skipped += len(batch.skipped)
+        done += len(batch.ok) + len(batch.skipped)
+        emit(progress, "embed", done, len(todo))
+        if len(rows) >= chunk_size:
+            flush()
+    flush()
+    return added, skipped
+
+
+def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, scan_skips: list[Skip],
+             source_desc: str = "", progress: Optional[ProgressCallback] = None) -> tuple[int, str]:
+    """Resolve the latest row per id across chunks, build FAISS + manifest as a new generation."""
+    latest: dict[str, tuple[int, int]] = {}  # id -> (chunk, position in chunk table)
+    tables: dict[int, pa.Table] = {}
+    for ch in idx.iter_chunks():
+        tables[ch.number] = ch.table
+        for pos, i in enumerate(ch.table.column("id").to_pylist()):
+            latest[i] = (ch.number, pos)
+    live_parts: list[pa.Table] = []
+    skip_rows: list[tuple[str, str]] = [(s.path, s.reason) for s in scan_skips]
+    for number, table in tables.items():
+        keep = [pos for pos, i in enumerate(table.column("id").to_pylist()) if latest[i] == (number, pos)]
+        t = table.take(pa.array(keep, pa.int64())) if keep else table.slice(0, 0)
+        status = t.column("status").to_pylist()
+        ok = [j for j, s in enumerate(status) if s == "ok"]
+        for j, s in enumerate(status):
+            if s != "ok":
+                skip_rows.append((t.column("path")[j].as_py(), t.column("reason")[j].as_py()))
+        okt = t.take(pa.array(ok, pa.int64()))
+        live_parts.append(okt.append_column("chunk", pa.array([number] * len(okt), pa.int32())))
+    manifest = (pa.concat_tables(live_parts) if live_parts else
+                pa.Table.from_pylist([], schema=_manifest_schema()))
+    manifest = manifest.sort_by("id")
+    n = manifest.num_rows
+    manifest = manifest.drop_columns(["status", "reason"]).add_column(0, "idx", pa.array(np.arange(n), pa.int64()))
+
+    kind = faiss_index.resolve_type(index_type, n)
+    sample = None
+    if kind in ("ivf", "ivfpq"):
+        rng = np.random.default_rng(0)
+        pick = np.sort(rng.choice(n, size=min(n, 200_000), replace=False))
+        sample = gather_vectors(idx, manifest.take(pa.array(pick)))
+    emit(progress, "build-index", 0, n, unit="vec")
+    faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest), n, d.dim, kind, sample)
+    emit(progress, "build-index", n, n, unit="vec")
+
+    old = idx.read_meta().get("generation", 0) if idx.meta_path.is_file() else 0
+    gen = old + 1
+    import faiss
+
+    with atomic_path(idx.manifest_path(gen)) as tmp:
+        pq.write_table(manifest, tmp)
+    with atomic_path(idx.faiss_path(gen)) as tmp:
+        faiss.write_index(faiss_obj, str(tmp))
+    write_skipped(idx.root / "skipped.csv", skip_rows)
+    numbers = idx.chunk_numbers()
+    idx.write_meta({
+        "descriptor": fp, "index": params, "count": n, "skipped": len(skip_rows), "generation": gen,
+        "last_chunk": numbers[-1] if numbers else 0, "source": str(source_desc),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "complete": True,
+    })
+    idx.remove_old_generations(keep=gen)
+    return n, params["type"]
+
+
+def _manifest_schema() -> pa.Schema:
+    from .store import CHUNK_SCHEMA
+
+    return CHUNK_SCHEMA.append(pa.field("chunk", pa.int32()))
+
+
+def _vector_batches(idx: IndexDir, manifest: pa.Table, batch: int = 65536):
+    for s in range(0, manifest.num_rows, batch):
+        yield gather_vectors(idx, manifest.slice(s, batch))
+
+
+def gather_vectors(idx: IndexDir, rows: pa.Table) -> np.ndarray:
+    """Vectors of manifest ``rows`` (columns chunk, row), read from the chunk files, in row order."""
+    chunks = np.asarray(rows.column("chunk").to_numpy(), np.int64)
+    pos = np.asarray(rows.column("row").to_numpy(), np.int64)
+    dim = int(idx.meta.get("descriptor", {}).get("dim", 0)) or None
+    out: np.ndarray | None = None
+    for c in np.unique(chunks):
+        sel = np.nonzero(chunks == c)[0]
+        v = idx.chunk_vectors(int(c))
+        if out is None:
+            out = np.empty((len(rows), dim or v.shape[1]), np.float32)
+        out[sel] = v[pos[sel]]
+    return out if out is not None else np.zeros((0, dim or 0), np.float32)
+
+
+def _read_skipped(root: Path) -> list[tuple[str, str]]:
+    p = root / "skipped.csv"
+    if not p.is_file():
+        return []
+    with open(p, newline="") as fh:
+        r = csv.reader(fh)
+        next(r, None)
+        return [(a, b) for a, b in r]

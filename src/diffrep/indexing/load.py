@@ -1,0 +1,69 @@
+"""Open a finished index directory for searching."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import DiffrepIndexError
+from . import faiss_index
+from .build import gather_vectors
+from .store import IndexDir
+
+
+@dataclass
+class LoadedIndex:
+    dir: IndexDir
+    meta: dict[str, Any]
+    manifest: pa.Table  # row i = FAISS id i
+    faiss: Any
+    pending_chunks: int  # chunks written after the last finalize (an interrupted run)
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return self.meta["descriptor"]
+
+    def __len__(self) -> int:
+        return self.manifest.num_rows
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return faiss_index.search(self.faiss, queries, k)
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of FAISS ids ``ids`` (exact, from the chunk files, whatever the index type)."""
+        return gather_vectors(self.dir, self.manifest.take(pa.array(np.asarray(ids, np.int64))))
+
+    def column(self, name: str) -> list[Any]:
+        return self.manifest.column(name).to_pylist()
+
+
+def open_index(path: str | Path) -> LoadedIndex:
+    root = Path(path)
+    if not root.exists():
+        raise DiffrepIndexError(f"index directory {root} does not exist. Build it first: "
+                                f"diffrep index TRAIN_IMAGES --out {root}")
+    idx = IndexDir(root)
+    meta = idx.read_meta()
+    if not meta:
+        hint = ("an indexing run was interrupted before it finished; re-run the same `diffrep index` "
+                "command to resume" if idx.chunk_numbers() else "it holds no index.json")
+        raise DiffrepIndexError(f"{root} is not a finished diffrep index: {hint}.")
+    gen = meta["generation"]
+    try:
+        manifest = pq.read_table(idx.manifest_path(gen))
+        import faiss
+
+        fx = faiss.read_index(str(idx.faiss_path(gen)))
+    except (OSError, RuntimeError) as exc:
+        raise DiffrepIndexError(f"index {root} is damaged ({str(exc).splitlines()[0]}); re-run "
+                                "`diffrep index` on the same source to rebuild it.") from None
+    faiss_index.configure(fx, meta.get("index", {}))
+    if fx.ntotal != manifest.num_rows:
+        raise DiffrepIndexError(f"index {root} is inconsistent ({fx.ntotal} vectors, {manifest.num_rows} "
+                                "manifest rows); re-run `diffrep index` to rebuild it.")
+    pending = sum(1 for n in idx.chunk_numbers() if n > meta.get("last_chunk", 0))
+    return LoadedIndex(idx, meta, manifest, fx, pending)

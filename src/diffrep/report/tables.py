@@ -1,0 +1,46 @@
+"""Write audit tables: matches (CSV + Parquet), skipped inputs (CSV), summary (JSON). All atomic."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..fsutil import atomic_path, write_json, write_text
+
+MATCH_SCHEMA = pa.schema([
+    ("query_path", pa.string()), ("query_id", pa.string()), ("query_caption", pa.string()),
+    ("rank", pa.int32()), ("train_path", pa.string()), ("train_id", pa.string()),
+    ("train_caption", pa.string()), ("score", pa.float32()), ("is_replica", pa.bool_()),
+    ("p_value", pa.float64()),
+])
+
+
+def write_matches(out_dir: Path, rows: list[dict[str, Any]]) -> pa.Table:
+    table = pa.Table.from_pylist(rows, schema=MATCH_SCHEMA)
+    with atomic_path(out_dir / "matches.parquet") as tmp:
+        pq.write_table(table, tmp)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    names = MATCH_SCHEMA.names
+    w.writerow(names)
+    for r in rows:
+        w.writerow(["" if r.get(n) is None else (f"{r[n]:.6f}" if n == "score" else
+                                                 f"{r[n]:.6g}" if n == "p_value" else r[n]) for n in names])
+    write_text(out_dir / "matches.csv", buf.getvalue())
+    return table
+
+
+def write_skipped(path: Path, rows: Iterable[tuple[str, str]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "reason"])
+    w.writerows(sorted(rows))
+    write_text(path, buf.getvalue())
+
+
+def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
+    write_json(out_dir / "summary.json", summary)
