@@ -72,7 +72,7 @@ def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
 
     src = a.source if len(a.source) > 1 else a.source[0]
     r = index(src, a.out, descriptor=a.descriptor, index_type=a.index_type, captions=a.captions,
-              batch_size=a.batch_size, max_pixels=a.max_pixels, progress=bars)
+              batch_size=a.batch_size, chunk_size=a.chunk_size, max_pixels=a.max_pixels, progress=bars)
     rate = r.added / r.timings["embed"] if r.timings["embed"] > 0 and r.added else 0.0
     _out(f"Indexed {r.images} images into {r.index_dir} ({r.index_type} FAISS index): "
          f"{r.added} embedded now ({rate:.1f} img/s), {r.unchanged} unchanged, {r.skipped} skipped"
@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--descriptor", default=None, help="sscd (default), sscd-fast, onnx:PATH, torchscript:PATH")
     p.add_argument("--index-type", default="flat", help="flat (exact, default), hnsw, ivf, ivfpq, auto")
     p.add_argument("--captions", default=None, help="captions file (jsonl/csv: file name + caption)")
+    p.add_argument("--chunk-size", type=int, default=1024,
+                   help="images per committed chunk: at most this much work is redone after a crash")
     _common(p)
     p.set_defaults(func=cmd_index)
 

@@ -1,0 +1,34 @@
+"""Shared fixtures: real emoji images from the packaged dataset (fetched once, cached)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def emoji_images() -> Path:
+    """Folder of the 3,786 real 64x64 RGBA emoji PNGs (fetched with npm on first use, then cached)."""
+    from diffrep.data import get_dataset
+
+    return get_dataset("emoji") / "images"
+
+
+@pytest.fixture(scope="session")
+def emoji_files(emoji_images: Path) -> list[Path]:
+    return sorted(emoji_images.glob("*.png"))
+
+
+def copy_images(files: list[Path], dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copyfile(f, dest / f.name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def sscd():
+    from diffrep.descriptors import get_descriptor
+
+    return get_descriptor("sscd")

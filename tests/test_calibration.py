@@ -1,0 +1,87 @@
+"""Calibration math: thresholds at a target FPR, p-values, source preference order."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffrep.auditing.calibration import (PAPER_SSCD_THRESHOLD, calibrate, empirical_p_values,
+                                          threshold_at_fpr)
+from diffrep.auditing.stats import score_stats
+from diffrep.errors import CalibrationError
+
+
+def test_threshold_hand_computed():
+    null = np.arange(1, 101) / 100.0  # 0.01 .. 1.00
+    t, warn = threshold_at_fpr(null, 0.05)
+    # k = 5 null scores may exceed: 0.96..1.00 exceed 0.95
+    assert t == pytest.approx(0.95)
+    assert np.sum(null > t) == 5
+    assert not warn
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_threshold_controls_fpr_on_null(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 5000))
+    fpr = float(rng.choice([0.001, 0.01, 0.05, 0.1]))
+    null = rng.normal(size=n)
+    null[: n // 10] = null[0]  # ties
+    t, _ = threshold_at_fpr(null, fpr)
+    assert np.mean(null > t) <= fpr + 1e-12
+    # minimal: any lower order statistic would exceed the budget (unless k == 0)
+    k = int(np.floor(fpr * n + 1e-9))
+    lower = np.sort(null)[::-1]
+    if 0 < k < n and lower[k + 1:].size and lower[k + 1] < t:
+        assert np.mean(null > lower[k + 1]) > fpr or lower[k + 1] == t
+
+
+def test_small_null_warns_and_uses_max():
+    t, warn = threshold_at_fpr(np.array([0.1, 0.5, 0.3]), 0.01)
+    assert t == 0.5 and warn and "cannot resolve" in warn[0]
+
+
+def test_p_values_hand_computed():
+    null = np.array([0.1, 0.2, 0.3, 0.4])
+    p = empirical_p_values(null, np.array([0.05, 0.2, 0.35, 0.9]))
+    np.testing.assert_allclose(p, [5 / 5, 4 / 5, 2 / 5, 1 / 5])
+
+
+def test_p_value_uniform_under_null():
+    # averaged over many null draws, P(p <= a) is a (valid and not wastefully conservative)
+    rng = np.random.default_rng(0)
+    for a in (0.01, 0.05, 0.2):
+        rates = [np.mean(empirical_p_values(rng.normal(size=500), rng.normal(size=2000)) <= a)
+                 for _ in range(100)]
+        assert abs(np.mean(rates) - a) < 0.1 * a + 0.002
+
+
+def test_preference_order():
+    ref, bg = np.linspace(0, 1, 200), np.linspace(0, 0.5, 200)
+    assert calibrate(reference=ref, background=bg).source == "reference"
+    assert calibrate(background=bg).source == "background"
+    c = calibrate(reference=ref, threshold=0.7)
+    assert c.source == "explicit" and c.threshold == 0.7 and c.null_fpr == pytest.approx(np.mean(ref > 0.7))
+    f = calibrate(background=bg[:5], descriptor_name="sscd")
+    assert f.source == "fixed" and f.threshold == PAPER_SSCD_THRESHOLD and f.warnings
+    with pytest.raises(CalibrationError):
+        calibrate(background=bg[:5], descriptor_name="pixel")
+    with pytest.raises(CalibrationError):
+        calibrate(reference=ref, fpr=1.5)
+
+
+def test_verdict_consistent_with_p_value():
+    rng = np.random.default_rng(1)
+    null = rng.uniform(size=1000)
+    cal = calibrate(reference=null, fpr=0.01)
+    s = rng.uniform(size=5000)
+    rep = cal.is_replica(s)
+    assert np.all(cal.p_values(s)[rep] <= (10 + 1) / 1001 + 1e-12)
+
+
+def test_score_stats_matches_numpy():
+    s = np.random.default_rng(2).uniform(size=999)
+    st = score_stats(s)
+    assert st["n"] == 999 and st["mean"] == pytest.approx(s.mean())
+    assert st["p95"] == pytest.approx(np.percentile(s, 95))
+    assert st["share_above_0.5"] == pytest.approx(np.mean(s > 0.5))
+    assert score_stats(np.array([]))["n"] == 0

@@ -1,0 +1,131 @@
+"""End-to-end CLI runs on real emoji images with real SSCD, and one-line errors for user mistakes."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageOps
+
+from conftest import copy_images
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "diffrep", *args], capture_output=True, text=True,
+                          timeout=600, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory, emoji_files):
+    """40 training images, 12 flipped/cropped copies of them, 12 unseen, 60 held-out references, 2 bad files."""
+    root = tmp_path_factory.mktemp("cli")
+    train = copy_images(emoji_files[0:800:20], root / "train")
+    (train / "captions.jsonl").write_text("".join(
+        json.dumps({"file": f.name, "caption": f"caption of {f.stem}"}) + "\n" for f in emoji_files[0:800:20]))
+    gen = root / "gen"
+    gen.mkdir()
+    for i, f in enumerate(emoji_files[0:240:20]):
+        im = Image.open(f).convert("RGBA")
+        bg = Image.new("RGBA", im.size, "white")
+        im = Image.alpha_composite(bg, im).convert("RGB").resize((256, 256), Image.BICUBIC)
+        im = ImageOps.mirror(im) if i % 2 else im.crop((20, 20, 236, 236))
+        im.save(gen / f"copy_{i:02d}.jpg", quality=90)
+    copy_images(emoji_files[1001:1200:17], gen)  # unseen: never in train
+    (gen / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (gen / "empty.jpg").write_bytes(b"")
+    ref = copy_images(emoji_files[2000:3800:30], root / "ref")
+    return root
+
+
+def test_index_and_audit_end_to_end(scenario):
+    r = run("index", str(scenario / "train"), "--out", str(scenario / "idx"))
+    assert r.returncode == 0, r.stderr
+    assert "Indexed 40 images" in r.stdout
+    r = run("audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--out", str(scenario / "aud"),
+            "--reference", str(scenario / "ref"), "--fpr", "0.05", "--top-k", "3")
+    assert r.returncode == 0, r.stderr
+    assert "Replicas:" in r.stdout and "calibrated on 60 held-out reference images" in r.stdout
+    out = scenario / "aud"
+    s = json.loads((out / "summary.json").read_text())
+    assert s["queries"] == 24 and s["skipped"] == 2
+    assert s["calibration"]["source"] == "reference" and s["calibration"]["target_fpr"] == 0.05
+    for key in ("mean", "p50", "p75", "p90", "p95", "p99"):
+        assert key in s["top1"] and key in s["reference"] and key in s["background"]
+    rows = list(csv.DictReader(open(out / "matches.csv")))
+    assert len(rows) == 24 * 3
+    top = {Path(r["query_path"]).name: r for r in rows if r["rank"] == "1"}
+    for name, row in top.items():
+        if name.startswith("copy_"):
+            # every copy is matched to its real source, with its caption, and flagged
+            assert row["is_replica"] == "True", row
+            assert row["train_caption"].startswith("caption of ")
+            assert float(row["p_value"]) <= (3 + 1) / 61 + 1e-9  # k = floor(0.05 * 60) = 3
+    unseen_flagged = sum(r["is_replica"] == "True" for n, r in top.items() if not n.startswith("copy_"))
+    assert unseen_flagged <= 1
+    assert all(r["is_replica"] == "" for r in rows if r["rank"] != "1")
+    skipped = list(csv.DictReader(open(out / "skipped.csv")))
+    assert {Path(r["path"]).name for r in skipped} == {"broken.png", "empty.jpg"}
+    assert all(r["reason"] for r in skipped)
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(out / "matches.parquet")
+    assert t.num_rows == 72 and {"query_path", "rank", "train_path", "train_caption", "score", "is_replica",
+                                 "p_value"} <= set(t.column_names)
+
+
+def test_background_calibration_when_no_reference(scenario):
+    r = run("audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--out", str(scenario / "aud2"))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((scenario / "aud2" / "summary.json").read_text())
+    assert s["calibration"]["source"] == "background" and s["calibration"]["null_size"] == 40
+    r = run("audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--out", str(scenario / "aud3"),
+            "--threshold", "0.9")
+    s = json.loads((scenario / "aud3" / "summary.json").read_text())
+    assert s["calibration"]["source"] == "explicit" and s["calibration"]["threshold"] == 0.9
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "mismatch", "unwritable", "noindex"])
+def test_user_errors_are_one_line(scenario, tmp_path, case):
+    if case == "missing":
+        r = run("index", str(tmp_path / "nope"), "--out", str(tmp_path / "i"))
+        expect = "does not exist"
+    elif case == "empty":
+        (tmp_path / "empty").mkdir()
+        r = run("index", str(tmp_path / "empty"), "--out", str(tmp_path / "i"))
+        expect = "no images"
+    elif case == "mismatch":
+        r = run("audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--out", str(tmp_path / "o"),
+                "--descriptor", "sscd-fast")
+        expect = "not comparable"
+    elif case == "unwritable":
+        if os.geteuid() == 0:
+            target = "/proc/diffrep-out"  # not writable even for root
+        else:
+            ro = tmp_path / "ro"
+            ro.mkdir()
+            ro.chmod(0o500)
+            target = str(ro / "out")
+        r = run("audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--out", target)
+        expect = "cannot"
+    else:
+        r = run("audit", str(scenario / "gen"), "--index", str(tmp_path / "none"), "--out", str(tmp_path / "o"))
+        expect = "diffrep index"
+    assert r.returncode not in (0, 1), (r.returncode, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("diffrep: error:") and expect in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_help_is_fast_and_lists_commands():
+    import time
+
+    t = time.perf_counter()
+    r = run("--help")
+    assert r.returncode == 0 and "index" in r.stdout and "audit" in r.stdout
+    assert time.perf_counter() - t < 5
+    r = run("descriptors")
+    assert "sscd" in r.stdout and "sscd-fast" in r.stdout
