@@ -1,0 +1,240 @@
+"""Safe image decoding: bytes in, (H, W, 3) uint8 RGB out, or a ``DecodeError`` with a reason.
+
+Guarantees
+----------
+* Every failure inside Pillow (truncated data, corrupt streams, unknown formats, memory errors)
+  becomes ``DecodeError``; no Pillow exception escapes.
+* The pixel limit is checked from the header *before* any pixel data is decoded.
+* Only a fixed list of formats is tried (``DECODE_FORMATS``); plugins that shell out to external
+  programs (EPS) or are rarely legitimate are never used.
+* Animated GIF/WebP and multipage TIFF: the first frame/page.
+* EXIF orientation is applied (JPEG, MPO, TIFF, WebP, PNG eXIf). Unreadable EXIF is ignored rather
+  than rejecting an otherwise good image.
+
+Reduction (``min_side``)
+------------------------
+* JPEG/MPO reduce *at decode time*: ``Image.draft`` makes libjpeg decode at 1/2, 1/4 or 1/8 scale,
+  never below ``min_side`` on the short side.
+* All other formats (PNG, WebP, BMP, GIF, TIFF, PPM) are decoded at full size, then reduced with
+  ``Image.reduce`` (box filter, integer factor).
+* In both cases a final integer ``reduce`` leaves the short side in ``[min_side, 2 * min_side)``.
+  Images whose short side is already below ``2 * min_side`` are returned at native size (never
+  upscaled).
+
+Modes
+-----
+Alpha (RGBA, LA, PA, palette or key-colour transparency) is composited onto white. 16-bit grayscale
+(``I;16*``, and ``I`` with values in 0..65535) maps 0..65535 to 0..255 with rounding. ``I`` outside
+that range and float ``F`` images: values already within [0, 1] (F only) are scaled by 255; anything
+else is min-max stretched to 0..255 (a constant image becomes black; NaN becomes 0). 16-bit RGB PNGs
+are reduced to 8 bits by Pillow itself (high byte). CMYK, YCbCr, LAB, HSV, RGBX, 1 and L convert to
+RGB.
+
+Global Pillow state (set once at import, documented here because it is process-wide):
+``Image.MAX_IMAGE_PIXELS = None`` (we enforce our own, per-call ``max_pixels`` limit instead of
+Pillow's bomb check) and ``ImageFile.LOAD_TRUNCATED_IMAGES = False`` (truncated files must fail).
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+# Plugins must be registered before ``Image.open(formats=...)`` names them (else KeyError in Pillow).
+from PIL import (BmpImagePlugin, GifImagePlugin, JpegImagePlugin, MpoImagePlugin,  # noqa: F401
+                 PngImagePlugin, PpmImagePlugin, TiffImagePlugin, WebPImagePlugin)
+
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+DEFAULT_MAX_PIXELS = 250_000_000
+
+DECODE_FORMATS: tuple[str, ...] = tuple(
+    f for f in ("JPEG", "MPO", "PNG", "WEBP", "BMP", "DIB", "GIF", "TIFF", "PPM") if f in Image.OPEN
+)
+
+_DRAFT_FORMATS = frozenset({"JPEG", "MPO"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+# Modes where box-averaging pixel values is meaningful (so reduce may run before mode conversion).
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSE_FOR_ORIENTATION: dict[int, list[Image.Transpose]] = {
+    2: [Image.Transpose.FLIP_LEFT_RIGHT],
+    3: [Image.Transpose.ROTATE_180],
+    4: [Image.Transpose.FLIP_TOP_BOTTOM],
+    5: [Image.Transpose.TRANSPOSE],
+    6: [Image.Transpose.ROTATE_270],
+    7: [Image.Transpose.TRANSVERSE],
+    8: [Image.Transpose.ROTATE_90],
+}
+
+
+class DecodeError(Exception):
+    """A file that cannot be used as an image; ``reason`` is the per-file skip reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _open(data: bytes) -> Image.Image:
+    """Identify the format and parse the header only."""
+    if not data:
+        raise DecodeError("empty file")
+    try:
+        return Image.open(io.BytesIO(data), formats=DECODE_FORMATS)
+    except UnidentifiedImageError as exc:
+        raise DecodeError("not an image (unidentified format)") from exc
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a per-file reason
+        raise DecodeError(f"unreadable image header: {_describe(exc)}") from exc
+
+
+def _check_size(img: Image.Image, max_pixels: int) -> tuple[int, int]:
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise DecodeError(f"invalid image size: {width}x{height}")
+    if width * height > max_pixels:
+        raise DecodeError(f"over pixel limit: {width}x{height} > {max_pixels} px")
+    return width, height
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """Return (width, height) from the header without decoding pixels."""
+    img = _open(data)
+    try:
+        return img.size
+    finally:
+        img.close()
+
+
+def _orientation(img: Image.Image) -> int:
+    """EXIF orientation 1..8; 1 when absent or unreadable."""
+    try:
+        value = img.getexif().get(_ORIENTATION_TAG, 1)
+        value = int(value)
+    except Exception:  # noqa: BLE001 - broken EXIF must not reject the pixels
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _sixteen_to_l(values: np.ndarray) -> Image.Image:
+    scaled = (values.astype(np.uint32) * 255 + 32767) // 65535
+    return Image.fromarray(scaled.astype(np.uint8))
+
+
+def _stretch_to_l(values: np.ndarray, unit_range: bool) -> Image.Image:
+    arr = values.astype(np.float64)
+    finite = np.isfinite(arr)
+    out = np.zeros(arr.shape, dtype=np.uint8)
+    if finite.any():
+        vals = arr[finite]
+        lo, hi = float(vals.min()), float(vals.max())
+        if unit_range and lo >= 0.0 and hi <= 1.0:
+            out[finite] = np.rint(vals * 255.0).astype(np.uint8)
+        elif hi > lo:
+            out[finite] = np.rint((vals - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    return Image.fromarray(out)
+
+
+def _prepare_mode(img: Image.Image) -> Image.Image:
+    """Bring exotic modes to an 8-bit mode that reduce/compositing understand."""
+    mode = img.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        return _sixteen_to_l(np.asarray(img))
+    if mode == "I":
+        arr = np.asarray(img)
+        if arr.size and int(arr.min()) >= 0 and int(arr.max()) <= 65535:
+            return _sixteen_to_l(arr)
+        return _stretch_to_l(arr, unit_range=False)
+    if mode == "F":
+        return _stretch_to_l(np.asarray(img), unit_range=True)
+    if mode == "P":
+        has_alpha = "transparency" in img.info or (img.palette is not None and "A" in img.palette.mode)
+        return img.convert("RGBA" if has_alpha else "RGB")
+    if mode in ("1", "L", "RGB") and "transparency" in img.info:
+        return img.convert("RGBA")
+    if mode in ("PA", "RGBa", "La"):
+        return img.convert("RGBA")
+    if mode == "1":
+        return img.convert("L")
+    if mode in _REDUCIBLE_MODES or mode in _ALPHA_MODES:
+        return img
+    return img.convert("RGB")  # HSV, LAB and anything else Pillow can convert
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Final conversion to RGB, compositing alpha onto white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in _ALPHA_MODES:
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        out = Image.new("RGB", rgba.size, (255, 255, 255))
+        out.paste(rgba.convert("RGB"), (0, 0), rgba.getchannel("A"))
+        return out
+    return img.convert("RGB")
+
+
+def _reduce(img: Image.Image, min_side: int | None) -> Image.Image:
+    if min_side is None:
+        return img
+    factor = min(img.size) // min_side
+    return img.reduce(factor) if factor >= 2 else img
+
+
+def _load_reason(exc: BaseException, size: tuple[int, int]) -> str:
+    if isinstance(exc, MemoryError):
+        return f"out of memory decoding {size[0]}x{size[1]} image"
+    text = _describe(exc)
+    if "truncated" in text.lower() or isinstance(exc, EOFError):
+        return f"truncated image: {text}"
+    return f"corrupt image data: {text}"
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 min_side: int | None = None) -> np.ndarray:
+    """Decode ``data`` to an (H, W, 3) uint8 C-contiguous RGB array, or raise ``DecodeError``.
+
+    ``min_side`` allows reduction so the short side lands in ``[min_side, 2*min_side)``.
+    """
+    if min_side is not None and min_side < 1:
+        raise ValueError(f"min_side must be >= 1, got {min_side}")
+    img = _open(data)
+    try:
+        size = _check_size(img, max_pixels)
+        try:
+            if min_side is not None and img.format in _DRAFT_FORMATS and min(size) >= 2 * min_side:
+                img.draft("RGB", (min_side, min_side))
+            img.load()
+        except DecodeError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise DecodeError(_load_reason(exc, size)) from exc
+        orientation = _orientation(img)
+        try:
+            out = _prepare_mode(img)
+            if out.mode in _REDUCIBLE_MODES or out.mode in _ALPHA_MODES:
+                out = _to_rgb(_reduce(out, min_side))
+            else:
+                out = _reduce(_to_rgb(out), min_side)
+            for method in _TRANSPOSE_FOR_ORIENTATION.get(orientation, []):
+                out = out.transpose(method)
+            arr = np.array(out, dtype=np.uint8)
+        except MemoryError as exc:
+            raise DecodeError(_load_reason(exc, size)) from exc
+        except Exception as exc:  # noqa: BLE001
+            raise DecodeError(f"cannot convert {img.mode} image to RGB: {_describe(exc)}") from exc
+    finally:
+        img.close()
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise DecodeError(f"unexpected decoded shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+__all__ = ["DEFAULT_MAX_PIXELS", "DECODE_FORMATS", "DecodeError", "decode_image", "image_size"]
