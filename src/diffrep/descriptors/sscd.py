@@ -7,7 +7,7 @@
   ``sscd_disc_mixup.torchscript.pt``). Float NCHW models get ImageNet mean/std normalization.
 
 Preprocessing (all of them): resize the whole image to a ``size`` x ``size`` square (default 288, SSCD's
-evaluation scale) with antialiased bilinear resampling. Squaring keeps batches rectangular; SSCD is
+evaluation scale) with antialiased bicubic resampling. Squaring keeps batches rectangular; SSCD is
 trained with aspect-ratio augmentations and is insensitive to it (measured in docs/benchmarks.md).
 """
 from __future__ import annotations
@@ -27,12 +27,12 @@ DEFAULT_SIZE = 288
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Antialiased bilinear resize of an (H, W, 3) uint8 image to (size, size, 3)."""
+    """Antialiased bicubic resize of an (H, W, 3) uint8 image to (size, size, 3)."""
     if image.shape[0] == size and image.shape[1] == size:
         return np.ascontiguousarray(image)
     from PIL import Image
 
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
 
 
 def _threads() -> int:
@@ -90,7 +90,7 @@ class OnnxDescriptor(Descriptor):
         return {
             "name": self.name,
             "weights_sha256": file_sha256(self.path),
-            "preprocess": {"resize": "square", "size": self.size, "resample": "bilinear",
+            "preprocess": {"resize": "square", "size": self.size, "resample": "bicubic",
                            "input": "uint8-nhwc" if self._uint8_nhwc else "float-nchw-imagenet"},
             "dim": self.dim,
             "runtime": "onnxruntime",
@@ -143,7 +143,7 @@ class TorchScriptDescriptor(Descriptor):
         return {
             "name": self.name,
             "weights_sha256": file_sha256(self.path),
-            "preprocess": {"resize": "square", "size": self.size, "resample": "bilinear",
+            "preprocess": {"resize": "square", "size": self.size, "resample": "bicubic",
                            "input": "float-nchw-imagenet"},
             "dim": self.dim,
             "runtime": "torch",

@@ -1,0 +1,1 @@
+"""Benchmark helpers: simulated copies for replication audits."""
