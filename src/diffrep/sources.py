@@ -380,3 +380,20 @@ def open_source(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
 
 
 __all__ = ["IMAGE_EXTENSIONS", "Record", "Skip", "Source", "open_source"]
+
+
+def read_location(path: str) -> bytes:
+    """Bytes of an image by the ``path`` a Record (or an index manifest) reports: a file, or
+    ``<shard.tar>::<member>`` for a webdataset member. Raises OSError when it is gone."""
+    shard, sep, member = path.partition("::")
+    if sep and os.path.isfile(shard):
+        try:
+            with tarfile.open(shard, "r:") as tf:
+                fh = tf.extractfile(member)
+                if fh is None:
+                    raise OSError(f"{member} is not a regular file in {shard}")
+                return fh.read()
+        except (tarfile.TarError, KeyError) as exc:
+            raise OSError(f"cannot read {member} from {shard}: {exc}") from None
+    with open(path, "rb") as fh:
+        return fh.read()

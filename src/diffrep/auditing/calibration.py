@@ -102,8 +102,8 @@ def calibrate(*, reference: np.ndarray | None = None, background: np.ndarray | N
                         "paper's fixed SSCD threshold 0.5, which is NOT calibrated (on low-resolution or "
                         "single-domain data unrelated images often exceed it). Give --reference.")
     else:
-        raise CalibrationError(f"cannot calibrate descriptor {descriptor_name!r}: give --reference images, "
-                               "index at least 20 training images, or set --threshold.")
+        raise CalibrationError(f"cannot calibrate {descriptor_name!r} scores: give --reference images, "
+                               f"index at least {min_null} training images, or set --threshold.")
     if len(null):
         cal.null_fpr = float(np.mean(null > cal.threshold))
     cal.warnings = warnings

@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .. import __version__
-from ..decode import DEFAULT_MAX_PIXELS
+from ..decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from ..descriptors import Descriptor
 from ..embedding import embed_source
 from ..errors import SourceError
@@ -17,10 +17,13 @@ from ..fsutil import ensure_writable_dir
 from ..indexing.build import resolve_descriptor
 from ..indexing.load import LoadedIndex, open_index
 from ..progress import ProgressCallback, emit
+from ..sources import read_location
 from ..report.tables import write_matches, write_skipped, write_summary
 from .background import background_scores
 from .calibration import Calibration, calibrate
+from .rerank import Reranked, rerank_order, verify_candidates
 from .stats import score_stats
+from .verify import Verifier, VerifyConfig
 
 PathLike = str | Path
 
@@ -40,6 +43,7 @@ class AuditResult:
     scores: np.ndarray  # (n, k)
     train_ids: np.ndarray  # (n, k) FAISS ids, -1 when missing
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    verdict_scores: np.ndarray | None = None  # (n,) the score the verdict thresholds
 
     @property
     def replication_rate(self) -> float:
@@ -51,12 +55,16 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
           threshold: float | None = None, top_k: int = 5, descriptor: str | Descriptor | None = None,
           captions: PathLike | None = None, reference_captions: PathLike | None = None,
           batch_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-          background_sample: int = 10_000, seed: int = 0,
+          background_sample: int = 10_000, seed: int = 0, verify: bool = True, verify_k: int = 3,
+          verify_config: VerifyConfig | None = None, verify_background_sample: int = 1000,
           progress: Optional[ProgressCallback] = None) -> AuditResult:
     """Audit the generated images in ``source`` against the training ``index``; write results to ``out``.
 
-    Threshold: ``threshold`` if given, else calibrated at ``fpr`` on ``reference`` (held-out real images)
-    if given, else on the train-vs-train background. See ``diffrep.auditing.calibration``."""
+    Verdict score: with ``verify`` (default) each query's top ``verify_k`` candidates are aligned and
+    compared pixel-wise (``diffrep.auditing.verify``) and re-ranked by that score; without it, the SSCD
+    top-1 cosine (the paper's statistic). Threshold: ``threshold`` if given, else calibrated at ``fpr`` on
+    ``reference`` (held-out real images, scored by the same pipeline) if given, else on the train-vs-train
+    background. See ``diffrep.auditing.calibration``."""
     t0 = time.perf_counter()
     out_dir = ensure_writable_dir(out, "output directory")
     idx = index if isinstance(index, LoadedIndex) else open_index(index)
@@ -81,7 +89,28 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     scores, ids = idx.search(queries.vectors, k)
     emit(progress, "search", len(queries.records), len(queries.records))
 
-    ref_scores = None
+    verifier = Verifier(verify_config) if verify else None
+    kv = min(verify_k, k)
+    train_path = idx.column("path")
+    train_id = idx.column("id")
+    train_cap = idx.column("caption")
+    missing: set[str] = set()
+
+    def verified(records: list, cand: np.ndarray, stage: str) -> tuple[np.ndarray, Reranked]:
+        assert verifier is not None
+        rr = verify_candidates(lambda i: _load(records[i], max_pixels, verifier.config.size), len(records),
+                               cand[:, :kv], train_path, verifier, stage=stage, progress=progress)
+        missing.update(rr.missing)
+        return np.nan_to_num(np.nanmax(np.where(np.isnan(rr.scores), -np.inf, rr.scores), axis=1),
+                             neginf=0.0), rr
+
+    q_rr: Reranked | None = None
+    if verifier is not None:
+        q_verdict, q_rr = verified(queries.records, ids, "verify-queries")
+    else:
+        q_verdict = scores[:, 0]
+
+    ref_scores = ref_verdict = None
     ref_skipped: list[tuple[str, str]] = []
     if reference is not None:
         ref = embed_source(reference, d, captions=reference_captions, stage="embed-reference",
@@ -89,27 +118,40 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         ref_skipped = ref.skipped
         if not ref.records:
             raise SourceError(f"no reference image in {reference} could be decoded; check the folder")
-        ref_scores = idx.search(ref.vectors, 1)[0][:, 0]
+        r_scores, r_ids = idx.search(ref.vectors, kv)
+        ref_scores = r_scores[:, 0]
+        ref_verdict = verified(ref.records, r_ids, "verify-reference")[0] if verifier is not None else ref_scores
     bg = background_scores(idx, sample=background_sample, seed=seed, progress=progress)
-    cal = calibrate(reference=ref_scores, background=bg, fpr=fpr, threshold=threshold, descriptor_name=d.name)
+    bg_verdict = bg
+    if verifier is not None and ref_verdict is None and threshold is None:
+        bg_verdict = verified_background(idx, verifier, kv, verify_background_sample, seed, max_pixels, progress)
+    cal = calibrate(reference=ref_verdict, background=bg_verdict, fpr=fpr, threshold=threshold,
+                    descriptor_name=d.name if verifier is None else "verified")
     t_cal = time.perf_counter()
 
     top1 = scores[:, 0]
-    p = cal.p_values(top1)
-    rep = cal.is_replica(top1)
-    train_path = idx.column("path")
-    train_id = idx.column("id")
-    train_cap = idx.column("caption")
+    p = cal.p_values(q_verdict)
+    rep = cal.is_replica(q_verdict)
     rows: list[dict[str, Any]] = []
+    order = np.tile(np.arange(k), (len(queries.records), 1))
+    if q_rr is not None:
+        head = rerank_order(q_rr.scores, scores[:, :kv])
+        order = np.concatenate([head, order[:, kv:]], axis=1)
     for qi, rec in enumerate(queries.records):
-        for r in range(k):
-            j = int(ids[qi, r])
+        for r, c in enumerate(order[qi]):
+            j = int(ids[qi, c])
             if j < 0:
                 continue
+            vs = float(q_rr.scores[qi, c]) if q_rr is not None and c < kv else None
             rows.append({
                 "query_path": rec.path, "query_id": rec.id, "query_caption": rec.caption, "rank": r + 1,
                 "train_path": train_path[j], "train_id": train_id[j], "train_caption": train_cap[j],
-                "score": float(scores[qi, r]), "is_replica": bool(rep[qi]) if r == 0 else None,
+                "score": float(scores[qi, c]), "global_rank": int(c) + 1,
+                "verify_score": vs if vs is not None and np.isfinite(vs) else None,
+                "inliers": int(q_rr.inliers[qi, c]) if q_rr is not None and c < kv else None,
+                "mirrored": bool(q_rr.mirrored[qi, c]) if q_rr is not None and c < kv else None,
+                "verdict_score": float(q_verdict[qi]) if r == 0 else None,
+                "is_replica": bool(rep[qi]) if r == 0 else None,
                 "p_value": float(p[qi]) if r == 0 and np.isfinite(p[qi]) else None,
             })
     write_matches(out_dir, rows)
@@ -123,6 +165,11 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         "replicas": n_rep,
         "replication_rate": n_rep / len(queries.records),
         "calibration": cal.describe(),
+        "verdict_score": ("verified: aligned gradient correlation of the best of the top "
+                          f"{kv} candidates" if verifier is not None else "global: SSCD top-1 cosine"),
+        "verification": verifier.config.describe() if verifier is not None else None,
+        "verdict": score_stats(q_verdict, paper_threshold=0.5),
+        "reference_verdict": score_stats(ref_verdict) if ref_verdict is not None else None,
         "top1": score_stats(top1),
         "reference": score_stats(ref_scores) if ref_scores is not None else None,
         "reference_skipped": len(ref_skipped),
@@ -130,18 +177,56 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         "index": {"path": str(idx.dir.root), "images": len(idx), "descriptor": idx.fingerprint,
                   "type": idx.meta.get("index", {}).get("type")},
         "top_k": k,
-        "warnings": warnings + cal.warnings,
+        "warnings": warnings + cal.warnings + ([f"{len(missing)} training image(s) named in the index could "
+                                                 "not be read for verification (moved or deleted?); they "
+                                                 "scored 0"] if missing else []),
         "timings_s": {"embed_queries": round(t_embed - t0, 3), "calibrate": round(t_cal - t_embed, 3),
                       "total": round(time.perf_counter() - t0, 3)},
         "meaning": {
             "replication_rate": "share of generated images whose closest training image scores above the threshold",
             "threshold": "score above which a match counts as a replica (see calibration.source)",
             "p_value": "per image: share of null images (reference, else background) scoring at least as high",
-            "top1": "statistics of each generated image's best match score",
+            "top1": "statistics of each generated image's best SSCD cosine (the paper's statistic)",
+            "verdict": "statistics of the score the verdict thresholds (verified or global)",
             "reference": "statistics of held-out real images' best match score (the null when given)",
             "background": "train-vs-train second-nearest-neighbour scores (the paper's background)",
         },
     }
     write_summary(out_dir, summary)
+    best = ids[np.arange(len(ids)), order[:, 0]]
     return AuditResult(out_dir, summary, cal, [r.path for r in queries.records], top1,
-                       [train_path[int(j)] for j in ids[:, 0]], rep, p, scores, ids, queries.skipped)
+                       [train_path[int(j)] for j in best], rep, p, scores, ids, queries.skipped,
+                       verdict_scores=q_verdict)
+
+
+def _load(record: Any, max_pixels: int, min_side: int) -> np.ndarray | None:
+    try:
+        return decode_image(record.read(), max_pixels=max_pixels, min_side=min_side)
+    except (OSError, DecodeError):
+        return None
+
+
+def verified_background(idx: LoadedIndex, verifier: Verifier, k: int, sample: int, seed: int,
+                        max_pixels: int, progress: Optional[ProgressCallback]) -> np.ndarray:
+    """Verified train-vs-train background: each sampled training image against its nearest *other*
+    training images (the verified analogue of the second-nearest-neighbour background)."""
+    n = len(idx)
+    if n < 2:
+        return np.zeros(0, np.float32)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(n, size=min(n, sample), replace=False))
+    _, cand = idx.search(idx.vectors(pick), k + 1)
+    others = np.array([[c for c in row if c != self_][:k] + [-1] * (k - len([c for c in row if c != self_][:k]))
+                       for row, self_ in zip(cand, pick)], dtype=np.int64)
+    paths = idx.column("path")
+
+    def load(i: int) -> np.ndarray | None:
+        try:
+            return decode_image(read_location(paths[int(pick[i])]), max_pixels=max_pixels,
+                                min_side=verifier.config.size)
+        except (OSError, DecodeError):
+            return None
+
+    rr = verify_candidates(load, len(pick), others, paths, verifier, stage="verify-background",
+                           progress=progress)
+    return np.nan_to_num(np.nanmax(np.where(np.isnan(rr.scores), -np.inf, rr.scores), axis=1), neginf=0.0)

@@ -14,9 +14,11 @@ from ..fsutil import atomic_path, write_json, write_text
 MATCH_SCHEMA = pa.schema([
     ("query_path", pa.string()), ("query_id", pa.string()), ("query_caption", pa.string()),
     ("rank", pa.int32()), ("train_path", pa.string()), ("train_id", pa.string()),
-    ("train_caption", pa.string()), ("score", pa.float32()), ("is_replica", pa.bool_()),
-    ("p_value", pa.float64()),
+    ("train_caption", pa.string()), ("score", pa.float32()), ("global_rank", pa.int32()),
+    ("verify_score", pa.float32()), ("inliers", pa.int32()), ("mirrored", pa.bool_()),
+    ("verdict_score", pa.float32()), ("is_replica", pa.bool_()), ("p_value", pa.float64()),
 ])
+_FLOAT_FORMAT = {"score": "{:.6f}", "verify_score": "{:.6f}", "verdict_score": "{:.6f}", "p_value": "{:.6g}"}
 
 
 def write_matches(out_dir: Path, rows: list[dict[str, Any]]) -> pa.Table:
@@ -28,8 +30,8 @@ def write_matches(out_dir: Path, rows: list[dict[str, Any]]) -> pa.Table:
     names = MATCH_SCHEMA.names
     w.writerow(names)
     for r in rows:
-        w.writerow(["" if r.get(n) is None else (f"{r[n]:.6f}" if n == "score" else
-                                                 f"{r[n]:.6g}" if n == "p_value" else r[n]) for n in names])
+        w.writerow(["" if r.get(n) is None else
+                    _FLOAT_FORMAT[n].format(r[n]) if n in _FLOAT_FORMAT else r[n] for n in names])
     write_text(out_dir / "matches.csv", buf.getvalue())
     return table
 
