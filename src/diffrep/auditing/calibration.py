@@ -108,3 +108,25 @@ def calibrate(*, reference: np.ndarray | None = None, background: np.ndarray | N
         cal.null_fpr = float(np.mean(null > cal.threshold))
     cal.warnings = warnings
     return cal
+
+
+def fuse_min_p(null_channels: list[np.ndarray], channels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse several scores into one by Tippett's rule: 1 - min over channels of the empirical p-value.
+
+    ``null_channels[c][i]`` is channel c of null item i (paired across channels); ``channels[c][j]`` the
+    same for query j. A query's p-value per channel is computed against the whole null; a null item's
+    against the null *without itself* (leave-one-out), so null and queries are treated alike and the fused
+    null is a valid null for ``threshold_at_fpr``/``empirical_p_values``. Returns (fused null, fused queries),
+    both in [0, 1], larger = more replica-like."""
+    n = len(null_channels[0])
+    if n == 0:
+        return np.zeros(0), np.full(len(channels[0]), np.nan)
+    p_q = np.ones(len(channels[0]))
+    p_n = np.ones(n)
+    for null, x in zip(null_channels, channels):
+        null = np.asarray(null, np.float64)
+        p_q = np.minimum(p_q, empirical_p_values(null, np.asarray(x, np.float64)))
+        srt = np.sort(null)
+        ge = n - np.searchsorted(srt, null, side="left") - 1  # others >= self (self excluded)
+        p_n = np.minimum(p_n, (1.0 + ge) / n)
+    return 1.0 - p_n, 1.0 - p_q

@@ -20,7 +20,7 @@ from ..progress import ProgressCallback, emit
 from ..sources import read_location
 from ..report.tables import write_matches, write_skipped, write_summary
 from .background import background_scores
-from .calibration import Calibration, calibrate
+from .calibration import Calibration, calibrate, fuse_min_p
 from .rerank import Reranked, rerank_order, verify_candidates
 from .stats import score_stats
 from .verify import Verifier, VerifyConfig
@@ -104,13 +104,13 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         return np.nan_to_num(np.nanmax(np.where(np.isnan(rr.scores), -np.inf, rr.scores), axis=1),
                              neginf=0.0), rr
 
+    use_verify = verifier is not None and threshold is None
     q_rr: Reranked | None = None
+    q_verified = None
     if verifier is not None:
-        q_verdict, q_rr = verified(queries.records, ids, "verify-queries")
-    else:
-        q_verdict = scores[:, 0]
+        q_verified, q_rr = verified(queries.records, ids, "verify-queries")
 
-    ref_scores = ref_verdict = None
+    ref_scores = ref_verified = None
     ref_skipped: list[tuple[str, str]] = []
     if reference is not None:
         ref = embed_source(reference, d, captions=reference_captions, stage="embed-reference",
@@ -120,13 +120,25 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             raise SourceError(f"no reference image in {reference} could be decoded; check the folder")
         r_scores, r_ids = idx.search(ref.vectors, kv)
         ref_scores = r_scores[:, 0]
-        ref_verdict = verified(ref.records, r_ids, "verify-reference")[0] if verifier is not None else ref_scores
+        if use_verify:
+            ref_verified = verified(ref.records, r_ids, "verify-reference")[0]
     bg = background_scores(idx, sample=background_sample, seed=seed, progress=progress)
-    bg_verdict = bg
-    if verifier is not None and ref_verdict is None and threshold is None:
-        bg_verdict = verified_background(idx, verifier, kv, verify_background_sample, seed, max_pixels, progress)
-    cal = calibrate(reference=ref_verdict, background=bg_verdict, fpr=fpr, threshold=threshold,
-                    descriptor_name=d.name if verifier is None else "verified")
+
+    # the verdict score: the paper's global top-1 cosine, or its fusion with the verified score
+    null_g = null_v = None
+    if ref_scores is not None:
+        null_g, null_v = ref_scores, ref_verified
+    elif use_verify and threshold is None:
+        null_g, null_v = verified_background(idx, verifier, kv, verify_background_sample, seed, max_pixels,
+                                             progress)
+    if use_verify and null_g is not None and len(null_g):
+        null_verdict, q_verdict = fuse_min_p([null_g, null_v], [scores[:, 0], q_verified])
+        cal = calibrate(reference=null_verdict if ref_scores is not None else None,
+                        background=null_verdict if ref_scores is None else None, fpr=fpr,
+                        descriptor_name="fused")
+    else:
+        q_verdict = scores[:, 0]
+        cal = calibrate(reference=ref_scores, background=bg, fpr=fpr, threshold=threshold, descriptor_name=d.name)
     t_cal = time.perf_counter()
 
     top1 = scores[:, 0]
@@ -165,11 +177,13 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         "replicas": n_rep,
         "replication_rate": n_rep / len(queries.records),
         "calibration": cal.describe(),
-        "verdict_score": ("verified: aligned gradient correlation of the best of the top "
-                          f"{kv} candidates" if verifier is not None else "global: SSCD top-1 cosine"),
+        "verdict_score": ("fused: 1 - min(p of the SSCD top-1 cosine, p of the verified score = aligned "
+                          f"gradient correlation of the best of the top {kv} candidates), p-values against "
+                          "the null" if q_verdict is not scores[:, 0] else "global: SSCD top-1 cosine"),
         "verification": verifier.config.describe() if verifier is not None else None,
         "verdict": score_stats(q_verdict, paper_threshold=0.5),
-        "reference_verdict": score_stats(ref_verdict) if ref_verdict is not None else None,
+        "verified": score_stats(q_verified) if q_verified is not None else None,
+        "reference_verified": score_stats(ref_verified) if ref_verified is not None else None,
         "top1": score_stats(top1),
         "reference": score_stats(ref_scores) if ref_scores is not None else None,
         "reference_skipped": len(ref_skipped),
@@ -207,17 +221,22 @@ def _load(record: Any, max_pixels: int, min_side: int) -> np.ndarray | None:
 
 
 def verified_background(idx: LoadedIndex, verifier: Verifier, k: int, sample: int, seed: int,
-                        max_pixels: int, progress: Optional[ProgressCallback]) -> np.ndarray:
-    """Verified train-vs-train background: each sampled training image against its nearest *other*
-    training images (the verified analogue of the second-nearest-neighbour background)."""
+                        max_pixels: int, progress: Optional[ProgressCallback]) -> tuple[np.ndarray, np.ndarray]:
+    """Train-vs-train background for the fused score: each sampled training image against its nearest
+    *other* training images: (global second-neighbour cosine, verified score), paired."""
     n = len(idx)
     if n < 2:
-        return np.zeros(0, np.float32)
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(n, size=min(n, sample), replace=False))
-    _, cand = idx.search(idx.vectors(pick), k + 1)
-    others = np.array([[c for c in row if c != self_][:k] + [-1] * (k - len([c for c in row if c != self_][:k]))
-                       for row, self_ in zip(cand, pick)], dtype=np.int64)
+    sims, cand = idx.search(idx.vectors(pick), k + 1)
+    keep = cand != pick[:, None]
+    others = np.full((len(pick), k), -1, np.int64)
+    glob = np.zeros(len(pick), np.float32)
+    for i in range(len(pick)):
+        row = cand[i][keep[i]][:k]
+        others[i, :len(row)] = row
+        glob[i] = sims[i][keep[i]][0] if keep[i].any() else 0.0
     paths = idx.column("path")
 
     def load(i: int) -> np.ndarray | None:
@@ -229,4 +248,4 @@ def verified_background(idx: LoadedIndex, verifier: Verifier, k: int, sample: in
 
     rr = verify_candidates(load, len(pick), others, paths, verifier, stage="verify-background",
                            progress=progress)
-    return np.nan_to_num(np.nanmax(np.where(np.isnan(rr.scores), -np.inf, rr.scores), axis=1), neginf=0.0)
+    return glob, np.nan_to_num(np.nanmax(np.where(np.isnan(rr.scores), -np.inf, rr.scores), axis=1), neginf=0.0)
