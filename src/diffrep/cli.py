@@ -17,7 +17,8 @@ from .progress import Progress
 STAGE_LABELS = {
     "scan": "Scanning", "embed": "Embedding", "embed-queries": "Embedding generations",
     "embed-reference": "Embedding reference", "search": "Searching", "background": "Background",
-    "build-index": "Building FAISS index", "fetch": "Fetching", "scenario": "Building scenario",
+    "build-index": "Building FAISS index", "verify-queries": "Verifying generations",
+    "verify-reference": "Verifying reference", "verify-background": "Verifying background", "fetch": "Fetching", "scenario": "Building scenario",
 }
 
 
@@ -86,7 +87,8 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
     src = a.source if len(a.source) > 1 else a.source[0]
     r = audit(src, a.index, a.out, reference=a.reference, fpr=a.fpr, threshold=a.threshold, top_k=a.top_k,
               descriptor=a.descriptor, captions=a.captions, reference_captions=a.reference_captions,
-              batch_size=a.batch_size, max_pixels=a.max_pixels, seed=a.seed, progress=bars)
+              batch_size=a.batch_size, max_pixels=a.max_pixels, seed=a.seed, verify=a.verify,
+              verify_k=a.verify_k, progress=bars)
     print_audit_summary(r.summary, Path(a.out))
     return 0
 
@@ -97,8 +99,10 @@ def print_audit_summary(s: dict[str, Any], out: Path) -> None:
            "background": f"calibrated on {cal['null_size']} train-vs-train background scores at FPR "
                          f"{cal['target_fpr']:g} (give --reference for a better null)",
            "explicit": "set by --threshold", "fixed": "the paper's fixed SSCD 0.5 (uncalibrated)"}[cal["source"]]
+    what = "fused score (SSCD + pixel verification)" if s.get("verdict_score", "").startswith("fused") \
+        else "SSCD cosine"
     _out(f"Replicas: {s['replicas']} of {s['queries']} generated images "
-         f"({100 * s['replication_rate']:.2f}%), threshold {cal['threshold']:.4f} {how}.")
+         f"({100 * s['replication_rate']:.2f}%), threshold {cal['threshold']:.4f} on the {what}, {how}.")
     t = s["top1"]
     _out(f"Top-1 scores: mean {t['mean']:.3f}, p50 {t['p50']:.3f}, p95 {t['p95']:.3f}, max {t['max']:.3f}"
          + (f"; reference p95 {s['reference']['p95']:.3f}" if s.get("reference") else "")
@@ -187,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--descriptor", default=None, help="must match the index's descriptor (default: the index's)")
     p.add_argument("--captions", default=None, help="prompts/captions file for the generations")
     p.add_argument("--reference-captions", default=None, help="captions file for the reference images")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip pixel-level verification: verdict on the SSCD top-1 cosine alone (the paper's rule)")
+    p.add_argument("--verify-k", type=int, default=3,
+                   help="candidates per image verified and re-ranked (default 3; cost grows linearly)")
     p.add_argument("--seed", type=int, default=0, help="seed for background sampling")
     _common(p)
     p.set_defaults(func=cmd_audit)
