@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--n-copies", type=int, default=200)
     ap.add_argument("--n-unseen", type=int, default=200)
     ap.add_argument("--fpr", type=float, default=0.01)
+    ap.add_argument("--rules", nargs="+", default=None, help="subset of rules by first word: fused global paper SSCD")
     ap.add_argument("--work", default=None, help="keep scenarios here (default: a temp dir)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
@@ -47,6 +48,8 @@ def main() -> None:
                      "paper fixed 0.5": {"verify": False, "threshold": 0.5},
                      "SSCD fixed 0.75": {"verify": False, "threshold": 0.75}}
             for name, kw in rules.items():
+                if a.rules and name.split()[0] not in a.rules:
+                    continue
                 out = root / ("audit-" + name.split()[0] + str(kw.get("threshold", "")))
                 audit(sc.generations_dir, root / "index", out, reference=sc.reference_dir, fpr=a.fpr, seed=seed,
                       **kw)

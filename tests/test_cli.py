@@ -140,3 +140,29 @@ def test_help_is_fast_and_lists_commands():
     assert time.perf_counter() - t < 5
     r = run("descriptors")
     assert "sscd" in r.stdout and "sscd-fast" in r.stdout
+
+
+def test_tar_shards_index_and_verified_audit(tmp_path, emoji_files):
+    """Training images inside webdataset shards: indexed, and read back from the shard for verification."""
+    import io
+    import tarfile
+
+    import diffrep
+
+    shard = tmp_path / "train-000.tar"
+    with tarfile.open(shard, "w") as tf:
+        for f in emoji_files[900:930]:
+            for name, data in ((f"{f.stem}.png", f.read_bytes()), (f"{f.stem}.txt", f"cap {f.stem}".encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    r = diffrep.index([shard], out=tmp_path / "idx")
+    assert r.images == 30
+    gen = copy_images(emoji_files[900:903], tmp_path / "gen")
+    res = diffrep.audit(gen, index=tmp_path / "idx", out=tmp_path / "aud", threshold=0.9)
+    import csv as _csv
+
+    top = [row for row in _csv.DictReader(open(tmp_path / "aud" / "matches.csv")) if row["rank"] == "1"]
+    assert all("::" in row["train_path"] and float(row["verify_score"]) > 0.99 for row in top)
+    assert all(row["train_caption"].startswith("cap ") for row in top)
+    assert res.summary["replicas"] == 3 and not res.summary["warnings"]

@@ -28,7 +28,7 @@ from ..errors import DiffrepError
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    size: int = 192
+    size: int = 256
     ratio: float = 0.9
     ransac_px: float = 5.0
     sigma: float = 1.0

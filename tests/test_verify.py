@@ -1,0 +1,82 @@
+"""Verification (alignment + gradient correlation) and min-p fusion, on real emoji."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from diffrep.auditing.calibration import fuse_min_p, threshold_at_fpr
+from diffrep.auditing.rerank import rerank_order, verify_candidates
+from diffrep.auditing.verify import Verifier
+from diffrep.bench.edits import compose_on_white
+
+
+def _rgb(path, size=256) -> np.ndarray:
+    return np.asarray(compose_on_white(Image.open(path)).resize((size, size), Image.BICUBIC))
+
+
+@pytest.fixture(scope="module")
+def verifier() -> Verifier:
+    return Verifier()
+
+
+def test_identical_image_scores_one(verifier, emoji_files):
+    img = _rgb(emoji_files[500])
+    v = verifier.verify(verifier.query_features(img), verifier.features(img))
+    assert v.score > 0.99 and v.inliers >= 10 and not v.mirrored
+    np.testing.assert_allclose(v.affine, [[1, 0, 0], [0, 1, 0]], atol=0.05)
+
+
+def test_edited_copies_verify_and_unrelated_do_not(verifier, emoji_files):
+    src = emoji_files[700]
+    img = compose_on_white(Image.open(src)).resize((256, 256), Image.BICUBIC)
+    edits = {
+        "mirror": ImageOps.mirror(img),
+        "rotate": img.rotate(12, fillcolor="white"),
+        "crop": img.crop((30, 20, 230, 246)).resize((256, 256)),
+        "gray": ImageOps.grayscale(img).convert("RGB"),
+    }
+    train = verifier.features(_rgb(src))
+    for name, ed in edits.items():
+        v = verifier.verify(verifier.query_features(np.asarray(ed)), train)
+        assert v.score > 0.85, (name, v)
+        assert v.mirrored == (name == "mirror")
+    # unrelated emoji (different pictures) score far lower against the same training image
+    others = [verifier.verify(verifier.query_features(_rgb(f)), train).score for f in emoji_files[1500:1520]]
+    assert np.median(others) < 0.5
+
+
+def test_verify_candidates_handles_missing_training_files(verifier, emoji_files, tmp_path):
+    paths = [str(emoji_files[10]), str(tmp_path / "gone.png")]
+    q = _rgb(emoji_files[10])
+    rr = verify_candidates(lambda i: q, 1, np.array([[0, 1]]), paths, verifier, workers=1)
+    assert rr.scores[0, 0] > 0.99 and rr.scores[0, 1] == 0.0
+    assert rr.missing == [str(tmp_path / "gone.png")]
+    rr = verify_candidates(lambda i: None, 1, np.array([[0, -1]]), paths, verifier, workers=1)
+    assert np.isnan(rr.scores).all()  # undecodable query: nothing verified
+
+
+def test_rerank_prefers_verified_then_global():
+    v = np.array([[0.2, 0.95, np.nan], [0.9, 0.9, 0.1]])
+    g = np.array([[0.9, 0.8, 0.99], [0.7, 0.8, 0.95]])
+    order = rerank_order(v, g)
+    assert order[0].tolist() == [1, 0, 2]  # verified beats global; unverified last
+    assert order[1].tolist() == [1, 0, 2]  # equal verification: the global score breaks the tie
+
+
+def test_fused_null_controls_fpr():
+    """Fresh draws from the null exceed the fused threshold at about the target rate (validity)."""
+    rng = np.random.default_rng(0)
+    rates = []
+    for _ in range(200):
+        cov = [[1, 0.6], [0.6, 1]]
+        null = rng.multivariate_normal([0, 0], cov, size=300)
+        fresh = rng.multivariate_normal([0, 0], cov, size=300)
+        fn, fq = fuse_min_p([null[:, 0], null[:, 1]], [fresh[:, 0], fresh[:, 1]])
+        t, _ = threshold_at_fpr(fn, 0.05)
+        rates.append(np.mean(fq > t))
+    assert abs(np.mean(rates) - 0.05) < 0.012
+    # and a query far out in either channel is flagged
+    fn, fq = fuse_min_p([null[:, 0], null[:, 1]], [np.array([10.0, 0.0]), np.array([0.0, 10.0])])
+    t, _ = threshold_at_fpr(fn, 0.05)
+    assert (fq > t).all()
