@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from diffrep.auditing.run import audit
+from diffrep.data import get_dataset, read_groups
 from diffrep.demo import build_scenario, evaluate
 from diffrep.indexing import index
 
@@ -38,6 +39,7 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="diffrep-eval-"))
     results = []
+    groups = {f: g for f, (g, _cat) in read_groups(get_dataset("emoji")).items()}
     try:
         for seed in a.seeds:
             root = work / f"seed{seed}"
@@ -53,21 +55,23 @@ def main() -> None:
                 out = root / ("audit-" + name.split()[0] + str(kw.get("threshold", "")))
                 audit(sc.generations_dir, root / "index", out, reference=sc.reference_dir, fpr=a.fpr, seed=seed,
                       **kw)
-                ev = evaluate(sc.truth_csv, out / "matches.csv")
+                ev = evaluate(sc.truth_csv, out / "matches.csv", groups=groups)
                 results.append({"seed": seed, "rule": name, "recall": ev["recall"], "fpr": ev["fpr"],
+                                "recall_same_group": ev["recall_same_group"],
                                 "recall_any_source": ev["recall_any_source"],
                                 "per_edit": {k: v["recall"] for k, v in ev["per_edit"].items()},
                                 "misses": ev["misses"], "false_alarms": ev["false_alarm_list"]})
-                print(f"seed {seed} {name:22s} recall {100 * ev['recall']:5.1f}%  unseen flagged "
-                      f"{100 * ev['fpr']:4.1f}%", flush=True)
+                print(f"seed {seed} {name:22s} recall {100 * ev['recall']:5.1f}% (same group "
+                      f"{100 * ev['recall_same_group']:5.1f}%)  unseen flagged {100 * ev['fpr']:4.1f}%", flush=True)
     finally:
         if not a.work:
             shutil.rmtree(work, ignore_errors=True)
-    print("\n| seed | rule | copies found (correct source) | unseen flagged | " +
+    print("\n| seed | rule | copies found (exact source) | (source's group) | unseen flagged | " +
           " | ".join(results[0]["per_edit"]) + " |")
-    print("|---|---|---|---|" + "---|" * len(results[0]["per_edit"]))
+    print("|---|---|---|---|---|" + "---|" * len(results[0]["per_edit"]))
     for r in results:
-        print(f"| {r['seed']} | {r['rule']} | {100 * r['recall']:.1f}% | {100 * r['fpr']:.1f}% | " +
+        print(f"| {r['seed']} | {r['rule']} | {100 * r['recall']:.1f}% | {100 * r['recall_same_group']:.1f}% | "
+              f"{100 * r['fpr']:.1f}% | " +
               " | ".join(f"{100 * v:.0f}%" for v in r["per_edit"].values()) + " |")
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=2))

@@ -222,8 +222,13 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def evaluate(truth_csv: str | os.PathLike[str], matches_csv: str | os.PathLike[str]) -> dict[str, Any]:
-    """Score an audit's matches.csv (rank-1 rows) against a scenario's truth.csv."""
+def evaluate(truth_csv: str | os.PathLike[str], matches_csv: str | os.PathLike[str],
+             groups: dict[str, str] | None = None) -> dict[str, Any]:
+    """Score an audit's matches.csv (rank-1 rows) against a scenario's truth.csv.
+
+    ``recall`` needs the exact source file at rank 1. With ``groups`` ({file: group}), ``recall_same_group``
+    also accepts a training image of the source's group (its skin-tone / recolour variants, which are
+    near-identical to it and may sit in the training set beside it)."""
     truth = _read_csv(truth_csv, TRUTH_COLUMNS, "truth file")
     matches = _read_csv(matches_csv, ("query_path", "rank", "train_path", "score", "is_replica"),
                         "matches file")
@@ -240,7 +245,7 @@ def evaluate(truth_csv: str | os.PathLike[str], matches_csv: str | os.PathLike[s
     per_edit: dict[str, dict[str, Any]] = {}
     misses: list[dict[str, Any]] = []
     false_alarms: list[dict[str, Any]] = []
-    copies = found = any_source = unseen = n_false = 0
+    copies = found = any_source = same_group = unseen = n_false = 0
     for row in truth:
         gen = os.path.basename(row["generation"])
         hit = top1.get(gen)
@@ -260,6 +265,9 @@ def evaluate(truth_csv: str | os.PathLike[str], matches_csv: str | os.PathLike[s
                 misses.append({"generation": gen, "source": row["source"], "edit": edit,
                                "top1": top_file, "score": score})
             any_source += int(flagged)
+            if groups is not None and flagged and top_file in groups and \
+                    groups.get(top_file) == groups.get(row["source"]):
+                same_group += 1
         else:
             unseen += 1
             if flagged:
@@ -270,6 +278,7 @@ def evaluate(truth_csv: str | os.PathLike[str], matches_csv: str | os.PathLike[s
     return {
         "copies": copies, "copies_found": found, "recall": _ratio(found, copies),
         "recall_any_source": _ratio(any_source, copies),
+        "recall_same_group": _ratio(same_group, copies) if groups is not None else None,
         "unseen": unseen, "false_alarms": n_false, "fpr": _ratio(n_false, unseen),
         "per_edit": per_edit, "misses": misses, "false_alarm_list": false_alarms,
     }

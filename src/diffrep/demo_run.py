@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .auditing.run import audit
+from .data import get_dataset, read_groups
 from .demo import build_scenario, evaluate
 from .fsutil import write_json
 from .indexing.build import index
@@ -21,6 +22,7 @@ def run_demo(out: Path, *, seed: int = 0, descriptor: str = "sscd", n_train: int
     index(sc.train_dir, out / "index", descriptor=descriptor, progress=progress)
     res = audit(sc.generations_dir, out / "index", out / "audit", reference=sc.reference_dir, fpr=fpr,
                 seed=seed, progress=progress)
-    ev = evaluate(sc.truth_csv, out / "audit" / "matches.csv")
+    groups = {f: g for f, (g, _cat) in read_groups(get_dataset("emoji")).items()}
+    ev = evaluate(sc.truth_csv, out / "audit" / "matches.csv", groups=groups)
     write_json(out / "evaluation.json", ev)
     return {"summary": res.summary, "evaluation": ev, "scenario": sc}
