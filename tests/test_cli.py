@@ -97,6 +97,12 @@ def test_background_calibration_when_no_reference(scenario):
             "--threshold", "0.9")
     s = json.loads((scenario / "aud3" / "summary.json").read_text())
     assert s["calibration"]["source"] == "explicit" and s["calibration"]["threshold"] == 0.9
+    assert s["verdict_score"].startswith("global")
+    r = run("audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--out", str(scenario / "aud4"),
+            "--reference", str(scenario / "ref"), "--no-verify")
+    assert r.returncode == 0 and "on the SSCD cosine" in r.stdout, r.stderr
+    rows = list(csv.DictReader(open(scenario / "aud4" / "matches.csv")))
+    assert all(row["verify_score"] == "" for row in rows)
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "mismatch", "unwritable", "noindex"])

@@ -131,7 +131,8 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     elif use_verify and threshold is None:
         null_g, null_v = verified_background(idx, verifier, kv, verify_background_sample, seed, max_pixels,
                                              progress)
-    if use_verify and null_g is not None and len(null_g):
+    fused = bool(use_verify and null_g is not None and len(null_g))
+    if fused:
         null_verdict, q_verdict = fuse_min_p([null_g, null_v], [scores[:, 0], q_verified])
         cal = calibrate(reference=null_verdict if ref_scores is not None else None,
                         background=null_verdict if ref_scores is None else None, fpr=fpr,
@@ -179,7 +180,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         "calibration": cal.describe(),
         "verdict_score": ("fused: 1 - min(p of the SSCD top-1 cosine, p of the verified score = aligned "
                           f"gradient correlation of the best of the top {kv} candidates), p-values against "
-                          "the null" if q_verdict is not scores[:, 0] else "global: SSCD top-1 cosine"),
+                          "the null" if fused else "global: SSCD top-1 cosine"),
         "verification": verifier.config.describe() if verifier is not None else None,
         "verdict": score_stats(q_verdict, paper_threshold=0.5),
         "verified": score_stats(q_verified) if q_verified is not None else None,
