@@ -23,7 +23,8 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) benchmarks/bench_index.py
+	$(PY) benchmarks/bench_index.py --n 400
+	$(PY) benchmarks/eval_scenarios.py --seeds 1 2
 
 clean:
 	rm -rf $(VENV) demo-out
