@@ -5,7 +5,8 @@ or digits already score 0.8-0.95 with SSCD (DESIGN.md), as high as edited copies
 sharper question of the top few candidates: *after the best geometric alignment, do the two images have
 the same edges?*
 
-1. SIFT keypoints (OpenCV) on both images at ``size`` px, grayscale; the query is also tried mirrored.
+1. SIFT keypoints (OpenCV) on both images at ``size`` px, grayscale, described as RootSIFT (Arandjelovic &
+   Zisserman, CVPR 2012); the query is also tried mirrored.
 2. Lowe's ratio test (``ratio``), then RANSAC for a full affine map (6 DOF: crops resized to another aspect
    ratio are anisotropic scalings), reprojection error ``ransac_px``.
 3. The training image is warped into the query's frame; both are smoothed (Gaussian ``sigma``) and the
@@ -35,6 +36,7 @@ class VerifyConfig:
     contrast_threshold: float = 0.02
     min_content_px: int = 200
     mirror: bool = True
+    root_sift: bool = True
 
     def describe(self) -> dict[str, Any]:
         return {"method": "sift-ransac-affine+gradient-ncc", **self.__dict__}
@@ -79,6 +81,8 @@ class Verifier:
             gray = np.ascontiguousarray(gray[:, ::-1])
         sift = cv2.SIFT_create(contrastThreshold=self.config.contrast_threshold)
         kps, desc = sift.detectAndCompute(gray, None)
+        if desc is not None and self.config.root_sift:  # RootSIFT: Hellinger kernel on SIFT histograms
+            desc = np.sqrt(desc / (np.abs(desc).sum(axis=1, keepdims=True) + 1e-7)).astype(np.float32)
         pts = np.float32([k.pt for k in kps]) if kps else np.zeros((0, 2), np.float32)
         return Features(gray, pts, desc)
 
