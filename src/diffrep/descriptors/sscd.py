@@ -87,14 +87,7 @@ class OnnxDescriptor(Descriptor):
         return l2_normalize(y)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "weights_sha256": file_sha256(self.path),
-            "preprocess": {"resize": "square", "size": self.size, "resample": "bicubic",
-                           "input": "uint8-nhwc" if self._uint8_nhwc else "float-nchw-imagenet"},
-            "dim": self.dim,
-            "runtime": "onnxruntime",
-        }
+        return _file_fingerprint(self, "uint8-nhwc" if self._uint8_nhwc else "float-nchw-imagenet", "onnxruntime")
 
 
 def _providers(ort: Any) -> list[str]:
@@ -140,14 +133,18 @@ class TorchScriptDescriptor(Descriptor):
         return l2_normalize(y)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "weights_sha256": file_sha256(self.path),
-            "preprocess": {"resize": "square", "size": self.size, "resample": "bicubic",
-                           "input": "float-nchw-imagenet"},
-            "dim": self.dim,
-            "runtime": "torch",
-        }
+        return _file_fingerprint(self, "float-nchw-imagenet", "torch")
+
+
+def _file_fingerprint(d: Any, input_layout: str, runtime: str) -> dict[str, Any]:
+    """Identity of a model-file descriptor: name, weights hash, preprocessing, dimension."""
+    return {
+        "name": d.name,
+        "weights_sha256": file_sha256(d.path),
+        "preprocess": {"resize": "square", "size": d.size, "resample": "bicubic", "input": input_layout},
+        "dim": d.dim,
+        "runtime": runtime,
+    }
 
 
 def _packaged(key: str) -> Path:
