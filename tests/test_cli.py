@@ -166,10 +166,11 @@ def test_tar_shards_index_and_verified_audit(tmp_path, emoji_files):
     r = diffrep.index([shard], out=tmp_path / "idx")
     assert r.images == 30
     gen = copy_images(emoji_files[900:903], tmp_path / "gen")
-    res = diffrep.audit(gen, index=tmp_path / "idx", out=tmp_path / "aud", threshold=0.9)
+    res = diffrep.audit(gen, index=tmp_path / "idx", out=tmp_path / "aud")  # background-calibrated, verified
     import csv as _csv
 
     top = [row for row in _csv.DictReader(open(tmp_path / "aud" / "matches.csv")) if row["rank"] == "1"]
     assert all("::" in row["train_path"] and float(row["verify_score"]) > 0.99 for row in top)
     assert all(row["train_caption"].startswith("cap ") for row in top)
-    assert res.summary["replicas"] == 3 and not res.summary["warnings"]
+    assert res.summary["replicas"] == 3 and res.summary["calibration"]["source"] == "background"
+    assert not [w for w in res.summary["warnings"] if "could not be read" in w]

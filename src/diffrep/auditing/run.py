@@ -61,10 +61,11 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     """Audit the generated images in ``source`` against the training ``index``; write results to ``out``.
 
     Verdict score: with ``verify`` (default) each query's top ``verify_k`` candidates are aligned and
-    compared pixel-wise (``diffrep.auditing.verify``) and re-ranked by that score; without it, the SSCD
-    top-1 cosine (the paper's statistic). Threshold: ``threshold`` if given, else calibrated at ``fpr`` on
-    ``reference`` (held-out real images, scored by the same pipeline) if given, else on the train-vs-train
-    background. See ``diffrep.auditing.calibration``."""
+    compared pixel-wise (``diffrep.auditing.verify``), re-ranked, and the verified score is fused with the
+    SSCD top-1 cosine; without it, the SSCD top-1 cosine alone (the paper's statistic). Threshold:
+    calibrated at ``fpr`` on ``reference`` (held-out real images, scored by the same pipeline) if given,
+    else on the train-vs-train background; ``threshold`` instead applies a fixed cosine threshold to the
+    SSCD top-1 (the paper's rule, no verification). See ``diffrep.auditing.calibration``."""
     t0 = time.perf_counter()
     out_dir = ensure_writable_dir(out, "output directory")
     idx = index if isinstance(index, LoadedIndex) else open_index(index)
@@ -89,7 +90,8 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     scores, ids = idx.search(queries.vectors, k)
     emit(progress, "search", len(queries.records), len(queries.records))
 
-    verifier = Verifier(verify_config) if verify else None
+    # an explicit threshold is the paper's rule (a fixed cosine): no verification, no calibration
+    verifier = Verifier(verify_config) if verify and threshold is None else None
     kv = min(verify_k, k)
     train_path = idx.column("path")
     train_id = idx.column("id")
@@ -104,7 +106,6 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         return np.nan_to_num(np.nanmax(np.where(np.isnan(rr.scores), -np.inf, rr.scores), axis=1),
                              neginf=0.0), rr
 
-    use_verify = verifier is not None and threshold is None
     q_rr: Reranked | None = None
     q_verified = None
     if verifier is not None:
@@ -120,7 +121,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             raise SourceError(f"no reference image in {reference} could be decoded; check the folder")
         r_scores, r_ids = idx.search(ref.vectors, kv)
         ref_scores = r_scores[:, 0]
-        if use_verify:
+        if verifier is not None:
             ref_verified = verified(ref.records, r_ids, "verify-reference")[0]
     bg = background_scores(idx, sample=background_sample, seed=seed, progress=progress)
 
@@ -128,10 +129,10 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     null_g = null_v = None
     if ref_scores is not None:
         null_g, null_v = ref_scores, ref_verified
-    elif use_verify and threshold is None:
+    elif verifier is not None:
         null_g, null_v = verified_background(idx, verifier, kv, verify_background_sample, seed, max_pixels,
                                              progress)
-    fused = bool(use_verify and null_g is not None and len(null_g))
+    fused = bool(verifier is not None and null_g is not None and len(null_g))
     if fused:
         null_verdict, q_verdict = fuse_min_p([null_g, null_v], [scores[:, 0], q_verified])
         cal = calibrate(reference=null_verdict if ref_scores is not None else None,
