@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-deps bench clean
 
 install: $(STAMP)
 
@@ -19,7 +19,15 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(PY) -m diffrep demo --out demo-out
 
-test: install
+# The report test renders report.html in Debian's headless Chromium (no browser download).
+test-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the report test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; \
+	  else echo "note: chromium not installed (apt-get install chromium); the browser test will be skipped"; fi; }
+
+test: install test-deps
 	$(PY) -m pytest -q
 
 bench: install

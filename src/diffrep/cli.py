@@ -18,7 +18,8 @@ STAGE_LABELS = {
     "scan": "Scanning", "embed": "Embedding", "embed-queries": "Embedding generations",
     "embed-reference": "Embedding reference", "search": "Searching", "background": "Background",
     "build-index": "Building FAISS index", "verify-queries": "Verifying generations",
-    "verify-reference": "Verifying reference", "verify-background": "Verifying background", "fetch": "Fetching", "scenario": "Building scenario",
+    "verify-reference": "Verifying reference", "verify-background": "Verifying background",
+    "report": "Rendering report", "fetch": "Fetching", "scenario": "Building scenario",
 }
 
 
@@ -90,6 +91,17 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
               batch_size=a.batch_size, max_pixels=a.max_pixels, seed=a.seed, verify=a.verify,
               verify_k=a.verify_k, progress=bars)
     print_audit_summary(r.summary, Path(a.out))
+    if a.report:
+        from .report.html import render_report
+
+        _out(f"Report: {render_report(a.out, page_limit=a.page_limit, progress=bars)}")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from .report.html import render_report
+
+    _out(f"Report: {render_report(a.audit_dir, page_limit=a.page_limit, progress=bars)}")
     return 0
 
 
@@ -130,6 +142,9 @@ def cmd_demo(a: argparse.Namespace, bars: ProgressBars) -> int:
     per = ", ".join(f"{k} {100 * v['recall']:.0f}%" for k, v in ev["per_edit"].items())
     _out(f"Recall per edit: {per}")
     _out(f"Evaluation: {Path(a.out) / 'evaluation.json'}")
+    from .report.html import render_report
+
+    _out(f"Report: {render_report(Path(a.out) / 'audit', progress=bars)}")
     return 0
 
 
@@ -199,8 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-k", type=int, default=3,
                    help="candidates per image verified and re-ranked (default 3; cost grows linearly)")
     p.add_argument("--seed", type=int, default=0, help="seed for background sampling")
+    p.add_argument("--report", action="store_true", help="also write a self-contained report.html")
+    p.add_argument("--page-limit", type=int, default=200, help="replicas shown in the report (rest: CSV)")
     _common(p)
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("report", help="(re-)render report.html for an audit directory")
+    p.add_argument("audit_dir")
+    p.add_argument("--page-limit", type=int, default=200, help="replicas shown (the rest stay in matches.csv)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="build a labelled scenario from packaged emoji, index, audit, evaluate")
     p.add_argument("--out", default="demo-out", help="working directory (default demo-out)")

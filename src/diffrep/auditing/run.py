@@ -18,9 +18,10 @@ from ..indexing.build import resolve_descriptor
 from ..indexing.load import LoadedIndex, open_index
 from ..progress import ProgressCallback, emit
 from ..sources import read_location
-from ..report.tables import write_matches, write_skipped, write_summary
+from ..report.tables import write_distributions, write_matches, write_skipped, write_summary
 from .background import background_scores
 from .calibration import Calibration, calibrate, fuse_min_p
+from .captions import caption_analysis
 from .rerank import Reranked, rerank_order, verify_candidates
 from .stats import score_stats
 from .verify import Verifier, VerifyConfig
@@ -169,6 +170,12 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
                 "p_value": float(p[qi]) if r == 0 and np.isfinite(p[qi]) else None,
             })
     write_matches(out_dir, rows)
+    best = ids[np.arange(len(ids)), order[:, 0]]
+    write_distributions(out_dir, {
+        "query_top1": top1, "query_verified": q_verified, "query_verdict": q_verdict,
+        "reference_top1": ref_scores, "reference_verified": ref_verified, "background": bg,
+        "null_verdict": cal.null, "threshold": np.array([cal.threshold]),
+    })
 
     n_rep = int(rep.sum())
     summary = {
@@ -190,6 +197,8 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         "reference": score_stats(ref_scores) if ref_scores is not None else None,
         "reference_skipped": len(ref_skipped),
         "background": score_stats(bg),
+        "captions": caption_analysis([r.caption for r in queries.records],
+                                     [train_cap[int(j)] for j in best], rep.tolist()),
         "index": {"path": str(idx.dir.root), "images": len(idx), "descriptor": idx.fingerprint,
                   "type": idx.meta.get("index", {}).get("type")},
         "top_k": k,
@@ -209,7 +218,6 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         },
     }
     write_summary(out_dir, summary)
-    best = ids[np.arange(len(ids)), order[:, 0]]
     return AuditResult(out_dir, summary, cal, [r.path for r in queries.records], top1,
                        [train_path[int(j)] for j in best], rep, p, scores, ids, queries.skipped,
                        verdict_scores=q_verdict)

@@ -46,3 +46,23 @@ def write_skipped(path: Path, rows: Iterable[tuple[str, str]]) -> None:
 
 def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
     write_json(out_dir / "summary.json", summary)
+
+
+def write_distributions(out_dir: Path, arrays: dict[str, Any]) -> None:
+    """Score distributions behind the summary and the report's histograms (``scores.npz``)."""
+    import numpy as np
+
+    clean = {k: np.asarray(v, np.float32) for k, v in arrays.items() if v is not None}
+    with atomic_path(out_dir / "scores.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **clean)
+
+
+def read_distributions(out_dir: Path) -> dict[str, Any]:
+    import numpy as np
+
+    p = out_dir / "scores.npz"
+    if not p.is_file():
+        return {}
+    with np.load(p) as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,230 @@
+"""report.html: one self-contained page (no network requests) that explains an audit.
+
+Everything is inline: CSS, a little JavaScript (filter and sort), plots and thumbnails as data: URIs. A
+Content-Security-Policy forbids any external load. The gallery is capped (``page_limit`` replicas plus
+``borderline`` near misses); every row is in matches.csv.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from ..auditing.captions import shared_tokens
+from ..decode import DecodeError, decode_image
+from ..errors import DiffrepError
+from ..fsutil import write_text
+from ..progress import ProgressCallback, emit
+from ..sources import read_location
+from .plots import similarity_histogram, verdict_histogram
+from .tables import read_distributions
+
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+       "base-uri 'none'; form-action 'none'")
+
+
+def _thumb(path: str, size: int) -> Optional[str]:
+    from PIL import Image
+
+    try:
+        arr = decode_image(read_location(path), min_side=size)
+    except (OSError, DecodeError):
+        return None
+    im = Image.fromarray(arr)
+    im.thumbnail((size, size), Image.BICUBIC)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=82)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _png(path: Optional[Path]) -> str:
+    if path is None or not path.is_file():
+        return ""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _highlight(text: Optional[str], shared: set[str]) -> str:
+    if not text:
+        return '<span class="none">(no caption)</span>'
+    import re
+
+    out = []
+    for part in re.split(r"(\W+)", text):
+        esc = html.escape(part)
+        out.append(f"<mark>{esc}</mark>" if part.lower() in shared else esc)
+    return "".join(out)
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return format(v, spec)
+
+
+def render_report(audit_dir: str | Path, *, page_limit: int = 200, borderline: int = 48, thumb: int = 112,
+                  progress: Optional[ProgressCallback] = None) -> Path:
+    """Write ``report.html`` (and the PNG plots) into ``audit_dir``; return the report's path."""
+    root = Path(audit_dir)
+    if not (root / "summary.json").is_file() or not (root / "matches.parquet").is_file():
+        raise DiffrepError(f"{root} is not an audit directory (no summary.json / matches.parquet); "
+                           "run `diffrep audit ... --out DIR` first")
+    summary = json.loads((root / "summary.json").read_text())
+    table = pq.read_table(root / "matches.parquet").to_pylist()
+    top = [r for r in table if r["rank"] == 1]
+    dist = read_distributions(root)
+    plots = {"similarity": similarity_histogram(dist, summary, root / "similarity_hist.png"),
+             "verdict": verdict_histogram(dist, summary, root / "verdict_hist.png")}
+
+    def key(r: dict[str, Any]) -> tuple[float, float]:
+        return (-(r["verdict_score"] or 0.0), -(r["score"] or 0.0))
+
+    replicas = sorted((r for r in top if r["is_replica"]), key=key)
+    near = sorted((r for r in top if not r["is_replica"]), key=key)[:borderline]
+    shown = replicas[:page_limit] + near
+    emit(progress, "report", 0, len(shown))
+    items = []
+    for n, r in enumerate(shown):
+        items.append(_item(r, thumb, kind="replica" if r["is_replica"] else "borderline"))
+        if n % 20 == 0:
+            emit(progress, "report", n + 1, len(shown))
+    emit(progress, "report", len(shown), len(shown))
+    page = _page(summary, plots, items, n_replicas=len(replicas), shown=min(len(replicas), page_limit),
+                 n_near=len(near))
+    out = root / "report.html"
+    write_text(out, page)
+    return out
+
+
+def _item(r: dict[str, Any], size: int, kind: str) -> str:
+    shared = shared_tokens(r.get("query_caption"), r.get("train_caption"))
+    imgs = []
+    for label, p in (("generated", r["query_path"]), ("training match", r["train_path"])):
+        uri = _thumb(p, size)
+        body = (f'<img src="{uri}" width="{size}" height="{size}" alt="{html.escape(label)}">' if uri else
+                f'<div class="missing" style="width:{size}px;height:{size}px">image not found</div>')
+        imgs.append(f'<figure>{body}<figcaption>{html.escape(label)}</figcaption></figure>')
+    mirrored = " (mirrored)" if r.get("mirrored") else ""
+    text = " ".join(filter(None, [r.get("query_caption"), r.get("train_caption"), r["query_path"], r["train_path"]]))
+    return (
+        f'<div class="item {kind}" data-score="{r["score"] or 0:.6f}" data-verdict="{r["verdict_score"] or 0:.6f}" '
+        f'data-p="{r["p_value"] if r["p_value"] is not None else 1:.6g}" data-text="{html.escape(text.lower())}">'
+        f'<div class="pair">{"".join(imgs)}</div>'
+        f'<table class="nums"><tr><th>SSCD</th><td>{_fmt(r["score"])}</td><th>verified</th>'
+        f'<td>{_fmt(r.get("verify_score"))}{mirrored}</td></tr>'
+        f'<tr><th>p-value</th><td>{_fmt(r["p_value"], ".3g")}</td><th>inliers</th>'
+        f'<td>{_fmt(r.get("inliers"), "d") if r.get("inliers") is not None else "–"}</td></tr></table>'
+        f'<p class="cap"><b>prompt:</b> {_highlight(r.get("query_caption"), shared)}</p>'
+        f'<p class="cap"><b>training caption:</b> {_highlight(r.get("train_caption"), shared)}</p>'
+        f'<p class="path" title="{html.escape(r["query_path"])}">{html.escape(Path(r["query_path"]).name)} → '
+        f'{html.escape(Path(r["train_path"].split("::")[-1]).name)}</p></div>')
+
+
+def _page(s: dict[str, Any], plots: dict[str, Optional[Path]], items: list[str], n_replicas: int, shown: int,
+          n_near: int) -> str:
+    cal = s["calibration"]
+    src = {"reference": f"the top-1 scores of {cal['null_size']} held-out reference images (never trained on)",
+           "background": f"{cal['null_size']} train-vs-train nearest-other-image scores (no reference given)",
+           "explicit": "a fixed threshold set by the user", "fixed": "the paper's fixed 0.5 (not calibrated)"}
+    verdict = s.get("verdict_score", "")
+    headline = [
+        ("Replication rate", f"{100 * s['replication_rate']:.2f}%",
+         f"{s['replicas']} of {s['queries']} generated images are closer to a training image than unseen real "
+         "images usually are."),
+        ("Threshold", f"{cal['threshold']:.4f}",
+         f"on the {'fused score (SSCD + pixel verification, 1 - min p)' if verdict.startswith('fused') else 'SSCD cosine'}"
+         f", set from {src.get(cal['source'], cal['source'])}."),
+        ("Target false-positive rate", _fmt(cal.get("target_fpr"), "g"),
+         "share of unseen real images that would be wrongly called replicas at this threshold."),
+        ("Mean top-1 similarity", _fmt(s["top1"].get("mean")),
+         f"SSCD cosine of each generation to its closest training image (p95 {_fmt(s['top1'].get('p95'))}; "
+         f"background p95 {_fmt((s.get('background') or {}).get('p95'))}"
+         + (f"; reference p95 {_fmt(s['reference'].get('p95'))}" if s.get("reference") else "") + ")."),
+        ("Skipped inputs", str(s["skipped"]), "generated files that could not be read (listed in skipped.csv)."),
+    ]
+    head_html = "".join(f'<div class="stat"><div class="v">{html.escape(v)}</div><div class="k">{html.escape(k)}'
+                        f'</div><div class="m">{html.escape(m)}</div></div>' for k, v, m in headline)
+    warn = "".join(f"<li>{html.escape(w)}</li>" for w in s.get("warnings", []))
+    figs = "".join(f'<figure class="plot"><img src="{_png(p)}" alt="{name} histogram"><figcaption>{cap}'
+                   "</figcaption></figure>" for name, p, cap in (
+                       ("similarity", plots.get("similarity"), "Top-1 similarity of generations (red) against "
+                        "held-out reference images (blue) and train-vs-train pairs (grey): the paper's key figure."),
+                       ("verdict", plots.get("verdict"), "The score the verdict thresholds, generations against "
+                        "the null, with the calibrated threshold.")) if p is not None)
+    cap_html = _captions_html(s.get("captions"))
+    more = (f"<p>Showing the {shown} strongest of {n_replicas} replicas; the rest are in matches.csv.</p>"
+            if shown < n_replicas else "")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>diffrep audit: {100 * s['replication_rate']:.2f}% replicas</title>
+<style>
+body{{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:16px;color:#222}}
+h1{{font-size:22px}} h2{{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}}
+.stats{{display:grid;grid-template-columns:repeat(auto-fit,minmax(210px,1fr));gap:10px}}
+.stat{{border:1px solid #ddd;border-radius:6px;padding:8px}} .stat .v{{font-size:22px;font-weight:600}}
+.stat .k{{font-weight:600}} .stat .m{{color:#555;font-size:12px}}
+.plot img{{max-width:100%}} .plot{{margin:8px 0}} figcaption{{font-size:12px;color:#555}}
+#gallery{{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:10px}}
+.item{{border:1px solid #ddd;border-radius:6px;padding:6px}} .item.borderline{{background:#fafafa;border-style:dashed}}
+.pair{{display:flex;gap:6px}} .pair figure{{margin:0;text-align:center}} .missing{{background:#eee;font-size:11px;
+display:flex;align-items:center;justify-content:center}} .nums{{font-size:12px}} .nums th{{text-align:left;color:#555;
+font-weight:normal}} .cap{{margin:2px 0;font-size:12px}} mark{{background:#ffe08a}} .path{{font-size:11px;color:#777;
+overflow:hidden;text-overflow:ellipsis;white-space:nowrap}} .none{{color:#999}} .controls{{margin:8px 0}}
+table.words td,table.words th{{padding:2px 8px;text-align:left}}
+</style></head><body>
+<h1>Replication audit</h1>
+<p>diffrep {html.escape(str(s.get('diffrep_version', '')))}, {html.escape(str(s.get('created', '')))}; index:
+{html.escape(str(s['index']['images']))} training images, descriptor {html.escape(s['index']['descriptor']['name'])}.</p>
+<div class="stats">{head_html}</div>
+{f'<h2>Warnings</h2><ul>{warn}</ul>' if warn else ''}
+<h2>Score distributions</h2>{figs}
+{cap_html}
+<h2>Replicas <small>({n_replicas})</small> and borderline cases <small>({n_near})</small></h2>
+<p>Each card: the generated image, its matched training image, the SSCD similarity, the verified score (edge
+correlation after alignment), the p-value (share of unseen real images scoring at least as high) and both
+captions with shared words highlighted. Dashed cards are the strongest non-replicas, just under the threshold.</p>
+{more}
+<div class="controls"><input id="filter" type="search" placeholder="filter by caption or file name">
+<select id="sort"><option value="verdict">sort by verdict score</option><option value="score">sort by SSCD
+similarity</option><option value="p">sort by p-value</option></select>
+<label><input id="showborder" type="checkbox" checked> show borderline</label> <span id="count"></span></div>
+<div id="gallery">{''.join(items)}</div>
+<script>
+(function(){{
+  var g=document.getElementById('gallery'), f=document.getElementById('filter'),
+      so=document.getElementById('sort'), sb=document.getElementById('showborder'), c=document.getElementById('count');
+  var items=Array.prototype.slice.call(g.children);
+  function update(){{
+    var q=f.value.toLowerCase(), k=so.value, n=0;
+    items.sort(function(a,b){{ var x=parseFloat(a.dataset[k]), y=parseFloat(b.dataset[k]);
+      return k==='p' ? x-y : y-x; }});
+    items.forEach(function(it){{ var ok=(!q || it.dataset.text.indexOf(q)>=0) &&
+      (sb.checked || !it.classList.contains('borderline'));
+      it.style.display=ok?'':'none'; if(ok) n++; g.appendChild(it); }});
+    c.textContent=n+' shown';
+  }}
+  f.addEventListener('input',update); so.addEventListener('change',update); sb.addEventListener('change',update);
+  update();
+}})();
+</script>
+</body></html>
+"""
+
+
+def _captions_html(c: Optional[dict[str, Any]]) -> str:
+    if not c:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(w['word'])}</td><td>{w['replica_prompts']}</td><td>{w['other_prompts']}"
+                   f"</td><td>{w['log_odds']:.2f}</td></tr>" for w in c.get("over_represented_words", []))
+    return (f"<h2>Do prompts explain the copies?</h2><p>Mean word overlap (Jaccard) between a generation's prompt "
+            f"and its matched training caption: replicas {_fmt(c.get('jaccard_replicas'))}, other generations "
+            f"{_fmt(c.get('jaccard_non_replicas'))}. Words most over-represented in the prompts of replicas:</p>"
+            "<table class=\"words\"><tr><th>word</th><th>replica prompts</th><th>other prompts</th>"
+            f"<th>log-odds</th></tr>{rows}</table>" if rows else "")
