@@ -1,0 +1,153 @@
+"""Which emoji are copies of each other: the families a train / held-out split must never cut.
+
+Used by ``diffrep.data`` when it builds the emoji dataset's ``groups.csv``. Skin-tone and gender variants
+share a concept key; pictures that are identical, mirrored, recoloured or rotated versions of each other
+are found from their edge maps; captions that differ only by direction, gender or colour words form one
+family; all flags form one family (they copy each other's designs).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SKIN_TONES = {"1F3FB": "light skin tone", "1F3FC": "medium-light skin tone", "1F3FD": "medium skin tone",
+              "1F3FE": "medium-dark skin tone", "1F3FF": "dark skin tone"}
+
+_TONES = {code.lower() for code in SKIN_TONES}
+# man/woman/person, boy/girl/child, old man/old woman/older person: one concept each.
+_PEOPLE = {"1f468": "P", "1f469": "P", "1f9d1": "P", "1f466": "C", "1f467": "C", "1f9d2": "C",
+           "1f474": "O", "1f475": "O", "1f9d3": "O"}
+_ALIASES = {"1f46b": "hands", "1f46c": "hands", "1f46d": "hands", "P-200d-1f91d-200d-P": "hands",
+            "1f48f": "kiss", "P-200d-2764-200d-1f48b-200d-P": "kiss",
+            "1f491": "couple", "P-200d-2764-200d-P": "couple",
+            "1f385": "claus", "1f936": "claus", "P-200d-1f384": "claus",
+            "1f934": "royal", "1f478": "royal", "1fac5": "royal"}
+_TWIN_NCC = 0.95  # edge-map correlation above which two emoji are one picture recoloured/flipped/rotated
+_DUPLICATE_RMS = 0.01  # 16 px thumbnails closer than this show the same picture (e.g. flags)
+
+
+def emoji_concept(stem: str) -> str:
+    """A key shared by an emoji's skin-tone and gender variants (e.g. man/woman/person astronaut)."""
+    cps = [c for c in stem.lower().split("-") if c not in _TONES and c != "fe0f"]
+    out: list[str] = []
+    i = 0
+    while i < len(cps):
+        if cps[i] == "200d" and i + 1 < len(cps) and cps[i + 1] in ("2640", "2642"):
+            i += 2
+            continue
+        out.append(_PEOPLE.get(cps[i], cps[i]))
+        i += 1
+    key = "-".join(out)
+    if len(out) == 1 and len(out[0]) == 5 and "1f550" <= out[0] <= "1f567":
+        return "clock-face"  # the 24 clock faces differ only by the hands' angle
+    return _ALIASES.get(key, key)
+
+
+def _merge_groups(images: Path, rows: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+    """Merge base groups that share a concept or whose pictures are identical or mirror images (e.g. France
+    and St. Martin flags; wheelchair users facing left and right); the merged group's id is its smallest base id."""
+    from PIL import Image
+
+    parent = {g: g for _f, _c, g, _k in rows}
+
+    def find(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    by_concept: dict[str, str] = {}
+    for g in sorted(parent):
+        union(by_concept.setdefault(emoji_concept(g), g), g)
+    thumbs = []
+    for fname, _c, _g, _k in rows:  # 16 px thumbnails on white
+        with Image.open(images / fname) as im:
+            rgba = im.convert("RGBA")
+        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        thumbs.append(np.asarray(flat.convert("RGB").resize((16, 16), Image.Resampling.BILINEAR),
+                                 dtype=np.float32).ravel() / 255.0)
+    if thumbs:
+        x = np.stack(thumbs)
+        sq = (x * x).sum(1)
+        # mirrored thumbnails too: "... facing right" variants and clock faces 3/9 are exact mirror images,
+        # i.e. flip copies, which must never straddle a train / held-out split
+        mirrored = x.reshape(len(x), 16, 16, 3)[:, :, ::-1].reshape(len(x), -1)
+        for y in (x, mirrored):
+            for start in range(0, len(x), 512):
+                d2 = sq[start:start + 512, None] + sq[None, :] - 2.0 * (y[start:start + 512] @ x.T)
+                close = np.nonzero(d2 < (_DUPLICATE_RMS ** 2) * x.shape[1])
+                for a, b in zip(close[0] + start, close[1]):
+                    union(rows[a][2], rows[b][2])
+    for a, b in _structural_twins(images, [r[0] for r in rows]):
+        union(rows[a][2], rows[b][2])
+    by_name: dict[str, str] = {}
+    for _f, c, g, _k in rows:
+        union(by_name.setdefault(_name_family(c), g), g)
+    # Flags copy each other's designs (tricolours, the Union Jack canton, Indonesia = Monaco): a held-out
+    # flag is usually a whole or partial copy of a training flag, so all flags form one family.
+    flags = sorted(g for _f, _c, g, k in rows if k == "Flags")
+    for g in flags[1:]:
+        union(flags[0], g)
+    return [(f, c, find(g), k) for f, c, g, k in rows]
+
+
+_FAMILY_WORDS = frozenset(
+    "man woman person men women people boy girl child adult older old up down left right leftwards "
+    "rightwards upwards downwards facing black white light medium dark skin tone tones".split())
+
+
+def _name_family(caption: str) -> str:
+    """A caption with direction, gender, colour-word and skin-tone words removed: "white up pointing
+    backhand index dark skin tone" and "white right pointing backhand index" share "pointing backhand
+    index" (one picture rotated); "pregnant man" and "pregnant woman" share "pregnant". When nothing
+    distinctive is left ("older man") only the skin tone is dropped."""
+    words = [w.strip(",:") for w in caption.lower().replace("-", " ").split()]
+    kept = [w for w in words if w and w not in _FAMILY_WORDS]
+    if kept:
+        return " ".join(kept)
+    return " ".join(w for w in words if w not in ("light", "medium", "dark", "skin", "tone", "tones"))
+
+
+def _edge_map(path: Path, size: int = 32) -> np.ndarray:
+    """Gradient magnitude of the grayscale picture on white: shape, not colour."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgba = im.convert("RGBA")
+    flat = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    g = np.asarray(flat.convert("L").resize((size, size), Image.Resampling.BILINEAR), np.float32)
+    gy, gx = np.gradient(g)
+    return np.sqrt(gx * gx + gy * gy)
+
+
+def _structural_twins(images: Path, files: list[str]) -> list[tuple[int, int]]:
+    """Pairs whose edge maps correlate above ``_TWIN_NCC`` under one of the 8 flips/90-degree rotations:
+    recoloured, mirrored or rotated versions of one picture (hearts and circles in 9 colours, tricolour
+    flags, left/right pointing hands, arrows). Such a pair is an *edit* of one image, i.e. a copy, so
+    it must never be split between training and held-out sets."""
+    if not files:
+        return []
+    m = np.stack([_edge_map(images / f) for f in files])
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        v = v.reshape(len(v), -1)
+        v = v - v.mean(1, keepdims=True)
+        return v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-6)
+
+    base = unit(m)
+    views = [unit(np.ascontiguousarray(np.rot90(m, k, axes=(1, 2))[:, :, ::-1] if flip else
+                                       np.rot90(m, k, axes=(1, 2)))) for k in range(4) for flip in (False, True)]
+    pairs: list[tuple[int, int]] = []
+    for start in range(0, len(files), 512):
+        best = np.max([v[start:start + 512] @ base.T for v in views], axis=0)
+        a, b = np.nonzero(best > _TWIN_NCC)
+        pairs.extend((int(i) + start, int(j)) for i, j in zip(a, b) if i + start < j)
+    return pairs
+
+
