@@ -19,7 +19,8 @@ STAGE_LABELS = {
     "embed-reference": "Embedding reference", "search": "Searching", "background": "Background",
     "build-index": "Building FAISS index", "verify-queries": "Verifying generations",
     "verify-reference": "Verifying reference", "verify-background": "Verifying background",
-    "report": "Rendering report", "fetch": "Fetching", "scenario": "Building scenario",
+    "report": "Rendering report", "exact": "Exact duplicates", "neighbours": "Nearest neighbours",
+    "verify-pairs": "Verifying pairs", "fetch": "Fetching", "scenario": "Building scenario",
 }
 
 
@@ -126,6 +127,20 @@ def print_audit_summary(s: dict[str, Any], out: Path) -> None:
     _out(f"Results: {out / 'matches.csv'}, {out / 'summary.json'}")
 
 
+def cmd_dedup(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from .dedup import dedup
+
+    src = (a.source if len(a.source) > 1 else a.source[0]) if a.source else None
+    r = dedup(src, a.out, index=a.index, descriptor=a.descriptor, k=a.k, verify=a.verify,
+              verified_threshold=a.verified_threshold, global_threshold=a.threshold, captions=a.captions,
+              max_pixels=a.max_pixels, progress=bars)
+    s = r.summary
+    _out(f"{s['images']} images: {s['groups']} groups of near-duplicates, {s['duplicates']} removable "
+         f"({100 * s['share_removable']:.1f}%), largest group {s['largest_group']}.")
+    _out(f"Results: {Path(a.out) / 'groups.csv'}, keep.txt, remove.txt, summary.json")
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace, bars: ProgressBars) -> int:
     from .demo_run import run_demo
 
@@ -224,6 +239,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--page-limit", type=int, default=200, help="replicas shown (the rest stay in matches.csv)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("dedup", help="find groups of near-duplicates in one collection; keep one of each")
+    p.add_argument("source", nargs="*", help="image folder or .tar shards (omit with --index)")
+    p.add_argument("--out", required=True, help="output directory (groups.csv, keep.txt, remove.txt, ...)")
+    p.add_argument("--index", default=None, help="reuse an index built by `diffrep index` instead of embedding")
+    p.add_argument("--descriptor", default=None, help="descriptor for a new index (default sscd)")
+    p.add_argument("--threshold", type=float, default=0.95,
+                   help="SSCD cosine that links two images on its own (default 0.95)")
+    p.add_argument("--verified-threshold", type=float, default=0.9,
+                   help="verified score (edge correlation after alignment) that links two images (default 0.9)")
+    p.add_argument("--k", type=int, default=10, help="neighbours examined per image (default 10)")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="cosine threshold only")
+    p.add_argument("--captions", default=None)
+    _common(p)
+    p.set_defaults(func=cmd_dedup)
 
     p = sub.add_parser("demo", help="build a labelled scenario from packaged emoji, index, audit, evaluate")
     p.add_argument("--out", default="demo-out", help="working directory (default demo-out)")

@@ -15,6 +15,8 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 EDIT_KINDS: tuple[str, ...] = ("crop", "flip", "rotation", "colour", "jpeg", "blur", "grayscale",
                                "downscale")
+#: edits of near-duplicates in training collections (diffrep dedup's benchmark)
+DUPLICATE_KINDS: tuple[str, ...] = ("resize", "jpeg", "colour", "flip", "crop", "pad", "blur", "overlay")
 WORK_SIZE = 256  # short side small images are upscaled to
 SMALL_BELOW = 128  # images whose short side is below this are upscaled first
 WHITE = (255, 255, 255)
@@ -121,9 +123,48 @@ def _downscale(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image,
     return out, {"factor": factor, "small_size": list(small)}
 
 
+def _resize(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict[str, Any]]:
+    w, h = img.size
+    factor = _u(rng, 0.5, 1.5)
+    size = [max(8, round(w * factor)), max(8, round(h * factor))]
+    return img.resize(tuple(size), Image.Resampling.BICUBIC), {"factor": factor, "size": size}
+
+
+def _pad(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict[str, Any]]:
+    w, h = img.size
+    frac = _u(rng, 0.08, 0.2)
+    colour = [int(c) for c in rng.integers(0, 256, 3)] if rng.random() < 0.5 else list(WHITE)
+    px, py = round(w * frac), round(h * frac)
+    out = Image.new("RGB", (w + 2 * px, h + 2 * py), tuple(colour))
+    out.paste(img, (px, py))
+    return out.resize((w, h), Image.Resampling.BICUBIC), {"fraction": frac, "colour": colour}
+
+
+_WORDS = ("SALE", "sample", "DRAFT", "copyright", "new!", "stock", "v2", "HD", "preview", "meme")
+
+
+def _overlay(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict[str, Any]]:
+    from PIL import ImageDraw, ImageFont
+
+    w, h = img.size
+    text = " ".join(_WORDS[int(i)] for i in rng.integers(0, len(_WORDS), 2))
+    size = max(10, round(h * _u(rng, 0.08, 0.14)))
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    out = img.copy()
+    draw = ImageDraw.Draw(out)
+    x, y = int(rng.integers(0, max(1, w // 3))), int(rng.integers(0, max(1, h - size - 2)))
+    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+    draw.text((x, y), text, fill=colour, font=font, stroke_width=1, stroke_fill=(255, 255, 255))
+    return out, {"text": text, "xy": [x, y], "size": size, "colour": list(colour)}
+
+
 _EDITS = {
     "crop": _crop, "flip": _flip, "rotation": _rotation, "colour": _colour, "jpeg": _jpeg,
     "blur": _blur, "grayscale": _grayscale, "downscale": _downscale,
+    "resize": _resize, "pad": _pad, "overlay": _overlay,
 }
 
 
@@ -131,7 +172,7 @@ def apply_edit(img: Image.Image, kind: str, rng: np.random.Generator
                ) -> tuple[Image.Image, dict[str, Any]]:
     """Apply edit ``kind`` to ``img`` (upscaled first when small); return (RGB image, parameters)."""
     if kind not in _EDITS:
-        raise ValueError(f"unknown edit {kind!r}; known edits: {', '.join(EDIT_KINDS)}")
+        raise ValueError(f"unknown edit {kind!r}; known edits: {', '.join(_EDITS)}")
     work = prepare(img)
     out, params = _EDITS[kind](work, rng)
     if out.mode != "RGB":
@@ -148,4 +189,4 @@ def random_edit(img: Image.Image, rng: np.random.Generator,
     return apply_edit(img, kind, rng)
 
 
-__all__ = ["EDIT_KINDS", "apply_edit", "random_edit", "compose_on_white", "prepare"]
+__all__ = ["EDIT_KINDS", "DUPLICATE_KINDS", "apply_edit", "random_edit", "compose_on_white", "prepare"]

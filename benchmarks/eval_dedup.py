@@ -1,0 +1,144 @@
+"""Dedup accuracy on a collection with injected edited duplicates (ground truth known).
+
+Collection: one emoji per family (families = the demo's groups: skin tones, recolourings, mirrors, flags),
+so it holds no natural near-duplicates; then edited copies of some of them are injected (resize, JPEG,
+recolour, flip, crop, pad, blur, text overlay). Pair recall = injected (original, copy) pairs put in one
+group; precision = share of same-group pairs that are true pairs (original-copy or copy-copy of one
+original). Compared: diffrep dedup (default), dedup --no-verify, and plain union-find over an SSCD
+threshold graph at 0.75 (SSCD's README threshold) and 0.6.
+
+Usage:  python benchmarks/eval_dedup.py --seed 1 [--n-base 800] [--n-dup 200]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from diffrep.bench.edits import DUPLICATE_KINDS, apply_edit
+from diffrep.data import get_dataset, read_groups
+from diffrep.dedup import dedup
+from diffrep.indexing import index, open_index
+
+
+def build(root: Path, seed: int, n_base: int, n_dup: int) -> dict[str, str]:
+    """Write the collection; return {file: original file} for every image (originals map to themselves)."""
+    ds = get_dataset("emoji")
+    groups = read_groups(ds)
+    first: dict[str, str] = {}
+    for f in sorted(groups):
+        first.setdefault(groups[f][0], f)
+    rng = np.random.default_rng(seed)
+    base = sorted(rng.choice(sorted(first.values()), size=n_base, replace=False).tolist())
+    root.mkdir(parents=True)
+    truth = {}
+    for f in base:
+        shutil.copyfile(ds / "images" / f, root / f)
+        truth[f] = f
+    for i, f in enumerate(rng.choice(base, size=n_dup, replace=False).tolist()):
+        kind = DUPLICATE_KINDS[i % len(DUPLICATE_KINDS)]
+        img, _ = apply_edit(Image.open(ds / "images" / f), kind, rng)
+        name = f"dup_{i:04d}_{kind}.png"
+        img.save(root / name)
+        truth[name] = f
+    return truth
+
+
+def score(groups_of: dict[str, int], truth: dict[str, str]) -> dict[str, float]:
+    by_g: dict[int, list[str]] = {}
+    for f, g in groups_of.items():
+        by_g.setdefault(g, []).append(f)
+    tp = fp = 0
+    for members in by_g.values():
+        for a, b in itertools.combinations(members, 2):
+            if truth[a] == truth[b]:
+                tp += 1
+            else:
+                fp += 1
+    true_pairs = [(f, o) for f, o in truth.items() if f != o]
+    found = sum(groups_of[f] == groups_of[o] for f, o in true_pairs)
+    return {"recall": found / len(true_pairs), "precision": tp / (tp + fp) if tp + fp else 1.0,
+            "pairs_found": found, "true_pairs": len(true_pairs), "false_pairs": fp}
+
+
+def union_find(idx_dir: Path, threshold: float, k: int = 10) -> dict[str, int]:
+    idx = open_index(idx_dir)
+    n = len(idx)
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    s, nb = idx.search(idx.vectors(np.arange(n)), min(k + 1, n))
+    for i in range(n):
+        for sc, j in zip(s[i], nb[i]):
+            if j >= 0 and j != i and sc >= threshold:
+                parent[find(i)] = find(int(j))
+    names = [Path(p).name for p in idx.column("path")]
+    return {names[i]: find(i) for i in range(n)}
+
+
+def read_groups_csv(out: Path, all_files: list[str]) -> dict[str, int]:
+    g = {f: -(i + 1) for i, f in enumerate(all_files)}  # singletons
+    with open(out / "groups.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            g[Path(row["path"]).name] = int(row["group"])
+    return g
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--n-base", type=int, default=800)
+    ap.add_argument("--n-dup", type=int, default=200)
+    ap.add_argument("--verified-threshold", type=float, default=None, help="override the default")
+    ap.add_argument("--threshold", type=float, default=None, help="override the default SSCD link threshold")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="diffrep-dedup-eval-"))
+    rows = []
+    try:
+        truth = build(work / "images", a.seed, a.n_base, a.n_dup)
+        index(work / "images", work / "index")
+        files = sorted(truth)
+        over = {k: v for k, v in (("verified_threshold", a.verified_threshold),
+                                   ("global_threshold", a.threshold)) if v is not None}
+        for name, kw in (("diffrep dedup (default)", {}), ("diffrep dedup --no-verify", {"verify": False})):
+            out = work / name.split()[-1].strip("()-")
+            r = dedup(None, out, index=work / "index", **kw, **over)
+            rows.append({"method": name, **score(read_groups_csv(out, files), truth),
+                         "seconds": r.summary["seconds"]})
+        for t in (0.75, 0.6):
+            rows.append({"method": f"union-find, SSCD >= {t}", **score(union_find(work / "index", t), truth)})
+        per_kind = {}
+        out = work / "default"
+        g = read_groups_csv(out, files)
+        for f, o in truth.items():
+            if f != o:
+                kind = f.split("_")[2].split(".")[0]
+                per_kind.setdefault(kind, []).append(g[f] == g[o])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"seed {a.seed}: {a.n_base} originals, {a.n_dup} injected duplicates\n")
+    print("| method | pairs grouped (recall) | precision | false pairs |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {100 * r['recall']:.1f}% | {100 * r['precision']:.1f}% | {r['false_pairs']} |")
+    print("\nrecall per edit (default): " + ", ".join(f"{k} {100 * np.mean(v):.0f}%" for k, v in per_kind.items()))
+    if a.out:
+        Path(a.out).write_text(json.dumps({"rows": rows, "per_kind": {k: float(np.mean(v)) for k, v in
+                                                                        per_kind.items()}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""``diffrep dedup``: find groups of near-duplicates inside one collection; choose what to keep.
+
+1. Exact duplicates first, cheaply: same content hash (from the index manifest), then same decoded pixels.
+   Each exact cluster becomes one unit.
+2. Near-duplicate candidates: each unit's k nearest units by SSCD (FAISS, never an N x N matrix) with cosine
+   >= ``candidate_floor``.
+3. A candidate is a link when pixel-level verification (``diffrep.auditing.verify``: alignment + edge
+   correlation) scores >= ``verified_threshold``, or the SSCD cosine alone is >= ``global_threshold`` (for
+   flat images without keypoints). With ``verify=False`` only the cosine rule applies.
+4. Star grouping (``grouping.py``): members link to their representative, no chaining. Representative:
+   largest resolution, then the smallest id (earliest in sorted order).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..auditing.rerank import verify_candidates
+from ..auditing.verify import Verifier, VerifyConfig
+from ..decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from ..errors import DiffrepError
+from ..fsutil import ensure_writable_dir, write_json, write_text
+from ..indexing.build import index as build_index
+from ..indexing.load import open_index
+from ..progress import ProgressCallback, emit
+from ..sources import read_location
+from .grouping import Link, star_groups
+
+PathLike = str | Path
+DEFAULTS = {"k": 10, "candidate_floor": 0.5, "verified_threshold": 0.9, "global_threshold": 0.95}
+
+
+@dataclass
+class DedupResult:
+    out_dir: Path
+    summary: dict[str, Any]
+    group: np.ndarray  # group id (representative index) per indexed image
+    paths: list[str]
+
+
+def _pixel_hash(path: str, max_pixels: int) -> Optional[str]:
+    try:
+        arr = decode_image(read_location(path), max_pixels=max_pixels, min_side=256)
+    except (OSError, DecodeError):
+        return None
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(arr.shape).encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index: PathLike | None = None,
+          descriptor: str | None = None, k: int = DEFAULTS["k"], candidate_floor: float = DEFAULTS["candidate_floor"],
+          verified_threshold: float = DEFAULTS["verified_threshold"],
+          global_threshold: float = DEFAULTS["global_threshold"], verify: bool = True,
+          captions: PathLike | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+          verify_config: VerifyConfig | None = None, progress: Optional[ProgressCallback] = None) -> DedupResult:
+    """Group near-duplicates of ``source`` (or of an existing ``index``); write results into ``out``."""
+    t0 = time.perf_counter()
+    out_dir = ensure_writable_dir(out, "output directory")
+    if index is None:
+        if source is None:
+            raise DiffrepError("give a SOURCE folder or an existing --index")
+        index = out_dir / "index"
+        build_index(source, index, descriptor=descriptor, captions=captions, max_pixels=max_pixels,
+                    progress=progress)
+    idx = open_index(index)
+    n = len(idx)
+    paths, ids, sha = idx.column("path"), idx.column("id"), idx.column("sha256")
+    area = np.asarray(idx.column("width"), np.int64) * np.asarray(idx.column("height"), np.int64)
+
+    # 1. exact duplicates -> units
+    emit(progress, "exact", 0, n)
+    unit_of = np.arange(n)
+    kind_of = ["" for _ in range(n)]
+    first: dict[str, int] = {}
+    for i, h in enumerate(sha):
+        if h in first:
+            unit_of[i], kind_of[i] = first[h], "content"
+        else:
+            first[h] = i
+    pix_first: dict[str, int] = {}
+    for i in range(n):
+        if unit_of[i] != i:
+            continue
+        ph = _pixel_hash(paths[i], max_pixels)
+        if ph is None:
+            continue
+        if ph in pix_first:
+            unit_of[i], kind_of[i] = pix_first[ph], "pixels"
+        else:
+            pix_first[ph] = i
+        if i % 256 == 0:
+            emit(progress, "exact", i, n)
+    emit(progress, "exact", n, n)
+    units = np.nonzero(unit_of == np.arange(n))[0]
+    unit_pos = {int(u): p for p, u in enumerate(units)}
+
+    # 2. candidates among units
+    kk = min(k + 1, n)
+    emit(progress, "neighbours", 0, len(units), unit="img")
+    sims, nbr = idx.search(idx.vectors(units), kk)
+    emit(progress, "neighbours", len(units), len(units), unit="img")
+    cand = np.full((len(units), k), -1, np.int64)
+    cand_sim = np.zeros((len(units), k), np.float32)
+    for p, u in enumerate(units):
+        seen = set()
+        row = []
+        for s, j in zip(sims[p], nbr[p]):
+            if j < 0 or s < candidate_floor:
+                continue
+            uj = int(unit_of[j])
+            if uj == u or uj in seen:
+                continue
+            seen.add(uj)
+            row.append((uj, s))
+        for c, (uj, s) in enumerate(row[:k]):
+            cand[p, c], cand_sim[p, c] = uj, s
+
+    # 3. links
+    verified = np.full(cand.shape, np.nan, np.float32)
+    if verify and (cand >= 0).any():
+        verifier = Verifier(verify_config)
+
+        def load(p: int) -> Optional[np.ndarray]:
+            try:
+                return decode_image(read_location(paths[int(units[p])]), max_pixels=max_pixels,
+                                    min_side=verifier.config.size)
+            except (OSError, DecodeError):
+                return None
+
+        verified = verify_candidates(load, len(units), cand, paths, verifier, stage="verify-pairs",
+                                     progress=progress).scores
+    links: dict[int, dict[int, Link]] = defaultdict(dict)
+    for p, u in enumerate(units):
+        for c in range(k):
+            j = int(cand[p, c])
+            if j < 0:
+                continue
+            v = float(verified[p, c])
+            ok = cand_sim[p, c] >= global_threshold or (np.isfinite(v) and v >= verified_threshold)
+            if ok:
+                score = v if np.isfinite(v) else float(cand_sim[p, c])
+                for a, b in ((int(u), j), (j, int(u))):
+                    if b not in links[a] or links[a][b].score < score:
+                        links[a][b] = Link(score, "near")
+
+    # 4. star grouping over units, then expand exact clusters
+    priority = [unit_pos[u] for u in sorted((int(u) for u in units), key=lambda i: (-int(area[i]), ids[i]))]
+    sub_group, to_rep = star_groups(np.asarray(priority, np.int64), _remap(links, unit_pos))
+    group = np.empty(n, np.int64)
+    score = np.ones(n, np.float32)
+    link_kind = [""] * n
+    for i in range(n):
+        u = int(unit_of[i])
+        rep_unit = int(units[sub_group[unit_pos[u]]])
+        group[i] = rep_unit
+        if i != u:  # exact duplicate of its unit
+            link_kind[i], score[i] = kind_of[i], 1.0
+        elif u != rep_unit:
+            lk = to_rep[unit_pos[u]]
+            link_kind[i], score[i] = lk.kind, lk.score
+    summary = _write(out_dir, paths, ids, area, group, score, link_kind, idx, start=t0, params={
+        "k": k, "candidate_floor": candidate_floor, "verified_threshold": verified_threshold,
+        "global_threshold": global_threshold, "verify": verify})
+    return DedupResult(out_dir, summary, group, paths)
+
+
+def _remap(links: dict[int, dict[int, Link]], pos: dict[int, int]) -> dict[int, dict[int, Link]]:
+    """Links between image indices -> links between unit positions."""
+    return {pos[a]: {pos[b]: lk for b, lk in nb.items()} for a, nb in links.items()}
+
+
+def _write(out_dir: Path, paths: list[str], ids: list[str], area: np.ndarray, group: np.ndarray, score: np.ndarray,
+           kind: list[str], idx: Any, start: float, params: dict[str, Any]) -> dict[str, Any]:
+    """groups.csv, keep.txt, remove.txt, skipped.csv, summary.json."""
+    n = len(paths)
+    sizes = np.bincount(group, minlength=n)
+    in_group = [i for i in range(n) if sizes[group[i]] >= 2]
+    reps = sorted({int(group[i]) for i in in_group}, key=lambda r: ids[r])
+    number = {r: g + 1 for g, r in enumerate(reps)}
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["group", "path", "score_to_representative", "is_representative", "link"])
+    for i in sorted(in_group, key=lambda i: (number[int(group[i])], group[i] != i, ids[i])):
+        rep = group[i] == i
+        w.writerow([number[int(group[i])], paths[i], "" if rep else f"{score[i]:.4f}", int(rep),
+                    "" if rep else kind[i]])
+    write_text(out_dir / "groups.csv", buf.getvalue())
+    keep = [paths[i] for i in range(n) if group[i] == i]
+    remove = [paths[i] for i in range(n) if group[i] != i]
+    write_text(out_dir / "keep.txt", "".join(p + "\n" for p in sorted(keep)))
+    write_text(out_dir / "remove.txt", "".join(p + "\n" for p in sorted(remove)))
+    skipped = idx.dir.root / "skipped.csv"
+    if skipped.is_file():
+        write_text(out_dir / "skipped.csv", skipped.read_text())
+    kinds = defaultdict(int)
+    for i in range(n):
+        if group[i] != i:
+            kinds[kind[i]] += 1
+    summary = {
+        "images": n, "groups": len(reps), "duplicates": len(remove),
+        "share_removable": len(remove) / n if n else 0.0,
+        "largest_group": int(sizes.max()) if n else 0,
+        "duplicates_by_link": dict(kinds),
+        "rule": {**params, "representative": "largest resolution, then smallest id"},
+        "skipped": int(idx.meta.get("skipped", 0)),
+        "seconds": round(time.perf_counter() - start, 2),
+        "meaning": {
+            "groups": "sets of 2+ images that are copies of one picture (exact or edited)",
+            "duplicates": "images that can be removed: every group keeps its representative",
+            "share_removable": "duplicates / images",
+        },
+    }
+    write_json(out_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,97 @@
+"""diffrep dedup on real emoji with injected duplicates; star grouping never chains."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from diffrep.bench.edits import compose_on_white
+from diffrep.dedup import dedup
+from diffrep.dedup.grouping import Link, star_groups
+
+
+def test_star_grouping_does_not_chain():
+    # a-b and b-c are links, a-c is not: two groups, never one
+    links = {0: {1: Link(0.95, "near")}, 1: {0: Link(0.95, "near"), 2: Link(0.93, "near")},
+             2: {1: Link(0.93, "near")}}
+    group, to_rep = star_groups(np.array([0, 1, 2]), links)
+    assert group.tolist() == [0, 0, 2] and to_rep[1].score == 0.95
+    # the representative is the first in priority order
+    group, _ = star_groups(np.array([1, 0, 2]), links)
+    assert group.tolist() == [1, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory, emoji_files):
+    from diffrep.data import get_dataset, read_groups
+
+    groups = read_groups(get_dataset("emoji"))
+    first: dict[str, Path] = {}
+    for f in emoji_files:
+        first.setdefault(groups[f.name][0], f)
+    picks = [first[g] for g in sorted(first)][::40][:30]  # 30 emoji of different families
+    root = tmp_path_factory.mktemp("dedup") / "images"
+    root.mkdir()
+    for f in picks:
+        shutil.copyfile(f, root / f.name)
+    a, b, c, d, e = picks[:5]
+    shutil.copyfile(a, root / "exact_copy.png")  # same bytes
+    compose_on_white(Image.open(b)).save(root / "same_pixels.bmp")  # same decoded pixels, other format
+    big = lambda p: compose_on_white(Image.open(p)).resize((256, 256), Image.BICUBIC)  # noqa: E731
+    ImageOps.mirror(big(c)).save(root / "flipped.png")
+    big(d).save(root / "jpeg.jpg", quality=40)
+    pad = Image.new("RGB", (300, 300), (30, 120, 200))
+    pad.paste(big(e), (22, 22))
+    pad.save(root / "padded.png")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    truth = {"exact_copy.png": a.name, "same_pixels.bmp": b.name, "flipped.png": c.name, "jpeg.jpg": d.name,
+             "padded.png": e.name}
+    return root, truth
+
+
+def _groups(out: Path) -> dict[str, tuple[int, bool, str]]:
+    with open(out / "groups.csv", newline="") as fh:
+        return {Path(r["path"]).name: (int(r["group"]), r["is_representative"] == "1", r["link"])
+                for r in csv.DictReader(fh)}
+
+
+def test_dedup_finds_injected_duplicates(collection, tmp_path):
+    root, truth = collection
+    r = dedup(root, tmp_path / "out")
+    g = _groups(tmp_path / "out")
+    for dup, orig in truth.items():
+        assert dup in g and orig in g and g[dup][0] == g[orig][0], (dup, orig)
+    assert g["exact_copy.png"][2] == "content" or g[truth["exact_copy.png"]][2] == "content"
+    assert "pixels" in {g["same_pixels.bmp"][2], g[truth["same_pixels.bmp"]][2]}
+    # the 256 px edited copies are larger than the 64 px originals: they represent their groups
+    assert g["flipped.png"][1] and g["jpeg.jpg"][1] and g["padded.png"][1]
+    assert len(g) == 2 * len(truth)  # nothing else grouped: precision 100% here
+    s = r.summary
+    assert (s["images"], s["groups"], s["duplicates"]) == (35, 5, 5)
+    keep = (tmp_path / "out" / "keep.txt").read_text().split()
+    remove = (tmp_path / "out" / "remove.txt").read_text().split()
+    assert len(keep) == 30 and len(remove) == 5 and not set(keep) & set(remove)
+    assert "broken.png" in (tmp_path / "out" / "skipped.csv").read_text()
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["share_removable"] == 5 / 35
+
+
+def test_dedup_cli_reuses_index(collection, tmp_path):
+    root, truth = collection
+    idx = tmp_path / "idx"
+    assert subprocess.run([sys.executable, "-m", "diffrep", "index", str(root), "--out", str(idx), "-q"],
+                          capture_output=True).returncode == 0
+    r = subprocess.run([sys.executable, "-m", "diffrep", "dedup", "--index", str(idx), "--out",
+                        str(tmp_path / "o"), "-q"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "5 groups of near-duplicates, 5 removable" in r.stdout
+    assert not (tmp_path / "o" / "index").exists()  # reused, not rebuilt
+    r = subprocess.run([sys.executable, "-m", "diffrep", "dedup", "--out", str(tmp_path / "p")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "SOURCE" in r.stderr
