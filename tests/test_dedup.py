@@ -95,3 +95,28 @@ def test_dedup_cli_reuses_index(collection, tmp_path):
     r = subprocess.run([sys.executable, "-m", "diffrep", "dedup", "--out", str(tmp_path / "p")],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "SOURCE" in r.stderr
+
+
+def test_audit_reports_duplicate_counts(collection, tmp_path):
+    """After `dedup --index`, audits of that index report each match's near-duplicate count automatically."""
+    import diffrep
+
+    root, truth = collection
+    idx = tmp_path / "idx"
+    diffrep.index(root, out=idx)
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    orig = truth["exact_copy.png"]  # this training image has one exact duplicate in the collection
+    shutil.copyfile(root / orig, gen / "copy.png")
+    res = diffrep.audit(gen, index=idx, out=tmp_path / "a1", threshold=0.9)
+    assert res.summary["duplication"] is None  # no counts yet, not asked for
+    res = diffrep.audit(gen, index=idx, out=tmp_path / "a2", threshold=0.9, dup_counts=True)  # runs dedup
+    assert (idx / "dedup" / "groups.csv").is_file()
+    dup = res.summary["duplication"]
+    assert dup["mean_dup_count_replica_matches"] == 1.0
+    assert dup["mean_dup_count_training"] == pytest.approx(10 / 35)  # 5 pairs among 35 indexed images
+    with open(tmp_path / "a2" / "matches.csv", newline="") as fh:
+        top = [r for r in csv.DictReader(fh) if r["rank"] == "1"][0]
+    assert top["train_dup_count"] == "1"
+    res = diffrep.audit(gen, index=idx, out=tmp_path / "a3", threshold=0.9)  # automatic now
+    assert res.summary["duplication"]["mean_dup_count_replica_matches"] == 1.0

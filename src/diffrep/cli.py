@@ -90,7 +90,7 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
     r = audit(src, a.index, a.out, reference=a.reference, fpr=a.fpr, threshold=a.threshold, top_k=a.top_k,
               descriptor=a.descriptor, captions=a.captions, reference_captions=a.reference_captions,
               batch_size=a.batch_size, max_pixels=a.max_pixels, seed=a.seed, verify=a.verify,
-              verify_k=a.verify_k, progress=bars)
+              verify_k=a.verify_k, dup_counts=a.dup_counts, progress=bars)
     print_audit_summary(r.summary, Path(a.out))
     if a.report:
         from .report.html import render_report
@@ -120,6 +120,10 @@ def print_audit_summary(s: dict[str, Any], out: Path) -> None:
     _out(f"Top-1 scores: mean {t['mean']:.3f}, p50 {t['p50']:.3f}, p95 {t['p95']:.3f}, max {t['max']:.3f}"
          + (f"; reference p95 {s['reference']['p95']:.3f}" if s.get("reference") else "")
          + (f"; background p95 {s['background']['p95']:.3f}" if s.get("background", {}).get("n") else ""))
+    dup = s.get("duplication")
+    if dup and dup.get("mean_dup_count_replica_matches") is not None:
+        _out(f"Duplication: training images copied by replicas have {dup['mean_dup_count_replica_matches']:.2f} "
+             f"near-duplicates on average, training images overall {dup['mean_dup_count_training']:.2f}.")
     if s["skipped"]:
         _out(f"Skipped {s['skipped']} unreadable inputs (reasons in {out / 'skipped.csv'}).")
     for w in s.get("warnings", []):
@@ -230,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="candidates per image verified and re-ranked (default 3; cost grows linearly)")
     p.add_argument("--seed", type=int, default=0, help="seed for background sampling")
     p.add_argument("--report", action="store_true", help="also write a self-contained report.html")
+    p.add_argument("--dup-counts", action="store_true", default=None,
+                   help="report each matched training image's near-duplicate count (runs `diffrep dedup` on "
+                        "the index if it has no counts yet; automatic when it has them)")
     p.add_argument("--page-limit", type=int, default=200, help="replicas shown in the report (rest: CSV)")
     _common(p)
     p.set_defaults(func=cmd_audit)

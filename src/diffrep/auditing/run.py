@@ -58,7 +58,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
           batch_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
           background_sample: int = 10_000, seed: int = 0, verify: bool = True, verify_k: int = 3,
           verify_config: VerifyConfig | None = None, verify_background_sample: int = 1000,
-          progress: Optional[ProgressCallback] = None) -> AuditResult:
+          dup_counts: bool | None = None, progress: Optional[ProgressCallback] = None) -> AuditResult:
     """Audit the generated images in ``source`` against the training ``index``; write results to ``out``.
 
     Verdict score: with ``verify`` (default) each query's top ``verify_k`` candidates are aligned and
@@ -98,6 +98,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     train_id = idx.column("id")
     train_cap = idx.column("caption")
     missing: set[str] = set()
+    dups = _dup_counts(idx, dup_counts, progress)
 
     def verified(records: list, cand: np.ndarray, stage: str) -> tuple[np.ndarray, Reranked]:
         assert verifier is not None
@@ -168,6 +169,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
                 "verdict_score": float(q_verdict[qi]) if r == 0 else None,
                 "is_replica": bool(rep[qi]) if r == 0 else None,
                 "p_value": float(p[qi]) if r == 0 and np.isfinite(p[qi]) else None,
+                "train_dup_count": int(dups[j]) if dups is not None else None,
             })
     write_matches(out_dir, rows)
     best = ids[np.arange(len(ids)), order[:, 0]]
@@ -197,6 +199,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         "reference": score_stats(ref_scores) if ref_scores is not None else None,
         "reference_skipped": len(ref_skipped),
         "background": score_stats(bg),
+        "duplication": _duplication_summary(dups, best, rep),
         "captions": caption_analysis([r.caption for r in queries.records],
                                      [train_cap[int(j)] for j in best], rep.tolist()),
         "index": {"path": str(idx.dir.root), "images": len(idx), "descriptor": idx.fingerprint,
@@ -221,6 +224,32 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     return AuditResult(out_dir, summary, cal, [r.path for r in queries.records], top1,
                        [train_path[int(j)] for j in best], rep, p, scores, ids, queries.skipped,
                        verdict_scores=q_verdict)
+
+
+def _dup_counts(idx: LoadedIndex, want: bool | None, progress: Optional[ProgressCallback]) -> np.ndarray | None:
+    from ..dedup.run import dedup, load_dup_counts
+
+    if want is False:
+        return None
+    counts = load_dup_counts(idx)
+    if counts is None and want:
+        dedup(None, idx.dir.root / "dedup", index=idx.dir.root, progress=progress)
+        counts = load_dup_counts(idx)
+    return counts
+
+
+def _duplication_summary(dups: np.ndarray | None, best: np.ndarray, rep: np.ndarray) -> dict[str, Any] | None:
+    if dups is None:
+        return None
+    matched = dups[best[rep]] if rep.any() else np.zeros(0)
+    return {
+        "mean_dup_count_replica_matches": float(matched.mean()) if len(matched) else None,
+        "mean_dup_count_all_matches": float(dups[best].mean()),
+        "mean_dup_count_training": float(dups.mean()),
+        "share_training_with_duplicates": float(np.mean(dups > 0)),
+        "meaning": "near-duplicates in the training set (diffrep dedup groups) of the training images that "
+                   "replicas copy, vs all matches and all training images: duplication drives memorization",
+    }
 
 
 def _load(record: Any, max_pixels: int, min_side: int) -> np.ndarray | None:

@@ -168,10 +168,36 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
         elif u != rep_unit:
             lk = to_rep[unit_pos[u]]
             link_kind[i], score[i] = lk.kind, lk.score
+    save_dup_counts(idx, group)
     summary = _write(out_dir, paths, ids, area, group, score, link_kind, idx, start=t0, params={
         "k": k, "candidate_floor": candidate_floor, "verified_threshold": verified_threshold,
         "global_threshold": global_threshold, "verify": verify})
     return DedupResult(out_dir, summary, group, paths)
+
+
+def dup_counts_path(idx: Any) -> Path:
+    return idx.dir.root / f"dup_counts-{idx.meta.get('generation', 0):06d}.npy"
+
+
+def save_dup_counts(idx: Any, group: np.ndarray) -> None:
+    """Per FAISS id: how many *other* images of the index are in its duplicate group (for audits)."""
+    from ..fsutil import atomic_path
+
+    counts = (np.bincount(group, minlength=len(group))[group] - 1).astype(np.int32)
+    try:
+        with atomic_path(dup_counts_path(idx)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, counts)
+    except OSError:
+        pass  # a read-only index: the counts stay in groups.csv only
+
+
+def load_dup_counts(idx: Any) -> Optional[np.ndarray]:
+    p = dup_counts_path(idx)
+    if not p.is_file():
+        return None
+    counts = np.load(p)
+    return counts if len(counts) == len(idx) else None
 
 
 def _remap(links: dict[int, dict[int, Link]], pos: dict[int, int]) -> dict[int, dict[int, Link]]:

@@ -17,6 +17,7 @@ MATCH_SCHEMA = pa.schema([
     ("train_caption", pa.string()), ("score", pa.float32()), ("global_rank", pa.int32()),
     ("verify_score", pa.float32()), ("inliers", pa.int32()), ("mirrored", pa.bool_()),
     ("verdict_score", pa.float32()), ("is_replica", pa.bool_()), ("p_value", pa.float64()),
+    ("train_dup_count", pa.int32()),
 ])
 _FLOAT_FORMAT = {"score": "{:.6f}", "verify_score": "{:.6f}", "verdict_score": "{:.6f}", "p_value": "{:.6g}"}
 
