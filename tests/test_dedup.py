@@ -120,3 +120,24 @@ def test_audit_reports_duplicate_counts(collection, tmp_path):
     assert top["train_dup_count"] == "1"
     res = diffrep.audit(gen, index=idx, out=tmp_path / "a3", threshold=0.9)  # automatic now
     assert res.summary["duplication"]["mean_dup_count_replica_matches"] == 1.0
+
+
+def test_semdedup_mode(collection, tmp_path):
+    from diffrep.dedup.semdedup import semdedup_groups
+
+    root, truth = collection
+    r = dedup(root, tmp_path / "out", mode="semdedup", eps=0.02)
+    g = _groups(tmp_path / "out")
+    # byte- and pixel-identical copies have cosine 1: always grouped; edited copies need a looser eps
+    assert g["exact_copy.png"][0] == g[truth["exact_copy.png"]][0]
+    assert g["same_pixels.bmp"][0] == g[truth["same_pixels.bmp"]][0]
+    assert r.summary["rule"]["mode"] == "semdedup"
+    # synthetic check of the rule itself: planted pairs found, unrelated vectors untouched
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 32)).astype(np.float32)
+    x[2000:2100] = x[:100] + 0.01 * rng.normal(size=(100, 32))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    group, link = semdedup_groups(x, np.arange(3000), eps=0.01, n_clusters=8)
+    assert np.mean(group[2000:2100] == np.arange(100)) > 0.9
+    assert (group[:2000] == np.arange(2000)).all() and (group[2100:] == np.arange(2100, 3000)).all()
+    assert (link[2000:2100][group[2000:2100] != np.arange(2000, 2100)] > 0.99).all()

@@ -20,7 +20,7 @@ STAGE_LABELS = {
     "build-index": "Building FAISS index", "verify-queries": "Verifying generations",
     "verify-reference": "Verifying reference", "verify-background": "Verifying background",
     "report": "Rendering report", "exact": "Exact duplicates", "neighbours": "Nearest neighbours",
-    "verify-pairs": "Verifying pairs", "fetch": "Fetching", "scenario": "Building scenario",
+    "verify-pairs": "Verifying pairs", "semdedup": "SemDeDup clusters", "fetch": "Fetching", "scenario": "Building scenario",
 }
 
 
@@ -137,7 +137,7 @@ def cmd_dedup(a: argparse.Namespace, bars: ProgressBars) -> int:
     src = (a.source if len(a.source) > 1 else a.source[0]) if a.source else None
     r = dedup(src, a.out, index=a.index, descriptor=a.descriptor, k=a.k, verify=a.verify,
               verified_threshold=a.verified_threshold, global_threshold=a.threshold, captions=a.captions,
-              max_pixels=a.max_pixels, progress=bars)
+              max_pixels=a.max_pixels, mode=a.mode, eps=a.eps, progress=bars)
     s = r.summary
     _out(f"{s['images']} images: {s['groups']} groups of near-duplicates, {s['duplicates']} removable "
          f"({100 * s['share_removable']:.1f}%), largest group {s['largest_group']}.")
@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="verified score (edge correlation after alignment) that links two images (default 0.9)")
     p.add_argument("--k", type=int, default=10, help="neighbours examined per image (default 10)")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="cosine threshold only")
+    p.add_argument("--mode", default="verified", choices=("verified", "semdedup"),
+                   help="verified (default) or semdedup (k-means clusters, for 10M+ images; no verification)")
+    p.add_argument("--eps", type=float, default=0.05, help="semdedup: duplicates have cosine > 1 - eps")
     p.add_argument("--captions", default=None)
     _common(p)
     p.set_defaults(func=cmd_dedup)

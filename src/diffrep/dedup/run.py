@@ -62,8 +62,14 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
           verified_threshold: float = DEFAULTS["verified_threshold"],
           global_threshold: float = DEFAULTS["global_threshold"], verify: bool = True,
           captions: PathLike | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-          verify_config: VerifyConfig | None = None, progress: Optional[ProgressCallback] = None) -> DedupResult:
-    """Group near-duplicates of ``source`` (or of an existing ``index``); write results into ``out``."""
+          verify_config: VerifyConfig | None = None, mode: str = "verified", eps: float = 0.05,
+          progress: Optional[ProgressCallback] = None) -> DedupResult:
+    """Group near-duplicates of ``source`` (or of an existing ``index``); write results into ``out``.
+
+    ``mode="verified"`` (default) is described in the module docstring; ``mode="semdedup"`` is the
+    SemDeDup rule for very large collections (``semdedup.py``: clusters, cosine > 1 - ``eps``)."""
+    if mode not in ("verified", "semdedup"):
+        raise DiffrepError(f"unknown dedup mode {mode!r}: use verified or semdedup")
     t0 = time.perf_counter()
     out_dir = ensure_writable_dir(out, "output directory")
     if index is None:
@@ -76,6 +82,8 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     n = len(idx)
     paths, ids, sha = idx.column("path"), idx.column("id"), idx.column("sha256")
     area = np.asarray(idx.column("width"), np.int64) * np.asarray(idx.column("height"), np.int64)
+    if mode == "semdedup":
+        return _semdedup(idx, out_dir, paths, ids, sha, area, eps, t0, progress)
 
     # 1. exact duplicates -> units
     emit(progress, "exact", 0, n)
@@ -171,7 +179,22 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     save_dup_counts(idx, group)
     summary = _write(out_dir, paths, ids, area, group, score, link_kind, idx, start=t0, params={
         "k": k, "candidate_floor": candidate_floor, "verified_threshold": verified_threshold,
-        "global_threshold": global_threshold, "verify": verify})
+        "global_threshold": global_threshold, "verify": verify, "mode": "verified"})
+    return DedupResult(out_dir, summary, group, paths)
+
+
+def _semdedup(idx: Any, out_dir: Path, paths: list[str], ids: list[str], sha: list[str], area: np.ndarray,
+              eps: float, t0: float, progress: Optional[ProgressCallback]) -> DedupResult:
+    from .semdedup import semdedup_groups
+
+    n = len(paths)
+    priority = np.array(sorted(range(n), key=lambda i: (-int(area[i]), ids[i])), np.int64)
+    vectors = np.concatenate([idx.vectors(np.arange(s, min(n, s + 65536))) for s in range(0, n, 65536)])
+    group, link = semdedup_groups(vectors, priority, eps=eps, progress=progress)
+    kind = ["" if group[i] == i else ("content" if sha[i] == sha[group[i]] else "semdedup") for i in range(n)]
+    save_dup_counts(idx, group)
+    summary = _write(out_dir, paths, ids, area, group, link, kind, idx, start=t0,
+                     params={"mode": "semdedup", "eps": eps})
     return DedupResult(out_dir, summary, group, paths)
 
 
