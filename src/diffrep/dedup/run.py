@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,19 +98,17 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
         else:
             first[h] = i
     pix_first: dict[str, int] = {}
-    for i in range(n):
-        if unit_of[i] != i:
-            continue
-        ph = _pixel_hash(paths[i], max_pixels)
-        if ph is None:
-            continue
-        if ph in pix_first:
-            unit_of[i], kind_of[i] = pix_first[ph], "pixels"
-        else:
-            pix_first[ph] = i
-        if i % 256 == 0:
-            emit(progress, "exact", i, n)
-    emit(progress, "exact", n, n)
+    todo = [i for i in range(n) if unit_of[i] == i]
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+        for done, (i, ph) in enumerate(zip(todo, pool.map(lambda i: _pixel_hash(paths[i], max_pixels), todo))):
+            if ph is not None:
+                if ph in pix_first:
+                    unit_of[i], kind_of[i] = pix_first[ph], "pixels"
+                else:
+                    pix_first[ph] = i
+            if done % 256 == 0:
+                emit(progress, "exact", done, len(todo))
+    emit(progress, "exact", len(todo), len(todo))
     units = np.nonzero(unit_of == np.arange(n))[0]
     unit_pos = {int(u): p for p, u in enumerate(units)}
 
@@ -119,6 +119,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     emit(progress, "neighbours", len(units), len(units), unit="img")
     cand = np.full((len(units), k), -1, np.int64)
     cand_sim = np.zeros((len(units), k), np.float32)
+    pairs: set[tuple[int, int]] = set()  # each unordered pair is verified once
     for p, u in enumerate(units):
         seen = set()
         row = []
@@ -126,9 +127,11 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
             if j < 0 or s < candidate_floor:
                 continue
             uj = int(unit_of[j])
-            if uj == u or uj in seen:
+            pair = (min(int(u), uj), max(int(u), uj))
+            if uj == u or uj in seen or pair in pairs:
                 continue
             seen.add(uj)
+            pairs.add(pair)
             row.append((uj, s))
         for c, (uj, s) in enumerate(row[:k]):
             cand[p, c], cand_sim[p, c] = uj, s
