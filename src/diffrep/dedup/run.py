@@ -117,23 +117,24 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     emit(progress, "neighbours", 0, len(units), unit="img")
     sims, nbr = idx.search(idx.vectors(units), kk)
     emit(progress, "neighbours", len(units), len(units), unit="img")
-    cand = np.full((len(units), k), -1, np.int64)
-    cand_sim = np.zeros((len(units), k), np.float32)
-    pairs: set[tuple[int, int]] = set()  # each unordered pair is verified once
+    # candidate pairs, symmetrized: verification is asymmetric (a crop aligns better as the query than as
+    # the reference), so every pair is verified in both directions and the links keep the best score
+    rows: list[dict[int, float]] = [dict() for _ in units]
     for p, u in enumerate(units):
-        seen = set()
-        row = []
         for s, j in zip(sims[p], nbr[p]):
             if j < 0 or s < candidate_floor:
                 continue
             uj = int(unit_of[j])
-            pair = (min(int(u), uj), max(int(u), uj))
-            if uj == u or uj in seen or pair in pairs:
-                continue
-            seen.add(uj)
-            pairs.add(pair)
-            row.append((uj, s))
-        for c, (uj, s) in enumerate(row[:k]):
+            if uj != u and len(rows[p]) < k:
+                rows[p][uj] = float(s)
+    for p, u in enumerate(units):
+        for uj, s in list(rows[p].items()):
+            rows[unit_pos[uj]].setdefault(int(u), s)
+    width = max((len(r) for r in rows), default=0)
+    cand = np.full((len(units), max(width, 1)), -1, np.int64)
+    cand_sim = np.zeros(cand.shape, np.float32)
+    for p, r in enumerate(rows):
+        for c, (uj, s) in enumerate(sorted(r.items(), key=lambda kv: -kv[1])):
             cand[p, c], cand_sim[p, c] = uj, s
 
     # 3. links
@@ -152,7 +153,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
                                      progress=progress).scores
     links: dict[int, dict[int, Link]] = defaultdict(dict)
     for p, u in enumerate(units):
-        for c in range(k):
+        for c in range(cand.shape[1]):
             j = int(cand[p, c])
             if j < 0:
                 continue
