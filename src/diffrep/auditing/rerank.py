@@ -94,6 +94,28 @@ def verify_candidates(load_query: ImageLoader, n: int, cand: np.ndarray, train_p
     return Reranked(scores, inliers, mirrored, sorted(set(cache.missing)))
 
 
+def load_path(path: str, max_pixels: int, min_side: int) -> Optional[np.ndarray]:
+    """Decoded image at ``path`` (file or tar member), or None when it cannot be read."""
+    try:
+        return decode_image(read_location(path), max_pixels=max_pixels, min_side=min_side)
+    except (OSError, DecodeError):
+        return None
+
+
+def verify_indexed(members: np.ndarray, cand: np.ndarray, paths: Sequence[str], verifier: Verifier, *,
+                   max_pixels: int, stage: str, progress: Optional[ProgressCallback] = None) -> Reranked:
+    """Verify indexed images ``members`` (FAISS ids) against their candidate rows ``cand``."""
+    return verify_candidates(lambda i: load_path(paths[int(members[i])], max_pixels, verifier.config.size),
+                             len(members), cand, paths, verifier, stage=stage, progress=progress)
+
+
+def best_scores(scores: np.ndarray) -> np.ndarray:
+    """Best verified score per row; 0 where nothing was verified."""
+    if scores.size == 0:
+        return np.zeros(len(scores), np.float32)
+    return np.nan_to_num(np.max(np.where(np.isnan(scores), -np.inf, scores), axis=1), neginf=0.0)
+
+
 RANK_GLOBAL_WEIGHT = 0.25
 
 

@@ -17,12 +17,11 @@ from ..fsutil import ensure_writable_dir
 from ..indexing.build import resolve_descriptor
 from ..indexing.load import LoadedIndex, open_index
 from ..progress import ProgressCallback, emit
-from ..sources import read_location
 from ..report.tables import write_distributions, write_matches, write_skipped, write_summary
 from .background import background_scores
 from .calibration import Calibration, calibrate, fuse_min_p
 from .captions import caption_analysis
-from .rerank import Reranked, rerank_order, verify_candidates
+from .rerank import Reranked, best_scores, rerank_order, verify_candidates, verify_indexed
 from .stats import score_stats
 from .verify import Verifier, VerifyConfig
 
@@ -105,8 +104,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         rr = verify_candidates(lambda i: _load(records[i], max_pixels, verifier.config.size), len(records),
                                cand[:, :kv], train_path, verifier, stage=stage, progress=progress)
         missing.update(rr.missing)
-        return np.nan_to_num(np.nanmax(np.where(np.isnan(rr.scores), -np.inf, rr.scores), axis=1),
-                             neginf=0.0), rr
+        return best_scores(rr.scores), rr
 
     q_rr: Reranked | None = None
     q_verified = None
@@ -276,15 +274,6 @@ def verified_background(idx: LoadedIndex, verifier: Verifier, k: int, sample: in
         row = cand[i][keep[i]][:k]
         others[i, :len(row)] = row
         glob[i] = sims[i][keep[i]][0] if keep[i].any() else 0.0
-    paths = idx.column("path")
-
-    def load(i: int) -> np.ndarray | None:
-        try:
-            return decode_image(read_location(paths[int(pick[i])]), max_pixels=max_pixels,
-                                min_side=verifier.config.size)
-        except (OSError, DecodeError):
-            return None
-
-    rr = verify_candidates(load, len(pick), others, paths, verifier, stage="verify-background",
-                           progress=progress)
-    return glob, np.nan_to_num(np.nanmax(np.where(np.isnan(rr.scores), -np.inf, rr.scores), axis=1), neginf=0.0)
+    rr = verify_indexed(pick, others, idx.column("path"), verifier, max_pixels=max_pixels,
+                        stage="verify-background", progress=progress)
+    return glob, best_scores(rr.scores)

@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..auditing.rerank import verify_candidates
+from ..auditing.rerank import verify_indexed
 from ..auditing.verify import Verifier, VerifyConfig
 from ..decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from ..errors import DiffrepError
@@ -140,17 +140,8 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     # 3. links
     verified = np.full(cand.shape, np.nan, np.float32)
     if verify and (cand >= 0).any():
-        verifier = Verifier(verify_config)
-
-        def load(p: int) -> Optional[np.ndarray]:
-            try:
-                return decode_image(read_location(paths[int(units[p])]), max_pixels=max_pixels,
-                                    min_side=verifier.config.size)
-            except (OSError, DecodeError):
-                return None
-
-        verified = verify_candidates(load, len(units), cand, paths, verifier, stage="verify-pairs",
-                                     progress=progress).scores
+        verified = verify_indexed(units, cand, paths, Verifier(verify_config), max_pixels=max_pixels,
+                                  stage="verify-pairs", progress=progress).scores
     links: dict[int, dict[int, Link]] = defaultdict(dict)
     for p, u in enumerate(units):
         for c in range(cand.shape[1]):
