@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ..auditing.captions import shared_tokens
-from ..decode import DecodeError, decode_image
+from ..auditing.rerank import load_path
+from ..decode import DEFAULT_MAX_PIXELS
 from ..errors import DiffrepError
 from ..fsutil import write_text
 from ..progress import ProgressCallback, emit
-from ..sources import read_location
 from .plots import similarity_histogram, verdict_histogram
 from .tables import read_distributions
 
@@ -32,9 +32,8 @@ CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src
 def _thumb(path: str, size: int) -> Optional[str]:
     from PIL import Image
 
-    try:
-        arr = decode_image(read_location(path), min_side=size)
-    except (OSError, DecodeError):
+    arr = load_path(path, DEFAULT_MAX_PIXELS, size)
+    if arr is None:
         return None
     im = Image.fromarray(arr)
     im.thumbnail((size, size), Image.BICUBIC)
