@@ -174,3 +174,13 @@ def test_tar_shards_index_and_verified_audit(tmp_path, emoji_files):
     assert all(row["train_caption"].startswith("cap ") for row in top)
     assert res.summary["replicas"] == 3 and res.summary["calibration"]["source"] == "background"
     assert not [w for w in res.summary["warnings"] if "could not be read" in w]
+
+
+@pytest.mark.parametrize("args,expect", [(["--fpr", "2"], "between 0 and 1"), (["--top-k", "0"], "at least 1")])
+def test_bad_options_fail_before_any_work(scenario, tmp_path, args, expect):
+    import time
+
+    t = time.perf_counter()
+    r = run("audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--out", str(tmp_path / "o"), *args)
+    assert r.returncode not in (0, 1) and expect in r.stderr and "Traceback" not in r.stderr
+    assert time.perf_counter() - t < 10 and not (tmp_path / "o").exists()

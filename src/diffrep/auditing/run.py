@@ -12,7 +12,7 @@ from .. import __version__
 from ..decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from ..descriptors import Descriptor
 from ..embedding import embed_source
-from ..errors import SourceError
+from ..errors import CalibrationError, DiffrepError, SourceError
 from ..fsutil import ensure_writable_dir
 from ..indexing.build import resolve_descriptor
 from ..indexing.load import LoadedIndex, open_index
@@ -67,6 +67,10 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     else on the train-vs-train background; ``threshold`` instead applies a fixed cosine threshold to the
     SSCD top-1 (the paper's rule, no verification). See ``diffrep.auditing.calibration``."""
     t0 = time.perf_counter()
+    if not 0 < fpr < 1:  # checked before any work
+        raise CalibrationError(f"target false-positive rate must be between 0 and 1, got {fpr}")
+    if top_k < 1 or verify_k < 1:
+        raise DiffrepError(f"--top-k and --verify-k must be at least 1 (got {top_k} and {verify_k})")
     out_dir = ensure_writable_dir(out, "output directory")
     idx = index if isinstance(index, LoadedIndex) else open_index(index)
     d = resolve_descriptor(idx.dir, descriptor, batch_size=batch_size) if batch_size else \
