@@ -94,12 +94,17 @@ def verify_candidates(load_query: ImageLoader, n: int, cand: np.ndarray, train_p
     return Reranked(scores, inliers, mirrored, sorted(set(cache.missing)))
 
 
-def load_path(path: str, max_pixels: int, min_side: int) -> Optional[np.ndarray]:
-    """Decoded image at ``path`` (file or tar member), or None when it cannot be read."""
+def load_image(read: Callable[[], bytes], max_pixels: int, min_side: int) -> Optional[np.ndarray]:
+    """Decoded image from ``read()`` (e.g. ``Record.read``), or None when it cannot be read or decoded."""
     try:
-        return decode_image(read_location(path), max_pixels=max_pixels, min_side=min_side)
+        return decode_image(read(), max_pixels=max_pixels, min_side=min_side)
     except (OSError, DecodeError):
         return None
+
+
+def load_path(path: str, max_pixels: int, min_side: int) -> Optional[np.ndarray]:
+    """Decoded image at ``path`` (file or tar member), or None when it cannot be read."""
+    return load_image(lambda: read_location(path), max_pixels, min_side)
 
 
 def verify_indexed(members: np.ndarray, cand: np.ndarray, paths: Sequence[str], verifier: Verifier, *,

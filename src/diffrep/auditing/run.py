@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .. import __version__
-from ..decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from ..decode import DEFAULT_MAX_PIXELS
 from ..descriptors import Descriptor
 from ..embedding import embed_source
 from ..errors import CalibrationError, DiffrepError, SourceError
@@ -21,7 +21,7 @@ from ..report.tables import write_distributions, write_matches, write_skipped, w
 from .background import background_scores
 from .calibration import Calibration, calibrate, fuse_min_p
 from .captions import caption_analysis
-from .rerank import Reranked, best_scores, rerank_order, verify_candidates, verify_indexed
+from .rerank import Reranked, best_scores, load_image, rerank_order, verify_candidates, verify_indexed
 from .stats import score_stats
 from .verify import Verifier, VerifyConfig
 
@@ -73,8 +73,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         raise DiffrepError(f"--top-k and --verify-k must be at least 1 (got {top_k} and {verify_k})")
     out_dir = ensure_writable_dir(out, "output directory")
     idx = index if isinstance(index, LoadedIndex) else open_index(index)
-    d = resolve_descriptor(idx.dir, descriptor, batch_size=batch_size) if batch_size else \
-        resolve_descriptor(idx.dir, descriptor)
+    d = resolve_descriptor(idx.dir, descriptor, **({"batch_size": batch_size} if batch_size else {}))
     warnings: list[str] = []
     if idx.pending_chunks:
         warnings.append(f"the index has {idx.pending_chunks} chunk(s) from an unfinished indexing run that are "
@@ -105,7 +104,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
 
     def verified(records: list, cand: np.ndarray, stage: str) -> tuple[np.ndarray, Reranked]:
         assert verifier is not None
-        rr = verify_candidates(lambda i: _load(records[i], max_pixels, verifier.config.size), len(records),
+        rr = verify_candidates(lambda i: load_image(records[i].read, max_pixels, verifier.config.size), len(records),
                                cand[:, :kv], train_path, verifier, stage=stage, progress=progress)
         missing.update(rr.missing)
         return best_scores(rr.scores), rr
@@ -252,13 +251,6 @@ def _duplication_summary(dups: np.ndarray | None, best: np.ndarray, rep: np.ndar
         "meaning": "near-duplicates in the training set (diffrep dedup groups) of the training images that "
                    "replicas copy, vs all matches and all training images: duplication drives memorization",
     }
-
-
-def _load(record: Any, max_pixels: int, min_side: int) -> np.ndarray | None:
-    try:
-        return decode_image(record.read(), max_pixels=max_pixels, min_side=min_side)
-    except (OSError, DecodeError):
-        return None
 
 
 def verified_background(idx: LoadedIndex, verifier: Verifier, k: int, sample: int, seed: int,

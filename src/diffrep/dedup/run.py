@@ -25,15 +25,14 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..auditing.rerank import verify_indexed
+from ..auditing.rerank import load_path, verify_indexed
 from ..auditing.verify import Verifier, VerifyConfig
-from ..decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from ..decode import DEFAULT_MAX_PIXELS
 from ..errors import DiffrepError
 from ..fsutil import ensure_writable_dir, write_json, write_text
 from ..indexing.build import index as build_index
 from ..indexing.load import open_index
 from ..progress import ProgressCallback, emit
-from ..sources import read_location
 from .grouping import Link, star_groups
 
 PathLike = str | Path
@@ -49,9 +48,8 @@ class DedupResult:
 
 
 def _pixel_hash(path: str, max_pixels: int) -> Optional[str]:
-    try:
-        arr = decode_image(read_location(path), max_pixels=max_pixels, min_side=256)
-    except (OSError, DecodeError):
+    arr = load_path(path, max_pixels, 256)
+    if arr is None:
         return None
     h = hashlib.blake2b(digest_size=16)
     h.update(str(arr.shape).encode())
