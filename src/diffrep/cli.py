@@ -167,6 +167,29 @@ def cmd_demo(a: argparse.Namespace, bars: ProgressBars) -> int:
     return 0
 
 
+def cmd_bench_make(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from .bench.make import make_bench
+
+    src = a.source if len(a.source) > 1 else a.source[0]
+    r = make_bench(src, a.out, kinds=a.kinds, n=a.n, seed=a.seed, fill=a.fill, masks=a.masks,
+                   groups=a.groups, max_references=a.max_references, progress=bars)
+    kinds = ", ".join(f"{k} {v}" for k, v in r.by_kind.items())
+    _out(f"Benchmark in {r.out}: {r.queries} queries ({kinds}) against {r.references} references; "
+         f"{r.fill_images} held-out fill images; {r.skipped} skipped (skipped.csv).")
+    return 0
+
+
+def cmd_bench_run(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from .bench.run import run_bench
+
+    r = run_bench(a.bench_dir, a.descriptors, a.out, k=a.k, normalize=a.normalize,
+                  batch_size=a.batch_size, progress=bars)
+    _out("")
+    _out((r.out / "table.md").read_text(encoding="utf-8"))
+    _out(f"Results: {r.out / 'results.csv'}, table: {r.out / 'table.md'}, PR curves: {r.out}/pr_*.png")
+    return 0
+
+
 def cmd_data_get(a: argparse.Namespace, bars: ProgressBars) -> int:
     from .data import get_dataset
 
@@ -271,6 +294,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--descriptor", default="sscd")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="copy-detection benchmark: build query sets with ground truth, rank descriptors")
+    bsub = p.add_subparsers(dest="bench_command", required=True, metavar="ACTION")
+    g = bsub.add_parser("make", help="build synthetic replication queries (segmix, diagonal, patch, edits)")
+    g.add_argument("source", nargs="+", help="image folder or .tar shards the queries are made from")
+    g.add_argument("--out", required=True, help="new benchmark folder")
+    g.add_argument("--kinds", default="segmix,segmix-hard,diagonal,patch,edits",
+                   help="comma-separated query kinds (default: all five)")
+    g.add_argument("--n", type=int, default=1000, help="queries in total, spread evenly over kinds (default 1000)")
+    g.add_argument("--seed", type=int, default=0, help="same seed, byte-identical benchmark (default 0)")
+    g.add_argument("--fill", default="image", help="fill for segmix/outpainting: image (another image, "
+                   "default) or noise")
+    g.add_argument("--masks", default=None, help="folder of object masks (same relative names, white = "
+                   "object) for images without alpha")
+    g.add_argument("--groups", default=None, help="CSV file,group of near-duplicate groups: one reference per group")
+    g.add_argument("--max-references", type=int, default=None, help="cap on reference images")
+    g.add_argument("-q", "--quiet", action="store_true")
+    g.set_defaults(func=cmd_bench_make)
+    g = bsub.add_parser("run", help="rank descriptors on a benchmark: results.csv, table.md, PR curves")
+    g.add_argument("bench_dir")
+    g.add_argument("--descriptors", default="sscd,sscd-fast,effnet-lite0,pdq,phash,pixel",
+                   help="comma-separated descriptors (also onnx:PATH, torchscript:PATH)")
+    g.add_argument("--out", default=None, help="result folder (default BENCH_DIR/results)")
+    g.add_argument("--k", type=int, default=10, help="references retrieved per query (default 10, as ISC2021)")
+    g.add_argument("--normalize", action="store_true",
+                   help="also score cosine descriptors with SSCD's score normalization (+norm rows)")
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("-q", "--quiet", action="store_true")
+    g.set_defaults(func=cmd_bench_run)
 
     p = sub.add_parser("data", help="fetch packaged datasets")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")

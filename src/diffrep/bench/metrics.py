@@ -110,3 +110,14 @@ def mrr(preds: Mapping[Hashable, Ranked], truth: Mapping[Hashable, set[Hashable]
 
 def accuracy_at_1(preds: Mapping[Hashable, Ranked], truth: Mapping[Hashable, set[Hashable]]) -> float:
     return recall_at_k(preds, truth, 1)
+
+
+def pr_curve(preds: Mapping[Hashable, Ranked], truth: Mapping[Hashable, set[Hashable]]
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled (micro) precision-recall curve: (recall, precision) after each prediction in global
+    score order, the curve whose area is :func:`micro_ap`."""
+    rel, n_gt = _pooled(preds, truth)
+    if n_gt == 0 or not len(rel):
+        return np.zeros(0), np.zeros(0)
+    hits = np.cumsum(rel)
+    return hits / n_gt, hits / np.arange(1, len(rel) + 1)
