@@ -1,12 +1,18 @@
 """The descriptor contract and registry.
 
-A descriptor turns a batch of RGB uint8 images into float32 unit vectors. Each has a ``fingerprint``
+A descriptor turns a batch of RGB uint8 images into float32 vectors. Each has a ``fingerprint``
 (name, weights hash, preprocessing, dimension) stored with every index; an index refuses queries
 embedded with a different fingerprint, because cosine scores from two models are not comparable.
+
+``metric`` says how two vectors compare. ``"cosine"`` (almost all descriptors): unit vectors whose inner
+product is the score, so FAISS inner-product search, ``diffrep index``, ``audit`` and ``dedup`` work.
+Anything else (e.g. ``"tiled-l2"`` of the ``pixel`` descriptor) is scored only by the descriptor's own
+``similarity(q, r)``; such descriptors cannot build an index.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -27,6 +33,8 @@ class Descriptor(ABC):
     dim: int = 0
     #: default images per model call
     batch_size: int = 16
+    #: "cosine": unit vectors, inner product = score (indexable). Anything else: use ``similarity``.
+    metric: str = "cosine"
 
     @abstractmethod
     def preprocess(self, image: np.ndarray) -> np.ndarray:
@@ -34,11 +42,19 @@ class Descriptor(ABC):
 
     @abstractmethod
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """(N, H', W', 3) uint8 batch of preprocessed images -> (N, dim) float32 unit vectors."""
+        """(N, H', W', 3) uint8 batch of preprocessed images -> (N, dim) float32 vectors (unit vectors
+        when ``metric == "cosine"``)."""
 
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
         """JSON-serializable identity: name, weights hash, preprocessing, dim."""
+
+    def similarity(self, q: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """(len(q), len(r)) float32 similarity matrix of two sets of this descriptor's vectors; higher
+        means more similar. Default: the inner product (the cosine, for unit vectors)."""
+        q = np.asarray(q, dtype=np.float32).reshape(-1, self.dim)
+        r = np.asarray(r, dtype=np.float32).reshape(-1, self.dim)
+        return q @ r.T
 
     def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
         """Convenience: preprocess and embed a list of decoded images."""
@@ -89,7 +105,9 @@ def get_descriptor(spec: str | Descriptor, **kwargs: Any) -> Descriptor:
 
 
 def _load_builtins() -> None:
-    from . import sscd  # noqa: F401  (registers on import)
+    # each module registers on import; heavy libraries (torch, pdqhash, imagehash) load in the factories
+    from . import sscd  # noqa: F401  (first: the default and reference descriptor)
+    from . import effnet, pdq, phash, pixel  # noqa: F401
 
 
 _HASH_CACHE: dict[tuple[str, int, float], str] = {}
@@ -113,6 +131,53 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(n, 1e-12)
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a gray (H, W) / (H, W, 1), RGB or RGBA array; alpha is composited onto
+    white (as ``decode_image`` does for files)."""
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        raise DescriptorError(f"expected a uint8 image, got dtype {a.dtype}")
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise DescriptorError(f"expected an (H, W, 3) RGB image, got shape {a.shape}")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.shape[2] == 4:
+        from PIL import Image
+
+        rgba = Image.fromarray(np.ascontiguousarray(a), "RGBA")
+        a = np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+                       .convert("RGB"))
+    return np.ascontiguousarray(a)
+
+
+def bits_to_unit(bits: np.ndarray) -> np.ndarray:
+    """(N, n) hash bits in {0, 1} -> (N, n) float32 unit vectors v = (2b - 1) / sqrt(n).
+
+    The inner product of two such vectors is exactly ``1 - 2 d / n`` (d = Hamming distance): every term
+    is +-1/n, a power of two for n = 64 or 256, so float32 sums are exact. Conversely
+    ``d = n (1 - s) / 2`` (``hamming_from_similarity``)."""
+    b = np.asarray(bits).astype(bool)
+    n = b.shape[1]
+    return np.where(b, np.float32(1.0), np.float32(-1.0)) / np.float32(np.sqrt(n))
+
+
+def hamming_from_similarity(s: np.ndarray | float, n: int) -> np.ndarray:
+    """Hamming distance between two n-bit hashes from the inner product of their ``bits_to_unit`` vectors."""
+    return np.rint(n * (1.0 - np.asarray(s, dtype=np.float64)) / 2.0).astype(np.int64)
+
+
+def library_fingerprint(name: str, dim: int, preprocess: dict[str, Any], libraries: dict[str, str],
+                        metric: str = "cosine") -> dict[str, Any]:
+    """Fingerprint of a weight-free descriptor (hashes, pixels): ``weights_sha256`` hashes the algorithm,
+    its parameters and the library versions, so an index refuses vectors from another version."""
+    ident = json.dumps({"name": name, "preprocess": preprocess, "libraries": libraries, "metric": metric},
+                       sort_keys=True)
+    return {"name": name, "weights_sha256": hashlib.sha256(ident.encode()).hexdigest(),
+            "preprocess": preprocess, "dim": dim, "libraries": libraries, "metric": metric}
 
 
 def fingerprints_match(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from ..decode import DEFAULT_MAX_PIXELS
 from ..descriptors import Descriptor, fingerprints_match, get_descriptor
 from ..embedding import Prepared, embed_records
-from ..errors import DescriptorMismatchError
+from ..errors import DescriptorError, DescriptorMismatchError
 from ..fsutil import atomic_path, ensure_writable_dir
 from ..progress import ProgressCallback, emit
 from ..report.tables import write_skipped
@@ -54,6 +54,11 @@ def resolve_descriptor(idx: IndexDir, descriptor: str | Descriptor | None, **kw:
     if descriptor is None:
         descriptor = stored["name"] if stored else "sscd"
     d = get_descriptor(descriptor, **kw)
+    if getattr(d, "metric", "cosine") != "cosine":
+        raise DescriptorError(
+            f"descriptor {d.name!r} compares images with {d.metric}, not cosine similarity, so it cannot "
+            "build or search a FAISS index (index, audit, dedup). Score it pairwise with "
+            "descriptor.similarity(), or use a cosine descriptor such as sscd, pdq or phash.")
     if stored and not fingerprints_match(stored, d.fingerprint()):
         raise DescriptorMismatchError(
             f"index {idx.root} was built with descriptor {stored['name']!r} "
