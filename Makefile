@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-deps bench clean
+.PHONY: install demo test test-deps bench bench-rank clean
 
 install: $(STAMP)
 
@@ -37,5 +37,13 @@ bench: install
 	$(PY) benchmarks/bench_index.py --n 400
 	$(PY) benchmarks/eval_scenarios.py --seeds 1 2
 
+# Descriptor ranking on the emoji set (docs/benchmark.md): 1,000 queries, six descriptors + normalized rows.
+BENCH_DIR ?= bench-out/emoji-seed1
+bench-rank: install
+	rm -rf $(BENCH_DIR)
+	emoji=$$($(PY) -m diffrep data get emoji -q) && \
+	$(PY) -m diffrep bench make $$emoji/images --groups $$emoji/groups.csv --out $(BENCH_DIR) --n 1000 --seed 1
+	$(PY) -m diffrep bench run $(BENCH_DIR) --normalize
+
 clean:
-	rm -rf $(VENV) demo-out
+	rm -rf $(VENV) demo-out bench-out

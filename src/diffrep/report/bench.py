@@ -25,7 +25,8 @@ def average_ranks(values: dict[str, dict[str, float]], kinds: list[str]) -> dict
 
 def _table(result: Any, metric: str, with_rank: bool) -> list[str]:
     kinds = list(result.kinds)
-    vals: dict[str, dict[str, float]] = {d: {} for d in result.descriptors}
+    names = [d for d in result.descriptors if not (with_rank and d.endswith("+norm"))]
+    vals: dict[str, dict[str, float]] = {d: {} for d in names}
     for r in result.rows:
         if r["metric"] == metric and r["descriptor"] in vals:
             vals[r["descriptor"]][r["kind"]] = float(r["value"])
@@ -50,7 +51,9 @@ def ranking_table(result: Any) -> str:
     """Markdown: the seed paper's layout (rows: descriptors, columns: kinds, Average Rank by mAP) plus
     tables of micro-AP and recall@1. Values in percent; best per column in bold."""
     parts = ["## mAP (%) per query kind, ranked", "",
-             f"Average Rank: mean over query kinds of each descriptor's rank by {RANK_METRIC} (1 = best).", ""]
+             f"Average Rank: mean over query kinds of each descriptor's rank by {RANK_METRIC} (1 = best). "
+             "Score normalization (+norm) shifts each query's scores by a constant, so its per-query ranking "
+             "and mAP equal its base descriptor's; it appears in the pooled tables below.", ""]
     parts += _table(result, RANK_METRIC, True)
     for metric, title in (("muAP", "micro-AP (ISC2021 muAP, %)"), ("recall@1", "recall@1 (%)"),
                           ("recall@P90", "recall at 90% precision (%)")):
