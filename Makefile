@@ -37,13 +37,15 @@ bench: install
 	$(PY) benchmarks/bench_index.py --n 400
 	$(PY) benchmarks/eval_scenarios.py --seeds 1 2
 
-# Descriptor ranking on the emoji set (docs/benchmark.md): 1,000 queries, six descriptors + normalized rows.
+# Descriptor ranking on the emoji set (docs/benchmark.md): 1,000 queries, six descriptors, normalized rows
+# and the partial-replication method (+regions rows, `diffrep audit --partial`).
 BENCH_DIR ?= bench-out/emoji-seed1
 bench-rank: install
 	rm -rf $(BENCH_DIR)
 	emoji=$$($(PY) -m diffrep data get emoji -q) && \
 	$(PY) -m diffrep bench make $$emoji/images --groups $$emoji/groups.csv --out $(BENCH_DIR) --n 1000 --seed 1
-	$(PY) -m diffrep bench run $(BENCH_DIR) --normalize
+	$(PY) -m diffrep bench run $(BENCH_DIR) --normalize \
+	  --descriptors sscd,sscd-fast,effnet-lite0,pdq,phash,pixel,sscd-fast+regions,sscd+regions
 
 clean:
 	rm -rf $(VENV) demo-out bench-out

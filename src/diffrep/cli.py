@@ -19,6 +19,8 @@ STAGE_LABELS = {
     "embed-reference": "Embedding reference", "search": "Searching", "background": "Background",
     "build-index": "Building FAISS index", "verify-queries": "Verifying generations",
     "verify-reference": "Verifying reference", "verify-background": "Verifying background",
+    "regions-queries": "Regions: generations", "regions-reference": "Regions: reference",
+    "regions-background": "Regions: background",
     "report": "Rendering report", "exact": "Exact duplicates", "neighbours": "Nearest neighbours",
     "verify-pairs": "Verifying pairs", "semdedup": "SemDeDup clusters", "fetch": "Fetching", "scenario": "Building scenario",
 }
@@ -90,7 +92,8 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
     r = audit(src, a.index, a.out, reference=a.reference, fpr=a.fpr, threshold=a.threshold, top_k=a.top_k,
               descriptor=a.descriptor, captions=a.captions, reference_captions=a.reference_captions,
               batch_size=a.batch_size, max_pixels=a.max_pixels, seed=a.seed, verify=a.verify,
-              verify_k=a.verify_k, dup_counts=a.dup_counts, progress=bars)
+              verify_k=a.verify_k, dup_counts=a.dup_counts, partial=a.partial, partial_k=a.partial_k,
+              progress=bars)
     print_audit_summary(r.summary, Path(a.out))
     if a.report:
         from .report.html import render_report
@@ -114,12 +117,18 @@ def print_audit_summary(s: dict[str, Any], out: Path) -> None:
            "explicit": "set by --threshold", "fixed": "the paper's fixed SSCD 0.5 (uncalibrated)"}[cal["source"]]
     what = "fused score (SSCD + pixel verification)" if s.get("verdict_score", "").startswith("fused") \
         else "SSCD cosine"
+    if s.get("partial"):
+        what = what.replace("verification)", "verification + regions)") if "fused" in what else "best of SSCD and region cosine"
     _out(f"Replicas: {s['replicas']} of {s['queries']} generated images "
          f"({100 * s['replication_rate']:.2f}%), threshold {cal['threshold']:.4f} on the {what}, {how}.")
     t = s["top1"]
     _out(f"Top-1 scores: mean {t['mean']:.3f}, p50 {t['p50']:.3f}, p95 {t['p95']:.3f}, max {t['max']:.3f}"
          + (f"; reference p95 {s['reference']['p95']:.3f}" if s.get("reference") else "")
          + (f"; background p95 {s['background']['p95']:.3f}" if s.get("background", {}).get("n") else ""))
+    part = s.get("partial")
+    if part:
+        _out(f"Partial: {part['windows_per_image']} windows per image ({part['seconds_per_image']:.2f} s per image); "
+             f"{part['partial_matches']} images whose strongest match is a region (match_kind=region).")
     dup = s.get("duplication")
     if dup and dup.get("mean_dup_count_replica_matches") is not None:
         _out(f"Duplication: training images copied by replicas have {dup['mean_dup_count_replica_matches']:.2f} "
@@ -255,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip pixel-level verification: verdict on the SSCD top-1 cosine alone (the paper's rule)")
     p.add_argument("--verify-k", type=int, default=3,
                    help="candidates per image verified and re-ranked (default 3; cost grows linearly)")
+    p.add_argument("--partial", action="store_true",
+                   help="also find training images copied into part of a generation (every window of its SSCD "
+                        "feature map searched; ~3x the embedding cost; see docs/partial.md)")
+    p.add_argument("--partial-k", type=int, default=5, help="region candidates listed per image (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed for background sampling")
     p.add_argument("--report", action="store_true", help="also write a self-contained report.html")
     p.add_argument("--dup-counts", action="store_true", default=None,

@@ -1,10 +1,11 @@
 """``diffrep audit``: match generated images against a training index and give calibrated verdicts."""
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -21,7 +22,11 @@ from ..report.tables import write_distributions, write_matches, write_skipped, w
 from .background import background_scores
 from .calibration import Calibration, calibrate, fuse_min_p
 from .captions import caption_analysis
-from .rerank import Reranked, best_scores, load_image, rerank_order, verify_candidates, verify_indexed
+from .evidence import match_rows
+from .rerank import Reranked, best_scores, load_image, verify_candidates, verify_indexed
+from ..descriptors.regions import RegionConfig, RegionEmbedder
+from ..sources import read_location
+from .partial import RegionMatches, region_search
 from .stats import score_stats
 from .verify import Verifier, VerifyConfig
 
@@ -57,20 +62,26 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
           batch_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
           background_sample: int = 10_000, seed: int = 0, verify: bool = True, verify_k: int = 3,
           verify_config: VerifyConfig | None = None, verify_background_sample: int = 1000,
-          dup_counts: bool | None = None, progress: Optional[ProgressCallback] = None) -> AuditResult:
+          dup_counts: bool | None = None, partial: bool = False, partial_k: int = 5,
+          region_config: RegionConfig | None = None, partial_background_sample: int = 300,
+          progress: Optional[ProgressCallback] = None) -> AuditResult:
     """Audit the generated images in ``source`` against the training ``index``; write results to ``out``.
 
     Verdict score: with ``verify`` (default) each query's top ``verify_k`` candidates are aligned and
     compared pixel-wise (``diffrep.auditing.verify``), re-ranked, and the verified score is fused with the
-    SSCD top-1 cosine; without it, the SSCD top-1 cosine alone (the paper's statistic). Threshold:
+    SSCD top-1 cosine; without it, the SSCD top-1 cosine alone (the paper's statistic). With ``partial``
+    every window of each generation is searched too (``diffrep.auditing.partial``) and the best window's
+    cosine joins the fusion as a third channel, so training objects pasted into part of a generation are
+    found; ``partial_k`` region candidates per image are listed. Threshold:
     calibrated at ``fpr`` on ``reference`` (held-out real images, scored by the same pipeline) if given,
     else on the train-vs-train background; ``threshold`` instead applies a fixed cosine threshold to the
     SSCD top-1 (the paper's rule, no verification). See ``diffrep.auditing.calibration``."""
     t0 = time.perf_counter()
     if not 0 < fpr < 1:  # checked before any work
         raise CalibrationError(f"target false-positive rate must be between 0 and 1, got {fpr}")
-    if top_k < 1 or verify_k < 1:
-        raise DiffrepError(f"--top-k and --verify-k must be at least 1 (got {top_k} and {verify_k})")
+    if top_k < 1 or verify_k < 1 or partial_k < 1:
+        raise DiffrepError(f"--top-k, --verify-k and --partial-k must be at least 1 (got {top_k}, {verify_k}, "
+                           f"{partial_k})")
     out_dir = ensure_writable_dir(out, "output directory")
     idx = index if isinstance(index, LoadedIndex) else open_index(index)
     d = resolve_descriptor(idx.dir, descriptor, **({"batch_size": batch_size} if batch_size else {}))
@@ -113,6 +124,16 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     q_verified = None
     if verifier is not None:
         q_verified, q_rr = verified(queries.records, ids, "verify-queries")
+    emb = RegionEmbedder(d, region_config) if partial else None
+
+    def regions(readers: list, stage: str, self_ids: np.ndarray | None = None) -> RegionMatches:
+        assert emb is not None
+        side = max(emb.config.sizes)
+        return region_search(lambda i: load_image(readers[i], max_pixels, side), len(readers), idx, emb,
+                             k=min(partial_k, len(idx)), self_ids=self_ids, stage=stage, progress=progress)
+
+    q_reg = regions([r.read for r in queries.records], "regions-queries") if emb is not None else None
+    ref_region = None
 
     ref_scores = ref_verified = None
     ref_skipped: list[tuple[str, str]] = []
@@ -126,56 +147,47 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         ref_scores = r_scores[:, 0]
         if verifier is not None:
             ref_verified = verified(ref.records, r_ids, "verify-reference")[0]
+        if emb is not None:
+            ref_region = regions([r.read for r in ref.records], "regions-reference").top
     bg = background_scores(idx, sample=background_sample, seed=seed, progress=progress)
 
     # the verdict score: the paper's global top-1 cosine, or its fusion with the verified score
-    null_g = null_v = None
+    null_g = null_v = null_r = None
     if ref_scores is not None:
-        null_g, null_v = ref_scores, ref_verified
-    elif verifier is not None:
-        null_g, null_v = verified_background(idx, verifier, kv, verify_background_sample, seed, max_pixels,
-                                             progress)
-    fused = bool(verifier is not None and null_g is not None and len(null_g))
+        null_g, null_v, null_r = ref_scores, ref_verified, ref_region
+    elif threshold is None and (verifier is not None or emb is not None):
+        sample = min(verify_background_sample, partial_background_sample) if emb else verify_background_sample
+        null_g, null_v, null_r = train_null(idx, verifier, kv, sample, seed, max_pixels, progress,
+                                            (lambda rd, ids: regions(rd, "regions-background", ids).top)
+                                            if emb else None)
+    q_region = q_reg.top if q_reg is not None else None
+    channels = [(n, q) for n, q in ((null_g, scores[:, 0]), (null_v, q_verified), (null_r, q_region))
+                if n is not None and q is not None]
+    fused = bool(threshold is None and len(channels) > 1 and len(channels[0][0]))
     if fused:
-        null_verdict, q_verdict = fuse_min_p([null_g, null_v], [scores[:, 0], q_verified])
+        null_verdict, q_verdict = fuse_min_p([c[0] for c in channels], [c[1] for c in channels])
         cal = calibrate(reference=null_verdict if ref_scores is not None else None,
                         background=null_verdict if ref_scores is None else None, fpr=fpr,
                         descriptor_name="fused")
     else:
-        q_verdict = scores[:, 0]
+        # explicit threshold with --partial: on the best of the global and the region cosine
+        q_verdict = scores[:, 0] if q_region is None else np.maximum(scores[:, 0], q_region)
         cal = calibrate(reference=ref_scores, background=bg, fpr=fpr, threshold=threshold, descriptor_name=d.name)
     t_cal = time.perf_counter()
 
     top1 = scores[:, 0]
     p = cal.p_values(q_verdict)
     rep = cal.is_replica(q_verdict)
-    rows: list[dict[str, Any]] = []
-    order = np.tile(np.arange(k), (len(queries.records), 1))
-    if q_rr is not None:
-        head = rerank_order(q_rr.scores, scores[:, :kv])
-        order = np.concatenate([head, order[:, kv:]], axis=1)
-    for qi, rec in enumerate(queries.records):
-        for r, c in enumerate(order[qi]):
-            j = int(ids[qi, c])
-            if j < 0:
-                continue
-            vs = float(q_rr.scores[qi, c]) if q_rr is not None and c < kv else None
-            rows.append({
-                "query_path": rec.path, "query_id": rec.id, "query_caption": rec.caption, "rank": r + 1,
-                "train_path": train_path[j], "train_id": train_id[j], "train_caption": train_cap[j],
-                "score": float(scores[qi, c]), "global_rank": int(c) + 1,
-                "verify_score": vs if vs is not None and np.isfinite(vs) else None,
-                "inliers": int(q_rr.inliers[qi, c]) if q_rr is not None and c < kv else None,
-                "mirrored": bool(q_rr.mirrored[qi, c]) if q_rr is not None and c < kv else None,
-                "verdict_score": float(q_verdict[qi]) if r == 0 else None,
-                "is_replica": bool(rep[qi]) if r == 0 else None,
-                "p_value": float(p[qi]) if r == 0 and np.isfinite(p[qi]) else None,
-                "train_dup_count": int(dups[j]) if dups is not None else None,
-            })
+    rows, best = match_rows(
+        queries.records, scores, ids, kv=kv, q_rr=q_rr, q_verdict=q_verdict, rep=rep, p=p,
+        train={"path": train_path, "id": train_id, "caption": train_cap}, dups=dups, q_reg=q_reg,
+        q_vectors=queries.vectors, train_vectors=idx.vectors,
+        nulls={"global": null_g, "verified": null_v, "region": null_r} if fused else None,
+        train_size=_train_size(train_path) if q_reg is not None else None)
     write_matches(out_dir, rows)
-    best = ids[np.arange(len(ids)), order[:, 0]]
     write_distributions(out_dir, {
-        "query_top1": top1, "query_verified": q_verified, "query_verdict": q_verdict,
+        "query_top1": top1, "query_verified": q_verified, "query_verdict": q_verdict, "query_region": q_region,
+        "null_region": null_r,
         "reference_top1": ref_scores, "reference_verified": ref_verified, "background": bg,
         "null_verdict": cal.null, "threshold": np.array([cal.threshold]),
     })
@@ -189,9 +201,16 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         "replicas": n_rep,
         "replication_rate": n_rep / len(queries.records),
         "calibration": cal.describe(),
-        "verdict_score": ("fused: 1 - min(p of the SSCD top-1 cosine, p of the verified score = aligned "
-                          f"gradient correlation of the best of the top {kv} candidates), p-values against "
-                          "the null" if fused else "global: SSCD top-1 cosine"),
+        "verdict_score": _verdict_description(fused, [name for name, (n_, q_) in zip(
+            ("SSCD top-1 cosine", f"verified score (aligned gradient correlation, best of the top {kv})",
+             "region score (best window cosine)"), ((null_g, scores[:, 0]), (null_v, q_verified),
+                                                     (null_r, q_region))) if n_ is not None and q_ is not None],
+            q_region is not None),
+        "partial": None if q_reg is None else {
+            "windows_per_image": q_reg.windows, "seconds_per_image": round(q_reg.seconds / max(1, len(q_reg.ids)), 4),
+            "config": emb.config.describe() if emb is not None else None, "candidates_per_image": partial_k,
+            "region": score_stats(q_region), "reference_region": score_stats(null_r) if null_r is not None else None,
+            "partial_matches": int(sum(1 for r in rows if r["rank"] == 1 and r["match_kind"] == "region"))},
         "verification": verifier.config.describe() if verifier is not None else None,
         "verdict": score_stats(q_verdict, paper_threshold=0.5),
         "verified": score_stats(q_verified) if q_verified is not None else None,
@@ -227,6 +246,29 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
                        verdict_scores=q_verdict)
 
 
+def _verdict_description(fused: bool, channels: list[str], partial: bool) -> str:
+    if fused:
+        return (f"fused: 1 - min over channels of the empirical p-value ({'; '.join(channels)}) against the "
+                "null (Tippett's rule, leave-one-out for the null)")
+    if partial:
+        return "global: best of the SSCD top-1 cosine and the region score (explicit threshold)"
+    return "global: SSCD top-1 cosine"
+
+
+def _train_size(paths: list[str]) -> Callable[[int], tuple[int, int] | None]:
+    """Width and height of a training image from its header (cached; None when unreadable)."""
+    from ..decode import DecodeError, image_size
+
+    @functools.lru_cache(maxsize=65536)
+    def size(j: int) -> tuple[int, int] | None:
+        try:
+            return image_size(read_location(paths[j]))
+        except (OSError, DecodeError):
+            return None
+
+    return size
+
+
 def _dup_counts(idx: LoadedIndex, want: bool | None, progress: Optional[ProgressCallback]) -> np.ndarray | None:
     from ..dedup.run import dedup, load_dup_counts
 
@@ -253,13 +295,14 @@ def _duplication_summary(dups: np.ndarray | None, best: np.ndarray, rep: np.ndar
     }
 
 
-def verified_background(idx: LoadedIndex, verifier: Verifier, k: int, sample: int, seed: int,
-                        max_pixels: int, progress: Optional[ProgressCallback]) -> tuple[np.ndarray, np.ndarray]:
-    """Train-vs-train background for the fused score: each sampled training image against its nearest
-    *other* training images: (global second-neighbour cosine, verified score), paired."""
+def train_null(idx: LoadedIndex, verifier: Verifier | None, k: int, sample: int, seed: int, max_pixels: int,
+               progress: Optional[ProgressCallback], region_fn: Callable[[list, np.ndarray], np.ndarray] | None = None,
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Train-vs-train null for the fused score: each sampled training image against the *other* training
+    images: (global second-neighbour cosine, verified score, region score), paired per image."""
     n = len(idx)
     if n < 2:
-        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        return np.zeros(0, np.float32), None, None
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(n, size=min(n, sample), replace=False))
     sims, cand = idx.search(idx.vectors(pick), k + 1)
@@ -270,6 +313,13 @@ def verified_background(idx: LoadedIndex, verifier: Verifier, k: int, sample: in
         row = cand[i][keep[i]][:k]
         others[i, :len(row)] = row
         glob[i] = sims[i][keep[i]][0] if keep[i].any() else 0.0
-    rr = verify_indexed(pick, others, idx.column("path"), verifier, max_pixels=max_pixels,
-                        stage="verify-background", progress=progress)
-    return glob, best_scores(rr.scores)
+    paths = idx.column("path")
+    verified = None
+    if verifier is not None:
+        rr = verify_indexed(pick, others, paths, verifier, max_pixels=max_pixels, stage="verify-background",
+                            progress=progress)
+        verified = best_scores(rr.scores)
+    region = None
+    if region_fn is not None:
+        region = region_fn([functools.partial(read_location, paths[int(j)]) for j in pick], pick)
+    return glob, verified, region

@@ -36,6 +36,7 @@ from .make import read_manifest
 DEFAULT_DESCRIPTORS = ("sscd", "sscd-fast", "effnet-lite0", "pdq", "phash", "pixel")
 METRICS = ("mAP", "muAP", "recall@1", "recall@5", "recall@10", "MRR", "P@1", "acc@1", "recall@P90")
 BETA, NORM_K = 1.0, 3
+REGIONS_SUFFIX = "+regions"  # e.g. sscd+regions: the partial-replication method on top of a descriptor
 Preds = dict[str, list[tuple[str, float]]]
 
 
@@ -111,6 +112,23 @@ def _topk(d: Descriptor, q: np.ndarray, r: np.ndarray, k: int) -> tuple[np.ndarr
     return scores, idx
 
 
+def _region_topk(d: Descriptor, folder: Path, ref_vecs: np.ndarray, k: int,
+                 progress: ProgressCallback | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The partial-replication method (``diffrep audit --partial``) as a benchmark row: every query's
+    windows against the references; a reference's score is its best window's cosine (the whole image
+    is one of the windows, so this is never below the global score)."""
+    from ..auditing.partial import FlatIndex, region_search
+    from ..auditing.rerank import load_path
+    from ..decode import DEFAULT_MAX_PIXELS
+    from ..descriptors.regions import RegionEmbedder
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    emb = RegionEmbedder(d)
+    rm = region_search(lambda i: load_path(str(files[i]), DEFAULT_MAX_PIXELS, max(emb.config.sizes)), len(files), FlatIndex(ref_vecs), emb, k=k,
+                       stage=f"{d.name}: query regions", progress=progress)
+    return [p.relative_to(folder).as_posix() for p in files], rm.scores, rm.ids
+
+
 def _metrics(preds: Preds, truth: dict[str, set[str]]) -> dict[str, float]:
     return {"mAP": M.mean_average_precision(preds, truth), "muAP": M.micro_ap(preds, truth),
             "recall@1": M.recall_at_k(preds, truth, 1), "recall@5": M.recall_at_k(preds, truth, 5),
@@ -144,20 +162,25 @@ def run_bench(bench_dir: str | os.PathLike[str], descriptors: str | Sequence[str
     labels: list[str] = []
     for di, spec in enumerate(names):
         t0 = time.perf_counter()
-        d = get_descriptor(spec)
+        regions = isinstance(spec, str) and spec.endswith(REGIONS_SUFFIX)
+        d = get_descriptor(spec[: -len(REGIONS_SUFFIX)] if regions else spec)
         name = spec if isinstance(spec, str) else d.name
         emit(progress, "descriptors", di, len(names), unit="descriptor", message=name)
         cache = out_dir / "embeddings"
-        ref_ids, ref_vecs, _ = _embed_cached(d, bench / "references", cache / f"{_safe(name)}.references.npz",
+        ref_ids, ref_vecs, _ = _embed_cached(d, bench / "references", cache / f"{_safe(d.name)}.references.npz",
                                              "references", progress, batch_size)
-        q_ids, q_vecs, q_skipped = _embed_cached(d, bench / "queries", cache / f"{_safe(name)}.queries.npz",
+        q_ids, q_vecs, q_skipped = _embed_cached(d, bench / "queries", cache / f"{_safe(d.name)}.queries.npz",
                                                  "queries", progress, batch_size)
         if not ref_ids:
             raise SourceError(f"no reference image of {bench} could be embedded with {name}")
-        scores, idx = _topk(d, q_vecs, ref_vecs, k) if q_ids else (np.zeros((0, 0)), np.zeros((0, 0), int))
+        if regions:
+            q_ids, scores, idx = _region_topk(d, bench / "queries", ref_vecs, k, progress)
+            q_skipped = []
+        else:
+            scores, idx = _topk(d, q_vecs, ref_vecs, k) if q_ids else (np.zeros((0, 0)), np.zeros((0, 0), int))
         variants = [(name, scores)]
-        if normalize and getattr(d, "metric", "cosine") == "cosine" and (bench / "background").is_dir():
-            _, bg_vecs, _ = _embed_cached(d, bench / "background", cache / f"{_safe(name)}.background.npz",
+        if normalize and not regions and getattr(d, "metric", "cosine") == "cosine" and (bench / "background").is_dir():
+            _, bg_vecs, _ = _embed_cached(d, bench / "background", cache / f"{_safe(d.name)}.background.npz",
                                           "background", progress, batch_size)
             if len(bg_vecs):
                 bg_scores, _ = _topk(d, q_vecs, bg_vecs, NORM_K)

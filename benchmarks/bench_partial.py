@@ -1,0 +1,86 @@
+"""Cost of the partial-replication search per generated image vs training-index size.
+
+    python benchmarks/bench_partial.py --sizes 10000 100000 --queries 8
+
+The windows of real emoji composites (two scales, ~4.3k windows per image with the default config) are
+searched in an index of N training vectors: the real SSCD vectors of the emoji set, padded to N with
+random unit vectors (the search cost does not depend on the content for a flat index). Reported: the
+feature-map + pooling time (independent of N) and the search time, for an exact flat index and an HNSW
+index (``--index-type hnsw`` / ``auto`` at 1M+), in seconds per generated image.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from PIL import Image
+
+from diffrep import data
+from diffrep.auditing.partial import FlatIndex, aggregate
+from diffrep.bench.edits import compose_on_white
+from diffrep.bench.generate import SourceImage, make_query, object_mask
+from diffrep.descriptors import get_descriptor
+from diffrep.descriptors.regions import RegionEmbedder
+
+
+class HNSW:
+    def __init__(self, vectors: np.ndarray, m: int = 32, ef_search: int = 64) -> None:
+        import faiss
+
+        self._index = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+        self._index.hnsw.efConstruction = 80
+        self._index.add(np.ascontiguousarray(vectors, np.float32))
+        self._index.hnsw.efSearch = ef_search
+
+    def search(self, q: np.ndarray, k: int):  # noqa: ANN201
+        return self._index.search(np.ascontiguousarray(q, np.float32), k)
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--queries", type=int, default=8)
+    ap.add_argument("--descriptor", default="sscd")
+    args = ap.parse_args()
+    d = get_descriptor(args.descriptor)
+    emb = RegionEmbedder(d)
+    files = sorted((data.get_dataset("emoji") / "images").glob("*.png"))
+    real = d.embed_images([np.asarray(compose_on_white(Image.open(f))) for f in files[:1000]])
+    queries = []
+    for i in range(args.queries):
+        with Image.open(files[1000 + i]) as im:
+            rgba = im.convert("RGBA")
+        mask, how = object_mask(rgba)
+        with Image.open(files[2000 + i]) as f:
+            fill = f.convert("RGBA")
+        q = make_query("segmix", SourceImage(compose_on_white(rgba), mask, how), fill, np.random.default_rng(i))
+        queries.append(np.asarray(q.image))
+    t0 = time.perf_counter()
+    windows = [emb.regions(q) for q in queries]
+    t_embed = (time.perf_counter() - t0) / len(queries)
+    print(f"{args.descriptor}: {len(windows[0][0])} windows per image, feature maps + pooling "
+          f"{t_embed:.3f} s per image (independent of the index size)")
+    rng = np.random.default_rng(0)
+    print("| training vectors | index | build (s) | search per image (s) | total per image (s) |")
+    print("|---|---|---|---|---|")
+    for n in args.sizes:
+        pad = rng.standard_normal((max(0, n - len(real)), real.shape[1])).astype(np.float32)
+        vecs = np.concatenate([real, pad / np.linalg.norm(pad, axis=1, keepdims=True)])[:n]
+        for name, make in (("flat", FlatIndex), ("hnsw", HNSW)):
+            t0 = time.perf_counter()
+            index = make(vecs)
+            t_build = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for v, b in windows:
+                s, j = index.search(v, 3)
+                aggregate(s, j, b, 5)
+            t_search = (time.perf_counter() - t0) / len(windows)
+            print(f"| {n:,} | {name} | {t_build:.1f} | {t_search:.3f} | {t_embed + t_search:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The rows of ``matches.csv``: each generated image's candidates with the evidence for each.
+
+Without ``--partial`` the candidates are the global top-k, the first ``verify_k`` re-ranked by their
+verified score. With it, training images found only by a window of the generation join the list
+(``match_kind = region``), every candidate carries its region score and the window's box, and the
+candidates are ordered by their strongest evidence: the smallest empirical p-value over the channels
+(global cosine, verified score, region score) against the calibration null, so rank 1 is the match
+that drives the verdict.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .calibration import empirical_p_values
+from .partial import RegionMatches
+from .rerank import Reranked, rerank_order
+
+
+def _box(b: Sequence[int] | None) -> str | None:
+    return None if b is None else json.dumps([int(v) for v in b])
+
+
+def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, kv: int,
+               q_rr: Reranked | None, q_verdict: np.ndarray, rep: np.ndarray, p: np.ndarray,
+               train: dict[str, list[Any]], dups: np.ndarray | None,
+               q_reg: RegionMatches | None = None, q_vectors: np.ndarray | None = None,
+               train_vectors: Callable[[np.ndarray], np.ndarray] | None = None,
+               nulls: Optional[dict[str, np.ndarray | None]] = None,
+               train_size: Callable[[int], tuple[int, int] | None] | None = None,
+               ) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """(rows, rank-1 training id per query)."""
+    n, k = ids.shape
+    order = np.tile(np.arange(k), (n, 1))
+    if q_rr is not None:
+        order = np.concatenate([rerank_order(q_rr.scores, scores[:, :kv]), order[:, kv:]], axis=1)
+    extra_cos: dict[tuple[int, int], float] = {}
+    if q_reg is not None and q_vectors is not None and train_vectors is not None:
+        # exact global cosine of region-only candidates, fetched in one batch
+        pairs = [(qi, int(j)) for qi in range(n) for j in q_reg.ids[qi] if j >= 0 and j not in ids[qi]]
+        if pairs:
+            uniq = np.unique([j for _, j in pairs])
+            vecs = dict(zip(uniq.tolist(), train_vectors(uniq)))
+            extra_cos = {(qi, j): float(q_vectors[qi] @ vecs[j]) for qi, j in pairs}
+    nulls = nulls or {}
+    rows: list[dict[str, Any]] = []
+    best = np.full(n, -1, np.int64)
+    for qi, rec in enumerate(records):
+        cands: list[dict[str, Any]] = []
+        for c in order[qi]:
+            j = int(ids[qi, c])
+            if j < 0:
+                continue
+            vs = float(q_rr.scores[qi, c]) if q_rr is not None and c < kv else None
+            cands.append({"j": j, "score": float(scores[qi, c]), "global_rank": int(c) + 1,
+                          "verify_score": vs if vs is not None and np.isfinite(vs) else None,
+                          "inliers": int(q_rr.inliers[qi, c]) if q_rr is not None and c < kv else None,
+                          "mirrored": bool(q_rr.mirrored[qi, c]) if q_rr is not None and c < kv else None,
+                          "match_kind": "global"})
+        if q_reg is not None:
+            listed = {c["j"] for c in cands}
+            for rc, (s, j, b) in enumerate(zip(q_reg.scores[qi], q_reg.ids[qi], q_reg.boxes[qi])):
+                j = int(j)
+                if j < 0:
+                    continue
+                hit = next((c for c in cands if c["j"] == j), None)
+                if hit is None and j not in listed:
+                    hit = {"j": j, "score": extra_cos.get((qi, j)), "global_rank": None, "verify_score": None,
+                           "inliers": None, "mirrored": None, "match_kind": "region"}
+                    cands.append(hit)
+                if hit is not None:
+                    hit["region_score"] = float(s)
+                    hit["query_box"] = _box(b)
+                    if q_reg.is_partial(qi, rc):
+                        hit["match_kind"] = "region"  # the best evidence is a window, not the whole image
+            cands.sort(key=lambda c: _strength(c, nulls))
+        for r, c in enumerate(cands):
+            j = c["j"]
+            if r == 0:
+                best[qi] = j
+            size = train_size(j) if train_size is not None and c["match_kind"] == "region" else None
+            rows.append({
+                "query_path": rec.path, "query_id": rec.id, "query_caption": rec.caption, "rank": r + 1,
+                "train_path": train["path"][j], "train_id": train["id"][j], "train_caption": train["caption"][j],
+                "score": c["score"], "global_rank": c["global_rank"], "verify_score": c["verify_score"],
+                "inliers": c["inliers"], "mirrored": c["mirrored"],
+                "match_kind": c["match_kind"], "region_score": c.get("region_score"),
+                "query_box": c.get("query_box") if c["match_kind"] == "region" else None,
+                "train_box": _box([0, 0, size[0], size[1]]) if size else None,
+                "verdict_score": float(q_verdict[qi]) if r == 0 else None,
+                "is_replica": bool(rep[qi]) if r == 0 else None,
+                "p_value": float(p[qi]) if r == 0 and np.isfinite(p[qi]) else None,
+                "train_dup_count": int(dups[j]) if dups is not None else None,
+            })
+    return rows, best
+
+
+def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None]) -> tuple[float, float]:
+    """Sort key: (smallest channel p-value, -best raw score); without nulls, by the raw score alone."""
+    pv = []
+    for key, null in (("score", nulls.get("global")), ("verify_score", nulls.get("verified")),
+                      ("region_score", nulls.get("region"))):
+        v = c.get(key)
+        if v is not None and null is not None and len(null):
+            pv.append(float(empirical_p_values(np.asarray(null, np.float64), np.array([v], np.float64))[0]))
+    raw = max((c.get(x) for x in ("score", "region_score") if c.get(x) is not None), default=-np.inf)
+    return (min(pv) if pv else 1.0, -raw)
+
+
+__all__ = ["match_rows"]
