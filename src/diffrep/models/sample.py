@@ -1,0 +1,186 @@
+"""Sampling a trained run: PNGs plus ``prompts.jsonl``, ready for ``diffrep audit``.
+
+``sample`` rebuilds the model from ``checkpoint.pt`` and uses its EMA weights. DDIM (deterministic,
+eta 0) with 50 steps is the default; ``ddpm`` is the ancestral sampler (``--steps 1000`` is the full
+chain). Each output image gets one line in ``prompts.jsonl``: ``{"file", "caption"}`` for caption models,
+``{"file", "class", "caption"}`` for class models (the caption is the class's shared training caption
+or its name), ``{"file"}`` for unconditional ones; ``diffrep audit --captions OUT/prompts.jsonl`` reads it.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..errors import DiffrepError, SourceError
+from ..fsutil import ensure_writable_dir, write_bytes, write_text
+from ..progress import ProgressCallback, emit
+
+SAMPLERS = ("ddim", "ddpm")
+_PROMPT_KEYS = ("caption", "prompt", "text", "class")
+
+
+@dataclass
+class SampleResult:
+    out: Path
+    files: list[str]
+    step: int  # training step of the weights used
+    seconds: float
+    unknown_words: list[str] = field(default_factory=list)
+
+
+def generate(model: Any, conditioner: Any, resolved: Sequence[dict[str, Any]], n: int, *, image_channels: int,
+             size: int, sampler: str, steps: int, generator: Any, device: Any) -> np.ndarray:
+    """``n`` images (uint8 [n, size, size, C]) from ``model`` with one batch of conditions."""
+    import torch
+
+    from .nets import predict_noise, scheduler
+
+    sched = scheduler(sampler)
+    sched.set_timesteps(steps)
+    cond = conditioner.encode(resolved, device) if resolved else {}
+    x = torch.randn((n, image_channels, size, size), generator=generator).to(device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for t in sched.timesteps:
+            eps = predict_noise(model, x, t.to(device), cond)
+            kw = {"generator": generator} if sampler == "ddpm" else {}
+            x = sched.step(eps, t, x, **kw).prev_sample
+    model.train(was_training)
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    arr = img[..., 0] if img.shape[2] == 1 else img
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_grid(images: np.ndarray, path: Path, cols: Optional[int] = None, pad: int = 2) -> None:
+    """Tile ``images`` (uint8 [n, h, w, c]) into one PNG, white gaps between tiles."""
+    n, h, w, c = images.shape
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, cols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = img
+    write_bytes(path, png_bytes(grid))
+
+
+def read_prompts(path: str | os.PathLike[str]) -> list[str]:
+    """Prompts from a text file (one per line) or JSON lines (a string, or an object with caption/prompt/
+    text/class). Blank lines are skipped."""
+    p = Path(path)
+    if not p.is_file():
+        raise SourceError(f"prompts file {path} does not exist. Check the --prompts path.")
+    out: list[str] = []
+    for n, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), 1):
+        s = line.strip()
+        if not s:
+            continue
+        if s[0] in "{\"":
+            try:
+                obj = json.loads(s)
+            except ValueError:
+                obj = s
+            if isinstance(obj, dict):
+                obj = next((obj[k] for k in _PROMPT_KEYS if isinstance(obj.get(k), (str, int))), None)
+                if obj is None:
+                    raise SourceError(f"{path} line {n}: a JSON object needs one of the keys "
+                                      f"{', '.join(_PROMPT_KEYS)}")
+            s = str(obj)
+        out.append(s)
+    if not out:
+        raise SourceError(f"prompts file {path} holds no prompts")
+    return out
+
+
+def load_run(run_dir: str | os.PathLike[str], device: Any) -> tuple[Any, Any, dict[str, Any], int]:
+    """(EMA model on ``device`` in eval mode, Conditioner, model config, training step)."""
+    from .checkpoint import load_checkpoint
+    from .cond import Conditioner
+    from .nets import build_model
+
+    ckpt = load_checkpoint(run_dir)
+    cfg = ckpt["config"]["model"]
+    clip = None
+    if cfg["cond"] == "caption" and cfg["text"]["kind"] == "clip":
+        from .text import load_clip_text_encoder
+
+        clip = load_clip_text_encoder(cfg["text"]["path"]).to(device)
+    model = build_model(cfg)
+    model.load_state_dict(ckpt["ema"])
+    return model.to(device).eval(), Conditioner.from_state(ckpt["conditioning"], clip), cfg, int(ckpt["step"])
+
+
+def sample(run_dir: str | os.PathLike[str], n: int, out: str | os.PathLike[str], *,
+           prompts: str | os.PathLike[str] | Sequence[str] | None = None, sampler: str = "ddim", steps: int = 50,
+           seed: int = 0, batch: int = 64, device: str = "cpu",
+           progress: Optional[ProgressCallback] = None) -> SampleResult:
+    """Write ``n`` generations of the run in ``run_dir`` to ``out`` as PNGs, with ``prompts.jsonl``.
+
+    ``prompts`` (a file path, or a list of strings) are cycled to ``n``; without them, caption and class
+    models cycle through their training captions / classes. The same ``seed`` and ``batch`` give the
+    same images.
+    """
+    import time
+
+    from .deps import require_models, resolve_device
+
+    if n < 1:
+        raise DiffrepError(f"--n {n}: ask for at least one image")
+    if sampler not in SAMPLERS:
+        raise DiffrepError(f"--sampler {sampler!r}: use ddim or ddpm")
+    if not 1 <= steps <= 1000:
+        raise DiffrepError(f"--steps {steps}: the sampler runs between 1 and 1000 denoising steps")
+    if batch < 1:
+        raise DiffrepError(f"--batch {batch}: give a positive batch size")
+    from .checkpoint import CHECKPOINT
+
+    if not (Path(run_dir) / CHECKPOINT).is_file():  # before importing torch: a quick answer for a wrong path
+        raise DiffrepError(f"{run_dir} has no {CHECKPOINT}: not a run directory written by `diffrep train` "
+                           "(or training stopped before its first checkpoint).")
+    torch, _ = require_models()
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    model, conditioner, cfg, step = load_run(run_dir, dev)
+    given = read_prompts(prompts) if isinstance(prompts, (str, os.PathLike)) else list(prompts or [])
+    if given:
+        texts = [given[i % len(given)] for i in range(n)]
+    else:
+        texts = conditioner.default_prompts(n)
+    resolved = conditioner.resolve(texts) if given or texts else []
+    out_dir = ensure_writable_dir(out)
+    gen = torch.Generator().manual_seed(int(seed))
+    width = max(5, len(str(n - 1)))
+    files: list[str] = []
+    records: list[str] = []
+    emit(progress, "sample", 0, n)
+    for start in range(0, n, batch):
+        b = min(batch, n - start)
+        chunk = resolved[start:start + b]
+        imgs = generate(model, conditioner, chunk, b, image_channels=cfg["image_channels"], size=cfg["size"],
+                        sampler=sampler, steps=steps, generator=gen, device=dev)
+        for j, img in enumerate(imgs):
+            name = f"{start + j:0{width}d}.png"
+            write_bytes(out_dir / name, png_bytes(img))
+            files.append(name)
+            rec: dict[str, Any] = {"file": name}
+            if chunk:
+                rec.update(chunk[j])
+            records.append(json.dumps(rec, ensure_ascii=False))
+        emit(progress, "sample", start + b, n)
+    write_text(out_dir / "prompts.jsonl", "\n".join(records) + "\n")
+    return SampleResult(out_dir, files, step, time.perf_counter() - t0,
+                        conditioner.unknown_words([r["caption"] for r in resolved]) if given else [])

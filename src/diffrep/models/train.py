@@ -1,0 +1,245 @@
+"""Train a small DDPM on an image folder, resumably and deterministically.
+
+One training step: draw ``batch`` image indices with replacement in proportion to the sampling weights
+(duplicated images weigh ``dup_weight``), draw Gaussian noise and timesteps from the same seeded
+generator, noise the images with the 1,000-step DDPM schedule, regress the noise (MSE), AdamW with
+gradient-norm clipping at 1, then update the EMA copy. Random draws happen on the CPU generator whatever
+the device, so a run is a function of its seed; on the CPU it is reproducible bit for bit.
+
+The run directory holds ``config.json``, ``checkpoint.pt`` (every ``checkpoint_every`` steps and at the
+end), ``log.csv`` (mean loss and steps/s per interval), ``training_set.jsonl`` (each image with caption,
+class and sampling weight), ``duplicated.txt`` and ``samples/step_NNNNNN.png`` grids (16 DDIM samples of
+the EMA weights). Running the same command again continues from the last checkpoint and ends with the
+same weights as an uninterrupted run; a larger ``steps`` extends a finished run.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..errors import DiffrepError
+from ..fsutil import ensure_writable_dir, write_text
+from ..progress import ProgressCallback, emit
+from .nets import CONDS, DEFAULT_CHANNELS, TEXT_DIM, TEXT_HEADS, TEXT_LAYERS
+
+GRID_SIZE, GRID_STEPS = 16, 25
+LOG_EVERY = 50
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int  # steps completed in total
+    resumed_from: int  # 0 for a fresh run
+    loss: float  # mean loss of the last logged interval (nan if none)
+    seconds: float  # wall time of this call
+    steps_per_s: float  # training steps per second in this call (grids and checkpoints excluded)
+    params: int
+    images: int
+    duplicated: list[str] = field(default_factory=list)
+    grids: list[str] = field(default_factory=list)
+
+
+def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: str = "none",
+          subset: Optional[int] = None, dup_frac: float = 0.0, dup_weight: float = 5.0, steps: int = 5000,
+          batch: int = 16, lr: float = 2e-3, ema: float = 0.999, seed: int = 0, device: str = "cpu",
+          size: int = 32, channels: Sequence[int] = DEFAULT_CHANNELS, sample_every: int = 1000,
+          checkpoint_every: int = 500, captions: str | os.PathLike[str] | None = None,
+          text_encoder: str | os.PathLike[str] | None = None, color: str = "auto",
+          progress: Optional[ProgressCallback] = None) -> TrainResult:
+    """Train (or continue training) a diffusion model on the images in ``data``; see the module docstring.
+
+    ``cond``: none, class (parent folder names, else captions) or caption (a small text encoder trained
+    jointly, or the frozen local CLIP text encoder at ``text_encoder``). ``channels``: UNet widths per
+    resolution level. ``sample_every`` 0 saves only the final grid.
+    """
+    _validate(cond, steps, batch, lr, ema, sample_every, checkpoint_every, channels, text_encoder)
+    from .deps import require_models, resolve_device
+
+    torch, diffusers = require_models()
+    dev = resolve_device(device)
+    t_start = time.perf_counter()
+    run_dir = ensure_writable_dir(out, "run directory")
+    from .checkpoint import (CHECKPOINT, check_resumable, load_checkpoint, save_checkpoint, write_config,
+                             write_log_csv)
+    from .cond import Conditioner, distinct
+    from .data import BatchSampler, duplication_weights, load_training_set
+    from .nets import build_model, count_parameters, ema_update, model_config, predict_noise, scheduler
+
+    ts = load_training_set(data, size=size, subset=subset, seed=seed, captions=captions, color=color,
+                           progress=progress)
+    ckpt = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).is_file() else None
+    clip = None
+    if cond == "class":
+        if ts.class_keys is None:
+            raise DiffrepError(f"--cond class needs labels: put each class's images in a subfolder named after it "
+                               f"(e.g. {ts.root}/<class>/img.png), or give every image a caption")
+        conditioner = Conditioner("class", classes=ts.classes(), class_captions=ts.class_captions(),
+                                  prompts=ts.classes())
+        text_cfg = None
+    elif cond == "caption":
+        missing = sum(1 for c in ts.captions if not c)
+        if missing == len(ts):
+            raise DiffrepError(f"--cond caption needs captions: none of the {len(ts)} images has one. Put a "
+                               f"captions.jsonl ({{\"file\", \"caption\"}} per line) in {ts.root} or pass --captions")
+        if text_encoder:
+            from .text import load_clip_text_encoder
+
+            clip = load_clip_text_encoder(text_encoder).to(dev)
+            conditioner = Conditioner("caption", clip=clip, prompts=distinct(ts.captions))
+            text_cfg = {"kind": "clip", "path": clip.path, "dim": clip.dim}
+        else:
+            from .text import WordTokenizer
+
+            tok = WordTokenizer.build(ts.captions)
+            conditioner = Conditioner("caption", tokenizer=tok, prompts=distinct(ts.captions))
+            text_cfg = {"kind": "word", "vocab_size": len(tok.vocab), "max_len": tok.max_len, "dim": TEXT_DIM,
+                        "layers": TEXT_LAYERS, "heads": TEXT_HEADS}
+    else:
+        conditioner, text_cfg = Conditioner("none"), None
+    mcfg = model_config(cond, image_channels=ts.channels, size=size, channels=tuple(channels),
+                        num_classes=len(conditioner.classes), text=text_cfg)
+    weights, dup = duplication_weights(len(ts), dup_frac, dup_weight, seed)
+    config = {"data": str(ts.root), "captions": ts.caption_file, "cond": cond, "subset": subset,
+              "dup_frac": dup_frac, "dup_weight": dup_weight, "batch": batch, "lr": lr, "ema": ema, "seed": seed,
+              "size": size, "color": color, "model": mcfg, "steps": steps, "sample_every": sample_every,
+              "checkpoint_every": checkpoint_every, "device": str(dev), "images": len(ts),
+              "duplicated": len(dup), "torch": str(torch.__version__), "diffusers": str(diffusers.__version__)}
+    if ckpt is not None:
+        check_resumable(run_dir, ckpt["config"], config)
+        conditioner = Conditioner.from_state(ckpt["conditioning"], clip)
+
+    torch.manual_seed(seed)
+    model = build_model(mcfg)
+    ema_model = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    step, log = 0, []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        ema_model.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["rng"]["generator"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        step, log = int(ckpt["step"]), list(ckpt["log"])
+    model.to(dev).train()
+    ema_model.to(dev).eval()
+    _move_optimizer(opt, dev)
+    config["params"] = count_parameters(model)
+    write_config(run_dir, config)
+    if ckpt is None:
+        _write_training_set(run_dir, ts, weights, dup)
+
+    images = torch.from_numpy(ts.images).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW, on the CPU
+    sampler = BatchSampler(weights, gen)
+    cond_for = conditioner.for_training(ts.class_keys, ts.captions, dev)
+    sched = scheduler("ddpm")
+    alphas = sched.alphas_cumprod
+    resumed_from, start_step = step, step
+    grids: list[str] = []
+    train_s, loss_sum, loss_n, interval_t = 0.0, 0.0, 0, 0.0
+    emit(progress, "train", step, steps, unit="step")
+
+    def checkpoint() -> None:
+        save_checkpoint(run_dir, {"step": step, "config": config, "model": model.state_dict(),
+                                  "ema": ema_model.state_dict(), "optimizer": opt.state_dict(),
+                                  "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
+                                  "conditioning": conditioner.state(), "log": log})
+        write_log_csv(run_dir, log)
+
+    while step < steps:
+        t0 = time.perf_counter()
+        idx = sampler.draw(batch)
+        x0 = images[idx].to(dev).float().div_(127.5).sub_(1.0)
+        noise = torch.randn(x0.shape, generator=gen).to(dev)
+        t = torch.randint(0, alphas.shape[0], (batch,), generator=gen)
+        a = alphas[t].to(dev).view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        pred = predict_noise(model, xt, t.to(dev), cond_for(idx))
+        loss = torch.nn.functional.mse_loss(pred.float(), noise)
+        if not torch.isfinite(loss):
+            raise DiffrepError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr "
+                               f"(now {lr:g}) and train into a new --out folder")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        ema_update(ema_model, model, ema, step)
+        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+        dt = time.perf_counter() - t0
+        train_s, interval_t = train_s + dt, interval_t + dt
+        if step % LOG_EVERY == 0 or step == steps:
+            log.append({"step": step, "loss": loss_sum / loss_n, "steps_per_s": loss_n / max(interval_t, 1e-9)})
+            loss_sum, loss_n, interval_t = 0.0, 0, 0.0
+        rate = (step - start_step) / max(train_s, 1e-9)
+        emit(progress, "train", step, steps, unit="step",
+             message=f"loss {log[-1]['loss']:.4f}, {rate:.1f} steps/s" if log else f"{rate:.1f} steps/s")
+        if step % checkpoint_every == 0 or step == steps:
+            checkpoint()
+        if (sample_every and step % sample_every == 0) or step == steps:
+            grids.append(str(_grid(run_dir, ema_model, conditioner, mcfg, step, seed, dev)))
+            emit(progress, "train", step, steps, unit="step", message=f"sample grid {grids[-1]}")
+    return TrainResult(run_dir, step, resumed_from, log[-1]["loss"] if log else float("nan"),
+                       time.perf_counter() - t_start, (step - start_step) / train_s if train_s else 0.0,
+                       config["params"], len(ts), [ts.ids[i] for i in dup], grids)
+
+
+def _validate(cond: str, steps: int, batch: int, lr: float, ema: float, sample_every: int, checkpoint_every: int,
+              channels: Sequence[int], text_encoder: Any) -> None:
+    if cond not in CONDS:
+        raise DiffrepError(f"--cond {cond!r}: use one of {', '.join(CONDS)}")
+    if steps < 1:
+        raise DiffrepError(f"--steps {steps}: train for at least one step")
+    if batch < 1:
+        raise DiffrepError(f"--batch {batch}: give a positive batch size")
+    if not lr > 0:
+        raise DiffrepError(f"--lr {lr}: give a positive learning rate (2e-3 suits the small default model)")
+    if not 0.0 <= ema < 1.0:
+        raise DiffrepError(f"ema {ema}: give an EMA decay in [0, 1) (0.999 by default)")
+    if sample_every < 0 or checkpoint_every < 1:
+        raise DiffrepError("--sample-every must be >= 0 (0: only a final grid) and checkpoint_every >= 1")
+    if not channels or any(int(c) < 1 for c in channels):
+        raise DiffrepError(f"channels {tuple(channels)}: give positive UNet widths, e.g. 16,32,32")
+    if text_encoder and cond != "caption":
+        raise DiffrepError("--text-encoder only applies to --cond caption")
+
+
+def _move_optimizer(opt: Any, dev: Any) -> None:
+    for state in opt.state.values():
+        for k, v in state.items():
+            if hasattr(v, "to") and getattr(v, "dim", lambda: 1)() > 0:
+                state[k] = v.to(dev)
+
+
+def _grid(run_dir: Path, ema_model: Any, conditioner: Any, mcfg: dict[str, Any], step: int, seed: int,
+          dev: Any) -> Path:
+    """16 DDIM samples of the EMA weights (fixed noise per run, so grids of different steps compare)."""
+    import torch
+
+    from .sample import generate, save_grid
+
+    resolved = conditioner.resolve(conditioner.default_prompts(GRID_SIZE))
+    gen = torch.Generator().manual_seed(seed + 1)
+    imgs = generate(ema_model, conditioner, resolved, GRID_SIZE, image_channels=mcfg["image_channels"],
+                    size=mcfg["size"], sampler="ddim", steps=GRID_STEPS, generator=gen, device=dev)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    path = run_dir / "samples" / f"step_{step:06d}.png"
+    save_grid(imgs, path)
+    return path
+
+
+def _write_training_set(run_dir: Path, ts: Any, weights: Any, dup: list[int]) -> None:
+    rows = []
+    for i, rid in enumerate(ts.ids):
+        row = {"id": rid, "path": ts.paths[i], "caption": ts.captions[i], "weight": float(weights[i])}
+        if ts.class_keys is not None:
+            row["class"] = ts.class_keys[i]
+        rows.append(json.dumps(row, ensure_ascii=False))
+    write_text(run_dir / "training_set.jsonl", "\n".join(rows) + "\n")
+    write_text(run_dir / "duplicated.txt", "".join(f"{ts.ids[i]}\n" for i in dup))
