@@ -23,6 +23,7 @@ STAGE_LABELS = {
     "regions-background": "Regions: background",
     "report": "Rendering report", "exact": "Exact duplicates", "neighbours": "Nearest neighbours",
     "verify-pairs": "Verifying pairs", "semdedup": "SemDeDup clusters", "fetch": "Fetching", "scenario": "Building scenario",
+    "load": "Loading images", "train": "Training", "sample": "Sampling",
 }
 
 
@@ -207,6 +208,45 @@ def cmd_data_get(a: argparse.Namespace, bars: ProgressBars) -> int:
     return 0
 
 
+def cmd_train(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from .models.train import train
+
+    last = {"message": ""}
+
+    def progress(ev: Progress) -> None:  # the bar, plus one log line per sample grid
+        bars(ev)
+        if ev.stage == "train" and ev.message.startswith("sample grid"):
+            if not bars.quiet:
+                bars.console.print(f"step {ev.done}/{ev.total}: {last['message']}; {ev.message}")
+        elif ev.stage == "train":
+            last["message"] = ev.message
+
+    r = train(a.data, a.out, cond=a.cond, subset=a.subset, dup_frac=a.dup_frac, dup_weight=a.dup_weight,
+              steps=a.steps, batch=a.batch, lr=a.lr, ema=a.ema, seed=a.seed, device=a.device, size=a.size,
+              sample_every=a.sample_every, checkpoint_every=a.checkpoint_every, captions=a.captions,
+              text_encoder=a.text_encoder, progress=progress)
+    resumed = f", resumed from step {r.resumed_from}" if r.resumed_from else ""
+    _out(f"Trained {r.step} steps{resumed} on {r.images} images ({r.params / 1e6:.2f}M parameters): loss "
+         f"{r.loss:.4f}, {r.steps_per_s:.1f} steps/s, {r.seconds:.0f}s.")
+    if r.duplicated:
+        _out(f"{len(r.duplicated)} images sampled {a.dup_weight:g}x as often: {r.run_dir / 'duplicated.txt'}")
+    _out(f"Run: {r.run_dir} (checkpoint.pt, config.json, log.csv, training_set.jsonl, samples/)")
+    return 0
+
+
+def cmd_sample(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from .models.sample import sample
+
+    r = sample(a.run_dir, a.n, a.out, prompts=a.prompts, sampler=a.sampler, steps=a.steps, seed=a.seed,
+               batch=a.batch, device=a.device, progress=bars)
+    _out(f"Wrote {len(r.files)} images to {r.out} with prompts.jsonl (EMA weights at step {r.step}, "
+         f"{a.sampler} {a.steps} steps, {r.seconds:.1f}s).")
+    if r.unknown_words:
+        _out(f"Warning: words never seen in training captions (encoded as <unk>): {', '.join(r.unknown_words[:20])}")
+    _out(f"Audit: diffrep audit {r.out} --index TRAIN_INDEX --captions {r.out / 'prompts.jsonl'}")
+    return 0
+
+
 def cmd_descriptors(a: argparse.Namespace, bars: ProgressBars) -> int:
     from .descriptors import available
 
@@ -343,6 +383,47 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("name", help="emoji or fashion-mnist")
     g.add_argument("-q", "--quiet", action="store_true")
     g.set_defaults(func=cmd_data_get)
+
+    p = sub.add_parser("train", help="train a small diffusion model on an image folder (resumable; needs "
+                       "diffrep[models])")
+    p.add_argument("data", help="folder of training images (captions.jsonl in it or a parent folder)")
+    p.add_argument("--out", required=True, help="run directory; run the same command again to resume")
+    p.add_argument("--cond", default="none", choices=("none", "class", "caption"),
+                   help="conditioning: none (default), class (subfolder names, else captions), caption")
+    p.add_argument("--subset", type=int, default=None, help="train on N images drawn with --seed (default: all)")
+    p.add_argument("--dup-frac", type=float, default=0.0,
+                   help="fraction of images duplicated by sampling weight (e.g. 0.05; default 0)")
+    p.add_argument("--dup-weight", type=float, default=5.0, help="sampling weight of duplicated images (default 5)")
+    p.add_argument("--steps", type=int, default=5000, help="training steps in total (default 5000)")
+    p.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
+    p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default 2e-3)")
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the sampled weights (default 0.999)")
+    p.add_argument("--seed", type=int, default=0, help="seed for subset, duplication, init and noise (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--size", type=int, default=32, help="image size in pixels, 16-256, a multiple of 4 (default 32)")
+    p.add_argument("--sample-every", type=int, default=1000,
+                   help="save a 16-image sample grid every K steps (default 1000; 0: only at the end)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="write checkpoint.pt every K steps (default 500)")
+    p.add_argument("--captions", default=None, help="captions file (jsonl/csv: file + caption) if not found by itself")
+    p.add_argument("--text-encoder", default=None,
+                   help="local CLIP text encoder folder for --cond caption (needs transformers; default: a small "
+                        "encoder trained jointly)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="generate images from a trained run, with prompts.jsonl for audit")
+    p.add_argument("run_dir", help="run directory written by `diffrep train`")
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--out", required=True, help="output folder for the PNGs and prompts.jsonl")
+    p.add_argument("--prompts", default=None,
+                   help="prompts file: one caption/class per line, or jsonl (default: cycle the training ones)")
+    p.add_argument("--sampler", default="ddim", choices=("ddim", "ddpm"), help="ddim (default) or ddpm")
+    p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=64, help="images per model call (default 64)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("descriptors", help="list available descriptors")
     p.set_defaults(func=cmd_descriptors, quiet=True)
