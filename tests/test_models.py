@@ -256,6 +256,31 @@ def test_caption_conditioning(fashion, tmp_path):
         sample(tmp_path / "u", 1, tmp_path / "g", prompts=tmp_path / "p.jsonl")
 
 
+def test_local_clip_text_encoder(fashion, tmp_path):
+    """A tiny randomly initialised CLIP text encoder saved locally stands in for a user's real one."""
+    transformers = pytest.importorskip("transformers")
+    tok_dir, enc_dir = tmp_path / "clip" / "tokenizer", tmp_path / "clip" / "text_encoder"
+    tok_dir.mkdir(parents=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz/-":
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
+    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
+    transformers.CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"),
+                               model_max_length=16).save_pretrained(str(tok_dir))
+    cfg = transformers.CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, max_position_embeddings=16, bos_token_id=0,
+                                      eos_token_id=1, pad_token_id=1)
+    transformers.CLIPTextModel(cfg).save_pretrained(str(enc_dir))
+    r = train(fashion, tmp_path / "run", cond="caption", text_encoder=enc_dir, **dict(FAST, steps=4))
+    ck = load_checkpoint(tmp_path / "run")
+    assert r.step == 4 and ck["config"]["model"]["text"]["kind"] == "clip"
+    assert not any(k.startswith("text.") for k in ck["ema"])  # the frozen encoder is not saved
+    s = sample(tmp_path / "run", 2, tmp_path / "gen", steps=2)
+    assert len(s.files) == 2 and (tmp_path / "gen" / "prompts.jsonl").read_text().count("caption") == 2
+
+
 def test_bad_options(fashion, tmp_path, emoji_files):
     with pytest.raises(DiffrepError, match="--cond 'text'.*none, class, caption"):
         train(fashion, tmp_path / "r", cond="text")

@@ -147,9 +147,16 @@ def load_clip_text_encoder(path: str | os.PathLike[str]) -> ClipTextEncoder:
     if not (tok_dir / "vocab.json").is_file():
         raise DiffrepError(f"--text-encoder {path}: no CLIP tokenizer files (vocab.json, merges.txt) in {folder} "
                            f"or {folder.parent / 'tokenizer'}")
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # library code never prints; restored below
     try:
         tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
         model = CLIPTextModel.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise DiffrepError(f"--text-encoder {path}: cannot load a CLIP text encoder from it ({exc})") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return ClipTextEncoder(str(folder.resolve()), tokenizer, model)
