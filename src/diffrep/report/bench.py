@@ -64,6 +64,30 @@ def ranking_table(result: Any) -> str:
     return "\n".join(parts) + "\n"
 
 
+def curves_from_predictions(result_dir: Path, manifest: list[dict[str, Any]]
+                            ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Pooled PR curves per descriptor and kind, re-read from ``predictions/*.csv`` (re-plotting a
+    finished run needs no model)."""
+    import csv
+
+    from ..bench.metrics import pr_curve
+
+    truth = {r["query"]: {r["source"]} for r in manifest}
+    kind_of = {r["query"]: r["kind"] for r in manifest}
+    kinds = list(dict.fromkeys(kind_of.values()))
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for path in sorted((Path(result_dir) / "predictions").glob("*.csv")):
+        preds: dict[str, list[tuple[str, float]]] = {}
+        with open(path, encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                preds.setdefault(row["query"], []).append((row["reference"], float(row["score"])))
+        curves[path.stem] = {}
+        for kind in kinds + ["all"]:
+            t = {q: v for q, v in truth.items() if kind == "all" or kind_of[q] == kind}
+            curves[path.stem][kind] = pr_curve({q: v for q, v in preds.items() if q in t}, t)
+    return curves
+
+
 def pr_figures(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], kinds: list[str],
                out_dir: Path) -> list[Path]:
     """One PNG per query kind (and ``all``): pooled precision-recall curves, one line per descriptor."""
@@ -73,19 +97,23 @@ def pr_figures(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], kind
     import matplotlib.pyplot as plt
 
     paths = []
+    bases = list(dict.fromkeys(n.removesuffix("+norm") for n in curves))
+    colours = plt.get_cmap("tab10" if len(bases) <= 10 else "tab20")
     for kind in kinds + ["all"]:
-        fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+        fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
         for name, per_kind in curves.items():
             rec, prec = per_kind.get(kind, (np.zeros(0), np.zeros(0)))
             if len(rec):
-                ax.plot(rec, prec, label=name, lw=1.5)
+                base = name.removesuffix("+norm")
+                ax.plot(rec, prec, label=name, lw=1.5, color=colours(bases.index(base)),
+                        ls="--" if name.endswith("+norm") else "-")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.set_title(f"{kind}: pooled precision-recall")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         path = out_dir / f"pr_{kind}.png"
         fig.savefig(path, metadata={"Software": None})
