@@ -179,6 +179,7 @@ def test_index_refuses_pixel_accepts_phash(tmp_path, emoji_files):
     src = copy_images(emoji_files[:4], tmp_path / "t")
     with pytest.raises(DescriptorError, match="tiled-l2"):
         index(src, tmp_path / "idx-pixel", descriptor="pixel")
+    assert not (tmp_path / "idx-pixel").exists()  # refused before anything is written
     index(src, tmp_path / "idx", descriptor="phash")  # hash vectors are cosine: FAISS works as is
     idx = open_index(tmp_path / "idx")
     assert idx.meta["descriptor"]["name"] == "phash" and len(idx) == 4

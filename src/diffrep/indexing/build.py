@@ -47,18 +47,23 @@ def _row(p: Prepared, status: str, row: int) -> dict[str, Any]:
             "reason": p.reason, "row": row}
 
 
+def require_cosine(d: Descriptor) -> Descriptor:
+    """``d`` itself, or DescriptorError when it cannot be searched with a FAISS inner-product index."""
+    if getattr(d, "metric", "cosine") != "cosine":
+        raise DescriptorError(
+            f"descriptor {d.name!r} compares images with {d.metric}, not cosine similarity, so it cannot "
+            "build or search a FAISS index (index, audit, dedup). Score it pairwise with "
+            "descriptor.similarity(), or use a cosine descriptor such as sscd, pdq or phash.")
+    return d
+
+
 def resolve_descriptor(idx: IndexDir, descriptor: str | Descriptor | None, **kw: Any) -> Descriptor:
     """The descriptor to use with an existing (or new) index; refuse a mismatch with a clear message."""
     meta = idx.read_meta() if idx.meta_path.is_file() else {}
     stored = meta.get("descriptor")
     if descriptor is None:
         descriptor = stored["name"] if stored else "sscd"
-    d = get_descriptor(descriptor, **kw)
-    if getattr(d, "metric", "cosine") != "cosine":
-        raise DescriptorError(
-            f"descriptor {d.name!r} compares images with {d.metric}, not cosine similarity, so it cannot "
-            "build or search a FAISS index (index, audit, dedup). Score it pairwise with "
-            "descriptor.similarity(), or use a cosine descriptor such as sscd, pdq or phash.")
+    d = require_cosine(get_descriptor(descriptor, **kw))
     if stored and not fingerprints_match(stored, d.fingerprint()):
         raise DescriptorMismatchError(
             f"index {idx.root} was built with descriptor {stored['name']!r} "
@@ -77,6 +82,8 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
     Re-running embeds only new or changed images (by size and mtime, then content hash); an interrupted
     run resumes from its last committed chunk. Returns an ``IndexResult``."""
     t0 = time.perf_counter()
+    if descriptor is not None:  # refuse an unusable descriptor before creating anything on disk
+        descriptor = require_cosine(get_descriptor(descriptor))
     root = ensure_writable_dir(out, "index directory")
     idx = IndexDir(root)
     with idx.lock():
