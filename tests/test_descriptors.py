@@ -77,3 +77,55 @@ def test_small_sets_fall_back_to_flat(tmp_path, emoji_files):
     assert r.index_type == "flat" and "flat" in meta["index"]["notes"][0]
     with pytest.raises(DiffrepError, match="unknown index type"):
         index(tmp_path / "t", tmp_path / "idx2", index_type="lsh")
+
+
+def _float_model(path, three_d: bool) -> None:
+    """A real float NCHW ONNX model: per-channel spatial mean (N, 3), or the pixels as (N, H*W, 3) tokens."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    if three_d:
+        shape = helper.make_tensor("shape", TensorProto.INT64, [3], [0, 3, -1])
+        nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+                 helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 1])]
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "t", 3])
+        graph = helper.make_graph(nodes, "tokens", [x], [y], [shape])
+    else:
+        nodes = [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)]
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])
+        graph = helper.make_graph(nodes, "mean", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_declared_preprocessing_of_a_user_model(tmp_path, emoji_files):
+    """onnx:PATH?size=..&norm=..: the declared size and normalization are applied (checked against numpy on
+    a real image), recorded in the fingerprint, and a (N, tokens, dim) output is reduced to its CLS token."""
+    import numpy as np
+    from PIL import Image
+
+    from diffrep.descriptors.base import NORMALIZATIONS
+
+    path = tmp_path / "mean.onnx"
+    _float_model(path, three_d=False)
+    img = np.asarray(Image.open(emoji_files[5]).convert("RGB"))
+    for norm in ("clip", "none"):
+        d = get_descriptor(f"onnx:{path}?size=32&norm={norm}")
+        small = np.asarray(Image.fromarray(img).resize((32, 32), Image.BICUBIC), np.float32) / 255.0
+        mean, std = (np.array(v, np.float32) for v in NORMALIZATIONS[norm])
+        want = ((small - mean) / std).mean(axis=(0, 1))
+        want /= np.linalg.norm(want)
+        assert np.allclose(d.embed_images([img])[0], want, atol=1e-5)
+        assert d.fingerprint()["preprocess"]["size"] == 32 and norm in d.fingerprint()["preprocess"]["input"]
+    assert get_descriptor(f"onnx:{path}?norm=clip").fingerprint() != get_descriptor(f"onnx:{path}").fingerprint()
+    tokens = tmp_path / "tokens.onnx"
+    _float_model(tokens, three_d=True)
+    d = get_descriptor(f"onnx:{tokens}?size=16&norm=none")
+    first = np.asarray(Image.fromarray(img).resize((16, 16), Image.BICUBIC), np.float32)[0, 0] / 255.0
+    assert d.dim == 3 and np.allclose(d.embed_images([img])[0], first / np.linalg.norm(first), atol=1e-5)
+    with pytest.raises(DescriptorError, match="unknown norm"):
+        get_descriptor(f"onnx:{path}?norm=weird")
+    with pytest.raises(DescriptorError, match="unknown model file option"):
+        get_descriptor(f"onnx:{path}?mean=1")

@@ -93,7 +93,8 @@ def get_descriptor(spec: str | Descriptor, **kwargs: Any) -> Descriptor:
         return _REGISTRY[spec](**kwargs)
     kind, _, path = spec.partition(":")
     if path and kind in ("onnx", "torchscript"):
-        return _REGISTRY[f"{kind}-file"](path=path, **kwargs)
+        path, options = _file_options(path)
+        return _REGISTRY[f"{kind}-file"](path=path, **{**options, **kwargs})
     lower = spec.lower()
     if lower.endswith(".onnx"):
         return _REGISTRY["onnx-file"](path=spec, **kwargs)
@@ -102,6 +103,42 @@ def get_descriptor(spec: str | Descriptor, **kwargs: Any) -> Descriptor:
     names = ", ".join(sorted(n for n in _REGISTRY if not n.endswith("-file")))
     raise DescriptorError(f"unknown descriptor {spec!r}. Use one of: {names}, or onnx:PATH / "
                           "torchscript:PATH for your own SSCD model file.")
+
+
+#: declared input normalizations for float models: (mean, std) per RGB channel on the [0, 1] scale
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # SSCD, DINO/DINOv2, most torchvision models
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),  # OpenAI CLIP
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # [-1, 1] inputs
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # [0, 1] inputs
+}
+
+
+def _file_options(path: str) -> tuple[str, dict[str, Any]]:
+    """``PATH?size=224&norm=clip`` -> (PATH, {"size": 224, "norm": "clip"}): the declared preprocessing
+    of a bring-your-own model file (square resize side; input normalization for float models)."""
+    path, sep, query = path.partition("?")
+    if not sep:
+        return path, {}
+    from urllib.parse import parse_qsl
+
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "size":
+            try:
+                options["size"] = int(value)
+            except ValueError:
+                raise DescriptorError(f"size must be an integer number of pixels, got {value!r}") from None
+            if options["size"] < 16:
+                raise DescriptorError(f"size must be at least 16 px, got {value}")
+        elif key == "norm":
+            if value not in NORMALIZATIONS:
+                raise DescriptorError(f"unknown norm {value!r}; choose one of {', '.join(NORMALIZATIONS)}")
+            options["norm"] = value
+        else:
+            raise DescriptorError(f"unknown model file option {key!r}: use size=PIXELS and/or "
+                                  f"norm={'|'.join(NORMALIZATIONS)}, e.g. onnx:model.onnx?size=224&norm=clip")
+    return path, options
 
 
 def _load_builtins() -> None:

