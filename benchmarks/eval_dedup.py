@@ -48,6 +48,12 @@ def build(root: Path, seed: int, n_base: int, n_dup: int) -> dict[str, str]:
         name = f"dup_{i:04d}_{kind}.png"
         img.save(root / name)
         truth[name] = f
+    # held-out families (never in the collection): the reference for --fpr calibration
+    rest = sorted(set(first.values()) - set(base))
+    ref = root.parent / "reference"
+    ref.mkdir()
+    for f in sorted(rng.choice(rest, size=min(300, len(rest)), replace=False).tolist()):
+        shutil.copyfile(ds / "images" / f, ref / f)
     return truth
 
 
@@ -103,6 +109,8 @@ def main() -> None:
     ap.add_argument("--n-dup", type=int, default=200)
     ap.add_argument("--verified-threshold", type=float, default=None, help="override the default")
     ap.add_argument("--threshold", type=float, default=None, help="override the default SSCD link threshold")
+    ap.add_argument("--fpr", type=float, nargs="*", default=[],
+                    help="also run dedup --fpr F --reference (300 held-out emoji families) for each F")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="diffrep-dedup-eval-"))
@@ -118,6 +126,13 @@ def main() -> None:
             r = dedup(None, out, index=work / "index", **kw, **over)
             rows.append({"method": name, **score(read_groups_csv(out, files), truth),
                          "seconds": r.summary["seconds"]})
+        for f in a.fpr:
+            out = work / f"fpr{f}"
+            r = dedup(None, out, index=work / "index", fpr=f, reference=work / "reference")
+            cal = r.summary["rule"]["calibration"]
+            rows.append({"method": f"diffrep dedup --fpr {f:g} --reference (cos >= {cal['global_threshold']:.3f}, "
+                                   f"verified >= {cal['verified_threshold']:.3f})",
+                         **score(read_groups_csv(out, files), truth), "seconds": r.summary["seconds"]})
         for t in (0.75, 0.6):
             rows.append({"method": f"union-find, SSCD >= {t}", **score(union_find(work / "index", t), truth)})
         per_kind = {}

@@ -141,3 +141,37 @@ def test_semdedup_mode(collection, tmp_path):
     assert np.mean(group[2000:2100] == np.arange(100)) > 0.9
     assert (group[:2000] == np.arange(2000)).all() and (group[2100:] == np.arange(2100, 3000)).all()
     assert (link[2000:2100][group[2000:2100] != np.arange(2000, 2100)] > 0.99).all()
+
+
+def test_fpr_calibrates_link_thresholds_on_reference_images(collection, tmp_path, emoji_files):
+    """--fpr with --reference: thresholds come from held-out images' best matches in the collection; at most
+    fpr/2 of those pass each rule, the recorded thresholds are the ones applied, and copies still group."""
+    from diffrep.errors import DiffrepError
+
+    root, truth = collection
+    names = {p.name for p in root.iterdir()}
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for f in [f for f in emoji_files if f.name not in names][5::25][:80]:
+        shutil.copyfile(f, ref / f.name)
+    r = dedup(root, tmp_path / "out", fpr=0.1, reference=ref)
+    cal = r.summary["rule"]["calibration"]
+    assert cal["source"] == "reference" and cal["reference_images"] == 80 and cal["per_rule_fpr"] == 0.05
+    assert r.summary["rule"]["global_threshold"] == cal["global_threshold"]
+    assert r.summary["rule"]["verified_threshold"] == cal["verified_threshold"]
+    # the null's own pass rate is within the per-rule budget
+    from diffrep.embedding import embed_source
+    from diffrep.indexing.load import open_index
+
+    idx = open_index(tmp_path / "out" / "index")
+    from diffrep.descriptors import get_descriptor
+
+    sims, _ = idx.search(embed_source(ref, get_descriptor("sscd")).vectors, 1)
+    assert np.mean(sims[:, 0] >= cal["global_threshold"]) <= 0.05
+    g = _groups(tmp_path / "out")
+    found = sum(dup in g and orig in g and g[dup][0] == g[orig][0] for dup, orig in truth.items())
+    assert found >= 4  # exact + edited copies still grouped with calibrated thresholds
+    with pytest.raises(DiffrepError, match="--reference"):
+        dedup(root, tmp_path / "x", fpr=0.1)
+    with pytest.raises(DiffrepError, match="between 0 and 1"):
+        dedup(root, tmp_path / "y", fpr=2.0, reference=ref)

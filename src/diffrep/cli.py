@@ -147,8 +147,15 @@ def cmd_dedup(a: argparse.Namespace, bars: ProgressBars) -> int:
     src = (a.source if len(a.source) > 1 else a.source[0]) if a.source else None
     r = dedup(src, a.out, index=a.index, descriptor=a.descriptor, k=a.k, verify=a.verify,
               verified_threshold=a.verified_threshold, global_threshold=a.threshold, captions=a.captions,
-              max_pixels=a.max_pixels, mode=a.mode, eps=a.eps, progress=bars)
+              max_pixels=a.max_pixels, mode=a.mode, eps=a.eps, fpr=a.fpr, reference=a.reference, progress=bars)
     s = r.summary
+    cal = s["rule"].get("calibration") or {}
+    if cal.get("source") == "reference":
+        v = cal["verified_threshold"]
+        _out(f"Link thresholds calibrated on {cal['reference_images']} reference images at FPR {cal['target_fpr']:g}: "
+             f"SSCD cosine >= {cal['global_threshold']:.4f}" + (f", verified >= {v:.4f}" if v is not None else "") + ".")
+        for w in cal.get("warnings", []):
+            _out(f"Warning: {w}")
     _out(f"{s['images']} images: {s['groups']} groups of near-duplicates, {s['duplicates']} removable "
          f"({100 * s['share_removable']:.1f}%), largest group {s['largest_group']}.")
     _out(f"Results: {Path(a.out) / 'groups.csv'}, keep.txt, remove.txt, summary.json")
@@ -337,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="verified", choices=("verified", "semdedup"),
                    help="verified (default) or semdedup (k-means clusters, for 10M+ images; no verification)")
     p.add_argument("--eps", type=float, default=0.05, help="semdedup: duplicates have cosine > 1 - eps")
+    p.add_argument("--fpr", type=float, default=None,
+                   help="calibrate both link thresholds at this false-link rate (needs --reference)")
+    p.add_argument("--reference", default=None,
+                   help="held-out images NOT in the collection: the null for --fpr")
     p.add_argument("--captions", default=None)
     _common(p)
     p.set_defaults(func=cmd_dedup)

@@ -63,13 +63,25 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
           global_threshold: float = DEFAULTS["global_threshold"], verify: bool = True,
           captions: PathLike | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
           verify_config: VerifyConfig | None = None, mode: str = "verified", eps: float = 0.05,
+          fpr: float | None = None, reference: PathLike | Sequence[PathLike] | None = None,
           progress: Optional[ProgressCallback] = None) -> DedupResult:
     """Group near-duplicates of ``source`` (or of an existing ``index``); write results into ``out``.
 
     ``mode="verified"`` (default) is described in the module docstring; ``mode="semdedup"`` is the
-    SemDeDup rule for very large collections (``semdedup.py``: clusters, cosine > 1 - ``eps``)."""
+    SemDeDup rule for very large collections (``semdedup.py``: clusters, cosine > 1 - ``eps``).
+
+    ``fpr`` with ``reference`` (held-out images that are not in the collection) calibrates both link
+    thresholds instead of the fixed defaults: see :func:`calibrate_links`."""
     if mode not in ("verified", "semdedup"):
         raise DiffrepError(f"unknown dedup mode {mode!r}: use verified or semdedup")
+    if fpr is not None:
+        if not 0 < fpr < 1:
+            raise DiffrepError(f"--fpr must be between 0 and 1, got {fpr}")
+        if reference is None:
+            raise DiffrepError("--fpr needs --reference: held-out images that are NOT in the collection; how "
+                               "closely they match it shows how high unrelated images score")
+        if mode != "verified":
+            raise DiffrepError("--fpr calibrates the verified mode's links; semdedup uses --eps")
     t0 = time.perf_counter()
     out_dir = ensure_writable_dir(out, "output directory")
     if index is None:
@@ -84,6 +96,11 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     area = np.asarray(idx.column("width"), np.int64) * np.asarray(idx.column("height"), np.int64)
     if mode == "semdedup":
         return _semdedup(idx, out_dir, paths, ids, sha, area, eps, t0, progress)
+    calibration = None
+    if fpr is not None:
+        global_threshold, verified_threshold, calibration = calibrate_links(
+            idx, reference, fpr, verify=verify, verify_config=verify_config, max_pixels=max_pixels,
+            progress=progress)  # type: ignore[arg-type]
 
     # 1. exact duplicates -> units
     emit(progress, "exact", 0, n)
@@ -172,8 +189,57 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     save_dup_counts(idx, group)
     summary = _write(out_dir, paths, ids, area, group, score, link_kind, idx, start=t0, params={
         "k": k, "candidate_floor": candidate_floor, "verified_threshold": verified_threshold,
-        "global_threshold": global_threshold, "verify": verify, "mode": "verified"})
+        "global_threshold": global_threshold, "verify": verify, "mode": "verified",
+        "calibration": calibration or {"source": "defaults (fixed thresholds; give --fpr and --reference to "
+                                                 "calibrate them)"}})
     return DedupResult(out_dir, summary, group, paths)
+
+
+def calibrate_links(idx: Any, reference: PathLike | Sequence[PathLike], fpr: float, *, verify: bool,
+                    verify_config: VerifyConfig | None, max_pixels: int,
+                    progress: Optional[ProgressCallback]) -> tuple[float, float, dict[str, Any]]:
+    """Link thresholds at a target false-link rate, from held-out ``reference`` images.
+
+    Each reference image is matched against the collection (its nearest image by SSCD, then verified
+    pixel-wise like a candidate pair): these are scores of images with *no* duplicate in the collection.
+    Each rule's threshold is set so at most ``fpr / 2`` of them would pass it (Bonferroni over the two
+    rules), so a held-out image would be linked to something with probability about ``fpr`` at most."""
+    from ..auditing.calibration import threshold_at_fpr
+    from ..auditing.rerank import best_scores, load_image, verify_candidates
+    from ..embedding import embed_source
+    from ..indexing.build import resolve_descriptor
+
+    d = resolve_descriptor(idx.dir, None)
+    ref = embed_source(reference, d, stage="embed-reference", max_pixels=max_pixels, progress=progress)
+    if not ref.records:
+        raise DiffrepError(f"no reference image in {reference} could be decoded; check the folder")
+    sims, nbr = idx.search(ref.vectors, 1)
+    null_g = sims[:, 0].astype(np.float64)
+    per_rule = fpr / 2 if verify else fpr
+    t_g, warnings = threshold_at_fpr(null_g, per_rule)
+    t_v = float("inf")
+    null_v = None
+    if verify:
+        verifier = Verifier(verify_config)
+        rr = verify_candidates(lambda i: load_image(ref.records[i].read, max_pixels, verifier.config.size),
+                               len(ref.records), nbr[:, :1], idx.column("path"), verifier,
+                               stage="verify-reference", progress=progress)
+        null_v = np.nan_to_num(best_scores(rr.scores), nan=0.0)
+        t_v, more = threshold_at_fpr(null_v, per_rule)
+        warnings += more
+    # links need score >= threshold: step just above the calibrated order statistic (scores are float32)
+    up = lambda t: float(np.nextafter(np.float32(t), np.float32(np.inf)))  # noqa: E731
+    t_g, t_v = up(t_g), up(t_v)
+    info = {"source": "reference", "target_fpr": fpr, "per_rule_fpr": per_rule, "reference_images": len(ref.records),
+            "reference_skipped": len(ref.skipped), "global_threshold": t_g,
+            "verified_threshold": t_v if verify else None,
+            "null_global_p50_p99": [float(np.percentile(null_g, 50)), float(np.percentile(null_g, 99))],
+            "null_verified_p50_p99": None if null_v is None else [float(np.percentile(null_v, 50)),
+                                                                   float(np.percentile(null_v, 99))],
+            "warnings": warnings,
+            "meaning": "a held-out image with no duplicate in the collection passes each link rule with "
+                       "probability <= per_rule_fpr (measured on the reference images)"}
+    return t_g, t_v, info
 
 
 def _semdedup(idx: Any, out_dir: Path, paths: list[str], ids: list[str], sha: list[str], area: np.ndarray,
