@@ -286,6 +286,10 @@ def test_bad_options(fashion, tmp_path, emoji_files):
         train(fashion, tmp_path / "r", cond="text")
     with pytest.raises(DiffrepError, match="device"):
         train(fashion, tmp_path / "r", device="tpu")
+    with pytest.raises(DiffrepError, match="inside the training folder"):
+        train(fashion, fashion / "run")
+    with pytest.raises(DiffrepError, match="multiple of 8"):
+        train(fashion, tmp_path / "r", size=28, channels=(16, 32, 32, 32))
     flat = tmp_path / "flat"
     flat.mkdir()
     for f in emoji_files[:2]:

@@ -64,6 +64,13 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
     torch, diffusers = require_models()
     dev = resolve_device(device)
     t_start = time.perf_counter()
+    data_root, out_path = Path(data).expanduser().resolve(), Path(out).expanduser().resolve()
+    if out_path == data_root or data_root in out_path.parents:
+        raise DiffrepError(f"--out {out} is inside the training folder {data}: its sample grids would become "
+                           "training images. Choose a run directory outside it.")
+    from .data import check_size
+
+    check_size(size, len(tuple(channels)))
     run_dir = ensure_writable_dir(out, "run directory")
     from .checkpoint import (CHECKPOINT, check_resumable, load_checkpoint, save_checkpoint, write_config,
                              write_log_csv)
