@@ -293,3 +293,18 @@ def test_only_corrupt_tar_gives_skips_not_error(tmp_path: Path) -> None:
 
 def test_image_extensions_constant() -> None:
     assert {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"} == set(IMAGE_EXTENSIONS)
+
+
+def test_prompts_jsonl_of_diffrep_sample_is_read_as_captions(tmp_path, emoji_files):
+    """`diffrep sample` writes prompts.jsonl beside its PNGs: a source reads it as captions, not as a skip."""
+    import json
+    import shutil
+
+    from diffrep.sources import open_source
+
+    for f in emoji_files[:2]:
+        shutil.copyfile(f, tmp_path / f.name)
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"file": f.name, "caption": f"a {i}"}) + "\n"
+                                                    for i, f in enumerate(emoji_files[:2])))
+    records, skips = open_source(tmp_path).scan()
+    assert not skips and [r.caption for r in records] == ["a 0", "a 1"]
