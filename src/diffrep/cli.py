@@ -254,6 +254,20 @@ def cmd_sample(a: argparse.Namespace, bars: ProgressBars) -> int:
     return 0
 
 
+def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from .models.experiment import run_experiment
+
+    overrides = {k: v for k, v in (("steps", a.steps), ("samples", a.samples)) if v is not None}
+    results = run_experiment(a.kind, a.data, a.out, preset=a.preset, device=a.device, seed=a.seed,
+                             reference=a.reference, fpr=a.fpr, dup_frac=a.dup_frac, dup_weight=a.dup_weight,
+                             overrides=overrides, progress=bars)
+    for r in results:
+        _out(f"{r['run']}: {r['training_images']} training images, {r['replicas']}/{r['samples']} replicas "
+             f"({r['replication_rate']:.1%}), top-1 mean {r['top1_mean']:.3f} p95 {r['top1_p95']:.3f}")
+    _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'results.csv'}, {Path(a.out) / 'similarity.png'}")
+    return 0
+
+
 def cmd_descriptors(a: argparse.Namespace, bars: ProgressBars) -> int:
     from .descriptors import available
 
@@ -435,6 +449,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("experiment", help="train a grid of models, sample, audit: data-size, duplication or "
+                       "conditioning (resumable; needs diffrep[models])")
+    p.add_argument("kind", choices=("data-size", "duplication", "conditioning"))
+    p.add_argument("--data", required=True, help="fashion-mnist, or a folder of training images (with --reference)")
+    p.add_argument("--reference", default=None,
+                   help="held-out images never trained on, for calibration (default for fashion-mnist: its test split)")
+    p.add_argument("--out", required=True, help="experiment folder; run the same command again to resume")
+    p.add_argument("--preset", default="smoke", choices=("smoke", "full"),
+                   help="smoke (about 10 minutes on a 2-core CPU, default) or full (for a GPU)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fpr", type=float, default=0.01, help="false-positive rate of the audit threshold (default 0.01)")
+    p.add_argument("--dup-frac", type=float, default=0.05, help="duplication experiment: fraction duplicated (0.05)")
+    p.add_argument("--dup-weight", type=float, default=5.0, help="duplication experiment: sampling weight (5)")
+    p.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
+    p.add_argument("--samples", type=int, default=None, help="override the preset's generations per run")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("descriptors", help="list available descriptors")
     p.set_defaults(func=cmd_descriptors, quiet=True)
