@@ -321,3 +321,38 @@ def test_cli_bad_cond_is_one_line_error(fashion, tmp_path):
     r = subprocess.run([sys.executable, "-m", "diffrep", "train", str(fashion), "--out", str(tmp_path / "x"),
                         "--cond", "pixels"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "invalid choice: 'pixels'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_experiment_end_to_end_and_rerun_reuses_runs(fashion, tmp_path):
+    """Two data-size runs (4 and 8 images, 4 steps, 4 samples) audited against 6 held-out images."""
+    import csv
+    import os
+
+    from diffrep.data import get_dataset
+    from diffrep.models.experiment import COLUMNS, run_experiment
+
+    src = get_dataset("fashion-mnist") / "images" / "test"
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    for label in range(6):
+        shutil.copyfile(sorted((src / str(label)).iterdir())[0], ref / f"{label}.png")
+    out = tmp_path / "exp"
+    tiny = {"steps": 4, "batch": 4, "samples": 4, "sample_steps": 2, "sizes": [4, 8]}
+    with pytest.raises(DiffrepError, match="--reference"):
+        run_experiment("data-size", str(fashion), out, overrides=tiny)
+    res = run_experiment("data-size", str(fashion), out, reference=str(ref), overrides=tiny)
+    assert [r["run"] for r in res] == ["n4", "n8"]
+    assert [r["training_images"] for r in res] == [4, 8]
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert list(rows[0]) == COLUMNS and len(rows) == 2
+    for r in res:
+        assert r["samples"] == 4 and 0 <= r["replication_rate"] <= 1 and len(r["reference_top1_scores"]) == 6
+        assert -1 <= r["top1_mean"] <= r["top1_p95"] + 1e-6 <= 1 + 1e-6 and np.isfinite(r["kid_sscd_x1000"])
+    md = (out / "results.md").read_text()
+    assert "| n4 | none | 4 |" in md and "replication_rate" in md and "kid_sscd_x1000" in md
+    assert decode_image((out / "similarity.png").read_bytes()).shape[2] == 3
+    assert len(list((out / "runs" / "n8" / "train_images").iterdir())) == 8
+    stamp = [os.stat(out / "runs" / n / "result.json").st_mtime_ns for n in ("n4", "n8")]
+    again = run_experiment("data-size", str(fashion), out, reference=str(ref), overrides=tiny)
+    assert [os.stat(out / "runs" / n / "result.json").st_mtime_ns for n in ("n4", "n8")] == stamp
+    assert [r["replicas"] for r in again] == [r["replicas"] for r in res]
