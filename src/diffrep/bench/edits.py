@@ -82,17 +82,23 @@ def _shift_hue(img: Image.Image, shift: float) -> Image.Image:
     return Image.fromarray(hsv, "HSV").convert("RGB")
 
 
+def colour_jitter(img: Image.Image, rng: np.random.Generator, brightness: tuple[float, float],
+                  contrast: tuple[float, float], saturation: tuple[float, float], hue: tuple[float, float]
+                  ) -> tuple[Image.Image, dict[str, Any]]:
+    """Brightness, contrast and saturation factors 1 +- [lo, hi], then a hue rotation of +- [lo, hi] turns."""
+    b = round(1.0 + _signed(rng, *brightness), 4)
+    c = round(1.0 + _signed(rng, *contrast), 4)
+    s = round(1.0 + _signed(rng, *saturation), 4)
+    h = _signed(rng, *hue)
+    out = ImageEnhance.Brightness(img).enhance(b)
+    out = ImageEnhance.Contrast(out).enhance(c)
+    out = ImageEnhance.Color(out).enhance(s)
+    out = _shift_hue(out, h)
+    return out, {"brightness": b, "contrast": c, "saturation": s, "hue_shift_deg": round(h * 360, 2)}
+
+
 def _colour(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict[str, Any]]:
-    brightness = round(1.0 + _signed(rng, 0.1, 0.25), 4)
-    contrast = round(1.0 + _signed(rng, 0.1, 0.3), 4)
-    saturation = round(1.0 + _signed(rng, 0.2, 0.5), 4)
-    hue = _signed(rng, 0.02, 0.06)
-    out = ImageEnhance.Brightness(img).enhance(brightness)
-    out = ImageEnhance.Contrast(out).enhance(contrast)
-    out = ImageEnhance.Color(out).enhance(saturation)
-    out = _shift_hue(out, hue)
-    return out, {"brightness": brightness, "contrast": contrast, "saturation": saturation,
-                 "hue_shift_deg": round(hue * 360, 2)}
+    return colour_jitter(img, rng, (0.1, 0.25), (0.1, 0.3), (0.2, 0.5), (0.02, 0.06))
 
 
 def _jpeg(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict[str, Any]]:
@@ -189,4 +195,4 @@ def random_edit(img: Image.Image, rng: np.random.Generator,
     return apply_edit(img, kind, rng)
 
 
-__all__ = ["EDIT_KINDS", "DUPLICATE_KINDS", "apply_edit", "random_edit", "compose_on_white", "prepare"]
+__all__ = ["EDIT_KINDS", "DUPLICATE_KINDS", "apply_edit", "colour_jitter", "random_edit", "compose_on_white", "prepare"]

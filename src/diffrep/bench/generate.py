@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
-from .edits import EDIT_KINDS, _shift_hue, _signed, _u, apply_edit, compose_on_white
+from .edits import EDIT_KINDS, _signed, _u, apply_edit, colour_jitter, compose_on_white
 
 QUERY_KINDS: tuple[str, ...] = ("segmix", "segmix-hard", "diagonal", "patch", "edits")
 CANVAS = 256
@@ -206,15 +206,7 @@ def _segmix(src: SourceImage, fill: Image.Image | None, filler: Filler, rng: np.
 
 def _harden(obj: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict[str, Any]]:
     alpha = obj.getchannel("A")
-    rgb = obj.convert("RGB")
-    brightness = round(1.0 + _signed(rng, 0.1, 0.3), 4)
-    contrast = round(1.0 + _signed(rng, 0.1, 0.3), 4)
-    saturation = round(1.0 + _signed(rng, 0.2, 0.6), 4)
-    hue = _signed(rng, 0.02, 0.08)
-    rgb = ImageEnhance.Brightness(rgb).enhance(brightness)
-    rgb = ImageEnhance.Contrast(rgb).enhance(contrast)
-    rgb = ImageEnhance.Color(rgb).enhance(saturation)
-    rgb = _shift_hue(rgb, hue)
+    rgb, params = colour_jitter(obj.convert("RGB"), rng, (0.1, 0.3), (0.1, 0.3), (0.2, 0.6), (0.02, 0.08))
     blur = _u(rng, 0.0, 2.0, 3)
     if blur > 0.3:
         rgb = rgb.filter(ImageFilter.GaussianBlur(blur * min(rgb.size) / 256))
@@ -225,8 +217,7 @@ def _harden(obj: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, di
         out = ImageOps.mirror(out)
     angle = _signed(rng, 0.0, 30.0, 2)
     out = out.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
-    return out, {"brightness": brightness, "contrast": contrast, "saturation": saturation,
-                 "hue_shift_deg": round(hue * 360, 2), "blur_at_256": blur, "flip": flip, "angle": angle}
+    return out, {**params, "blur_at_256": blur, "flip": flip, "angle": angle}
 
 
 def _diagonal(src: SourceImage, fill: Image.Image | None, filler: Filler, rng: np.random.Generator) -> Query:
