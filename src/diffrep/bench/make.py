@@ -37,6 +37,7 @@ from ..errors import DiffrepError, SourceError
 from ..fsutil import write_text as atomic_write_text
 from ..progress import ProgressCallback, emit
 from ..sources import Record, open_source
+from .edits import compose_on_white
 from .generate import QUERY_KINDS, SourceImage, get_filler, make_query, object_mask
 
 FORMAT = 1
@@ -108,7 +109,7 @@ def make_bench(source: str | os.PathLike[str] | Sequence[str], out: str | os.Pat
     kind_list = parse_kinds(kinds)
     if n < 1:
         raise DiffrepError(f"--n must be at least 1, got {n}")
-    filler = get_filler(fill) if fill in ("image", "noise") else _named_filler(fill)
+    filler = _named_filler(fill)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise DiffrepError(f"{out} exists and is not empty; choose a new --out folder (a benchmark is "
@@ -158,17 +159,13 @@ def make_bench(source: str | os.PathLike[str] | Sequence[str], out: str | os.Pat
     source_order = _source_order(len(usable), n, rng)
     rows: list[dict[str, str]] = []
     by_kind: dict[str, int] = {k: 0 for k in kind_list}
-    cache: dict[int, SourceImage] = {}
     for q in range(n):
         kind = kind_list[q % len(kind_list)]
         qrng = np.random.default_rng([seed, q])
         si = int(source_order[q])
         rec, name = usable[si]
-        if si not in cache:
-            cache.clear()
-            cache[si] = _source_image(rec, mask_dir)
         fill_img = fill_images[int(qrng.integers(len(fill_images)))] if fill_images else None
-        query = make_query(kind, cache[si], fill_img, qrng, filler)
+        query = make_query(kind, _source_image(rec, mask_dir), fill_img, qrng, filler)
         qname = f"queries/q{q:05d}.png"
         buf = io.BytesIO()
         query.image.convert("RGB").save(buf, format="PNG", optimize=False)
@@ -247,8 +244,6 @@ def _source_image(rec: Record, mask_dir: Path | None) -> SourceImage:
                     user_mask = m.convert("L")
                 break
     mask, method = object_mask(im, user_mask)
-    from .edits import compose_on_white
-
     return SourceImage(compose_on_white(im), mask, method)
 
 
