@@ -94,11 +94,9 @@ def _topk(d: Descriptor, q: np.ndarray, r: np.ndarray, k: int) -> tuple[np.ndarr
     """Exact top-k (scores, indices) of queries ``q`` against references ``r``."""
     k = min(k, len(r))
     if getattr(d, "metric", "cosine") == "cosine":
-        import faiss
+        from ..auditing.partial import FlatIndex
 
-        index = faiss.IndexFlatIP(r.shape[1])
-        index.add(np.ascontiguousarray(r, np.float32))
-        return index.search(np.ascontiguousarray(q, np.float32), k)
+        return FlatIndex(r).search(q, k)
     scores = np.empty((len(q), k), np.float32)
     idx = np.empty((len(q), k), np.int64)
     step = 256
@@ -118,15 +116,17 @@ def _region_topk(d: Descriptor, folder: Path, ref_vecs: np.ndarray, k: int,
     windows against the references; a reference's score is its best window's cosine (the whole image
     is one of the windows, so this is never below the global score)."""
     from ..auditing.partial import FlatIndex, region_search
-    from ..auditing.rerank import load_path
+    from ..auditing.rerank import load_image
     from ..decode import DEFAULT_MAX_PIXELS
     from ..descriptors.regions import RegionEmbedder
+    from ..sources import open_source
 
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    records, _ = open_source(str(folder)).scan()  # the same records (and ids) the global rows embed
     emb = RegionEmbedder(d)
-    rm = region_search(lambda i: load_path(str(files[i]), DEFAULT_MAX_PIXELS, max(emb.config.sizes)), len(files), FlatIndex(ref_vecs), emb, k=k,
-                       stage=f"{d.name}: query regions", progress=progress)
-    return [p.relative_to(folder).as_posix() for p in files], rm.scores, rm.ids
+    side = max(emb.config.sizes)
+    rm = region_search(lambda i: load_image(records[i].read, DEFAULT_MAX_PIXELS, side), len(records),
+                       FlatIndex(ref_vecs), emb, k=k, stage=f"{d.name}: query regions", progress=progress)
+    return [r.id for r in records], rm.scores, rm.ids
 
 
 def _metrics(preds: Preds, truth: dict[str, set[str]]) -> dict[str, float]:
@@ -169,14 +169,15 @@ def run_bench(bench_dir: str | os.PathLike[str], descriptors: str | Sequence[str
         cache = out_dir / "embeddings"
         ref_ids, ref_vecs, _ = _embed_cached(d, bench / "references", cache / f"{_safe(d.name)}.references.npz",
                                              "references", progress, batch_size)
-        q_ids, q_vecs, q_skipped = _embed_cached(d, bench / "queries", cache / f"{_safe(d.name)}.queries.npz",
-                                                 "queries", progress, batch_size)
         if not ref_ids:
             raise SourceError(f"no reference image of {bench} could be embedded with {name}")
-        if regions:
+        q_skipped: list = []
+        if regions:  # unreadable queries get no predictions: counted as misses
             q_ids, scores, idx = _region_topk(d, bench / "queries", ref_vecs, k, progress)
-            q_skipped = []
         else:
+            q_ids, q_vecs, q_skipped = _embed_cached(d, bench / "queries",
+                                                     cache / f"{_safe(d.name)}.queries.npz", "queries", progress,
+                                                     batch_size)
             scores, idx = _topk(d, q_vecs, ref_vecs, k) if q_ids else (np.zeros((0, 0)), np.zeros((0, 0), int))
         variants = [(name, scores)]
         if normalize and not regions and getattr(d, "metric", "cosine") == "cosine" and (bench / "background").is_dir():
