@@ -69,10 +69,6 @@ class RegionMatches:
     def top(self) -> np.ndarray:
         return self.scores[:, 0] if self.scores.shape[1] else np.full(len(self.scores), -np.inf)
 
-    def score_of(self, qi: int, train_id: int) -> float | None:
-        hit = np.nonzero(self.ids[qi] == train_id)[0]
-        return float(self.scores[qi, hit[0]]) if len(hit) else None
-
 
 def aggregate(scores: np.ndarray, ids: np.ndarray, boxes: np.ndarray, k: int,
               exclude: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

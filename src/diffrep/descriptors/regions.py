@@ -191,8 +191,4 @@ class RegionEmbedder:
         return np.concatenate(vecs), np.round(np.concatenate(boxes)).astype(np.int64)
 
 
-def region_embedder(descriptor: Descriptor, config: RegionConfig | None = None) -> RegionEmbedder:
-    return RegionEmbedder(descriptor, config)
-
-
-__all__ = ["GemHead", "RegionConfig", "RegionEmbedder", "find_gem_head", "region_embedder", "window_grid"]
+__all__ = ["GemHead", "RegionConfig", "RegionEmbedder", "find_gem_head", "window_grid"]
