@@ -161,11 +161,13 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
                                             (lambda rd, ids: regions(rd, "regions-background", ids).top)
                                             if emb else None)
     q_region = q_reg.top if q_reg is not None else None
-    channels = [(n, q) for n, q in ((null_g, scores[:, 0]), (null_v, q_verified), (null_r, q_region))
-                if n is not None and q is not None]
-    fused = bool(threshold is None and len(channels) > 1 and len(channels[0][0]))
+    channels = [(name, n, q) for name, n, q in (
+        ("SSCD top-1 cosine", null_g, scores[:, 0]),
+        (f"verified score (aligned gradient correlation, best of the top {kv})", null_v, q_verified),
+        ("region score (best window cosine)", null_r, q_region)) if n is not None and q is not None]
+    fused = bool(threshold is None and len(channels) > 1 and len(channels[0][1]))
     if fused:
-        null_verdict, q_verdict = fuse_min_p([c[0] for c in channels], [c[1] for c in channels])
+        null_verdict, q_verdict = fuse_min_p([c[1] for c in channels], [c[2] for c in channels])
         cal = calibrate(reference=null_verdict if ref_scores is not None else None,
                         background=null_verdict if ref_scores is None else None, fpr=fpr,
                         descriptor_name="fused")
@@ -201,11 +203,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         "replicas": n_rep,
         "replication_rate": n_rep / len(queries.records),
         "calibration": cal.describe(),
-        "verdict_score": _verdict_description(fused, [name for name, (n_, q_) in zip(
-            ("SSCD top-1 cosine", f"verified score (aligned gradient correlation, best of the top {kv})",
-             "region score (best window cosine)"), ((null_g, scores[:, 0]), (null_v, q_verified),
-                                                     (null_r, q_region))) if n_ is not None and q_ is not None],
-            q_region is not None),
+        "verdict_score": _verdict_description(fused, [c[0] for c in channels], q_region is not None),
         "partial": None if q_reg is None else {
             "windows_per_image": q_reg.windows, "seconds_per_image": round(q_reg.seconds / max(1, len(q_reg.ids)), 4),
             "config": emb.config.describe() if emb is not None else None, "candidates_per_image": partial_k,
