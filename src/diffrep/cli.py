@@ -215,6 +215,16 @@ def cmd_data_get(a: argparse.Namespace, bars: ProgressBars) -> int:
     return 0
 
 
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DiffrepError(f"{flag} {text!r}: give comma-separated integers, e.g. 16,32,32") from None
+    if not values:
+        raise DiffrepError(f"{flag} {text!r}: give comma-separated integers, e.g. 16,32,32")
+    return values
+
+
 def cmd_train(a: argparse.Namespace, bars: ProgressBars) -> int:
     from .models.train import train
 
@@ -231,7 +241,8 @@ def cmd_train(a: argparse.Namespace, bars: ProgressBars) -> int:
     r = train(a.data, a.out, cond=a.cond, subset=a.subset, dup_frac=a.dup_frac, dup_weight=a.dup_weight,
               steps=a.steps, batch=a.batch, lr=a.lr, ema=a.ema, seed=a.seed, device=a.device, size=a.size,
               sample_every=a.sample_every, checkpoint_every=a.checkpoint_every, captions=a.captions,
-              text_encoder=a.text_encoder, progress=progress)
+              text_encoder=a.text_encoder, mitigate=a.mitigate, mitigate_p=a.mitigate_p, progress=progress,
+              **({"channels": tuple(_int_list(a.channels, "--channels"))} if a.channels else {}))
     resumed = f", resumed from step {r.resumed_from}" if r.resumed_from else ""
     _out(f"Trained {r.step} steps{resumed} on {r.images} images ({r.params / 1e6:.2f}M parameters): loss "
          f"{r.loss:.4f}, {r.steps_per_s:.1f} steps/s, {r.seconds:.0f}s.")
@@ -257,14 +268,30 @@ def cmd_sample(a: argparse.Namespace, bars: ProgressBars) -> int:
 def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
     from .models.experiment import run_experiment
 
-    overrides = {k: v for k, v in (("steps", a.steps), ("samples", a.samples)) if v is not None}
+    overrides = {k: v for k, v in (("steps", a.steps), ("samples", a.samples), ("batch", a.batch)) if v is not None}
+    if a.channels:
+        overrides["channels"] = _int_list(a.channels, "--channels")
+    if a.sizes:
+        if a.kind != "data-size":
+            raise DiffrepError("--sizes applies to the data-size experiment only")
+        overrides["sizes"] = _int_list(a.sizes, "--sizes")
+    only = [n.strip() for n in a.only.split(",") if n.strip()] if a.only else None
     results = run_experiment(a.kind, a.data, a.out, preset=a.preset, device=a.device, seed=a.seed,
                              reference=a.reference, fpr=a.fpr, dup_frac=a.dup_frac, dup_weight=a.dup_weight,
-                             overrides=overrides, progress=bars)
+                             overrides=overrides, only=only, generate_only=a.generate_only, progress=bars)
+    if a.generate_only:
+        for r in results:
+            _out(f"{r['settings']['spec']['name']}: trained {r['step']} steps on {r['device']} "
+                 f"({r['steps_per_s']:.1f} steps/s, {r['train_seconds']:.0f} s), sampled in {r['sample_seconds']:.0f} s")
+        _out(f"Generated; run the same command without --generate-only to audit (copy {Path(a.out) / 'runs'} "
+             "first if it ran elsewhere).")
+        return 0
     for r in results:
         _out(f"{r['run']}: {r['training_images']} training images, {r['replicas']}/{r['samples']} replicas "
              f"({r['replication_rate']:.1%}), top-1 mean {r['top1_mean']:.3f} p95 {r['top1_p95']:.3f}")
-    _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'results.csv'}, {Path(a.out) / 'similarity.png'}")
+    if not only:
+        _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'results.csv'}, "
+             f"{Path(a.out) / 'similarity.png'}")
     return 0
 
 
@@ -426,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for subset, duplication, init and noise (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--size", type=int, default=32, help="image size in pixels, 16-256, a multiple of 4 (default 32)")
+    p.add_argument("--channels", default=None, help="UNet widths per resolution level (default 16,32,32: the "
+                   "measured CPU recipe; wider, e.g. 64,128,128, on a GPU)")
+    p.add_argument("--mitigate", default=None, choices=("rc", "rt", "cwr", "gn"),
+                   help="train-time caption mitigation (NeurIPS 2023): rc random caption, rt random tokens, cwr "
+                   "caption word repetition, gn Gaussian noise on the text embedding (caption models)")
+    p.add_argument("--mitigate-p", type=float, default=0.1, help="probability per sample of the mitigation (0.1)")
     p.add_argument("--sample-every", type=int, default=1000,
                    help="save a 16-image sample grid every K steps (default 1000; 0: only at the end)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="write checkpoint.pt every K steps (default 500)")
@@ -450,9 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("experiment", help="train a grid of models, sample, audit: data-size, duplication or "
-                       "conditioning (resumable; needs diffrep[models])")
-    p.add_argument("kind", choices=("data-size", "duplication", "conditioning"))
+    p = sub.add_parser("experiment", help="train a grid of models, sample, audit: data-size, duplication, "
+                       "conditioning or mitigation (resumable; needs diffrep[models])")
+    p.add_argument("kind", choices=("data-size", "duplication", "conditioning", "mitigation"))
     p.add_argument("--data", required=True, help="fashion-mnist, or a folder of training images (with --reference)")
     p.add_argument("--reference", default=None,
                    help="held-out images never trained on, for calibration (default for fashion-mnist: its test split)")
@@ -466,6 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dup-weight", type=float, default=5.0, help="duplication experiment: sampling weight (5)")
     p.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     p.add_argument("--samples", type=int, default=None, help="override the preset's generations per run")
+    p.add_argument("--batch", type=int, default=None, help="override the preset's training batch size")
+    p.add_argument("--channels", default=None, help="override the preset's UNet widths, e.g. 32,64,64")
+    p.add_argument("--sizes", default=None, help="data-size experiment: training-set sizes, e.g. 16,512")
+    p.add_argument("--only", default=None, help="comma-separated run names: run only these of the grid "
+                   "(e.g. to train runs in parallel); the results table needs the whole grid")
+    p.add_argument("--generate-only", action="store_true",
+                   help="train and sample only (e.g. on a GPU machine); a later call without it audits")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_experiment)
 

@@ -49,6 +49,8 @@ class AuditResult:
     train_ids: np.ndarray  # (n, k) FAISS ids, -1 when missing
     skipped: list[tuple[str, str]] = field(default_factory=list)
     verdict_scores: np.ndarray | None = None  # (n,) the score the verdict thresholds
+    query_vectors: np.ndarray | None = None  # (n, d) the queries' global descriptors
+    reference_vectors: np.ndarray | None = None  # (m, d) the reference images' descriptors, when given
 
     @property
     def replication_rate(self) -> float:
@@ -135,12 +137,12 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     q_reg = regions([r.read for r in queries.records], "regions-queries") if emb is not None else None
     ref_region = None
 
-    ref_scores = ref_verified = None
+    ref_scores = ref_verified = ref_vectors = None
     ref_skipped: list[tuple[str, str]] = []
     if reference is not None:
         ref = embed_source(reference, d, captions=reference_captions, stage="embed-reference",
                            max_pixels=max_pixels, progress=progress)
-        ref_skipped = ref.skipped
+        ref_skipped, ref_vectors = ref.skipped, ref.vectors
         if not ref.records:
             raise SourceError(f"no reference image in {reference} could be decoded; check the folder")
         r_scores, r_ids = idx.search(ref.vectors, kv)
@@ -241,7 +243,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     write_summary(out_dir, summary)
     return AuditResult(out_dir, summary, cal, [r.path for r in queries.records], top1,
                        [train_path[int(j)] for j in best], rep, p, scores, ids, queries.skipped,
-                       verdict_scores=q_verdict)
+                       verdict_scores=q_verdict, query_vectors=queries.vectors, reference_vectors=ref_vectors)
 
 
 def _verdict_description(fused: bool, channels: list[str], partial: bool) -> str:

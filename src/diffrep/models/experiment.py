@@ -6,13 +6,23 @@
   increasing size (CVPR 2023: the smallest set's generations copy training images far more often);
 * ``duplication``: one model with ``dup_frac`` of its training images sampled ``dup_weight`` times as
   often, and one without (NeurIPS 2023): per-image match rates of duplicated vs other training images;
-* ``conditioning``: none / class / caption models on the same subset.
+* ``conditioning``: none / class / caption / random-token caption models on the same subset (the
+  random-token caption is a string of random pseudo-words fixed per training image, the NeurIPS study's
+  strongest conditioning: a key that singles out one image).
+* ``mitigation``: the random-token caption model without and with each train-time caption mitigation
+  of the NeurIPS study (rc, rt, cwr, gn at p = 0.1; ``mitigate.py``).
 
 Each run lives in ``OUT/runs/NAME/``: ``train/`` (the ``diffrep train`` run directory), ``samples/``
 (``diffrep sample``), ``train_images/`` (copies of the run's training images, named by id), ``index/``
 (SSCD index of them), ``audit/`` (``diffrep audit`` of the samples calibrated at ``fpr`` on the held-out
 reference images) and ``result.json``. A run with a ``result.json`` of the same settings is reused, so
 re-running the command continues where it stopped (training itself resumes from its checkpoint).
+
+The work splits in two stages: training + sampling (GPU-bound) and indexing + auditing (SSCD on the CPU).
+``generate_only`` stops each run after sampling and writes ``generated.json`` (settings, training step,
+seconds, device); a later call of the same experiment (say on a CPU machine, after copying ``runs/``
+over) finds it and goes straight to the audit. ``only`` restricts the grid to some run names, so the
+runs of one experiment can train in parallel processes or on several GPUs.
 
 Per run, ``results.csv`` / ``results.md`` report the replication rate at the calibrated threshold, the
 mean and p95 SSCD top-1 cosine of the generations to their training set, the same for the held-out
@@ -36,20 +46,26 @@ import numpy as np
 from ..errors import DiffrepError
 from ..progress import ProgressCallback, emit
 
-KINDS = ("data-size", "duplication", "conditioning")
+KINDS = ("data-size", "duplication", "conditioning", "mitigation")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # measured on a 2-core CPU: ~11 training steps/s at 32 px, batch 16
     "smoke": {"size": 32, "steps": 1500, "batch": 16, "samples": 64, "sample_steps": 25, "reference": 200,
-              "sizes": [16, 64, 512], "dup_subset": 64, "cond_subset": 64},
-    "full": {"size": 32, "steps": 30000, "batch": 64, "samples": 1000, "sample_steps": 50, "reference": 2000,
-             "sizes": [100, 1000, 10000], "dup_subset": 1000, "cond_subset": 1000},
+              "sizes": [16, 64, 512], "dup_subset": 64, "cond_subset": 64, "channels": [16, 32, 32]},
+    # measured on one H100 with the nine runs of the three grids training at once (see docs/experiments.md)
+    "full": {"size": 32, "steps": 2000, "batch": 128, "samples": 1000, "sample_steps": 50, "reference": 2000,
+             "sizes": [100, 1000, 10000], "dup_subset": 300, "cond_subset": 300, "channels": [64, 128, 128]},
 }
+MITIGATE_P = 0.1  # the paper's probability per sample
+RANDOM_TOKENS = 6  # pseudo-words per random-token caption
+RANDOM_VOCAB = 2000  # distinct pseudo-words they are drawn from
 
-COLUMNS = ["run", "cond", "training_images", "duplicated", "steps", "samples", "replicas", "replication_rate",
+COLUMNS = ["run", "cond", "mitigate", "training_images", "duplicated", "steps", "samples", "replicas", "replication_rate",
            "threshold", "top1_mean", "top1_p95", "reference_top1_mean", "reference_top1_p95", "kid_sscd_x1000",
            "dup_matches_per_image", "other_matches_per_image", "dup_nearest_per_image", "other_nearest_per_image",
-           "train_seconds"]
+           "pixel_threshold", "pixel_replication_rate", "pixel_rms_median", "reference_pixel_rms_median",
+           "dup_pixel_matches_per_image", "other_pixel_matches_per_image",
+           "train_seconds", "steps_per_s", "trained_on"]
 
 
 def run_grid(kind: str, p: dict[str, Any], dup_frac: float, dup_weight: float) -> list[dict[str, Any]]:
@@ -61,7 +77,15 @@ def run_grid(kind: str, p: dict[str, Any], dup_frac: float, dup_weight: float) -
                 {"name": f"n{n}-dup{dup_frac:g}x{dup_weight:g}", "subset": n, "cond": "none", "dup_frac": dup_frac}]
     if kind == "conditioning":
         n = p["cond_subset"]
-        return [{"name": f"n{n}-{c}", "subset": n, "cond": c, "dup_frac": 0.0} for c in ("none", "class", "caption")]
+        return ([{"name": f"n{n}-{c}", "subset": n, "cond": c, "dup_frac": 0.0} for c in ("none", "class", "caption")]
+                + [{"name": f"n{n}-randtok", "subset": n, "cond": "caption", "dup_frac": 0.0, "captions": "random"}])
+    if kind == "mitigation":
+        from .mitigate import MITIGATIONS
+
+        n = p["cond_subset"]
+        base = {"name": f"n{n}-randtok", "subset": n, "cond": "caption", "dup_frac": 0.0, "captions": "random"}
+        return [base] + [{**base, "name": f"n{n}-randtok-{m}", "mitigate": m, "mitigate_p": MITIGATE_P}
+                         for m in MITIGATIONS]
     raise DiffrepError(f"unknown experiment {kind!r}; use one of {', '.join(KINDS)}")
 
 
@@ -79,6 +103,88 @@ def resolve_data(data: str, reference: Optional[str]) -> tuple[Path, Path, Optio
         raise DiffrepError("--reference FOLDER is needed with a folder --data: held-out images of the same kind, "
                            "never trained on, to calibrate the audit at the target false-positive rate")
     return folder, Path(reference), None
+
+
+def random_captions(ids: list[str], seed: int) -> list[str]:
+    """A caption of ``RANDOM_TOKENS`` random pseudo-words per training image, fixed by ``seed``: the
+    NeurIPS 2023 study's random-token conditioning (a caption that carries no content, only identity)."""
+    rng = np.random.default_rng([seed, 7])
+    cons, vow = list("bdfgklmnprstvz"), list("aeiou")
+    vocab: dict[str, None] = {}
+    while len(vocab) < RANDOM_VOCAB:
+        vocab.setdefault("".join(str(rng.choice(cons)) + str(rng.choice(vow)) for _ in range(3)), None)
+    words = list(vocab)
+    return [" ".join(words[int(j)] for j in rng.integers(0, len(words), RANDOM_TOKENS)) for _ in ids]
+
+
+def _random_caption_file(train_dir: Path, spec: dict[str, Any], p: dict[str, Any], seed: int, run_root: Path) -> Path:
+    """Write ``run_root/random_captions.jsonl`` for the run's training subset (the same draw ``train`` makes)."""
+    from ..fsutil import write_text
+    from .data import load_training_set
+
+    path = run_root / "random_captions.jsonl"
+    if not path.is_file():
+        ts = load_training_set(train_dir, size=p["size"], subset=spec["subset"], seed=seed)
+        lines = [json.dumps({"file": i, "caption": c}) for i, c in zip(ts.ids, random_captions(ts.ids, seed))]
+        run_root.mkdir(parents=True, exist_ok=True)
+        write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def nearest_rms(queries: np.ndarray, train: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel RMS (0-255) of every query image to its nearest training image, and that image's index
+    (images of one shape; exact, in chunks of ``chunk`` queries: never a full query x train matrix in memory
+    beyond ``chunk`` rows)."""
+    t = train.reshape(len(train), -1).astype(np.float64)
+    tt = (t ** 2).sum(1)[None]
+    best, arg = np.empty(len(queries)), np.empty(len(queries), np.int64)
+    for s in range(0, len(queries), chunk):
+        q = queries[s:s + chunk].reshape(-1, t.shape[1]).astype(np.float64)
+        d2 = (q ** 2).sum(1)[:, None] + tt - 2 * q @ t.T
+        arg[s:s + len(q)] = d2.argmin(1)
+        best[s:s + len(q)] = np.sqrt(np.maximum(d2.min(1), 0) / t.shape[1])
+    return best, arg
+
+
+def pixel_channel(train_folder: Path, samples: Path, ref: Path, size: int, fpr: float) -> dict[str, Any]:
+    """Carlini-style pixel check at the training resolution: each generation's RMS distance to its nearest
+    training image, thresholded at the ``fpr`` quantile of the same distance for held-out reference images
+    (a generation closer to a training image than all but ``fpr`` of unseen real images is a pixel replica)."""
+    from .data import load_training_set
+
+    tr = load_training_set(train_folder, size=size)
+    color = "gray" if tr.channels == 1 else "rgb"
+    gen = load_training_set(samples, size=size, color=color)
+    refs = load_training_set(ref, size=size, color=color)
+    g_rms, g_arg = nearest_rms(gen.images, tr.images)
+    r_rms, _ = nearest_rms(refs.images, tr.images)
+    thr = float(np.quantile(r_rms, fpr))
+    flagged = g_rms < thr
+    return {"pixel_threshold": thr, "pixel_replication_rate": float(flagged.mean()),
+            "pixel_rms_median": float(np.median(g_rms)), "reference_pixel_rms_median": float(np.median(r_rms)),
+            "pixel_flagged_train": [tr.ids[int(j)] for j in g_arg[flagged]]}
+
+
+def _training_rows(run_root: Path) -> list[dict[str, Any]]:
+    text = (run_root / "train" / "training_set.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def _pixel_results(rows: list[dict[str, Any]], names: dict[str, str], run_root: Path, ref: Path, p: dict[str, Any],
+                   fpr: float) -> dict[str, Any]:
+    """``pixel_channel`` of a run plus pixel replicas per duplicated / other training image."""
+    pix = pixel_channel(run_root / "train_images", run_root / "samples", ref, p["size"], fpr)
+    counts: dict[str, int] = {}  # pixel replicas whose nearest training image is the image
+    for name in pix.pop("pixel_flagged_train"):
+        tid = names.get(name)
+        if tid is not None:
+            counts[tid] = counts.get(tid, 0) + 1
+    dup_ids = {row["id"] for row in rows if row.get("weight", 1.0) > 1.0}
+    other_ids = {row["id"] for row in rows} - dup_ids
+    pix["dup_pixel_matches_per_image"] = sum(counts.get(i, 0) for i in dup_ids) / len(dup_ids) if dup_ids else None
+    pix["other_pixel_matches_per_image"] = sum(counts.get(i, 0) for i in other_ids) / max(1, len(other_ids))
+    pix["pixel_matches_per_training_image"] = counts
+    return pix
 
 
 def kid(x: np.ndarray, y: np.ndarray) -> float:
@@ -125,41 +231,73 @@ def _reference_folder(ref_src: Path, out: Path, n: int, seed: int, size: int, dr
     return ref
 
 
-def run_one(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, captions: Optional[Path], ref: Path,
-            run_root: Path, *, seed: int, device: str, dup_weight: float, fpr: float,
-            progress: Optional[ProgressCallback]) -> dict[str, Any]:
-    settings = {"spec": spec, "preset": {k: p[k] for k in ("size", "steps", "batch", "samples", "sample_steps")},
-                "seed": seed, "dup_weight": dup_weight, "fpr": fpr, "reference": str(ref)}
-    result_file = run_root / "result.json"
-    if result_file.is_file():
-        old = json.loads(result_file.read_text())
-        if old.get("settings") == json.loads(json.dumps(settings)):
+def _json_same(a: Any, b: Any) -> bool:
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+
+
+def generate_run(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, captions: Optional[Path],
+                 run_root: Path, *, seed: int, device: str, dup_weight: float,
+                 progress: Optional[ProgressCallback]) -> dict[str, Any]:
+    """Train and sample one run (stage 1), or return its ``generated.json`` when it is already done."""
+    gen_settings = {"spec": spec, "seed": seed, "dup_weight": dup_weight,
+                    "preset": {k: p[k] for k in ("size", "steps", "batch", "samples", "sample_steps", "channels")}}
+    marker = run_root / "generated.json"
+    if marker.is_file():
+        old = json.loads(marker.read_text())
+        if _json_same(old.get("settings"), gen_settings):
             return old
-    import diffrep
-    from ..embedding import embed_source
-    from ..indexing.build import resolve_descriptor
-    from ..indexing.load import open_index
+    from ..fsutil import write_text
     from .sample import sample
     from .train import train
 
+    if spec.get("captions") == "random":
+        captions = _random_caption_file(train_dir, spec, p, seed, run_root)
     t0 = time.perf_counter()
     tr = train(train_dir, run_root / "train", cond=spec["cond"], subset=spec["subset"], dup_frac=spec["dup_frac"],
                dup_weight=dup_weight, steps=p["steps"], batch=p["batch"], seed=seed, device=device,
-               size=p["size"], sample_every=0, checkpoint_every=max(100, p["steps"] // 5), captions=captions,
-               progress=progress)
+               size=p["size"], channels=tuple(p["channels"]), sample_every=0,
+               checkpoint_every=max(100, p["steps"] // 5), captions=captions, mitigate=spec.get("mitigate"),
+               mitigate_p=spec.get("mitigate_p", MITIGATE_P), progress=progress)
     train_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
     sample(run_root / "train", p["samples"], run_root / "samples", steps=p["sample_steps"], seed=seed,
            device=device, progress=progress)
-    rows = [json.loads(line) for line in (run_root / "train" / "training_set.jsonl").read_text().splitlines() if line]
+    info = {"settings": gen_settings, "step": tr.step, "train_seconds": round(train_s, 1),
+            "steps_per_s": round(tr.steps_per_s, 2), "sample_seconds": round(time.perf_counter() - t1, 1),
+            "params": tr.params, "device": device}
+    write_text(marker, json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def run_one(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, captions: Optional[Path], ref: Path,
+            run_root: Path, *, seed: int, device: str, dup_weight: float, fpr: float,
+            progress: Optional[ProgressCallback]) -> dict[str, Any]:
+    settings = {"spec": spec, "seed": seed, "dup_weight": dup_weight, "fpr": fpr, "reference": str(ref),
+                "preset": {k: p[k] for k in ("size", "steps", "batch", "samples", "sample_steps", "channels")}}
+    result_file = run_root / "result.json"
+    if result_file.is_file():
+        old = json.loads(result_file.read_text())
+        if _json_same(old.get("settings"), settings):
+            if "pixel_replication_rate" not in old:  # written before the pixel channel existed: add it
+                rows = _training_rows(run_root)
+                old.update(_pixel_results(rows, _copy_images(rows, run_root / "train_images"), run_root, ref, p, fpr))
+                result_file.write_text(json.dumps(old, indent=1) + "\n")
+            if not (run_root / "pairs.png").is_file():
+                pairs_figure(run_root / "audit", run_root / "pairs.png")
+            return old
+    import diffrep
+    from ..indexing.load import open_index
+
+    g = generate_run(spec, p, train_dir, captions, run_root, seed=seed, device=device, dup_weight=dup_weight,
+                     progress=progress)
+    rows = _training_rows(run_root)
     names = _copy_images(rows, run_root / "train_images")
     diffrep.index(run_root / "train_images", run_root / "index", progress=progress)
     r = diffrep.audit(run_root / "samples", run_root / "index", run_root / "audit", reference=ref, fpr=fpr,
                       captions=run_root / "samples" / "prompts.jsonl", seed=seed, progress=progress)
     idx = open_index(run_root / "index")
-    d = resolve_descriptor(idx.dir, None)
-    gen = embed_source(run_root / "samples", d, stage="embed-queries")
-    refs = embed_source(ref, d, stage="embed-reference")
-    ref_top1 = idx.search(refs.vectors, 1)[0][:, 0]
+    gen_vectors, ref_vectors = r.query_vectors, r.reference_vectors  # embedded once, by the audit
+    ref_top1 = idx.search(ref_vectors, 1)[0][:, 0]
     # rank-1 training match of each replica, per training image
     by_id = {row["id"]: row for row in rows}
     dup_ids = {row["id"] for row in rows if row.get("weight", 1.0) > 1.0}
@@ -174,20 +312,22 @@ def run_one(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, captions: 
     other_ids = set(by_id) - dup_ids
     s = r.summary
     res = {
-        "run": spec["name"], "cond": spec["cond"], "training_images": len(rows), "duplicated": len(dup_ids),
-        "steps": tr.step, "samples": int(s["queries"]), "replicas": int(s["replicas"]),
+        "run": spec["name"], "cond": spec["cond"], "mitigate": spec.get("mitigate"), "training_images": len(rows), "duplicated": len(dup_ids),
+        "steps": g["step"], "samples": int(s["queries"]), "replicas": int(s["replicas"]),
         "replication_rate": float(s["replication_rate"]), "threshold": float(s["calibration"]["threshold"]),
         "top1_mean": float(np.mean(r.top1_scores)), "top1_p95": float(np.percentile(r.top1_scores, 95)),
         "reference_top1_mean": float(ref_top1.mean()), "reference_top1_p95": float(np.percentile(ref_top1, 95)),
-        "kid_sscd_x1000": 1000 * kid(gen.vectors, refs.vectors),
+        "kid_sscd_x1000": 1000 * kid(gen_vectors, ref_vectors),
         "dup_matches_per_image": (sum(counts.get(i, 0) for i in dup_ids) / len(dup_ids)) if dup_ids else None,
         "other_matches_per_image": sum(counts.get(i, 0) for i in other_ids) / max(1, len(other_ids)),
         "dup_nearest_per_image": (sum(nearest.get(i, 0) for i in dup_ids) / len(dup_ids)) if dup_ids else None,
         "other_nearest_per_image": sum(nearest.get(i, 0) for i in other_ids) / max(1, len(other_ids)),
-        "train_seconds": round(train_s, 1),
+        **_pixel_results(rows, names, run_root, ref, p, fpr),
+        "train_seconds": g["train_seconds"], "steps_per_s": g["steps_per_s"], "trained_on": g["device"],
         "top1_scores": [float(v) for v in r.top1_scores], "reference_top1_scores": [float(v) for v in ref_top1],
         "matches_per_training_image": counts, "nearest_per_training_image": nearest, "settings": settings,
     }
+    pairs_figure(run_root / "audit", run_root / "pairs.png")
     result_file.write_text(json.dumps(res, indent=1) + "\n")
     emit(progress, "experiment", 1, 1, message=f"{spec['name']}: {res['replicas']}/{res['samples']} replicas")
     return res
@@ -207,26 +347,55 @@ def write_results(kind: str, results: list[dict[str, Any]], out: Path, fpr: floa
         w.writerow(COLUMNS)
         for r in results:
             w.writerow([_fmt(r[c]) for c in COLUMNS])
-    md_cols = ["run", "cond", "training_images", "steps", "samples", "replicas", "replication_rate", "top1_mean",
-               "top1_p95", "reference_top1_p95", "kid_sscd_x1000"]
+    md_cols = ["run", "cond"] + (["mitigate"] if kind == "mitigation" else []) + [
+        "training_images", "steps", "samples", "replicas", "replication_rate", "pixel_replication_rate", "top1_mean",
+        "top1_p95", "reference_top1_p95", "pixel_rms_median", "reference_pixel_rms_median", "kid_sscd_x1000"]
     if kind == "duplication":
-        md_cols += ["duplicated", "dup_matches_per_image", "other_matches_per_image", "dup_nearest_per_image",
-                    "other_nearest_per_image"]
+        md_cols += ["duplicated", "dup_matches_per_image", "other_matches_per_image", "dup_pixel_matches_per_image",
+                    "other_pixel_matches_per_image", "dup_nearest_per_image", "other_nearest_per_image"]
     lines = [f"# diffrep experiment {kind}", "",
-             f"Replication rate: share of generations whose audit verdict exceeds the threshold calibrated at "
-             f"{fpr:.0%} FPR on held-out reference images. top1: SSCD cosine of each generation to its nearest "
-             "training image (reference_top1: the same for held-out real images). kid_sscd_x1000: KID "
+             f"replicas / replication_rate: generations whose `diffrep audit` verdict exceeds the threshold "
+             f"calibrated at {fpr:.0%} FPR on held-out reference images. pixel_replication_rate: generations whose "
+             "pixel RMS (0-255, training resolution) to the nearest training image is below the same distance's "
+             f"{fpr:.0%} quantile for the held-out images (pixel_rms_median: the generations' median distance; "
+             "reference_pixel_rms_median: the held-out images'). top1: SSCD cosine of each generation to its "
+             "nearest training image (reference_top1: the same for held-out real images). kid_sscd_x1000: KID "
              "(cubic-kernel unbiased MMD², ×1000) between generations and held-out images on SSCD descriptors "
              "(lower: closer to real data; not Inception KID)." + (
                  " dup/other_matches_per_image: replicas whose rank-1 training match is a duplicated / other "
-                 "training image, divided by the number of such images; *_nearest_per_image: the same over all "
-                 "generations." if kind == "duplication" else ""), "",
+                 "training image, divided by the number of such images (dup/other_pixel_matches_per_image: the "
+                 "same for pixel replicas and their nearest training image); *_nearest_per_image: the same over "
+                 "all generations." if kind == "duplication" else ""), "",
              "| " + " | ".join(md_cols) + " |", "|" + "---|" * len(md_cols)]
     for r in results:
         lines.append("| " + " | ".join(_fmt(r[c]) for c in md_cols) + " |")
     lines += ["", "![similarity](similarity.png)", ""]
     (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
     histogram(results, out / "similarity.png")
+
+
+def pairs_figure(audit_dir: Path, path: Path, n_flagged: int = 12, n_other: int = 6) -> None:
+    """``generation | its rank-1 training image`` pairs from an audit's ``matches.csv``: the flagged
+    generations with the lowest p-values first, then the highest-scoring unflagged ones (a strip to check
+    the verdicts by eye). Pairs are stacked in rows, scaled up 4x (nearest neighbour)."""
+    from PIL import Image
+
+    with open(audit_dir / "matches.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["rank"] == "1" and r["train_path"]]
+    flagged = sorted((r for r in rows if r["is_replica"] == "True"), key=lambda r: float(r["p_value"] or 1))
+    other = sorted((r for r in rows if r["is_replica"] != "True"), key=lambda r: -float(r["verdict_score"] or 0))
+    chosen = flagged[:n_flagged] + other[:n_other]
+    if not chosen:
+        return
+    tile, gap = 128, 6
+    sheet = Image.new("RGB", (2 * tile + 3 * gap, len(chosen) * (tile + gap) + gap), "white")
+    for i, r in enumerate(chosen):
+        for j, key in enumerate(("query_path", "train_path")):
+            img = Image.open(r[key]).convert("RGB").resize((tile, tile), Image.NEAREST)
+            sheet.paste(img, (gap + j * (tile + gap), gap + i * (tile + gap)))
+        if r["is_replica"] == "True":  # a red bar left of flagged pairs
+            sheet.paste((214, 39, 40), (0, gap + i * (tile + gap), gap - 2, gap + i * (tile + gap) + tile))
+    sheet.save(path)
 
 
 def histogram(results: list[dict[str, Any]], path: Path) -> None:
@@ -254,19 +423,35 @@ def histogram(results: list[dict[str, Any]], path: Path) -> None:
 def run_experiment(kind: str, data: str, out: str | os.PathLike[str], *, preset: str = "smoke",
                    device: str = "cpu", seed: int = 0, reference: Optional[str] = None, fpr: float = 0.01,
                    dup_frac: float = 0.05, dup_weight: float = 5.0, overrides: Optional[dict[str, Any]] = None,
+                   only: Optional[list[str]] = None, generate_only: bool = False,
                    progress: Optional[ProgressCallback] = None) -> list[dict[str, Any]]:
     """Run experiment ``kind`` (data-size, duplication, conditioning) into ``out``; see the module docstring.
     ``overrides`` replaces preset entries (size, steps, batch, samples, sample_steps, reference, sizes,
-    dup_subset, cond_subset)."""
+    dup_subset, cond_subset, channels). ``only``: run names to run (default: the whole grid; the results
+    table is written only for the whole grid). ``generate_only``: train and sample, no audit; returns the
+    runs' ``generated.json`` records."""
     if kind not in KINDS:
         raise DiffrepError(f"unknown experiment {kind!r}; use one of {', '.join(KINDS)}")
     if preset not in PRESETS:
         raise DiffrepError(f"--preset {preset!r}: use smoke or full")
     p = {**PRESETS[preset], **(overrides or {})}
     grid = run_grid(kind, p, dup_frac, dup_weight)
+    if only:
+        names = [s["name"] for s in grid]
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise DiffrepError(f"--only {','.join(unknown)}: not a run of this grid; its runs are {', '.join(names)}")
+        grid = [s for s in grid if s["name"] in only]
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_dir, ref_src, captions = resolve_data(data, reference)
+    if generate_only:
+        done = []
+        for i, spec in enumerate(grid):
+            emit(progress, "experiment", i, len(grid), message=spec["name"])
+            done.append(generate_run(spec, p, train_dir, captions, out_dir / "runs" / spec["name"], seed=seed,
+                                     device=device, dup_weight=dup_weight, progress=progress))
+        return done
     ref = _reference_folder(ref_src, out_dir, p["reference"], seed, p["size"],
                             draw=data == "fashion-mnist" and reference is None)
     results = []
@@ -274,5 +459,6 @@ def run_experiment(kind: str, data: str, out: str | os.PathLike[str], *, preset:
         emit(progress, "experiment", i, len(grid), message=spec["name"])
         results.append(run_one(spec, p, train_dir, captions, ref, out_dir / "runs" / spec["name"], seed=seed,
                                device=device, dup_weight=dup_weight, fpr=fpr, progress=progress))
-    write_results(kind, results, out_dir, fpr)
+    if not only:
+        write_results(kind, results, out_dir, fpr)
     return results

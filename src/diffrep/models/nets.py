@@ -73,13 +73,19 @@ def predict_noise(model: Any, x: Any, t: Any, cond: dict[str, Any]) -> Any:
     unet = model["unet"]
     if "labels" in cond:
         return unet(x, t, class_labels=cond["labels"]).sample
-    if "ids" in cond:
-        from .text import encode_text
+    if "ids" in cond or "hidden" in cond:
+        if "ids" in cond:
+            from .text import encode_text
 
-        hidden = encode_text(model["text"], cond["ids"], cond["mask"])
+            hidden = encode_text(model["text"], cond["ids"], cond["mask"])
+        else:
+            hidden = cond["hidden"]
+        if "text_noise" in cond:  # the GN mitigation: lambda * N(0, I) on the chosen samples' text embeddings
+            import torch
+
+            scale = cond["text_noise"].to(hidden.device, hidden.dtype).view(-1, 1, 1)
+            hidden = hidden + scale * torch.randn_like(hidden)
         return unet(x, t, encoder_hidden_states=hidden, encoder_attention_mask=cond["mask"]).sample
-    if "hidden" in cond:
-        return unet(x, t, encoder_hidden_states=cond["hidden"], encoder_attention_mask=cond["mask"]).sample
     return unet(x, t).sample
 
 
@@ -89,8 +95,7 @@ def ema_update(ema: Any, model: Any, decay: float, step: int) -> None:
 
     d = min(decay, (1.0 + step) / (10.0 + step))
     with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1.0 - d)
+        torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - d)
         for e, b in zip(ema.buffers(), model.buffers()):
             e.copy_(b)
 

@@ -36,12 +36,13 @@ class WordTokenizer:
     max_len: int
 
     @classmethod
-    def build(cls, captions: Iterable[str | None], max_len: int = MAX_TOKENS) -> "WordTokenizer":
-        """Vocabulary: the special tokens, then every word of the captions in sorted order."""
+    def build(cls, captions: Iterable[str | None], max_len: int = MAX_TOKENS, extra: int = 0) -> "WordTokenizer":
+        """Vocabulary: the special tokens, then every word of the captions in sorted order. Sequences hold
+        the longest caption plus ``extra`` words (room for mitigations that insert words), at most ``max_len``."""
         caps = [c or "" for c in captions]
         vocab = sorted({w for c in caps for w in words(c)})
         longest = max((len(words(c)) for c in caps), default=0)
-        return cls(SPECIALS + tuple(vocab), max(2, min(max_len, longest + 1)))
+        return cls(SPECIALS + tuple(vocab), max(2, min(max_len, longest + 1 + extra)))
 
     @property
     def index(self) -> dict[str, int]:
