@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 from diffrep.bench.edits import compose_on_white
 from diffrep.dedup import dedup
 from diffrep.dedup.grouping import Link, star_groups
+from diffrep.errors import DiffrepError
 
 
 def test_star_grouping_does_not_chain():
@@ -175,3 +176,34 @@ def test_fpr_calibrates_link_thresholds_on_reference_images(collection, tmp_path
         dedup(root, tmp_path / "x", fpr=0.1)
     with pytest.raises(DiffrepError, match="between 0 and 1"):
         dedup(root, tmp_path / "y", fpr=2.0, reference=ref)
+
+
+def test_candidate_search_depth_on_approximate_indexes(collection, tmp_path):
+    """dedup probes few IVF cells (near-duplicates share a cell) and caps HNSW's efSearch; exact indexes
+    are left alone. The IVF index is real FAISS over 3,000 vectors with 30 planted near-copies."""
+    from diffrep.dedup.run import candidate_search_params
+    from diffrep.indexing import faiss_index
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 64)).astype(np.float32)
+    x[-30:] = x[:30] + 0.3 * rng.standard_normal((30, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    fx, params = faiss_index.build([x], len(x), 64, "ivf", x)
+    faiss_index.configure(fx, params)
+    assert params["type"] == "ivf" and params["nprobe"] == 8  # retrieval setting: max(8, nlist / 32)
+    got = candidate_search_params(fx, 11, 2)
+    assert got == {"index": "ivf", "nlist": params["nlist"], "nprobe": 2}
+    _, nb = faiss_index.search(fx, x[-30:], 11)
+    assert np.mean([i in row for i, row in enumerate(nb)]) >= 0.9  # planted copies still found at nprobe 2
+    assert candidate_search_params(fx, 11, 50)["nprobe"] == 2  # never deeper than the index's own setting
+    flat, _ = faiss_index.build([x], len(x), 64, "flat")
+    assert candidate_search_params(flat, 11, 8) == {"index": "flat (exact)"}
+    with pytest.raises(DiffrepError, match="nprobe"):
+        dedup(collection[0], tmp_path / "bad", nprobe=0)
+    # an HNSW index built by `diffrep index --index-type hnsw`, reused by dedup
+    from diffrep.indexing.build import index as build_index
+
+    build_index(collection[0], tmp_path / "hnsw", index_type="hnsw")
+    r = dedup(None, tmp_path / "o", index=tmp_path / "hnsw")
+    assert r.summary["rule"]["candidate_search"] == {"index": "hnsw", "efSearch": 64}
+    assert (r.summary["groups"], r.summary["duplicates"]) == (5, 5)

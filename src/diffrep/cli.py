@@ -147,7 +147,8 @@ def cmd_dedup(a: argparse.Namespace, bars: ProgressBars) -> int:
     src = (a.source if len(a.source) > 1 else a.source[0]) if a.source else None
     r = dedup(src, a.out, index=a.index, descriptor=a.descriptor, k=a.k, verify=a.verify,
               verified_threshold=a.verified_threshold, global_threshold=a.threshold, captions=a.captions,
-              max_pixels=a.max_pixels, mode=a.mode, eps=a.eps, fpr=a.fpr, reference=a.reference, progress=bars)
+              max_pixels=a.max_pixels, mode=a.mode, eps=a.eps, fpr=a.fpr, reference=a.reference, nprobe=a.nprobe,
+              progress=bars)
     s = r.summary
     cal = s["rule"].get("calibration") or {}
     if cal.get("source") == "reference":
@@ -271,6 +272,11 @@ def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
     overrides = {k: v for k, v in (("steps", a.steps), ("samples", a.samples), ("batch", a.batch)) if v is not None}
     if a.channels:
         overrides["channels"] = _int_list(a.channels, "--channels")
+    if a.subset is not None:
+        if a.kind == "data-size":
+            raise DiffrepError("--subset applies to the duplication, conditioning and mitigation grids; the "
+                               "data-size experiment takes --sizes")
+        overrides["dup_subset" if a.kind == "duplication" else "cond_subset"] = a.subset
     if a.sizes:
         if a.kind != "data-size":
             raise DiffrepError("--sizes applies to the data-size experiment only")
@@ -381,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verified-threshold", type=float, default=0.9,
                    help="verified score (edge correlation after alignment) that links two images (default 0.9)")
     p.add_argument("--k", type=int, default=10, help="neighbours examined per image (default 10)")
+    p.add_argument("--nprobe", type=int, default=8, help="IVF cells probed by the candidate search on an "
+                   "approximate index (default 8; exact indexes ignore it)")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="cosine threshold only")
     p.add_argument("--mode", default="verified", choices=("verified", "semdedup"),
                    help="verified (default) or semdedup (k-means clusters, for 10M+ images; no verification)")
@@ -502,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None, help="override the preset's training batch size")
     p.add_argument("--channels", default=None, help="override the preset's UNet widths, e.g. 32,64,64")
     p.add_argument("--sizes", default=None, help="data-size experiment: training-set sizes, e.g. 16,512")
+    p.add_argument("--subset", type=int, default=None,
+                   help="duplication / conditioning / mitigation: training images per run (overrides the preset)")
     p.add_argument("--only", default=None, help="comma-separated run names: run only these of the grid "
                    "(e.g. to train runs in parallel); the results table needs the whole grid")
     p.add_argument("--generate-only", action="store_true",
