@@ -58,6 +58,7 @@ def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, k
                           "verify_score": vs if vs is not None and np.isfinite(vs) else None,
                           "inliers": int(q_rr.inliers[qi, c]) if q_rr is not None and c < kv else None,
                           "mirrored": bool(q_rr.mirrored[qi, c]) if q_rr is not None and c < kv else None,
+                          "pixel_score": _finite(q_rr.pixel[qi, c]) if q_rr is not None and c < kv else None,
                           "match_kind": "global"})
         if q_reg is not None:
             listed = {c["j"] for c in cands}
@@ -85,7 +86,7 @@ def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, k
                 "query_path": rec.path, "query_id": rec.id, "query_caption": rec.caption, "rank": r + 1,
                 "train_path": train["path"][j], "train_id": train["id"][j], "train_caption": train["caption"][j],
                 "score": c["score"], "global_rank": c["global_rank"], "verify_score": c["verify_score"],
-                "inliers": c["inliers"], "mirrored": c["mirrored"],
+                "inliers": c["inliers"], "mirrored": c["mirrored"], "pixel_score": c.get("pixel_score"),
                 "match_kind": c["match_kind"], "region_score": c.get("region_score"),
                 "query_box": c.get("query_box") if c["match_kind"] == "region" else None,
                 "train_box": _box([0, 0, size[0], size[1]]) if size else None,
@@ -97,11 +98,15 @@ def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, k
     return rows, best
 
 
+def _finite(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
 def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None]) -> tuple[float, float]:
     """Sort key: (smallest channel p-value, -best raw score); without nulls, by the raw score alone."""
     pv = []
     for key, null in (("score", nulls.get("global")), ("verify_score", nulls.get("verified")),
-                      ("region_score", nulls.get("region"))):
+                      ("region_score", nulls.get("region")), ("pixel_score", nulls.get("pixel"))):
         v = c.get(key)
         if v is not None and null is not None and len(null):
             pv.append(float(empirical_p_values(np.asarray(null, np.float64), np.array([v], np.float64))[0]))

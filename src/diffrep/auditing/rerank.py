@@ -27,6 +27,7 @@ class Reranked:
     scores: np.ndarray  # (n, K) verified scores, NaN where the candidate id is -1
     inliers: np.ndarray  # (n, K) RANSAC inliers
     mirrored: np.ndarray  # (n, K) bool: the match used the mirrored query
+    pixel: np.ndarray  # (n, K) blurred-intensity correlation, NaN where the candidate id is -1
     missing: list[str] = field(default_factory=list)  # training paths that could not be read
 
 
@@ -66,6 +67,7 @@ def verify_candidates(load_query: ImageLoader, n: int, cand: np.ndarray, train_p
     scores = np.full((n, k), np.nan, np.float32)
     inliers = np.zeros((n, k), np.int32)
     mirrored = np.zeros((n, k), bool)
+    pixel = np.full((n, k), np.nan, np.float32)
     cache = _FeatureCache(verifier, train_paths)
 
     def one(i: int) -> None:
@@ -79,10 +81,10 @@ def verify_candidates(load_query: ImageLoader, n: int, cand: np.ndarray, train_p
                 continue
             tf = cache.get(j)
             if tf is None:
-                scores[i, r] = 0.0
+                scores[i, r] = pixel[i, r] = 0.0
                 continue
             v = verifier.verify(views, tf)
-            scores[i, r], inliers[i, r], mirrored[i, r] = v.score, v.inliers, v.mirrored
+            scores[i, r], inliers[i, r], mirrored[i, r], pixel[i, r] = v.score, v.inliers, v.mirrored, v.pixel
 
     emit(progress, stage, 0, n)
     done = 0
@@ -91,7 +93,7 @@ def verify_candidates(load_query: ImageLoader, n: int, cand: np.ndarray, train_p
             done += 1
             if done % 16 == 0 or done == n:
                 emit(progress, stage, done, n)
-    return Reranked(scores, inliers, mirrored, sorted(set(cache.missing)))
+    return Reranked(scores, inliers, mirrored, pixel, sorted(set(cache.missing)))
 
 
 def load_image(read: Callable[[], bytes], max_pixels: int, min_side: int) -> Optional[np.ndarray]:

@@ -66,7 +66,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
           verify_config: VerifyConfig | None = None, verify_background_sample: int = 1000,
           dup_counts: bool | None = None, partial: bool = False, partial_k: int = 5,
           region_config: RegionConfig | None = None, partial_background_sample: int = 300,
-          progress: Optional[ProgressCallback] = None) -> AuditResult:
+          pixel: bool = True, progress: Optional[ProgressCallback] = None) -> AuditResult:
     """Audit the generated images in ``source`` against the training ``index``; write results to ``out``.
 
     Verdict score: with ``verify`` (default) each query's top ``verify_k`` candidates are aligned and
@@ -123,9 +123,10 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         return best_scores(rr.scores), rr
 
     q_rr: Reranked | None = None
-    q_verified = None
+    q_verified = q_pixel = None
     if verifier is not None:
         q_verified, q_rr = verified(queries.records, ids, "verify-queries")
+        q_pixel = best_scores(q_rr.pixel) if pixel else None
     emb = RegionEmbedder(d, region_config) if partial else None
 
     def regions(readers: list, stage: str, self_ids: np.ndarray | None = None) -> RegionMatches:
@@ -137,7 +138,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     q_reg = regions([r.read for r in queries.records], "regions-queries") if emb is not None else None
     ref_region = None
 
-    ref_scores = ref_verified = ref_vectors = None
+    ref_scores = ref_verified = ref_pixel = ref_vectors = None
     ref_skipped: list[tuple[str, str]] = []
     if reference is not None:
         ref = embed_source(reference, d, captions=reference_captions, stage="embed-reference",
@@ -148,25 +149,28 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         r_scores, r_ids = idx.search(ref.vectors, kv)
         ref_scores = r_scores[:, 0]
         if verifier is not None:
-            ref_verified = verified(ref.records, r_ids, "verify-reference")[0]
+            ref_verified, ref_rr = verified(ref.records, r_ids, "verify-reference")
+            ref_pixel = best_scores(ref_rr.pixel) if pixel else None
         if emb is not None:
             ref_region = regions([r.read for r in ref.records], "regions-reference").top
     bg = background_scores(idx, sample=background_sample, seed=seed, progress=progress)
 
     # the verdict score: the paper's global top-1 cosine, or its fusion with the verified score
-    null_g = null_v = null_r = None
+    null_g = null_v = null_r = null_p = None
     if ref_scores is not None:
-        null_g, null_v, null_r = ref_scores, ref_verified, ref_region
+        null_g, null_v, null_r, null_p = ref_scores, ref_verified, ref_region, ref_pixel
     elif threshold is None and (verifier is not None or emb is not None):
         sample = min(verify_background_sample, partial_background_sample) if emb else verify_background_sample
-        null_g, null_v, null_r = train_null(idx, verifier, kv, sample, seed, max_pixels, progress,
+        null_g, null_v, null_r, null_p = train_null(idx, verifier, kv, sample, seed, max_pixels, progress,
                                             (lambda rd, ids: regions(rd, "regions-background", ids).top)
                                             if emb else None)
     q_region = q_reg.top if q_reg is not None else None
     channels = [(name, n, q) for name, n, q in (
         ("SSCD top-1 cosine", null_g, scores[:, 0]),
         (f"verified score (aligned gradient correlation, best of the top {kv})", null_v, q_verified),
-        ("region score (best window cosine)", null_r, q_region)) if n is not None and q is not None]
+        ("region score (best window cosine)", null_r, q_region),
+        (f"pixel score (blurred-intensity correlation, best of the top {kv})", null_p if pixel else None, q_pixel),
+    ) if n is not None and q is not None]
     fused = bool(threshold is None and len(channels) > 1 and len(channels[0][1]))
     if fused:
         null_verdict, q_verdict = fuse_min_p([c[1] for c in channels], [c[2] for c in channels])
@@ -186,7 +190,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         queries.records, scores, ids, kv=kv, q_rr=q_rr, q_verdict=q_verdict, rep=rep, p=p,
         train={"path": train_path, "id": train_id, "caption": train_cap}, dups=dups, q_reg=q_reg,
         q_vectors=queries.vectors, train_vectors=idx.vectors,
-        nulls={"global": null_g, "verified": null_v, "region": null_r} if fused else None,
+        nulls={"global": null_g, "verified": null_v, "region": null_r, "pixel": null_p} if fused else None,
         train_size=_train_size(train_path) if q_reg is not None else None)
     write_matches(out_dir, rows)
     write_distributions(out_dir, {
@@ -297,12 +301,12 @@ def _duplication_summary(dups: np.ndarray | None, best: np.ndarray, rep: np.ndar
 
 def train_null(idx: LoadedIndex, verifier: Verifier | None, k: int, sample: int, seed: int, max_pixels: int,
                progress: Optional[ProgressCallback], region_fn: Callable[[list, np.ndarray], np.ndarray] | None = None,
-               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Train-vs-train null for the fused score: each sampled training image against the *other* training
-    images: (global second-neighbour cosine, verified score, region score), paired per image."""
+    images: (global second-neighbour cosine, verified score, region score, pixel score), paired per image."""
     n = len(idx)
     if n < 2:
-        return np.zeros(0, np.float32), None, None
+        return np.zeros(0, np.float32), None, None, None
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(n, size=min(n, sample), replace=False))
     sims, cand = idx.search(idx.vectors(pick), k + 1)
@@ -314,12 +318,12 @@ def train_null(idx: LoadedIndex, verifier: Verifier | None, k: int, sample: int,
         others[i, :len(row)] = row
         glob[i] = sims[i][keep[i]][0] if keep[i].any() else 0.0
     paths = idx.column("path")
-    verified = None
+    verified = pixel = None
     if verifier is not None:
         rr = verify_indexed(pick, others, paths, verifier, max_pixels=max_pixels, stage="verify-background",
                             progress=progress)
-        verified = best_scores(rr.scores)
+        verified, pixel = best_scores(rr.scores), best_scores(rr.pixel)
     region = None
     if region_fn is not None:
         region = region_fn([functools.partial(read_location, paths[int(j)]) for j in pick], pick)
-    return glob, verified, region
+    return glob, verified, region, pixel

@@ -16,6 +16,13 @@ the same edges?*
 
 The score lies in [-1, 1]: edited copies score ~0.9-1.0; different pictures with similar layout much
 lower. It is calibrated like any score (reference null, target FPR), never read on a fixed scale.
+
+A second, coarser score (``pixel``) compares intensities rather than edges: the normalized correlation of
+the two grayscale images blurred to about 32 px of detail (Gaussian ``pixel_sigma`` at ``size``), in the
+query's frame without alignment and, when RANSAC found one, after it; the best of these and of the
+mirrored query. It needs no keypoints, so it still sees small or noisy images where SIFT finds too few
+(the speckled samples of small diffusion models, Carlini et al.'s pixel-space copies), and its blur
+makes it insensitive to noise; gradients (the first score) cannot tell noise from structure there.
 """
 from __future__ import annotations
 
@@ -37,9 +44,10 @@ class VerifyConfig:
     min_content_px: int = 200
     mirror: bool = True
     root_sift: bool = True
+    pixel_sigma: float = 4.0  # blur of the intensity score, in px at `size` (256 / 4 / 2 -> ~32 px of detail)
 
     def describe(self) -> dict[str, Any]:
-        return {"method": "sift-ransac-affine+gradient-ncc", **self.__dict__}
+        return {"method": "sift-ransac-affine+gradient-ncc; blurred-intensity-ncc", **self.__dict__}
 
 
 @dataclass
@@ -47,6 +55,7 @@ class Features:
     gray: np.ndarray  # (size, size) uint8
     points: np.ndarray  # (n, 2) float32
     desc: Optional[np.ndarray]  # (n, 128) float32
+    blur: Optional[np.ndarray] = None  # (size, size) float32, gray blurred by pixel_sigma
 
 
 @dataclass
@@ -55,6 +64,7 @@ class Verification:
     inliers: int
     mirrored: bool
     affine: Optional[np.ndarray] = None  # 2x3, query px -> training px (at `size`)
+    pixel: float = 0.0  # blurred-intensity correlation (best over views and alignments)
 
 
 def _cv2() -> Any:
@@ -84,7 +94,8 @@ class Verifier:
         if desc is not None and self.config.root_sift:  # RootSIFT: Hellinger kernel on SIFT histograms
             desc = np.sqrt(desc / (np.abs(desc).sum(axis=1, keepdims=True) + 1e-7)).astype(np.float32)
         pts = np.float32([k.pt for k in kps]) if kps else np.zeros((0, 2), np.float32)
-        return Features(gray, pts, desc)
+        blur = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), self.config.pixel_sigma)
+        return Features(gray, pts, desc, blur)
 
     def query_features(self, image: np.ndarray) -> list[tuple[Features, bool]]:
         views = [(self.features(image), False)]
@@ -94,11 +105,35 @@ class Verifier:
 
     def verify(self, query_views: list[tuple[Features, bool]], train: Features) -> Verification:
         best = Verification(0.0, 0, False)
+        pixel = -1.0
         for q, mirrored in query_views:
             v = self._pair(q, train, mirrored)
+            pixel = max(pixel, self.pixel_ncc(q, train, None))
+            if v.affine is not None:
+                pixel = max(pixel, self.pixel_ncc(q, train, v.affine))
             if v.score > best.score:
                 best = v
+        best.pixel = pixel
         return best
+
+    def pixel_ncc(self, q: Features, t: Features, affine: Optional[np.ndarray]) -> float:
+        """Correlation of the blurred intensities in the query frame (identity, or ``affine`` query->train)."""
+        if q.blur is None or t.blur is None:
+            return 0.0
+        cv2, s = self.cv2, self.config.size
+        if affine is None:
+            warped, valid = t.blur, np.ones(q.blur.shape, bool)
+        else:
+            inv = cv2.invertAffineTransform(affine)
+            warped = cv2.warpAffine(t.blur, inv, (s, s), flags=cv2.INTER_LINEAR, borderValue=255.0)
+            valid = cv2.warpAffine(np.ones_like(t.gray), inv, (s, s), flags=cv2.INTER_NEAREST, borderValue=0) > 0
+        content = valid & ((q.blur < 250) | (warped < 250))
+        if int(content.sum()) < self.config.min_content_px:
+            return 0.0
+        x = q.blur[content] - q.blur[content].mean()
+        y = warped[content] - warped[content].mean()
+        den = float(np.sqrt((x * x).sum() * (y * y).sum()))
+        return float((x * y).sum() / den) if den > 1e-9 else 0.0
 
     def _pair(self, q: Features, t: Features, mirrored: bool) -> Verification:
         cv2, c = self.cv2, self.config

@@ -54,8 +54,9 @@ PRESETS: dict[str, dict[str, Any]] = {
               "sizes": [16, 64, 512], "dup_subset": 64, "cond_subset": 64, "channels": [16, 32, 32]},
     # measured on one H100 with the nine runs of the three grids training at once (see docs/experiments.md)
     "full": {"size": 32, "steps": 2000, "batch": 128, "samples": 1000, "sample_steps": 50, "reference": 2000,
-             "sizes": [100, 1000, 10000], "dup_subset": 300, "cond_subset": 300, "channels": [64, 128, 128]},
+             "sizes": [100, 1000, 10000], "dup_subset": 100, "cond_subset": 300, "channels": [64, 128, 128]},
 }
+AUDIT_VERSION = 2  # bumped when the audit's verdict changes (2: the pixel channel joined the fusion)
 MITIGATE_P = 0.1  # the paper's probability per sample
 RANDOM_TOKENS = 6  # pseudo-words per random-token caption
 RANDOM_VOCAB = 2000  # distinct pseudo-words they are drawn from
@@ -273,6 +274,7 @@ def run_one(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, captions: 
             run_root: Path, *, seed: int, device: str, dup_weight: float, fpr: float,
             progress: Optional[ProgressCallback]) -> dict[str, Any]:
     settings = {"spec": spec, "seed": seed, "dup_weight": dup_weight, "fpr": fpr, "reference": str(ref),
+                "audit": AUDIT_VERSION,
                 "preset": {k: p[k] for k in ("size", "steps", "batch", "samples", "sample_steps", "channels")}}
     result_file = run_root / "result.json"
     if result_file.is_file():
