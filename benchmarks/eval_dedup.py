@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--n-dup", type=int, default=200)
     ap.add_argument("--verified-threshold", type=float, default=None, help="override the default")
     ap.add_argument("--threshold", type=float, default=None, help="override the default SSCD link threshold")
+    ap.add_argument("--pixel-threshold", type=float, nargs="*", default=[],
+                    help="also run dedup with a pixel-score link rule at each threshold")
     ap.add_argument("--fpr", type=float, nargs="*", default=[],
                     help="also run dedup --fpr F --reference (300 held-out emoji families) for each F")
     ap.add_argument("--out", default=None)
@@ -121,11 +123,23 @@ def main() -> None:
         files = sorted(truth)
         over = {k: v for k, v in (("verified_threshold", a.verified_threshold),
                                    ("global_threshold", a.threshold)) if v is not None}
-        for name, kw in (("diffrep dedup (default)", {}), ("diffrep dedup --no-verify", {"verify": False})):
-            out = work / name.split()[-1].strip("()-")
+        for name, kw in (("diffrep dedup (default)", {}), ("diffrep dedup --no-pixel", {"pixel_threshold": None}),
+                         ("diffrep dedup --no-verify", {"verify": False})):
+            out = work / name.split()[-1].strip("()-").replace("no", "no-")
             r = dedup(None, out, index=work / "index", **kw, **over)
             rows.append({"method": name, **score(read_groups_csv(out, files), truth),
                          "seconds": r.summary["seconds"]})
+        for t in a.pixel_threshold:
+            out = work / f"pixel{t}"
+            r = dedup(None, out, index=work / "index", pixel_threshold=t, **over)
+            g = read_groups_csv(out, files)
+            kinds: dict[str, list[bool]] = {}
+            for f, o in truth.items():
+                if f != o:
+                    kinds.setdefault(f.split("_")[2].split(".")[0], []).append(g[f] == g[o])
+            rows.append({"method": f"diffrep dedup --pixel-threshold {t:g}", **score(g, truth),
+                         "seconds": r.summary["seconds"],
+                         "per_kind": {k: round(float(np.mean(v)), 2) for k, v in kinds.items()}})
         for f in a.fpr:
             out = work / f"fpr{f}"
             r = dedup(None, out, index=work / "index", fpr=f, reference=work / "reference")
@@ -148,7 +162,8 @@ def main() -> None:
     print("| method | pairs grouped (recall) | precision | false pairs |")
     print("|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {100 * r['recall']:.1f}% | {100 * r['precision']:.1f}% | {r['false_pairs']} |")
+        print(f"| {r['method']} | {100 * r['recall']:.1f}% | {100 * r['precision']:.1f}% | {r['false_pairs']} |"
+              + (f" {r['per_kind']}" if "per_kind" in r else ""))
     print("\nrecall per edit (default): " + ", ".join(f"{k} {100 * np.mean(v):.0f}%" for k, v in per_kind.items()))
     if a.out:
         Path(a.out).write_text(json.dumps({"rows": rows, "per_kind": {k: float(np.mean(v)) for k, v in

@@ -148,7 +148,7 @@ def cmd_dedup(a: argparse.Namespace, bars: ProgressBars) -> int:
     r = dedup(src, a.out, index=a.index, descriptor=a.descriptor, k=a.k, verify=a.verify,
               verified_threshold=a.verified_threshold, global_threshold=a.threshold, captions=a.captions,
               max_pixels=a.max_pixels, mode=a.mode, eps=a.eps, fpr=a.fpr, reference=a.reference, nprobe=a.nprobe,
-              progress=bars)
+              pixel_threshold=a.pixel_threshold if a.pixel else None, progress=bars)
     s = r.summary
     cal = s["rule"].get("calibration") or {}
     if cal.get("source") == "reference":
@@ -387,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verified-threshold", type=float, default=0.9,
                    help="verified score (edge correlation after alignment) that links two images (default 0.9)")
     p.add_argument("--k", type=int, default=10, help="neighbours examined per image (default 10)")
+    p.add_argument("--pixel-threshold", type=float, default=0.94, help="link on the blurred-intensity "
+                   "correlation at or above this (default 0.94; off with --fpr)")
+    p.add_argument("--no-pixel", dest="pixel", action="store_false", help="no pixel-correlation link rule")
     p.add_argument("--nprobe", type=int, default=8, help="IVF cells probed by the candidate search on an "
                    "approximate index (default 8; exact indexes ignore it)")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="cosine threshold only")

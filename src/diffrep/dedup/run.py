@@ -5,8 +5,11 @@
 2. Near-duplicate candidates: each unit's k nearest units by SSCD (FAISS, never an N x N matrix) with cosine
    >= ``candidate_floor``.
 3. A candidate is a link when pixel-level verification (``diffrep.auditing.verify``: alignment + edge
-   correlation) scores >= ``verified_threshold``, or the SSCD cosine alone is >= ``global_threshold`` (for
-   flat images without keypoints). With ``verify=False`` only the cosine rule applies.
+   correlation) scores >= ``verified_threshold``, or its blurred-intensity correlation (the verifier's
+   ``pixel`` score) is >= ``pixel_threshold`` (text overlays, crops and recolourings whose edges changed),
+   or the SSCD cosine alone is >= ``global_threshold`` (for flat images without keypoints). With
+   ``verify=False`` only the cosine rule applies; with ``fpr`` the two calibrated thresholds replace the
+   verified and cosine rules and the (uncalibrated) pixel rule is off.
 4. Star grouping (``grouping.py``): members link to their representative, no chaining. Representative:
    largest resolution, then the smallest id (earliest in sorted order).
 """
@@ -36,7 +39,8 @@ from ..progress import ProgressCallback, emit
 from .grouping import Link, star_groups
 
 PathLike = str | Path
-DEFAULTS = {"k": 10, "candidate_floor": 0.5, "verified_threshold": 0.9, "global_threshold": 0.95}
+DEFAULTS = {"k": 10, "candidate_floor": 0.5, "verified_threshold": 0.9, "global_threshold": 0.95,
+            "pixel_threshold": 0.94}
 # Candidate search on an approximate index: near-duplicates sit in the same or a neighbouring k-means cell /
 # graph neighbourhood, so dedup probes far fewer cells than retrieval does (the index's stored nprobe is
 # tuned for retrieval recall, e.g. 125 of 4,000 cells at 1M vectors). Measured in docs/dedup.md.
@@ -69,7 +73,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
           captions: PathLike | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
           verify_config: VerifyConfig | None = None, mode: str = "verified", eps: float = 0.05,
           fpr: float | None = None, reference: PathLike | Sequence[PathLike] | None = None,
-          nprobe: int = DEDUP_NPROBE, progress: Optional[ProgressCallback] = None) -> DedupResult:
+          nprobe: int = DEDUP_NPROBE, pixel_threshold: float | None = DEFAULTS["pixel_threshold"], progress: Optional[ProgressCallback] = None) -> DedupResult:
     """Group near-duplicates of ``source`` (or of an existing ``index``); write results into ``out``.
 
     ``mode="verified"`` (default) is described in the module docstring; ``mode="semdedup"`` is the
@@ -105,6 +109,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
         return _semdedup(idx, out_dir, paths, ids, sha, area, eps, t0, progress)
     calibration = None
     if fpr is not None:
+        pixel_threshold = None
         global_threshold, verified_threshold, calibration = calibrate_links(
             idx, reference, fpr, verify=verify, verify_config=verify_config, max_pixels=max_pixels,
             progress=progress)  # type: ignore[arg-type]
@@ -162,17 +167,20 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
 
     # 3. links
     verified = np.full(cand.shape, np.nan, np.float32)
+    pixel = np.full(cand.shape, np.nan, np.float32)
     if verify and (cand >= 0).any():
-        verified = verify_indexed(units, cand, paths, Verifier(verify_config), max_pixels=max_pixels,
-                                  stage="verify-pairs", progress=progress).scores
+        rr = verify_indexed(units, cand, paths, Verifier(verify_config), max_pixels=max_pixels,
+                            stage="verify-pairs", progress=progress)
+        verified, pixel = rr.scores, rr.pixel
     links: dict[int, dict[int, Link]] = defaultdict(dict)
     for p, u in enumerate(units):
         for c in range(cand.shape[1]):
             j = int(cand[p, c])
             if j < 0:
                 continue
-            v = float(verified[p, c])
-            ok = cand_sim[p, c] >= global_threshold or (np.isfinite(v) and v >= verified_threshold)
+            v, px = float(verified[p, c]), float(pixel[p, c])
+            ok = cand_sim[p, c] >= global_threshold or (np.isfinite(v) and v >= verified_threshold) or (
+                pixel_threshold is not None and np.isfinite(px) and px >= pixel_threshold)
             if ok:
                 score = v if np.isfinite(v) else float(cand_sim[p, c])
                 for a, b in ((int(u), j), (j, int(u))):
@@ -197,7 +205,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     save_dup_counts(idx, group)
     summary = _write(out_dir, paths, ids, area, group, score, link_kind, idx, start=t0, params={
         "k": k, "candidate_floor": candidate_floor, "verified_threshold": verified_threshold,
-        "global_threshold": global_threshold, "verify": verify, "mode": "verified", "candidate_search": search_params,
+        "global_threshold": global_threshold, "pixel_threshold": pixel_threshold, "verify": verify, "mode": "verified", "candidate_search": search_params,
         "calibration": calibration or {"source": "defaults (fixed thresholds; give --fpr and --reference to "
                                                  "calibrate them)"}})
     return DedupResult(out_dir, summary, group, paths)
