@@ -441,3 +441,23 @@ def test_train_with_mitigation(fashion, tmp_path):
         train(fashion, tmp_path / "x", cond="caption", mitigate="rc", mitigate_p=0.0, **FAST)
     with pytest.raises(DiffrepError, match="rc, rt, cwr, gn"):
         train(fashion, tmp_path / "x", cond="caption", mitigate="mc", **FAST)
+
+
+def test_pairs_figure_skips_moved_training_files(fashion, tmp_path):
+    import csv
+
+    from diffrep.models.experiment import pairs_figure
+
+    img = next(fashion.rglob("*.png"))
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    with open(audit / "matches.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["query_path", "train_path", "rank", "is_replica", "p_value", "verdict_score"])
+        w.writeheader()
+        w.writerow({"query_path": img, "train_path": img, "rank": 1, "is_replica": "True", "p_value": 0.001,
+                    "verdict_score": 0.999})
+        w.writerow({"query_path": img, "train_path": tmp_path / "moved.png", "rank": 1, "is_replica": "False",
+                    "p_value": 0.5, "verdict_score": 0.5})
+    pairs_figure(audit, tmp_path / "pairs.png")
+    sheet = decode_image((tmp_path / "pairs.png").read_bytes())
+    assert sheet.shape[0] == 128 + 2 * 6  # one pair row: the pair with the vanished training file is left out

@@ -386,14 +386,21 @@ def pairs_figure(audit_dir: Path, path: Path, n_flagged: int = 12, n_other: int 
         rows = [r for r in csv.DictReader(f) if r["rank"] == "1" and r["train_path"]]
     flagged = sorted((r for r in rows if r["is_replica"] == "True"), key=lambda r: float(r["p_value"] or 1))
     other = sorted((r for r in rows if r["is_replica"] != "True"), key=lambda r: -float(r["verdict_score"] or 0))
-    chosen = flagged[:n_flagged] + other[:n_other]
+    tile, gap = 128, 6
+    chosen, tiles = [], []
+    for r in flagged[:n_flagged] + other[:n_other]:
+        try:  # a training file moved since indexing (the audit warns about it) leaves its pair out
+            pair = [Image.open(r[key]).convert("RGB").resize((tile, tile), Image.NEAREST)
+                    for key in ("query_path", "train_path")]
+        except OSError:
+            continue
+        chosen.append(r)
+        tiles.append(pair)
     if not chosen:
         return
-    tile, gap = 128, 6
     sheet = Image.new("RGB", (2 * tile + 3 * gap, len(chosen) * (tile + gap) + gap), "white")
-    for i, r in enumerate(chosen):
-        for j, key in enumerate(("query_path", "train_path")):
-            img = Image.open(r[key]).convert("RGB").resize((tile, tile), Image.NEAREST)
+    for i, (r, pair) in enumerate(zip(chosen, tiles)):
+        for j, img in enumerate(pair):
             sheet.paste(img, (gap + j * (tile + gap), gap + i * (tile + gap)))
         if r["is_replica"] == "True":  # a red bar left of flagged pairs
             sheet.paste((214, 39, 40), (0, gap + i * (tile + gap), gap - 2, gap + i * (tile + gap) + tile))
