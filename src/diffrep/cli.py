@@ -23,7 +23,7 @@ STAGE_LABELS = {
     "regions-background": "Regions: background",
     "report": "Rendering report", "exact": "Exact duplicates", "neighbours": "Nearest neighbours",
     "verify-pairs": "Verifying pairs", "semdedup": "SemDeDup clusters", "fetch": "Fetching", "scenario": "Building scenario",
-    "load": "Loading images", "train": "Training", "sample": "Sampling",
+    "load": "Loading images", "train": "Training", "sample": "Sampling", "experiment": "Experiment runs",
 }
 
 

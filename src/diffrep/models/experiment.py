@@ -325,7 +325,6 @@ def run_one(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, captions: 
     }
     pairs_figure(run_root / "audit", run_root / "pairs.png")
     result_file.write_text(json.dumps(res, indent=1) + "\n")
-    emit(progress, "experiment", 1, 1, message=f"{spec['name']}: {res['replicas']}/{res['samples']} replicas")
     return res
 
 
@@ -357,17 +356,21 @@ def run_experiment(kind: str, data: str, out: str | os.PathLike[str], *, preset:
     if generate_only:
         done = []
         for i, spec in enumerate(grid):
-            emit(progress, "experiment", i, len(grid), message=spec["name"])
+            emit(progress, "experiment", i, len(grid), unit="run", message=f"{spec['name']}: training")
             done.append(generate_run(spec, p, train_dir, captions, out_dir / "runs" / spec["name"], seed=seed,
                                      device=device, dup_weight=dup_weight, progress=progress))
+        emit(progress, "experiment", len(grid), len(grid), unit="run")
         return done
     ref = _reference_folder(ref_src, out_dir, p["reference"], seed, p["size"],
                             draw=data == "fashion-mnist" and reference is None)
     results = []
     for i, spec in enumerate(grid):
-        emit(progress, "experiment", i, len(grid), message=spec["name"])
+        emit(progress, "experiment", i, len(grid), unit="run", message=spec["name"])
         results.append(run_one(spec, p, train_dir, captions, ref, out_dir / "runs" / spec["name"], seed=seed,
                                device=device, dup_weight=dup_weight, fpr=fpr, progress=progress))
+        r = results[-1]
+        emit(progress, "experiment", i + 1, len(grid), unit="run",
+             message=f"{spec['name']}: {r['replicas']}/{r['samples']} replicas")
     if not only:
         write_results(kind, results, out_dir, fpr)
     return results
