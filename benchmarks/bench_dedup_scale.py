@@ -30,7 +30,6 @@ planted = n // 100
 x[n - planted:] = x[:planted] + noise * rng.standard_normal((planted, 512), dtype=np.float32)
 x /= np.linalg.norm(x, axis=1, keepdims=True)
 pair_cos = float(np.median((x[:planted] * x[n - planted:]).sum(1)))
-x /= np.linalg.norm(x, axis=1, keepdims=True)
 t = time.perf_counter()
 if what == "knn":
     from diffrep.indexing import faiss_index

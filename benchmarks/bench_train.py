@@ -22,14 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def nearest_rms(queries: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel RMS (0-255) of every query to its nearest training image, and that image's index."""
-    q = queries.reshape(len(queries), -1).astype(np.float64)
-    t = train.reshape(len(train), -1).astype(np.float64)
-    d2 = (q ** 2).sum(1)[:, None] + (t ** 2).sum(1)[None] - 2 * q @ t.T
-    rms = np.sqrt(np.maximum(d2, 0) / q.shape[1])
-    return rms.min(1), rms.argmin(1)
+from diffrep.models.experiment import nearest_rms
 
 
 def audit_samples(out: Path, fm: Path, reference_n: int) -> dict:

@@ -102,6 +102,15 @@ def read_groups_csv(out: Path, all_files: list[str]) -> dict[str, int]:
     return g
 
 
+def grouped_per_edit(groups_of: dict[str, int], truth: dict[str, str]) -> dict[str, list[bool]]:
+    """Per edit kind (from the copy's file name): whether each injected copy shares its original's group."""
+    per_kind: dict[str, list[bool]] = {}
+    for f, o in truth.items():
+        if f != o:
+            per_kind.setdefault(f.split("_")[2].split(".")[0], []).append(groups_of[f] == groups_of[o])
+    return per_kind
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=1)
@@ -133,13 +142,9 @@ def main() -> None:
             out = work / f"pixel{t}"
             r = dedup(None, out, index=work / "index", pixel_threshold=t, **over)
             g = read_groups_csv(out, files)
-            kinds: dict[str, list[bool]] = {}
-            for f, o in truth.items():
-                if f != o:
-                    kinds.setdefault(f.split("_")[2].split(".")[0], []).append(g[f] == g[o])
             rows.append({"method": f"diffrep dedup --pixel-threshold {t:g}", **score(g, truth),
                          "seconds": r.summary["seconds"],
-                         "per_kind": {k: round(float(np.mean(v)), 2) for k, v in kinds.items()}})
+                         "per_kind": {k: round(float(np.mean(v)), 2) for k, v in grouped_per_edit(g, truth).items()}})
         for f in a.fpr:
             out = work / f"fpr{f}"
             r = dedup(None, out, index=work / "index", fpr=f, reference=work / "reference")
@@ -149,13 +154,7 @@ def main() -> None:
                          **score(read_groups_csv(out, files), truth), "seconds": r.summary["seconds"]})
         for t in (0.75, 0.6):
             rows.append({"method": f"union-find, SSCD >= {t}", **score(union_find(work / "index", t), truth)})
-        per_kind = {}
-        out = work / "default"
-        g = read_groups_csv(out, files)
-        for f, o in truth.items():
-            if f != o:
-                kind = f.split("_")[2].split(".")[0]
-                per_kind.setdefault(kind, []).append(g[f] == g[o])
+        per_kind = grouped_per_edit(read_groups_csv(work / "default", files), truth)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"seed {a.seed}: {a.n_base} originals, {a.n_dup} injected duplicates\n")

@@ -126,7 +126,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     q_verified = q_pixel = None
     if verifier is not None:
         q_verified, q_rr = verified(queries.records, ids, "verify-queries")
-        q_pixel = best_scores(q_rr.pixel) if pixel else None
+        q_pixel = best_scores(q_rr.pixel)
     emb = RegionEmbedder(d, region_config) if partial else None
 
     def regions(readers: list, stage: str, self_ids: np.ndarray | None = None) -> RegionMatches:
@@ -150,7 +150,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         ref_scores = r_scores[:, 0]
         if verifier is not None:
             ref_verified, ref_rr = verified(ref.records, r_ids, "verify-reference")
-            ref_pixel = best_scores(ref_rr.pixel) if pixel else None
+            ref_pixel = best_scores(ref_rr.pixel)
         if emb is not None:
             ref_region = regions([r.read for r in ref.records], "regions-reference").top
     bg = background_scores(idx, sample=background_sample, seed=seed, progress=progress)
@@ -165,11 +165,13 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
                                             (lambda rd, ids: regions(rd, "regions-background", ids).top)
                                             if emb else None)
     q_region = q_reg.top if q_reg is not None else None
+    if not pixel:  # the pixel channel switched off: it neither joins the fusion nor orders the evidence
+        q_pixel = null_p = None
     channels = [(name, n, q) for name, n, q in (
         ("SSCD top-1 cosine", null_g, scores[:, 0]),
         (f"verified score (aligned gradient correlation, best of the top {kv})", null_v, q_verified),
         ("region score (best window cosine)", null_r, q_region),
-        (f"pixel score (blurred-intensity correlation, best of the top {kv})", null_p if pixel else None, q_pixel),
+        (f"pixel score (blurred-intensity correlation, best of the top {kv})", null_p, q_pixel),
     ) if n is not None and q is not None]
     fused = bool(threshold is None and len(channels) > 1 and len(channels[0][1]))
     if fused:

@@ -120,20 +120,12 @@ class Verifier:
         """Correlation of the blurred intensities in the query frame (identity, or ``affine`` query->train)."""
         if q.blur is None or t.blur is None:
             return 0.0
-        cv2, s = self.cv2, self.config.size
         if affine is None:
             warped, valid = t.blur, np.ones(q.blur.shape, bool)
         else:
-            inv = cv2.invertAffineTransform(affine)
-            warped = cv2.warpAffine(t.blur, inv, (s, s), flags=cv2.INTER_LINEAR, borderValue=255.0)
-            valid = cv2.warpAffine(np.ones_like(t.gray), inv, (s, s), flags=cv2.INTER_NEAREST, borderValue=0) > 0
-        content = valid & ((q.blur < 250) | (warped < 250))
-        if int(content.sum()) < self.config.min_content_px:
-            return 0.0
-        x = q.blur[content] - q.blur[content].mean()
-        y = warped[content] - warped[content].mean()
-        den = float(np.sqrt((x * x).sum() * (y * y).sum()))
-        return float((x * y).sum() / den) if den > 1e-9 else 0.0
+            warped, valid = self._warp(t.blur, affine, 255.0)
+        content = self._content(q.blur, warped, valid)
+        return _masked_ncc(q.blur, warped, content) if content is not None else 0.0
 
     def _pair(self, q: Features, t: Features, mirrored: bool) -> Verification:
         cv2, c = self.cv2, self.config
@@ -153,18 +145,23 @@ class Verifier:
 
     def aligned_ncc(self, q_gray: np.ndarray, t_gray: np.ndarray, affine: np.ndarray) -> float:
         """NCC of smoothed gradient magnitudes after warping the training image into the query frame."""
-        cv2, c, s = self.cv2, self.config, self.config.size
+        warped, valid = self._warp(t_gray, affine, 255)
+        content = self._content(q_gray, warped, valid)
+        return _masked_ncc(self._grad(q_gray), self._grad(warped), content) if content is not None else 0.0
+
+    def _warp(self, img: np.ndarray, affine: np.ndarray, border: float) -> tuple[np.ndarray, np.ndarray]:
+        """``img`` (training frame) warped into the query frame by the inverse of ``affine``, and the mask of
+        query pixels the training frame covers."""
+        cv2, s = self.cv2, self.config.size
         inv = cv2.invertAffineTransform(affine)
-        warped = cv2.warpAffine(t_gray, inv, (s, s), flags=cv2.INTER_LINEAR, borderValue=255)
-        valid = cv2.warpAffine(np.ones_like(t_gray), inv, (s, s), flags=cv2.INTER_NEAREST, borderValue=0) > 0
-        content = valid & ((q_gray < 250) | (warped < 250))
-        if int(content.sum()) < c.min_content_px:
-            return 0.0
-        ga, gb = self._grad(q_gray), self._grad(warped)
-        x = ga[content] - ga[content].mean()
-        y = gb[content] - gb[content].mean()
-        den = float(np.sqrt((x * x).sum() * (y * y).sum()))
-        return float((x * y).sum() / den) if den > 1e-9 else 0.0
+        warped = cv2.warpAffine(img, inv, (s, s), flags=cv2.INTER_LINEAR, borderValue=border)
+        valid = cv2.warpAffine(np.ones(img.shape, np.uint8), inv, (s, s), flags=cv2.INTER_NEAREST, borderValue=0) > 0
+        return warped, valid
+
+    def _content(self, q: np.ndarray, warped: np.ndarray, valid: np.ndarray) -> Optional[np.ndarray]:
+        """Pixels where either image has content (not white) inside the shared frame; None when too few."""
+        content = valid & ((q < 250) | (warped < 250))
+        return content if int(content.sum()) >= self.config.min_content_px else None
 
     def _grad(self, g: np.ndarray) -> np.ndarray:
         cv2 = self.cv2
@@ -173,3 +170,11 @@ class Verifier:
         gx = cv2.Sobel(f, cv2.CV_32F, 1, 0)
         gy = cv2.Sobel(f, cv2.CV_32F, 0, 1)
         return np.sqrt(gx * gx + gy * gy)
+
+
+def _masked_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Normalized cross-correlation of ``a`` and ``b`` over ``mask``; 0 when either is flat there."""
+    x = a[mask] - a[mask].mean()
+    y = b[mask] - b[mask].mean()
+    den = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / den) if den > 1e-9 else 0.0

@@ -73,7 +73,8 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
           captions: PathLike | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
           verify_config: VerifyConfig | None = None, mode: str = "verified", eps: float = 0.05,
           fpr: float | None = None, reference: PathLike | Sequence[PathLike] | None = None,
-          nprobe: int = DEDUP_NPROBE, pixel_threshold: float | None = DEFAULTS["pixel_threshold"], progress: Optional[ProgressCallback] = None) -> DedupResult:
+          nprobe: int = DEDUP_NPROBE, pixel_threshold: float | None = DEFAULTS["pixel_threshold"],
+          progress: Optional[ProgressCallback] = None) -> DedupResult:
     """Group near-duplicates of ``source`` (or of an existing ``index``); write results into ``out``.
 
     ``mode="verified"`` (default) is described in the module docstring; ``mode="semdedup"`` is the
@@ -205,7 +206,8 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     save_dup_counts(idx, group)
     summary = _write(out_dir, paths, ids, area, group, score, link_kind, idx, start=t0, params={
         "k": k, "candidate_floor": candidate_floor, "verified_threshold": verified_threshold,
-        "global_threshold": global_threshold, "pixel_threshold": pixel_threshold, "verify": verify, "mode": "verified", "candidate_search": search_params,
+        "global_threshold": global_threshold, "pixel_threshold": pixel_threshold, "verify": verify,
+        "mode": "verified", "candidate_search": search_params,
         "calibration": calibration or {"source": "defaults (fixed thresholds; give --fpr and --reference to "
                                                  "calibrate them)"}})
     return DedupResult(out_dir, summary, group, paths)
@@ -213,11 +215,10 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
 
 def candidate_search_params(fx: Any, k: int, nprobe: int) -> dict[str, Any]:
     """Set dedup's search depth on a loaded FAISS index (IVF: ``nprobe`` cells at most; HNSW: efSearch
-    ``max(DEDUP_EF_SEARCH, 2k)``); returns what the search uses, for summary.json."""
+    ``max(DEDUP_EF_SEARCH, 2k)``; ``nprobe`` >= 1, checked by ``dedup``); returns what the search uses,
+    for summary.json."""
     import faiss
 
-    if nprobe < 1:
-        raise DiffrepError(f"--nprobe {nprobe}: probe at least one cell")
     if hasattr(fx, "hnsw"):
         fx.hnsw.efSearch = min(int(fx.hnsw.efSearch), max(DEDUP_EF_SEARCH, 2 * k))
         return {"index": "hnsw", "efSearch": int(fx.hnsw.efSearch)}

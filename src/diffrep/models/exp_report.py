@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-COLUMNS = ["run", "cond", "mitigate", "training_images", "duplicated", "steps", "samples", "replicas", "replication_rate",
-           "threshold", "top1_mean", "top1_p95", "reference_top1_mean", "reference_top1_p95", "kid_sscd_x1000",
+COLUMNS = ["run", "cond", "mitigate", "training_images", "duplicated", "steps", "samples", "replicas",
+           "replication_rate", "threshold", "top1_mean", "top1_p95", "reference_top1_mean", "reference_top1_p95",
+           "kid_sscd_x1000",
            "dup_matches_per_image", "other_matches_per_image", "dup_nearest_per_image", "other_nearest_per_image",
            "pixel_threshold", "pixel_replication_rate", "pixel_rms_median", "reference_pixel_rms_median",
            "dup_pixel_matches_per_image", "other_pixel_matches_per_image",

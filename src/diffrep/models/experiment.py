@@ -165,8 +165,13 @@ def _training_rows(run_root: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line]
 
 
-def _pixel_results(rows: list[dict[str, Any]], names: dict[str, str], run_root: Path, ref: Path, p: dict[str, Any],
-                   fpr: float) -> dict[str, Any]:
+def _per_image(counts: dict[str, int], ids: set[str], empty: Optional[float]) -> Optional[float]:
+    """Mean of ``counts`` over the training ids ``ids`` (absent ids count 0); ``empty`` when there are none."""
+    return sum(counts.get(i, 0) for i in ids) / len(ids) if ids else empty
+
+
+def _pixel_results(names: dict[str, str], dup_ids: set[str], other_ids: set[str], run_root: Path, ref: Path,
+                   p: dict[str, Any], fpr: float) -> dict[str, Any]:
     """``pixel_channel`` of a run plus pixel replicas per duplicated / other training image."""
     pix = pixel_channel(run_root / "train_images", run_root / "samples", ref, p["size"], fpr)
     counts: dict[str, int] = {}  # pixel replicas whose nearest training image is the image
@@ -174,10 +179,8 @@ def _pixel_results(rows: list[dict[str, Any]], names: dict[str, str], run_root: 
         tid = names.get(name)
         if tid is not None:
             counts[tid] = counts.get(tid, 0) + 1
-    dup_ids = {row["id"] for row in rows if row.get("weight", 1.0) > 1.0}
-    other_ids = {row["id"] for row in rows} - dup_ids
-    pix["dup_pixel_matches_per_image"] = sum(counts.get(i, 0) for i in dup_ids) / len(dup_ids) if dup_ids else None
-    pix["other_pixel_matches_per_image"] = sum(counts.get(i, 0) for i in other_ids) / max(1, len(other_ids))
+    pix["dup_pixel_matches_per_image"] = _per_image(counts, dup_ids, None)
+    pix["other_pixel_matches_per_image"] = _per_image(counts, other_ids, 0.0)
     pix["pixel_matches_per_training_image"] = counts
     return pix
 
@@ -230,12 +233,16 @@ def _json_same(a: Any, b: Any) -> bool:
     return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
 
 
+def _preset_settings(p: dict[str, Any]) -> dict[str, Any]:
+    """The preset entries a run's training and sampling depend on (part of its stored settings)."""
+    return {k: p[k] for k in ("size", "steps", "batch", "samples", "sample_steps", "channels")}
+
+
 def generate_run(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, captions: Optional[Path],
                  run_root: Path, *, seed: int, device: str, dup_weight: float,
                  progress: Optional[ProgressCallback]) -> dict[str, Any]:
     """Train and sample one run (stage 1), or return its ``generated.json`` when it is already done."""
-    gen_settings = {"spec": spec, "seed": seed, "dup_weight": dup_weight,
-                    "preset": {k: p[k] for k in ("size", "steps", "batch", "samples", "sample_steps", "channels")}}
+    gen_settings = {"spec": spec, "seed": seed, "dup_weight": dup_weight, "preset": _preset_settings(p)}
     marker = run_root / "generated.json"
     if marker.is_file():
         old = json.loads(marker.read_text())
@@ -268,18 +275,11 @@ def run_one(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, captions: 
             run_root: Path, *, seed: int, device: str, dup_weight: float, fpr: float,
             progress: Optional[ProgressCallback]) -> dict[str, Any]:
     settings = {"spec": spec, "seed": seed, "dup_weight": dup_weight, "fpr": fpr, "reference": str(ref),
-                "audit": AUDIT_VERSION,
-                "preset": {k: p[k] for k in ("size", "steps", "batch", "samples", "sample_steps", "channels")}}
+                "audit": AUDIT_VERSION, "preset": _preset_settings(p)}
     result_file = run_root / "result.json"
     if result_file.is_file():
         old = json.loads(result_file.read_text())
         if _json_same(old.get("settings"), settings):
-            if "pixel_replication_rate" not in old:  # written before the pixel channel existed: add it
-                rows = _training_rows(run_root)
-                old.update(_pixel_results(rows, _copy_images(rows, run_root / "train_images"), run_root, ref, p, fpr))
-                result_file.write_text(json.dumps(old, indent=1) + "\n")
-            if not (run_root / "pairs.png").is_file():
-                pairs_figure(run_root / "audit", run_root / "pairs.png")
             return old
     import diffrep
     from ..indexing.load import open_index
@@ -295,8 +295,8 @@ def run_one(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, captions: 
     gen_vectors, ref_vectors = r.query_vectors, r.reference_vectors  # embedded once, by the audit
     ref_top1 = idx.search(ref_vectors, 1)[0][:, 0]
     # rank-1 training match of each replica, per training image
-    by_id = {row["id"]: row for row in rows}
     dup_ids = {row["id"] for row in rows if row.get("weight", 1.0) > 1.0}
+    other_ids = {row["id"] for row in rows} - dup_ids
     counts: dict[str, int] = {}  # replicas whose rank-1 match is the image
     nearest: dict[str, int] = {}  # generations (replica or not) whose rank-1 match is the image
     for path, rep in zip(r.top1_train_paths, r.is_replica):
@@ -305,20 +305,20 @@ def run_one(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, captions: 
             nearest[tid] = nearest.get(tid, 0) + 1
             if rep:
                 counts[tid] = counts.get(tid, 0) + 1
-    other_ids = set(by_id) - dup_ids
     s = r.summary
     res = {
-        "run": spec["name"], "cond": spec["cond"], "mitigate": spec.get("mitigate"), "training_images": len(rows), "duplicated": len(dup_ids),
+        "run": spec["name"], "cond": spec["cond"], "mitigate": spec.get("mitigate"), "training_images": len(rows),
+        "duplicated": len(dup_ids),
         "steps": g["step"], "samples": int(s["queries"]), "replicas": int(s["replicas"]),
         "replication_rate": float(s["replication_rate"]), "threshold": float(s["calibration"]["threshold"]),
         "top1_mean": float(np.mean(r.top1_scores)), "top1_p95": float(np.percentile(r.top1_scores, 95)),
         "reference_top1_mean": float(ref_top1.mean()), "reference_top1_p95": float(np.percentile(ref_top1, 95)),
         "kid_sscd_x1000": 1000 * kid(gen_vectors, ref_vectors),
-        "dup_matches_per_image": (sum(counts.get(i, 0) for i in dup_ids) / len(dup_ids)) if dup_ids else None,
-        "other_matches_per_image": sum(counts.get(i, 0) for i in other_ids) / max(1, len(other_ids)),
-        "dup_nearest_per_image": (sum(nearest.get(i, 0) for i in dup_ids) / len(dup_ids)) if dup_ids else None,
-        "other_nearest_per_image": sum(nearest.get(i, 0) for i in other_ids) / max(1, len(other_ids)),
-        **_pixel_results(rows, names, run_root, ref, p, fpr),
+        "dup_matches_per_image": _per_image(counts, dup_ids, None),
+        "other_matches_per_image": _per_image(counts, other_ids, 0.0),
+        "dup_nearest_per_image": _per_image(nearest, dup_ids, None),
+        "other_nearest_per_image": _per_image(nearest, other_ids, 0.0),
+        **_pixel_results(names, dup_ids, other_ids, run_root, ref, p, fpr),
         "train_seconds": g["train_seconds"], "steps_per_s": g["steps_per_s"], "trained_on": g["device"],
         "top1_scores": [float(v) for v in r.top1_scores], "reference_top1_scores": [float(v) for v in ref_top1],
         "matches_per_training_image": counts, "nearest_per_training_image": nearest, "settings": settings,
