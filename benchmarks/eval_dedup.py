@@ -102,6 +102,34 @@ def read_groups_csv(out: Path, all_files: list[str]) -> dict[str, int]:
     return g
 
 
+def false_pairs(groups_of: dict[str, int], truth: dict[str, str]) -> list[tuple[str, str]]:
+    """Pairs put in one group whose originals differ (the precision's numerator's complement)."""
+    by_g: dict[int, list[str]] = {}
+    for f, g in groups_of.items():
+        by_g.setdefault(g, []).append(f)
+    return [(a, b) for members in by_g.values() for a, b in itertools.combinations(sorted(members), 2)
+            if truth[a] != truth[b]]
+
+
+def pairs_figure(pairs: list[tuple[str, str]], folder: Path, out: Path, cell: int = 96) -> None:
+    """One row per false pair: the two images side by side (for reading what the method linked)."""
+    from PIL import ImageDraw
+
+    if not pairs:
+        return
+    sheet = Image.new("RGB", (2 * cell + 8, len(pairs) * (cell + 16)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (a, b) in enumerate(pairs):
+        for c, f in enumerate((a, b)):
+            with Image.open(folder / f) as im:
+                im = im.convert("RGBA")
+                im.thumbnail((cell, cell))
+                sheet.paste(im, (c * (cell + 8), r * (cell + 16) + 14), im)
+        draw.text((2, r * (cell + 16)), f"{a}  |  {b}"[:60], fill="black")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+
+
 def grouped_per_edit(groups_of: dict[str, int], truth: dict[str, str]) -> dict[str, list[bool]]:
     """Per edit kind (from the copy's file name): whether each injected copy shares its original's group."""
     per_kind: dict[str, list[bool]] = {}
@@ -123,6 +151,8 @@ def main() -> None:
     ap.add_argument("--fpr", type=float, nargs="*", default=[],
                     help="also run dedup --fpr F --reference (300 held-out emoji families) for each F")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--false-pairs", default=None, metavar="PNG",
+                    help="write the default run's false pairs side by side to this image")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="diffrep-dedup-eval-"))
     rows = []
@@ -154,7 +184,11 @@ def main() -> None:
                          **score(read_groups_csv(out, files), truth), "seconds": r.summary["seconds"]})
         for t in (0.75, 0.6):
             rows.append({"method": f"union-find, SSCD >= {t}", **score(union_find(work / "index", t), truth)})
-        per_kind = grouped_per_edit(read_groups_csv(work / "default", files), truth)
+        default_groups = read_groups_csv(work / "default", files)
+        per_kind = grouped_per_edit(default_groups, truth)
+        wrong = false_pairs(default_groups, truth)
+        if a.false_pairs:
+            pairs_figure(wrong, work / "images", Path(a.false_pairs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"seed {a.seed}: {a.n_base} originals, {a.n_dup} injected duplicates\n")
@@ -163,6 +197,7 @@ def main() -> None:
     for r in rows:
         print(f"| {r['method']} | {100 * r['recall']:.1f}% | {100 * r['precision']:.1f}% | {r['false_pairs']} |"
               + (f" {r['per_kind']}" if "per_kind" in r else ""))
+    print("\nfalse pairs (default): " + (", ".join(f"{x} ~ {y}" for x, y in wrong) or "none"))
     print("\nrecall per edit (default): " + ", ".join(f"{k} {100 * np.mean(v):.0f}%" for k, v in per_kind.items()))
     if a.out:
         Path(a.out).write_text(json.dumps({"rows": rows, "per_kind": {k: float(np.mean(v)) for k, v in

@@ -31,6 +31,7 @@ from diffrep.auditing.run import audit
 from diffrep.bench.generate import SourceImage, make_query, object_mask
 from diffrep.bench.edits import compose_on_white
 from diffrep.demo import build_scenario, evaluate
+from diffrep.emoji_groups import composed_of
 from diffrep.indexing.build import index
 
 
@@ -57,11 +58,13 @@ def _composites(objects: list[Path], backgrounds: list[Path], n: int, rng: np.ra
     return made
 
 
-def build(work: Path, seed: int, n_segmix: int, n_unseen_comp: int, n_ref_comp: int) -> tuple[Path, Path]:
+def build(work: Path, seed: int, n_segmix: int, n_unseen_comp: int, n_ref_comp: int,
+          clean: bool = False) -> tuple[Path, Path]:
     sc = build_scenario(work / "scenario", seed=seed, n_train=1000, n_reference=300, n_copies=160, n_unseen=200)
     marker = work / "partial.json"
     truth = work / "truth.csv"
-    if marker.is_file() and json.loads(marker.read_text()) == {"seed": seed, "n": [n_segmix, n_unseen_comp, n_ref_comp]}:
+    params = {"seed": seed, "n": [n_segmix, n_unseen_comp, n_ref_comp], "clean": clean}
+    if marker.is_file() and json.loads(marker.read_text()) == params:
         return sc, truth
     rng = np.random.default_rng(1000 + seed)
     ds = data.get_dataset("emoji") / "images"
@@ -71,6 +74,19 @@ def build(work: Path, seed: int, n_segmix: int, n_unseen_comp: int, n_ref_comp: 
     unseen = sorted(ds / f for f in meta["unseen_sources"].values())
     gens = sc.generations_dir
     rows = list(csv.reader(open(sc.truth_csv)))
+    if clean:  # held-out emoji drawn from a training emoji's picture are partial copies: leave them out
+        composed = composed_of([p.name for p in refs + unseen], [p.name for p in train],
+                               data.read_captions(data.get_dataset("emoji")))
+        for p in refs:
+            if p.name in composed:
+                p.unlink()
+        refs = [p for p in refs if p.name not in composed]
+        unseen = [p for p in unseen if p.name not in composed]
+        drop = {g for g, src in meta["unseen_sources"].items() if src in composed}
+        for g in drop:
+            (gens / g).unlink()
+        rows = [r for r in rows if r[0] not in drop]
+        (work / "composed.json").write_text(json.dumps(composed, indent=1))
     for name, src in _composites(train, unseen, n_segmix, rng, gens, "segmix"):
         rows.append([name, "1", src, "segmix", "{}"])
     for name, _ in _composites(unseen, unseen, n_unseen_comp, rng, gens, "unseencomp"):
@@ -79,8 +95,44 @@ def build(work: Path, seed: int, n_segmix: int, n_unseen_comp: int, n_ref_comp: 
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     truth.write_text(buf.getvalue())
-    marker.write_text(json.dumps({"seed": seed, "n": [n_segmix, n_unseen_comp, n_ref_comp]}))
+    marker.write_text(json.dumps(params))
     return sc, truth
+
+
+def null_figure(work: Path, sc: Path, out_png: Path, top: int = 8) -> list[tuple[str, str, float]]:
+    """The reference images with the highest object scores, each beside the training image whose object
+    it contains (searched again: region candidates, then object matching), as one PNG."""
+    from diffrep.auditing.objects import object_search
+    from diffrep.auditing.partial import region_search
+    from diffrep.descriptors.regions import RegionEmbedder
+    from diffrep.indexing.build import resolve_descriptor
+    from diffrep.indexing.load import open_index
+
+    null = np.nan_to_num(np.load(work / "audit-partial" / "scores.npz")["null_object"], nan=-1.0)
+    refs = sorted(sc.reference_dir.rglob("*.png"))  # the order the audit read them in
+    if len(refs) != len(null):
+        return []
+    pick = [refs[i] for i in np.argsort(-null)[:top]]
+    idx = open_index(work / "index")
+    load = lambda i: np.asarray(Image.open(pick[i]).convert("RGB"))  # noqa: E731
+    rm = region_search(load, len(pick), idx, RegionEmbedder(resolve_descriptor(idx.dir, None)), k=10)
+    om = object_search(load, len(pick), rm.ids, idx.column("path"))
+    cell = 128
+    sheet = Image.new("RGB", (len(pick) * (2 * cell + 16), cell), "white")
+    found = []
+    for i, ref in enumerate(pick):
+        c = int(np.nanargmax(np.where(np.isfinite(om.scores[i]), om.scores[i], -9)))
+        train = Path(idx.column("path")[int(rm.ids[i, c])])
+        found.append((ref.name, train.name, float(om.scores[i, c])))
+        for k, f in enumerate((ref, train)):
+            with Image.open(f) as im:
+                im = im.convert("RGBA")
+            flat = Image.new("RGB", im.size, "white")
+            flat.paste(im, (0, 0), im)
+            sheet.paste(flat.resize((cell, cell)), (i * (2 * cell + 16) + k * cell, 0))
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_png)
+    return found
 
 
 def main() -> None:
@@ -90,11 +142,16 @@ def main() -> None:
     ap.add_argument("--no-partial", dest="partial", action="store_false")
     ap.add_argument("--fpr", type=float, default=0.01)
     ap.add_argument("--segmix", type=int, default=160)
+    ap.add_argument("--clean-held-out", action="store_true",
+                    help="leave out held-out emoji drawn from a training emoji (emoji_groups.composed_of): "
+                         "they contain a training object, so they are partial copies, not unseen images")
+    ap.add_argument("--null-figure", default=None, metavar="PNG",
+                    help="draw the reference images with the highest object scores beside their matches")
     args = ap.parse_args()
     groups = {f: g for f, (g, _c) in data.read_groups(data.get_dataset("emoji")).items()}
     for seed in args.seeds:
-        work = Path(args.work) / f"seed{seed}"
-        sc, truth = build(work, seed, args.segmix, 100, 150)
+        work = Path(args.work) / (f"seed{seed}" + ("-clean" if args.clean_held_out else ""))
+        sc, truth = build(work, seed, args.segmix, 100, 150, clean=args.clean_held_out)
         index(sc.train_dir, work / "index")
         t0 = time.perf_counter()
         out = work / ("audit-partial" if args.partial else "audit-global")
@@ -113,6 +170,9 @@ def main() -> None:
               f"same-group recall {100 * (ev['recall_same_group'] or 0):.1f}%, {ev['seconds']} s", flush=True)
         per = ", ".join(f"{k} {100 * v['recall']:.0f}%" for k, v in sorted(ev["per_edit"].items()))
         print(f"  per kind: {per}", flush=True)
+        if args.null_figure and args.partial:
+            for ref, train, score in null_figure(work, sc, Path(args.null_figure)):
+                print(f"  null: {ref} contains {train}'s object (object score {score:.3f})")
 
 
 if __name__ == "__main__":

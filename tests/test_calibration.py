@@ -13,9 +13,9 @@ from diffrep.errors import CalibrationError
 def test_threshold_hand_computed():
     null = np.arange(1, 101) / 100.0  # 0.01 .. 1.00
     t, warn = threshold_at_fpr(null, 0.05)
-    # k = 5 null scores may exceed: 0.96..1.00 exceed 0.95
-    assert t == pytest.approx(0.95)
-    assert np.sum(null > t) == 5
+    # conformal: floor(0.05 * 101) - 1 = 4 null scores may exceed: 0.97..1.00 exceed 0.96
+    assert t == pytest.approx(0.96)
+    assert np.sum(null > t) == 4
     assert not warn
 
 
@@ -28,11 +28,24 @@ def test_threshold_controls_fpr_on_null(seed):
     null[: n // 10] = null[0]  # ties
     t, _ = threshold_at_fpr(null, fpr)
     assert np.mean(null > t) <= fpr + 1e-12
-    # minimal: any lower order statistic would exceed the budget (unless k == 0)
-    k = int(np.floor(fpr * n + 1e-9))
-    lower = np.sort(null)[::-1]
-    if 0 < k < n and lower[k + 1:].size and lower[k + 1] < t:
-        assert np.mean(null > lower[k + 1]) > fpr or lower[k + 1] == t
+    # every score above t has conformal p-value <= fpr; the next lower order statistic would not
+    m = int(np.floor(fpr * (n + 1) + 1e-9)) - 1
+    if m >= 0:
+        assert empirical_p_values(null, np.array([np.nextafter(t, np.inf)]))[0] <= fpr + 1e-12
+        lower = np.sort(null)[::-1]
+        if m + 1 < n and lower[m + 1] < t:
+            assert empirical_p_values(null, np.array([np.nextafter(lower[m + 1], np.inf)]))[0] > fpr
+
+
+def test_threshold_controls_fpr_on_new_null_images():
+    # the conformal guarantee: a new image from the null's distribution is flagged with probability <= a,
+    # averaged over null draws (the plain empirical quantile gives (floor(aN) + 1) / (N + 1) = 1.33% here)
+    rng = np.random.default_rng(0)
+    rates = []
+    for _ in range(4000):
+        t, _ = threshold_at_fpr(rng.normal(size=300), 0.01)
+        rates.append(np.mean(rng.normal(size=50) > t))
+    assert np.mean(rates) <= 0.01 + 0.0006  # 3 / 301 = 0.997% expected; MC error ~0.0002
 
 
 def test_small_null_warns_and_uses_max():

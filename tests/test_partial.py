@@ -16,6 +16,7 @@ from diffrep.bench.generate import SourceImage, make_query, object_mask
 from diffrep.descriptors import get_descriptor
 from diffrep.descriptors.regions import RegionConfig, RegionEmbedder, window_grid
 from diffrep.errors import DescriptorError
+from diffrep.masks import bbox
 from diffrep.indexing.build import index
 
 from conftest import copy_images
@@ -113,16 +114,27 @@ def test_audit_partial_writes_region_evidence(emoji_files: list[Path], tmp_path:
     index(train, tmp_path / "idx", descriptor="sscd-fast")
     res = audit(gen, tmp_path / "idx", tmp_path / "out", reference=ref, partial=True, partial_k=3)
     rows = list(csv.DictReader(open(tmp_path / "out" / "matches.csv")))
-    assert {"match_kind", "region_score", "query_box", "train_box"} <= set(rows[0])
+    assert {"match_kind", "region_score", "object_score", "query_box", "train_box"} <= set(rows[0])
     top = {r["query_id"]: r for r in rows if r["rank"] == "1"}
     pasted = top["pasted.png"]
-    assert pasted["train_id"] == emoji_files[648].name and pasted["match_kind"] == "region"
-    x0, y0, x1, y1 = json.loads(pasted["query_box"])
-    assert 0 <= x0 < x1 <= 256 and 0 <= y0 < y1 <= 256 and (x1 - x0) * (y1 - y0) < 0.8 * 256 * 256
-    assert json.loads(pasted["train_box"]) == [0, 0, 64, 64]
+    # the pasted object is found at the pixel level: its box in the generation and in the training image
+    assert pasted["train_id"] == emoji_files[648].name and pasted["match_kind"] == "object", pasted
+    assert float(pasted["object_score"]) > 0.95 and pasted["is_replica"] == "True"
+    assert _iou(json.loads(pasted["query_box"]), q.query_box) > 0.8, (pasted["query_box"], q.query_box)
+    assert _iou(json.loads(pasted["train_box"]), bbox(mask)) > 0.9
+    assert float(top["unseen.png"]["object_score"] or 0) < float(pasted["object_score"])
     part = res.summary["partial"]
     assert part["windows_per_image"] > 1000 and part["reference_region"]["n"] == 40
+    assert part["reference_object"]["n"] == 40 and part["object_matches"] >= 1
+    assert "object score" in res.summary["verdict_score"]
     assert "region score" in res.summary["verdict_score"]
     # an explicit threshold applies to the best of the global and region cosines
     res2 = audit(gen, tmp_path / "idx", tmp_path / "out2", threshold=0.99, partial=True)
     assert res2.summary["verdict_score"].startswith("global: best of")
+
+
+def _iou(a: list[int], b: list[int]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)

@@ -1,11 +1,11 @@
-"""Verification (alignment + gradient correlation) and min-p fusion, on real emoji."""
+"""Verification (alignment + gradient correlation) and channel fusion, on real emoji."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from diffrep.auditing.calibration import fuse_min_p, threshold_at_fpr
+from diffrep.auditing.calibration import fuse_channels, threshold_at_fpr
 from diffrep.auditing.rerank import rerank_order, verify_candidates
 from diffrep.auditing.verify import Verifier
 from diffrep.bench.edits import compose_on_white
@@ -97,11 +97,52 @@ def test_fused_null_controls_fpr():
         cov = [[1, 0.6], [0.6, 1]]
         null = rng.multivariate_normal([0, 0], cov, size=300)
         fresh = rng.multivariate_normal([0, 0], cov, size=300)
-        fn, fq = fuse_min_p([null[:, 0], null[:, 1]], [fresh[:, 0], fresh[:, 1]])
+        fn, fq = fuse_channels([null[:, 0], null[:, 1]], [fresh[:, 0], fresh[:, 1]])
         t, _ = threshold_at_fpr(fn, 0.05)
         rates.append(np.mean(fq > t))
     assert abs(np.mean(rates) - 0.05) < 0.012
     # and a query far out in either channel is flagged
-    fn, fq = fuse_min_p([null[:, 0], null[:, 1]], [np.array([10.0, 0.0]), np.array([0.0, 10.0])])
+    fn, fq = fuse_channels([null[:, 0], null[:, 1]], [np.array([10.0, 0.0]), np.array([0.0, 10.0])])
     t, _ = threshold_at_fpr(fn, 0.05)
     assert (fq > t).all()
+
+
+@pytest.mark.parametrize("agree", [1, 2])
+@pytest.mark.parametrize("tails", ["normal", "t3", "bounded"])
+def test_fused_null_controls_fpr_with_many_channels(agree: int, tails: str) -> None:
+    # five independent channels, 300 null items, 1% FPR, light / heavy / bounded tails: fresh null draws
+    # pass the fused threshold at <= 1% (min-p with plain empirical p-values and an N-denominator null: 1.3%)
+    rng = np.random.default_rng(1)
+    draw = {"normal": rng.normal, "t3": lambda size: rng.standard_t(3, size=size),
+            "bounded": lambda size: rng.beta(8, 2, size=size)}[tails]
+    rates = []
+    for _ in range(200):
+        null, fresh = draw(size=(5, 300)), draw(size=(5, 200))
+        fn, fq = fuse_channels(list(null), list(fresh), agree=agree)
+        t, _ = threshold_at_fpr(fn, 0.01)
+        rates.append(np.mean(fq > t))
+    assert np.mean(rates) <= 0.0105, np.mean(rates)
+    assert np.mean(rates) >= 0.005, np.mean(rates)  # and not wastefully conservative
+
+
+def test_two_agreeing_channels_beat_one_extreme_channel() -> None:
+    rng = np.random.default_rng(2)
+    null = rng.normal(size=(3, 300))
+    # a copy: two channels clearly high; a look-alike: one channel just past the null's maximum
+    copy = [np.array([3.0]), np.array([3.0]), np.array([0.0])]
+    lookalike = [np.array([null[0].max() + 0.05]), np.array([0.0]), np.array([0.0])]
+    _, fc = fuse_channels(list(null), copy)
+    _, fl = fuse_channels(list(null), lookalike)
+    assert fc[0] > fl[0]
+
+
+def test_a_channel_passed_alone_decides_on_its_own() -> None:
+    rng = np.random.default_rng(3)
+    null = rng.normal(size=(3, 300))
+    q = [np.array([0.0]), np.array([0.0]), np.array([6.0])]  # only the third channel is extreme
+    _, together = fuse_channels(list(null), q)
+    _, alone = fuse_channels(list(null), q, alone=(2,))
+    assert alone[0] > together[0]
+    fn, fa = fuse_channels(list(null), [rng.normal(size=2000) for _ in range(3)], alone=(2,))
+    t, _ = threshold_at_fpr(fn, 0.01)
+    assert np.mean(fa > t) <= 0.015  # still calibrated on fresh null draws

@@ -20,7 +20,8 @@ STAGE_LABELS = {
     "build-index": "Building FAISS index", "verify-queries": "Verifying generations",
     "verify-reference": "Verifying reference", "verify-background": "Verifying background",
     "regions-queries": "Regions: generations", "regions-reference": "Regions: reference",
-    "regions-background": "Regions: background",
+    "regions-background": "Regions: background", "objects-queries": "Objects: generations",
+    "objects-reference": "Objects: reference", "objects-background": "Objects: background",
     "report": "Rendering report", "exact": "Exact duplicates", "neighbours": "Nearest neighbours",
     "verify-pairs": "Verifying pairs", "semdedup": "SemDeDup clusters", "fetch": "Fetching", "scenario": "Building scenario",
     "load": "Loading images", "train": "Training", "sample": "Sampling", "experiment": "Experiment runs",
@@ -361,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partial", action="store_true",
                    help="also find training images copied into part of a generation (every window of its SSCD "
                         "feature map searched; ~3x the embedding cost; see docs/partial.md)")
-    p.add_argument("--partial-k", type=int, default=5, help="region candidates listed per image (default 5)")
+    p.add_argument("--partial-k", type=int, default=10,
+                   help="region candidates per image: listed, and each searched for its object (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed for background sampling")
     p.add_argument("--report", action="store_true", help="also write a self-contained report.html")
     p.add_argument("--dup-counts", action="store_true", default=None,

@@ -203,6 +203,18 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
 
     ``min_side`` allows reduction so the short side lands in ``[min_side, 2*min_side)``.
     """
+    return _decode(data, max_pixels, min_side, keep_alpha=False)[0]
+
+
+def decode_with_alpha(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      min_side: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Like :func:`decode_image` (RGB composited on white), plus the (H, W) uint8 alpha channel when the
+    image has transparency (None otherwise)."""
+    return _decode(data, max_pixels, min_side, keep_alpha=True)
+
+
+def _decode(data: bytes, max_pixels: int, min_side: int | None,
+            keep_alpha: bool) -> tuple[np.ndarray, np.ndarray | None]:
     if min_side is not None and min_side < 1:
         raise ValueError(f"min_side must be >= 1, got {min_side}")
     img = _open(data)
@@ -220,12 +232,16 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         try:
             out = _prepare_mode(img)
             if out.mode in _REDUCIBLE_MODES or out.mode in _ALPHA_MODES:
-                out = _to_rgb(_reduce(out, min_side))
+                out = _reduce(out, min_side)
+                alpha_img = out.convert("RGBA").getchannel("A") if keep_alpha and out.mode in _ALPHA_MODES else None
+                out = _to_rgb(out)
             else:
-                out = _reduce(_to_rgb(out), min_side)
+                out, alpha_img = _reduce(_to_rgb(out), min_side), None
             for method in _TRANSPOSE_FOR_ORIENTATION.get(orientation, []):
                 out = out.transpose(method)
+                alpha_img = alpha_img.transpose(method) if alpha_img is not None else None
             arr = np.array(out, dtype=np.uint8)
+            alpha = np.array(alpha_img, dtype=np.uint8) if alpha_img is not None else None
         except MemoryError as exc:
             raise DecodeError(_load_reason(exc, size)) from exc
         except Exception as exc:  # noqa: BLE001
@@ -234,7 +250,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         img.close()
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise DecodeError(f"unexpected decoded shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(arr), alpha
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DECODE_FORMATS", "DecodeError", "decode_image", "image_size"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DECODE_FORMATS", "DecodeError", "decode_image", "decode_with_alpha",
+           "image_size"]

@@ -151,3 +151,52 @@ def _structural_twins(images: Path, files: list[str]) -> list[tuple[int, int]]:
     return pairs
 
 
+
+
+def _components(stem: str) -> list[tuple[str, ...]]:
+    """The code-point components of an emoji between zero-width joiners, without fe0f and skin tones."""
+    out: list[tuple[str, ...]] = []
+    cur: list[str] = []
+    for c in stem.lower().split("-") + ["200d"]:
+        if c == "200d":
+            if cur:
+                out.append(tuple(x for x in cur if x not in _TONES))
+            cur = []
+        elif c != "fe0f":
+            cur.append(c)
+    return out
+
+
+def _words(caption: str) -> tuple[str, ...]:
+    return tuple(w for w in "".join(ch if ch.isalnum() else " " for ch in caption.lower()).split())
+
+
+def composed_of(candidates: list[str], training: list[str], captions: dict[str, str]) -> dict[str, str]:
+    """Which ``candidates`` (held-out emoji files) are drawn from a ``training`` emoji's picture: {file: the
+    training file}. Google's designs reuse components: "man office worker" is the "man" head on a suit,
+    "skull and crossbones" the "skull", "cloud with lightning and rain" the "cloud with lightning". Such a
+    held-out image *contains* a training image (a partial copy by construction), so a partial-replication
+    benchmark must not count it as unseen. Rule (names and code points only, no pixels): a single-component
+    training emoji is in a candidate when it is one of the candidate's ZWJ components, or its name's words
+    appear, in order and contiguous, in the candidate's name."""
+    single: dict[tuple[str, ...], str] = {}
+    by_name: dict[tuple[str, ...], str] = {}
+    for t in sorted(training):
+        comps = _components(Path(t).stem)
+        if len(comps) == 1:
+            single.setdefault(comps[0], t)
+            w = _words(captions.get(t, ""))
+            if w:
+                by_name.setdefault(w, t)
+    out: dict[str, str] = {}
+    for f in candidates:
+        comps = _components(Path(f).stem)
+        hit = next((single[c] for c in comps if len(comps) > 1 and c in single), None)
+        w = _words(captions.get(f, ""))
+        for size in range(len(w) - 1, 0, -1):
+            if hit is not None:
+                break
+            hit = next((by_name[w[i:i + size]] for i in range(len(w) - size + 1) if w[i:i + size] in by_name), None)
+        if hit is not None and hit != f:
+            out[f] = hit
+    return out

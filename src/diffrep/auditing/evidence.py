@@ -2,10 +2,12 @@
 
 Without ``--partial`` the candidates are the global top-k, the first ``verify_k`` re-ranked by their
 verified score. With it, training images found only by a window of the generation join the list
-(``match_kind = region``), every candidate carries its region score and the window's box, and the
-candidates are ordered by their strongest evidence: the smallest empirical p-value over the channels
-(global cosine, verified score, region score) against the calibration null, so rank 1 is the match
-that drives the verdict.
+(``match_kind = region``), every region candidate carries its region score and the window's box and its
+object score (``objects.py``: the training image's object found inside the generation, with its box in
+both images), and the candidates are ordered by their strongest evidence: the smallest empirical p-value
+over the channels (global cosine, verified, region, pixel and object scores) against the calibration
+null, so rank 1 is the match that drives the verdict. ``match_kind`` names that evidence: ``global``,
+``region`` (a window covering under 80% of the generation) or ``object`` (the object score).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .calibration import empirical_p_values
+from .objects import ObjectMatches
 from .partial import RegionMatches
 from .rerank import Reranked, rerank_order
 
@@ -26,7 +29,8 @@ def _box(b: Sequence[int] | None) -> str | None:
 def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, kv: int,
                q_rr: Reranked | None, q_verdict: np.ndarray, rep: np.ndarray, p: np.ndarray,
                train: dict[str, list[Any]], dups: np.ndarray | None,
-               q_reg: RegionMatches | None = None, q_vectors: np.ndarray | None = None,
+               q_reg: RegionMatches | None = None, q_obj: ObjectMatches | None = None,
+               q_vectors: np.ndarray | None = None,
                train_vectors: Callable[[np.ndarray], np.ndarray] | None = None,
                nulls: Optional[dict[str, np.ndarray | None]] = None,
                train_size: Callable[[int], tuple[int, int] | None] | None = None,
@@ -76,20 +80,29 @@ def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, k
                     hit["query_box"] = _box(b)
                     if q_reg.is_partial(qi, rc):
                         hit["match_kind"] = "region"  # the best evidence is a window, not the whole image
+                    if q_obj is not None and np.isfinite(q_obj.scores[qi, rc]):
+                        hit["object_score"] = float(q_obj.scores[qi, rc])
+                        hit["object_box"] = _box(q_obj.query_boxes[qi, rc])
+                        hit["object_train_box"] = _box(q_obj.train_boxes[qi, rc])
+                        if nulls.get("object") is not None and \
+                                _strength(hit, nulls, only="object") <= _strength(hit, nulls, skip="object"):
+                            hit["match_kind"] = "object"  # the object found in the generation decides
             cands.sort(key=lambda c: _strength(c, nulls))
         for r, c in enumerate(cands):
             j = c["j"]
             if r == 0:
                 best[qi] = j
             size = train_size(j) if train_size is not None and c["match_kind"] == "region" else None
+            obj = c["match_kind"] == "object"
             rows.append({
                 "query_path": rec.path, "query_id": rec.id, "query_caption": rec.caption, "rank": r + 1,
                 "train_path": train["path"][j], "train_id": train["id"][j], "train_caption": train["caption"][j],
                 "score": c["score"], "global_rank": c["global_rank"], "verify_score": c["verify_score"],
                 "inliers": c["inliers"], "mirrored": c["mirrored"], "pixel_score": c.get("pixel_score"),
                 "match_kind": c["match_kind"], "region_score": c.get("region_score"),
-                "query_box": c.get("query_box") if c["match_kind"] == "region" else None,
-                "train_box": _box([0, 0, size[0], size[1]]) if size else None,
+                "object_score": c.get("object_score"),
+                "query_box": c.get("object_box") if obj else c.get("query_box") if c["match_kind"] == "region" else None,
+                "train_box": c.get("object_train_box") if obj else _box([0, 0, size[0], size[1]]) if size else None,
                 "verdict_score": float(q_verdict[qi]) if r == 0 else None,
                 "is_replica": bool(rep[qi]) if r == 0 else None,
                 "p_value": float(p[qi]) if r == 0 and np.isfinite(p[qi]) else None,
@@ -102,11 +115,19 @@ def _finite(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 
 
-def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None]) -> tuple[float, float]:
-    """Sort key: (smallest channel p-value, -best raw score); without nulls, by the raw score alone."""
+_CHANNELS = (("score", "global"), ("verify_score", "verified"), ("region_score", "region"),
+             ("pixel_score", "pixel"), ("object_score", "object"))
+
+
+def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None], only: str | None = None,
+              skip: str | None = None) -> tuple[float, float]:
+    """Sort key: (smallest channel p-value, -best raw score); without nulls, by the raw score alone.
+    ``only`` / ``skip``: restrict to, or leave out, one channel (by its null's name)."""
     pv = []
-    for key, null in (("score", nulls.get("global")), ("verify_score", nulls.get("verified")),
-                      ("region_score", nulls.get("region")), ("pixel_score", nulls.get("pixel"))):
+    for key, name in _CHANNELS:
+        if (only is not None and name != only) or name == skip:
+            continue
+        null = nulls.get(name)
         v = c.get(key)
         if v is not None and null is not None and len(null):
             pv.append(float(empirical_p_values(np.asarray(null, np.float64), np.array([v], np.float64))[0]))

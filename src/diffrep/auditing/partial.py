@@ -9,7 +9,7 @@ flat index costs O(windows x N) dot products per generation; HNSW/IVF indexes ma
 
 Calibration treats the region score like any other channel: the same procedure on held-out reference
 images (or training images against the rest of the index, self excluded) gives its null, and
-``fuse_min_p`` folds it into the verdict.
+``fuse_channels`` folds it into the verdict.
 """
 from __future__ import annotations
 

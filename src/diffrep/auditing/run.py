@@ -20,12 +20,13 @@ from ..indexing.load import LoadedIndex, open_index
 from ..progress import ProgressCallback, emit
 from ..report.tables import write_distributions, write_matches, write_skipped, write_summary
 from .background import background_scores
-from .calibration import Calibration, calibrate, fuse_min_p
+from .calibration import Calibration, calibrate, fuse_channels
 from .captions import caption_analysis
 from .evidence import match_rows
 from .rerank import Reranked, best_scores, load_image, verify_candidates, verify_indexed
 from ..descriptors.regions import RegionConfig, RegionEmbedder
 from ..sources import read_location
+from .objects import ObjectConfig, ObjectMatcher, ObjectMatches, object_search
 from .partial import RegionMatches, region_search
 from .stats import score_stats
 from .verify import Verifier, VerifyConfig
@@ -64,17 +65,19 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
           batch_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
           background_sample: int = 10_000, seed: int = 0, verify: bool = True, verify_k: int = 3,
           verify_config: VerifyConfig | None = None, verify_background_sample: int = 1000,
-          dup_counts: bool | None = None, partial: bool = False, partial_k: int = 5,
+          dup_counts: bool | None = None, partial: bool = False, partial_k: int = 10,
           region_config: RegionConfig | None = None, partial_background_sample: int = 300,
+          object_config: ObjectConfig | None = None,
           pixel: bool = True, progress: Optional[ProgressCallback] = None) -> AuditResult:
     """Audit the generated images in ``source`` against the training ``index``; write results to ``out``.
 
     Verdict score: with ``verify`` (default) each query's top ``verify_k`` candidates are aligned and
     compared pixel-wise (``diffrep.auditing.verify``), re-ranked, and the verified score is fused with the
     SSCD top-1 cosine; without it, the SSCD top-1 cosine alone (the paper's statistic). With ``partial``
-    every window of each generation is searched too (``diffrep.auditing.partial``) and the best window's
-    cosine joins the fusion as a third channel, so training objects pasted into part of a generation are
-    found; ``partial_k`` region candidates per image are listed. Threshold:
+    every window of each generation is searched too (``diffrep.auditing.partial``): the best window's
+    cosine joins the fusion as a channel, and each of the ``partial_k`` region candidates' objects is
+    searched for in the generation at the pixel level (``diffrep.auditing.objects``), the best object
+    score joining as another channel, so training objects pasted into part of a generation are found. Threshold:
     calibrated at ``fpr`` on ``reference`` (held-out real images, scored by the same pipeline) if given,
     else on the train-vs-train background; ``threshold`` instead applies a fixed cosine threshold to the
     SSCD top-1 (the paper's rule, no verification). See ``diffrep.auditing.calibration``."""
@@ -135,8 +138,21 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         return region_search(lambda i: load_image(readers[i], max_pixels, side), len(readers), idx, emb,
                              k=min(partial_k, len(idx)), self_ids=self_ids, stage=stage, progress=progress)
 
-    q_reg = regions([r.read for r in queries.records], "regions-queries") if emb is not None else None
-    ref_region = None
+    matcher = ObjectMatcher(object_config) if partial else None
+    size_of = _train_size(train_path) if partial else None
+
+    def objects(records: list, rm: RegionMatches, stage: str) -> ObjectMatches:
+        assert matcher is not None
+        return object_search(lambda i: load_image(records[i], max_pixels, matcher.config.fine), len(records),
+                             rm.ids, train_path, matcher=matcher, train_size=size_of, stage=stage,
+                             progress=progress)
+
+    q_reg = q_obj = None
+    if emb is not None:
+        q_reg = regions([r.read for r in queries.records], "regions-queries")
+        q_obj = objects([r.read for r in queries.records], q_reg, "objects-queries")
+        missing.update(q_obj.missing)
+    ref_region = ref_object = None
 
     ref_scores = ref_verified = ref_pixel = ref_vectors = None
     ref_skipped: list[tuple[str, str]] = []
@@ -152,19 +168,26 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             ref_verified, ref_rr = verified(ref.records, r_ids, "verify-reference")
             ref_pixel = best_scores(ref_rr.pixel)
         if emb is not None:
-            ref_region = regions([r.read for r in ref.records], "regions-reference").top
+            ref_reg = regions([r.read for r in ref.records], "regions-reference")
+            ref_region = ref_reg.top
+            ref_object = objects([r.read for r in ref.records], ref_reg, "objects-reference").top
     bg = background_scores(idx, sample=background_sample, seed=seed, progress=progress)
 
     # the verdict score: the paper's global top-1 cosine, or its fusion with the verified score
-    null_g = null_v = null_r = null_p = None
+    null_g = null_v = null_r = null_p = null_o = None
     if ref_scores is not None:
-        null_g, null_v, null_r, null_p = ref_scores, ref_verified, ref_region, ref_pixel
+        null_g, null_v, null_r, null_p, null_o = ref_scores, ref_verified, ref_region, ref_pixel, ref_object
     elif threshold is None and (verifier is not None or emb is not None):
         sample = min(verify_background_sample, partial_background_sample) if emb else verify_background_sample
-        null_g, null_v, null_r, null_p = train_null(idx, verifier, kv, sample, seed, max_pixels, progress,
-                                            (lambda rd, ids: regions(rd, "regions-background", ids).top)
-                                            if emb else None)
+
+        def partial_null(readers: list, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            rm = regions(readers, "regions-background", ids)
+            return rm.top, objects(readers, rm, "objects-background").top
+
+        null_g, null_v, null_r, null_p, null_o = train_null(idx, verifier, kv, sample, seed, max_pixels, progress,
+                                                            partial_null if emb else None)
     q_region = q_reg.top if q_reg is not None else None
+    q_object = q_obj.top if q_obj is not None else None
     if not pixel:  # the pixel channel switched off: it neither joins the fusion nor orders the evidence
         q_pixel = null_p = None
     channels = [(name, n, q) for name, n, q in (
@@ -172,10 +195,13 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         (f"verified score (aligned gradient correlation, best of the top {kv})", null_v, q_verified),
         ("region score (best window cosine)", null_r, q_region),
         (f"pixel score (blurred-intensity correlation, best of the top {kv})", null_p, q_pixel),
+        ("object score (masked template R^2, best of the region candidates)", null_o, q_object),
     ) if n is not None and q is not None]
     fused = bool(threshold is None and len(channels) > 1 and len(channels[0][1]))
     if fused:
-        null_verdict, q_verdict = fuse_min_p([c[1] for c in channels], [c[2] for c in channels])
+        null_verdict, q_verdict = fuse_channels([c[1] for c in channels], [c[2] for c in channels],
+                                                alone=tuple(i for i, c in enumerate(channels)
+                                                            if c[0].startswith("object")))
         cal = calibrate(reference=null_verdict if ref_scores is not None else None,
                         background=null_verdict if ref_scores is None else None, fpr=fpr,
                         descriptor_name="fused")
@@ -190,14 +216,15 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     rep = cal.is_replica(q_verdict)
     rows, best = match_rows(
         queries.records, scores, ids, kv=kv, q_rr=q_rr, q_verdict=q_verdict, rep=rep, p=p,
-        train={"path": train_path, "id": train_id, "caption": train_cap}, dups=dups, q_reg=q_reg,
+        train={"path": train_path, "id": train_id, "caption": train_cap}, dups=dups, q_reg=q_reg, q_obj=q_obj,
         q_vectors=queries.vectors, train_vectors=idx.vectors,
-        nulls={"global": null_g, "verified": null_v, "region": null_r, "pixel": null_p} if fused else None,
-        train_size=_train_size(train_path) if q_reg is not None else None)
+        nulls={"global": null_g, "verified": null_v, "region": null_r, "pixel": null_p, "object": null_o}
+        if fused else None, train_size=size_of)
     write_matches(out_dir, rows)
     write_distributions(out_dir, {
         "query_top1": top1, "query_verified": q_verified, "query_verdict": q_verdict, "query_region": q_region,
-        "null_region": null_r,
+        "null_region": null_r, "query_pixel": q_pixel, "null_pixel": null_p, "query_object": q_object,
+        "null_object": null_o,
         "reference_top1": ref_scores, "reference_verified": ref_verified, "background": bg,
         "null_verdict": cal.null, "threshold": np.array([cal.threshold]),
     })
@@ -216,6 +243,10 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             "windows_per_image": q_reg.windows, "seconds_per_image": round(q_reg.seconds / max(1, len(q_reg.ids)), 4),
             "config": emb.config.describe() if emb is not None else None, "candidates_per_image": partial_k,
             "region": score_stats(q_region), "reference_region": score_stats(null_r) if null_r is not None else None,
+            "object_matching": matcher.config.describe() if matcher is not None else None,
+            "object_seconds_per_image": round(q_obj.seconds / max(1, len(q_obj.scores)), 4) if q_obj else None,
+            "object": score_stats(q_object), "reference_object": score_stats(null_o) if null_o is not None else None,
+            "object_matches": int(sum(1 for r in rows if r["rank"] == 1 and r["match_kind"] == "object")),
             "partial_matches": int(sum(1 for r in rows if r["rank"] == 1 and r["match_kind"] == "region"))},
         "verification": verifier.config.describe() if verifier is not None else None,
         "verdict": score_stats(q_verdict, paper_threshold=0.5),
@@ -254,8 +285,11 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
 
 def _verdict_description(fused: bool, channels: list[str], partial: bool) -> str:
     if fused:
-        return (f"fused: 1 - min over channels of the empirical p-value ({'; '.join(channels)}) against the "
-                "null (Tippett's rule, leave-one-out for the null)")
+        alone = [c for c in channels if c.startswith("object")]
+        rest = [c for c in channels if c not in alone]
+        return (f"fused: 1 - geometric mean of the two smallest channel p-values ({'; '.join(rest)})"
+                + (f", or the {alone[0].split(' (')[0]}'s own p-value when smaller" if alone else "")
+                + " against the null (smooth-tailed conformal p-values, leave-one-out for the null)")
     if partial:
         return "global: best of the SSCD top-1 cosine and the region score (explicit threshold)"
     return "global: SSCD top-1 cosine"
@@ -302,13 +336,15 @@ def _duplication_summary(dups: np.ndarray | None, best: np.ndarray, rep: np.ndar
 
 
 def train_null(idx: LoadedIndex, verifier: Verifier | None, k: int, sample: int, seed: int, max_pixels: int,
-               progress: Optional[ProgressCallback], region_fn: Callable[[list, np.ndarray], np.ndarray] | None = None,
-               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+               progress: Optional[ProgressCallback],
+               partial_fn: Callable[[list, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Train-vs-train null for the fused score: each sampled training image against the *other* training
-    images: (global second-neighbour cosine, verified score, region score, pixel score), paired per image."""
+    images: (global second-neighbour cosine, verified score, region score, pixel score, object score),
+    paired per image."""
     n = len(idx)
     if n < 2:
-        return np.zeros(0, np.float32), None, None, None
+        return np.zeros(0, np.float32), None, None, None, None
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(n, size=min(n, sample), replace=False))
     sims, cand = idx.search(idx.vectors(pick), k + 1)
@@ -325,7 +361,7 @@ def train_null(idx: LoadedIndex, verifier: Verifier | None, k: int, sample: int,
         rr = verify_indexed(pick, others, paths, verifier, max_pixels=max_pixels, stage="verify-background",
                             progress=progress)
         verified, pixel = best_scores(rr.scores), best_scores(rr.pixel)
-    region = None
-    if region_fn is not None:
-        region = region_fn([functools.partial(read_location, paths[int(j)]) for j in pick], pick)
-    return glob, verified, region, pixel
+    region = obj = None
+    if partial_fn is not None:
+        region, obj = partial_fn([functools.partial(read_location, paths[int(j)]) for j in pick], pick)
+    return glob, verified, region, pixel, obj

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from ..masks import bbox
 from .edits import EDIT_KINDS, _signed, _u, apply_edit, colour_jitter, compose_on_white
 
 QUERY_KINDS: tuple[str, ...] = ("segmix", "segmix-hard", "diagonal", "patch", "edits")
@@ -62,63 +63,22 @@ class Query:
 
 # --- object masks ----------------------------------------------------------------------------------
 
-MIN_MASK_SHARE, MAX_MASK_SHARE = 0.02, 0.97
-
-
 def object_mask(img: Image.Image, user_mask: Image.Image | None = None) -> tuple[np.ndarray, str]:
-    """The object's pixels in ``img``: from the alpha channel where it has one, else ``user_mask``
-    (white = object), else a foreground estimate.
+    """The object's pixels in ``img`` (``diffrep.masks.object_mask``: alpha channel, else ``user_mask``,
+    else a foreground estimate, else the whole image)."""
+    from ..masks import object_mask as mask_of
 
-    The estimate takes the median colour of the image border as background, marks pixels that differ
-    from it by more than 32 levels in any channel, closes small gaps, keeps the largest connected
-    component and fills its holes. When no mask covers 2-97% of the image, the whole image is the object
-    (method ``whole``).
-    """
-    w, h = img.size
-    candidates: list[tuple[np.ndarray, str]] = []
+    alpha = None
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         alpha = np.asarray(img.convert("RGBA"))[..., 3]
-        candidates.append((alpha > 127, "alpha"))
+    user = None
     if user_mask is not None:
         m = user_mask.convert("L")
-        if m.size != (w, h):
-            m = m.resize((w, h), Image.Resampling.NEAREST)
-        candidates.append((np.asarray(m) > 127, "user"))
-    candidates.append((_foreground_estimate(compose_on_white(img)), "estimate"))
-    for mask, method in candidates:
-        share = float(mask.mean())
-        if MIN_MASK_SHARE <= share <= MAX_MASK_SHARE:
-            return mask, method
-    return np.ones((h, w), bool), "whole"
+        if m.size != img.size:
+            m = m.resize(img.size, Image.Resampling.NEAREST)
+        user = np.asarray(m) > 127
+    return mask_of(np.asarray(compose_on_white(img)), alpha, user)
 
-
-def _foreground_estimate(rgb: Image.Image) -> np.ndarray:
-    import cv2
-
-    a = np.asarray(rgb, dtype=np.int16)
-    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
-    bg = np.median(border, axis=0)
-    fg = (np.abs(a - bg).max(axis=2) > 32).astype(np.uint8)
-    k = max(3, (min(fg.shape) // 64) | 1)
-    fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
-    if n <= 1:
-        return np.zeros(fg.shape, bool)
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    comp = (labels == largest).astype(np.uint8)
-    # fill holes: flood the background from the border, everything not reached is object
-    inv = 1 - comp
-    _, bg_labels = cv2.connectedComponents(inv, connectivity=4)
-    edge = set(np.unique(np.concatenate([bg_labels[0], bg_labels[-1], bg_labels[:, 0], bg_labels[:, -1]])))
-    outside = np.isin(bg_labels, list(edge)) & (inv == 1)
-    return ~outside
-
-
-def bbox(mask: np.ndarray) -> Box:
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return [0, 0, int(mask.shape[1]), int(mask.shape[0])]
-    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
 # --- fillers ---------------------------------------------------------------------------------------

@@ -6,10 +6,11 @@
    >= ``candidate_floor``.
 3. A candidate is a link when pixel-level verification (``diffrep.auditing.verify``: alignment + edge
    correlation) scores >= ``verified_threshold``, or its blurred-intensity correlation (the verifier's
-   ``pixel`` score) is >= ``pixel_threshold`` (text overlays, crops and recolourings whose edges changed),
-   or the SSCD cosine alone is >= ``global_threshold`` (for flat images without keypoints). With
-   ``verify=False`` only the cosine rule applies; with ``fpr`` the two calibrated thresholds replace the
-   verified and cosine rules and the (uncalibrated) pixel rule is off.
+   ``pixel`` score) is >= ``pixel_threshold`` (text overlays, crops and recolourings whose edges changed).
+   The SSCD cosine alone (>= ``global_threshold``) links a pair only where there is no pixel evidence:
+   with ``verify=False`` or when a file cannot be read (look-alike icons reach cosine 0.96 while their
+   pixels disagree). With ``fpr`` the two calibrated thresholds replace the verified and cosine rules
+   and the (uncalibrated) pixel rule is off.
 4. Star grouping (``grouping.py``): members link to their representative, no chaining. Representative:
    largest resolution, then the smallest id (earliest in sorted order).
 """
@@ -180,7 +181,10 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
             if j < 0:
                 continue
             v, px = float(verified[p, c]), float(pixel[p, c])
-            ok = cand_sim[p, c] >= global_threshold or (np.isfinite(v) and v >= verified_threshold) or (
+            # the cosine alone decides only where no pixel evidence exists (--no-verify, unreadable file)
+            unverified = not np.isfinite(v) and not np.isfinite(px)
+            ok = (unverified and cand_sim[p, c] >= global_threshold) or (
+                np.isfinite(v) and v >= verified_threshold) or (
                 pixel_threshold is not None and np.isfinite(px) and px >= pixel_threshold)
             if ok:
                 score = v if np.isfinite(v) else float(cand_sim[p, c])

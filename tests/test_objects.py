@@ -1,0 +1,113 @@
+"""Object matching (diffrep.auditing.objects) on real emoji pasted into real emoji scenes, the alpha-keeping
+decoder, and the smooth-tail p-values the fused verdict uses."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from diffrep.auditing.calibration import tail_p_values
+from diffrep.auditing.objects import ObjectMatcher, object_search, object_template
+from diffrep.bench.edits import compose_on_white
+from diffrep.bench.generate import SourceImage, make_query, object_mask
+from diffrep.decode import decode_with_alpha
+from diffrep.masks import bbox
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _paste(obj_file: Path, bg_file: Path, seed: int) -> tuple[np.ndarray, list[int]]:
+    with Image.open(obj_file) as im:
+        rgba = im.convert("RGBA")
+    mask, how = object_mask(rgba)
+    with Image.open(bg_file) as b:
+        fill = b.convert("RGBA")
+    q = make_query("segmix", SourceImage(compose_on_white(rgba), mask, how), fill, np.random.default_rng(seed))
+    return np.asarray(q.image.convert("RGB")), q.query_box
+
+
+def _iou(a: list[int], b: list[int]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_decode_with_alpha(emoji_files: list[Path]) -> None:
+    data = emoji_files[10].read_bytes()
+    rgb, alpha = decode_with_alpha(data)
+    assert rgb.shape == (64, 64, 3) and alpha is not None and alpha.shape == (64, 64)
+    assert alpha.min() == 0 and alpha.max() == 255
+    assert (rgb[alpha == 0] == 255).all()  # composited on white, as decode_image does
+    with Image.open(emoji_files[10]) as im:
+        flat = compose_on_white(im.convert("RGBA")).convert("RGB")
+    rgb2, alpha2 = decode_with_alpha(_png(flat))
+    assert alpha2 is None and rgb2.shape == (64, 64, 3)
+
+
+def test_template_is_the_objects_box(emoji_files: list[Path]) -> None:
+    t = object_template(emoji_files[648].read_bytes(), (64, 64))
+    with Image.open(emoji_files[648]) as im:
+        mask = np.asarray(im.convert("RGBA"))[..., 3] > 127
+    assert t.method == "alpha" and t.box == bbox(mask)
+    assert t.rgb.shape[:2] == t.mask.shape == (t.box[3] - t.box[1], t.box[2] - t.box[0])
+
+
+def test_pasted_object_is_found_with_its_box(emoji_files: list[Path]) -> None:
+    m = ObjectMatcher()
+    for obj, bg, seed in ((648, 2500, 3), (1200, 3100, 7), (2222, 40, 11)):
+        gen, truth_box = _paste(emoji_files[obj], emoji_files[bg], seed)
+        prepared = m.prepare(gen)
+        hit = m.match(prepared, object_template(emoji_files[obj].read_bytes()))
+        assert hit.score > 0.95 and _iou(hit.query_box, truth_box) > 0.8, (obj, hit, truth_box)
+        # the mirrored generation is found mirrored
+        flipped = m.match(m.prepare(np.ascontiguousarray(gen[:, ::-1])), object_template(emoji_files[obj].read_bytes()))
+        assert flipped.score > 0.95 and flipped.mirrored
+        # other emoji's objects are not in this scene
+        others = [m.match(prepared, object_template(emoji_files[j].read_bytes())).score
+                  for j in (obj + 1, obj + 300, 900, 1700)]
+        assert max(others) < hit.score - 0.1, (obj, others, hit.score)
+
+
+def test_flat_object_needs_its_own_colour() -> None:
+    disc = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(disc).ellipse((8, 8, 56, 56), fill=(200, 40, 40, 255))
+    scene = Image.new("RGB", (256, 256), (240, 240, 240))
+    other = ImageOps.colorize(ImageOps.grayscale(disc.convert("RGB")), (40, 40, 200), (240, 240, 240))
+    scene.paste(other.resize((128, 128)), (60, 60), disc.getchannel("A").resize((128, 128)))
+    m = ObjectMatcher()
+    assert m.match(m.prepare(np.asarray(scene)), object_template(_png(disc))).score < 0.5
+    scene.paste(disc.resize((128, 128)), (60, 60), disc.resize((128, 128)))
+    assert m.match(m.prepare(np.asarray(scene)), object_template(_png(disc))).score > 0.9
+
+
+def test_object_search_batches_and_records_missing(emoji_files: list[Path], tmp_path: Path) -> None:
+    gen, _ = _paste(emoji_files[648], emoji_files[2500], 3)
+    paths = [str(emoji_files[648]), str(tmp_path / "gone.png"), str(emoji_files[5])]
+    cand = np.array([[0, 1, 2], [2, -1, -1]])
+    om = object_search(lambda i: gen, 2, cand, paths)
+    assert om.scores[0, 0] > 0.95 and np.isnan(om.scores[0, 1]) and np.isnan(om.scores[1, 1])
+    assert om.missing == [paths[1]]
+    assert om.top[0] == om.scores[0, 0] and om.top[1] == om.scores[1, 0]
+
+
+def test_tail_p_values_are_smooth_and_keep_order_beyond_the_null() -> None:
+    rng = np.random.default_rng(0)
+    null = np.sort(rng.normal(size=300))
+    s = np.linspace(-3, 8, 500)
+    p = tail_p_values(null, s, 300)
+    assert np.all(np.diff(p) <= 1e-15)  # non-increasing
+    beyond = p[s > null[-1]]
+    assert len(beyond) > 10 and np.all(np.diff(beyond) < 0)  # strictly ordered past the largest null score
+    assert beyond[-1] < 1e-6  # a score far out is far more extreme than 1 / (N + 1)
+    # below the tail it is the conformal count
+    mid = null[150]
+    assert tail_p_values(null, np.array([mid]), 300)[0] == (1 + 150) / 301
