@@ -136,7 +136,7 @@ def _page(s: dict[str, Any], plots: dict[str, Optional[Path]], items: list[str],
          f"{s['replicas']} of {s['queries']} generated images are closer to a training image than unseen real "
          "images usually are."),
         ("Threshold", f"{cal['threshold']:.4f}",
-         f"on the {'fused score (SSCD + pixel verification: the two strongest channels' p-values)' if verdict.startswith('fused') else 'SSCD cosine'}"
+         f"on the {'fused score (SSCD + pixel verification: p-values of the two strongest channels)' if verdict.startswith('fused') else 'SSCD cosine'}"
          f", set from {src.get(cal['source'], cal['source'])}."),
         ("Target false-positive rate", _fmt(cal.get("target_fpr"), "g"),
          "share of unseen real images that would be wrongly called replicas at this threshold."),
