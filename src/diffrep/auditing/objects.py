@@ -22,19 +22,16 @@ Cost: about 25 ms per (generation, candidate) pair on one core; ``--partial-k`` 
 """
 from __future__ import annotations
 
-import os
-import threading
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..decode import DecodeError, decode_with_alpha
+from ..decode import decode_with_alpha
 from ..masks import bbox, object_mask
-from ..progress import ProgressCallback, emit
+from ..progress import ProgressCallback
 from ..sources import read_location
+from .cache import LoadingCache, over_candidates
 
 ImageLoader = Callable[[int], Optional[np.ndarray]]
 
@@ -184,33 +181,6 @@ class ObjectMatches:
         return s.max(axis=1) if s.shape[1] else np.full(len(s), -1.0)
 
 
-class _TemplateCache:
-    def __init__(self, paths: Sequence[str], size_of: Callable[[int], tuple[int, int] | None] | None,
-                 capacity: int = 2048) -> None:
-        self.paths, self.size_of, self.capacity = paths, size_of, capacity
-        self._items: OrderedDict[int, Optional[ObjectTemplate]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.missing: list[str] = []
-
-    def get(self, j: int) -> Optional[ObjectTemplate]:
-        with self._lock:
-            if j in self._items:
-                self._items.move_to_end(j)
-                return self._items[j]
-        try:
-            t: Optional[ObjectTemplate] = object_template(read_location(self.paths[j]),
-                                                          self.size_of(j) if self.size_of else None)
-        except (OSError, DecodeError):
-            t = None
-            with self._lock:
-                self.missing.append(self.paths[j])
-        with self._lock:
-            self._items[j] = t
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return t
-
-
 def object_search(load_query: ImageLoader, n: int, cand: np.ndarray, train_paths: Sequence[str], *,
                   matcher: ObjectMatcher | None = None,
                   train_size: Callable[[int], tuple[int, int] | None] | None = None,
@@ -226,27 +196,18 @@ def object_search(load_query: ImageLoader, n: int, cand: np.ndarray, train_paths
     qbox = np.zeros((n, k, 4), np.int64)
     tbox = np.zeros((n, k, 4), np.int64)
     mirrored = np.zeros((n, k), bool)
-    cache = _TemplateCache(train_paths, train_size)
+    cache: LoadingCache[ObjectTemplate] = LoadingCache(
+        lambda j: object_template(read_location(train_paths[j]), train_size(j) if train_size else None),
+        lambda j: train_paths[j], capacity=2048)
 
-    def one(i: int) -> None:
-        img = load_query(i)
-        if img is None:
-            return
-        prepared = matcher.prepare(img)
-        for r in range(k):
-            j = int(cand[i, r])
-            t = cache.get(j) if j >= 0 else None
-            if t is None:
-                continue
-            m = matcher.match(prepared, t)
-            if np.isfinite(m.score):
-                scores[i, r], qbox[i, r], tbox[i, r], mirrored[i, r] = m.score, m.query_box, m.train_box, m.mirrored
+    def visit(i: int, r: int, prepared: tuple, t: Optional[ObjectTemplate]) -> None:
+        m = matcher.match(prepared, t) if t is not None else NO_MATCH
+        if np.isfinite(m.score):
+            scores[i, r], qbox[i, r], tbox[i, r], mirrored[i, r] = m.score, m.query_box, m.train_box, m.mirrored
 
-    emit(progress, stage, 0, n)
-    with ThreadPoolExecutor(max_workers=workers or max(1, os.cpu_count() or 1)) as pool:
-        for done, _ in enumerate(pool.map(one, range(n)), 1):
-            emit(progress, stage, done, n)
-    return ObjectMatches(scores, qbox, tbox, mirrored, cache.missing, time.perf_counter() - t0)
+    over_candidates(load_query, n, cand, cache, matcher.prepare, visit, stage=stage, workers=workers,
+                    progress=progress)
+    return ObjectMatches(scores, qbox, tbox, mirrored, sorted(set(cache.missing)), time.perf_counter() - t0)
 
 
 __all__ = ["NO_MATCH", "ObjectConfig", "ObjectMatch", "ObjectMatcher", "ObjectMatches", "ObjectTemplate",

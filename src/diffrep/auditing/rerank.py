@@ -6,17 +6,15 @@ candidates. A training file that has vanished since indexing scores 0 and is cou
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from ..decode import DecodeError, decode_image
-from ..progress import ProgressCallback, emit
+from ..progress import ProgressCallback
 from ..sources import read_location
+from .cache import LoadingCache, over_candidates
 from .verify import Features, Verifier
 
 ImageLoader = Callable[[int], Optional[np.ndarray]]
@@ -31,68 +29,28 @@ class Reranked:
     missing: list[str] = field(default_factory=list)  # training paths that could not be read
 
 
-class _FeatureCache:
-    def __init__(self, verifier: Verifier, paths: Sequence[str], capacity: int = 4096) -> None:
-        self.verifier, self.paths, self.capacity = verifier, paths, capacity
-        self._items: OrderedDict[int, Optional[Features]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.missing: list[str] = []
-
-    def get(self, j: int) -> Optional[Features]:
-        with self._lock:
-            if j in self._items:
-                self._items.move_to_end(j)
-                return self._items[j]
-        try:
-            feats: Optional[Features] = self.verifier.features(decode_image(read_location(self.paths[j]),
-                                                                            min_side=self.verifier.config.size))
-        except (OSError, DecodeError):
-            feats = None
-            with self._lock:
-                self.missing.append(self.paths[j])
-        with self._lock:
-            self._items[j] = feats
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return feats
-
-
 def verify_candidates(load_query: ImageLoader, n: int, cand: np.ndarray, train_paths: Sequence[str],
                       verifier: Verifier, *, stage: str = "verify", workers: int | None = None,
                       progress: Optional[ProgressCallback] = None) -> Reranked:
     """Verified scores of ``cand`` (n, K FAISS ids) for queries ``load_query(i)`` (decoded RGB or None)."""
-    import os
-
     k = cand.shape[1] if cand.ndim == 2 else 0
     scores = np.full((n, k), np.nan, np.float32)
     inliers = np.zeros((n, k), np.int32)
     mirrored = np.zeros((n, k), bool)
     pixel = np.full((n, k), np.nan, np.float32)
-    cache = _FeatureCache(verifier, train_paths)
+    cache: LoadingCache[Features] = LoadingCache(
+        lambda j: verifier.features(decode_image(read_location(train_paths[j]), min_side=verifier.config.size)),
+        lambda j: train_paths[j])
 
-    def one(i: int) -> None:
-        img = load_query(i)
-        if img is None:
+    def visit(i: int, r: int, views: list, tf: Optional[Features]) -> None:
+        if tf is None:
+            scores[i, r] = pixel[i, r] = 0.0
             return
-        views = verifier.query_features(img)
-        for r in range(k):
-            j = int(cand[i, r])
-            if j < 0:
-                continue
-            tf = cache.get(j)
-            if tf is None:
-                scores[i, r] = pixel[i, r] = 0.0
-                continue
-            v = verifier.verify(views, tf)
-            scores[i, r], inliers[i, r], mirrored[i, r], pixel[i, r] = v.score, v.inliers, v.mirrored, v.pixel
+        v = verifier.verify(views, tf)
+        scores[i, r], inliers[i, r], mirrored[i, r], pixel[i, r] = v.score, v.inliers, v.mirrored, v.pixel
 
-    emit(progress, stage, 0, n)
-    done = 0
-    with ThreadPoolExecutor(max_workers=workers or max(1, os.cpu_count() or 1)) as pool:
-        for _ in pool.map(one, range(n)):
-            done += 1
-            if done % 16 == 0 or done == n:
-                emit(progress, stage, done, n)
+    over_candidates(load_query, n, cand, cache, verifier.query_features, visit, stage=stage, workers=workers,
+                    progress=progress)
     return Reranked(scores, inliers, mirrored, pixel, sorted(set(cache.missing)))
 
 
