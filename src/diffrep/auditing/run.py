@@ -201,7 +201,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     if fused:
         null_verdict, q_verdict = fuse_channels([c[1] for c in channels], [c[2] for c in channels],
                                                 alone=tuple(i for i, c in enumerate(channels)
-                                                            if c[0].startswith("object")))
+                                                            if c[0].startswith(ALONE)))
         cal = calibrate(reference=null_verdict if ref_scores is not None else None,
                         background=null_verdict if ref_scores is None else None, fpr=fpr,
                         descriptor_name="fused")
@@ -283,12 +283,18 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
                        verdict_scores=q_verdict, query_vectors=queries.vectors, reference_vectors=ref_vectors)
 
 
+# channels that decide on their own in the fusion (calibration.fuse_channels): pixel-level comparisons of
+# the whole content at one alignment; the SSCD cosine and the edge score (and the region cosine) are both
+# fooled by look-alikes that share a drawn part, so they must agree
+ALONE = ("pixel score", "object score")
+
+
 def _verdict_description(fused: bool, channels: list[str], partial: bool) -> str:
     if fused:
-        alone = [c for c in channels if c.startswith("object")]
-        rest = [c for c in channels if c not in alone]
-        return (f"fused: 1 - geometric mean of the two smallest channel p-values ({'; '.join(rest)})"
-                + (f", or the {alone[0].split(' (')[0]}'s own p-value when smaller" if alone else "")
+        alone = [c.split(" (")[0] for c in channels if c.startswith(ALONE)]
+        rest = [c for c in channels if not c.startswith(ALONE)]
+        return (f"fused: 1 - min of the geometric mean of the two smallest p-values of ({'; '.join(rest)})"
+                + (f" and the own p-values of the {' and the '.join(alone)}" if alone else "")
                 + " against the null (smooth-tailed conformal p-values, leave-one-out for the null)")
     if partial:
         return "global: best of the SSCD top-1 cosine and the region score (explicit threshold)"
