@@ -52,11 +52,17 @@ def test_decode_with_alpha(emoji_files: list[Path]) -> None:
 
 
 def test_template_is_the_objects_box(emoji_files: list[Path]) -> None:
-    t = object_template(emoji_files[648].read_bytes(), (64, 64))
+    t = object_template(emoji_files[648].read_bytes())
     with Image.open(emoji_files[648]) as im:
         mask = np.asarray(im.convert("RGBA"))[..., 3] > 127
     assert t.method == "alpha" and t.box == bbox(mask)
     assert t.rgb.shape[:2] == t.mask.shape == (t.box[3] - t.box[1], t.box[2] - t.box[0])
+    # a large image is decoded reduced, but its box is reported in the original pixels
+    with Image.open(emoji_files[648]) as im:
+        big = im.convert("RGBA").resize((1024, 1024), Image.Resampling.NEAREST)
+    tb = object_template(_png(big))
+    original = [round(v / tb.scale) for v in tb.box]  # what ObjectMatcher.match reports as train_box
+    assert max(tb.rgb.shape[:2]) < 512 and all(abs(a - 16 * b) <= 16 for a, b in zip(original, t.box)), original
 
 
 def test_pasted_object_is_found_with_its_box(emoji_files: list[Path]) -> None:

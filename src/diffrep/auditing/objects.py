@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..decode import decode_with_alpha
+from ..decode import decode_with_alpha, image_size
 from ..masks import bbox, object_mask
 from ..progress import ProgressCallback
 from ..sources import read_location
@@ -74,12 +74,13 @@ class ObjectMatch:
 NO_MATCH = ObjectMatch(-np.inf, [0, 0, 0, 0], [0, 0, 0, 0], False)
 
 
-def object_template(data: bytes, size: tuple[int, int] | None = None, max_side: int = 256) -> ObjectTemplate:
-    """The object of a training image (encoded ``data``); ``size`` its original (width, height) when known."""
+def object_template(data: bytes, max_side: int = 256) -> ObjectTemplate:
+    """The object of a training image (encoded ``data``); its box is reported in the original pixels even
+    when decoding reduced the image (the header of the same bytes gives the original size)."""
     rgb, alpha = decode_with_alpha(data, min_side=max_side)
     mask, method = object_mask(rgb, alpha)
     x0, y0, x1, y1 = bbox(mask)
-    scale = rgb.shape[1] / size[0] if size else 1.0
+    scale = max(rgb.shape[:2]) / max(image_size(data))  # orientation-independent
     return ObjectTemplate(rgb[y0:y1, x0:x1].astype(np.float32), mask[y0:y1, x0:x1], [x0, y0, x1, y1], scale, method)
 
 
@@ -182,9 +183,7 @@ class ObjectMatches:
 
 
 def object_search(load_query: ImageLoader, n: int, cand: np.ndarray, train_paths: Sequence[str], *,
-                  matcher: ObjectMatcher | None = None,
-                  train_size: Callable[[int], tuple[int, int] | None] | None = None,
-                  stage: str = "objects", workers: int | None = None,
+                  matcher: ObjectMatcher | None = None, stage: str = "objects", workers: int | None = None,
                   progress: Optional[ProgressCallback] = None) -> ObjectMatches:
     """Object scores of the candidates ``cand`` (n, K training FAISS ids, -1 = none) in each query."""
     import time
@@ -197,7 +196,7 @@ def object_search(load_query: ImageLoader, n: int, cand: np.ndarray, train_paths
     tbox = np.zeros((n, k, 4), np.int64)
     mirrored = np.zeros((n, k), bool)
     cache: LoadingCache[ObjectTemplate] = LoadingCache(
-        lambda j: object_template(read_location(train_paths[j]), train_size(j) if train_size else None),
+        lambda j: object_template(read_location(train_paths[j])),
         lambda j: train_paths[j], capacity=2048)
 
     def visit(i: int, r: int, prepared: tuple, t: Optional[ObjectTemplate]) -> None:

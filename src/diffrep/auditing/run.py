@@ -144,13 +144,13 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     def objects(records: list, rm: RegionMatches, stage: str) -> ObjectMatches:
         assert matcher is not None
         return object_search(lambda i: load_image(records[i], max_pixels, matcher.config.fine), len(records),
-                             rm.ids, train_path, matcher=matcher, train_size=size_of, stage=stage,
-                             progress=progress)
+                             rm.ids, train_path, matcher=matcher, stage=stage, progress=progress)
 
     q_reg = q_obj = None
     if emb is not None:
-        q_reg = regions([r.read for r in queries.records], "regions-queries")
-        q_obj = objects([r.read for r in queries.records], q_reg, "objects-queries")
+        q_readers = [r.read for r in queries.records]
+        q_reg = regions(q_readers, "regions-queries")
+        q_obj = objects(q_readers, q_reg, "objects-queries")
         missing.update(q_obj.missing)
     ref_region = ref_object = None
 
@@ -168,9 +168,10 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             ref_verified, ref_rr = verified(ref.records, r_ids, "verify-reference")
             ref_pixel = best_scores(ref_rr.pixel)
         if emb is not None:
-            ref_reg = regions([r.read for r in ref.records], "regions-reference")
+            ref_readers = [r.read for r in ref.records]
+            ref_reg = regions(ref_readers, "regions-reference")
             ref_region = ref_reg.top
-            ref_object = objects([r.read for r in ref.records], ref_reg, "objects-reference").top
+            ref_object = objects(ref_readers, ref_reg, "objects-reference").top
     bg = background_scores(idx, sample=background_sample, seed=seed, progress=progress)
 
     # the verdict score: the paper's global top-1 cosine, or its fusion with the verified score
@@ -190,18 +191,20 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     q_object = q_obj.top if q_obj is not None else None
     if not pixel:  # the pixel channel switched off: it neither joins the fusion nor orders the evidence
         q_pixel = null_p = None
-    channels = [(name, n, q) for name, n, q in (
-        ("SSCD top-1 cosine", null_g, scores[:, 0]),
-        (f"verified score (aligned gradient correlation, best of the top {kv})", null_v, q_verified),
-        ("region score (best window cosine)", null_r, q_region),
-        (f"pixel score (blurred-intensity correlation, best of the top {kv})", null_p, q_pixel),
-        ("object score (masked template R^2, best of the region candidates)", null_o, q_object),
-    ) if n is not None and q is not None]
+    # (name, null, queries, decides alone): the pixel-level channels compare the whole content at one
+    # alignment and may decide on their own; the SSCD cosine, the edge score and the region cosine are all
+    # fooled by look-alikes that share a drawn part, so they must agree (calibration.fuse_channels)
+    channels = [c for c in (
+        ("SSCD top-1 cosine", null_g, scores[:, 0], False),
+        (f"verified score (aligned gradient correlation, best of the top {kv})", null_v, q_verified, False),
+        ("region score (best window cosine)", null_r, q_region, False),
+        (f"pixel score (blurred-intensity correlation, best of the top {kv})", null_p, q_pixel, True),
+        ("object score (masked template R^2, best of the region candidates)", null_o, q_object, True),
+    ) if c[1] is not None and c[2] is not None]
     fused = bool(threshold is None and len(channels) > 1 and len(channels[0][1]))
     if fused:
         null_verdict, q_verdict = fuse_channels([c[1] for c in channels], [c[2] for c in channels],
-                                                alone=tuple(i for i, c in enumerate(channels)
-                                                            if c[0].startswith(ALONE)))
+                                                alone=tuple(i for i, c in enumerate(channels) if c[3]))
         cal = calibrate(reference=null_verdict if ref_scores is not None else None,
                         background=null_verdict if ref_scores is None else None, fpr=fpr,
                         descriptor_name="fused")
@@ -238,7 +241,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         "replicas": n_rep,
         "replication_rate": n_rep / len(queries.records),
         "calibration": cal.describe(),
-        "verdict_score": _verdict_description(fused, [c[0] for c in channels], q_region is not None),
+        "verdict_score": _verdict_description(fused, channels, q_region is not None),
         "partial": None if q_reg is None else {
             "windows_per_image": q_reg.windows, "seconds_per_image": round(q_reg.seconds / max(1, len(q_reg.ids)), 4),
             "config": emb.config.describe() if emb is not None else None, "candidates_per_image": partial_k,
@@ -283,16 +286,10 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
                        verdict_scores=q_verdict, query_vectors=queries.vectors, reference_vectors=ref_vectors)
 
 
-# channels that decide on their own in the fusion (calibration.fuse_channels): pixel-level comparisons of
-# the whole content at one alignment; the SSCD cosine and the edge score (and the region cosine) are both
-# fooled by look-alikes that share a drawn part, so they must agree
-ALONE = ("pixel score", "object score")
-
-
-def _verdict_description(fused: bool, channels: list[str], partial: bool) -> str:
+def _verdict_description(fused: bool, channels: list[tuple], partial: bool) -> str:
     if fused:
-        alone = [c.split(" (")[0] for c in channels if c.startswith(ALONE)]
-        rest = [c for c in channels if not c.startswith(ALONE)]
+        alone = [c[0].split(" (")[0] for c in channels if c[3]]
+        rest = [c[0] for c in channels if not c[3]]
         return (f"fused: 1 - min of the geometric mean of the two smallest p-values of ({'; '.join(rest)})"
                 + (f" and the own p-values of the {' and the '.join(alone)}" if alone else "")
                 + " against the null (smooth-tailed conformal p-values, leave-one-out for the null)")
