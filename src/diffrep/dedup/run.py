@@ -8,8 +8,9 @@
    correlation) scores >= ``verified_threshold``, or its blurred-intensity correlation (the verifier's
    ``pixel`` score) is >= ``pixel_threshold`` (text overlays, crops and recolourings whose edges changed).
    The SSCD cosine alone (>= ``global_threshold``) links a pair only where there is no pixel evidence:
-   with ``verify=False`` or when a file cannot be read (look-alike icons reach cosine 0.96 while their
-   pixels disagree). With ``fpr`` the two calibrated thresholds replace the verified and cosine rules
+   with ``verify=False``, or when the image itself cannot be decoded for verification (a candidate that
+   cannot be read scores 0, which is evidence; look-alike icons reach cosine 0.96 while their pixels
+   disagree). With ``fpr`` the two calibrated thresholds replace the verified and cosine rules
    and the (uncalibrated) pixel rule is off.
 4. Star grouping (``grouping.py``): members link to their representative, no chaining. Representative:
    largest resolution, then the smallest id (earliest in sorted order).
@@ -181,7 +182,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
             if j < 0:
                 continue
             v, px = float(verified[p, c]), float(pixel[p, c])
-            # the cosine alone decides only where no pixel evidence exists (--no-verify, unreadable file)
+            # the cosine alone decides only where no pixel evidence exists (--no-verify, or this image could not be decoded)
             unverified = not np.isfinite(v) and not np.isfinite(px)
             ok = (unverified and cand_sim[p, c] >= global_threshold) or (
                 np.isfinite(v) and v >= verified_threshold) or (
