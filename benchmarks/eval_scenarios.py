@@ -21,7 +21,7 @@ from pathlib import Path
 
 from diffrep.auditing.run import audit
 from diffrep.data import get_dataset, read_groups
-from diffrep.demo import build_scenario, evaluate
+from diffrep.demo import build_scenario, evaluate, pixel_twins
 from diffrep.indexing import index
 
 
@@ -46,6 +46,7 @@ def main() -> None:
             sc = build_scenario(root / "scenario", seed=seed, n_train=a.n_train, n_reference=a.n_reference,
                                 n_copies=a.n_copies, n_unseen=a.n_unseen)
             index(sc.train_dir, root / "index")
+            twins = pixel_twins(sc.train_dir)
             rules = {"fused (default)": {"verify": True}, "global (--no-verify)": {"verify": False},
                      "paper fixed 0.5": {"verify": False, "threshold": 0.5},
                      "SSCD fixed 0.75": {"verify": False, "threshold": 0.75}}
@@ -55,9 +56,10 @@ def main() -> None:
                 out = root / ("audit-" + name.split()[0] + str(kw.get("threshold", "")))
                 audit(sc.generations_dir, root / "index", out, reference=sc.reference_dir, fpr=a.fpr, seed=seed,
                       **kw)
-                ev = evaluate(sc.truth_csv, out / "matches.csv", groups=groups)
+                ev = evaluate(sc.truth_csv, out / "matches.csv", groups=groups, twins=twins)
                 results.append({"seed": seed, "rule": name, "recall": ev["recall"], "fpr": ev["fpr"],
                                 "recall_same_group": ev["recall_same_group"],
+                                "recall_exact_file": ev["recall_exact_file"], "twin_hits": ev["twin_hits"],
                                 "recall_any_source": ev["recall_any_source"],
                                 "per_edit": {k: v["recall"] for k, v in ev["per_edit"].items()},
                                 "misses": ev["misses"], "false_alarms": ev["false_alarm_list"]})

@@ -14,7 +14,7 @@ from PIL import Image
 
 from diffrep import data
 from diffrep.bench.edits import EDIT_KINDS, apply_edit, compose_on_white, prepare, random_edit
-from diffrep.demo import build_scenario, evaluate
+from diffrep.demo import build_scenario, evaluate, pixel_twins
 from diffrep.errors import DiffrepError
 
 
@@ -366,6 +366,25 @@ def test_evaluate_known_numbers(tmp_path: Path):
     ]
     assert res["false_alarm_list"] == [{"generation": "unseen_0000.png", "top1": "a.png", "score": 0.85}]
     json.dumps(res)
+
+
+def test_evaluate_credits_pixel_identical_twins(tmp_path: Path):
+    """A training file with exactly the source's pixels (the emoji set draws some skin-tone variants
+    identically) counts as the source; a different file does not."""
+    truth = _write(tmp_path / "truth.csv", ["generation", "is_copy", "source", "edit", "params"], TRUTH)
+    train = tmp_path / "train"
+    train.mkdir()
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    for name in ("b.png", "z.png"):
+        Image.fromarray(img).save(train / name)
+    Image.fromarray(255 - img).save(train / "y.png")
+    twins = pixel_twins(train)
+    assert twins["b.png"] == twins["z.png"] != twins["y.png"]
+    rows = [["copy_0001.png", 1, "z.png", "", 0.8, "True", 0.01], ["copy_0000.png", 1, "y.png", "", 0.8, "True", 0.01]]
+    res = evaluate(truth, _write(tmp_path / "m.csv", MATCH_HEADER, rows), twins=twins)
+    assert res["copies_found"] == 1 and res["twin_hits"] == 1 and res["recall_exact_file"] == 0.0
+    assert [m["generation"] for m in res["misses"]] == ["copy_0000.png", "copy_0002.png", "copy_0003.png"]
 
 
 def test_evaluate_perfect_and_empty(tmp_path: Path):

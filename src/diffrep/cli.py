@@ -174,6 +174,8 @@ def cmd_demo(a: argparse.Namespace, bars: ProgressBars) -> int:
     _out(f"Against the known truth: {ev['copies_found']}/{ev['copies']} edited copies found with the correct "
          f"source (recall {100 * ev['recall']:.1f}%), {ev['false_alarms']}/{ev['unseen']} unseen images "
          f"flagged (false-positive rate {100 * ev['fpr']:.1f}%).")
+    if ev.get("twin_hits"):
+        _out(f"({ev['twin_hits']} of them matched a training file with exactly the same pixels as the source.)")
     if ev.get("recall_same_group") is not None:
         _out(f"Counting a near-identical variant of the source in the training set (skin tone, recolour) as "
              f"correct: recall {100 * ev['recall_same_group']:.1f}%.")

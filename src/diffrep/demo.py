@@ -222,13 +222,32 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
+def pixel_twins(train_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """{file name: hash of its decoded pixels} for the images in ``train_dir`` (top level), so that
+    :func:`evaluate` can tell when the true source has a pixel-identical twin in the training set."""
+    from .dedup.run import pixel_hash
+    from .decode import DEFAULT_MAX_PIXELS
+
+    out = {}
+    for f in sorted(Path(train_dir).iterdir()):
+        if f.is_file():
+            h = pixel_hash(str(f), DEFAULT_MAX_PIXELS)
+            if h is not None:
+                out[f.name] = h
+    return out
+
+
 def evaluate(truth_csv: str | os.PathLike[str], matches_csv: str | os.PathLike[str],
-             groups: dict[str, str] | None = None) -> dict[str, Any]:
+             groups: dict[str, str] | None = None, twins: dict[str, str] | None = None) -> dict[str, Any]:
     """Score an audit's matches.csv (rank-1 rows) against a scenario's truth.csv.
 
-    ``recall`` needs the exact source file at rank 1. With ``groups`` ({file: group}), ``recall_same_group``
-    also accepts a training image of the source's group (its skin-tone / recolour variants, which are
-    near-identical to it and may sit in the training set beside it)."""
+    ``recall`` needs the source at rank 1: the source file, or with ``twins`` ({file: pixel hash},
+    :func:`pixel_twins`) a training file with exactly the same pixels (the emoji set draws some skin-tone
+    variants identically, e.g. the snowboarder, whose face is hidden: no method can tell which of them a
+    copy came from, so the truth is ambiguous there); ``recall_exact_file`` counts the file name only and
+    ``twin_hits`` the copies credited through a twin. With ``groups`` ({file: group}),
+    ``recall_same_group`` also accepts a training image of the source's group (its skin-tone / recolour
+    variants, which are near-identical to it and may sit in the training set beside it)."""
     truth = _read_csv(truth_csv, TRUTH_COLUMNS, "truth file")
     matches = _read_csv(matches_csv, ("query_path", "rank", "train_path", "score", "is_replica"),
                         "matches file")
@@ -245,7 +264,7 @@ def evaluate(truth_csv: str | os.PathLike[str], matches_csv: str | os.PathLike[s
     per_edit: dict[str, dict[str, Any]] = {}
     misses: list[dict[str, Any]] = []
     false_alarms: list[dict[str, Any]] = []
-    copies = found = any_source = same_group = unseen = n_false = 0
+    copies = found = exact_file = any_source = same_group = unseen = n_false = 0
     for row in truth:
         gen = os.path.basename(row["generation"])
         hit = top1.get(gen)
@@ -257,7 +276,10 @@ def evaluate(truth_csv: str | os.PathLike[str], matches_csv: str | os.PathLike[s
             edit = row["edit"] or ""
             stats = per_edit.setdefault(edit, {"n": 0, "found": 0, "recall": None})
             stats["n"] += 1
-            ok = flagged and top_file == row["source"]
+            twin = bool(twins) and top_file != row["source"] and \
+                twins.get(top_file, "") == twins.get(row["source"], None)
+            ok = flagged and (top_file == row["source"] or twin)
+            exact_file += int(flagged and top_file == row["source"])
             if ok:
                 found += 1
                 stats["found"] += 1
@@ -277,6 +299,7 @@ def evaluate(truth_csv: str | os.PathLike[str], matches_csv: str | os.PathLike[s
         stats["recall"] = _ratio(stats["found"], stats["n"])
     return {
         "copies": copies, "copies_found": found, "recall": _ratio(found, copies),
+        "recall_exact_file": _ratio(exact_file, copies), "twin_hits": found - exact_file,
         "recall_any_source": _ratio(any_source, copies),
         "recall_same_group": _ratio(same_group, copies) if groups is not None else None,
         "unseen": unseen, "false_alarms": n_false, "fpr": _ratio(n_false, unseen),
@@ -284,4 +307,4 @@ def evaluate(truth_csv: str | os.PathLike[str], matches_csv: str | os.PathLike[s
     }
 
 
-__all__ = ["Scenario", "build_scenario", "evaluate"]
+__all__ = ["Scenario", "build_scenario", "evaluate", "pixel_twins"]

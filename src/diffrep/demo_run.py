@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from .auditing.run import audit
 from .data import get_dataset, read_groups
-from .demo import build_scenario, evaluate
+from .demo import build_scenario, evaluate, pixel_twins
 from .fsutil import write_json
 from .indexing.build import index
 from .progress import ProgressCallback
@@ -23,6 +23,6 @@ def run_demo(out: Path, *, seed: int = 0, descriptor: str = "sscd", n_train: int
     res = audit(sc.generations_dir, out / "index", out / "audit", reference=sc.reference_dir, fpr=fpr,
                 seed=seed, progress=progress)
     groups = {f: g for f, (g, _cat) in read_groups(get_dataset("emoji")).items()}
-    ev = evaluate(sc.truth_csv, out / "audit" / "matches.csv", groups=groups)
+    ev = evaluate(sc.truth_csv, out / "audit" / "matches.csv", groups=groups, twins=pixel_twins(sc.train_dir))
     write_json(out / "evaluation.json", ev)
     return {"summary": res.summary, "evaluation": ev, "scenario": sc}

@@ -8,8 +8,17 @@ the same edges?*
 1. SIFT keypoints (OpenCV) on both images at ``size`` px, grayscale, described as RootSIFT (Arandjelovic &
    Zisserman, CVPR 2012); the query is also tried mirrored.
 2. Lowe's ratio test (``ratio``), then RANSAC for a full affine map (6 DOF: crops resized to another aspect
-   ratio are anisotropic scalings), reprojection error ``ransac_px``.
-3. The training image is warped into the query's frame; both are smoothed (Gaussian ``sigma``) and the
+   ratio are anisotropic scalings), reprojection error ``ransac_px``. Only plausible maps count (axis
+   scalings within ``scale_range``, at most ``max_anisotropy`` apart, no reflection): an unconstrained
+   affine map turns a square into a minus sign and a circle into a crescent's bounding ellipse.
+3. Keypoints are few on small flat pictures (icons, emoji: a handful per image), so RANSAC often finds no
+   map for a crop or rotation of one. A second alignment therefore needs no keypoints: the query, shrunk
+   by each of ``ecc_scales``, is located in the training image by template matching (a crop shows part
+   of the training image enlarged), and each such start is refined to a full affine map by maximizing
+   the correlation of the two blurred images (ECC, Evangelidis & Psarakis, PAMI 2008; OpenCV's
+   ``findTransformECC``) at ``ecc_size`` px. The start that converges to the highest correlation gives a
+   second candidate map; the score below is the better of the two maps.
+4. The training image is warped into the query's frame; both are smoothed (Gaussian ``sigma``) and the
    score is the normalized cross-correlation of their gradient magnitudes over the pixels where either
    image has content (non-white) inside the warped frame. Gradients make the score insensitive to colour
    shifts and grayscale conversion; smoothing to blur, JPEG and downscaling.
@@ -45,6 +54,12 @@ class VerifyConfig:
     mirror: bool = True
     root_sift: bool = True
     pixel_sigma: float = 4.0  # blur of the intensity score, in px at `size` (256 / 4 / 2 -> ~32 px of detail)
+    ecc: bool = True  # keypoint-free alignment (template-matched starts refined by ECC) besides RANSAC
+    ecc_size: int = 64
+    ecc_scales: tuple[float, ...] = (1.0, 0.8, 0.64)
+    ecc_iterations: int = 50
+    max_anisotropy: float = 1.6  # largest/smallest axis scaling of an alignment (a crop resized to square)
+    scale_range: tuple[float, float] = (0.25, 4.0)  # allowed axis scalings of an alignment
 
     def describe(self) -> dict[str, Any]:
         return {"method": "sift-ransac-affine+gradient-ncc; blurred-intensity-ncc", **self.__dict__}
@@ -56,6 +71,7 @@ class Features:
     points: np.ndarray  # (n, 2) float32
     desc: Optional[np.ndarray]  # (n, 128) float32
     blur: Optional[np.ndarray] = None  # (size, size) float32, gray blurred by pixel_sigma
+    small: Optional[np.ndarray] = None  # (ecc_size, ecc_size) float32, blurred gray for ECC alignment
 
 
 @dataclass
@@ -95,7 +111,12 @@ class Verifier:
             desc = np.sqrt(desc / (np.abs(desc).sum(axis=1, keepdims=True) + 1e-7)).astype(np.float32)
         pts = np.float32([k.pt for k in kps]) if kps else np.zeros((0, 2), np.float32)
         blur = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), self.config.pixel_sigma)
-        return Features(gray, pts, desc, blur)
+        small = None
+        if self.config.ecc:
+            n = self.config.ecc_size
+            small = cv2.GaussianBlur(cv2.resize(gray, (n, n), interpolation=cv2.INTER_AREA).astype(np.float32),
+                                     (0, 0), n / 64.0)
+        return Features(gray, pts, desc, blur, small)
 
     def query_features(self, image: np.ndarray) -> list[tuple[Features, bool]]:
         views = [(self.features(image), False)]
@@ -113,8 +134,57 @@ class Verifier:
                 pixel = max(pixel, self.pixel_ncc(q, train, v.affine))
             if v.score > best.score:
                 best = v
+            a = self._ecc(q, train)
+            if a is not None:  # for the edge score only: ECC maximizes the blurred correlation itself,
+                # and the best of it over all plausible maps is high for simple look-alike shapes
+                score = self.aligned_ncc(q.gray, train.gray, a)
+                if score > best.score:
+                    best = Verification(score, v.inliers, mirrored, a)
         best.pixel = pixel
         return best
+
+    def plausible(self, affine: np.ndarray) -> bool:
+        """Whether an alignment is an edit a copy plausibly went through: each axis scaled within
+        ``scale_range`` and the two axes by at most ``max_anisotropy`` relative to each other, no reflection
+        (mirroring is its own query view). Without it an affine map turns any rectangle into any other
+        (a minus sign into a square) and any ellipse into a circle, and simple shapes would "align"."""
+        lin = np.asarray(affine, np.float64)[:, :2]
+        if not np.all(np.isfinite(affine)) or np.linalg.det(lin) <= 0:
+            return False
+        s = np.linalg.svd(lin, compute_uv=False)
+        lo, hi = self.config.scale_range
+        return bool(lo <= s[1] and s[0] <= hi and s[0] <= self.config.max_anisotropy * s[1])
+
+    def _ecc(self, q: Features, t: Features) -> Optional[np.ndarray]:
+        """The keypoint-free alignment (step 3): query px -> training px at ``size``, or None."""
+        cv2, c = self.cv2, self.config
+        if q.small is None or t.small is None or float(q.small.std()) < 1e-3 or float(t.small.std()) < 1e-3:
+            return None
+        n = q.small.shape[0]
+        crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, c.ecc_iterations, 1e-4)
+        best, best_cc = None, -np.inf
+        for s in c.ecc_scales:
+            m = int(round(n * s))
+            if m >= n:
+                start = np.float32([[1, 0, 0], [0, 1, 0]])
+            elif m >= 8:
+                r = cv2.matchTemplate(t.small, cv2.resize(q.small, (m, m), interpolation=cv2.INTER_AREA),
+                                      cv2.TM_CCOEFF_NORMED)
+                x0, y0 = cv2.minMaxLoc(r)[3]
+                start = np.float32([[m / n, 0, x0], [0, m / n, y0]])
+            else:
+                continue
+            try:
+                cc, warp = cv2.findTransformECC(q.small, t.small, start, cv2.MOTION_AFFINE, crit, None, 1)
+            except cv2.error:  # did not converge
+                continue
+            if cc > best_cc and self.plausible(warp):
+                best, best_cc = warp, cc
+        if best is None:
+            return None
+        a = best.astype(np.float64)
+        a[:, 2] *= c.size / n  # translation from the ECC frame to `size`; the linear part is scale-free
+        return a
 
     def pixel_ncc(self, q: Features, t: Features, affine: Optional[np.ndarray]) -> float:
         """Correlation of the blurred intensities in the query frame (identity, or ``affine`` query->train)."""
@@ -138,7 +208,7 @@ class Verifier:
         a = q.points[[g.queryIdx for g in good]]
         b = t.points[[g.trainIdx for g in good]]
         affine, mask = cv2.estimateAffine2D(a, b, method=cv2.RANSAC, ransacReprojThreshold=c.ransac_px)
-        if affine is None:
+        if affine is None or not self.plausible(affine):
             return Verification(0.0, 0, mirrored)
         inliers = int(mask.sum())
         return Verification(self.aligned_ncc(q.gray, t.gray, affine), inliers, mirrored, affine)

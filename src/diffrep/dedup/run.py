@@ -58,7 +58,8 @@ class DedupResult:
     paths: list[str]
 
 
-def _pixel_hash(path: str, max_pixels: int) -> Optional[str]:
+def pixel_hash(path: str, max_pixels: int) -> Optional[str]:
+    """Hash of the decoded pixels (composited RGB) and shape: equal for files that show the same image."""
     arr = load_path(path, max_pixels, 256)
     if arr is None:
         return None
@@ -130,7 +131,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     pix_first: dict[str, int] = {}
     todo = [i for i in range(n) if unit_of[i] == i]
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
-        for done, (i, ph) in enumerate(zip(todo, pool.map(lambda i: _pixel_hash(paths[i], max_pixels), todo))):
+        for done, (i, ph) in enumerate(zip(todo, pool.map(lambda i: pixel_hash(paths[i], max_pixels), todo))):
             if ph is not None:
                 if ph in pix_first:
                     unit_of[i], kind_of[i] = pix_first[ph], "pixels"
