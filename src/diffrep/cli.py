@@ -388,8 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--descriptor", default=None, help="descriptor for a new index (default sscd)")
     p.add_argument("--threshold", type=float, default=0.95,
                    help="SSCD cosine that links two images on its own (default 0.95)")
-    p.add_argument("--verified-threshold", type=float, default=0.9,
-                   help="verified score (edge correlation after alignment) that links two images (default 0.9)")
+    p.add_argument("--verified-threshold", type=float, default=0.95,
+                   help="verified score (edge correlation after alignment) that links two images (default 0.95)")
     p.add_argument("--k", type=int, default=10, help="neighbours examined per image (default 10)")
     p.add_argument("--pixel-threshold", type=float, default=0.94, help="link on the blurred-intensity "
                    "correlation at or above this (default 0.94; off with --fpr)")

@@ -17,9 +17,9 @@ the same edges?*
    of the training image enlarged), and each such start is refined to a full affine map by maximizing
    the correlation of the two blurred images (ECC, Evangelidis & Psarakis, PAMI 2008; OpenCV's
    ``findTransformECC``) at ``ecc_size`` px. The start that converges to the highest correlation gives a
-   second candidate map; the edge score below is the better of the two maps. (The pixel score keeps the
-   RANSAC map: ECC maximizes that very correlation, and over all plausible maps a crescent moon reaches
-   0.96 against a filled circle.)
+   second candidate map; the edge score below is the better of the two maps. The pixel score (below) uses
+   the ECC map only when its edge score is at least ``ecc_pixel_gate``: ECC maximizes that very
+   correlation, and over all plausible maps a crescent moon reaches 0.96 against a filled circle.
 4. The training image is warped into the query's frame; both are smoothed (Gaussian ``sigma``) and the
    score is the normalized cross-correlation of their gradient magnitudes over the pixels where either
    image has content (non-white) inside the warped frame. Gradients make the score insensitive to colour
@@ -30,7 +30,7 @@ lower. It is calibrated like any score (reference null, target FPR), never read 
 
 A second, coarser score (``pixel``) compares intensities rather than edges: the normalized correlation of
 the two grayscale images blurred to about 32 px of detail (Gaussian ``pixel_sigma`` at ``size``), in the
-query's frame without alignment and, when RANSAC found one, after it; the best of these and of the
+query's frame without alignment, after the RANSAC map and after the gated ECC map (step 3); the best of these and of the
 mirrored query. It needs no keypoints, so it still sees small or noisy images where SIFT finds too few
 (the speckled samples of small diffusion models, Carlini et al.'s pixel-space copies), and its blur
 makes it insensitive to noise; gradients (the first score) cannot tell noise from structure there.
@@ -60,6 +60,7 @@ class VerifyConfig:
     ecc_size: int = 64
     ecc_scales: tuple[float, ...] = (1.0, 0.8, 0.64)
     ecc_iterations: int = 50
+    ecc_pixel_gate: float = 0.9  # edge score an ECC map needs before the pixel score may use it
     max_anisotropy: float = 1.6  # largest/smallest axis scaling of an alignment (a crop resized to square)
     scale_range: tuple[float, float] = (0.25, 4.0)  # allowed axis scalings of an alignment
 
@@ -137,9 +138,13 @@ class Verifier:
             if v.score > best.score:
                 best = v
             a = self._ecc(q, train)
-            if a is not None:  # for the edge score only: ECC maximizes the blurred correlation itself,
-                # and the best of it over all plausible maps is high for simple look-alike shapes
+            if a is not None:
                 score = self.aligned_ncc(q.gray, train.gray, a)
+                if score >= self.config.ecc_pixel_gate:
+                    # the pixel score uses the ECC map only once the edges confirm it: ECC maximizes the
+                    # blurred correlation itself, so over all plausible maps it is high for simple
+                    # look-alike shapes (a crescent moon against a filled circle) whose edges disagree
+                    pixel = max(pixel, self.pixel_ncc(q, train, a))
                 if score > best.score:
                     best = Verification(score, v.inliers, mirrored, a)
         best.pixel = pixel

@@ -41,7 +41,7 @@ from ..progress import ProgressCallback, emit
 from .grouping import Link, star_groups
 
 PathLike = str | Path
-DEFAULTS = {"k": 10, "candidate_floor": 0.5, "verified_threshold": 0.9, "global_threshold": 0.95,
+DEFAULTS = {"k": 10, "candidate_floor": 0.5, "verified_threshold": 0.95, "global_threshold": 0.95,
             "pixel_threshold": 0.94}
 # Candidate search on an approximate index: near-duplicates sit in the same or a neighbouring k-means cell /
 # graph neighbourhood, so dedup probes far fewer cells than retrieval does (the index's stored nprobe is
