@@ -51,7 +51,7 @@ def main() -> None:
     if a.one:
         _one(demo, out / "audit", a.one)
         return
-    print(f"| setting | wall time (s) | peak RSS (MB) | generations | replicas |\n|---|---|---|---|---|")
+    print("| setting | wall time (s) | peak RSS (MB) | generations | replicas |\n|---|---|---|---|---|")
     for setting in SETTINGS:
         r = subprocess.run([sys.executable, __file__, "--demo", str(demo), "--out", str(out), "--one", setting],
                            capture_output=True, text=True, check=True)
