@@ -53,7 +53,7 @@ def main() -> None:
         return
     print("| setting | wall time (s) | peak RSS (MB) | generations | replicas |\n|---|---|---|---|---|")
     for setting in SETTINGS:
-        r = subprocess.run([sys.executable, __file__, "--demo", str(demo), "--out", str(out), "--one", setting],
+        r = subprocess.run([sys.executable, __file__, "--demo", str(demo), "--out", str(out), f"--one={setting}"],
                            capture_output=True, text=True, check=True)
         row = json.loads(r.stdout.strip().splitlines()[-1])
         print(f"| {setting} | {row['wall_s']} | {row['peak_rss_mb']} | {row['queries']} | {row['replicas']} |",

@@ -94,6 +94,11 @@ def test_background_calibration_when_no_reference(scenario):
     assert r.returncode == 0, r.stderr
     s = json.loads((scenario / "aud2" / "summary.json").read_text())
     assert s["calibration"]["source"] == "background" and s["calibration"]["null_size"] == 40
+    assert s["verification"]["ecc"] is True and s["verification"]["ecc_pixel_gate"] == 0.9
+    r = run("audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--out", str(scenario / "aud5"),
+            "--reference", str(scenario / "ref"), "--no-ecc")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((scenario / "aud5" / "summary.json").read_text())["verification"]["ecc"] is False
     r = run("audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--out", str(scenario / "aud3"),
             "--threshold", "0.9")
     s = json.loads((scenario / "aud3" / "summary.json").read_text())

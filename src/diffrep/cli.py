@@ -89,13 +89,14 @@ def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
 
 def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
     from .auditing.run import audit
+    from .auditing.verify import VerifyConfig
 
     src = a.source if len(a.source) > 1 else a.source[0]
     r = audit(src, a.index, a.out, reference=a.reference, fpr=a.fpr, threshold=a.threshold, top_k=a.top_k,
               descriptor=a.descriptor, captions=a.captions, reference_captions=a.reference_captions,
               batch_size=a.batch_size, max_pixels=a.max_pixels, seed=a.seed, verify=a.verify,
-              verify_k=a.verify_k, dup_counts=a.dup_counts, partial=a.partial, partial_k=a.partial_k,
-              progress=bars)
+              verify_k=a.verify_k, verify_config=VerifyConfig(ecc=a.ecc), dup_counts=a.dup_counts,
+              partial=a.partial, partial_k=a.partial_k, progress=bars)
     print_audit_summary(r.summary, Path(a.out))
     if a.report:
         from .report.html import render_report
@@ -361,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip pixel-level verification: verdict on the SSCD top-1 cosine alone (the paper's rule)")
     p.add_argument("--verify-k", type=int, default=3,
                    help="candidates per image verified and re-ranked (default 3; cost grows linearly)")
+    p.add_argument("--no-ecc", dest="ecc", action="store_false",
+                   help="align candidates by keypoints (RANSAC) only: about half the verification time, but "
+                        "crops and rotations of small flat images (icons, emoji) are found less often "
+                        "(docs/audit.md, step 2b)")
     p.add_argument("--partial", action="store_true",
                    help="also find training images copied into part of a generation (every window of its SSCD "
                         "feature map searched; ~3x the embedding cost; see docs/partial.md)")
