@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from PIL import Image, ImageOps
 from diffrep.bench.edits import compose_on_white
 from diffrep.dedup import dedup
 from diffrep.dedup.grouping import Link, star_groups
+from diffrep.dedup.run import DEFAULTS
 from diffrep.errors import DiffrepError
 
 
@@ -96,6 +98,15 @@ def test_dedup_cli_reuses_index(collection, tmp_path):
     r = subprocess.run([sys.executable, "-m", "diffrep", "dedup", "--out", str(tmp_path / "p")],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "SOURCE" in r.stderr
+    # the CLI leaves unset link rules to the library, and its help states the library's defaults
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())["rule"]
+    assert {k: s[k] for k in ("k", "verified_threshold", "global_threshold", "pixel_threshold")} == \
+        {k: DEFAULTS[k] for k in ("k", "verified_threshold", "global_threshold", "pixel_threshold")}
+    helptext = " ".join(subprocess.run([sys.executable, "-m", "diffrep", "dedup", "--help"], capture_output=True,
+                                       text=True).stdout.split())
+    for flag, key in (("--threshold", "global_threshold"), ("--verified-threshold", "verified_threshold"),
+                      ("--k", "k"), ("--pixel-threshold", "pixel_threshold")):
+        assert re.search(re.escape(flag) + r" \S+ .*?\(default " + re.escape(str(DEFAULTS[key])), helptext), flag
 
 
 def test_audit_reports_duplicate_counts(collection, tmp_path):

@@ -147,10 +147,15 @@ def cmd_dedup(a: argparse.Namespace, bars: ProgressBars) -> int:
     from .dedup import dedup
 
     src = (a.source if len(a.source) > 1 else a.source[0]) if a.source else None
-    r = dedup(src, a.out, index=a.index, descriptor=a.descriptor, k=a.k, verify=a.verify,
-              verified_threshold=a.verified_threshold, global_threshold=a.threshold, captions=a.captions,
+    # link rules the user did not set keep the library's defaults (dedup.run.DEFAULTS), defined once there
+    given = {k: v for k, v in (("k", a.k), ("verified_threshold", a.verified_threshold),
+                               ("global_threshold", a.threshold), ("pixel_threshold", a.pixel_threshold))
+             if v is not None}
+    if not a.pixel:
+        given["pixel_threshold"] = None
+    r = dedup(src, a.out, index=a.index, descriptor=a.descriptor, verify=a.verify, captions=a.captions,
               max_pixels=a.max_pixels, mode=a.mode, eps=a.eps, fpr=a.fpr, reference=a.reference, nprobe=a.nprobe,
-              pixel_threshold=a.pixel_threshold if a.pixel else None, progress=bars)
+              progress=bars, **given)
     s = r.summary
     cal = s["rule"].get("calibration") or {}
     if cal.get("source") == "reference":
@@ -391,12 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (groups.csv, keep.txt, remove.txt, ...)")
     p.add_argument("--index", default=None, help="reuse an index built by `diffrep index` instead of embedding")
     p.add_argument("--descriptor", default=None, help="descriptor for a new index (default sscd)")
-    p.add_argument("--threshold", type=float, default=0.95,
+    p.add_argument("--threshold", type=float, default=None,
                    help="SSCD cosine that links two images on its own (default 0.95)")
-    p.add_argument("--verified-threshold", type=float, default=0.95,
+    p.add_argument("--verified-threshold", type=float, default=None,
                    help="verified score (edge correlation after alignment) that links two images (default 0.95)")
-    p.add_argument("--k", type=int, default=10, help="neighbours examined per image (default 10)")
-    p.add_argument("--pixel-threshold", type=float, default=0.94, help="link on the blurred-intensity "
+    p.add_argument("--k", type=int, default=None, help="neighbours examined per image (default 10)")
+    p.add_argument("--pixel-threshold", type=float, default=None, help="link on the blurred-intensity "
                    "correlation at or above this (default 0.94; off with --fpr)")
     p.add_argument("--no-pixel", dest="pixel", action="store_false", help="no pixel-correlation link rule")
     p.add_argument("--nprobe", type=int, default=8, help="IVF cells probed by the candidate search on an "

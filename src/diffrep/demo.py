@@ -276,10 +276,11 @@ def evaluate(truth_csv: str | os.PathLike[str], matches_csv: str | os.PathLike[s
             edit = row["edit"] or ""
             stats = per_edit.setdefault(edit, {"n": 0, "found": 0, "recall": None})
             stats["n"] += 1
-            twin = bool(twins) and top_file != row["source"] and \
-                twins.get(top_file, "") == twins.get(row["source"], None)
-            ok = flagged and (top_file == row["source"] or twin)
-            exact_file += int(flagged and top_file == row["source"])
+            exact = top_file == row["source"]
+            h = (twins or {}).get(top_file)
+            twin = not exact and h is not None and h == (twins or {}).get(row["source"])
+            ok = flagged and (exact or twin)
+            exact_file += int(flagged and exact)
             if ok:
                 found += 1
                 stats["found"] += 1
