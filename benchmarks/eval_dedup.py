@@ -23,20 +23,33 @@ import numpy as np
 from PIL import Image
 
 from diffrep.bench.edits import DUPLICATE_KINDS, apply_edit
-from diffrep.data import get_dataset, read_groups
+from diffrep.data import get_dataset, read_captions, read_groups
 from diffrep.dedup import dedup
+from diffrep.emoji_groups import unrelated_subset
 from diffrep.indexing import index, open_index
 
 
-def build(root: Path, seed: int, n_base: int, n_dup: int) -> dict[str, str]:
-    """Write the collection; return {file: original file} for every image (originals map to themselves)."""
+def build(root: Path, seed: int, n_base: int, n_dup: int, base_rule: str = "unrelated") -> dict[str, str]:
+    """Write the collection; return {file: original file} for every image (originals map to themselves).
+
+    ``base_rule="families"``: one emoji per family of groups.csv (the benchmark until 2026-11-23);
+    ``"unrelated"`` (default): also no emoji drawn from another one in the base (names and code points,
+    ``emoji_groups.unrelated_subset``): "mobile phone" and "mobile phone with rightwards arrow" are one
+    drawing plus an arrow, i.e. a duplicate by the benchmark's own edits (overlay, pad), not a false pair."""
     ds = get_dataset("emoji")
     groups = read_groups(ds)
     first: dict[str, str] = {}
     for f in sorted(groups):
         first.setdefault(groups[f][0], f)
     rng = np.random.default_rng(seed)
-    base = sorted(rng.choice(sorted(first.values()), size=n_base, replace=False).tolist())
+    if base_rule == "families":
+        base = sorted(rng.choice(sorted(first.values()), size=n_base, replace=False).tolist())
+    else:
+        order = [str(f) for f in rng.permutation(sorted(first.values()))]
+        pool = unrelated_subset(order, read_captions(ds))
+        if len(pool) < n_base:
+            raise SystemExit(f"only {len(pool)} unrelated emoji families; ask for fewer (--n-base)")
+        base = sorted(pool[:n_base])
     root.mkdir(parents=True)
     truth = {}
     for f in base:
@@ -49,7 +62,8 @@ def build(root: Path, seed: int, n_base: int, n_dup: int) -> dict[str, str]:
         img.save(root / name)
         truth[name] = f
     # held-out families (never in the collection): the reference for --fpr calibration
-    rest = sorted(set(first.values()) - set(base))
+    rest = sorted(set(first.values()) - set(base)) if base_rule == "families" else sorted(
+        set(unrelated_subset(base + [f for f in order if f not in base], read_captions(ds))) - set(base))
     ref = root.parent / "reference"
     ref.mkdir()
     for f in sorted(rng.choice(rest, size=min(300, len(rest)), replace=False).tolist()):
@@ -150,6 +164,9 @@ def main() -> None:
                     help="also run dedup with a pixel-score link rule at each threshold")
     ap.add_argument("--fpr", type=float, nargs="*", default=[],
                     help="also run dedup --fpr F --reference (300 held-out emoji families) for each F")
+    ap.add_argument("--base", choices=("unrelated", "families"), default="unrelated",
+                    help="base collection: one emoji per family and none drawn from another (default), or "
+                         "one per family only (the benchmark before 2026-11-23)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--false-pairs", default=None, metavar="PNG",
                     help="write the default run's false pairs side by side to this image")
@@ -157,7 +174,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="diffrep-dedup-eval-"))
     rows = []
     try:
-        truth = build(work / "images", a.seed, a.n_base, a.n_dup)
+        truth = build(work / "images", a.seed, a.n_base, a.n_dup, a.base)
         index(work / "images", work / "index")
         files = sorted(truth)
         over = {k: v for k, v in (("verified_threshold", a.verified_threshold),
@@ -191,7 +208,7 @@ def main() -> None:
             pairs_figure(wrong, work / "images", Path(a.false_pairs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"seed {a.seed}: {a.n_base} originals, {a.n_dup} injected duplicates\n")
+    print(f"seed {a.seed}: {a.n_base} originals ({a.base} base), {a.n_dup} injected duplicates\n")
     print("| method | pairs grouped (recall) | precision | false pairs |")
     print("|---|---|---|---|")
     for r in rows:

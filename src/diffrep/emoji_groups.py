@@ -200,3 +200,32 @@ def composed_of(candidates: list[str], training: list[str], captions: dict[str, 
         if hit is not None and hit != f:
             out[f] = hit
     return out
+
+
+def unrelated_subset(order: list[str], captions: dict[str, str], limit: int | None = None) -> list[str]:
+    """A subset of ``order`` (emoji files, taken greedily in that order) in which no emoji is drawn from
+    another by :func:`composed_of`'s rule ("mobile phone with rightwards arrow" is the "mobile phone" with
+    an arrow, "fountain pen" names the "pen") and no two multi-part emoji share a ZWJ component ("man
+    office worker" and "man health worker" are the same man in other clothes). A collection meant to hold
+    no near-duplicates (the dedup benchmark's base, docs/dedup.md) needs this beyond the families of
+    ``groups.csv``, which only merge variants of one picture. Names and code points only, no pixels."""
+    taken: list[str] = []
+    own: set[tuple[str, ...]] = set()  # identities of taken single-part emoji: components, name words
+    parts: set[tuple[str, ...]] = set()  # what taken emoji contain: components, contiguous name sub-phrases
+    shared: set[tuple[str, ...]] = set()  # components of taken multi-part emoji
+    for f in order:
+        comps = _components(Path(f).stem)
+        w = _words(captions.get(f, ""))
+        mine = {("c",) + comps[0], ("w",) + w} if len(comps) == 1 else set()
+        inside = {("c",) + c for c in comps} if len(comps) > 1 else set()
+        inside |= {("w",) + w[i:i + n] for n in range(1, len(w)) for i in range(len(w) - n + 1)}
+        multi = {("c",) + c for c in comps} if len(comps) > 1 else set()
+        if mine & parts or inside & own or multi & shared:
+            continue
+        taken.append(f)
+        own |= mine
+        parts |= inside
+        shared |= multi
+        if limit is not None and len(taken) >= limit:
+            break
+    return taken

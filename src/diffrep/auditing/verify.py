@@ -63,6 +63,7 @@ class VerifyConfig:
     ecc_pixel_gate: float = 0.9  # edge score an ECC map needs before the pixel score may use it
     max_anisotropy: float = 1.6  # largest/smallest axis scaling of an alignment (a crop resized to square)
     scale_range: tuple[float, float] = (0.25, 4.0)  # allowed axis scalings of an alignment
+    max_rotation: float = 45.0  # degrees; larger turns are other pictures (decoding applies EXIF orientation)
 
     def describe(self) -> dict[str, Any]:
         return {"method": "sift-ransac-affine|ecc-affine+gradient-ncc; blurred-intensity-ncc", **self.__dict__}
@@ -153,14 +154,21 @@ class Verifier:
     def plausible(self, affine: np.ndarray) -> bool:
         """Whether an alignment is an edit a copy plausibly went through: each axis scaled within
         ``scale_range`` and the two axes by at most ``max_anisotropy`` relative to each other, no reflection
-        (mirroring is its own query view). Without it an affine map turns any rectangle into any other
-        (a minus sign into a square) and any ellipse into a circle, and simple shapes would "align"."""
+        (mirroring is its own query view), turned by at most ``max_rotation`` degrees. Without it an affine
+        map turns any rectangle into any other (a minus sign into a square) and any ellipse into a circle,
+        and simple shapes would "align"; without the rotation limit, distinct drawings that are one picture
+        turned (the "upside-down face" is the "slightly smiling face" turned 180 degrees, the "rightwards
+        hand" the "raised back of hand" turned 90) align as copies. Camera quarter turns are undone by
+        decoding (EXIF orientation) before any of this."""
         lin = np.asarray(affine, np.float64)[:, :2]
         if not np.all(np.isfinite(affine)) or np.linalg.det(lin) <= 0:
             return False
-        s = np.linalg.svd(lin, compute_uv=False)
+        u, s, vt = np.linalg.svd(lin)
+        rot = u @ vt  # the rotation of the polar decomposition lin = rot @ (symmetric positive part)
+        angle = abs(np.degrees(np.arctan2(rot[1, 0], rot[0, 0])))
         lo, hi = self.config.scale_range
-        return bool(lo <= s[1] and s[0] <= hi and s[0] <= self.config.max_anisotropy * s[1])
+        return bool(lo <= s[1] and s[0] <= hi and s[0] <= self.config.max_anisotropy * s[1]
+                    and angle <= self.config.max_rotation)
 
     def _ecc(self, q: Features, t: Features) -> Optional[np.ndarray]:
         """The keypoint-free alignment (step 3): query px -> training px at ``size``, or None."""
