@@ -31,7 +31,7 @@ from diffrep.auditing.run import audit
 from diffrep.bench.generate import SourceImage, make_query, object_mask
 from diffrep.bench.edits import compose_on_white
 from diffrep.demo import build_scenario, evaluate
-from diffrep.emoji_groups import composed_of
+from diffrep.emoji_groups import related_to
 from diffrep.indexing.build import index
 
 
@@ -63,7 +63,7 @@ def build(work: Path, seed: int, n_segmix: int, n_unseen_comp: int, n_ref_comp: 
     sc = build_scenario(work / "scenario", seed=seed, n_train=1000, n_reference=300, n_copies=160, n_unseen=200)
     marker = work / "partial.json"
     truth = work / "truth.csv"
-    params = {"seed": seed, "n": [n_segmix, n_unseen_comp, n_ref_comp], "clean": clean}
+    params = {"seed": seed, "n": [n_segmix, n_unseen_comp, n_ref_comp], "clean": "related" if clean else False}
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return sc, truth
     rng = np.random.default_rng(1000 + seed)
@@ -74,8 +74,8 @@ def build(work: Path, seed: int, n_segmix: int, n_unseen_comp: int, n_ref_comp: 
     unseen = sorted(ds / f for f in meta["unseen_sources"].values())
     gens = sc.generations_dir
     rows = list(csv.reader(open(sc.truth_csv)))
-    if clean:  # held-out emoji drawn from a training emoji's picture are partial copies: leave them out
-        composed = composed_of([p.name for p in refs + unseen], [p.name for p in train],
+    if clean:  # held-out emoji that share a drawing with a training emoji are copies: leave them out
+        composed = related_to([p.name for p in refs + unseen], [p.name for p in train],
                                data.read_captions(data.get_dataset("emoji")))
         for p in refs:
             if p.name in composed:
@@ -143,8 +143,8 @@ def main() -> None:
     ap.add_argument("--fpr", type=float, default=0.01)
     ap.add_argument("--segmix", type=int, default=160)
     ap.add_argument("--clean-held-out", action="store_true",
-                    help="leave out held-out emoji drawn from a training emoji (emoji_groups.composed_of): "
-                         "they contain a training object, so they are partial copies, not unseen images")
+                    help="leave out held-out emoji that share a drawing with a training emoji (emoji_groups.related_to): "
+                         "they are partial or whole copies, not unseen images")
     ap.add_argument("--null-figure", default=None, metavar="PNG",
                     help="draw the reference images with the highest object scores beside their matches")
     args = ap.parse_args()

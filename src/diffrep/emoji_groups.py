@@ -229,3 +229,45 @@ def unrelated_subset(order: list[str], captions: dict[str, str], limit: int | No
         if limit is not None and len(taken) >= limit:
             break
     return taken
+
+
+_MODIFIERS = {("2640",), ("2642",), ("27a1",), ("2b1b",), ("2b1c",)}  # gender signs, arrows, colour squares
+_VARIANT_WORDS = frozenset("red orange yellow green blue purple brown small large big little".split())
+
+
+def related_to(candidates: list[str], training: list[str], captions: dict[str, str]) -> dict[str, str]:
+    """Which ``candidates`` share a drawing with a ``training`` emoji, by names and code points (no pixels):
+    {file: a related training file}. Beyond :func:`composed_of` (the candidate contains a training emoji):
+    the reverse (a training emoji contains the candidate: the "mobile phone" is in the training "mobile
+    phone with rightwards arrow"), a ZWJ component shared by two multi-part emoji (the same head in "woman
+    office worker" and "man health worker"; gender signs and arrows do not count), and names equal up to colour and size words ("orange
+    book" / "blue book", "small" / "large orange diamond", "red" / "green apple": one picture recoloured
+    or scaled, which ``groups.csv``'s edge-map families miss when the drawings differ slightly). Held-out
+    images like these are partial or whole copies of training images, not unseen ones."""
+    out = dict(composed_of(candidates, training, captions))
+    for t, c in composed_of(training, candidates, captions).items():
+        out.setdefault(c, t)
+    by_comp: dict[tuple[str, ...], str] = {}
+    by_name: dict[str, str] = {}
+    for t in sorted(training):
+        comps = _components(Path(t).stem)
+        if len(comps) > 1:
+            for c in comps:
+                if c not in _MODIFIERS:
+                    by_comp.setdefault(c, t)
+        by_name.setdefault(_variant_name(captions.get(t, "")), t)
+    by_name.pop("", None)
+    for f in candidates:
+        if f in out:
+            continue
+        comps = _components(Path(f).stem)
+        hit = next((by_comp[c] for c in comps if len(comps) > 1 and c in by_comp), None)
+        hit = hit or by_name.get(_variant_name(captions.get(f, "")))
+        if hit is not None and hit != f:
+            out[f] = hit
+    return out
+
+
+def _variant_name(caption: str) -> str:
+    """The family name (:func:`_name_family`) without colour and size words."""
+    return " ".join(w for w in _name_family(caption).split() if w not in _VARIANT_WORDS)
