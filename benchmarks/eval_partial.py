@@ -142,6 +142,7 @@ def main() -> None:
     ap.add_argument("--no-partial", dest="partial", action="store_false")
     ap.add_argument("--fpr", type=float, default=0.01)
     ap.add_argument("--segmix", type=int, default=160)
+    ap.add_argument("--partial-k", type=int, default=None, help="region candidates object-matched (audit default)")
     ap.add_argument("--clean-held-out", action="store_true",
                     help="leave out held-out emoji that share a drawing with a training emoji (emoji_groups.related_to): "
                          "they are partial or whole copies, not unseen images")
@@ -154,9 +155,11 @@ def main() -> None:
         sc, truth = build(work, seed, args.segmix, 100, 150, clean=args.clean_held_out)
         index(sc.train_dir, work / "index")
         t0 = time.perf_counter()
-        out = work / ("audit-partial" if args.partial else "audit-global")
+        out = work / (("audit-partial" if args.partial else "audit-global")
+                      + (f"-k{args.partial_k}" if args.partial_k else ""))
+        kw = {"partial_k": args.partial_k} if args.partial_k else {}
         res = audit(sc.generations_dir, work / "index", out, reference=sc.reference_dir, fpr=args.fpr,
-                    partial=args.partial)
+                    partial=args.partial, **kw)
         ev = evaluate(truth, out / "matches.csv", groups)
         ev["seconds"] = round(time.perf_counter() - t0, 1)
         ev["partial"] = res.summary.get("partial")
