@@ -206,7 +206,8 @@ def unrelated_subset(order: list[str], captions: dict[str, str], limit: int | No
     """A subset of ``order`` (emoji files, taken greedily in that order) in which no emoji is drawn from
     another by :func:`composed_of`'s rule ("mobile phone with rightwards arrow" is the "mobile phone" with
     an arrow, "fountain pen" names the "pen") and no two multi-part emoji share a ZWJ component ("man
-    office worker" and "man health worker" are the same man in other clothes). A collection meant to hold
+    office worker" and "man health worker" are the same man in other clothes; gender signs count too, which
+    is stricter than :func:`related_to`). A collection meant to hold
     no near-duplicates (the dedup benchmark's base, docs/dedup.md) needs this beyond the families of
     ``groups.csv``, which only merge variants of one picture. Names and code points only, no pixels."""
     taken: list[str] = []
@@ -239,9 +240,10 @@ def related_to(candidates: list[str], training: list[str], captions: dict[str, s
     """Which ``candidates`` share a drawing with a ``training`` emoji, by names and code points (no pixels):
     {file: a related training file}. Beyond :func:`composed_of` (the candidate contains a training emoji):
     the reverse (a training emoji contains the candidate: the "mobile phone" is in the training "mobile
-    phone with rightwards arrow"), a ZWJ component shared by two multi-part emoji (the same head in "woman
-    office worker" and "man health worker"; gender signs and arrows do not count), and names equal up to colour and size words ("orange
-    book" / "blue book", "small" / "large orange diamond", "red" / "green apple": one picture recoloured
+    phone with rightwards arrow"), a ZWJ component shared by two multi-part emoji (the same man in "man
+    office worker" and "man health worker"; gender signs and arrows do not count), and names equal up to
+    colour and size words ("orange book" / "blue book", "small" / "large orange diamond", "red" / "green
+    apple": one picture recoloured
     or scaled, which ``groups.csv``'s edge-map families miss when the drawings differ slightly). Held-out
     images like these are partial or whole copies of training images, not unseen ones."""
     out = dict(composed_of(candidates, training, captions))
