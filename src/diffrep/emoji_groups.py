@@ -243,8 +243,8 @@ def related_to(candidates: list[str], training: list[str], captions: dict[str, s
     phone with rightwards arrow"), a ZWJ component shared by two multi-part emoji (the same man in "man
     office worker" and "man health worker"; gender signs and arrows do not count), and names equal up to
     colour and size words ("orange book" / "blue book", "small" / "large orange diamond", "red" / "green
-    apple": one picture recoloured
-    or scaled, which ``groups.csv``'s edge-map families miss when the drawings differ slightly). Held-out
+    apple": one picture recoloured or scaled, which ``groups.csv``'s edge-map families miss when the
+    drawings differ slightly). Held-out
     images like these are partial or whole copies of training images, not unseen ones."""
     out = dict(composed_of(candidates, training, captions))
     for t, c in composed_of(training, candidates, captions).items():
