@@ -81,7 +81,7 @@ class Features:
 @dataclass
 class Verification:
     score: float
-    inliers: int
+    inliers: int  # RANSAC inliers of the map that gave `score` (0 when the keypoint-free ECC map gave it)
     mirrored: bool
     affine: Optional[np.ndarray] = None  # 2x3, query px -> training px (at `size`)
     pixel: float = 0.0  # blurred-intensity correlation (best over views and alignments)
@@ -146,8 +146,8 @@ class Verifier:
                     # blurred correlation itself, so over all plausible maps it is high for simple
                     # look-alike shapes (a crescent moon against a filled circle) whose edges disagree
                     pixel = max(pixel, self.pixel_ncc(q, train, a))
-                if score > best.score:
-                    best = Verification(score, v.inliers, mirrored, a)
+                if score > best.score:  # no keypoints support this map: 0 inliers, not the RANSAC map's count
+                    best = Verification(score, 0, mirrored, a)
         best.pixel = pixel
         return best
 
