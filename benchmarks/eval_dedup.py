@@ -44,12 +44,14 @@ def build(root: Path, seed: int, n_base: int, n_dup: int, base_rule: str = "unre
     rng = np.random.default_rng(seed)
     if base_rule == "families":
         base = sorted(rng.choice(sorted(first.values()), size=n_base, replace=False).tolist())
+        rest = sorted(set(first.values()) - set(base))
     else:
         order = [str(f) for f in rng.permutation(sorted(first.values()))]
         pool = unrelated_subset(order, read_captions(ds))
         if len(pool) < n_base:
             raise SystemExit(f"only {len(pool)} unrelated emoji families; ask for fewer (--n-base)")
-        base = sorted(pool[:n_base])
+        # the relation is symmetric, so the greedy pool's tail is exactly what stays unrelated to the base
+        base, rest = sorted(pool[:n_base]), sorted(pool[n_base:])
     root.mkdir(parents=True)
     truth = {}
     for f in base:
@@ -61,9 +63,7 @@ def build(root: Path, seed: int, n_base: int, n_dup: int, base_rule: str = "unre
         name = f"dup_{i:04d}_{kind}.png"
         img.save(root / name)
         truth[name] = f
-    # held-out families (never in the collection): the reference for --fpr calibration
-    rest = sorted(set(first.values()) - set(base)) if base_rule == "families" else sorted(
-        set(unrelated_subset(base + [f for f in order if f not in base], read_captions(ds))) - set(base))
+    # held-out families (`rest`, never in the collection): the reference for --fpr calibration
     ref = root.parent / "reference"
     ref.mkdir()
     for f in sorted(rng.choice(rest, size=min(300, len(rest)), replace=False).tolist()):

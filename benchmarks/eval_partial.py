@@ -75,18 +75,18 @@ def build(work: Path, seed: int, n_segmix: int, n_unseen_comp: int, n_ref_comp: 
     gens = sc.generations_dir
     rows = list(csv.reader(open(sc.truth_csv)))
     if clean:  # held-out emoji that share a drawing with a training emoji are copies: leave them out
-        composed = related_to([p.name for p in refs + unseen], [p.name for p in train],
-                               data.read_captions(data.get_dataset("emoji")))
+        related = related_to([p.name for p in refs + unseen], [p.name for p in train],
+                             data.read_captions(data.get_dataset("emoji")))
         for p in refs:
-            if p.name in composed:
+            if p.name in related:
                 p.unlink()
-        refs = [p for p in refs if p.name not in composed]
-        unseen = [p for p in unseen if p.name not in composed]
-        drop = {g for g, src in meta["unseen_sources"].items() if src in composed}
+        refs = [p for p in refs if p.name not in related]
+        unseen = [p for p in unseen if p.name not in related]
+        drop = {g for g, src in meta["unseen_sources"].items() if src in related}
         for g in drop:
             (gens / g).unlink()
         rows = [r for r in rows if r[0] not in drop]
-        (work / "composed.json").write_text(json.dumps(composed, indent=1))
+        (work / "composed.json").write_text(json.dumps(related, indent=1))
     for name, src in _composites(train, unseen, n_segmix, rng, gens, "segmix"):
         rows.append([name, "1", src, "segmix", "{}"])
     for name, _ in _composites(unseen, unseen, n_unseen_comp, rng, gens, "unseencomp"):
@@ -144,8 +144,8 @@ def main() -> None:
     ap.add_argument("--segmix", type=int, default=160)
     ap.add_argument("--partial-k", type=int, default=None, help="region candidates object-matched (audit default)")
     ap.add_argument("--clean-held-out", action="store_true",
-                    help="leave out held-out emoji that share a drawing with a training emoji (emoji_groups.related_to): "
-                         "they are partial or whole copies, not unseen images")
+                    help="leave out held-out emoji that share a drawing with a training emoji "
+                         "(emoji_groups.related_to): they are partial or whole copies, not unseen images")
     ap.add_argument("--null-figure", default=None, metavar="PNG",
                     help="draw the reference images with the highest object scores beside their matches")
     args = ap.parse_args()

@@ -207,9 +207,10 @@ def unrelated_subset(order: list[str], captions: dict[str, str], limit: int | No
     another by :func:`composed_of`'s rule ("mobile phone with rightwards arrow" is the "mobile phone" with
     an arrow, "fountain pen" names the "pen") and no two multi-part emoji share a ZWJ component ("man
     office worker" and "man health worker" are the same man in other clothes; gender signs count too, which
-    is stricter than :func:`related_to`). A collection meant to hold
-    no near-duplicates (the dedup benchmark's base, docs/dedup.md) needs this beyond the families of
-    ``groups.csv``, which only merge variants of one picture. Names and code points only, no pixels."""
+    is stricter than :func:`related_to`). The relation is symmetric, so which of two related emoji is kept
+    depends only on their order. A collection meant to hold no near-duplicates (the dedup benchmark's
+    base, docs/dedup.md) needs this beyond the families of ``groups.csv``, which only merge variants of
+    one picture. Names and code points only, no pixels."""
     taken: list[str] = []
     own: set[tuple[str, ...]] = set()  # identities of taken single-part emoji: components, name words
     parts: set[tuple[str, ...]] = set()  # what taken emoji contain: components, contiguous name sub-phrases
@@ -218,9 +219,8 @@ def unrelated_subset(order: list[str], captions: dict[str, str], limit: int | No
         comps = _components(Path(f).stem)
         w = _words(captions.get(f, ""))
         mine = {("c",) + comps[0], ("w",) + w} if len(comps) == 1 else set()
-        inside = {("c",) + c for c in comps} if len(comps) > 1 else set()
-        inside |= {("w",) + w[i:i + n] for n in range(1, len(w)) for i in range(len(w) - n + 1)}
         multi = {("c",) + c for c in comps} if len(comps) > 1 else set()
+        inside = multi | {("w",) + w[i:i + n] for n in range(1, len(w)) for i in range(len(w) - n + 1)}
         if mine & parts or inside & own or multi & shared:
             continue
         taken.append(f)
@@ -244,8 +244,8 @@ def related_to(candidates: list[str], training: list[str], captions: dict[str, s
     office worker" and "man health worker"; gender signs and arrows do not count), and names equal up to
     colour and size words ("orange book" / "blue book", "small" / "large orange diamond", "red" / "green
     apple": one picture recoloured or scaled, which ``groups.csv``'s edge-map families miss when the
-    drawings differ slightly). Held-out
-    images like these are partial or whole copies of training images, not unseen ones."""
+    drawings differ slightly). Held-out images like these are partial or whole copies of training images,
+    not unseen ones."""
     out = dict(composed_of(candidates, training, captions))
     for t, c in composed_of(training, candidates, captions).items():
         out.setdefault(c, t)
