@@ -29,20 +29,27 @@ from diffrep.emoji_groups import unrelated_subset
 from diffrep.indexing import index, open_index
 
 
-def build(root: Path, seed: int, n_base: int, n_dup: int, base_rule: str = "unrelated") -> dict[str, str]:
+def _flat(rel: str) -> str:
+    return rel.replace("/", "__")
+
+
+def build(root: Path, seed: int, n_base: int, n_dup: int, base_rule: str = "unrelated",
+          dataset: str = "emoji") -> dict[str, str]:
     """Write the collection; return {file: original file} for every image (originals map to themselves).
 
     ``base_rule="families"``: one emoji per family of groups.csv (the benchmark until 2026-11-23);
     ``"unrelated"`` (default): also no emoji drawn from another one in the base (names and code points,
     ``emoji_groups.unrelated_subset``): "mobile phone" and "mobile phone with rightwards arrow" are one
-    drawing plus an arrow, i.e. a duplicate by the benchmark's own edits (overlay, pad), not a false pair."""
-    ds = get_dataset("emoji")
+    drawing plus an arrow, i.e. a duplicate by the benchmark's own edits (overlay, pad), not a false pair.
+    ``dataset="openclipart"``: one picture per family (``diffrep.clipart``: names, identical and recoloured
+    or turned pictures); the name rule for emoji does not apply, so ``base_rule`` is ignored."""
+    ds = get_dataset(dataset)
     groups = read_groups(ds)
     first: dict[str, str] = {}
     for f in sorted(groups):
         first.setdefault(groups[f][0], f)
     rng = np.random.default_rng(seed)
-    if base_rule == "families":
+    if dataset != "emoji" or base_rule == "families":
         base = sorted(rng.choice(sorted(first.values()), size=n_base, replace=False).tolist())
         rest = sorted(set(first.values()) - set(base))
     else:
@@ -55,19 +62,19 @@ def build(root: Path, seed: int, n_base: int, n_dup: int, base_rule: str = "unre
     root.mkdir(parents=True)
     truth = {}
     for f in base:
-        shutil.copyfile(ds / "images" / f, root / f)
-        truth[f] = f
+        shutil.copyfile(ds / "images" / f, root / _flat(f))
+        truth[_flat(f)] = _flat(f)
     for i, f in enumerate(rng.choice(base, size=n_dup, replace=False).tolist()):
         kind = DUPLICATE_KINDS[i % len(DUPLICATE_KINDS)]
         img, _ = apply_edit(Image.open(ds / "images" / f), kind, rng)
         name = f"dup_{i:04d}_{kind}.png"
         img.save(root / name)
-        truth[name] = f
+        truth[name] = _flat(f)
     # held-out families (`rest`, never in the collection): the reference for --fpr calibration
     ref = root.parent / "reference"
     ref.mkdir()
     for f in sorted(rng.choice(rest, size=min(300, len(rest)), replace=False).tolist()):
-        shutil.copyfile(ds / "images" / f, ref / f)
+        shutil.copyfile(ds / "images" / f, ref / _flat(f))
     return truth
 
 
@@ -167,6 +174,8 @@ def main() -> None:
     ap.add_argument("--base", choices=("unrelated", "families"), default="unrelated",
                     help="base collection: one emoji per family and none drawn from another (default), or "
                          "one per family only (the benchmark before 2026-11-23)")
+    ap.add_argument("--dataset", choices=("emoji", "openclipart"), default="emoji",
+                    help="the collection: emoji (tuned on), or openclipart (held out: never used to choose anything)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--false-pairs", default=None, metavar="PNG",
                     help="write the default run's false pairs side by side to this image")
@@ -174,7 +183,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="diffrep-dedup-eval-"))
     rows = []
     try:
-        truth = build(work / "images", a.seed, a.n_base, a.n_dup, a.base)
+        truth = build(work / "images", a.seed, a.n_base, a.n_dup, a.base, a.dataset)
         index(work / "images", work / "index")
         files = sorted(truth)
         over = {k: v for k, v in (("verified_threshold", a.verified_threshold),
@@ -208,7 +217,8 @@ def main() -> None:
             pairs_figure(wrong, work / "images", Path(a.false_pairs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"seed {a.seed}: {a.n_base} originals ({a.base} base), {a.n_dup} injected duplicates\n")
+    base = a.base if a.dataset == "emoji" else "one per family"
+    print(f"seed {a.seed}: {a.dataset}, {a.n_base} originals ({base} base), {a.n_dup} injected duplicates\n")
     print("| method | pairs grouped (recall) | precision | false pairs |")
     print("|---|---|---|---|")
     for r in rows:

@@ -1,7 +1,8 @@
 """Issue-3 quality bar: partial copies (Segmix: training objects pasted into new scenes at 40-75% scale),
 whole-image copies and unseen images, all audited at once with ``--reference`` calibration.
 
-Scenario (emoji, split by group so no near-copy of a training image is held out):
+Scenario (emoji, split by group so no near-copy of a training image is held out; or ``--dataset
+openclipart``, split by family, ``diffrep.clipart``: the collection nothing was tuned on):
 - training set, held-out reference set and whole-image edited copies: ``diffrep.demo.build_scenario``;
 - partial copies: the object (alpha mask) of a training emoji pasted onto a held-out emoji's picture at
   40-75% of the canvas (``diffrep.bench.generate``, kind ``segmix``);
@@ -30,7 +31,7 @@ from diffrep import data
 from diffrep.auditing.run import audit
 from diffrep.bench.generate import SourceImage, make_query, object_mask
 from diffrep.bench.edits import compose_on_white
-from diffrep.demo import build_scenario, evaluate
+from diffrep.demo import build_scenario, evaluate, flat_name
 from diffrep.emoji_groups import related_to
 from diffrep.indexing.build import index
 
@@ -59,15 +60,18 @@ def _composites(objects: list[Path], backgrounds: list[Path], n: int, rng: np.ra
 
 
 def build(work: Path, seed: int, n_segmix: int, n_unseen_comp: int, n_ref_comp: int,
-          clean: bool = False) -> tuple[Path, Path]:
-    sc = build_scenario(work / "scenario", seed=seed, n_train=1000, n_reference=300, n_copies=160, n_unseen=200)
+          clean: bool = False, dataset: str = "emoji") -> tuple[Path, Path]:
+    sc = build_scenario(work / "scenario", dataset=dataset, seed=seed, n_train=1000, n_reference=300,
+                        n_copies=160, n_unseen=200)
     marker = work / "partial.json"
     truth = work / "truth.csv"
     params = {"seed": seed, "n": [n_segmix, n_unseen_comp, n_ref_comp], "clean": "related" if clean else False}
+    if dataset != "emoji":
+        params["dataset"] = dataset
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return sc, truth
     rng = np.random.default_rng(1000 + seed)
-    ds = data.get_dataset("emoji") / "images"
+    ds = data.get_dataset(dataset) / "images"
     train = sorted(sc.train_dir.glob("*.png"))
     refs = sorted(sc.reference_dir.glob("*.png"))
     meta = json.loads((sc.root / "scenario.json").read_text())
@@ -146,13 +150,18 @@ def main() -> None:
     ap.add_argument("--clean-held-out", action="store_true",
                     help="leave out held-out emoji that share a drawing with a training emoji "
                          "(emoji_groups.related_to): they are partial or whole copies, not unseen images")
+    ap.add_argument("--dataset", choices=("emoji", "openclipart"), default="emoji",
+                    help="the collection: emoji (tuned on), or openclipart (held out: never used to choose anything)")
     ap.add_argument("--null-figure", default=None, metavar="PNG",
                     help="draw the reference images with the highest object scores beside their matches")
     args = ap.parse_args()
-    groups = {f: g for f, (g, _c) in data.read_groups(data.get_dataset("emoji")).items()}
+    if args.clean_held_out and args.dataset != "emoji":
+        ap.error("--clean-held-out reads emoji names; openclipart's families already keep variants together")
+    groups = {flat_name(f): g for f, (g, _c) in data.read_groups(data.get_dataset(args.dataset)).items()}
     for seed in args.seeds:
-        work = Path(args.work) / (f"seed{seed}" + ("-clean" if args.clean_held_out else ""))
-        sc, truth = build(work, seed, args.segmix, 100, 150, clean=args.clean_held_out)
+        work = Path(args.work) / (f"seed{seed}" + ("-clean" if args.clean_held_out else "")
+                                  + ("" if args.dataset == "emoji" else f"-{args.dataset}"))
+        sc, truth = build(work, seed, args.segmix, 100, 150, clean=args.clean_held_out, dataset=args.dataset)
         index(sc.train_dir, work / "index")
         t0 = time.perf_counter()
         out = work / (("audit-partial" if args.partial else "audit-global")

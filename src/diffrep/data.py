@@ -4,7 +4,8 @@
 Google emoji PNGs with captions and groups: an emoji, its skin-tone and gender variants and any
 emoji drawn with the identical picture share one group, so a train/held-out split by group never
 holds out a near-copy of a training image. ``get_dataset("fashion-mnist")`` reads the
-Debian package ``dataset-fashion-mnist`` (installed, or downloaded and unpacked without root).
+Debian package ``dataset-fashion-mnist`` (installed, or downloaded and unpacked without root);
+``get_dataset("openclipart")`` unpacks the Debian package ``openclipart-png`` (``diffrep.clipart``).
 Each dataset folder is built in a temporary directory and renamed into place with a ``.complete``
 marker, so an interrupted fetch is simply redone.
 """
@@ -36,7 +37,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 COMPLETE = ".complete"
 # Bumped when a dataset folder's layout or grouping changes; an older cached copy is then rebuilt.
-DATASET_FORMATS = {"emoji": 7, "fashion-mnist": 1}
+DATASET_FORMATS = {"emoji": 7, "fashion-mnist": 1, "openclipart": 1}
 _IMG_PREFIX = "package/img/google/64/"
 _TIMEOUT_S = 900
 
@@ -57,11 +58,12 @@ def get_dataset(name: str, progress: Optional[ProgressCallback] = None, *,
     """Fetch ``name`` once and return its folder ``<cache>/<name>``.
 
     The folder holds ``images/`` (the files to index), ``captions.jsonl`` ({"file", "caption"} with
-    ``file`` relative to ``images/``) and, for emoji, ``groups.csv`` and ``LICENSE``.
+    ``file`` relative to ``images/``) and, for emoji and openclipart, ``groups.csv`` and ``LICENSE``.
     """
     builders: dict[str, Callable[[Path, Optional[ProgressCallback], Path], None]] = {
         "emoji": _build_emoji,
         "fashion-mnist": _build_fashion_mnist,
+        "openclipart": _build_openclipart,
     }
     if name not in builders:
         raise DiffrepError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(builders))}")
@@ -221,32 +223,45 @@ def _fashion_idx_dir(root: Path, progress: Optional[ProgressCallback]) -> Path:
     return _cached(root, "fashion-mnist-idx", lambda tmp: _fetch_fashion_deb(tmp, progress))
 
 
-def _fetch_fashion_deb(out: Path, progress: Optional[ProgressCallback]) -> None:
+def _download_deb(package: str, scratch: Path, progress: Optional[ProgressCallback],
+                  advice_no_client: str) -> Path:
+    """``apt-get download`` one Debian package into ``scratch`` and unpack it (no root needed); return
+    the unpacked tree."""
     apt, dpkg = shutil.which("apt-get"), shutil.which("dpkg-deb")
     if apt is None or dpkg is None:
-        raise DiffrepError(
-            f"{'apt-get' if apt is None else 'dpkg-deb'} is needed to fetch fashion-mnist: on Debian/Ubuntu "
-            f"install the packages 'apt' and 'dpkg' (or 'apt-get install {FASHION_MNIST_DEB}'); elsewhere "
-            f"copy the four IDX .gz files ({', '.join(FASHION_MNIST_FILES.values())}) into "
-            f"{out.parent / 'fashion-mnist-idx'} with an empty file named {COMPLETE}")
-    emit(progress, "download", 0, 1, unit="file", message=FASHION_MNIST_DEB)
+        raise DiffrepError(f"{'apt-get' if apt is None else 'dpkg-deb'} is needed to fetch {package}: on "
+                           f"Debian/Ubuntu install the packages 'apt' and 'dpkg'; {advice_no_client}")
+    emit(progress, "download", 0, 1, unit="file", message=package)
+    _run([apt, "download", package], scratch, "apt-get download", "run 'apt-get update' (as root) and retry")
+    debs = sorted(scratch.glob("*.deb"))
+    if not debs:
+        raise DiffrepError(f"apt-get download {package} produced no .deb; run 'apt-get update' (as root) and retry")
+    _run([dpkg, "-x", str(debs[0]), str(scratch / "x")], scratch, "dpkg-deb -x", "check free disk space and retry")
+    emit(progress, "download", 1, 1, unit="file", message=package)
+    return scratch / "x"
+
+
+def _fetch_fashion_deb(out: Path, progress: Optional[ProgressCallback]) -> None:
     with tempfile.TemporaryDirectory(prefix="diffrep-deb-") as scratch_s:
-        scratch = Path(scratch_s)
-        _run([apt, "download", FASHION_MNIST_DEB], scratch, "apt-get download",
-             "run 'apt-get update' (as root) and retry")
-        debs = sorted(scratch.glob("*.deb"))
-        if not debs:
-            raise DiffrepError(f"apt-get download {FASHION_MNIST_DEB} produced no .deb; "
-                               "run 'apt-get update' (as root) and retry")
-        _run([dpkg, "-x", str(debs[0]), str(scratch / "x")], scratch, "dpkg-deb -x",
-             "check free disk space and retry")
-        emit(progress, "download", 1, 1, unit="file", message=FASHION_MNIST_DEB)
-        found = {p.name: p for p in (scratch / "x").rglob("*.gz")}
+        x = _download_deb(FASHION_MNIST_DEB, Path(scratch_s), progress,
+                          f"or 'apt-get install {FASHION_MNIST_DEB}'; elsewhere copy the four IDX .gz files "
+                          f"({', '.join(FASHION_MNIST_FILES.values())}) into {out.parent / 'fashion-mnist-idx'} "
+                          f"with an empty file named {COMPLETE}")
+        found = {p.name: p for p in x.rglob("*.gz")}
         for fname in FASHION_MNIST_FILES.values():
             if fname not in found:
                 raise DiffrepError(f"{FASHION_MNIST_DEB} does not contain {fname}; the package "
                                    "layout changed, report this")
             shutil.copyfile(found[fname], out / fname)
+
+
+def _build_openclipart(out: Path, progress: Optional[ProgressCallback], _root: Path) -> None:
+    from . import clipart
+
+    with tempfile.TemporaryDirectory(prefix="diffrep-deb-") as scratch_s:
+        x = _download_deb(clipart.OPENCLIPART_DEB, Path(scratch_s), progress,
+                          "elsewhere no other source is supported")
+        clipart.build(out, x, progress)
 
 
 def _run(cmd: list[str], cwd: Path, what: str, advice: str, env: dict[str, str] | None = None) -> None:

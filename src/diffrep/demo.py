@@ -1,6 +1,7 @@
 """A labelled replication scenario built from packaged data, and its scoring.
 
-``build_scenario`` splits the emoji dataset by *group* (an emoji and all its skin-tone variants) into
+``build_scenario`` splits the emoji dataset by *group* (an emoji and all its skin-tone variants), or
+openclipart by family (``diffrep.clipart``), into
 a training set, held-out reference images and an unseen pool, then writes "generations": edited
 copies of training images plus unseen images, with the ground truth in ``truth.csv``.
 ``evaluate`` scores an audit's ``matches.csv`` against that truth.
@@ -61,7 +62,7 @@ def _split_groups(groups: dict[str, list[str]], sizes: list[int],
         while len(pool) < size:
             if pos >= len(order):
                 raise DiffrepError(
-                    f"the dataset has too few emoji groups for pools of {sizes} images; "
+                    f"the dataset has too few groups for pools of {sizes} images; "
                     "ask for fewer training, reference, copy or unseen images")
             members = groups[order[pos]]
             if len(members) > MAX_PER_GROUP:
@@ -84,19 +85,26 @@ def _write_captions(path: Path, files: list[str], captions: dict[str, str]) -> N
     write_text(path, "".join(line + "\n" for line in lines))
 
 
+def flat_name(rel: str) -> str:
+    """A dataset file's name in a scenario folder: sub-folders joined with "__" (openclipart's
+    "animals/cat.png" -> "animals__cat.png"; emoji names have none)."""
+    return rel.replace("/", "__")
+
+
 def _copy_originals(src_dir: Path, dst: Path, files: list[str], captions: dict[str, str]) -> None:
     dst.mkdir(parents=True)
     for f in sorted(files):
-        shutil.copyfile(src_dir / f, dst / f)
-    _write_captions(dst / "captions.jsonl", sorted(files), captions)
+        shutil.copyfile(src_dir / f, dst / flat_name(f))
+    flat = sorted(flat_name(f) for f in files)
+    _write_captions(dst / "captions.jsonl", flat, {flat_name(f): c for f, c in captions.items()})
 
 
 def build_scenario(out_dir: str | os.PathLike[str], *, dataset: str = "emoji", seed: int = 0,
                    n_train: int = 1200, n_reference: int = 300, n_copies: int = 200,
                    n_unseen: int = 200, progress: Optional[ProgressCallback] = None) -> Scenario:
     """Write (or reuse) a labelled scenario in ``out_dir``; same seed => byte-identical files."""
-    if dataset != "emoji":
-        raise DiffrepError(f"build_scenario supports dataset='emoji' only (got {dataset!r})")
+    if dataset not in ("emoji", "openclipart"):
+        raise DiffrepError(f"build_scenario supports dataset='emoji' or 'openclipart' (got {dataset!r})")
     counts = {"n_train": n_train, "n_reference": n_reference, "n_copies": n_copies, "n_unseen": n_unseen}
     for key, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -105,7 +113,8 @@ def build_scenario(out_dir: str | os.PathLike[str], *, dataset: str = "emoji", s
     if n_copies > 0 and n_train == 0:
         raise DiffrepError("n_copies > 0 needs at least one training image (n_train >= 1)")
     params: dict[str, Any] = {"format": SCENARIO_FORMAT, "dataset": dataset,
-                              "dataset_format": data.DATASET_FORMATS[dataset], "package": data.EMOJI_PACKAGE,
+                              "dataset_format": data.DATASET_FORMATS[dataset],
+                              "package": data.EMOJI_PACKAGE if dataset == "emoji" else "openclipart-png",
                               "max_per_group": MAX_PER_GROUP, "seed": int(seed), **counts}
     root = ensure_writable_dir(out_dir, "scenario directory")
     sc = _scenario_paths(root)
@@ -153,7 +162,7 @@ def build_scenario(out_dir: str | os.PathLike[str], *, dataset: str = "emoji", s
             edited, edit_params = apply_edit(src, kind, rng)
         name = f"copy_{i:04d}.png"
         (sc.generations_dir / name).write_bytes(_png_bytes(edited))
-        rows.append([name, "1", source, kind, json.dumps(edit_params, sort_keys=True)])
+        rows.append([name, "1", flat_name(source), kind, json.dumps(edit_params, sort_keys=True)])
         gen_files.append(name)
         gen_caps[name] = captions.get(source, "")
         done += 1

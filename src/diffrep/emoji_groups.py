@@ -47,8 +47,6 @@ def emoji_concept(stem: str) -> str:
 def _merge_groups(images: Path, rows: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
     """Merge base groups that share a concept or whose pictures are identical or mirror images (e.g. France
     and St. Martin flags; wheelchair users facing left and right); the merged group's id is its smallest base id."""
-    from PIL import Image
-
     parent = {g: g for _f, _c, g, _k in rows}
 
     def find(g: str) -> str:
@@ -65,26 +63,8 @@ def _merge_groups(images: Path, rows: list[tuple[str, str, str, str]]) -> list[t
     by_concept: dict[str, str] = {}
     for g in sorted(parent):
         union(by_concept.setdefault(emoji_concept(g), g), g)
-    thumbs = []
-    for fname, _c, _g, _k in rows:  # 16 px thumbnails on white
-        with Image.open(images / fname) as im:
-            rgba = im.convert("RGBA")
-        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-        thumbs.append(np.asarray(flat.convert("RGB").resize((16, 16), Image.Resampling.BILINEAR),
-                                 dtype=np.float32).ravel() / 255.0)
-    if thumbs:
-        x = np.stack(thumbs)
-        sq = (x * x).sum(1)
-        # mirrored thumbnails too: "... facing right" variants and clock faces 3/9 are exact mirror images,
-        # i.e. flip copies, which must never straddle a train / held-out split
-        mirrored = x.reshape(len(x), 16, 16, 3)[:, :, ::-1].reshape(len(x), -1)
-        for y in (x, mirrored):
-            for start in range(0, len(x), 512):
-                d2 = sq[start:start + 512, None] + sq[None, :] - 2.0 * (y[start:start + 512] @ x.T)
-                close = np.nonzero(d2 < (_DUPLICATE_RMS ** 2) * x.shape[1])
-                for a, b in zip(close[0] + start, close[1]):
-                    union(rows[a][2], rows[b][2])
-    for a, b in _structural_twins(images, [r[0] for r in rows]):
+    files = [r[0] for r in rows]
+    for a, b in _thumbnail_twins(images, files) + _structural_twins(images, files):
         union(rows[a][2], rows[b][2])
     by_name: dict[str, str] = {}
     for _f, c, g, _k in rows:
@@ -112,6 +92,33 @@ def _name_family(caption: str) -> str:
     if kept:
         return " ".join(kept)
     return " ".join(w for w in words if w not in ("light", "medium", "dark", "skin", "tone", "tones"))
+
+
+def _thumbnail_twins(images: Path, files: list[str]) -> list[tuple[int, int]]:
+    """Pairs whose 16 px thumbnails on white (or one's mirror image) are closer than ``_DUPLICATE_RMS``:
+    the same picture (flags; "... facing right" variants and clock faces 3/9 are exact mirror images, i.e.
+    flip copies, which must never straddle a train / held-out split)."""
+    from PIL import Image
+
+    thumbs = []
+    for fname in files:
+        with Image.open(images / fname) as im:
+            rgba = im.convert("RGBA")
+        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        thumbs.append(np.asarray(flat.convert("RGB").resize((16, 16), Image.Resampling.BILINEAR),
+                                 dtype=np.float32).ravel() / 255.0)
+    if not thumbs:
+        return []
+    x = np.stack(thumbs)
+    sq = (x * x).sum(1)
+    mirrored = x.reshape(len(x), 16, 16, 3)[:, :, ::-1].reshape(len(x), -1)
+    pairs: set[tuple[int, int]] = set()
+    for y in (x, mirrored):
+        for start in range(0, len(x), 512):
+            d2 = sq[start:start + 512, None] + sq[None, :] - 2.0 * (y[start:start + 512] @ x.T)
+            close = np.nonzero(d2 < (_DUPLICATE_RMS ** 2) * x.shape[1])
+            pairs.update((int(a) + start, int(b)) for a, b in zip(*close) if int(a) + start != int(b))
+    return sorted(pairs)
 
 
 def _edge_map(path: Path, size: int = 32) -> np.ndarray:

@@ -1,0 +1,130 @@
+"""The openclipart collection (Debian package ``openclipart-png``: public-domain clip art, about 8,000 PNGs).
+
+A second packaged image collection, drawn by many hands and never used to tune diffrep: the held-out
+collection for the dedup and partial-replication benchmarks. ``data.get_dataset("openclipart")`` unpacks
+the package and keeps each picture as an RGBA PNG at most ``MAX_SIDE`` px on its longer side (aspect kept),
+with a caption from its file name and a ``groups.csv`` of *families*: pictures that are variants of one
+another must share a group, so that a split by group never holds out a near-copy of a training picture and
+a collection of one picture per group holds no natural duplicates. Families are merged from
+
+- names: the file name without digits, colour words and variant words, in its folder (the 48 jigsaw
+  pieces in three colours, the ~900 generated stars ``star_74pt33step``, one author's numbered series
+  ``clock_michael_breuer_01/_02``, a playing-card deck ``simple_d_k``: single letters are dropped);
+- pixels: identical or mirror-image 16 px thumbnails, and edge maps that correlate above 0.95 under a
+  flip or quarter turn (recoloured or turned copies), the rules the emoji groups use.
+
+Pictures that are nearly empty (under 1% of the canvas drawn, or one flat colour) or over 40 megapixels
+(eight generated stars) are left out.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .emoji_groups import _structural_twins, _thumbnail_twins
+from .progress import ProgressCallback, emit
+
+OPENCLIPART_DEB = "openclipart-png"
+MAX_SIDE = 128
+MAX_PIXELS = 40_000_000  # eight star pictures of ~170 MP (680 MB decoded each) are left out
+_PREFIX = "usr/share/openclipart/png/"
+_VARIANT_WORDS = frozenset(
+    "red orange yellow green blue purple violet pink brown black white grey gray gold silver cyan magenta "
+    "light dark small big large little mini tiny disabled active inactive hover pressed normal on off "
+    "left right up down top bottom front back side color colour bw mono outline filled plain simple2 "
+    "version ver alt new old".split())
+
+
+def family_key(rel: str) -> str:
+    """The name family of a picture ``folder/name.png``: its folder plus the name's words other than
+    numbers, single letters, colour and variant words ("shapes/jigsaw/jigsaw_red_07.png" ->
+    "shapes/jigsaw:jigsaw")."""
+    folder, _, name = rel.rpartition("/")
+    words = [w for w in re.split(r"[^a-z]+", Path(name).stem.lower())
+             if len(w) > 1 and w not in _VARIANT_WORDS]
+    return f"{folder}:{' '.join(words)}"
+
+
+def caption_of(rel: str) -> str:
+    """A caption from the file name: "recreation/music/trumpet_herald__ganson.png" -> "trumpet herald ganson"."""
+    return " ".join(w for w in re.split(r"[^a-zA-Z]+", Path(rel).stem) if w).lower() or "clip art"
+
+
+def _normalise(data: bytes) -> Optional["np.ndarray"]:
+    """RGBA array at most MAX_SIDE px, or None for an unreadable or nearly empty picture."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_PIXELS:
+                return None
+            im.draft("RGBA", (MAX_SIDE, MAX_SIDE))
+            rgba = im.convert("RGBA")
+    except Exception:  # noqa: BLE001 - a broken file in the package is skipped, not fatal
+        return None
+    if min(rgba.size) < 8:
+        return None
+    rgba.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    a = np.asarray(rgba)
+    drawn = a[..., 3] > 32
+    if drawn.mean() < 0.01 or a[drawn][:, :3].std() < 1.0 and drawn.mean() > 0.99:
+        return None
+    return a
+
+
+def build(out: Path, extracted: Path, progress: Optional[ProgressCallback] = None) -> None:
+    """Write ``images/``, ``captions.jsonl``, ``groups.csv`` and ``LICENSE`` into ``out`` from the
+    unpacked package at ``extracted``."""
+    from PIL import Image
+
+    src = extracted / _PREFIX
+    files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.png"))
+    if not files:
+        from .errors import DiffrepError
+        raise DiffrepError(f"{OPENCLIPART_DEB} holds no PNG under /{_PREFIX}; the package layout changed")
+    images = out / "images"
+    kept: list[str] = []
+    for i, rel in enumerate(files):
+        a = _normalise((src / rel).read_bytes())
+        if a is not None:
+            (images / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(a, "RGBA").save(images / rel, format="PNG")
+            kept.append(rel)
+        if (i + 1) % 500 == 0 or i + 1 == len(files):
+            emit(progress, "export", i + 1, len(files))
+    parent = list(range(len(kept)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    first: dict[str, int] = {}
+    for i, rel in enumerate(kept):
+        union(first.setdefault(family_key(rel), i), i)
+    for a, b in _thumbnail_twins(images, kept) + _structural_twins(images, kept):
+        union(a, b)
+    with open(out / "captions.jsonl", "w", encoding="utf-8") as fh:
+        for rel in kept:
+            fh.write(json.dumps({"file": rel, "caption": caption_of(rel)}) + "\n")
+    with open(out / "groups.csv", "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "group", "category"])
+        for i, rel in enumerate(kept):
+            w.writerow([rel, Path(kept[find(i)]).with_suffix("").as_posix(), rel.split("/")[0]])
+    lic = extracted / "usr/share/doc/openclipart-png/copyright"
+    if lic.is_file():
+        (out / "LICENSE").write_bytes(lic.read_bytes())
