@@ -17,7 +17,11 @@ def test_family_key_drops_numbers_letters_and_colours():
     assert family_key("recreation/games/cards/simple/simple_d_k.png") == \
         family_key("recreation/games/cards/simple/simple_h_a.png")
     assert family_key("animals/cat_01.png") != family_key("animals/dog_01.png")
-    assert family_key("animals/cat_01.png") != family_key("plants/cat_01.png")  # folders kept apart
+    assert family_key("geography/map_of_poland_guziec_.png") == \
+        family_key("signs_and_symbols/map_symbols/map_of_poland_guziec_.png")  # one picture, two folders
+    assert family_key("computer/alcatel_oxo_nicolas_cle_.png") == family_key("computer/alcatel_oxo_nicolas_clem1.png")
+    assert family_key("signs_and_symbols/flags/semaphore/semaphore_lima.png") == family_key("x/flag_of_chad.png")
+    assert family_key("computer/icons/70a001.png") != family_key("computer/70a002.png")  # no words: folder
     assert caption_of("recreation/music/trumpet_herald__ganson.png") == "trumpet herald ganson"
 
 

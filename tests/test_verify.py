@@ -209,3 +209,21 @@ def test_a_channel_passed_alone_decides_on_its_own() -> None:
     fn, fa = fuse_channels(list(null), [rng.normal(size=2000) for _ in range(3)], alone=(2,))
     t, _ = threshold_at_fpr(fn, 0.01)
     assert np.mean(fa > t) <= 0.015  # still calibrated on fresh null draws
+
+
+def test_saturating_channels_give_a_perfect_score_a_small_p_and_stay_calibrated() -> None:
+    """A score that ends at 1 (pixel correlation, object R^2) over a null spread below it: on s itself the
+    exponential tail gives s = 1 a p above the rank minimum 1 / (N + 1); on -log(1 - s) it does not."""
+    rng = np.random.default_rng(4)
+    null = rng.uniform(0.0, 0.96, size=(2, 450))
+    q = [np.array([0.0]), np.array([0.9999])]
+    _, plain = fuse_channels(list(null), q, alone=(1,))
+    _, sat = fuse_channels(list(null), q, alone=(1,), saturating=(1,))
+    assert 1 - plain[0] > 1 / 451 > 1 - sat[0]
+    rates = []
+    for _ in range(200):
+        null, fresh = rng.beta(8, 2, size=(3, 300)), rng.beta(8, 2, size=(3, 200))
+        fn, fq = fuse_channels(list(null), list(fresh), alone=(2,), saturating=(2,))
+        t, _ = threshold_at_fpr(fn, 0.01)
+        rates.append(np.mean(fq > t))
+    assert 0.005 <= np.mean(rates) <= 0.0105, np.mean(rates)

@@ -7,9 +7,10 @@ with a caption from its file name and a ``groups.csv`` of *families*: pictures t
 another must share a group, so that a split by group never holds out a near-copy of a training picture and
 a collection of one picture per group holds no natural duplicates. Families are merged from
 
-- names: the file name without digits, colour words and variant words, in its folder (the 48 jigsaw
-  pieces in three colours, the ~900 generated stars ``star_74pt33step``, one author's numbered series
-  ``clock_michael_breuer_01/_02``, a playing-card deck ``simple_d_k``: single letters are dropped);
+- names: the file name's first 20 characters without digits, colour words and variant words, in any
+  folder (the 48 jigsaw pieces in three colours, the ~1,360 generated stars ``star_74pt33step``, one
+  author's numbered series ``clock_michael_breuer_01/_02``, a playing-card deck ``simple_d_k``: single
+  letters are dropped; one picture filed in two folders; names the package cut short); all flags;
 - pixels: identical or mirror-image 16 px thumbnails, and edge maps that correlate above 0.95 under a
   flip or quarter turn (recoloured or turned copies), the rules the emoji groups use.
 
@@ -31,6 +32,7 @@ from .progress import ProgressCallback, emit
 
 OPENCLIPART_DEB = "openclipart-png"
 MAX_SIDE = 128
+_KEY_CHARS = 20
 MAX_PIXELS = 40_000_000  # eight star pictures of ~170 MP (680 MB decoded each) are left out
 _PREFIX = "usr/share/openclipart/png/"
 _VARIANT_WORDS = frozenset(
@@ -41,13 +43,19 @@ _VARIANT_WORDS = frozenset(
 
 
 def family_key(rel: str) -> str:
-    """The name family of a picture ``folder/name.png``: its folder plus the name's words other than
-    numbers, single letters, colour and variant words ("shapes/jigsaw/jigsaw_red_07.png" ->
-    "shapes/jigsaw:jigsaw")."""
+    """The name family of a picture ``folder/name.png``: the first ``_KEY_CHARS`` characters of its name's
+    words other than numbers, single letters, colour and variant words, in any folder
+    ("shapes/jigsaw/jigsaw_red_07.png" -> "jigsaw"). The package files one picture under several folders
+    ("geography/map_of_poland_guziec_.png" and "signs_and_symbols/map_symbols/map_of_poland_guziec_.png")
+    and cuts long names ("alcatel_oxo_nicolas_cle_" / "alcatel_oxo_nicolas_clem1"), hence no folder and a
+    prefix. Flags share designs (the Union Jack canton, tricolours, semaphore figures): every picture under
+    a ``flags`` folder or with "flag" in its name is one family. A name with no words left keeps its folder."""
     folder, _, name = rel.rpartition("/")
+    if "flags" in folder.split("/") or "flag" in name.lower():
+        return "flags"
     words = [w for w in re.split(r"[^a-z]+", Path(name).stem.lower())
              if len(w) > 1 and w not in _VARIANT_WORDS]
-    return f"{folder}:{' '.join(words)}"
+    return " ".join(words)[:_KEY_CHARS] if words else f"{folder}:"
 
 
 def caption_of(rel: str) -> str:

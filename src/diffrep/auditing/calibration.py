@@ -160,8 +160,14 @@ def _loo_tail_p_values(null: np.ndarray) -> np.ndarray:
 AGREE = 2  # channels whose p-values the fused score combines: the strongest two must agree
 
 
+def saturating_scale(x: np.ndarray) -> np.ndarray:
+    """-log(1 - s) for scores that end at 1 (a correlation or R^2 that a pixel-exact copy saturates): rank
+    p-values do not change, but the exponential tail is fitted where it fits (see :func:`fuse_channels`)."""
+    return -np.log(np.clip(1.0 - np.asarray(x, np.float64), 1e-6, None))
+
+
 def fuse_channels(null_channels: list[np.ndarray], channels: list[np.ndarray], agree: int = AGREE,
-                  alone: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+                  alone: tuple[int, ...] = (), saturating: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Fuse several scores into one: 1 - the geometric mean of the ``agree`` smallest channel p-values
     (``agree=1`` is Tippett's min-p rule); channels listed in ``alone`` (indices) may decide on their own:
     1 - min(that geometric mean over the other channels, their own p-values).
@@ -185,8 +191,15 @@ def fuse_channels(null_channels: list[np.ndarray], channels: list[np.ndarray], a
     Why smooth tails: with plain empirical p-values every channel's maximum ties at 1 / (N + 1), and with
     several channels and a few hundred reference images the fused null's top 1% is all ties, so nothing can
     pass a 1% threshold honestly (the earlier rule gave null items the denominator N and so let queries
-    through at 1.3% instead of 1%). Returns (fused null, fused queries), both in [0, 1], larger = more
-    replica-like."""
+    through at 1.3% instead of 1%).
+    Channels in ``saturating`` (the audit passes the pixel and object scores) get their tail on
+    -log(1 - s) (:func:`saturating_scale`): their copies pile up at 1, and on a null spread over [0.5, 0.96]
+    (clip art on white) an exponential tail on s itself gave a pixel-exact copy p ~ 0.0075, *above* the
+    1 / (N + 1) = 0.0022 its rank gives, so whole-image copies at pixel 0.9999 were not flagged
+    (docs/partial.md). Returns (fused null, fused queries), both in [0, 1], larger = more replica-like."""
+    if saturating:
+        null_channels = [saturating_scale(x) if c in saturating else x for c, x in enumerate(null_channels)]
+        channels = [saturating_scale(x) if c in saturating else x for c, x in enumerate(channels)]
     n = len(null_channels[0])
     if n == 0:
         return np.zeros(0), np.full(len(channels[0]), np.nan)

@@ -204,7 +204,8 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     fused = bool(threshold is None and len(channels) > 1 and len(channels[0][1]))
     if fused:
         null_verdict, q_verdict = fuse_channels([c[1] for c in channels], [c[2] for c in channels],
-                                                alone=tuple(i for i, c in enumerate(channels) if c[3]))
+                                                alone=tuple(i for i, c in enumerate(channels) if c[3]),
+                                                saturating=tuple(i for i, c in enumerate(channels) if c[3]))
         cal = calibrate(reference=null_verdict if ref_scores is not None else None,
                         background=null_verdict if ref_scores is None else None, fpr=fpr,
                         descriptor_name="fused")
