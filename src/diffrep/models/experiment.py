@@ -56,9 +56,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {"size": 32, "steps": 2000, "batch": 128, "samples": 1000, "sample_steps": 50, "reference": 2000,
              "sizes": [100, 1000, 10000], "dup_subset": 100, "cond_subset": 300, "channels": [64, 128, 128]},
 }
-AUDIT_VERSION = 6  # bumped when the audit's verdict changes (2: the pixel channel joined the fusion; 4: conformal
+AUDIT_VERSION = 7  # bumped when the audit's verdict changes (2: the pixel channel joined the fusion; 4: conformal
 # thresholds, smooth-tailed p-values, SSCD and edge score must agree, pixel score alone; 5: ECC alignment;
-# 6: alignments turned by more than 45 degrees are not plausible)
+# 6: alignments turned by more than 45 degrees are not plausible; 7: the pixel channel's tail on -log(1 - s))
 MITIGATE_P = 0.1  # the paper's probability per sample
 RANDOM_TOKENS = 6  # pseudo-words per random-token caption
 RANDOM_VOCAB = 2000  # distinct pseudo-words they are drawn from
