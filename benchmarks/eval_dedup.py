@@ -25,12 +25,9 @@ from PIL import Image
 from diffrep.bench.edits import DUPLICATE_KINDS, apply_edit
 from diffrep.data import get_dataset, read_captions, read_groups
 from diffrep.dedup import dedup
+from diffrep.demo import flat_name
 from diffrep.emoji_groups import unrelated_subset
 from diffrep.indexing import index, open_index
-
-
-def _flat(rel: str) -> str:
-    return rel.replace("/", "__")
 
 
 def build(root: Path, seed: int, n_base: int, n_dup: int, base_rule: str = "unrelated",
@@ -62,19 +59,19 @@ def build(root: Path, seed: int, n_base: int, n_dup: int, base_rule: str = "unre
     root.mkdir(parents=True)
     truth = {}
     for f in base:
-        shutil.copyfile(ds / "images" / f, root / _flat(f))
-        truth[_flat(f)] = _flat(f)
+        shutil.copyfile(ds / "images" / f, root / flat_name(f))
+        truth[flat_name(f)] = flat_name(f)
     for i, f in enumerate(rng.choice(base, size=n_dup, replace=False).tolist()):
         kind = DUPLICATE_KINDS[i % len(DUPLICATE_KINDS)]
         img, _ = apply_edit(Image.open(ds / "images" / f), kind, rng)
         name = f"dup_{i:04d}_{kind}.png"
         img.save(root / name)
-        truth[name] = _flat(f)
+        truth[name] = flat_name(f)
     # held-out families (`rest`, never in the collection): the reference for --fpr calibration
     ref = root.parent / "reference"
     ref.mkdir()
     for f in sorted(rng.choice(rest, size=min(300, len(rest)), replace=False).tolist()):
-        shutil.copyfile(ds / "images" / f, ref / _flat(f))
+        shutil.copyfile(ds / "images" / f, ref / flat_name(f))
     return truth
 
 

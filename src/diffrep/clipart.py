@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from .emoji_groups import _structural_twins, _thumbnail_twins
+from .emoji_groups import _structural_twins, _thumbnail_twins, min_union_find
 from .progress import ProgressCallback, emit
 
 OPENCLIPART_DEB = "openclipart-png"
@@ -38,7 +38,7 @@ _PREFIX = "usr/share/openclipart/png/"
 _VARIANT_WORDS = frozenset(
     "red orange yellow green blue purple violet pink brown black white grey gray gold silver cyan magenta "
     "light dark small big large little mini tiny disabled active inactive hover pressed normal on off "
-    "left right up down top bottom front back side color colour bw mono outline filled plain simple2 "
+    "left right up down top bottom front back side color colour bw mono outline filled plain "
     "version ver alt new old".split())
 
 
@@ -107,19 +107,7 @@ def build(out: Path, extracted: Path, progress: Optional[ProgressCallback] = Non
             kept.append(rel)
         if (i + 1) % 500 == 0 or i + 1 == len(files):
             emit(progress, "export", i + 1, len(files))
-    parent = list(range(len(kept)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(a: int, b: int) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
+    find, union = min_union_find({i: i for i in range(len(kept))})
     first: dict[str, int] = {}
     for i, rel in enumerate(kept):
         union(first.setdefault(family_key(rel), i), i)

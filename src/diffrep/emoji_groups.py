@@ -8,6 +8,7 @@ family; all flags form one family (they copy each other's designs).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -44,22 +45,28 @@ def emoji_concept(stem: str) -> str:
     return _ALIASES.get(key, key)
 
 
-def _merge_groups(images: Path, rows: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
-    """Merge base groups that share a concept or whose pictures are identical or mirror images (e.g. France
-    and St. Martin flags; wheelchair users facing left and right); the merged group's id is its smallest base id."""
-    parent = {g: g for _f, _c, g, _k in rows}
-
-    def find(g: str) -> str:
+def min_union_find(parent: dict) -> tuple[Callable[[Any], Any], Callable[[Any, Any], None]]:
+    """``(find, union)`` over ``parent`` (every key mapped to itself at first), updated in place; a merged
+    set's root is its smallest member."""
+    def find(g: Any) -> Any:
         while parent[g] != g:
             parent[g] = parent[parent[g]]
             g = parent[g]
         return g
 
-    def union(a: str, b: str) -> None:
+    def union(a: Any, b: Any) -> None:
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
 
+    return find, union
+
+
+def _merge_groups(images: Path, rows: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+    """Merge base groups that share a concept or whose pictures are identical or mirror images (e.g. France
+    and St. Martin flags; wheelchair users facing left and right); the merged group's id is its smallest base id."""
+    parent = {g: g for _f, _c, g, _k in rows}
+    find, union = min_union_find(parent)
     by_concept: dict[str, str] = {}
     for g in sorted(parent):
         union(by_concept.setdefault(emoji_concept(g), g), g)

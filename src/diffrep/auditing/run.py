@@ -203,9 +203,9 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     ) if c[1] is not None and c[2] is not None]
     fused = bool(threshold is None and len(channels) > 1 and len(channels[0][1]))
     if fused:
+        pixel_level = tuple(i for i, c in enumerate(channels) if c[3])  # decide alone; saturate at 1
         null_verdict, q_verdict = fuse_channels([c[1] for c in channels], [c[2] for c in channels],
-                                                alone=tuple(i for i, c in enumerate(channels) if c[3]),
-                                                saturating=tuple(i for i, c in enumerate(channels) if c[3]))
+                                                alone=pixel_level, saturating=pixel_level)
         cal = calibrate(reference=null_verdict if ref_scores is not None else None,
                         background=null_verdict if ref_scores is None else None, fpr=fpr,
                         descriptor_name="fused")
