@@ -7,7 +7,9 @@ object score (``objects.py``: the training image's object found inside the gener
 both images), and the candidates are ordered by their strongest evidence: the smallest empirical p-value
 over the channels (global cosine, verified, region, pixel and object scores) against the calibration
 null, so rank 1 is the match that drives the verdict. ``match_kind`` names that evidence: ``global``,
-``region`` (a window covering under 80% of the generation) or ``object`` (the object score).
+``region`` (a window covering under 80% of the generation), ``local`` (a candidate only local-feature
+voting found, ``diffrep.indexing.local``; ``local_votes`` is its vote score) or ``object`` (the object
+score).
 """
 from __future__ import annotations
 
@@ -78,7 +80,11 @@ def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, k
                 if hit is not None:
                     hit["region_score"] = float(s)
                     hit["query_box"] = _box(b)
-                    if q_reg.is_partial(qi, rc):
+                    if q_reg.votes is not None and np.isfinite(q_reg.votes[qi, rc]):
+                        hit["local_votes"] = float(q_reg.votes[qi, rc])
+                    if q_reg.local_only is not None and q_reg.local_only[qi, rc] and hit["match_kind"] != "global":
+                        hit["match_kind"] = "local"  # no window ranked it: local features brought it in
+                    elif q_reg.is_partial(qi, rc):
                         hit["match_kind"] = "region"  # the best evidence is a window, not the whole image
                     if q_obj is not None and np.isfinite(q_obj.scores[qi, rc]):
                         hit["object_score"] = float(q_obj.scores[qi, rc])
@@ -92,7 +98,7 @@ def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, k
             j = c["j"]
             if r == 0:
                 best[qi] = j
-            size = train_size(j) if train_size is not None and c["match_kind"] == "region" else None
+            size = train_size(j) if train_size is not None and c["match_kind"] in ("region", "local") else None
             obj = c["match_kind"] == "object"
             rows.append({
                 "query_path": rec.path, "query_id": rec.id, "query_caption": rec.caption, "rank": r + 1,
@@ -100,8 +106,9 @@ def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, k
                 "score": c["score"], "global_rank": c["global_rank"], "verify_score": c["verify_score"],
                 "inliers": c["inliers"], "mirrored": c["mirrored"], "pixel_score": c.get("pixel_score"),
                 "match_kind": c["match_kind"], "region_score": c.get("region_score"),
-                "object_score": c.get("object_score"),
-                "query_box": c.get("object_box") if obj else c.get("query_box") if c["match_kind"] == "region" else None,
+                "object_score": c.get("object_score"), "local_votes": c.get("local_votes"),
+                "query_box": c.get("object_box") if obj else c.get("query_box") if c["match_kind"] in ("region", "local")
+                else None,
                 "train_box": c.get("object_train_box") if obj else _box([0, 0, size[0], size[1]]) if size else None,
                 "verdict_score": float(q_verdict[qi]) if r == 0 else None,
                 "is_replica": bool(rep[qi]) if r == 0 else None,

@@ -7,6 +7,11 @@ index; each training image's region score is its best window's cosine, and the w
 forward passes plus one batched index search of its windows: it does not grow with an N x M loop (a
 flat index costs O(windows x N) dot products per generation; HNSW/IVF indexes make it sub-linear).
 
+With a local-feature index (``diffrep.indexing.local``: RootSIFT descriptors voting for training images)
+the candidates found by local features that the windows missed are appended, each with its best window's
+cosine computed against its stored vector, so every candidate carries the same evidence and the object
+matcher (``objects.py``) checks them all.
+
 Calibration treats the region score like any other channel: the same procedure on held-out reference
 images (or training images against the rest of the index, self excluded) gives its null, and
 ``fuse_channels`` folds it into the verdict.
@@ -20,6 +25,7 @@ from typing import Callable, Optional, Protocol
 import numpy as np
 
 from ..descriptors.regions import RegionEmbedder
+from ..indexing.local import LocalIndex
 from ..progress import ProgressCallback, emit
 
 
@@ -58,6 +64,9 @@ class RegionMatches:
     windows: int  # windows searched per image
     seconds: float  # wall time of the whole search
     sizes: np.ndarray  # (n, 2) width, height of each image (0, 0 when it could not be read)
+    votes: np.ndarray | None = None  # (n, k) local-feature score per candidate (NaN: no votes), with a local index
+    local_only: np.ndarray | None = None  # (n, k) bool: found by local features, not among the windows' top k
+    local_seconds: float = 0.0  # of ``seconds``, the local-feature voting
 
     def is_partial(self, qi: int, c: int, share: float = 0.8) -> bool:
         """Whether candidate ``c``'s best window covers less than ``share`` of image ``qi``."""
@@ -67,7 +76,8 @@ class RegionMatches:
 
     @property
     def top(self) -> np.ndarray:
-        return self.scores[:, 0] if self.scores.shape[1] else np.full(len(self.scores), -np.inf)
+        """Best window cosine per image (appended local candidates are not in score order)."""
+        return self.scores.max(axis=1) if self.scores.shape[1] else np.full(len(self.scores), -np.inf)
 
 
 def aggregate(scores: np.ndarray, ids: np.ndarray, boxes: np.ndarray, k: int,
@@ -91,17 +101,27 @@ def aggregate(scores: np.ndarray, ids: np.ndarray, boxes: np.ndarray, k: int,
 
 def region_search(load: ImageLoader, n: int, index: Searchable, embedder: RegionEmbedder, *, k: int = 5,
                   self_ids: np.ndarray | None = None, stage: str = "regions",
+                  local: LocalIndex | None = None, local_k: int = 0,
+                  train_vectors: Callable[[np.ndarray], np.ndarray] | None = None,
                   progress: Optional[ProgressCallback] = None) -> RegionMatches:
     """Region matches of ``n`` images (``load(i)`` -> RGB array or None when it cannot be read).
 
     ``self_ids[i]``, when given, is image i's own id in the index (for training images used as a
-    null), excluded from its matches."""
+    null), excluded from its matches. With ``local`` (and ``train_vectors``: ids -> stored unit vectors),
+    up to ``local_k`` more candidates per image come from local-feature voting."""
+    if local is not None and train_vectors is None:
+        raise ValueError("local-feature candidates need train_vectors for their window scores")
     t0 = time.perf_counter()
-    scores = np.full((n, k), -np.inf, np.float32)
-    ids = np.full((n, k), -1, np.int64)
-    boxes = np.zeros((n, k, 4), np.int64)
+    kl = local_k if local is not None else 0
+    width = k + kl
+    scores = np.full((n, width), -np.inf, np.float32)
+    ids = np.full((n, width), -1, np.int64)
+    boxes = np.zeros((n, width, 4), np.int64)
+    votes = np.full((n, width), np.nan, np.float32)
+    local_only = np.zeros((n, width), bool)
     windows = 0
     sizes = np.zeros((n, 2), np.int64)
+    t_local = 0.0
     emit(progress, stage, 0, n)
     for i in range(n):
         img = load(i)
@@ -111,10 +131,30 @@ def region_search(load: ImageLoader, n: int, index: Searchable, embedder: Region
             windows = len(vecs)
             kw = min(PER_WINDOW_K + (self_ids is not None), len(index))
             s, j = index.search(vecs, kw)
-            scores[i], ids[i], boxes[i] = aggregate(s, j, bx, k,
-                                                    None if self_ids is None else int(self_ids[i]))
+            exclude = None if self_ids is None else int(self_ids[i])
+            scores[i, :k], ids[i, :k], boxes[i, :k] = aggregate(s, j, bx, k, exclude)
+            if local is not None and kl:
+                t1 = time.perf_counter()
+                lid, lscore = local.vote(img, kl + k, exclude)
+                t_local += time.perf_counter() - t1
+                where = {int(c): r for r, c in enumerate(ids[i, :k]) if c >= 0}
+                for c, v in zip(lid, lscore):
+                    if int(c) in where:
+                        votes[i, where[int(c)]] = v
+                new = [(int(c), float(v)) for c, v in zip(lid, lscore) if int(c) not in where][:kl]
+                if new:
+                    assert train_vectors is not None
+                    cos = vecs @ np.asarray(train_vectors(np.array([c for c, _ in new])), np.float32).T
+                    best = cos.argmax(axis=0)
+                    cols = slice(k, k + len(new))
+                    ids[i, cols] = [c for c, _ in new]
+                    votes[i, cols] = [v for _, v in new]
+                    scores[i, cols] = cos[best, np.arange(len(new))]
+                    boxes[i, cols] = bx[best]
+                    local_only[i, cols] = True
         emit(progress, stage, i + 1, n)
-    return RegionMatches(scores, ids, boxes, windows, time.perf_counter() - t0, sizes)
+    return RegionMatches(scores, ids, boxes, windows, time.perf_counter() - t0, sizes,
+                         votes if kl else None, local_only if kl else None, t_local)
 
 
 __all__ = ["FlatIndex", "RegionMatches", "Searchable", "aggregate", "region_search"]

@@ -27,6 +27,7 @@ from .rerank import Reranked, best_scores, load_image, verify_candidates, verify
 from ..descriptors.regions import RegionConfig, RegionEmbedder
 from ..sources import read_location
 from .objects import ObjectConfig, ObjectMatcher, ObjectMatches, object_search
+from ..indexing.local import LocalConfig, open_local
 from .partial import RegionMatches, region_search
 from .stats import score_stats
 from .verify import Verifier, VerifyConfig
@@ -67,7 +68,8 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
           verify_config: VerifyConfig | None = None, verify_background_sample: int = 1000,
           dup_counts: bool | None = None, partial: bool = False, partial_k: int = 10,
           region_config: RegionConfig | None = None, partial_background_sample: int = 300,
-          object_config: ObjectConfig | None = None,
+          object_config: ObjectConfig | None = None, local_k: int = 10,
+          local_config: LocalConfig | None = None,
           pixel: bool = True, progress: Optional[ProgressCallback] = None) -> AuditResult:
     """Audit the generated images in ``source`` against the training ``index``; write results to ``out``.
 
@@ -77,16 +79,18 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     every window of each generation is searched too (``diffrep.auditing.partial``): the best window's
     cosine joins the fusion as a channel, and each of the ``partial_k`` region candidates' objects is
     searched for in the generation at the pixel level (``diffrep.auditing.objects``), the best object
-    score joining as another channel, so training objects pasted into part of a generation are found. Threshold:
+    score joining as another channel, so training objects pasted into part of a generation are found; up to
+    ``local_k`` more candidates per image come from local features (``diffrep.indexing.local``, built in the
+    index directory on first use; 0 turns it off). Threshold:
     calibrated at ``fpr`` on ``reference`` (held-out real images, scored by the same pipeline) if given,
     else on the train-vs-train background; ``threshold`` instead applies a fixed cosine threshold to the
     SSCD top-1 (the paper's rule, no verification). See ``diffrep.auditing.calibration``."""
     t0 = time.perf_counter()
     if not 0 < fpr < 1:  # checked before any work
         raise CalibrationError(f"target false-positive rate must be between 0 and 1, got {fpr}")
-    if top_k < 1 or verify_k < 1 or partial_k < 1:
-        raise DiffrepError(f"--top-k, --verify-k and --partial-k must be at least 1 (got {top_k}, {verify_k}, "
-                           f"{partial_k})")
+    if top_k < 1 or verify_k < 1 or partial_k < 1 or local_k < 0:
+        raise DiffrepError(f"--top-k, --verify-k and --partial-k must be at least 1 and --local-k at least 0 "
+                           f"(got {top_k}, {verify_k}, {partial_k}, {local_k})")
     out_dir = ensure_writable_dir(out, "output directory")
     idx = index if isinstance(index, LoadedIndex) else open_index(index)
     d = resolve_descriptor(idx.dir, descriptor, **({"batch_size": batch_size} if batch_size else {}))
@@ -131,12 +135,14 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         q_verified, q_rr = verified(queries.records, ids, "verify-queries")
         q_pixel = best_scores(q_rr.pixel)
     emb = RegionEmbedder(d, region_config) if partial else None
+    local = open_local(idx, local_config or LocalConfig(), progress=progress) if partial and local_k else None
 
     def regions(readers: list, stage: str, self_ids: np.ndarray | None = None) -> RegionMatches:
         assert emb is not None
         side = max(emb.config.sizes)
         return region_search(lambda i: load_image(readers[i], max_pixels, side), len(readers), idx, emb,
-                             k=min(partial_k, len(idx)), self_ids=self_ids, stage=stage, progress=progress)
+                             k=min(partial_k, len(idx)), self_ids=self_ids, stage=stage, local=local,
+                             local_k=min(local_k, len(idx)), train_vectors=idx.vectors, progress=progress)
 
     matcher = ObjectMatcher(object_config) if partial else None
     size_of = _train_size(train_path) if partial else None
@@ -251,7 +257,12 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             "object_seconds_per_image": round(q_obj.seconds / max(1, len(q_obj.scores)), 4) if q_obj else None,
             "object": score_stats(q_object), "reference_object": score_stats(null_o) if null_o is not None else None,
             "object_matches": int(sum(1 for r in rows if r["rank"] == 1 and r["match_kind"] == "object")),
-            "partial_matches": int(sum(1 for r in rows if r["rank"] == 1 and r["match_kind"] == "region"))},
+            "partial_matches": int(sum(1 for r in rows if r["rank"] == 1 and r["match_kind"] == "region")),
+            "local_features": None if local is None else {
+                **local.config.describe(), "candidates_per_image": local_k, "training_descriptors": local.descriptors,
+                "index": local.params.get("type"),
+                "seconds_per_image": round(q_reg.local_seconds / max(1, len(q_reg.ids)), 4),
+                "local_matches": int(sum(1 for r in rows if r["rank"] == 1 and r["match_kind"] == "local"))}},
         "verification": verifier.config.describe() if verifier is not None else None,
         "verdict": score_stats(q_verdict, paper_threshold=0.5),
         "verified": score_stats(q_verified) if q_verified is not None else None,

@@ -17,12 +17,12 @@ MATCH_SCHEMA = pa.schema([
     ("train_caption", pa.string()), ("score", pa.float32()), ("global_rank", pa.int32()),
     ("verify_score", pa.float32()), ("inliers", pa.int32()), ("mirrored", pa.bool_()),
     ("pixel_score", pa.float32()), ("match_kind", pa.string()), ("region_score", pa.float32()),
-    ("object_score", pa.float32()), ("query_box", pa.string()), ("train_box", pa.string()),
+    ("object_score", pa.float32()), ("local_votes", pa.float32()), ("query_box", pa.string()), ("train_box", pa.string()),
     ("verdict_score", pa.float32()), ("is_replica", pa.bool_()), ("p_value", pa.float64()),
     ("train_dup_count", pa.int32()),
 ])
 _FLOAT_FORMAT = {"score": "{:.6f}", "verify_score": "{:.6f}", "pixel_score": "{:.6f}", "region_score": "{:.6f}",
-                 "object_score": "{:.6f}", "verdict_score": "{:.6f}", "p_value": "{:.6g}"}
+                 "object_score": "{:.6f}", "local_votes": "{:.4f}", "verdict_score": "{:.6f}", "p_value": "{:.6g}"}
 
 
 def write_matches(out_dir: Path, rows: list[dict[str, Any]]) -> pa.Table:
