@@ -7,7 +7,10 @@ searched in an index of N training vectors: the real SSCD vectors of the emoji s
 random unit vectors (the search cost does not depend on the content for a flat index). Reported: the
 feature-map + pooling time and the object-matching time for ``--partial-k`` candidates (both independent
 of N) and the search time, for an exact flat index and an HNSW index (``--index-type hnsw`` / ``auto`` at
-1M+), in seconds per generated image.
+1M+), in seconds per generated image. With ``--local-sizes``: the local-feature voting
+(``diffrep.indexing.local``) per generated image against N training images, whose RootSIFT descriptors are
+the real descriptors of 1,000 emoji, repeated with small noise to N images (FAISS index chosen by
+``faiss_index.build('auto')`` as ``diffrep audit`` does: exact below 250k descriptors, IVF above).
 """
 from __future__ import annotations
 
@@ -47,7 +50,10 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--queries", type=int, default=8)
     ap.add_argument("--descriptor", default="sscd")
-    ap.add_argument("--partial-k", type=int, default=10, help="object-matched candidates per image")
+    ap.add_argument("--partial-k", type=int, default=20,
+                    help="object-matched candidates per image (audit default: 10 region + 10 local)")
+    ap.add_argument("--local-sizes", type=int, nargs="*", default=[],
+                    help="training-set sizes (images) for the local-feature voting benchmark")
     args = ap.parse_args()
     d = get_descriptor(args.descriptor)
     emb = RegionEmbedder(d)
@@ -79,6 +85,8 @@ def main() -> None:
           "of the index size)")
     t_embed += t_obj
     rng = np.random.default_rng(0)
+    if args.local_sizes:
+        local_bench(files, queries, args.local_sizes, rng)
     print("| training vectors | index | build (s) | search per image (s) | total per image (s) |")
     print("|---|---|---|---|---|")
     for n in args.sizes:
@@ -94,6 +102,40 @@ def main() -> None:
                 aggregate(s, j, b, 5)
             t_search = (time.perf_counter() - t0) / len(windows)
             print(f"| {n:,} | {name} | {t_build:.1f} | {t_search:.3f} | {t_embed + t_search:.3f} |", flush=True)
+
+
+def local_bench(files: list, queries: list[np.ndarray], sizes: list[int], rng: np.random.Generator) -> None:
+    from diffrep.decode import decode_image
+    from diffrep.indexing import faiss_index
+    from diffrep.indexing.local import LocalConfig, LocalIndex, local_features
+
+    per = [local_features(decode_image(f.read_bytes())) for f in files[:1000]]
+    print(f"local features: {np.mean([len(p) for p in per]):.0f} RootSIFT descriptors per training emoji")
+    print("| training images | descriptors | FAISS index | build (s) | voting per image (s) |")
+    print("|---|---|---|---|---|")
+    for n in sizes:
+        counts = np.array([len(per[i % len(per)]) for i in range(n)], np.int32)
+
+        def batches():  # the real descriptors, repeated with noise past the first 1,000 images
+            for s0 in range(0, n, 1000):
+                block = np.concatenate([per[i % len(per)] for i in range(s0, min(n, s0 + 1000))])
+                if s0:
+                    block = np.abs(block + rng.normal(0, 0.02, block.shape).astype(np.float32))
+                    block /= np.linalg.norm(block, axis=1, keepdims=True)
+                yield block
+
+        total = int(counts.sum())
+        sample = np.concatenate(list(b[:: max(1, total // 200_000)] for b in batches()))
+        t0 = time.perf_counter()
+        index, params = faiss_index.build(batches(), total, 128, "auto", train_sample=sample)
+        faiss_index.configure(index, params)
+        t_build = time.perf_counter() - t0
+        local = LocalIndex(index, np.repeat(np.arange(n, dtype=np.int32), counts), counts, LocalConfig(), params)
+        t0 = time.perf_counter()
+        for q in queries:
+            local.vote(q, 10)
+        t_vote = (time.perf_counter() - t0) / len(queries)
+        print(f"| {n:,} | {total:,} | {params['type']} | {t_build:.1f} | {t_vote:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

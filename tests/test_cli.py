@@ -43,7 +43,7 @@ def scenario(tmp_path_factory, emoji_files):
     (gen / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     (gen / "empty.jpg").write_bytes(b"")
     copy_images(emoji_files[2000:3800:30], root / "ref")
-    r = run("index", str(train), "--out", str(root / "idx"))
+    r = run("index", str(train), "--out", str(root / "idx"), "--local")
     assert r.returncode == 0, r.stderr
     (root / "index_stdout.txt").write_text(r.stdout)
     return root
@@ -51,6 +51,8 @@ def scenario(tmp_path_factory, emoji_files):
 
 def test_index_and_audit_end_to_end(scenario):
     assert "Indexed 40 images" in (scenario / "index_stdout.txt").read_text()
+    assert "RootSIFT descriptors" in (scenario / "index_stdout.txt").read_text()
+    assert len(list((scenario / "idx").glob("local-*/local.faiss"))) == 1
     r = run("audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--out", str(scenario / "aud"),
             "--reference", str(scenario / "ref"), "--fpr", "0.05", "--top-k", "3")
     assert r.returncode == 0, r.stderr

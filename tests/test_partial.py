@@ -126,6 +126,9 @@ def test_audit_partial_writes_region_evidence(emoji_files: list[Path], tmp_path:
     part = res.summary["partial"]
     assert part["windows_per_image"] > 1000 and part["reference_region"]["n"] == 40
     assert part["reference_object"]["n"] == 40 and part["object_matches"] >= 1
+    loc = part["local_features"]
+    assert loc["training_descriptors"] > 1000 and loc["candidates_per_image"] == 10 and loc["index"] == "flat"
+    assert "local_votes" in rows[0] and any(r["local_votes"] for r in rows)
     assert "object score" in res.summary["verdict_score"]
     assert "region score" in res.summary["verdict_score"]
     # an explicit threshold applies to the best of the global and region cosines

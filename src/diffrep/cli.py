@@ -84,6 +84,13 @@ def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
     _out(f"Indexed {r.images} images into {r.index_dir} ({r.index_type} FAISS index): "
          f"{r.added} embedded now ({rate:.1f} img/s), {r.unchanged} unchanged, {r.skipped} skipped"
          + (f" (reasons in {r.index_dir / 'skipped.csv'})" if r.skipped else "") + f", {r.seconds:.1f}s.")
+    if a.local:
+        from .indexing.load import open_index
+        from .indexing.local import open_local
+
+        loc = open_local(open_index(r.index_dir), progress=bars)
+        _out(f"Local-feature index (for `audit --partial`): {loc.descriptors} RootSIFT descriptors, "
+             f"{loc.params.get('type')} FAISS index.")
     return 0
 
 
@@ -348,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", default=None, help="captions file (jsonl/csv: file name + caption)")
     p.add_argument("--chunk-size", type=int, default=1024,
                    help="images per committed chunk: at most this much work is redone after a crash")
+    p.add_argument("--local", action="store_true",
+                   help="also build the local-feature index `audit --partial` uses (else built on its first use)")
     _common(p)
     p.set_defaults(func=cmd_index)
 

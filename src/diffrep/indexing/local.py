@@ -134,10 +134,29 @@ def build_local(read: Callable[[int], Optional[np.ndarray]], n_images: int,
                 save: bool = True) -> LocalIndex:
     """Extract every training image's descriptors (``read(j)`` -> RGB on white, or None when unreadable:
     it gets none) and build the FAISS index; saved atomically under ``root`` unless ``save`` is False."""
+    import tempfile
+
     d = _local_dir(root, generation)
-    staging = root / f".local-staging-{generation:06d}"
+    staging = root / f".local-staging-{generation:06d}" if save else Path(tempfile.mkdtemp(prefix="diffrep-local-"))
     staging.mkdir(parents=True, exist_ok=True)
-    raw_path = staging / "descriptors.u8"
+    try:
+        index, params, counts = _extract_and_index(read, n_images, staging / "descriptors.u8", config, progress, stage)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    image_ids = np.repeat(np.arange(n_images, dtype=np.int32), counts)
+    local = LocalIndex(index, image_ids, counts, config, params)
+    faiss_index.configure(index, params)
+    if save:
+        _save(local, d, n_images)
+        for old in root.glob("local-*"):
+            if old != d and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+    return local
+
+
+def _extract_and_index(read: Callable[[int], Optional[np.ndarray]], n_images: int, raw_path: Path,
+                       config: LocalConfig, progress: Optional[ProgressCallback], stage: str) -> tuple[Any, dict, np.ndarray]:
+    """Descriptors staged on disk as uint8 (memory stays bounded), then fed to FAISS in batches."""
     counts = np.zeros(n_images, np.int32)
     emit(progress, stage, 0, n_images)
     with open(raw_path, "wb") as raw:
@@ -160,17 +179,8 @@ def build_local(read: Callable[[int], Optional[np.ndarray]], n_images: int,
     sample = unit(stored[np.sort(rng.choice(total, size=min(total, 200_000), replace=False))]) if total else None
     batches = (unit(stored[s:s + 100_000]) for s in range(0, total, 100_000))
     index, params = faiss_index.build(batches, total, DIM, "auto", train_sample=sample)
-    image_ids = np.repeat(np.arange(n_images, dtype=np.int32), counts)
     del stored
-    shutil.rmtree(staging, ignore_errors=True)
-    local = LocalIndex(index, image_ids, counts, config, params)
-    faiss_index.configure(index, params)
-    if save:
-        _save(local, d, n_images)
-        for old in root.glob("local-*"):
-            if old != d and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-    return local
+    return index, params, counts
 
 
 def _save(local: LocalIndex, d: Path, n_images: int) -> None:
