@@ -6,10 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from test_objects import _paste
 
-from diffrep.bench.edits import compose_on_white
-from diffrep.bench.generate import SourceImage, make_query, object_mask
 from diffrep.decode import decode_image
 from diffrep.indexing.build import index
 from diffrep.indexing.load import open_index
@@ -17,13 +15,7 @@ from diffrep.indexing.local import LocalConfig, build_local, load_local, local_f
 
 
 def _segmix(obj: Path, bg: Path, seed: int) -> np.ndarray:
-    with Image.open(obj) as im:
-        rgba = im.convert("RGBA")
-    mask, how = object_mask(rgba)
-    with Image.open(bg) as b:
-        fill = b.convert("RGBA")
-    q = make_query("segmix", SourceImage(compose_on_white(rgba), mask, how), fill, np.random.default_rng(seed))
-    return np.asarray(q.image.convert("RGB"))
+    return _paste(obj, bg, seed)[0]
 
 
 def test_rootsift_rows_are_unit_vectors_and_a_flat_image_has_none(emoji_files: list[Path]) -> None:
