@@ -125,7 +125,8 @@ def local_bench(files: list, queries: list[np.ndarray], sizes: list[int], rng: n
                 yield block
 
         total = int(counts.sum())
-        sample = np.concatenate(list(b[:: max(1, total // 200_000)] for b in batches()))
+        want = max(200_000, 40 * faiss_index.ivf_lists(total))  # as build_local samples
+        sample = np.concatenate(list(b[:: max(1, total // want)] for b in batches()))
         t0 = time.perf_counter()
         index, params = faiss_index.build(batches(), total, 128, "auto", train_sample=sample)
         faiss_index.configure(index, params)

@@ -29,6 +29,11 @@ def resolve_type(index_type: str, n: int) -> str:
     return "ivf" if n < 10_000_000 else "ivfpq"
 
 
+def ivf_lists(n: int) -> int:
+    """IVF cells for ``n`` vectors (4 sqrt(n), at most 65,536); training wants ~39 vectors per cell."""
+    return max(1, min(int(4 * math.sqrt(max(n, 1))), 65536))
+
+
 def build(vectors_batches: Iterable[np.ndarray], n: int, dim: int, index_type: str,
           train_sample: np.ndarray | None = None, seed: int = 0) -> tuple[Any, dict[str, Any]]:
     """Build an index of ``n`` vectors fed in batches. IVF types need ``train_sample`` (a subset).
@@ -40,7 +45,7 @@ def build(vectors_batches: Iterable[np.ndarray], n: int, dim: int, index_type: s
     params: dict[str, Any] = {"type": kind}
     notes: list[str] = []
     if kind in ("ivf", "ivfpq"):
-        nlist = max(1, min(int(4 * math.sqrt(max(n, 1))), 65536))
+        nlist = ivf_lists(n)
         need = 39 * nlist if kind == "ivf" else max(39 * nlist, 256 * 39)
         if train_sample is None or len(train_sample) < min(need, n) or n < 1000:
             notes.append(f"{kind} needs more vectors to train; built an exact flat index instead")
