@@ -98,7 +98,8 @@ def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, k
             j = c["j"]
             if r == 0:
                 best[qi] = j
-            size = train_size(j) if train_size is not None and c["match_kind"] in ("region", "local") else None
+            windowed = c["match_kind"] in ("region", "local")  # the evidence box is its best window
+            size = train_size(j) if train_size is not None and windowed else None
             obj = c["match_kind"] == "object"
             rows.append({
                 "query_path": rec.path, "query_id": rec.id, "query_caption": rec.caption, "rank": r + 1,
@@ -107,8 +108,7 @@ def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, k
                 "inliers": c["inliers"], "mirrored": c["mirrored"], "pixel_score": c.get("pixel_score"),
                 "match_kind": c["match_kind"], "region_score": c.get("region_score"),
                 "object_score": c.get("object_score"), "local_votes": c.get("local_votes"),
-                "query_box": c.get("object_box") if obj else c.get("query_box") if c["match_kind"] in ("region", "local")
-                else None,
+                "query_box": c.get("object_box") if obj else c.get("query_box") if windowed else None,
                 "train_box": c.get("object_train_box") if obj else _box([0, 0, size[0], size[1]]) if size else None,
                 "verdict_score": float(q_verdict[qi]) if r == 0 else None,
                 "is_replica": bool(rep[qi]) if r == 0 else None,

@@ -209,23 +209,18 @@ def open_local(idx: Any, config: LocalConfig = LocalConfig(), *, progress: Optio
     if found is not None:
         return found
     if read is None:
-        read = _reader(idx.column("path"))
+        read = _reader(idx.column("path"), config.side)
     return build_local(read, len(idx), root, generation, config, progress=progress,
                        save=os.access(root, os.W_OK))
 
 
-def _reader(paths: Sequence[str]) -> Callable[[int], Optional[np.ndarray]]:
-    from ..decode import DecodeError, decode_image
-    from ..errors import DiffrepError
-    from ..sources import read_location
+def _reader(paths: Sequence[str], side: int) -> Callable[[int], Optional[np.ndarray]]:
+    """Training image j composited on white and reduced to about ``side`` px, or None when it cannot be
+    read now (no descriptors: never a candidate; the audit reports missing files)."""
+    from ..auditing.rerank import load_path  # lazy: auditing imports this module
+    from ..decode import DEFAULT_MAX_PIXELS
 
-    def read(j: int) -> Optional[np.ndarray]:
-        try:
-            return decode_image(read_location(paths[j]), min_side=256)  # composited on white, reduced
-        except (DecodeError, DiffrepError, OSError, ValueError):
-            return None  # unreadable now: no descriptors, never a candidate (the audit reports missing files)
-
-    return read
+    return lambda j: load_path(paths[j], DEFAULT_MAX_PIXELS, side)
 
 
 __all__ = ["LOCAL_VERSION", "LocalConfig", "LocalIndex", "build_local", "load_local", "local_features",
