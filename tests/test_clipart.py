@@ -18,10 +18,21 @@ def test_family_key_drops_numbers_letters_and_colours():
         family_key("recreation/games/cards/simple/simple_h_a.png")
     assert family_key("animals/cat_01.png") != family_key("animals/dog_01.png")
     assert family_key("geography/map_of_poland_guziec_.png") == \
-        family_key("signs_and_symbols/map_symbols/map_of_poland_guziec_.png")  # one picture, two folders
+        family_key("transportation/map_of_poland_guziec_.png")  # one picture, two folders
     assert family_key("computer/alcatel_oxo_nicolas_cle_.png") == family_key("computer/alcatel_oxo_nicolas_clem1.png")
     assert family_key("signs_and_symbols/flags/semaphore/semaphore_lima.png") == family_key("x/flag_of_chad.png")
     assert family_key("computer/icons/70a001.png") != family_key("computer/70a002.png")  # no words: folder
+
+
+def test_symbol_sets_are_one_family_each():
+    """An icon theme's pictures share parts (its help lifebuoy is drawn into its document icons): one family."""
+    theme = family_key("computer/icons/etiquette-theme/gtk-stock-help.png")
+    assert theme == family_key("computer/icons/etiquette-theme/mimetypes/gnome-mime-text-x-troff-man.png")
+    assert theme != family_key("computer/icons/flat-theme/zip.png")  # another theme
+    assert family_key("computer/icons/flat-theme/action/zip.png") == family_key("computer/icons/flat-theme/zip.png")
+    assert family_key("people/smilies/air_stefan_bazelkov_01.png") == family_key("people/smilies/base.png")
+    assert family_key("people/smilies/base.png") != theme
+    assert family_key("computer/hardware/computer.png") != theme  # a sibling folder is not in the set
     assert caption_of("recreation/music/trumpet_herald__ganson.png") == "trumpet herald ganson"
 
 

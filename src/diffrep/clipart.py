@@ -11,6 +11,10 @@ a collection of one picture per group holds no natural duplicates. Families are 
   folder (the 48 jigsaw pieces in three colours, the ~1,360 generated stars ``star_74pt33step``, one
   author's numbered series ``clock_michael_breuer_01/_02``, a playing-card deck ``simple_d_k``: single
   letters are dropped; one picture filed in two folders; names the package cut short); all flags;
+- symbol sets: every picture in a folder of a designed icon or symbol system (``SYMBOL_SETS``: the icon
+  themes (one family per theme), buttons, map and AIGA symbols, road signs, LEDs, weather icons, smilies, stick figures, flowchart
+  shapes and callouts) is one family per set, because such sets are drawn from shared parts (a theme's
+  help lifebuoy reappears in its document icons; one smiley face under many hats);
 - pixels: identical or mirror-image 16 px thumbnails, and edge maps that correlate above 0.95 under a
   flip or quarter turn (recoloured or turned copies), the rules the emoji groups use.
 
@@ -40,6 +44,13 @@ _VARIANT_WORDS = frozenset(
     "light dark small big large little mini tiny disabled active inactive hover pressed normal on off "
     "left right up down top bottom front back side color colour bw mono outline filled plain "
     "version ver alt new old".split())
+# Folders whose pictures were designed as one system from shared parts (chosen from the folder names and
+# file names, before any benchmark result with the rule): a picture under one of them belongs to that
+# set's family, whatever its name.
+SYMBOL_SETS = ("computer/icons/etiquette-theme", "computer/icons/flat-theme", "computer/icons/lemon-theme",
+               "computer/buttons", "signs_and_symbols/map_symbols", "signs_and_symbols/led",
+               "signs_and_symbols/weather", "transportation/aiga-symbols", "transportation/roadsigns",
+               "people/smilies", "people/stickmen", "shapes/flowchart", "shapes/callouts")
 
 
 def family_key(rel: str) -> str:
@@ -49,8 +60,12 @@ def family_key(rel: str) -> str:
     ("geography/map_of_poland_guziec_.png" and "signs_and_symbols/map_symbols/map_of_poland_guziec_.png")
     and cuts long names ("alcatel_oxo_nicolas_cle_" / "alcatel_oxo_nicolas_clem1"), hence no folder and a
     prefix. Flags share designs (the Union Jack canton, tricolours, semaphore figures): every picture under
-    a ``flags`` folder or with "flag" in its name is one family. A name with no words left keeps its folder."""
+    a ``flags`` folder or with "flag" in its name is one family, and so is every picture of a symbol set
+    (``SYMBOL_SETS``, any subfolder). A name with no words left keeps its folder."""
     folder, _, name = rel.rpartition("/")
+    for sym in SYMBOL_SETS:
+        if folder == sym or folder.startswith(sym + "/"):
+            return f"set:{sym}"
     if "flags" in folder.split("/") or "flag" in name.lower():
         return "flags"
     words = [w for w in re.split(r"[^a-z]+", Path(name).stem.lower())

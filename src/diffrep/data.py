@@ -37,7 +37,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 COMPLETE = ".complete"
 # Bumped when a dataset folder's layout or grouping changes; an older cached copy is then rebuilt.
-DATASET_FORMATS = {"emoji": 7, "fashion-mnist": 1, "openclipart": 2}
+DATASET_FORMATS = {"emoji": 7, "fashion-mnist": 1, "openclipart": 3}
 _IMG_PREFIX = "package/img/google/64/"
 _TIMEOUT_S = 900
 
