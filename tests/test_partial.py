@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from diffrep.auditing.evidence import reference_top
 from diffrep.auditing.partial import FlatIndex, aggregate, region_search
 from diffrep.auditing.run import audit
 from diffrep.bench.edits import compose_on_white
@@ -131,6 +132,10 @@ def test_audit_partial_writes_region_evidence(emoji_files: list[Path], tmp_path:
     assert "local_votes" in rows[0] and any(r["local_votes"] for r in rows)
     assert "object score" in res.summary["verdict_score"]
     assert "region score" in res.summary["verdict_score"]
+    ref_top = res.summary["calibration_top"]  # the reference images that set the threshold, highest first
+    assert len(ref_top) == 5 and all(Path(r["path"]).parent == ref for r in ref_top)
+    assert [r["verdict"] for r in ref_top] == sorted((r["verdict"] for r in ref_top), reverse=True)
+    assert all({"object", "global", "object_match", "global_match"} <= set(r) for r in ref_top)
     # an explicit threshold applies to the best of the global and region cosines
     res2 = audit(gen, tmp_path / "idx", tmp_path / "out2", threshold=0.99, partial=True)
     assert res2.summary["verdict_score"].startswith("global: best of")
@@ -141,3 +146,16 @@ def _iou(a: list[int], b: list[int]) -> float:
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_reference_top_warns_when_the_threshold_is_set_by_copies() -> None:
+    paths = [f"ref/{i}.png" for i in range(6)]
+    verdict = np.array([0.2, 0.99, 0.5, 0.97, 0.1, 0.3])
+    obj = np.array([0.1, 0.995, 0.3, 0.9, np.nan, 0.2])
+    match = ["", "train/lifebuoy.png", "train/a.png", "train/b.png", "", "train/c.png"]
+    top, warnings = reference_top(paths, verdict, 0.96, {"object": obj, "pixel": None}, {"object": match}, n=3)
+    assert [r["path"] for r in top] == ["ref/1.png", "ref/3.png", "ref/2.png"]
+    assert top[0]["object_match"] == "train/lifebuoy.png" and top[0]["at_or_above_threshold"]
+    assert not top[2]["at_or_above_threshold"] and "pixel" not in top[0]
+    assert len(warnings) == 1 and "ref/1.png" in warnings[0] and "ref/3.png" not in warnings[0]
+    assert reference_top(paths, verdict, 0.999, {"object": obj}, {}, n=3)[1] == []  # below the threshold

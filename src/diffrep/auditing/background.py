@@ -1,13 +1,18 @@
-"""Train-vs-train background: each sampled training image's best match among the *other* training images."""
+"""Train-vs-train nulls: each sampled training image's best match among the *other* training images (the
+paper's background for the global cosine; ``train_null`` for the fused score when no reference is given)."""
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Callable, Optional
 
 import numpy as np
 
 from ..fsutil import atomic_path
 from ..indexing.load import LoadedIndex
 from ..progress import ProgressCallback, emit
+from ..sources import read_location
+from .rerank import best_scores, verify_indexed
+from .verify import Verifier
 
 
 def background_scores(idx: LoadedIndex, sample: int = 10_000, seed: int = 0,
@@ -42,3 +47,35 @@ def background_scores(idx: LoadedIndex, sample: int = 10_000, seed: int = 0,
     except OSError:
         pass  # a read-only index still works, just without the cache
     return out
+
+
+def train_null(idx: LoadedIndex, verifier: Verifier | None, k: int, sample: int, seed: int, max_pixels: int,
+               progress: Optional[ProgressCallback],
+               partial_fn: Callable[[list, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Train-vs-train null for the fused score: each sampled training image against the *other* training
+    images: (global second-neighbour cosine, verified score, region score, pixel score, object score),
+    paired per image."""
+    n = len(idx)
+    if n < 2:
+        return np.zeros(0, np.float32), None, None, None, None
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(n, size=min(n, sample), replace=False))
+    sims, cand = idx.search(idx.vectors(pick), k + 1)
+    keep = cand != pick[:, None]
+    others = np.full((len(pick), k), -1, np.int64)
+    glob = np.zeros(len(pick), np.float32)
+    for i in range(len(pick)):
+        row = cand[i][keep[i]][:k]
+        others[i, :len(row)] = row
+        glob[i] = sims[i][keep[i]][0] if keep[i].any() else 0.0
+    paths = idx.column("path")
+    verified = pixel = None
+    if verifier is not None:
+        rr = verify_indexed(pick, others, paths, verifier, max_pixels=max_pixels, stage="verify-background",
+                            progress=progress)
+        verified, pixel = best_scores(rr.scores), best_scores(rr.pixel)
+    region = obj = None
+    if partial_fn is not None:
+        region, obj = partial_fn([functools.partial(read_location, paths[int(j)]) for j in pick], pick)
+    return glob, verified, region, pixel, obj

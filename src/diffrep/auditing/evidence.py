@@ -143,3 +143,36 @@ def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None], only: str 
 
 
 __all__ = ["match_rows"]
+
+
+COPY_LIKE = 0.98  # a pixel-level score (object R^2, blurred-intensity correlation) this high looks like a copy
+
+
+def reference_top(paths: Sequence[str], verdict: np.ndarray, threshold: float, channels: dict[str, np.ndarray | None],
+                  matched: dict[str, Sequence[str] | None], n: int = 5) -> tuple[list[dict[str, Any]], list[str]]:
+    """The ``n`` reference images with the highest verdict scores: the images that set a ``--reference``
+    threshold, each with its channel scores and best-matching training image (``matched``: per channel,
+    the training path behind that channel's score), and a warning when one of those at or above the
+    threshold has a pixel-level score >= ``COPY_LIKE``. A reference set meant to hold no copies sometimes
+    does (an icon theme's emblem drawn into another icon of the theme): such images raise the threshold and
+    hide real replicas, so the user should look at them."""
+    order = np.argsort(-np.asarray(verdict, np.float64), kind="stable")[:n]
+    top, copy_like = [], []
+    for i in order:
+        row: dict[str, Any] = {"path": paths[int(i)], "verdict": round(float(verdict[i]), 6),
+                               "at_or_above_threshold": bool(verdict[i] >= threshold)}
+        for name, vals in channels.items():
+            if vals is not None and np.isfinite(vals[i]):
+                row[name] = round(float(vals[i]), 6)
+        for name, who in matched.items():
+            if who is not None and who[int(i)]:
+                row[f"{name}_match"] = who[int(i)]
+        pixel_level = max((row.get(c, -1.0) for c in ("object", "pixel")), default=-1.0)
+        if row["at_or_above_threshold"] and pixel_level >= COPY_LIKE:
+            copy_like.append(row["path"])
+        top.append(row)
+    warnings = [f"{len(copy_like)} reference image(s) that set the threshold score like copies of training "
+                f"images (pixel-level score >= {COPY_LIKE}): {', '.join(copy_like)}. If they are copies, the "
+                "threshold is too high and hides replicas: look at summary.json calibration_top and remove "
+                "them from the reference set"] if copy_like else []
+    return top, warnings

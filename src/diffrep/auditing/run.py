@@ -19,11 +19,12 @@ from ..indexing.build import resolve_descriptor
 from ..indexing.load import LoadedIndex, open_index
 from ..progress import ProgressCallback, emit
 from ..report.tables import write_distributions, write_matches, write_skipped, write_summary
-from .background import background_scores
+from .background import background_scores, train_null
+from .duplication import dup_counts as dup_counts_for, duplication_summary
 from .calibration import Calibration, calibrate, fuse_channels
 from .captions import caption_analysis
-from .evidence import match_rows
-from .rerank import Reranked, best_scores, load_image, verify_candidates, verify_indexed
+from .evidence import match_rows, reference_top
+from .rerank import Reranked, best_scores, load_image, verify_candidates
 from ..descriptors.regions import RegionConfig, RegionEmbedder
 from ..sources import read_location
 from .objects import ObjectConfig, ObjectMatcher, ObjectMatches, object_search
@@ -120,7 +121,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     train_id = idx.column("id")
     train_cap = idx.column("caption")
     missing: set[str] = set()
-    dups = _dup_counts(idx, dup_counts, progress)
+    dups = dup_counts_for(idx, dup_counts, progress)
 
     def verified(records: list, cand: np.ndarray, stage: str) -> tuple[np.ndarray, Reranked]:
         assert verifier is not None
@@ -158,7 +159,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         q_reg = regions(q_readers, "regions-queries")
         q_obj = objects(q_readers, q_reg, "objects-queries")
         missing.update(q_obj.missing)
-    ref_region = ref_object = None
+    ref_region = ref_object = ref_reg = ref_obj = None
 
     ref_scores = ref_verified = ref_pixel = ref_vectors = None
     ref_skipped: list[tuple[str, str]] = []
@@ -177,7 +178,8 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             ref_readers = [r.read for r in ref.records]
             ref_reg = regions(ref_readers, "regions-reference")
             ref_region = ref_reg.top
-            ref_object = objects(ref_readers, ref_reg, "objects-reference").top
+            ref_obj = objects(ref_readers, ref_reg, "objects-reference")
+            ref_object = ref_obj.top
     bg = background_scores(idx, sample=background_sample, seed=seed, progress=progress)
 
     # the verdict score: the paper's global top-1 cosine, or its fusion with the verified score
@@ -220,6 +222,14 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         q_verdict = scores[:, 0] if q_region is None else np.maximum(scores[:, 0], q_region)
         cal = calibrate(reference=ref_scores, background=bg, fpr=fpr, threshold=threshold, descriptor_name=d.name)
     t_cal = time.perf_counter()
+    ref_top: list[dict[str, Any]] | None = None
+    if fused and ref_scores is not None:
+        ref_top, top_warnings = reference_top(
+            [r.path for r in ref.records], null_verdict, cal.threshold,
+            {"global": null_g, "verified": null_v, "region": null_r, "pixel": null_p, "object": null_o},
+            {"global": [train_path[int(j)] if j >= 0 else "" for j in r_ids[:, 0]],
+             "object": _best_object_match(ref_reg, ref_obj, train_path)})
+        warnings = warnings + top_warnings
 
     top1 = scores[:, 0]
     p = cal.p_values(q_verdict)
@@ -248,6 +258,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         "replicas": n_rep,
         "replication_rate": n_rep / len(queries.records),
         "calibration": cal.describe(),
+        "calibration_top": ref_top,
         "verdict_score": _verdict_description(fused, channels, q_region is not None),
         "partial": None if q_reg is None else {
             "windows_per_image": q_reg.windows, "seconds_per_image": round(q_reg.seconds / max(1, len(q_reg.ids)), 4),
@@ -271,7 +282,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         "reference": score_stats(ref_scores) if ref_scores is not None else None,
         "reference_skipped": len(ref_skipped),
         "background": score_stats(bg),
-        "duplication": _duplication_summary(dups, best, rep),
+        "duplication": duplication_summary(dups, best, rep),
         "captions": caption_analysis([r.caption for r in queries.records],
                                      [train_cap[int(j)] for j in best], rep.tolist()),
         "index": {"path": str(idx.dir.root), "images": len(idx), "descriptor": idx.fingerprint,
@@ -290,12 +301,26 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             "verdict": "statistics of the score the verdict thresholds (verified or global)",
             "reference": "statistics of held-out real images' best match score (the null when given)",
             "background": "train-vs-train second-nearest-neighbour scores (the paper's background)",
+            "calibration_top": "the reference images with the highest verdict scores (they set the threshold), "
+                               "with their channel scores and best training matches: look here when a warning "
+                               "says some score like copies",
         },
     }
     write_summary(out_dir, summary)
     return AuditResult(out_dir, summary, cal, [r.path for r in queries.records], top1,
                        [train_path[int(j)] for j in best], rep, p, scores, ids, queries.skipped,
                        verdict_scores=q_verdict, query_vectors=queries.vectors, reference_vectors=ref_vectors)
+
+
+def _best_object_match(rm: RegionMatches | None, om: ObjectMatches | None,
+                       train_path: Sequence[str]) -> list[str] | None:
+    """Per image, the training path of its best object score ("" when none was compared)."""
+    if rm is None or om is None or not om.scores.shape[1]:
+        return None
+    s = np.where(np.isfinite(om.scores), om.scores, -np.inf)
+    best = s.argmax(axis=1)
+    return [train_path[int(rm.ids[i, c])] if np.isfinite(s[i, c]) and rm.ids[i, c] >= 0 else ""
+            for i, c in enumerate(best)]
 
 
 def _verdict_description(fused: bool, channels: list[tuple], partial: bool) -> str:
@@ -322,61 +347,3 @@ def _train_size(paths: list[str]) -> Callable[[int], tuple[int, int] | None]:
             return None
 
     return size
-
-
-def _dup_counts(idx: LoadedIndex, want: bool | None, progress: Optional[ProgressCallback]) -> np.ndarray | None:
-    from ..dedup.run import dedup, load_dup_counts
-
-    if want is False:
-        return None
-    counts = load_dup_counts(idx)
-    if counts is None and want:
-        dedup(None, idx.dir.root / "dedup", index=idx.dir.root, progress=progress)
-        counts = load_dup_counts(idx)
-    return counts
-
-
-def _duplication_summary(dups: np.ndarray | None, best: np.ndarray, rep: np.ndarray) -> dict[str, Any] | None:
-    if dups is None:
-        return None
-    matched = dups[best[rep]] if rep.any() else np.zeros(0)
-    return {
-        "mean_dup_count_replica_matches": float(matched.mean()) if len(matched) else None,
-        "mean_dup_count_all_matches": float(dups[best].mean()),
-        "mean_dup_count_training": float(dups.mean()),
-        "share_training_with_duplicates": float(np.mean(dups > 0)),
-        "meaning": "near-duplicates in the training set (diffrep dedup groups) of the training images that "
-                   "replicas copy, vs all matches and all training images: duplication drives memorization",
-    }
-
-
-def train_null(idx: LoadedIndex, verifier: Verifier | None, k: int, sample: int, seed: int, max_pixels: int,
-               progress: Optional[ProgressCallback],
-               partial_fn: Callable[[list, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """Train-vs-train null for the fused score: each sampled training image against the *other* training
-    images: (global second-neighbour cosine, verified score, region score, pixel score, object score),
-    paired per image."""
-    n = len(idx)
-    if n < 2:
-        return np.zeros(0, np.float32), None, None, None, None
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(n, size=min(n, sample), replace=False))
-    sims, cand = idx.search(idx.vectors(pick), k + 1)
-    keep = cand != pick[:, None]
-    others = np.full((len(pick), k), -1, np.int64)
-    glob = np.zeros(len(pick), np.float32)
-    for i in range(len(pick)):
-        row = cand[i][keep[i]][:k]
-        others[i, :len(row)] = row
-        glob[i] = sims[i][keep[i]][0] if keep[i].any() else 0.0
-    paths = idx.column("path")
-    verified = pixel = None
-    if verifier is not None:
-        rr = verify_indexed(pick, others, paths, verifier, max_pixels=max_pixels, stage="verify-background",
-                            progress=progress)
-        verified, pixel = best_scores(rr.scores), best_scores(rr.pixel)
-    region = obj = None
-    if partial_fn is not None:
-        region, obj = partial_fn([functools.partial(read_location, paths[int(j)]) for j in pick], pick)
-    return glob, verified, region, pixel, obj
