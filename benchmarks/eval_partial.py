@@ -106,7 +106,10 @@ def build(work: Path, seed: int, n_segmix: int, n_unseen_comp: int, n_ref_comp: 
 def null_figure(work: Path, sc: Path, out_png: Path, top: int = 8) -> list[tuple[str, str, float]]:
     """The reference images with the highest object scores, each beside the training image whose object
     it contains (searched again: region candidates, then object matching), as one PNG."""
-    from diffrep.auditing.objects import object_search
+    from diffrep.auditing.objects import ObjectMatcher, object_search
+    from diffrep.auditing.rerank import load_path
+    from diffrep.decode import DEFAULT_MAX_PIXELS
+    from diffrep.indexing.local import open_local
     from diffrep.auditing.partial import region_search
     from diffrep.descriptors.regions import RegionEmbedder
     from diffrep.indexing.build import resolve_descriptor
@@ -118,9 +121,13 @@ def null_figure(work: Path, sc: Path, out_png: Path, top: int = 8) -> list[tuple
         return []
     pick = [refs[i] for i in np.argsort(-null)[:top]]
     idx = open_index(work / "index")
-    load = lambda i: np.asarray(Image.open(pick[i]).convert("RGB"))  # noqa: E731
-    rm = region_search(load, len(pick), idx, RegionEmbedder(resolve_descriptor(idx.dir, None)), k=10)
-    om = object_search(load, len(pick), rm.ids, idx.column("path"))
+    emb = RegionEmbedder(resolve_descriptor(idx.dir, None))
+    matcher = ObjectMatcher()
+    # the audit's own decoding (transparent pixels composited on white) and candidates (windows + local votes)
+    rm = region_search(lambda i: load_path(str(pick[i]), DEFAULT_MAX_PIXELS, max(emb.config.sizes)), len(pick),
+                       idx, emb, k=10, local=open_local(idx), local_k=10, train_vectors=idx.vectors)
+    om = object_search(lambda i: load_path(str(pick[i]), DEFAULT_MAX_PIXELS, matcher.config.fine), len(pick),
+                       rm.ids, idx.column("path"), matcher=matcher)
     cell = 128
     sheet = Image.new("RGB", (len(pick) * (2 * cell + 16), cell), "white")
     found = []
