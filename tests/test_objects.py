@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 from diffrep.auditing.calibration import tail_p_values
 from diffrep.auditing.objects import ObjectMatcher, object_search, object_template
@@ -153,3 +153,74 @@ def test_tail_p_values_are_smooth_and_keep_order_beyond_the_null() -> None:
     # below the tail it is the conformal count
     mid = null[150]
     assert tail_p_values(null, np.array([mid]), 300)[0] == (1 + 150) / 301
+
+
+def _line_drawing() -> Image.Image:
+    """A line drawing on a transparent canvas: its mask is 3 px lines (an apple outline with a letter)."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGBA", (128, 128), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    d.ellipse((14, 20, 114, 120), outline=(10, 10, 10, 255), width=3)
+    d.line((64, 20, 70, 4), fill=(10, 10, 10, 255), width=3)
+    d.line((50, 50, 50, 90), fill=(10, 10, 10, 255), width=3)
+    d.line((50, 70, 78, 50), fill=(10, 10, 10, 255), width=3)
+    d.line((50, 70, 78, 92), fill=(10, 10, 10, 255), width=3)
+    return img
+
+
+def test_line_drawing_is_not_found_in_unrelated_dark_strokes() -> None:
+    """Eroding a line drawing's 3 px lines by 2 px left a handful of pixels that matched any dark area
+    (openclipart seed 5: an apple drawing 'found' in a mosquito and a cartoon at R^2 0.994-0.998)."""
+    from PIL import ImageDraw
+
+    m = ObjectMatcher()
+    t = object_template(_png(_line_drawing()))
+    assert t.mask.mean() < 0.2  # the mask is the lines
+    scene = Image.new("RGB", (256, 256), (255, 255, 255))
+    d = ImageDraw.Draw(scene)
+    for i in range(4):  # thick dark strokes and blobs, no apple
+        d.line((10 + 25 * i, 10, 20 + 20 * i, 240), fill=(15, 15, 15), width=9)
+    d.ellipse((150, 20, 230, 80), fill=(15, 15, 15))
+    d.ellipse((140, 150, 250, 250), fill=(15, 15, 15))
+    assert m.match(m.prepare(np.asarray(scene)), t).score < 0.5
+    clean = Image.new("RGB", (256, 256), (255, 255, 255))
+    clean.paste(_line_drawing(), (112, 60), _line_drawing())
+    scene.paste(clean.crop((120, 60, 240, 190)), (120, 60))  # the drawing pasted on a clean patch
+    found = m.match(m.prepare(np.asarray(scene)), t)
+    assert found.score > 0.9 and _iou(found.query_box, [126, 64, 227, 181]) > 0.8, found
+
+
+def test_silhouette_inside_a_slightly_larger_dark_shape_is_not_a_match(emoji_files: list[Path]) -> None:
+    """A silhouette inside a dark shape a little larger than itself has edges nearby but none along its own
+    outline (openclipart seed 5: a cow silhouette inside a fawn's body at R^2 0.996)."""
+    with Image.open(emoji_files[648]) as im:
+        alpha = im.convert("RGBA").getchannel("A").point(lambda v: 255 if v > 127 else 0)
+    shape = Image.new("RGBA", alpha.size, (20, 20, 20, 0))
+    shape.putalpha(alpha)
+    m = ObjectMatcher()
+    scene = Image.new("RGB", (256, 256), (240, 240, 240))
+    big = alpha.resize((150, 150)).filter(ImageFilter.MaxFilter(9))  # the silhouette grown by ~4 px
+    scene.paste((20, 20, 20), (50, 50), big)
+    # where the best placement hugs one side, part of its outline does meet an edge: capped, not zero (0.74;
+    # a pasted silhouette scores 0.89 in the test above, detailed pastes 0.95-1.0)
+    assert m.match(m.prepare(np.asarray(scene)), object_template(_png(shape))).score < 0.8
+
+
+def test_erosion_keeps_at_least_half_of_a_line_drawing_mask() -> None:
+    """Eroding a line drawing's mask by 2 px (for blended borders) removed its thin lines but a few junction
+    pixels, which then matched any dark area (openclipart seed 5: R^2 0.994-0.998 in unrelated pictures)."""
+    from diffrep.auditing.objects import _resized
+
+    t = object_template(_png(_line_drawing()))
+    for f in (0.6, 1.0, 1.5):
+        _, full = _resized(t, f, False, erode=0)
+        _, eroded = _resized(t, f, False, erode=2)
+        assert eroded.sum() >= 0.5 * full.sum() > 0
+    from PIL import ImageDraw
+
+    disc = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    ImageDraw.Draw(disc).ellipse((8, 8, 56, 56), fill=(200, 40, 40, 255))
+    _, full = _resized(object_template(_png(disc)), 2.0, False, erode=0)
+    _, eroded = _resized(object_template(_png(disc)), 2.0, False, erode=2)
+    assert eroded.sum() < 0.95 * full.sum()  # a solid object still loses its 2 px border (~8% here)

@@ -9,7 +9,8 @@ calibrated verdict rarely fires. Object matching checks the shortlist at the pix
 2. Coarse search: the generation resized so its longer side is ``coarse`` px (80); the object resized so
    its longer side spans ``scales`` of that side (30-85%, 28 steps of 3.8%), mirrored too; at every
    position the masked sum of squared differences (OpenCV ``matchTemplate``, ``TM_SQDIFF`` with a mask).
-   The ``hypotheses`` (3) best distinct placements go on.
+   The ``hypotheses`` (3) best distinct placements go on (a placement and its mirror image at the same
+   place and scale are one; the mirror image is refined too when it scores within 0.05 at coarse).
 3. Refinement at ``fine`` px (256) around each: the object's longer side at every whole pixel within
    +-2.5% of the coarse size (the middle size searched +-6 px, the others +-2 px of its centre), the mask eroded by two pixels so resampled or blended object borders
    do not count (by less where two pixels would remove over half of it: a line drawing's mask is its
@@ -61,6 +62,7 @@ class ObjectConfig:
     scale_max: float = 0.85
     scale_steps: int = 28
     hypotheses: int = 3  # distinct coarse placements refined
+    mirror_margin: float = 0.05  # ... each with its mirror image too when that scores within this at coarse
     good_enough: float = 0.98  # ... unless one already scores this much
     refine: float = 0.025  # +- relative size in the refinement, tried at every whole pixel
     margin: int = 6  # +- px around the coarse placement (fine resolution)
@@ -215,15 +217,23 @@ class ObjectMatcher:
                     found.append((self._capped(float(r[y, x]), coarse, tm, int(x), int(y), outline), float(s),
                                   mirrored, int(y), int(x)))
                     r[max(0, y - 3):y + 4, max(0, x - 3):x + 4] = -np.inf
+        def near(h: tuple, g: tuple) -> bool:
+            return abs(np.log(h[1] / g[1])) <= 0.05 and abs(h[3] - g[3]) + abs(h[4] - g[4]) <= 3
+
+        ranked = sorted(found, key=lambda h: -h[0])
         chosen: list[tuple[float, float, bool, int, int]] = []
-        for h in sorted(found, key=lambda h: -h[0]):
-            # a mirrored placement at the same place and scale is not another hypothesis: for a symmetric
-            # object it scores the same and would take the slot of the next distinct placement
-            if all(abs(np.log(h[1] / g[1])) > 0.05 or abs(h[3] - g[3]) + abs(h[4] - g[4]) > 3 for g in chosen):
+        for h in ranked:
+            # a mirrored placement at the same place and scale is not another hypothesis (for a symmetric
+            # object it scores the same and would take the slot of the next distinct placement) ...
+            if all(not near(h, g) for g in chosen):
                 chosen.append(h)
                 if len(chosen) == c.hypotheses:
                     break
-        return chosen
+        # ... but it is refined too when the coarse scale cannot tell the two apart (a near-symmetric line
+        # drawing with an asymmetric letter in it)
+        twins = [max((h for h in ranked if h[2] != g[2] and near(h, g)), key=lambda h: h[0], default=None)
+                 for g in chosen]
+        return chosen + [t for t, g in zip(twins, chosen) if t is not None and t[0] >= g[0] - c.mirror_margin]
 
     def match(self, prepared: tuple, t: ObjectTemplate) -> ObjectMatch:
         c = self.config
