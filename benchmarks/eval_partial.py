@@ -103,7 +103,7 @@ def build(work: Path, seed: int, n_segmix: int, n_unseen_comp: int, n_ref_comp: 
     return sc, truth
 
 
-def null_figure(work: Path, sc: Path, out_png: Path, top: int = 8) -> list[tuple[str, str, float]]:
+def null_figure(audit_dir: Path, sc: Path, out_png: Path, top: int = 8) -> list[tuple[str, str, float]]:
     """The reference images with the highest object scores, each beside the training image whose object
     it contains (searched again: region candidates, then object matching), as one PNG."""
     from diffrep.auditing.objects import ObjectMatcher, object_search
@@ -115,7 +115,8 @@ def null_figure(work: Path, sc: Path, out_png: Path, top: int = 8) -> list[tuple
     from diffrep.indexing.build import resolve_descriptor
     from diffrep.indexing.load import open_index
 
-    null = np.nan_to_num(np.load(work / "audit-partial" / "scores.npz")["null_object"], nan=-1.0)
+    work = audit_dir.parent
+    null = np.nan_to_num(np.load(audit_dir / "scores.npz")["null_object"], nan=-1.0)
     refs = sorted(sc.reference_dir.rglob("*.png"))  # the order the audit read them in
     if len(refs) != len(null):
         return []
@@ -159,6 +160,9 @@ def main() -> None:
                          "(emoji_groups.related_to): they are partial or whole copies, not unseen images")
     ap.add_argument("--dataset", choices=("emoji", "openclipart"), default="emoji",
                     help="the collection: emoji (tuned on), or openclipart (held out: never used to choose anything)")
+    ap.add_argument("--drop-reference-copies", action="store_true",
+                    help="audit --drop-reference-copies: reference images with an object or pixel score >= 0.98 "
+                         "are left out of the null")
     ap.add_argument("--null-figure", default=None, metavar="PNG",
                     help="draw the reference images with the highest object scores beside their matches")
     args = ap.parse_args()
@@ -172,10 +176,11 @@ def main() -> None:
         index(sc.train_dir, work / "index")
         t0 = time.perf_counter()
         out = work / (("audit-partial" if args.partial else "audit-global")
-                      + (f"-k{args.partial_k}" if args.partial_k else ""))
+                      + (f"-k{args.partial_k}" if args.partial_k else "")
+                      + ("-drop" if args.drop_reference_copies else ""))
         kw = {"partial_k": args.partial_k} if args.partial_k else {}
         res = audit(sc.generations_dir, work / "index", out, reference=sc.reference_dir, fpr=args.fpr,
-                    partial=args.partial, **kw)
+                    partial=args.partial, drop_reference_copies=args.drop_reference_copies, **kw)
         # a rank-1 training file with exactly the source's pixels is the source (as in eval_scenarios): the
         # emoji set draws some skin tones identically; openclipart files one picture under several folders
         ev = evaluate(truth, out / "matches.csv", groups, pixel_twins(sc.train_dir))
@@ -192,8 +197,11 @@ def main() -> None:
               f"through a pixel-identical twin, {ev['seconds']} s", flush=True)
         per = ", ".join(f"{k} {100 * v['recall']:.0f}%" for k, v in sorted(ev["per_edit"].items()))
         print(f"  per kind: {per}", flush=True)
+        dropped = res.summary.get("reference_copies_dropped") or []
+        if dropped:
+            print(f"  reference images dropped as copies: {', '.join(Path(p).name for p in dropped)}", flush=True)
         if args.null_figure and args.partial:
-            for ref, train, score in null_figure(work, sc, Path(args.null_figure)):
+            for ref, train, score in null_figure(out, sc, Path(args.null_figure)):
                 print(f"  null: {ref} contains {train}'s object (object score {score:.3f})")
 
 

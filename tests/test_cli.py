@@ -191,3 +191,28 @@ def test_bad_options_fail_before_any_work(scenario, tmp_path, args, expect):
     r = run("audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--out", str(tmp_path / "o"), *args)
     assert r.returncode not in (0, 1) and expect in r.stderr and "Traceback" not in r.stderr
     assert time.perf_counter() - t < 10 and not (tmp_path / "o").exists()
+
+
+def test_reference_copies_are_named_and_can_be_dropped(scenario, tmp_path):
+    """A reference set that holds copies of training images sets the threshold with them: the audit names
+    them (calibration_top, a warning) and --drop-reference-copies leaves them out of the null."""
+    ref = copy_images(sorted((scenario / "ref").glob("*.png"))[:40], tmp_path / "ref")
+    copies = sorted((scenario / "train").glob("*.png"))[:3]
+    for f in copies:
+        (ref / f"copy_of_{f.name}").write_bytes(f.read_bytes())
+    base = ["audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--reference", str(ref),
+            "--fpr", "0.05", "--top-k", "3", "-q"]
+    r = run(*base, "--out", str(tmp_path / "keep"))
+    assert r.returncode == 0, r.stderr
+    kept = json.loads((tmp_path / "keep" / "summary.json").read_text())
+    assert {Path(t["path"]).name for t in kept["calibration_top"][:3]} == {f"copy_of_{f.name}" for f in copies}
+    top = kept["calibration_top"][0]
+    assert Path(top["global_match"]).name == Path(top["path"]).name.removeprefix("copy_of_")
+    assert any("score like copies" in w for w in kept["warnings"]) and kept["reference_copies_dropped"] == []
+    r = run(*base, "--out", str(tmp_path / "drop"), "--drop-reference-copies")
+    assert r.returncode == 0, r.stderr
+    dropped = json.loads((tmp_path / "drop" / "summary.json").read_text())
+    assert {Path(p).name for p in dropped["reference_copies_dropped"]} == {f"copy_of_{f.name}" for f in copies}
+    assert dropped["calibration"]["null_size"] == 40 and kept["calibration"]["null_size"] == 43
+    assert dropped["calibration"]["threshold"] < kept["calibration"]["threshold"]
+    assert dropped["replicas"] >= kept["replicas"]

@@ -103,7 +103,8 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
               descriptor=a.descriptor, captions=a.captions, reference_captions=a.reference_captions,
               batch_size=a.batch_size, max_pixels=a.max_pixels, seed=a.seed, verify=a.verify,
               verify_k=a.verify_k, verify_config=VerifyConfig(ecc=a.ecc), dup_counts=a.dup_counts,
-              partial=a.partial, partial_k=a.partial_k, local_k=a.local_k, progress=bars)
+              partial=a.partial, partial_k=a.partial_k, local_k=a.local_k,
+              drop_reference_copies=a.drop_reference_copies, progress=bars)
     print_audit_summary(r.summary, Path(a.out))
     if a.report:
         from .report.html import render_report
@@ -389,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --partial, up to this many more candidates per image from local features "
                         "(RootSIFT voting; the index is built in the index directory on first use); 0: off "
                         "(default 10)")
+    p.add_argument("--drop-reference-copies", action="store_true",
+                   help="leave reference images whose object or pixel score is >= 0.98 (they reproduce a "
+                        "training image's pixels) out of the calibration null, listed in summary.json; "
+                        "without it they are kept and a warning names them (docs/partial.md)")
     p.add_argument("--seed", type=int, default=0, help="seed for background sampling")
     p.add_argument("--report", action="store_true", help="also write a self-contained report.html")
     p.add_argument("--dup-counts", action="store_true", default=None,

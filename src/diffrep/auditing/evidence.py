@@ -148,6 +148,16 @@ __all__ = ["match_rows"]
 COPY_LIKE = 0.98  # a pixel-level score (object R^2, blurred-intensity correlation) this high looks like a copy
 
 
+def copy_like(pixel: np.ndarray | None, obj: np.ndarray | None, n: int) -> np.ndarray:
+    """Which of ``n`` images have a pixel-level score (blurred-intensity correlation or object R^2)
+    >= ``COPY_LIKE``: a region that reproduces a training image's pixels."""
+    out = np.zeros(n, bool)
+    for c in (pixel, obj):
+        if c is not None:
+            out |= np.nan_to_num(np.asarray(c, np.float64), nan=-1.0) >= COPY_LIKE
+    return out
+
+
 def reference_top(paths: Sequence[str], verdict: np.ndarray, threshold: float, channels: dict[str, np.ndarray | None],
                   matched: dict[str, Sequence[str] | None], n: int = 5) -> tuple[list[dict[str, Any]], list[str]]:
     """The ``n`` reference images with the highest verdict scores: the images that set a ``--reference``
@@ -174,5 +184,5 @@ def reference_top(paths: Sequence[str], verdict: np.ndarray, threshold: float, c
     warnings = [f"{len(copy_like)} reference image(s) that set the threshold score like copies of training "
                 f"images (pixel-level score >= {COPY_LIKE}): {', '.join(copy_like)}. If they are copies, the "
                 "threshold is too high and hides replicas: look at summary.json calibration_top and remove "
-                "them from the reference set"] if copy_like else []
+                "them from the reference set (or audit with --drop-reference-copies)"] if copy_like else []
     return top, warnings

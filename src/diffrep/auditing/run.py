@@ -23,7 +23,7 @@ from .background import background_scores, train_null
 from .duplication import dup_counts as dup_counts_for, duplication_summary
 from .calibration import Calibration, calibrate, fuse_channels
 from .captions import caption_analysis
-from .evidence import match_rows, reference_top
+from .evidence import copy_like, match_rows, reference_top
 from .rerank import Reranked, best_scores, load_image, verify_candidates
 from ..descriptors.regions import RegionConfig, RegionEmbedder
 from ..sources import read_location
@@ -70,7 +70,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
           dup_counts: bool | None = None, partial: bool = False, partial_k: int = 10,
           region_config: RegionConfig | None = None, partial_background_sample: int = 300,
           object_config: ObjectConfig | None = None, local_k: int = 10,
-          local_config: LocalConfig | None = None,
+          local_config: LocalConfig | None = None, drop_reference_copies: bool = False,
           pixel: bool = True, progress: Optional[ProgressCallback] = None) -> AuditResult:
     """Audit the generated images in ``source`` against the training ``index``; write results to ``out``.
 
@@ -85,7 +85,9 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     index directory on first use; 0 turns it off). Threshold:
     calibrated at ``fpr`` on ``reference`` (held-out real images, scored by the same pipeline) if given,
     else on the train-vs-train background; ``threshold`` instead applies a fixed cosine threshold to the
-    SSCD top-1 (the paper's rule, no verification). See ``diffrep.auditing.calibration``."""
+    SSCD top-1 (the paper's rule, no verification). See ``diffrep.auditing.calibration``.
+    ``drop_reference_copies``: reference images whose object or pixel score is >= ``evidence.COPY_LIKE``
+    are taken to be copies of training images and left out of the null (listed in summary.json)."""
     t0 = time.perf_counter()
     if not 0 < fpr < 1:  # checked before any work
         raise CalibrationError(f"target false-positive rate must be between 0 and 1, got {fpr}")
@@ -199,6 +201,16 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     q_object = q_obj.top if q_obj is not None else None
     if not pixel:  # the pixel channel switched off: it neither joins the fusion nor orders the evidence
         q_pixel = null_p = None
+    ref_keep = np.ones(0 if ref_scores is None else len(ref_scores), bool)
+    if drop_reference_copies and ref_scores is not None:
+        ref_keep = ~copy_like(null_p, null_o, len(ref_scores))
+        if ref_keep.any():
+            null_g, null_v, null_r, null_p, null_o = (None if c is None else c[ref_keep]
+                                                      for c in (null_g, null_v, null_r, null_p, null_o))
+        else:
+            ref_keep[:] = True
+            warnings.append("every reference image scores like a copy of a training image; none was dropped")
+    dropped = [r.path for r, k in zip(ref.records, ref_keep) if not k] if ref_scores is not None else []
     # (name, null, queries, decides alone): the pixel-level channels compare the whole content at one
     # alignment and may decide on their own; the SSCD cosine, the edge score and the region cosine are all
     # fooled by look-alikes that share a drawn part, so they must agree (calibration.fuse_channels)
@@ -224,11 +236,15 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     t_cal = time.perf_counter()
     ref_top: list[dict[str, Any]] | None = None
     if fused and ref_scores is not None:
+        best_obj = _best_object_match(ref_reg, ref_obj, train_path)
         ref_top, top_warnings = reference_top(
-            [r.path for r in ref.records], null_verdict, cal.threshold,
+            [r.path for r, k in zip(ref.records, ref_keep) if k], null_verdict, cal.threshold,
             {"global": null_g, "verified": null_v, "region": null_r, "pixel": null_p, "object": null_o},
-            {"global": [train_path[int(j)] if j >= 0 else "" for j in r_ids[:, 0]],
-             "object": _best_object_match(ref_reg, ref_obj, train_path)})
+            {"global": [train_path[int(j)] if j >= 0 else "" for j in r_ids[ref_keep, 0]],
+             "object": None if best_obj is None else [b for b, k in zip(best_obj, ref_keep) if k]})
+        if dropped:
+            top_warnings.append(f"{len(dropped)} reference image(s) scored like copies of training images and "
+                                "were left out of the null (--drop-reference-copies): reference_copies_dropped")
         warnings = warnings + top_warnings
 
     top1 = scores[:, 0]
@@ -259,6 +275,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         "replication_rate": n_rep / len(queries.records),
         "calibration": cal.describe(),
         "calibration_top": ref_top,
+        "reference_copies_dropped": dropped,
         "verdict_score": _verdict_description(fused, channels, q_region is not None),
         "partial": None if q_reg is None else {
             "windows_per_image": q_reg.windows, "seconds_per_image": round(q_reg.seconds / max(1, len(q_reg.ids)), 4),
