@@ -114,13 +114,19 @@ def test_flat_object_needs_its_own_colour() -> None:
     assert found.score > 0.85 and 90 <= found.query_box[2] - found.query_box[0] <= 100
 
 
-def test_flat_silhouette_inside_a_larger_area_of_its_colour_is_not_a_match(emoji_files: list[Path]) -> None:
-    """A silhouette's pixels are one colour: without its outline any larger area of that colour fits them
-    (openclipart: a chipmunk silhouette 'found' in a black costume at R^2 0.9997)."""
-    with Image.open(emoji_files[648]) as im:
+def _silhouette(path: Path) -> tuple[Image.Image, Image.Image]:
+    """A near-black silhouette of the emoji at ``path`` (its alpha, thresholded) and that alpha mask."""
+    with Image.open(path) as im:
         alpha = im.convert("RGBA").getchannel("A").point(lambda v: 255 if v > 127 else 0)
     shape = Image.new("RGBA", alpha.size, (20, 20, 20, 0))
     shape.putalpha(alpha)
+    return shape, alpha
+
+
+def test_flat_silhouette_inside_a_larger_area_of_its_colour_is_not_a_match(emoji_files: list[Path]) -> None:
+    """A silhouette's pixels are one colour: without its outline any larger area of that colour fits them
+    (openclipart: a chipmunk silhouette 'found' in a black costume at R^2 0.9997)."""
+    shape, alpha = _silhouette(emoji_files[648])
     m = ObjectMatcher()
     dark = Image.new("RGB", (256, 256), (240, 240, 240))
     dark.paste((20, 20, 20), (20, 20, 236, 236))  # a black area larger than the silhouette at any scale tried
@@ -194,10 +200,7 @@ def test_line_drawing_is_not_found_in_unrelated_dark_strokes() -> None:
 def test_silhouette_inside_a_slightly_larger_dark_shape_is_not_a_match(emoji_files: list[Path]) -> None:
     """A silhouette inside a dark shape a little larger than itself has edges nearby but none along its own
     outline (openclipart seed 5: a cow silhouette inside a fawn's body at R^2 0.996)."""
-    with Image.open(emoji_files[648]) as im:
-        alpha = im.convert("RGBA").getchannel("A").point(lambda v: 255 if v > 127 else 0)
-    shape = Image.new("RGBA", alpha.size, (20, 20, 20, 0))
-    shape.putalpha(alpha)
+    shape, alpha = _silhouette(emoji_files[648])
     m = ObjectMatcher()
     scene = Image.new("RGB", (256, 256), (240, 240, 240))
     big = alpha.resize((150, 150)).filter(ImageFilter.MaxFilter(9))  # the silhouette grown by ~4 px

@@ -167,7 +167,8 @@ def reference_top(paths: Sequence[str], verdict: np.ndarray, threshold: float, c
     does (an icon theme's emblem drawn into another icon of the theme): such images raise the threshold and
     hide real replicas, so the user should look at them."""
     order = np.argsort(-np.asarray(verdict, np.float64), kind="stable")[:n]
-    top, copy_like = [], []
+    likes = copy_like(channels.get("pixel"), channels.get("object"), len(verdict))
+    top, named = [], []
     for i in order:
         row: dict[str, Any] = {"path": paths[int(i)], "verdict": round(float(verdict[i]), 6),
                                "at_or_above_threshold": bool(verdict[i] >= threshold)}
@@ -177,12 +178,11 @@ def reference_top(paths: Sequence[str], verdict: np.ndarray, threshold: float, c
         for name, who in matched.items():
             if who is not None and who[int(i)]:
                 row[f"{name}_match"] = who[int(i)]
-        pixel_level = max((row.get(c, -1.0) for c in ("object", "pixel")), default=-1.0)
-        if row["at_or_above_threshold"] and pixel_level >= COPY_LIKE:
-            copy_like.append(row["path"])
+        if row["at_or_above_threshold"] and likes[i]:
+            named.append(row["path"])
         top.append(row)
-    warnings = [f"{len(copy_like)} reference image(s) that set the threshold score like copies of training "
-                f"images (pixel-level score >= {COPY_LIKE}): {', '.join(copy_like)}. If they are copies, the "
+    warnings = [f"{len(named)} reference image(s) that set the threshold score like copies of training "
+                f"images (pixel-level score >= {COPY_LIKE}): {', '.join(named)}. If they are copies, the "
                 "threshold is too high and hides replicas: look at summary.json calibration_top and remove "
-                "them from the reference set (or audit with --drop-reference-copies)"] if copy_like else []
+                "them from the reference set (or audit with --drop-reference-copies)"] if named else []
     return top, warnings
