@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from diffrep import shared_drawings
 from diffrep.bench.edits import DUPLICATE_KINDS, apply_edit
 from diffrep.data import get_dataset, read_captions, read_groups
 from diffrep.dedup import dedup
@@ -38,22 +39,26 @@ def build(root: Path, seed: int, n_base: int, n_dup: int, base_rule: str = "unre
     ``"unrelated"`` (default): also no emoji drawn from another one in the base (names and code points,
     ``emoji_groups.unrelated_subset``): "mobile phone" and "mobile phone with rightwards arrow" are one
     drawing plus an arrow, i.e. a duplicate by the benchmark's own edits (overlay, pad), not a false pair.
-    ``dataset="openclipart"``: one picture per family (``diffrep.clipart``: names, identical and recoloured
-    or turned pictures); the name rule for emoji does not apply, so ``base_rule`` is ignored."""
+    ``dataset="openclipart"``: one picture per family (``diffrep.clipart``: names, folders, symbol sets,
+    identical and recoloured or turned pictures). For both collections ``"unrelated"`` also leaves out
+    one of each reviewed pair of drawings filed twice (``diffrep.shared_drawings``, since 2026-11-23:
+    another label or emblem, a recolour, a mirror image)."""
     ds = get_dataset(dataset)
     groups = read_groups(ds)
     first: dict[str, str] = {}
     for f in sorted(groups):
         first.setdefault(groups[f][0], f)
     rng = np.random.default_rng(seed)
-    if dataset != "emoji" or base_rule == "families":
+    if base_rule == "families":
         base = sorted(rng.choice(sorted(first.values()), size=n_base, replace=False).tolist())
         rest = sorted(set(first.values()) - set(base))
     else:
         order = [str(f) for f in rng.permutation(sorted(first.values()))]
-        pool = unrelated_subset(order, read_captions(ds))
+        if dataset == "emoji":  # names and code points first, then the reviewed pairs
+            order = unrelated_subset(order, read_captions(ds))
+        pool = shared_drawings.unrelated_subset(order, shared_drawings.related_pairs(dataset))
         if len(pool) < n_base:
-            raise SystemExit(f"only {len(pool)} unrelated emoji families; ask for fewer (--n-base)")
+            raise SystemExit(f"only {len(pool)} unrelated {dataset} families; ask for fewer (--n-base)")
         # the relation is symmetric, so the greedy pool's tail is exactly what stays unrelated to the base
         base, rest = sorted(pool[:n_base]), sorted(pool[n_base:])
     root.mkdir(parents=True)
@@ -169,8 +174,9 @@ def main() -> None:
     ap.add_argument("--fpr", type=float, nargs="*", default=[],
                     help="also run dedup --fpr F --reference (300 held-out emoji families) for each F")
     ap.add_argument("--base", choices=("unrelated", "families"), default="unrelated",
-                    help="base collection: one emoji per family and none drawn from another (default), or "
-                         "one per family only (the benchmark before 2026-11-23)")
+                    help="base collection: one picture per family and none drawn from another (default: emoji "
+                         "by names and code points, both collections by the reviewed pairs of "
+                         "diffrep.shared_drawings), or one per family only (the benchmark before 2026-11-23)")
     ap.add_argument("--dataset", choices=("emoji", "openclipart"), default="emoji",
                     help="the collection: emoji (tuned on), or openclipart (held out: never used to choose anything)")
     ap.add_argument("--out", default=None)
@@ -214,7 +220,7 @@ def main() -> None:
             pairs_figure(wrong, work / "images", Path(a.false_pairs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    base = a.base if a.dataset == "emoji" else "one per family"
+    base = a.base
     print(f"seed {a.seed}: {a.dataset}, {a.n_base} originals ({base} base), {a.n_dup} injected duplicates\n")
     print("| method | pairs grouped (recall) | precision | false pairs |")
     print("|---|---|---|---|")

@@ -1,0 +1,164 @@
+"""Reviewed lists of pictures in the packaged collections that are one drawing filed twice.
+
+``groups.csv`` families merge what their rules can see (names, folders, symbol sets, identical or turned
+thumbnails; for emoji also code points). A collection meant to hold *no* near-duplicates, such as the
+dedup benchmark's base (docs/dedup.md), also needs the pairs those rules cannot see: one drawing under two
+names, with another label or emblem, in another colour, mirrored or cropped. These lists are such pairs,
+reviewed by eye, and :func:`unrelated_subset` keeps a collection free of them.
+
+How they were made (2026-11-23, before any benchmark run that uses them): the family representatives
+(the first file of each ``groups.csv`` family, the only files the dedup benchmark draws its base from:
+2,002 openclipart pictures, 1,288 emoji) were searched against each other. Every pair with SSCD cosine
+>= 0.75 among the 10 nearest neighbours, or linked by ``diffrep dedup`` at its defaults, was shown side by
+side and labelled (openclipart: 123 + 16 links, 127 distinct pairs; emoji: 205, of which 177 are not
+already kept apart by the emoji name rule, ``emoji_groups.unrelated_subset``).
+
+*Related* (listed): one picture is the other up to the edits the benchmark injects (resize, pad, crop,
+recolour, mirror, blur, JPEG, text) or a small local change with the rest of the drawing identical: a label,
+digit or word changed (the RSS / XML button, keycaps), an emblem or small element added, removed or replaced
+(a folder's star or heart, a hat, a halo, a mouth), a sign drawn on the blank triangle it is made of.
+*Distinct* (not listed): a part redrawn (a face's expression, a box's flaps, a moon's lit part, a padlock's
+shackle), another pictogram in a shared frame (warning triangles, prohibition circles, media buttons),
+other drawings in one style (chess pieces, man and woman pictograms, knots). Openclipart: 63 related, 64
+distinct (two "pictures", a duck and a penguin, are the same broken-link placeholder); emoji: 44 related,
+133 distinct (most of them faces with other expressions).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+OPENCLIPART: tuple[tuple[str, str], ...] = (
+    ("animals/birds/duck_yellow_ii_kurt_cagl_.png", "animals/birds/penguin/tux_didier_fabert_01.png"),
+    ("animals/mammals/housecats/sleeping_cat_rgolan_sup_r.png", "animals/mammals/housecats/sleeping_cat_ron_golan_01.png"),
+    ("animals/mammals/monkey_head_nicu_buculei_01.png", "animals/sailor_monkey_nicu_bucul_01.png"),
+    ("buildings/homes/pinkhome-simple.png", "buildings/homes/pinkhome.png"),
+    ("computer/bb_cd_.png", "computer/bb_dvd_.png"),
+    ("computer/bb_fldr_.png", "computer/bb_fldr_fav_.png"),
+    ("computer/bb_fldr_.png", "computer/bb_fldr_my_.png"),
+    ("computer/bb_fldr_fav_.png", "computer/bb_fldr_my_.png"),
+    ("computer/floppy_architetto_france_01.png", "computer/floppy_disk_architetto_f_01.png"),
+    ("computer/gateway_andy_fitzsimon_r.png", "computer/router_andy_fitzsimon_r.png"),
+    ("computer/icons/digital_camera_nikon_co_.png", "computer/icons/nikon_coolpix_auban_.png"),
+    ("computer/icons/foglio_e_mondo_architett_01.png", "science/astronomy/mondo_architetto_frances_01.png"),
+    ("computer/icons/hotel_icon_cycling_geral_01.png", "computer/icons/hotel_icon_mountain_bik_01.png"),
+    ("computer/icons/hotel_icon_email_access_01.png", "computer/icons/hotel_icon_web_access_ge_01.png"),
+    ("computer/icons/hotel_icon_in_room_emai_01.png", "computer/icons/hotel_icon_in_room_web__01.png"),
+    ("computer/icons/hotel_icon_in_room_web__01.png", "computer/icons/hotel_icon_web_access_ge_01.png"),
+    ("computer/icons/hotel_icon_indoor_parki_01.png", "computer/icons/hotel_icon_parking_avai_01.png"),
+    ("computer/icons/hotel_icon_indoor_pool_g_01.png", "computer/icons/hotel_icon_swimming_poo_01.png"),
+    ("computer/icons/hotel_icon_racquetball_g_01.png", "computer/icons/hotel_icon_squash_gerald_01.png"),
+    ("computer/icons/load_cedric_bosdonnat_01.png", "computer/icons/save_cedric_bosdonnat_01.png"),
+    ("containers/out_of_the_box_nicu_bucu_01.png", "office/open_box_nicu_buculei_01.png"),
+    ("decorations/left_bottom_corner_trib_.png", "decorations/right_bottom_corner_tri_.png"),
+    ("education/books/books-aj.svg_aj_ashton_01.png", "education/books/help-books-aj.svg_aj_ash_01.png"),
+    ("food/beverages/milk_bw.png", "food/beverages/milk_ganson.png"),
+    ("food/fruit/lemon_whole_ganson.png", "food/fruit/lime_whole_ganson.png"),
+    ("food/meats_and_eggs/chicken_burger.png", "food/meats_and_eggs/hamburger_ganson.png"),
+    ("geography/astronomy/03_firstquarter_opencli_01.png", "geography/astronomy/07_lastquarter_openclip_01.png"),
+    ("office/pin_-_blue_nicu_buculei_01.png", "office/pin_-_yellow_nicu_bucule_01.png"),
+    ("people/adult_astrid_graeber_01.png", "people/boy_astrid_graeber_.png"),
+    ("people/boy_symbol_01_01.png", "people/symbolic_boy_hans_derago_01.png"),
+    ("people/clothing/hats/bejewelled_crown_with_t_01.png", "people/clothing/hats/simple_crown_with_three_01.png"),
+    ("people/clothing/hats/simple_crown_with_one_r_01.png", "people/clothing/hats/simple_crown_with_three_01.png"),
+    ("plants/bamboo_01.png", "plants/bamboo_danny_allen_r.png"),
+    ("recreation/games/cards/as_carreau_jean_victor_b_.png", "signs_and_symbols/card_figures_-_diamond_01.png"),
+    ("recreation/games/cards/bordered/bordered_jk_b.png", "recreation/games/cards/ornamental/ornamental_jk_b.png"),
+    ("recreation/music/double_croche_jean-victo_01.png", "recreation/music/simple_croche_jean-victo_01.png"),
+    ("recreation/toys/rubik_s_cube_petri_lumme_01.png", "recreation/toys/rubik_s_cube_random_petr_01.png"),
+    ("science/provetta_plasma_sangue_a_01.png", "unsorted/provetta.png"),
+    ("shapes/cfbulb_lit_benji_park_.png", "shapes/cfbulb_notlit_benji_park_.png"),
+    ("signs_and_symbols/BasseTemperature.png", "signs_and_symbols/low_temperature_yves_gui_01.png"),
+    ("signs_and_symbols/ChampMagnetiqueImportant.png", "signs_and_symbols/magnetic_field_yves_guil_01.png"),
+    ("signs_and_symbols/ChargesSuspendues.png", "signs_and_symbols/charge_lourde_yves_guill_01.png"),
+    ("signs_and_symbols/DangerGeneral.png", "signs_and_symbols/danger_general_yves_guil_01.png"),
+    ("signs_and_symbols/RadiationsIonisantes.png", "signs_and_symbols/radiations_ionisantes_yv_01.png"),
+    ("signs_and_symbols/RadiationsNonIonisantes.png", "signs_and_symbols/radiations_non_ionisant_01.png"),
+    ("signs_and_symbols/VehiculesManutention.png", "signs_and_symbols/vehicules_manutention_yv_01.png"),
+    ("signs_and_symbols/charge_lourde_yves_guill_01.png", "signs_and_symbols/triangle_yves_guillou_01.png"),
+    ("signs_and_symbols/cloud_jon_phillips_01.png", "signs_and_symbols/thought_cloud_jon_philli_01.png"),
+    ("signs_and_symbols/danger_general_yves_guil_01.png", "signs_and_symbols/triangle_yves_guillou_01.png"),
+    ("signs_and_symbols/danger_lectrique_yves_gu_01.png", "signs_and_symbols/triangle_yves_guillou_01.png"),
+    ("signs_and_symbols/ex_yves_guillou_01.png", "signs_and_symbols/triangle_yves_guillou_01.png"),
+    ("signs_and_symbols/half_star_rating_saurabh_01.png", "signs_and_symbols/one_and_a_half_star_rat_01.png"),
+    ("signs_and_symbols/keep_tidy_empty_01.png", "signs_and_symbols/keep_tidy_inside_01.png"),
+    ("signs_and_symbols/magnetic_field_yves_guil_01.png", "signs_and_symbols/triangle_yves_guillou_01.png"),
+    ("signs_and_symbols/one_and_a_half_star_rat_01.png", "signs_and_symbols/one_star_rating_saurabh__01.png"),
+    ("signs_and_symbols/one_and_a_half_star_rat_01.png", "signs_and_symbols/two_and_a_half_star_rat_01.png"),
+    ("signs_and_symbols/one_and_a_half_star_rat_01.png", "signs_and_symbols/two_star_rating_saurabh__01.png"),
+    ("signs_and_symbols/one_star_rating_saurabh__01.png", "signs_and_symbols/two_star_rating_saurabh__01.png"),
+    ("signs_and_symbols/radiations_ionisantes_yv_01.png", "signs_and_symbols/triangle_yves_guillou_01.png"),
+    ("signs_and_symbols/radiations_non_ionisant_01.png", "signs_and_symbols/triangle_yves_guillou_01.png"),
+    ("signs_and_symbols/simbolo_emergenza_sanit_01.png", "unsorted/Simbol_medicina.png"),
+    ("signs_and_symbols/triangle_yves_guillou_01.png", "signs_and_symbols/vehicules_manutention_yv_01.png"),
+    ("signs_and_symbols/two_and_a_half_star_rat_01.png", "signs_and_symbols/two_star_rating_saurabh__01.png"),
+)
+
+EMOJI: tuple[tuple[str, str], ...] = (
+    ("0023-fe0f-20e3.png", "002a-fe0f-20e3.png"),  # hash key / keycap: *
+    ("0023-fe0f-20e3.png", "0032-fe0f-20e3.png"),  # hash key / keycap 2
+    ("0030-fe0f-20e3.png", "0032-fe0f-20e3.png"),  # keycap 0 / keycap 2
+    ("0030-fe0f-20e3.png", "1f51f.png"),  # keycap 0 / keycap ten
+    ("0031-fe0f-20e3.png", "0032-fe0f-20e3.png"),  # keycap 1 / keycap 2
+    ("0031-fe0f-20e3.png", "0037-fe0f-20e3.png"),  # keycap 1 / keycap 7
+    ("0032-fe0f-20e3.png", "0034-fe0f-20e3.png"),  # keycap 2 / keycap 4
+    ("0032-fe0f-20e3.png", "0037-fe0f-20e3.png"),  # keycap 2 / keycap 7
+    ("0032-fe0f-20e3.png", "2198-fe0f.png"),  # keycap 2 / south east arrow
+    ("1f170-fe0f.png", "1f18e.png"),  # negative squared latin capital letter  / negative squared ab
+    ("1f192.png", "1f524.png"),  # squared cool / input symbol for latin letters
+    ("1f196.png", "1f197.png"),  # squared ng / squared ok
+    ("1f196.png", "1f199.png"),  # squared ng / squared up with exclamation mark
+    ("1f236.png", "1f237-fe0f.png"),  # squared cjk unified ideograph-6709 / squared cjk unified ideograph-6708
+    ("1f238.png", "1f23a.png"),  # squared cjk unified ideograph-7533 / squared cjk unified ideograph-55b6
+    ("1f239.png", "1f23a.png"),  # squared cjk unified ideograph-5272 / squared cjk unified ideograph-55b6
+    ("1f250.png", "3297-fe0f.png"),  # circled ideograph advantage / circled ideograph congratulation
+    ("1f327-fe0f.png", "26c8-fe0f.png"),  # cloud with rain / cloud with lightning and rain
+    ("1f34e.png", "1f34f.png"),  # red apple / green apple
+    ("1f435.png", "1f649.png"),  # monkey face / hear-no-evil monkey
+    ("1f464.png", "1f465.png"),  # bust in silhouette / busts in silhouette
+    ("1f4d5.png", "1f4d7.png"),  # closed book / green book
+    ("1f4e4.png", "1f4e5.png"),  # outbox tray / inbox tray
+    ("1f4ea.png", "1f4eb.png"),  # closed mailbox with lowered flag / closed mailbox with raised flag
+    ("1f4f1.png", "1f4f3.png"),  # mobile phone / vibration mode
+    ("1f4f2.png", "1f4f3.png"),  # mobile phone with rightwards arrow at  / vibration mode
+    ("1f519.png", "1f51a.png"),  # back with leftwards arrow above / end with leftwards arrow above
+    ("1f519.png", "1f51c.png"),  # back with leftwards arrow above / soon with rightwards arrow above
+    ("1f51a.png", "1f51b.png"),  # end with leftwards arrow above / on with exclamation mark with left rig
+    ("1f51b.png", "1f51c.png"),  # on with exclamation mark with left rig / soon with rightwards arrow above
+    ("1f520.png", "1f521.png"),  # input symbol for latin capital letters / input symbol for latin small letters
+    ("1f521.png", "1f522.png"),  # input symbol for latin small letters / input symbol for numbers
+    ("1f522.png", "1f523.png"),  # input symbol for numbers / input symbol for symbols
+    ("1f53c.png", "23cf-fe0f.png"),  # up-pointing small red triangle / eject button
+    ("1f600.png", "1f603.png"),  # grinning face / smiling face with open mouth
+    ("1f607.png", "1f60a.png"),  # smiling face with halo / smiling face with smiling eyes
+    ("1f610.png", "1f636.png"),  # neutral face / face without mouth
+    ("1f620.png", "1f621.png"),  # angry face / pouting face
+    ("1f6c2.png", "1f6c3.png"),  # passport control / customs
+    ("1fab9.png", "1faba.png"),  # empty nest / nest with eggs
+    ("203c-fe0f.png", "2757.png"),  # double exclamation mark / heavy exclamation mark symbol
+    ("2049-fe0f.png", "2753.png"),  # exclamation question mark / black question mark ornament
+    ("2196-fe0f.png", "2197-fe0f.png"),  # north west arrow / north east arrow
+    ("3297-fe0f.png", "3299-fe0f.png"),  # circled ideograph congratulation / circled ideograph secret
+)
+
+
+def related_pairs(dataset: str) -> tuple[tuple[str, str], ...]:
+    """The reviewed related pairs of a packaged collection (dataset-relative paths); none for others."""
+    return {"openclipart": OPENCLIPART, "emoji": EMOJI}.get(dataset, ())
+
+
+def unrelated_subset(order: Iterable[str], pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """The files of ``order``, taken greedily in that order, leaving out each file related (by ``pairs``)
+    to one already taken. The relation is symmetric, so which of two related files is kept depends only
+    on their order; files outside every pair are always kept."""
+    rel: dict[str, set[str]] = {}
+    for a, b in pairs:
+        rel.setdefault(a, set()).add(b)
+        rel.setdefault(b, set()).add(a)
+    taken: list[str] = []
+    seen: set[str] = set()
+    for f in order:
+        if rel.get(f, set()) & seen:
+            continue
+        taken.append(f)
+        seen.add(f)
+    return taken
