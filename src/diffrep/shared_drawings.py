@@ -10,7 +10,8 @@ How they were made (2026-11-23, before any benchmark run that uses them): the fa
 (the first file of each ``groups.csv`` family, the only files the dedup benchmark draws its base from:
 2,002 openclipart pictures, 1,288 emoji) were searched against each other. Every pair with SSCD cosine
 >= 0.75 among the 10 nearest neighbours, or linked by ``diffrep dedup`` at its defaults, was shown side by
-side and labelled (openclipart: 123 + 16 links, 127 distinct pairs; emoji: 205, of which 177 are not
+side at thumbnail size and labelled, and every pair labelled distinct was looked at again at 170 px
+(openclipart: 123 + 16 links, 127 distinct pairs; emoji: 205, of which 177 are not
 already kept apart by the emoji name rule, ``emoji_groups.unrelated_subset``).
 
 *Related* (listed): one picture is the other up to the edits the benchmark injects (resize, pad, crop,
@@ -20,8 +21,10 @@ digit or word changed (the RSS / XML button, keycaps), an emblem or small elemen
 *Distinct* (not listed): a part redrawn (a face's expression, a box's flaps, a moon's lit part, a padlock's
 shackle), another pictogram in a shared frame (warning triangles, prohibition circles, media buttons),
 other drawings in one style (chess pieces, man and woman pictograms, knots). Openclipart: 63 related, 64
-distinct (two "pictures", a duck and a penguin, are the same broken-link placeholder); emoji: 44 related,
-133 distinct (most of them faces with other expressions).
+distinct (two "pictures", a duck and a penguin, are the same broken-link placeholder); emoji: 45 related,
+132 distinct (most of them faces with other expressions). The second look changed two labels: the
+bamboo pictures (one drawing, cropped) and the grinning cat with and without tears, both to related.
+The full review, distinct pairs included: ``benchmarks/shared_drawings_review.json``.
 """
 from __future__ import annotations
 
@@ -132,6 +135,7 @@ EMOJI: tuple[tuple[str, str], ...] = (
     ("1f607.png", "1f60a.png"),  # smiling face with halo / smiling face with smiling eyes
     ("1f610.png", "1f636.png"),  # neutral face / face without mouth
     ("1f620.png", "1f621.png"),  # angry face / pouting face
+    ("1f638.png", "1f639.png"),  # grinning cat face with smiling eyes / cat face with tears of joy
     ("1f6c2.png", "1f6c3.png"),  # passport control / customs
     ("1fab9.png", "1faba.png"),  # empty nest / nest with eggs
     ("203c-fe0f.png", "2757.png"),  # double exclamation mark / heavy exclamation mark symbol
