@@ -163,7 +163,7 @@ def cmd_dedup(a: argparse.Namespace, bars: ProgressBars) -> int:
         given["pixel_threshold"] = None
     r = dedup(src, a.out, index=a.index, descriptor=a.descriptor, verify=a.verify, captions=a.captions,
               max_pixels=a.max_pixels, mode=a.mode, eps=a.eps, fpr=a.fpr, reference=a.reference, nprobe=a.nprobe,
-              progress=bars, **given)
+              text_overlay=a.text_overlay, progress=bars, **given)
     s = r.summary
     cal = s["rule"].get("calibration") or {}
     if cal.get("source") == "reference":
@@ -422,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-threshold", type=float, default=None, help="link on the blurred-intensity "
                    "correlation at or above this (default 0.94; off with --fpr)")
     p.add_argument("--no-pixel", dest="pixel", action="store_false", help="no pixel-correlation link rule")
+    p.add_argument("--no-text-lines", dest="text_overlay", action="store_false",
+                   help="do not score pairs without the text lines where they differ (captions, watermarks)")
     p.add_argument("--nprobe", type=int, default=8, help="IVF cells probed by the candidate search on an "
                    "approximate index (default 8; exact indexes ignore it)")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="cosine threshold only")

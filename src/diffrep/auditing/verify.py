@@ -64,9 +64,12 @@ class VerifyConfig:
     max_anisotropy: float = 1.6  # largest/smallest axis scaling of an alignment (a crop resized to square)
     scale_range: tuple[float, float] = (0.25, 4.0)  # allowed axis scalings of an alignment
     max_rotation: float = 45.0  # degrees; larger turns are other pictures (decoding applies EXIF orientation)
+    text_overlay: bool = False  # also score the pair without the text lines where it differs (dedup: on)
+    text_gate: float = 0.95  # edge score the rest of the picture needs before the text-free scores count
 
     def describe(self) -> dict[str, Any]:
-        return {"method": "sift-ransac-affine|ecc-affine+gradient-ncc; blurred-intensity-ncc", **self.__dict__}
+        return {"method": "sift-ransac-affine|ecc-affine+gradient-ncc; blurred-intensity-ncc"
+                + ("; text lines left out" if self.text_overlay else ""), **self.__dict__}
 
 
 @dataclass
@@ -148,8 +151,33 @@ class Verifier:
                     pixel = max(pixel, self.pixel_ncc(q, train, a))
                 if score > best.score:  # no keypoints support this map: 0 inliers, not the RANSAC map's count
                     best = Verification(score, 0, mirrored, a)
+        if self.config.text_overlay and best.affine is not None:
+            q = next(f for f, m in query_views if m == best.mirrored)
+            text = self.without_text(q, train, best.affine)
+            if text is not None and text[0] >= self.config.text_gate:
+                best.score, pixel = max(best.score, text[0]), max(pixel, text[1])
         best.pixel = pixel
         return best
+
+    def without_text(self, q: Features, t: Features, affine: np.ndarray) -> Optional[tuple[float, float]]:
+        """(edge, pixel) correlations of the aligned pair leaving out the text lines where they differ
+        (``textlines.text_line_mask``: a caption or watermark over a copy), or None without such lines."""
+        from .textlines import text_line_mask
+
+        warped, valid = self._warp(t.gray, affine, 255)
+        lines = text_line_mask(q.gray, warped, valid)
+        content = self._content(q.gray, warped, valid) if lines is not None else None
+        if content is None:
+            return None
+        keep = content & ~lines
+        if int(keep.sum()) < self.config.min_content_px:
+            return None
+        edge = _masked_ncc(self._grad(q.gray), self._grad(warped), keep)
+        pixel = 0.0
+        if q.blur is not None and t.blur is not None:
+            blur, _ = self._warp(t.blur, affine, 255.0)
+            pixel = _masked_ncc(q.blur, blur, keep)
+        return edge, pixel
 
     def plausible(self, affine: np.ndarray) -> bool:
         """Whether an alignment is an edit a copy plausibly went through: each axis scaled within

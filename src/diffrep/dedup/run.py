@@ -7,6 +7,8 @@
 3. A candidate is a link when pixel-level verification (``diffrep.auditing.verify``: alignment + edge
    correlation) scores >= ``verified_threshold``, or its blurred-intensity correlation (the verifier's
    ``pixel`` score) is >= ``pixel_threshold`` (text overlays, crops and recolourings whose edges changed).
+   With ``text_overlay`` (default) both scores are also taken leaving out text lines where the pair differs
+   (``auditing/textlines.py``: a caption or watermark over a copy), if the rest's edges agree >= 0.95.
    The SSCD cosine alone (>= ``global_threshold``) links a pair only where there is no pixel evidence:
    with ``verify=False``, or when the image itself cannot be decoded for verification (a candidate that
    cannot be read scores 0, which is evidence; look-alike icons reach cosine 0.96 while their pixels
@@ -24,7 +26,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -77,7 +79,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
           verify_config: VerifyConfig | None = None, mode: str = "verified", eps: float = 0.05,
           fpr: float | None = None, reference: PathLike | Sequence[PathLike] | None = None,
           nprobe: int = DEDUP_NPROBE, pixel_threshold: float | None = DEFAULTS["pixel_threshold"],
-          progress: Optional[ProgressCallback] = None) -> DedupResult:
+          text_overlay: bool = True, progress: Optional[ProgressCallback] = None) -> DedupResult:
     """Group near-duplicates of ``source`` (or of an existing ``index``); write results into ``out``.
 
     ``mode="verified"`` (default) is described in the module docstring; ``mode="semdedup"`` is the
@@ -98,6 +100,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
         if mode != "verified":
             raise DiffrepError("--fpr calibrates the verified mode's links; semdedup uses --eps")
     t0 = time.perf_counter()
+    verify_config = replace(verify_config or VerifyConfig(), text_overlay=text_overlay)
     out_dir = ensure_writable_dir(out, "output directory")
     if index is None:
         if source is None:
@@ -213,7 +216,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     summary = _write(out_dir, paths, ids, area, group, score, link_kind, idx, start=t0, params={
         "k": k, "candidate_floor": candidate_floor, "verified_threshold": verified_threshold,
         "global_threshold": global_threshold, "pixel_threshold": pixel_threshold, "verify": verify,
-        "mode": "verified", "candidate_search": search_params,
+        "text_overlay": text_overlay, "mode": "verified", "candidate_search": search_params,
         "calibration": calibration or {"source": "defaults (fixed thresholds; give --fpr and --reference to "
                                                  "calibrate them)"}})
     return DedupResult(out_dir, summary, group, paths)
