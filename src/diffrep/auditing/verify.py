@@ -66,6 +66,7 @@ class VerifyConfig:
     max_rotation: float = 45.0  # degrees; larger turns are other pictures (decoding applies EXIF orientation)
     text_overlay: bool = False  # also score the pair without the text lines where it differs (dedup: on)
     text_gate: float = 0.95  # edge score the rest of the picture needs before the text-free scores count
+    frame_background: bool = False  # a flat coloured frame counts as background like white (dedup: on)
 
     def describe(self) -> dict[str, Any]:
         return {"method": "sift-ransac-affine|ecc-affine+gradient-ncc; blurred-intensity-ncc"
@@ -79,6 +80,7 @@ class Features:
     desc: Optional[np.ndarray]  # (n, 128) float32
     blur: Optional[np.ndarray] = None  # (size, size) float32, gray blurred by pixel_sigma
     small: Optional[np.ndarray] = None  # (ecc_size, ecc_size) float32, blurred gray for ECC alignment
+    frame: Optional[float] = None  # gray level of a flat non-white frame around the picture (pad, letterbox)
 
 
 @dataclass
@@ -123,7 +125,7 @@ class Verifier:
             n = self.config.ecc_size
             small = cv2.GaussianBlur(cv2.resize(gray, (n, n), interpolation=cv2.INTER_AREA).astype(np.float32),
                                      (0, 0), n / 64.0)
-        return Features(gray, pts, desc, blur, small)
+        return Features(gray, pts, desc, blur, small, _frame_level(gray) if self.config.frame_background else None)
 
     def query_features(self, image: np.ndarray) -> list[tuple[Features, bool]]:
         views = [(self.features(image), False)]
@@ -143,7 +145,7 @@ class Verifier:
                 best = v
             a = self._ecc(q, train)
             if a is not None:
-                score = self.aligned_ncc(q.gray, train.gray, a)
+                score = self.aligned_ncc(q.gray, train.gray, a, (q.frame, train.frame))
                 if score >= self.config.ecc_pixel_gate:
                     # the pixel score uses the ECC map only once the edges confirm it: ECC maximizes the
                     # blurred correlation itself, so over all plausible maps it is high for simple
@@ -166,7 +168,7 @@ class Verifier:
 
         warped, valid = self._warp(t.gray, affine, 255)
         lines = text_line_mask(q.gray, warped, valid)
-        content = self._content(q.gray, warped, valid) if lines is not None else None
+        content = self._content(q.gray, warped, valid, (q.frame, t.frame)) if lines is not None else None
         if content is None:
             return None
         keep = content & ~lines
@@ -237,7 +239,7 @@ class Verifier:
             warped, valid = t.blur, np.ones(q.blur.shape, bool)
         else:
             warped, valid = self._warp(t.blur, affine, 255.0)
-        content = self._content(q.blur, warped, valid)
+        content = self._content(q.blur, warped, valid, (q.frame, t.frame))
         return _masked_ncc(q.blur, warped, content) if content is not None else 0.0
 
     def _pair(self, q: Features, t: Features, mirrored: bool) -> Verification:
@@ -254,12 +256,13 @@ class Verifier:
         if affine is None or not self.plausible(affine):
             return Verification(0.0, 0, mirrored)
         inliers = int(mask.sum())
-        return Verification(self.aligned_ncc(q.gray, t.gray, affine), inliers, mirrored, affine)
+        return Verification(self.aligned_ncc(q.gray, t.gray, affine, (q.frame, t.frame)), inliers, mirrored, affine)
 
-    def aligned_ncc(self, q_gray: np.ndarray, t_gray: np.ndarray, affine: np.ndarray) -> float:
+    def aligned_ncc(self, q_gray: np.ndarray, t_gray: np.ndarray, affine: np.ndarray,
+                    frames: tuple[Optional[float], Optional[float]] = (None, None)) -> float:
         """NCC of smoothed gradient magnitudes after warping the training image into the query frame."""
         warped, valid = self._warp(t_gray, affine, 255)
-        content = self._content(q_gray, warped, valid)
+        content = self._content(q_gray, warped, valid, frames)
         return _masked_ncc(self._grad(q_gray), self._grad(warped), content) if content is not None else 0.0
 
     def _warp(self, img: np.ndarray, affine: np.ndarray, border: float) -> tuple[np.ndarray, np.ndarray]:
@@ -271,9 +274,13 @@ class Verifier:
         valid = cv2.warpAffine(np.ones(img.shape, np.uint8), inv, (s, s), flags=cv2.INTER_NEAREST, borderValue=0) > 0
         return warped, valid
 
-    def _content(self, q: np.ndarray, warped: np.ndarray, valid: np.ndarray) -> Optional[np.ndarray]:
-        """Pixels where either image has content (not white) inside the shared frame; None when too few."""
-        content = valid & ((q < 250) | (warped < 250))
+    def _content(self, q: np.ndarray, warped: np.ndarray, valid: np.ndarray,
+                 frames: tuple[Optional[float], Optional[float]] = (None, None)) -> Optional[np.ndarray]:
+        """Pixels where either image has content inside the shared frame; None when too few. Background is
+        white, and with ``frame_background`` also the level of a flat coloured frame around each picture
+        (``Features.frame``): two different pictures padded with frames of one colour must not correlate
+        through their frames."""
+        content = valid & ~(_background(q, frames[0]) & _background(warped, frames[1]))
         return content if int(content.sum()) >= self.config.min_content_px else None
 
     def _grad(self, g: np.ndarray) -> np.ndarray:
@@ -283,6 +290,21 @@ class Verifier:
         gx = cv2.Sobel(f, cv2.CV_32F, 1, 0)
         gy = cv2.Sobel(f, cv2.CV_32F, 0, 1)
         return np.sqrt(gx * gx + gy * gy)
+
+
+def _frame_level(gray: np.ndarray, ring: int = 3) -> Optional[float]:
+    """The gray level of a flat, non-white frame around the picture (its outer ``ring`` px all within a few
+    levels of one another: a pad or letterbox bars), or None."""
+    edge = np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(), gray[:, -ring:].ravel()])
+    level = float(np.median(edge))
+    if level >= 250 or np.percentile(np.abs(edge.astype(np.float32) - level), 95) > 4:
+        return None
+    return level
+
+
+def _background(img: np.ndarray, frame: Optional[float]) -> np.ndarray:
+    white = img >= 250
+    return white if frame is None else white | (np.abs(img - np.float32(frame)) <= 6)
 
 
 def _masked_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:

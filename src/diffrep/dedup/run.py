@@ -100,7 +100,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
         if mode != "verified":
             raise DiffrepError("--fpr calibrates the verified mode's links; semdedup uses --eps")
     t0 = time.perf_counter()
-    verify_config = replace(verify_config or VerifyConfig(), text_overlay=text_overlay)
+    verify_config = replace(verify_config or VerifyConfig(), text_overlay=text_overlay, frame_background=True)
     out_dir = ensure_writable_dir(out, "output directory")
     if index is None:
         if source is None:
