@@ -102,6 +102,11 @@ def test_dedup_cli_reuses_index(collection, tmp_path):
     s = json.loads((tmp_path / "o" / "summary.json").read_text())["rule"]
     assert {k: s[k] for k in ("k", "verified_threshold", "global_threshold", "pixel_threshold")} == \
         {k: DEFAULTS[k] for k in ("k", "verified_threshold", "global_threshold", "pixel_threshold")}
+    assert s["text_overlay"] is True and s["frame_background"] is True
+    r = subprocess.run([sys.executable, "-m", "diffrep", "dedup", "--index", str(idx), "--out", str(tmp_path / "q"),
+                        "--no-text-lines", "-q"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "q" / "summary.json").read_text())["rule"]["text_overlay"] is False
     helptext = " ".join(subprocess.run([sys.executable, "-m", "diffrep", "dedup", "--help"], capture_output=True,
                                        text=True).stdout.split())
     for flag, key in (("--threshold", "global_threshold"), ("--verified-threshold", "verified_threshold"),
