@@ -43,6 +43,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import DiffrepError
+from .textlines import text_line_mask
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class Verifier:
                 best = v
             a = self._ecc(q, train)
             if a is not None:
-                score = self.aligned_ncc(q.gray, train.gray, a, (q.frame, train.frame))
+                score = self.aligned_ncc(q, train, a)
                 if score >= self.config.ecc_pixel_gate:
                     # the pixel score uses the ECC map only once the edges confirm it: ECC maximizes the
                     # blurred correlation itself, so over all plausible maps it is high for simple
@@ -164,8 +165,6 @@ class Verifier:
     def without_text(self, q: Features, t: Features, affine: np.ndarray) -> Optional[tuple[float, float]]:
         """(edge, pixel) correlations of the aligned pair leaving out the text lines where they differ
         (``textlines.text_line_mask``: a caption or watermark over a copy), or None without such lines."""
-        from .textlines import text_line_mask
-
         warped, valid = self._warp(t.gray, affine, 255)
         lines = text_line_mask(q.gray, warped, valid)
         content = self._content(q.gray, warped, valid, (q.frame, t.frame)) if lines is not None else None
@@ -256,14 +255,13 @@ class Verifier:
         if affine is None or not self.plausible(affine):
             return Verification(0.0, 0, mirrored)
         inliers = int(mask.sum())
-        return Verification(self.aligned_ncc(q.gray, t.gray, affine, (q.frame, t.frame)), inliers, mirrored, affine)
+        return Verification(self.aligned_ncc(q, t, affine), inliers, mirrored, affine)
 
-    def aligned_ncc(self, q_gray: np.ndarray, t_gray: np.ndarray, affine: np.ndarray,
-                    frames: tuple[Optional[float], Optional[float]] = (None, None)) -> float:
+    def aligned_ncc(self, q: Features, t: Features, affine: np.ndarray) -> float:
         """NCC of smoothed gradient magnitudes after warping the training image into the query frame."""
-        warped, valid = self._warp(t_gray, affine, 255)
-        content = self._content(q_gray, warped, valid, frames)
-        return _masked_ncc(self._grad(q_gray), self._grad(warped), content) if content is not None else 0.0
+        warped, valid = self._warp(t.gray, affine, 255)
+        content = self._content(q.gray, warped, valid, (q.frame, t.frame))
+        return _masked_ncc(self._grad(q.gray), self._grad(warped), content) if content is not None else 0.0
 
     def _warp(self, img: np.ndarray, affine: np.ndarray, border: float) -> tuple[np.ndarray, np.ndarray]:
         """``img`` (training frame) warped into the query frame by the inverse of ``affine``, and the mask of
@@ -275,7 +273,7 @@ class Verifier:
         return warped, valid
 
     def _content(self, q: np.ndarray, warped: np.ndarray, valid: np.ndarray,
-                 frames: tuple[Optional[float], Optional[float]] = (None, None)) -> Optional[np.ndarray]:
+                 frames: tuple[Optional[float], Optional[float]]) -> Optional[np.ndarray]:
         """Pixels where either image has content inside the shared frame; None when too few. Background is
         white, and with ``frame_background`` also the level of a flat coloured frame around each picture
         (``Features.frame``): two different pictures padded with frames of one colour must not correlate

@@ -216,7 +216,8 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     summary = _write(out_dir, paths, ids, area, group, score, link_kind, idx, start=t0, params={
         "k": k, "candidate_floor": candidate_floor, "verified_threshold": verified_threshold,
         "global_threshold": global_threshold, "pixel_threshold": pixel_threshold, "verify": verify,
-        "text_overlay": text_overlay, "frame_background": True, "mode": "verified", "candidate_search": search_params,
+        "text_overlay": verify_config.text_overlay, "frame_background": verify_config.frame_background,
+        "mode": "verified", "candidate_search": search_params,
         "calibration": calibration or {"source": "defaults (fixed thresholds; give --fpr and --reference to "
                                                  "calibrate them)"}})
     return DedupResult(out_dir, summary, group, paths)
