@@ -65,17 +65,17 @@ def _composites(objects: list[Path], backgrounds: list[Path], n: int, rng: np.ra
     return made
 
 
-def held_out_related(dataset: str, held_out: list[Path], train: list[Path]) -> dict[str, str]:
-    """{held-out file name: a training file name it shares a drawing with}: for emoji by names and code
-    points (``emoji_groups.related_to``); for openclipart by the reviewed pairs of ``diffrep.shared_drawings``
-    (one drawing filed twice, or one picture's drawing inside another), family-wide."""
+def held_out_related(dataset: str, held_out: list[str], train: list[str]) -> dict[str, str]:
+    """{held-out name: a training name it shares a drawing with} (scenario file names, ``flat_name``): for
+    emoji by names and code points (``emoji_groups.related_to``); for openclipart by the reviewed pairs of
+    ``diffrep.shared_drawings`` (one drawing filed twice, or one picture's drawing inside another),
+    family-wide."""
     if dataset == "emoji":
-        return related_to([p.name for p in held_out], [p.name for p in train],
-                          data.read_captions(data.get_dataset("emoji")))
+        return related_to(held_out, train, data.read_captions(data.get_dataset("emoji")))
     groups = {f: g for f, (g, _c) in data.read_groups(data.get_dataset(dataset)).items()}
     rel = {flat_name(f): f for f in groups}
     pairs = related_pairs(dataset) + contained_pairs(dataset)
-    found = related_to_training([rel[p.name] for p in held_out], [rel[p.name] for p in train], pairs, groups)
+    found = related_to_training([rel[h] for h in held_out], [rel[t] for t in train], pairs, groups)
     return {flat_name(h): flat_name(t) for h, t in found.items()}
 
 
@@ -98,17 +98,20 @@ def build(work: Path, seed: int, n_segmix: int, n_unseen_comp: int, n_ref_comp: 
     train = sorted(sc.train_dir.glob("*.png"))
     refs = sorted(sc.reference_dir.glob("*.png"))
     meta = json.loads((sc.root / "scenario.json").read_text())
-    unseen = sorted(ds / f for f in meta["unseen_sources"].values())
+    unseen_rel = sorted(meta["unseen_sources"].values())
+    unseen = [ds / f for f in unseen_rel]
     gens = sc.generations_dir
     rows = list(csv.reader(open(sc.truth_csv)))
     if clean:  # held-out pictures that share a drawing with a training picture are copies: leave them out
-        related = held_out_related(dataset, refs + unseen, train)
+        # keyed by scenario (flat) names: the reference files are named so; unseen sources are dataset paths
+        related = held_out_related(dataset, [p.name for p in refs] + [flat_name(f) for f in unseen_rel],
+                                   [p.name for p in train])
         for p in refs:
             if p.name in related:
                 p.unlink()
         refs = [p for p in refs if p.name not in related]
-        unseen = [p for p in unseen if p.name not in related]
-        drop = {g for g, src in meta["unseen_sources"].items() if src in related}
+        unseen = [ds / f for f in unseen_rel if flat_name(f) not in related]
+        drop = {g for g, src in meta["unseen_sources"].items() if flat_name(src) in related}
         for g in drop:
             (gens / g).unlink()
         rows = [r for r in rows if r[0] not in drop]
