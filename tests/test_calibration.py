@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffrep.auditing.calibration import (PAPER_SSCD_THRESHOLD, calibrate, empirical_p_values,
+from diffrep.auditing.calibration import (PAPER_SSCD_THRESHOLD, calibrate, empirical_p_values, fuse_channels,
                                           threshold_at_fpr)
 from diffrep.auditing.stats import score_stats
 from diffrep.errors import CalibrationError
@@ -98,3 +98,17 @@ def test_score_stats_matches_numpy():
     assert st["p95"] == pytest.approx(np.percentile(s, 95))
     assert st["share_above_0.5"] == pytest.approx(np.mean(s > 0.5))
     assert score_stats(np.array([]))["n"] == 0
+
+
+def test_void_evidence_gets_p_one_for_null_and_queries_alike() -> None:
+    rng = np.random.default_rng(0)
+    null = [rng.normal(size=300), rng.normal(size=300)]
+    queries = [np.array([5.0, 5.0, 0.0]), np.array([0.0, 0.0, 0.0])]
+    plain_null, plain = fuse_channels(null, queries, agree=1)
+    null_void = np.zeros(300, bool)
+    null_void[np.argsort(null[0])[-10:]] = True  # the null's top of channel 0 set aside
+    fused_null, fused = fuse_channels(null, queries, agree=1, void={0: (null_void, np.array([False, True, False]))})
+    assert fused[0] == pytest.approx(plain[0])  # counted evidence is unchanged
+    assert fused[1] < plain[1] and fused[1] == pytest.approx(fused[2], abs=0.05)  # void: as if it scored nothing
+    assert (fused_null[null_void] <= plain_null[null_void] + 1e-12).all()
+    assert np.allclose(fused_null[~null_void], plain_null[~null_void])

@@ -136,6 +136,14 @@ def test_audit_partial_writes_region_evidence(emoji_files: list[Path], tmp_path:
     assert len(ref_top) == 5 and all(Path(r["path"]).parent == ref for r in ref_top)
     assert [r["verdict"] for r in ref_top] == sorted((r["verdict"] for r in ref_top), reverse=True)
     assert all({"object", "global", "object_match", "global_match"} <= set(r) for r in ref_top)
+    # pixel evidence counts for candidates retrieval singles out (or pixel-exact ones), queries and null alike
+    assert res.summary["specificity"]["margin"] == 0.1 and "specific" in rows[0]
+    assert all(r["specific"] in ("True", "False") for r in rows if r["pixel_score"])
+    assert all(r["specific"] == "" for r in rows if not r["pixel_score"])
+    # without a reference the train-vs-train null goes through the same gate
+    res3 = audit(gen, tmp_path / "idx", tmp_path / "out3", partial=True, partial_k=3, partial_background_sample=20)
+    assert res3.calibration.source == "background" and res3.summary["specificity"]["same"] == 0.9
+    assert len(res3.calibration.null) == 20
     # an explicit threshold applies to the best of the global and region cosines
     res2 = audit(gen, tmp_path / "idx", tmp_path / "out2", threshold=0.99, partial=True)
     assert res2.summary["verdict_score"].startswith("global: best of")

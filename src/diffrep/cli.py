@@ -96,6 +96,7 @@ def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
 
 def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
     from .auditing.run import audit
+    from .auditing.specificity import SpecificityConfig
     from .auditing.verify import VerifyConfig
 
     src = a.source if len(a.source) > 1 else a.source[0]
@@ -104,7 +105,8 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
               batch_size=a.batch_size, max_pixels=a.max_pixels, seed=a.seed, verify=a.verify,
               verify_k=a.verify_k, verify_config=VerifyConfig(ecc=a.ecc), dup_counts=a.dup_counts,
               partial=a.partial, partial_k=a.partial_k, local_k=a.local_k,
-              drop_reference_copies=a.drop_reference_copies, progress=bars)
+              drop_reference_copies=a.drop_reference_copies,
+              specificity=SpecificityConfig(margin=a.specificity_margin) if a.specificity else None, progress=bars)
     print_audit_summary(r.summary, Path(a.out))
     if a.report:
         from .report.html import render_report
@@ -390,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --partial, up to this many more candidates per image from local features "
                         "(RootSIFT voting; the index is built in the index directory on first use); 0: off "
                         "(default 10)")
+    p.add_argument("--specificity-margin", type=float, default=0.1,
+                   help="with --partial: verified and pixel scores count only for candidates whose SSCD global "
+                        "or region score beats every distinct training candidate by this much (look-alike sets "
+                        "fool them otherwise; docs/partial.md); pixel-exact copies always count (default 0.1)")
+    p.add_argument("--no-specificity", dest="specificity", action="store_false",
+                   help="with --partial: count verified and pixel scores of every candidate")
     p.add_argument("--drop-reference-copies", action="store_true",
                    help="leave reference images whose object or pixel score is >= 0.98 (they reproduce a "
                         "training image's pixels) out of the calibration null, listed in summary.json; "

@@ -3,7 +3,7 @@ paper's background for the global cosine; ``train_null`` for the fused score whe
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -11,7 +11,7 @@ from ..fsutil import atomic_path
 from ..indexing.load import LoadedIndex
 from ..progress import ProgressCallback, emit
 from ..sources import read_location
-from .rerank import best_scores, verify_indexed
+from .rerank import Reranked, best_scores, verify_indexed
 from .verify import Verifier
 
 
@@ -51,31 +51,42 @@ def background_scores(idx: LoadedIndex, sample: int = 10_000, seed: int = 0,
 
 def train_null(idx: LoadedIndex, verifier: Verifier | None, k: int, sample: int, seed: int, max_pixels: int,
                progress: Optional[ProgressCallback],
-               partial_fn: Callable[[list, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+               partial_fn: Callable[[list, np.ndarray], tuple[np.ndarray, np.ndarray, Any]] | None = None,
+               gate: Callable[[Reranked, np.ndarray, np.ndarray, Any], tuple[np.ndarray, np.ndarray, np.ndarray]]
+               | None = None, global_k: int | None = None,
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None,
+                          np.ndarray | None]:
     """Train-vs-train null for the fused score: each sampled training image against the *other* training
     images: (global second-neighbour cosine, verified score, region score, pixel score, object score),
-    paired per image."""
+    paired per image, and the void mask of the verified and pixel scores (None without ``gate``).
+    ``partial_fn(readers, ids)`` -> (region score, object score, its region matches);
+    ``gate(reranked, global scores, global ids, region matches)`` -> (verified, pixel, void) replaces the plain
+    best verified and pixel scores (``specificity.py``), with ``global_k`` global neighbours (default ``k``)."""
     n = len(idx)
     if n < 2:
-        return np.zeros(0, np.float32), None, None, None, None
+        return np.zeros(0, np.float32), None, None, None, None, None
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(n, size=min(n, sample), replace=False))
-    sims, cand = idx.search(idx.vectors(pick), k + 1)
+    kg = max(k, global_k or k)
+    sims, cand = idx.search(idx.vectors(pick), kg + 1)
     keep = cand != pick[:, None]
-    others = np.full((len(pick), k), -1, np.int64)
-    glob = np.zeros(len(pick), np.float32)
+    others = np.full((len(pick), kg), -1, np.int64)
+    other_sims = np.full((len(pick), kg), -np.inf, np.float32)
     for i in range(len(pick)):
-        row = cand[i][keep[i]][:k]
+        row = cand[i][keep[i]][:kg]
         others[i, :len(row)] = row
-        glob[i] = sims[i][keep[i]][0] if keep[i].any() else 0.0
+        other_sims[i, :len(row)] = sims[i][keep[i]][:kg]
+    glob = np.nan_to_num(other_sims[:, 0], neginf=0.0).astype(np.float32)
     paths = idx.column("path")
-    verified = pixel = None
-    if verifier is not None:
-        rr = verify_indexed(pick, others, paths, verifier, max_pixels=max_pixels, stage="verify-background",
-                            progress=progress)
-        verified, pixel = best_scores(rr.scores), best_scores(rr.pixel)
-    region = obj = None
+    region = obj = rm = None
     if partial_fn is not None:
-        region, obj = partial_fn([functools.partial(read_location, paths[int(j)]) for j in pick], pick)
-    return glob, verified, region, pixel, obj
+        region, obj, rm = partial_fn([functools.partial(read_location, paths[int(j)]) for j in pick], pick)
+    verified = pixel = void = None
+    if verifier is not None:
+        rr = verify_indexed(pick, others[:, :k], paths, verifier, max_pixels=max_pixels, stage="verify-background",
+                            progress=progress)
+        if gate is not None:
+            verified, pixel, void = gate(rr, other_sims, others, rm)
+        else:
+            verified, pixel = best_scores(rr.scores), best_scores(rr.pixel)
+    return glob, verified, region, pixel, obj, void

@@ -20,7 +20,7 @@ With N + 1 < 1/a no score can reach p <= a: the threshold is then the largest nu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -167,10 +167,14 @@ def saturating_scale(x: np.ndarray) -> np.ndarray:
 
 
 def fuse_channels(null_channels: list[np.ndarray], channels: list[np.ndarray], agree: int = AGREE,
-                  alone: tuple[int, ...] = (), saturating: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+                  alone: tuple[int, ...] = (), saturating: tuple[int, ...] = (),
+                  void: Optional[dict[int, tuple[np.ndarray, np.ndarray]]] = None) -> tuple[np.ndarray, np.ndarray]:
     """Fuse several scores into one: 1 - the geometric mean of the ``agree`` smallest channel p-values
     (``agree=1`` is Tippett's min-p rule); channels listed in ``alone`` (indices) may decide on their own:
-    1 - min(that geometric mean over the other channels, their own p-values).
+    1 - min(that geometric mean over the other channels, their own p-values). ``void[c] = (null mask, query
+    mask)``: items whose channel-c evidence does not count get p = 1 there (``specificity.py``); the tail is
+    still fitted to the whole channel, so the rule is a fixed function of the scores, applied to null and
+    queries alike.
 
     ``null_channels[c][i]`` is channel c of null item i (paired across channels); ``channels[c][j]`` the
     same for query j. Per channel a query's p-value is :func:`tail_p_values` against the whole null, a
@@ -206,6 +210,9 @@ def fuse_channels(null_channels: list[np.ndarray], channels: list[np.ndarray], a
     log_q = np.array([np.log(tail_p_values(np.sort(np.asarray(null, np.float64)), np.asarray(x, np.float64), n))
                       for null, x in zip(null_channels, channels)])
     log_n = np.array([np.log(_loo_tail_p_values(np.asarray(null, np.float64))) for null in null_channels])
+    for c, (null_void, query_void) in (void or {}).items():
+        log_n[c, np.asarray(null_void, bool)] = 0.0
+        log_q[c, np.asarray(query_void, bool)] = 0.0
     group = [c for c in range(len(channels)) if c not in alone]
     m = max(1, min(agree, len(group)))
 

@@ -36,8 +36,10 @@ def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, k
                train_vectors: Callable[[np.ndarray], np.ndarray] | None = None,
                nulls: Optional[dict[str, np.ndarray | None]] = None,
                train_size: Callable[[int], tuple[int, int] | None] | None = None,
+               specific: np.ndarray | None = None,
                ) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """(rows, rank-1 training id per query)."""
+    """(rows, rank-1 training id per query). ``specific`` (n, kv): whether each verified candidate's
+    verified and pixel scores count (``specificity.py``); those that do not are left out of the ordering."""
     n, k = ids.shape
     order = np.tile(np.arange(k), (n, 1))
     if q_rr is not None:
@@ -65,6 +67,7 @@ def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, k
                           "inliers": int(q_rr.inliers[qi, c]) if q_rr is not None and c < kv else None,
                           "mirrored": bool(q_rr.mirrored[qi, c]) if q_rr is not None and c < kv else None,
                           "pixel_score": _finite(q_rr.pixel[qi, c]) if q_rr is not None and c < kv else None,
+                          "specific": bool(specific[qi, c]) if specific is not None and c < kv else None,
                           "match_kind": "global"})
         if q_reg is not None:
             listed = {c["j"] for c in cands}
@@ -106,7 +109,7 @@ def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, k
                 "train_path": train["path"][j], "train_id": train["id"][j], "train_caption": train["caption"][j],
                 "score": c["score"], "global_rank": c["global_rank"], "verify_score": c["verify_score"],
                 "inliers": c["inliers"], "mirrored": c["mirrored"], "pixel_score": c.get("pixel_score"),
-                "match_kind": c["match_kind"], "region_score": c.get("region_score"),
+                "specific": c.get("specific"), "match_kind": c["match_kind"], "region_score": c.get("region_score"),
                 "object_score": c.get("object_score"), "local_votes": c.get("local_votes"),
                 "query_box": c.get("object_box") if obj else c.get("query_box") if windowed else None,
                 "train_box": c.get("object_train_box") if obj else _box([0, 0, size[0], size[1]]) if size else None,
@@ -129,10 +132,13 @@ _CHANNELS = (("score", "global"), ("verify_score", "verified"), ("region_score",
 def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None], only: str | None = None,
               skip: str | None = None) -> tuple[float, float]:
     """Sort key: (smallest channel p-value, -best raw score); without nulls, by the raw score alone.
-    ``only`` / ``skip``: restrict to, or leave out, one channel (by its null's name)."""
+    ``only`` / ``skip``: restrict to, or leave out, one channel (by its null's name). A candidate marked not
+    ``specific`` has no verified or pixel evidence."""
     pv = []
     for key, name in _CHANNELS:
         if (only is not None and name != only) or name == skip:
+            continue
+        if c.get("specific") is False and name in ("verified", "pixel"):
             continue
         null = nulls.get(name)
         v = c.get(key)

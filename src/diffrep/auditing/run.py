@@ -30,6 +30,7 @@ from ..sources import read_location
 from .objects import ObjectConfig, ObjectMatcher, ObjectMatches, object_search
 from ..indexing.local import LocalConfig, open_local
 from .partial import RegionMatches, region_search
+from .specificity import SpecificityConfig, gate_pixel_channels
 from .stats import score_stats
 from .verify import Verifier, VerifyConfig
 
@@ -71,7 +72,8 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
           region_config: RegionConfig | None = None, partial_background_sample: int = 300,
           object_config: ObjectConfig | None = None, local_k: int = 10,
           local_config: LocalConfig | None = None, drop_reference_copies: bool = False,
-          pixel: bool = True, progress: Optional[ProgressCallback] = None) -> AuditResult:
+          pixel: bool = True, specificity: SpecificityConfig | None = SpecificityConfig(),
+          progress: Optional[ProgressCallback] = None) -> AuditResult:
     """Audit the generated images in ``source`` against the training ``index``; write results to ``out``.
 
     Verdict score: with ``verify`` (default) each query's top ``verify_k`` candidates are aligned and
@@ -87,7 +89,10 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     else on the train-vs-train background; ``threshold`` instead applies a fixed cosine threshold to the
     SSCD top-1 (the paper's rule, no verification). See ``diffrep.auditing.calibration``.
     ``drop_reference_copies``: reference images whose object or pixel score is >= ``evidence.COPY_LIKE``
-    are taken to be copies of training images and left out of the null (listed in summary.json)."""
+    are taken to be copies of training images and left out of the null (listed in summary.json).
+    ``specificity`` (with ``partial`` and verification; None turns it off): verified and pixel scores count
+    only for candidates that the global or region score singles out among distinct training images
+    (``diffrep.auditing.specificity``), for the queries and the null alike."""
     t0 = time.perf_counter()
     if not 0 < fpr < 1:  # checked before any work
         raise CalibrationError(f"target false-positive rate must be between 0 and 1, got {fpr}")
@@ -161,6 +166,21 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         q_reg = regions(q_readers, "regions-queries")
         q_obj = objects(q_readers, q_reg, "objects-queries")
         missing.update(q_obj.missing)
+    spec = specificity if emb is not None and verifier is not None else None
+    q_allowed = q_void = null_void = None
+
+    def gate(rr: Reranked, g_scores: np.ndarray, g_ids: np.ndarray,
+             rm: RegionMatches | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert spec is not None
+        v, px, void, _ = gate_pixel_channels(rr.scores, rr.pixel, g_ids[:, :rr.scores.shape[1]], g_scores, g_ids,
+                                             None if rm is None else rm.scores, None if rm is None else rm.ids,
+                                             idx.vectors, spec)
+        return v, px, void
+
+    if spec is not None and q_rr is not None:
+        q_verified, q_pixel, q_void, q_allowed = gate_pixel_channels(
+            q_rr.scores, q_rr.pixel, ids[:, :kv], scores, ids, q_reg.scores if q_reg is not None else None,
+            q_reg.ids if q_reg is not None else None, idx.vectors, spec)
     ref_region = ref_object = ref_reg = ref_obj = None
 
     ref_scores = ref_verified = ref_pixel = ref_vectors = None
@@ -171,7 +191,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         ref_skipped, ref_vectors = ref.skipped, ref.vectors
         if not ref.records:
             raise SourceError(f"no reference image in {reference} could be decoded; check the folder")
-        r_scores, r_ids = idx.search(ref.vectors, kv)
+        r_scores, r_ids = idx.search(ref.vectors, k if spec is not None else kv)
         ref_scores = r_scores[:, 0]
         if verifier is not None:
             ref_verified, ref_rr = verified(ref.records, r_ids, "verify-reference")
@@ -182,6 +202,8 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             ref_region = ref_reg.top
             ref_obj = objects(ref_readers, ref_reg, "objects-reference")
             ref_object = ref_obj.top
+        if spec is not None and verifier is not None:
+            ref_verified, ref_pixel, null_void = gate(ref_rr, r_scores, r_ids, ref_reg)
     bg = background_scores(idx, sample=background_sample, seed=seed, progress=progress)
 
     # the verdict score: the paper's global top-1 cosine, or its fusion with the verified score
@@ -191,12 +213,13 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     elif threshold is None and (verifier is not None or emb is not None):
         sample = min(verify_background_sample, partial_background_sample) if emb else verify_background_sample
 
-        def partial_null(readers: list, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def partial_null(readers: list, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, RegionMatches]:
             rm = regions(readers, "regions-background", ids)
-            return rm.top, objects(readers, rm, "objects-background").top
+            return rm.top, objects(readers, rm, "objects-background").top, rm
 
-        null_g, null_v, null_r, null_p, null_o = train_null(idx, verifier, kv, sample, seed, max_pixels, progress,
-                                                            partial_null if emb else None)
+        null_g, null_v, null_r, null_p, null_o, null_void = train_null(
+            idx, verifier, kv, sample, seed, max_pixels, progress, partial_null if emb else None,
+            gate=gate if spec is not None else None, global_k=k)
     q_region = q_reg.top if q_reg is not None else None
     q_object = q_obj.top if q_obj is not None else None
     if not pixel:  # the pixel channel switched off: it neither joins the fusion nor orders the evidence
@@ -205,8 +228,8 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     if drop_reference_copies and ref_scores is not None:
         ref_keep = ~copy_like(null_p, null_o, len(ref_scores))
         if ref_keep.any():
-            null_g, null_v, null_r, null_p, null_o = (None if c is None else c[ref_keep]
-                                                      for c in (null_g, null_v, null_r, null_p, null_o))
+            null_g, null_v, null_r, null_p, null_o, null_void = (
+                None if c is None else c[ref_keep] for c in (null_g, null_v, null_r, null_p, null_o, null_void))
         else:
             ref_keep[:] = True
             warnings.append("every reference image scores like a copy of a training image; none was dropped")
@@ -214,18 +237,21 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     # (name, null, queries, decides alone): the pixel-level channels compare the whole content at one
     # alignment and may decide on their own; the SSCD cosine, the edge score and the region cosine are all
     # fooled by look-alikes that share a drawn part, so they must agree (calibration.fuse_channels)
+    # the verified and pixel channels are void (p = 1) where no candidate is specific (specificity.py)
     channels = [c for c in (
-        ("SSCD top-1 cosine", null_g, scores[:, 0], False),
-        (f"verified score (aligned gradient correlation, best of the top {kv})", null_v, q_verified, False),
-        ("region score (best window cosine)", null_r, q_region, False),
-        (f"pixel score (blurred-intensity correlation, best of the top {kv})", null_p, q_pixel, True),
-        ("object score (masked template R^2, best of the region candidates)", null_o, q_object, True),
+        ("SSCD top-1 cosine", null_g, scores[:, 0], False, False),
+        (f"verified score (aligned gradient correlation, best of the top {kv})", null_v, q_verified, False, True),
+        ("region score (best window cosine)", null_r, q_region, False, False),
+        (f"pixel score (blurred-intensity correlation, best of the top {kv})", null_p, q_pixel, True, True),
+        ("object score (masked template R^2, best of the region candidates)", null_o, q_object, True, False),
     ) if c[1] is not None and c[2] is not None]
     fused = bool(threshold is None and len(channels) > 1 and len(channels[0][1]))
     if fused:
         pixel_level = tuple(i for i, c in enumerate(channels) if c[3])  # decide alone; saturate at 1
+        void = None if null_void is None or q_void is None else \
+            {i: (null_void, q_void) for i, c in enumerate(channels) if c[4]}
         null_verdict, q_verdict = fuse_channels([c[1] for c in channels], [c[2] for c in channels],
-                                                alone=pixel_level, saturating=pixel_level)
+                                                alone=pixel_level, saturating=pixel_level, void=void)
         cal = calibrate(reference=null_verdict if ref_scores is not None else None,
                         background=null_verdict if ref_scores is None else None, fpr=fpr,
                         descriptor_name="fused")
@@ -255,7 +281,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         train={"path": train_path, "id": train_id, "caption": train_cap}, dups=dups, q_reg=q_reg, q_obj=q_obj,
         q_vectors=queries.vectors, train_vectors=idx.vectors,
         nulls={"global": null_g, "verified": null_v, "region": null_r, "pixel": null_p, "object": null_o}
-        if fused else None, train_size=size_of)
+        if fused else None, train_size=size_of, specific=q_allowed)
     write_matches(out_dir, rows)
     write_distributions(out_dir, {
         "query_top1": top1, "query_verified": q_verified, "query_verdict": q_verdict, "query_region": q_region,
@@ -292,6 +318,9 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
                 "seconds_per_image": round(q_reg.local_seconds / max(1, len(q_reg.ids)), 4),
                 "local_matches": int(sum(1 for r in rows if r["rank"] == 1 and r["match_kind"] == "local"))}},
         "verification": verifier.config.describe() if verifier is not None else None,
+        "specificity": None if spec is None or q_void is None else {
+            **spec.describe(), "queries_void": int(q_void.sum()),
+            "null_void": None if null_void is None else int(null_void.sum())},
         "verdict": score_stats(q_verdict, paper_threshold=0.5),
         "verified": score_stats(q_verified) if q_verified is not None else None,
         "reference_verified": score_stats(ref_verified) if ref_verified is not None else None,

@@ -16,7 +16,7 @@ MATCH_SCHEMA = pa.schema([
     ("rank", pa.int32()), ("train_path", pa.string()), ("train_id", pa.string()),
     ("train_caption", pa.string()), ("score", pa.float32()), ("global_rank", pa.int32()),
     ("verify_score", pa.float32()), ("inliers", pa.int32()), ("mirrored", pa.bool_()),
-    ("pixel_score", pa.float32()), ("match_kind", pa.string()), ("region_score", pa.float32()),
+    ("pixel_score", pa.float32()), ("specific", pa.bool_()), ("match_kind", pa.string()), ("region_score", pa.float32()),
     ("object_score", pa.float32()), ("local_votes", pa.float32()), ("query_box", pa.string()), ("train_box", pa.string()),
     ("verdict_score", pa.float32()), ("is_replica", pa.bool_()), ("p_value", pa.float64()),
     ("train_dup_count", pa.int32()),
