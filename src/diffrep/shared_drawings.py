@@ -202,6 +202,36 @@ OPENCLIPART_WHOLE: tuple[tuple[str, str], ...] = (
 )
 
 
+# Openclipart, pairs the cuts above missed (2026-11-24, session 12, after openclipart seed 16, whose false alarms
+# included a black-and-white picture and its coloured twin filed under other names): SSCD and object scores miss
+# a line drawing recoloured or filled, the aligned edge score of the audit's verification (``auditing.verify``)
+# does not. Every cross-family candidate pair above with SSCD >= 0.5 (4,524) was verified; the pairs with a
+# verified score >= 0.8, one per pair of families not already linked or reviewed (93), were labelled with the
+# criterion above. 70 are two warning or safety signs of one frame with other pictograms: distinct by the
+# criterion, not looked at one by one. Of the other 23, by eye: 15 related (below: black-and-white and
+# coloured twins, a grey and a brass padlock, a scuba tank with and without its label, a waste basket empty
+# and full, a window with and without its arrows, hotel icons that contain the blank frame, an AIGA
+# pictogram or another icon's drawing), 8 distinct (moon phases, globes, a sun and a button). (part, whole)
+# where one contains the other. Review: ``benchmarks/shared_drawings_review.json`` (``openclipart_edges``).
+OPENCLIPART_EDGES: tuple[tuple[str, str], ...] = (
+    ("food/desserts/glace_03_bw_jean-victor__01.png", "food/desserts/glace_03_jean-victor_bal_01.png"),
+    ("food/perogies_bw.png", "food/perogies_ganson.png"),
+    ("animals/lucchetto_grigio_archite_01.png", "animals/lucchetto_ottone_archite_01.png"),
+    ("recreation/music/trumpet_b_flat__ganson.png", "recreation/music/trumpet_b_flat_colour_ganso.png"),
+    ("computer/linux_powered_none_01.png", "logos/linux_hacked_fearzip_01.png"),
+    ("computer/icons/hotel_icon_room_service_01.png", "computer/icons/hotel_icon_24_hour_room_01.png"),
+    ("recreation/scuba_tank_01.png", "recreation/nitrox_scuba_tank_01.png"),
+    ("food/spaghetti_bw.png", "food/spaghetti_ganson.png"),
+    ("computer/icons/hotel_icon_collection_b_01.png", "computer/icons/hotel_icon_laundry_serv_01.png"),
+    ("transportation/aiga-symbols/aiga_barber_shop_beauty_salon_.png", "computer/icons/hotel_icon_barber_or_ha_01.png"),
+    ("office/cestino_vuoto_architetto_01.png", "office/cestino_pieno_architetto_01.png"),
+    ("computer/icons/hotel_icon_internet_con_01.png", "computer/icons/hotel_icon_in_room_inte_01.png"),
+    ("computer/icons/hotel_icon_collection_i_02.png", "computer/icons/hotel_icon_non_smoking__01.png"),
+    ("computer/icons/hotel_icon_email_access_01.png", "computer/icons/hotel_icon_in_room_web__01.png"),
+    ("computer/finestra_architetto_fran_01.png", "computer/finestra_ridimensiona_ar_01.png"),
+)
+
+
 def related_pairs(dataset: str) -> tuple[tuple[str, str], ...]:
     """The reviewed related pairs of a packaged collection (dataset-relative paths); none for others."""
     return {"openclipart": OPENCLIPART, "emoji": EMOJI}.get(dataset, ())
@@ -210,7 +240,7 @@ def related_pairs(dataset: str) -> tuple[tuple[str, str], ...]:
 def contained_pairs(dataset: str) -> tuple[tuple[str, str], ...]:
     """Reviewed (part, whole) pairs of a packaged collection: one picture's drawing, or one drawing filed
     twice, found across the whole collection (not only family representatives); none for others."""
-    return {"openclipart": OPENCLIPART_WHOLE}.get(dataset, ())
+    return {"openclipart": OPENCLIPART_WHOLE + OPENCLIPART_EDGES}.get(dataset, ())
 
 
 def related_to_training(candidates: Iterable[str], training: Iterable[str], pairs: Iterable[tuple[str, str]],
