@@ -231,6 +231,13 @@ OPENCLIPART_EDGES: tuple[tuple[str, str], ...] = (
     ("computer/finestra_architetto_fran_01.png", "computer/finestra_ridimensiona_ar_01.png"),
 )
 
+# Openclipart pairs found by looking at a benchmark run's false alarms (so those seeds are seen for them): the
+# training "crayon" is the pencil drawn on the "note" page (openclipart seed 13, session 11; SSCD 0.57, object
+# 0.62, verified 0.26: under every cut above); it flagged three held-out images on seed 18 too.
+OPENCLIPART_SEEN: tuple[tuple[str, str], ...] = (
+    ("office/crayon.png", "education/note.png"),
+)
+
 
 def related_pairs(dataset: str) -> tuple[tuple[str, str], ...]:
     """The reviewed related pairs of a packaged collection (dataset-relative paths); none for others."""
@@ -240,7 +247,7 @@ def related_pairs(dataset: str) -> tuple[tuple[str, str], ...]:
 def contained_pairs(dataset: str) -> tuple[tuple[str, str], ...]:
     """Reviewed (part, whole) pairs of a packaged collection: one picture's drawing, or one drawing filed
     twice, found across the whole collection (not only family representatives); none for others."""
-    return {"openclipart": OPENCLIPART_WHOLE + OPENCLIPART_EDGES}.get(dataset, ())
+    return {"openclipart": OPENCLIPART_WHOLE + OPENCLIPART_EDGES + OPENCLIPART_SEEN}.get(dataset, ())
 
 
 def related_to_training(candidates: Iterable[str], training: Iterable[str], pairs: Iterable[tuple[str, str]],
