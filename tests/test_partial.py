@@ -138,6 +138,7 @@ def test_audit_partial_writes_region_evidence(emoji_files: list[Path], tmp_path:
     assert all({"object", "global", "object_match", "global_match"} <= set(r) for r in ref_top)
     # pixel evidence counts for candidates retrieval singles out (or pixel-exact ones), queries and null alike
     assert res.summary["specificity"]["margin"] == 0.1 and "specific" in rows[0]
+    assert "specific" in res.summary["verdict_score"]
     assert all(r["specific"] in ("True", "False") for r in rows if r["pixel_score"])
     assert all(r["specific"] == "" for r in rows if not r["pixel_score"])
     # without a reference the train-vs-train null goes through the same gate

@@ -302,7 +302,9 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         "calibration": cal.describe(),
         "calibration_top": ref_top,
         "reference_copies_dropped": dropped,
-        "verdict_score": _verdict_description(fused, channels, q_region is not None),
+        "verdict_score": _verdict_description(fused, channels, q_region is not None)
+        + ("; the verified and pixel p-values are 1 for an image none of whose verified candidates is specific "
+           "(summary specificity)" if fused and q_void is not None and null_void is not None else ""),
         "partial": None if q_reg is None else {
             "windows_per_image": q_reg.windows, "seconds_per_image": round(q_reg.seconds / max(1, len(q_reg.ids)), 4),
             "config": emb.config.describe() if emb is not None else None, "candidates_per_image": partial_k,
