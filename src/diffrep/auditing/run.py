@@ -170,17 +170,15 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     q_allowed = q_void = null_void = None
 
     def gate(rr: Reranked, g_scores: np.ndarray, g_ids: np.ndarray,
-             rm: RegionMatches | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             rm: RegionMatches | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(verified, pixel, void, allowed) of verified candidates g_ids[:, :kv] (specificity.py)."""
         assert spec is not None
-        v, px, void, _ = gate_pixel_channels(rr.scores, rr.pixel, g_ids[:, :rr.scores.shape[1]], g_scores, g_ids,
-                                             None if rm is None else rm.scores, None if rm is None else rm.ids,
-                                             idx.vectors, spec)
-        return v, px, void
+        return gate_pixel_channels(rr.scores, rr.pixel, g_ids[:, :rr.scores.shape[1]], g_scores, g_ids,
+                                   None if rm is None else rm.scores, None if rm is None else rm.ids,
+                                   idx.vectors, spec)
 
     if spec is not None and q_rr is not None:
-        q_verified, q_pixel, q_void, q_allowed = gate_pixel_channels(
-            q_rr.scores, q_rr.pixel, ids[:, :kv], scores, ids, q_reg.scores if q_reg is not None else None,
-            q_reg.ids if q_reg is not None else None, idx.vectors, spec)
+        q_verified, q_pixel, q_void, q_allowed = gate(q_rr, scores, ids, q_reg)
     ref_region = ref_object = ref_reg = ref_obj = None
 
     ref_scores = ref_verified = ref_pixel = ref_vectors = None
@@ -203,7 +201,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             ref_obj = objects(ref_readers, ref_reg, "objects-reference")
             ref_object = ref_obj.top
         if spec is not None and verifier is not None:
-            ref_verified, ref_pixel, null_void = gate(ref_rr, r_scores, r_ids, ref_reg)
+            ref_verified, ref_pixel, null_void, _ = gate(ref_rr, r_scores, r_ids, ref_reg)
     bg = background_scores(idx, sample=background_sample, seed=seed, progress=progress)
 
     # the verdict score: the paper's global top-1 cosine, or its fusion with the verified score
@@ -219,7 +217,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
 
         null_g, null_v, null_r, null_p, null_o, null_void = train_null(
             idx, verifier, kv, sample, seed, max_pixels, progress, partial_null if emb else None,
-            gate=gate if spec is not None else None, global_k=k)
+            gate=(lambda *a: gate(*a)[:3]) if spec is not None else None, global_k=k)
     q_region = q_reg.top if q_reg is not None else None
     q_object = q_obj.top if q_obj is not None else None
     if not pixel:  # the pixel channel switched off: it neither joins the fusion nor orders the evidence

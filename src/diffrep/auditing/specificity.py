@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import DiffrepError
 from .evidence import COPY_LIKE
+from .rerank import best_scores
 
 MARGIN = 0.1  # a specific candidate beats the best distinct one by this much (cosine units)
 SAME = 0.9  # training images whose SSCD cosine is at least this are one image (recolours, resizes, copies)
@@ -112,10 +113,7 @@ def gated_best(values: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.
     sel = ok & allowed
     void = ok.any(axis=1) & ~sel.any(axis=1)
     pick = np.where(void[:, None], ok, sel)
-    v = np.where(pick, values, -np.inf)
-    if v.size == 0:
-        return np.zeros(len(values), np.float32), void
-    return np.nan_to_num(v.max(axis=1), neginf=0.0).astype(np.float32), void
+    return best_scores(np.where(pick, values, np.nan)).astype(np.float32), void
 
 
 def gate_pixel_channels(verified: np.ndarray, pixel: np.ndarray, cand: np.ndarray, global_scores: np.ndarray,
@@ -127,7 +125,7 @@ def gate_pixel_channels(verified: np.ndarray, pixel: np.ndarray, cand: np.ndarra
     ``global_ids``) and, when given, the region candidates. A channel value is the best over allowed
     candidates (specific, or pixel >= ``COPY_LIKE``); ``void`` rows have none, their value is the plain best
     and their p-value is set to 1 in the fusion (``calibration.fuse_channels``: ``void``)."""
-    all_ids = [global_ids, cand] + ([region_ids] if region_ids is not None else [])
+    all_ids = [global_ids] + ([region_ids] if region_ids is not None else [])  # cand is within global_ids
     vec = _unit_vectors(np.concatenate([np.asarray(a, np.int64).ravel() for a in all_ids]), vectors)
     sets = [(global_ids, distinct_margins(global_scores, global_ids, vec, config.same))]
     if region_scores is not None and region_ids is not None:
