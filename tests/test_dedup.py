@@ -223,3 +223,11 @@ def test_candidate_search_depth_on_approximate_indexes(collection, tmp_path):
     r = dedup(None, tmp_path / "o", index=tmp_path / "hnsw")
     assert r.summary["rule"]["candidate_search"] == {"index": "hnsw", "efSearch": 64}
     assert (r.summary["groups"], r.summary["duplicates"]) == (5, 5)
+    # a caller's VerifyConfig is used as given (dedup's own default turns text lines and frames on)
+    from diffrep.auditing.verify import VerifyConfig
+
+    r = dedup(None, tmp_path / "own", index=tmp_path / "hnsw", verify_config=VerifyConfig())
+    assert (r.summary["rule"]["text_overlay"], r.summary["rule"]["frame_background"]) == (False, False)
+    r = dedup(None, tmp_path / "own2", index=tmp_path / "hnsw", verify_config=VerifyConfig(), text_overlay=True)
+    assert (r.summary["rule"]["text_overlay"], r.summary["rule"]["frame_background"]) == (True, False)
+    assert (r.summary["groups"], r.summary["duplicates"]) == (5, 5)

@@ -79,14 +79,18 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
           verify_config: VerifyConfig | None = None, mode: str = "verified", eps: float = 0.05,
           fpr: float | None = None, reference: PathLike | Sequence[PathLike] | None = None,
           nprobe: int = DEDUP_NPROBE, pixel_threshold: float | None = DEFAULTS["pixel_threshold"],
-          text_overlay: bool = True, progress: Optional[ProgressCallback] = None) -> DedupResult:
+          text_overlay: bool | None = None, progress: Optional[ProgressCallback] = None) -> DedupResult:
     """Group near-duplicates of ``source`` (or of an existing ``index``); write results into ``out``.
 
     ``mode="verified"`` (default) is described in the module docstring; ``mode="semdedup"`` is the
     SemDeDup rule for very large collections (``semdedup.py``: clusters, cosine > 1 - ``eps``).
 
     ``fpr`` with ``reference`` (held-out images that are not in the collection) calibrates both link
-    thresholds instead of the fixed defaults: see :func:`calibrate_links`."""
+    thresholds instead of the fixed defaults: see :func:`calibrate_links`.
+
+    ``verify_config`` is used as given; without one, dedup verifies with text lines left out and flat coloured
+    frames counted as background (``VerifyConfig(text_overlay=True, frame_background=True)``). ``text_overlay``
+    (``--no-text-lines``), when set, overrides that one field of either."""
     if mode not in ("verified", "semdedup"):
         raise DiffrepError(f"unknown dedup mode {mode!r}: use verified or semdedup")
     if nprobe < 1:
@@ -100,7 +104,10 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
         if mode != "verified":
             raise DiffrepError("--fpr calibrates the verified mode's links; semdedup uses --eps")
     t0 = time.perf_counter()
-    verify_config = replace(verify_config or VerifyConfig(), text_overlay=text_overlay, frame_background=True)
+    if verify_config is None:
+        verify_config = VerifyConfig(text_overlay=True, frame_background=True)
+    if text_overlay is not None:
+        verify_config = replace(verify_config, text_overlay=text_overlay)
     out_dir = ensure_writable_dir(out, "output directory")
     if index is None:
         if source is None:
