@@ -112,3 +112,24 @@ def test_void_evidence_gets_p_one_for_null_and_queries_alike() -> None:
     assert fused[1] < plain[1] and fused[1] == pytest.approx(fused[2], abs=0.05)  # void: as if it scored nothing
     assert (fused_null[null_void] <= plain_null[null_void] + 1e-12).all()
     assert np.allclose(fused_null[~null_void], plain_null[~null_void])
+
+
+def test_candidates_ordered_by_the_fusions_p_values_beyond_the_null() -> None:
+    """Two candidates beyond every null score: plain rank p-values tie at 1 / (N + 1) and the raw cosine
+    used to break the tie (a look-alike with a higher cosine outranked a pasted object at R^2 0.998); the
+    fusion's smooth tails order them by how far beyond the null they are."""
+    from diffrep.auditing.calibration import channel_p_values
+    from diffrep.auditing.evidence import _strength
+
+    rng = np.random.default_rng(1)
+    null_obj = np.clip(rng.beta(2, 5, 400), 0, 0.9)
+    nulls = {"global": rng.uniform(0.1, 0.6, 400), "object": null_obj}
+    paste = {"score": 0.25, "region_score": 0.3, "object_score": 0.998}
+    lookalike = {"score": 0.55, "region_score": 0.7, "object_score": 0.94}
+    assert empirical_p_values(null_obj, np.array([0.998, 0.94])).tolist() == [1 / 401] * 2  # the old tie
+    p = channel_p_values(null_obj, np.array([0.998, 0.94]), saturating=True)
+    assert p[0] < p[1] < 1 / 401
+    assert sorted([lookalike, paste], key=lambda c: _strength(c, nulls))[0] is paste
+    # the same p-values as the fusion gives a one-channel query
+    _, fused = fuse_channels([null_obj], [np.array([0.998, 0.94])], agree=1, saturating=(0,))
+    assert np.allclose(1 - fused, p)

@@ -141,6 +141,16 @@ def tail_p_values(null_sorted: np.ndarray, scores: np.ndarray, n_total: int) -> 
     return p
 
 
+def channel_p_values(null: np.ndarray, scores: np.ndarray, saturating: bool = False) -> np.ndarray:
+    """One channel's p-values for queries as :func:`fuse_channels` computes them: :func:`tail_p_values`
+    against the whole null (on :func:`saturating_scale` for a saturating channel). Used to order a query's
+    candidates by their strongest channel with the same p-values that decide the verdict."""
+    null, scores = np.asarray(null, np.float64), np.asarray(scores, np.float64)
+    if saturating:
+        null, scores = saturating_scale(null), saturating_scale(scores)
+    return tail_p_values(np.sort(null), scores, len(null))
+
+
 def _loo_tail_p_values(null: np.ndarray) -> np.ndarray:
     """Each null item's :func:`tail_p_values` against the *other* items, on the (n + 1) scale."""
     n = len(null)
@@ -201,14 +211,13 @@ def fuse_channels(null_channels: list[np.ndarray], channels: list[np.ndarray], a
     (clip art on white) an exponential tail on s itself gave a pixel-exact copy p ~ 0.0075, *above* the
     1 / (N + 1) = 0.0022 its rank gives, so whole-image copies at pixel 0.9999 were not flagged
     (docs/partial.md). Returns (fused null, fused queries), both in [0, 1], larger = more replica-like."""
-    if saturating:
-        null_channels = [saturating_scale(x) if c in saturating else x for c, x in enumerate(null_channels)]
-        channels = [saturating_scale(x) if c in saturating else x for c, x in enumerate(channels)]
     n = len(null_channels[0])
     if n == 0:
         return np.zeros(0), np.full(len(channels[0]), np.nan)
-    log_q = np.array([np.log(tail_p_values(np.sort(np.asarray(null, np.float64)), np.asarray(x, np.float64), n))
-                      for null, x in zip(null_channels, channels)])
+    log_q = np.array([np.log(channel_p_values(null, x, c in saturating))
+                      for c, (null, x) in enumerate(zip(null_channels, channels))])
+    if saturating:
+        null_channels = [saturating_scale(x) if c in saturating else x for c, x in enumerate(null_channels)]
     log_n = np.array([np.log(_loo_tail_p_values(np.asarray(null, np.float64))) for null in null_channels])
     for c, (null_void, query_void) in (void or {}).items():
         log_n[c, np.asarray(null_void, bool)] = 0.0

@@ -4,9 +4,9 @@ Without ``--partial`` the candidates are the global top-k, the first ``verify_k`
 verified score. With it, training images found only by a window of the generation join the list
 (``match_kind = region``), every region candidate carries its region score and the window's box and its
 object score (``objects.py``: the training image's object found inside the generation, with its box in
-both images), and the candidates are ordered by their strongest evidence: the smallest empirical p-value
-over the channels (global cosine, verified, region, pixel and object scores) against the calibration
-null, so rank 1 is the match that drives the verdict. ``match_kind`` names that evidence: ``global``,
+both images), and the candidates are ordered by their strongest evidence: the smallest p-value over the
+channels (global cosine, verified, region, pixel and object scores) against the calibration null, as the
+fusion computes it (smooth tails), so rank 1 is the match that drives the verdict. ``match_kind`` names that evidence: ``global``,
 ``region`` (a window covering under 80% of the generation), ``local`` (a candidate only local-feature
 voting found, ``diffrep.indexing.local``; ``local_votes`` is its vote score) or ``object`` (the object
 score).
@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .calibration import empirical_p_values
+from .calibration import channel_p_values
 from .objects import ObjectMatches
 from .partial import RegionMatches
 from .rerank import Reranked, rerank_order
@@ -127,11 +127,15 @@ def _finite(v: float) -> float | None:
 
 _CHANNELS = (("score", "global"), ("verify_score", "verified"), ("region_score", "region"),
              ("pixel_score", "pixel"), ("object_score", "object"))
+SATURATING = ("pixel", "object")  # the pixel-level channels: the audit fuses them on -log(1 - s)
 
 
 def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None], only: str | None = None,
               skip: str | None = None) -> tuple[float, float]:
-    """Sort key: (smallest channel p-value, -best raw score); without nulls, by the raw score alone.
+    """Sort key: (smallest channel p-value, -best raw score); without nulls, by the raw score alone. The
+    p-values are the fusion's (smooth tails, pixel-level channels on -log(1 - s): ``calibration.channel_p_values``),
+    so two candidates beyond every null score do not tie: a pasted object at R^2 0.998 outranks a look-alike
+    at 0.94 whose global cosine is higher.
     ``only`` / ``skip``: restrict to, or leave out, one channel (by its null's name). A candidate marked not
     ``specific`` has no verified or pixel evidence."""
     pv = []
@@ -143,7 +147,7 @@ def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None], only: str 
         null = nulls.get(name)
         v = c.get(key)
         if v is not None and null is not None and len(null):
-            pv.append(float(empirical_p_values(np.asarray(null, np.float64), np.array([v], np.float64))[0]))
+            pv.append(float(channel_p_values(null, np.array([v]), name in SATURATING)[0]))
     raw = max((c.get(x) for x in ("score", "region_score") if c.get(x) is not None), default=-np.inf)
     return (min(pv) if pv else 1.0, -raw)
 
