@@ -233,9 +233,11 @@ OPENCLIPART_EDGES: tuple[tuple[str, str], ...] = (
 
 # Openclipart pairs found by looking at a benchmark run's false alarms (so those seeds are seen for them): the
 # training "crayon" is the pencil drawn on the "note" page (openclipart seed 13, session 11; SSCD 0.57, object
-# 0.62, verified 0.26: under every cut above); it flagged three held-out images on seed 18 too.
+# 0.62, verified 0.26: under every cut above); it flagged three held-out images on seed 18 too. The RSS
+# button is the XML button of the same set with another label (seeds 23 and 25, session 13: SSCD 0.67).
 OPENCLIPART_SEEN: tuple[tuple[str, str], ...] = (
     ("office/crayon.png", "education/note.png"),
+    ("computer/icons/xml_button_roman_bertle_01.png", "computer/icons/rss_button_roman_bertle_01.png"),
 )
 
 
