@@ -6,10 +6,10 @@ verified score. With it, training images found only by a window of the generatio
 object score (``objects.py``: the training image's object found inside the generation, with its box in
 both images), and the candidates are ordered by their strongest evidence: the smallest p-value over the
 channels (global cosine, verified, region, pixel and object scores) against the calibration null, as the
-fusion computes it (smooth tails), so rank 1 is the match that drives the verdict. ``match_kind`` names that evidence: ``global``,
-``region`` (a window covering under 80% of the generation), ``local`` (a candidate only local-feature
-voting found, ``diffrep.indexing.local``; ``local_votes`` is its vote score) or ``object`` (the object
-score).
+fusion computes it (smooth tails), so rank 1 is the match that drives the verdict. ``match_kind`` names
+that evidence: ``global``, ``region`` (a window covering under 80% of the generation), ``local`` (a
+candidate only local-feature voting found, ``diffrep.indexing.local``; ``local_votes`` is its vote score)
+or ``object`` (the object score).
 """
 from __future__ import annotations
 
@@ -127,7 +127,8 @@ def _finite(v: float) -> float | None:
 
 _CHANNELS = (("score", "global"), ("verify_score", "verified"), ("region_score", "region"),
              ("pixel_score", "pixel"), ("object_score", "object"))
-SATURATING = ("pixel", "object")  # the pixel-level channels: the audit fuses them on -log(1 - s)
+PIXEL_LEVEL = ("pixel", "object")  # may decide alone; fused on -log(1 - s) (calibration.fuse_channels)
+GATED = ("verified", "pixel")  # count only for a specific candidate (specificity.py)
 
 
 def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None], only: str | None = None,
@@ -142,12 +143,12 @@ def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None], only: str 
     for key, name in _CHANNELS:
         if (only is not None and name != only) or name == skip:
             continue
-        if c.get("specific") is False and name in ("verified", "pixel"):
+        if c.get("specific") is False and name in GATED:
             continue
         null = nulls.get(name)
         v = c.get(key)
         if v is not None and null is not None and len(null):
-            pv.append(float(channel_p_values(null, np.array([v]), name in SATURATING)[0]))
+            pv.append(float(channel_p_values(null, np.array([v]), name in PIXEL_LEVEL)[0]))
     raw = max((c.get(x) for x in ("score", "region_score") if c.get(x) is not None), default=-np.inf)
     return (min(pv) if pv else 1.0, -raw)
 

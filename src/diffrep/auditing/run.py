@@ -23,7 +23,7 @@ from .background import background_scores, train_null
 from .duplication import dup_counts as dup_counts_for, duplication_summary
 from .calibration import Calibration, calibrate, fuse_channels
 from .captions import caption_analysis
-from .evidence import copy_like, match_rows, reference_top
+from .evidence import GATED, PIXEL_LEVEL, copy_like, match_rows, reference_top
 from .rerank import Reranked, best_scores, load_image, verify_candidates
 from ..descriptors.regions import RegionConfig, RegionEmbedder
 from ..sources import read_location
@@ -232,23 +232,24 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             ref_keep[:] = True
             warnings.append("every reference image scores like a copy of a training image; none was dropped")
     dropped = [r.path for r, k in zip(ref.records, ref_keep) if not k] if ref_scores is not None else []
-    # (name, null, queries, decides alone): the pixel-level channels compare the whole content at one
-    # alignment and may decide on their own; the SSCD cosine, the edge score and the region cosine are all
-    # fooled by look-alikes that share a drawn part, so they must agree (calibration.fuse_channels)
-    # the verified and pixel channels are void (p = 1) where no candidate is specific (specificity.py)
+    # (channel, description, null, queries): the pixel-level channels (evidence.PIXEL_LEVEL) compare the whole
+    # content at one alignment and may decide on their own; the SSCD cosine, the edge score and the region
+    # cosine are all fooled by look-alikes that share a drawn part, so they must agree
+    # (calibration.fuse_channels); the gated channels (evidence.GATED: verified and pixel) are void (p = 1)
+    # where no candidate is specific (specificity.py)
     channels = [c for c in (
-        ("SSCD top-1 cosine", null_g, scores[:, 0], False, False),
-        (f"verified score (aligned gradient correlation, best of the top {kv})", null_v, q_verified, False, True),
-        ("region score (best window cosine)", null_r, q_region, False, False),
-        (f"pixel score (blurred-intensity correlation, best of the top {kv})", null_p, q_pixel, True, True),
-        ("object score (masked template R^2, best of the region candidates)", null_o, q_object, True, False),
-    ) if c[1] is not None and c[2] is not None]
-    fused = bool(threshold is None and len(channels) > 1 and len(channels[0][1]))
+        ("global", "SSCD top-1 cosine", null_g, scores[:, 0]),
+        ("verified", f"verified score (aligned gradient correlation, best of the top {kv})", null_v, q_verified),
+        ("region", "region score (best window cosine)", null_r, q_region),
+        ("pixel", f"pixel score (blurred-intensity correlation, best of the top {kv})", null_p, q_pixel),
+        ("object", "object score (masked template R^2, best of the region candidates)", null_o, q_object),
+    ) if c[2] is not None and c[3] is not None]
+    fused = bool(threshold is None and len(channels) > 1 and len(channels[0][2]))
     if fused:
-        pixel_level = tuple(i for i, c in enumerate(channels) if c[3])  # decide alone; saturate at 1
+        pixel_level = tuple(i for i, c in enumerate(channels) if c[0] in PIXEL_LEVEL)  # decide alone; saturate at 1
         void = None if null_void is None or q_void is None else \
-            {i: (null_void, q_void) for i, c in enumerate(channels) if c[4]}
-        null_verdict, q_verdict = fuse_channels([c[1] for c in channels], [c[2] for c in channels],
+            {i: (null_void, q_void) for i, c in enumerate(channels) if c[0] in GATED}
+        null_verdict, q_verdict = fuse_channels([c[2] for c in channels], [c[3] for c in channels],
                                                 alone=pixel_level, saturating=pixel_level, void=void)
         cal = calibrate(reference=null_verdict if ref_scores is not None else None,
                         background=null_verdict if ref_scores is None else None, fpr=fpr,
@@ -371,8 +372,8 @@ def _best_object_match(rm: RegionMatches | None, om: ObjectMatches | None,
 
 def _verdict_description(fused: bool, channels: list[tuple], partial: bool) -> str:
     if fused:
-        alone = [c[0].split(" (")[0] for c in channels if c[3]]
-        rest = [c[0] for c in channels if not c[3]]
+        alone = [c[1].split(" (")[0] for c in channels if c[0] in PIXEL_LEVEL]
+        rest = [c[1] for c in channels if c[0] not in PIXEL_LEVEL]
         return (f"fused: 1 - min of the geometric mean of the two smallest p-values of ({'; '.join(rest)})"
                 + (f" and the own p-values of the {' and the '.join(alone)}" if alone else "")
                 + " against the null (smooth-tailed conformal p-values, leave-one-out for the null)")
