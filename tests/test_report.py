@@ -94,3 +94,17 @@ def test_report_command_rerenders_and_rejects_non_audit(audit_dir, tmp_path):
     assert "Showing the 3 strongest" in (audit_dir / "report.html").read_text()
     r = subprocess.run([sys.executable, "-m", "diffrep", "report", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode != 0 and "not an audit directory" in r.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+def test_an_injected_script_does_not_run(audit_dir, tmp_path):
+    """Defence in depth: were a value ever inserted unescaped, the page's policy runs only its own script."""
+    page = (audit_dir / "report.html").read_text()
+    evil = page.replace("<body>", '<body><script>document.title="pwned"</script>'
+                                  '<img src="data:," onerror="document.title=\'pwned\'">', 1)
+    (tmp_path / "evil.html").write_text(evil)
+    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'prof'}", "--virtual-time-budget=3000",
+                          "--dump-dom", (tmp_path / "evil.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "<title>pwned</title>" not in dom.stdout and "<title>diffrep audit" in dom.stdout
+    assert re.search(r"\d+ shown", dom.stdout)  # the report's own script still ran

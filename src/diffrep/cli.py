@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from . import __version__
-from .errors import DiffrepError
+from .errors import DiffrepError, OutputError
+from .fsutil import printable
 from .progress import Progress
 
 STAGE_LABELS = {
@@ -70,7 +72,7 @@ class ProgressBars:
 
 
 def _out(msg: str = "") -> None:
-    print(msg, flush=True)
+    print(printable(msg), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -81,8 +83,11 @@ def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
     r = index(src, a.out, descriptor=a.descriptor, index_type=a.index_type, captions=a.captions,
               batch_size=a.batch_size, chunk_size=a.chunk_size, max_pixels=a.max_pixels, progress=bars)
     rate = r.added / r.timings["embed"] if r.timings["embed"] > 0 and r.added else 0.0
+    for number, reason in r.repaired:
+        _out(f"Repaired: chunk c{number:06d} {reason}; it was dropped and its images embedded again.")
     _out(f"Indexed {r.images} images into {r.index_dir} ({r.index_type} FAISS index): "
-         f"{r.added} embedded now ({rate:.1f} img/s), {r.unchanged} unchanged, {r.skipped} skipped"
+         f"{r.added} embedded now ({rate:.1f} img/s), {r.unchanged} unchanged, "
+         + (f"{r.removed} removed (no longer in the source), " if r.removed else "") + f"{r.skipped} skipped"
          + (f" (reasons in {r.index_dir / 'skipped.csv'})" if r.skipped else "") + f", {r.seconds:.1f}s.")
     if a.local:
         from .indexing.load import open_index
@@ -122,12 +127,19 @@ def cmd_report(a: argparse.Namespace, bars: ProgressBars) -> int:
     return 0
 
 
+def calibration_text(cal: dict[str, Any]) -> str:
+    """How the threshold was set, in words (only the calibrated sources have a target FPR)."""
+    if cal["source"] == "reference":
+        return f"calibrated on {cal['null_size']} held-out reference images at FPR {cal['target_fpr']:g}"
+    if cal["source"] == "background":
+        return (f"calibrated on {cal['null_size']} train-vs-train background scores at FPR {cal['target_fpr']:g} "
+                "(give --reference for a better null)")
+    return "set by --threshold" if cal["source"] == "explicit" else "the paper's fixed SSCD 0.5 (uncalibrated)"
+
+
 def print_audit_summary(s: dict[str, Any], out: Path) -> None:
     cal = s["calibration"]
-    how = {"reference": f"calibrated on {cal['null_size']} held-out reference images at FPR {cal['target_fpr']:g}",
-           "background": f"calibrated on {cal['null_size']} train-vs-train background scores at FPR "
-                         f"{cal['target_fpr']:g} (give --reference for a better null)",
-           "explicit": "set by --threshold", "fixed": "the paper's fixed SSCD 0.5 (uncalibrated)"}[cal["source"]]
+    how = calibration_text(cal)
     what = "fused score (SSCD + pixel verification)" if s.get("verdict_score", "").startswith("fused") \
         else "SSCD cosine"
     if s.get("partial"):
@@ -176,7 +188,10 @@ def cmd_dedup(a: argparse.Namespace, bars: ProgressBars) -> int:
             _out(f"Warning: {w}")
     _out(f"{s['images']} images: {s['groups']} groups of near-duplicates, {s['duplicates']} removable "
          f"({100 * s['share_removable']:.1f}%), largest group {s['largest_group']}.")
-    _out(f"Results: {Path(a.out) / 'groups.csv'}, keep.txt, remove.txt, summary.json")
+    for w in s.get("warnings", []):
+        _out(f"Warning: {w}")
+    _out(f"Results: {Path(a.out) / 'groups.csv'}, keep.txt and remove.txt (one path per line), keep.nul and "
+         "remove.nul (NUL-separated, for xargs -0), summary.json")
     return 0
 
 
@@ -575,13 +590,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from .decode import bound_heap
+
+    bound_heap()
     func: Callable[[argparse.Namespace, ProgressBars], int] = args.func
     try:
         with ProgressBars(quiet=getattr(args, "quiet", False)) as bars:
             return func(args, bars)
     except DiffrepError as exc:
-        print(f"diffrep: error: {exc}", file=sys.stderr)
+        print(f"diffrep: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader of our output went away (`| head`): stop quietly, as other tools do
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 141
+    except OSError as exc:  # a fault outside the library's own checks (disk, permissions): one line, no traceback
+        where = f" ({printable(str(exc.filename))})" if exc.filename else ""
+        print(f"diffrep: error: {exc.strerror or exc}{where}. Check the disk and the paths, then run the same "
+              "command again; finished work is kept.", file=sys.stderr)
+        return OutputError.exit_code
     except KeyboardInterrupt:
         print("diffrep: interrupted. Finished work is saved; run the same command again to resume.",
               file=sys.stderr)

@@ -48,6 +48,16 @@ class CalibrationError(DiffrepError):
     exit_code = 8
 
 
+def brief(exc: BaseException) -> str:
+    """An exception's message on one line: its first line, and its last where they differ (TorchScript puts
+    the model's own error last)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    return text[:400]
+
+
 # Public alias without the trailing underscore (the builtin IndexError is not shadowed inside the package).
 DiffrepIndexError = IndexError_
 

@@ -214,11 +214,12 @@ def fuse_channels(null_channels: list[np.ndarray], channels: list[np.ndarray], a
     n = len(null_channels[0])
     if n == 0:
         return np.zeros(0), np.full(len(channels[0]), np.nan)
-    log_q = np.array([np.log(channel_p_values(null, x, c in saturating))
-                      for c, (null, x) in enumerate(zip(null_channels, channels))])
-    if saturating:
-        null_channels = [saturating_scale(x) if c in saturating else x for c, x in enumerate(null_channels)]
-    log_n = np.array([np.log(_loo_tail_p_values(np.asarray(null, np.float64))) for null in null_channels])
+    with np.errstate(divide="ignore"):  # a tail p-value far beyond the null underflows to 0: log p = -inf, fused 1
+        log_q = np.array([np.log(channel_p_values(null, x, c in saturating))
+                          for c, (null, x) in enumerate(zip(null_channels, channels))])
+        if saturating:
+            null_channels = [saturating_scale(x) if c in saturating else x for c, x in enumerate(null_channels)]
+        log_n = np.array([np.log(_loo_tail_p_values(np.asarray(null, np.float64))) for null in null_channels])
     for c, (null_void, query_void) in (void or {}).items():
         log_n[c, np.asarray(null_void, bool)] = 0.0
         log_q[c, np.asarray(query_void, bool)] = 0.0

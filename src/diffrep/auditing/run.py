@@ -14,10 +14,11 @@ from ..decode import DEFAULT_MAX_PIXELS
 from ..descriptors import Descriptor
 from ..embedding import embed_source
 from ..errors import CalibrationError, DiffrepError, SourceError
-from ..fsutil import ensure_writable_dir
-from ..indexing.build import resolve_descriptor
+from ..fsutil import DirLock, ensure_writable_dir
+from ..indexing.build import check_options, resolve_descriptor
 from ..indexing.load import LoadedIndex, open_index
 from ..progress import ProgressCallback, emit
+from ..report import REPORT_FILES
 from ..report.tables import write_distributions, write_matches, write_skipped, write_summary
 from .background import background_scores, train_null
 from .duplication import dup_counts as dup_counts_for, duplication_summary
@@ -99,7 +100,29 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     if top_k < 1 or verify_k < 1 or partial_k < 1 or local_k < 0:
         raise DiffrepError(f"--top-k, --verify-k and --partial-k must be at least 1 and --local-k at least 0 "
                            f"(got {top_k}, {verify_k}, {partial_k}, {local_k})")
+    check_options(batch_size=batch_size, max_pixels=max_pixels)
     out_dir = ensure_writable_dir(out, "output directory")
+    with DirLock(out_dir, "audit directory"):
+        return _audit(source, index, out_dir, reference=reference, fpr=fpr, threshold=threshold, top_k=top_k,
+                      descriptor=descriptor, captions=captions, reference_captions=reference_captions,
+                      batch_size=batch_size, max_pixels=max_pixels, background_sample=background_sample, seed=seed,
+                      verify=verify, verify_k=verify_k, verify_config=verify_config,
+                      verify_background_sample=verify_background_sample, dup_counts=dup_counts, partial=partial,
+                      partial_k=partial_k, region_config=region_config,
+                      partial_background_sample=partial_background_sample, object_config=object_config,
+                      local_k=local_k, local_config=local_config, drop_reference_copies=drop_reference_copies,
+                      pixel=pixel, specificity=specificity, progress=progress, t0=t0)
+
+
+def _audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, out_dir: Path, *,
+           reference: PathLike | Sequence[PathLike] | None, fpr: float, threshold: float | None, top_k: int,
+           descriptor: str | Descriptor | None, captions: PathLike | None, reference_captions: PathLike | None,
+           batch_size: int | None, max_pixels: int, background_sample: int, seed: int, verify: bool, verify_k: int,
+           verify_config: VerifyConfig | None, verify_background_sample: int, dup_counts: bool | None, partial: bool,
+           partial_k: int, region_config: RegionConfig | None, partial_background_sample: int,
+           object_config: ObjectConfig | None, local_k: int, local_config: LocalConfig | None,
+           drop_reference_copies: bool, pixel: bool, specificity: SpecificityConfig | None,
+           progress: Optional[ProgressCallback], t0: float) -> AuditResult:
     idx = index if isinstance(index, LoadedIndex) else open_index(index)
     d = resolve_descriptor(idx.dir, descriptor, **({"batch_size": batch_size} if batch_size else {}))
     warnings: list[str] = []
@@ -110,7 +133,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         raise SourceError(f"index {idx.dir.root} holds no images; index a training set first")
 
     queries = embed_source(source, d, captions=captions, stage="embed-queries", max_pixels=max_pixels,
-                           progress=progress)
+                           batch_size=batch_size, exclude=out_dir, progress=progress)
     write_skipped(out_dir / "skipped.csv", queries.skipped)
     if not queries.records:
         raise SourceError(f"none of the images in {source} could be decoded ({len(queries.skipped)} skipped, "
@@ -185,7 +208,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     ref_skipped: list[tuple[str, str]] = []
     if reference is not None:
         ref = embed_source(reference, d, captions=reference_captions, stage="embed-reference",
-                           max_pixels=max_pixels, progress=progress)
+                           max_pixels=max_pixels, batch_size=batch_size, exclude=out_dir, progress=progress)
         ref_skipped, ref_vectors = ref.skipped, ref.vectors
         if not ref.records:
             raise SourceError(f"no reference image in {reference} could be decoded; check the folder")
@@ -281,6 +304,8 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
         q_vectors=queries.vectors, train_vectors=idx.vectors,
         nulls={"global": null_g, "verified": null_v, "region": null_r, "pixel": null_p, "object": null_o}
         if fused else None, train_size=size_of, specific=q_allowed)
+    for name in REPORT_FILES:  # a report of earlier results must not sit beside these
+        (out_dir / name).unlink(missing_ok=True)
     write_matches(out_dir, rows)
     write_distributions(out_dir, {
         "query_top1": top1, "query_verified": q_verified, "query_verdict": q_verdict, "query_region": q_region,

@@ -196,8 +196,9 @@ def _copy_decodable(records: list[Record], dest_dir: Path, skipped: list[tuple[s
     """Byte-copy the records that decode into ``dest_dir``; record the others in ``skipped``."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     copied: list[tuple[Record, str]] = []
+    used: set[str] = set()
     for i, rec in enumerate(records):
-        name = _ref_name(rec)
+        name = _unique(_ref_name(rec), used)
         try:
             data = rec.read()
             decode_image(data, min_side=64)
@@ -224,6 +225,17 @@ def _ref_name(rec: Record) -> str:
     name = rec.id.replace("::", "__").replace("\\", "/").lstrip("/")
     parts = [p for p in name.split("/") if p not in ("", ".", "..")]
     return "/".join(parts) or "image"
+
+
+def _unique(name: str, used: set[str]) -> str:
+    """``name``, or ``stem~2.ext``, ``stem~3.ext``, ... when ids that differ flatten to one file name."""
+    stem, ext = os.path.splitext(name)
+    k, out = 1, name
+    while out in used:
+        k += 1
+        out = f"{stem}~{k}{ext}"
+    used.add(out)
+    return out
 
 
 def _source_order(n_sources: int, n: int, rng: np.random.Generator) -> np.ndarray:

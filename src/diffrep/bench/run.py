@@ -18,6 +18,7 @@ import io
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,7 +29,7 @@ from ..descriptors import get_descriptor
 from ..descriptors.base import Descriptor
 from ..embedding import embed_source
 from ..errors import DiffrepError, SourceError
-from ..fsutil import write_text
+from ..fsutil import parse_json, write_bytes, write_text
 from ..progress import ProgressCallback, emit
 from . import metrics as M
 from .make import read_manifest
@@ -74,19 +75,20 @@ def _embed_cached(d: Descriptor, folder: Path, cache: Path, what: str, progress:
     """(ids, vectors, skipped) of every image in ``folder``, cached under ``cache`` by fingerprint."""
     fp = json.dumps(d.fingerprint(), sort_keys=True)
     if cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            if str(z["fingerprint"]) == fp:
-                skipped = json.loads(str(z["skipped"]))
-                return [str(x) for x in z["ids"]], z["vectors"], [tuple(s) for s in skipped]
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if str(z["fingerprint"]) == fp:
+                    skipped = parse_json(str(z["skipped"]))
+                    return [str(x) for x in z["ids"]], np.asarray(z["vectors"], np.float32), [tuple(s) for s in skipped]
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+            pass  # a damaged cache is embedded again
     es = embed_source(str(folder), d, stage=f"{d.name}: {what}", batch_size=batch_size, progress=progress)
     ids = [r.id for r in es.records]
     buf = io.BytesIO()
     np.savez(buf, ids=np.array(ids), vectors=es.vectors, fingerprint=np.array(fp),
              skipped=np.array(json.dumps(es.skipped)))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, cache)
+    write_bytes(cache, buf.getvalue())
     return ids, es.vectors, es.skipped
 
 

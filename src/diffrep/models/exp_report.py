@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..fsutil import atomic_path
+
 COLUMNS = ["run", "cond", "mitigate", "training_images", "duplicated", "steps", "samples", "replicas",
            "replication_rate", "threshold", "top1_mean", "top1_p95", "reference_top1_mean", "reference_top1_p95",
            "kid_sscd_x1000",
@@ -107,5 +109,6 @@ def histogram(results: list[dict[str, Any]], path: Path) -> None:
     axes[0][0].set_ylabel("density", fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)

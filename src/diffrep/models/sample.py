@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -18,7 +19,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import DiffrepError, SourceError
-from ..fsutil import ensure_writable_dir, write_bytes, write_text
+from ..fsutil import DirLock, ensure_writable_dir, parse_json, write_bytes, write_text
 from ..progress import ProgressCallback, emit
 
 SAMPLERS = ("ddim", "ddpm")
@@ -85,13 +86,19 @@ def read_prompts(path: str | os.PathLike[str]) -> list[str]:
     if not p.is_file():
         raise SourceError(f"prompts file {path} does not exist. Check the --prompts path.")
     out: list[str] = []
-    for n, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), 1):
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"prompts file {path} is not UTF-8 text (byte {exc.start}). Re-save it as UTF-8.") from None
+    except OSError as exc:
+        raise SourceError(f"cannot read prompts file {path}: {exc.strerror or exc}.") from None
+    for n, line in enumerate(text.splitlines(), 1):
         s = line.strip()
         if not s:
             continue
         if s[0] in "{\"":
             try:
-                obj = json.loads(s)
+                obj = parse_json(s)
             except ValueError:
                 obj = s
             if isinstance(obj, dict):
@@ -134,7 +141,6 @@ def sample(run_dir: str | os.PathLike[str], n: int, out: str | os.PathLike[str],
     models cycle through their training captions / classes. The same ``seed`` and ``batch`` give the
     same images.
     """
-    import time
 
     from .deps import require_models, resolve_device
 
@@ -162,6 +168,16 @@ def sample(run_dir: str | os.PathLike[str], n: int, out: str | os.PathLike[str],
         texts = conditioner.default_prompts(n)
     resolved = conditioner.resolve(texts) if given or texts else []
     out_dir = ensure_writable_dir(out)
+    with DirLock(out_dir, "sample folder"):
+        return _sample_into(out_dir, model, conditioner, cfg, step, resolved, n, given, sampler, steps, seed, batch,
+                            dev, t0, progress)
+
+
+def _sample_into(out_dir: Path, model: Any, conditioner: Any, cfg: dict[str, Any], step: int, resolved: list,
+                 n: int, given: list[str], sampler: str, steps: int, seed: int, batch: int, dev: Any, t0: float,
+                 progress: Optional[ProgressCallback]) -> SampleResult:
+    import torch
+
     gen = torch.Generator().manual_seed(int(seed))
     width = max(5, len(str(n - 1)))
     files: list[str] = []

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import DiffrepError
-from ..fsutil import ensure_writable_dir, write_text
+from ..fsutil import DirLock, ensure_writable_dir, write_text
 from ..progress import ProgressCallback, emit
 from .nets import CONDS, DEFAULT_CHANNELS, TEXT_DIM, TEXT_HEADS, TEXT_LAYERS
 
@@ -81,137 +81,139 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
 
     check_size(size, len(tuple(channels)))
     run_dir = ensure_writable_dir(out, "run directory")
-    from .checkpoint import (CHECKPOINT, check_resumable, load_checkpoint, save_checkpoint, write_config,
-                             write_log_csv)
-    from .cond import Conditioner, distinct
-    from .data import BatchSampler, duplication_weights, load_training_set
-    from .nets import build_model, count_parameters, ema_update, model_config, predict_noise, scheduler
+    with DirLock(run_dir, "run directory"):
+        from .checkpoint import (CHECKPOINT, check_resumable, load_checkpoint, save_checkpoint, write_config,
+                                 write_log_csv)
+        from .cond import Conditioner, distinct
+        from .data import BatchSampler, duplication_weights, load_training_set
+        from .nets import build_model, count_parameters, ema_update, model_config, predict_noise, scheduler
 
-    ts = load_training_set(data, size=size, subset=subset, seed=seed, captions=captions, color=color,
-                           progress=progress)
-    ckpt = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).is_file() else None
-    clip = None
-    if cond == "class":
-        if ts.class_keys is None:
-            raise DiffrepError(f"--cond class needs labels: put each class's images in a subfolder named after it "
-                               f"(e.g. {ts.root}/<class>/img.png), or give every image a caption")
-        conditioner = Conditioner("class", classes=ts.classes(), class_captions=ts.class_captions(),
-                                  prompts=ts.classes())
-        text_cfg = None
-    elif cond == "caption":
-        missing = sum(1 for c in ts.captions if not c)
-        if missing == len(ts):
-            raise DiffrepError(f"--cond caption needs captions: none of the {len(ts)} images has one. Put a "
-                               f"captions.jsonl ({{\"file\", \"caption\"}} per line) in {ts.root} or pass --captions")
-        if text_encoder:
-            from .text import load_clip_text_encoder
+        ts = load_training_set(data, size=size, subset=subset, seed=seed, captions=captions, color=color,
+                               progress=progress)
+        ckpt = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).is_file() else None
+        clip = None
+        if cond == "class":
+            if ts.class_keys is None:
+                raise DiffrepError(f"--cond class needs labels: put each class's images in a subfolder named after it "
+                                   f"(e.g. {ts.root}/<class>/img.png), or give every image a caption")
+            conditioner = Conditioner("class", classes=ts.classes(), class_captions=ts.class_captions(),
+                                      prompts=ts.classes())
+            text_cfg = None
+        elif cond == "caption":
+            missing = sum(1 for c in ts.captions if not c)
+            if missing == len(ts):
+                raise DiffrepError(f"--cond caption needs captions: none of the {len(ts)} images has one. Put "
+                                   f"a captions.jsonl ({{\"file\", \"caption\"}} per line) in {ts.root} or "
+                                   "pass --captions")
+            if text_encoder:
+                from .text import load_clip_text_encoder
 
-            clip = load_clip_text_encoder(text_encoder).to(dev)
-            conditioner = Conditioner("caption", clip=clip, prompts=distinct(ts.captions))
-            text_cfg = {"kind": "clip", "path": clip.path, "dim": clip.dim}
+                clip = load_clip_text_encoder(text_encoder).to(dev)
+                conditioner = Conditioner("caption", clip=clip, prompts=distinct(ts.captions))
+                text_cfg = {"kind": "clip", "path": clip.path, "dim": clip.dim}
+            else:
+                from .text import WordTokenizer
+
+                tok = WordTokenizer.build(ts.captions, extra=INSERTED if mitigate in ("rt", "cwr") else 0)
+                conditioner = Conditioner("caption", tokenizer=tok, prompts=distinct(ts.captions))
+                text_cfg = {"kind": "word", "vocab_size": len(tok.vocab), "max_len": tok.max_len, "dim": TEXT_DIM,
+                            "layers": TEXT_LAYERS, "heads": TEXT_HEADS}
         else:
-            from .text import WordTokenizer
+            conditioner, text_cfg = Conditioner("none"), None
+        mcfg = model_config(cond, image_channels=ts.channels, size=size, channels=tuple(channels),
+                            num_classes=len(conditioner.classes), text=text_cfg)
+        weights, dup = duplication_weights(len(ts), dup_frac, dup_weight, seed)
+        config = {"data": str(ts.root), "captions": ts.caption_file, "cond": cond, "subset": subset,
+                  "dup_frac": dup_frac, "dup_weight": dup_weight, "batch": batch, "lr": lr, "ema": ema, "seed": seed,
+                  "size": size, "color": color, "model": mcfg, "steps": steps, "sample_every": sample_every,
+                  "checkpoint_every": checkpoint_every, "device": str(dev), "images": len(ts),
+                  "duplicated": len(dup), "torch": str(torch.__version__), "diffusers": str(diffusers.__version__)}
+        if mitigate:
+            config.update(mitigate=mitigate, mitigate_p=mitigate_p)
+        if ckpt is not None:
+            check_resumable(run_dir, ckpt["config"], config)
+            conditioner = Conditioner.from_state(ckpt["conditioning"], clip)
 
-            tok = WordTokenizer.build(ts.captions, extra=INSERTED if mitigate in ("rt", "cwr") else 0)
-            conditioner = Conditioner("caption", tokenizer=tok, prompts=distinct(ts.captions))
-            text_cfg = {"kind": "word", "vocab_size": len(tok.vocab), "max_len": tok.max_len, "dim": TEXT_DIM,
-                        "layers": TEXT_LAYERS, "heads": TEXT_HEADS}
-    else:
-        conditioner, text_cfg = Conditioner("none"), None
-    mcfg = model_config(cond, image_channels=ts.channels, size=size, channels=tuple(channels),
-                        num_classes=len(conditioner.classes), text=text_cfg)
-    weights, dup = duplication_weights(len(ts), dup_frac, dup_weight, seed)
-    config = {"data": str(ts.root), "captions": ts.caption_file, "cond": cond, "subset": subset,
-              "dup_frac": dup_frac, "dup_weight": dup_weight, "batch": batch, "lr": lr, "ema": ema, "seed": seed,
-              "size": size, "color": color, "model": mcfg, "steps": steps, "sample_every": sample_every,
-              "checkpoint_every": checkpoint_every, "device": str(dev), "images": len(ts),
-              "duplicated": len(dup), "torch": str(torch.__version__), "diffusers": str(diffusers.__version__)}
-    if mitigate:
-        config.update(mitigate=mitigate, mitigate_p=mitigate_p)
-    if ckpt is not None:
-        check_resumable(run_dir, ckpt["config"], config)
-        conditioner = Conditioner.from_state(ckpt["conditioning"], clip)
+        torch.manual_seed(seed)
+        model = build_model(mcfg)
+        ema_model = copy.deepcopy(model).requires_grad_(False)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=dev.type == "cuda")
+        gen = torch.Generator().manual_seed(seed)
+        step, log = 0, []
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            ema_model.load_state_dict(ckpt["ema"])
+            opt.load_state_dict(ckpt["optimizer"])
+            gen.set_state(ckpt["rng"]["generator"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            step, log = int(ckpt["step"]), list(ckpt["log"])
+        model.to(dev).train()
+        ema_model.to(dev).eval()
+        _move_optimizer(opt, dev)
+        config["params"] = count_parameters(model)
+        write_config(run_dir, config)
+        if ckpt is None:
+            _write_training_set(run_dir, ts, weights, dup)
 
-    torch.manual_seed(seed)
-    model = build_model(mcfg)
-    ema_model = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=dev.type == "cuda")
-    gen = torch.Generator().manual_seed(seed)
-    step, log = 0, []
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        ema_model.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["rng"]["generator"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        step, log = int(ckpt["step"]), list(ckpt["log"])
-    model.to(dev).train()
-    ema_model.to(dev).eval()
-    _move_optimizer(opt, dev)
-    config["params"] = count_parameters(model)
-    write_config(run_dir, config)
-    if ckpt is None:
-        _write_training_set(run_dir, ts, weights, dup)
+        # uint8 NCHW, kept on the device (a 10,000-image 32 px set is 10 MB); batches are drawn by index there
+        images = torch.from_numpy(ts.images).permute(0, 3, 1, 2).contiguous().to(dev)
+        sampler = BatchSampler(weights, gen)
+        cond_for = conditioner.for_training(ts.class_keys, ts.captions, dev)
+        mitigation = (CaptionMitigation(mitigate, mitigate_p, len(conditioner.tokenizer.vocab) if conditioner.tokenizer
+                                        else 0, gen) if mitigate else None)
+        sched = scheduler("ddpm")
+        alphas = sched.alphas_cumprod
+        resumed_from, start_step = step, step
+        grids: list[str] = []
+        train_s, loss_sum, loss_n, interval_t = 0.0, 0.0, 0, 0.0
+        emit(progress, "train", step, steps, unit="step")
 
-    # uint8 NCHW, kept on the device (a 10,000-image 32 px set is 10 MB); batches are drawn by index there
-    images = torch.from_numpy(ts.images).permute(0, 3, 1, 2).contiguous().to(dev)
-    sampler = BatchSampler(weights, gen)
-    cond_for = conditioner.for_training(ts.class_keys, ts.captions, dev)
-    mitigation = (CaptionMitigation(mitigate, mitigate_p, len(conditioner.tokenizer.vocab) if conditioner.tokenizer
-                                    else 0, gen) if mitigate else None)
-    sched = scheduler("ddpm")
-    alphas = sched.alphas_cumprod
-    resumed_from, start_step = step, step
-    grids: list[str] = []
-    train_s, loss_sum, loss_n, interval_t = 0.0, 0.0, 0, 0.0
-    emit(progress, "train", step, steps, unit="step")
+        def checkpoint() -> None:
+            save_checkpoint(run_dir, {"step": step, "config": config, "model": model.state_dict(),
+                                      "ema": ema_model.state_dict(), "optimizer": opt.state_dict(),
+                                      "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
+                                      "conditioning": conditioner.state(), "log": log})
+            write_log_csv(run_dir, log)
 
-    def checkpoint() -> None:
-        save_checkpoint(run_dir, {"step": step, "config": config, "model": model.state_dict(),
-                                  "ema": ema_model.state_dict(), "optimizer": opt.state_dict(),
-                                  "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
-                                  "conditioning": conditioner.state(), "log": log})
-        write_log_csv(run_dir, log)
-
-    while step < steps:
-        t0 = time.perf_counter()
-        idx = sampler.draw(batch)
-        x0 = images[idx.to(dev)].float().div_(127.5).sub_(1.0)
-        noise = torch.randn(x0.shape, generator=gen).to(dev)
-        t = torch.randint(0, alphas.shape[0], (batch,), generator=gen)
-        a = alphas[t].to(dev).view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        c = cond_for(idx)
-        pred = predict_noise(model, xt, t.to(dev), mitigation.apply(c) if mitigation else c)
-        loss = torch.nn.functional.mse_loss(pred.float(), noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        ema_update(ema_model, model, ema, step)
-        # summed on the device: no host sync per step (it halves the speed of small models on a GPU)
-        loss_sum, loss_n = loss_sum + loss.detach(), loss_n + 1
-        dt = time.perf_counter() - t0
-        train_s, interval_t = train_s + dt, interval_t + dt
-        if step % LOG_EVERY == 0 or step == steps:
-            mean_loss = float(loss_sum) / loss_n
-            if not math.isfinite(mean_loss):
-                raise DiffrepError(f"training diverged before step {step} (mean loss {mean_loss}); lower --lr "
-                                   f"(now {lr:g}) and train into a new --out folder")
-            log.append({"step": step, "loss": mean_loss, "steps_per_s": loss_n / max(interval_t, 1e-9)})
-            loss_sum, loss_n, interval_t = 0.0, 0, 0.0
-        rate = (step - start_step) / max(train_s, 1e-9)
-        emit(progress, "train", step, steps, unit="step",
-             message=f"loss {log[-1]['loss']:.4f}, {rate:.1f} steps/s" if log else f"{rate:.1f} steps/s")
-        if step % checkpoint_every == 0 or step == steps:
-            checkpoint()
-        if (sample_every and step % sample_every == 0) or step == steps:
-            grids.append(str(_grid(run_dir, ema_model, conditioner, mcfg, step, seed, dev)))
-            emit(progress, "train", step, steps, unit="step", message=f"sample grid {grids[-1]}")
-    return TrainResult(run_dir, step, resumed_from, log[-1]["loss"] if log else float("nan"),
-                       time.perf_counter() - t_start, (step - start_step) / train_s if train_s else 0.0,
-                       config["params"], len(ts), [ts.ids[i] for i in dup], grids)
+        while step < steps:
+            t0 = time.perf_counter()
+            idx = sampler.draw(batch)
+            x0 = images[idx.to(dev)].float().div_(127.5).sub_(1.0)
+            noise = torch.randn(x0.shape, generator=gen).to(dev)
+            t = torch.randint(0, alphas.shape[0], (batch,), generator=gen)
+            a = alphas[t].to(dev).view(-1, 1, 1, 1)
+            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+            c = cond_for(idx)
+            pred = predict_noise(model, xt, t.to(dev), mitigation.apply(c) if mitigation else c)
+            loss = torch.nn.functional.mse_loss(pred.float(), noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            ema_update(ema_model, model, ema, step)
+            # summed on the device: no host sync per step (it halves the speed of small models on a GPU)
+            loss_sum, loss_n = loss_sum + loss.detach(), loss_n + 1
+            dt = time.perf_counter() - t0
+            train_s, interval_t = train_s + dt, interval_t + dt
+            if step % LOG_EVERY == 0 or step == steps:
+                mean_loss = float(loss_sum) / loss_n
+                if not math.isfinite(mean_loss):
+                    raise DiffrepError(f"training diverged before step {step} (mean loss {mean_loss}); lower --lr "
+                                       f"(now {lr:g}) and train into a new --out folder")
+                log.append({"step": step, "loss": mean_loss, "steps_per_s": loss_n / max(interval_t, 1e-9)})
+                loss_sum, loss_n, interval_t = 0.0, 0, 0.0
+            rate = (step - start_step) / max(train_s, 1e-9)
+            emit(progress, "train", step, steps, unit="step",
+                 message=f"loss {log[-1]['loss']:.4f}, {rate:.1f} steps/s" if log else f"{rate:.1f} steps/s")
+            if step % checkpoint_every == 0 or step == steps:
+                checkpoint()
+            if (sample_every and step % sample_every == 0) or step == steps:
+                grids.append(str(_grid(run_dir, ema_model, conditioner, mcfg, step, seed, dev)))
+                emit(progress, "train", step, steps, unit="step", message=f"sample grid {grids[-1]}")
+        return TrainResult(run_dir, step, resumed_from, log[-1]["loss"] if log else float("nan"),
+                           time.perf_counter() - t_start, (step - start_step) / train_s if train_s else 0.0,
+                           config["params"], len(ts), [ts.ids[i] for i in dup], grids)
 
 
 def _validate(cond: str, steps: int, batch: int, lr: float, ema: float, sample_every: int, checkpoint_every: int,

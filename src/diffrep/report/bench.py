@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from ..fsutil import atomic_path
+
 RANK_METRIC = "mAP"
 
 
@@ -116,7 +118,8 @@ def pr_figures(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], kind
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         path = out_dir / f"pr_{kind}.png"
-        fig.savefig(path, metadata={"Software": None})
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", metadata={"Software": None})
         plt.close(fig)
         paths.append(path)
     return paths

@@ -7,25 +7,46 @@ Content-Security-Policy forbids any external load. The gallery is capped (``page
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..auditing.captions import shared_tokens
 from ..auditing.rerank import load_path
 from ..decode import DEFAULT_MAX_PIXELS
 from ..errors import DiffrepError
-from ..fsutil import write_text
+from ..fsutil import parse_json, write_text
 from ..progress import ProgressCallback, emit
 from .plots import similarity_histogram, verdict_histogram
-from .tables import read_distributions
+from .tables import MATCH_SCHEMA, read_distributions
 
-CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+#: the page's one script (filter and sort); the policy lets this exact script run and no other
+SCRIPT = """
+(function(){
+  var g=document.getElementById('gallery'), f=document.getElementById('filter'),
+      so=document.getElementById('sort'), sb=document.getElementById('showborder'), c=document.getElementById('count');
+  var items=Array.prototype.slice.call(g.children);
+  function update(){
+    var q=f.value.toLowerCase(), k=so.value, n=0;
+    items.sort(function(a,b){ var x=parseFloat(a.dataset[k]), y=parseFloat(b.dataset[k]);
+      return k==='p' ? x-y : y-x; });
+    items.forEach(function(it){ var ok=(!q || it.dataset.text.indexOf(q)>=0) &&
+      (sb.checked || !it.classList.contains('borderline'));
+      it.style.display=ok?'':'none'; if(ok) n++; g.appendChild(it); });
+    c.textContent=n+' shown';
+  }
+  f.addEventListener('input',update); so.addEventListener('change',update); sb.addEventListener('change',update);
+  update();
+})();
+"""
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+       f"script-src 'sha256-{base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()}'; "
        "base-uri 'none'; form-action 'none'")
 
 
@@ -73,8 +94,12 @@ def render_report(audit_dir: str | Path, *, page_limit: int = 200, borderline: i
     if not (root / "summary.json").is_file() or not (root / "matches.parquet").is_file():
         raise DiffrepError(f"{root} is not an audit directory (no summary.json / matches.parquet); "
                            "run `diffrep audit ... --out DIR` first")
-    summary = json.loads((root / "summary.json").read_text())
-    table = pq.read_table(root / "matches.parquet").to_pylist()
+    summary = _load_summary(root)
+    try:
+        table = pq.read_table(root / "matches.parquet", schema=MATCH_SCHEMA).to_pylist()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DiffrepError(f"{root / 'matches.parquet'} is damaged ({str(exc).splitlines()[0]}); run the audit "
+                           "again") from None
     top = [r for r in table if r["rank"] == 1]
     dist = read_distributions(root)
     plots = {"similarity": similarity_histogram(dist, summary, root / "similarity_hist.png"),
@@ -124,45 +149,92 @@ def _item(r: dict[str, Any], size: int, kind: str) -> str:
         f'{html.escape(Path(r["train_path"].split("::")[-1]).name)}</p></div>')
 
 
+def _load_summary(root: Path) -> dict[str, Any]:
+    """summary.json, checked: the fields the page shows have their types (strings are escaped where they are
+    inserted); DiffrepError for a file that is not an audit summary."""
+    path = root / "summary.json"
+    try:
+        s = parse_json(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DiffrepError(f"{path} is unreadable ({getattr(exc, 'strerror', None) or exc}); run the audit again") \
+            from None
+    problem = None
+    if not isinstance(s, dict) or not isinstance(s.get("calibration"), dict) or not isinstance(s.get("index"), dict):
+        problem = "it is not an audit summary"
+    elif _num(s["calibration"].get("threshold")) is None or _num(s.get("replication_rate")) is None:
+        problem = "its threshold or replication rate is not a number"
+    elif not all(_count(s.get(k)) is not None for k in ("replicas", "queries", "skipped")):
+        problem = "its counts are not whole numbers"
+    if problem:
+        raise DiffrepError(f"{path} is damaged or was edited: {problem}. Run the audit again.")
+    for key in ("top1", "background", "reference", "captions"):
+        if not isinstance(s.get(key), dict):
+            s[key] = {} if key == "top1" else None
+    if not isinstance(s.get("warnings"), list):
+        s["warnings"] = []
+    s["verdict_score"] = str(s.get("verdict_score") or "")
+    if not isinstance(s["index"].get("descriptor"), dict):
+        s["index"]["descriptor"] = {}
+    return s
+
+
+def _num(v: Any) -> Optional[float]:
+    """``v`` as a finite float, or None when it is not a number."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+        return None
+    return float(v)
+
+
+def _count(v: Any) -> Optional[int]:
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def _esc(v: Any) -> str:
+    return html.escape("" if v is None else str(v))
+
+
 def _page(s: dict[str, Any], plots: dict[str, Optional[Path]], items: list[str], n_replicas: int, shown: int,
           n_near: int) -> str:
     cal = s["calibration"]
-    src = {"reference": f"the top-1 scores of {cal['null_size']} held-out reference images (never trained on)",
-           "background": f"{cal['null_size']} train-vs-train nearest-other-image scores (no reference given)",
+    null_size = _count(cal.get("null_size"))
+    src = {"reference": f"the top-1 scores of {null_size} held-out reference images (never trained on)",
+           "background": f"{null_size} train-vs-train nearest-other-image scores (no reference given)",
            "explicit": "a fixed threshold set by the user", "fixed": "the paper's fixed 0.5 (not calibrated)"}
-    verdict = s.get("verdict_score", "")
+    verdict = str(s.get("verdict_score", ""))
+    rate = 100 * float(s["replication_rate"])
+    top1, bg, ref = s["top1"], s["background"] or {}, s["reference"]
     headline = [
-        ("Replication rate", f"{100 * s['replication_rate']:.2f}%",
+        ("Replication rate", f"{rate:.2f}%",
          f"{s['replicas']} of {s['queries']} generated images are closer to a training image than unseen real "
          "images usually are."),
-        ("Threshold", f"{cal['threshold']:.4f}",
+        ("Threshold", f"{float(cal['threshold']):.4f}",
          f"on the {'fused score (SSCD + pixel verification: p-values of the two strongest channels)' if verdict.startswith('fused') else 'SSCD cosine'}"
-         f", set from {src.get(cal['source'], cal['source'])}."),
-        ("Target false-positive rate", _fmt(cal.get("target_fpr"), "g"),
+         f", set from {src.get(cal.get('source'), str(cal.get('source')))}."),
+        ("Target false-positive rate", _fmt(_num(cal.get("target_fpr")), "g"),
          "share of unseen real images that would be wrongly called replicas at this threshold."),
-        ("Mean top-1 similarity", _fmt(s["top1"].get("mean")),
-         f"SSCD cosine of each generation to its closest training image (p95 {_fmt(s['top1'].get('p95'))}; "
-         f"background p95 {_fmt((s.get('background') or {}).get('p95'))}"
-         + (f"; reference p95 {_fmt(s['reference'].get('p95'))}" if s.get("reference") else "") + ")."),
+        ("Mean top-1 similarity", _fmt(_num(top1.get("mean"))),
+         f"SSCD cosine of each generation to its closest training image (p95 {_fmt(_num(top1.get('p95')))}; "
+         f"background p95 {_fmt(_num(bg.get('p95')))}"
+         + (f"; reference p95 {_fmt(_num(ref.get('p95')))}" if ref else "") + ")."),
         ("Skipped inputs", str(s["skipped"]), "generated files that could not be read (listed in skipped.csv)."),
     ]
     head_html = "".join(f'<div class="stat"><div class="v">{html.escape(v)}</div><div class="k">{html.escape(k)}'
                         f'</div><div class="m">{html.escape(m)}</div></div>' for k, v, m in headline)
-    warn = "".join(f"<li>{html.escape(w)}</li>" for w in s.get("warnings", []))
+    warn = "".join(f"<li>{_esc(w)}</li>" for w in s["warnings"])
     figs = "".join(f'<figure class="plot"><img src="{_png(p)}" alt="{name} histogram"><figcaption>{cap}'
                    "</figcaption></figure>" for name, p, cap in (
                        ("similarity", plots.get("similarity"), "Top-1 similarity of generations (red) against "
                         "held-out reference images (blue) and train-vs-train pairs (grey): the paper's key figure."),
                        ("verdict", plots.get("verdict"), "The score the verdict thresholds, generations against "
                         "the null, with the calibrated threshold.")) if p is not None)
-    cap_html = _captions_html(s.get("captions"))
+    cap_html = _captions_html(s["captions"])
     more = (f"<p>Showing the {shown} strongest of {n_replicas} replicas; the rest are in matches.csv.</p>"
             if shown < n_replicas else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>diffrep audit: {100 * s['replication_rate']:.2f}% replicas</title>
+<title>diffrep audit: {rate:.2f}% replicas</title>
 <style>
 body{{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:16px;color:#222}}
 h1{{font-size:22px}} h2{{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}}
@@ -179,8 +251,8 @@ overflow:hidden;text-overflow:ellipsis;white-space:nowrap}} .none{{color:#999}} 
 table.words td,table.words th{{padding:2px 8px;text-align:left}}
 </style></head><body>
 <h1>Replication audit</h1>
-<p>diffrep {html.escape(str(s.get('diffrep_version', '')))}, {html.escape(str(s.get('created', '')))}; index:
-{html.escape(str(s['index']['images']))} training images, descriptor {html.escape(s['index']['descriptor']['name'])}.</p>
+<p>diffrep {_esc(s.get('diffrep_version'))}, {_esc(s.get('created'))}; index:
+{_esc(s['index'].get('images'))} training images, descriptor {_esc(s['index']['descriptor'].get('name'))}.</p>
 <div class="stats">{head_html}</div>
 {f'<h2>Warnings</h2><ul>{warn}</ul>' if warn else ''}
 <h2>Score distributions</h2>{figs}
@@ -195,24 +267,7 @@ captions with shared words highlighted. Dashed cards are the strongest non-repli
 similarity</option><option value="p">sort by p-value</option></select>
 <label><input id="showborder" type="checkbox" checked> show borderline</label> <span id="count"></span></div>
 <div id="gallery">{''.join(items)}</div>
-<script>
-(function(){{
-  var g=document.getElementById('gallery'), f=document.getElementById('filter'),
-      so=document.getElementById('sort'), sb=document.getElementById('showborder'), c=document.getElementById('count');
-  var items=Array.prototype.slice.call(g.children);
-  function update(){{
-    var q=f.value.toLowerCase(), k=so.value, n=0;
-    items.sort(function(a,b){{ var x=parseFloat(a.dataset[k]), y=parseFloat(b.dataset[k]);
-      return k==='p' ? x-y : y-x; }});
-    items.forEach(function(it){{ var ok=(!q || it.dataset.text.indexOf(q)>=0) &&
-      (sb.checked || !it.classList.contains('borderline'));
-      it.style.display=ok?'':'none'; if(ok) n++; g.appendChild(it); }});
-    c.textContent=n+' shown';
-  }}
-  f.addEventListener('input',update); so.addEventListener('change',update); sb.addEventListener('change',update);
-  update();
-}})();
-</script>
+<script>{SCRIPT}</script>
 </body></html>
 """
 
@@ -220,10 +275,12 @@ similarity</option><option value="p">sort by p-value</option></select>
 def _captions_html(c: Optional[dict[str, Any]]) -> str:
     if not c:
         return ""
-    rows = "".join(f"<tr><td>{html.escape(w['word'])}</td><td>{w['replica_prompts']}</td><td>{w['other_prompts']}"
-                   f"</td><td>{w['log_odds']:.2f}</td></tr>" for w in c.get("over_represented_words", []))
+    words = c.get("over_represented_words")
+    rows = "".join(f"<tr><td>{_esc(w.get('word'))}</td><td>{_fmt(_num(w.get('replica_prompts')), 'g')}</td>"
+                   f"<td>{_fmt(_num(w.get('other_prompts')), 'g')}</td><td>{_fmt(_num(w.get('log_odds')), '.2f')}</td></tr>"
+                   for w in (words if isinstance(words, list) else []) if isinstance(w, dict))
     return (f"<h2>Do prompts explain the copies?</h2><p>Mean word overlap (Jaccard) between a generation's prompt "
-            f"and its matched training caption: replicas {_fmt(c.get('jaccard_replicas'))}, other generations "
-            f"{_fmt(c.get('jaccard_non_replicas'))}. Words most over-represented in the prompts of replicas:</p>"
+            f"and its matched training caption: replicas {_fmt(_num(c.get('jaccard_replicas')))}, other generations "
+            f"{_fmt(_num(c.get('jaccard_non_replicas')))}. Words most over-represented in the prompts of replicas:</p>"
             "<table class=\"words\"><tr><th>word</th><th>replica prompts</th><th>other prompts</th>"
             f"<th>log-odds</th></tr>{rows}</table>" if rows else "")

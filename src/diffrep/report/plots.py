@@ -6,6 +6,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..fsutil import atomic_path
+
 
 def _plt() -> Any:
     import matplotlib
@@ -41,7 +43,8 @@ def similarity_histogram(dist: dict[str, np.ndarray], summary: dict[str, Any], p
     ax.set_ylabel("density")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
 
@@ -58,14 +61,16 @@ def verdict_histogram(dist: dict[str, np.ndarray], summary: dict[str, Any], path
     tr = (lambda x: -np.log10(np.clip(1.0 - np.asarray(x, np.float64), 1e-6, 1.0))) if fused else (lambda x: x)
     allv = np.concatenate([tr(q)] + ([tr(null)] if null is not None and len(null) else []))
     bins = np.linspace(float(allv.min()), float(allv.max()) + 1e-6, 41)
-    _hist(ax, tr(null) if null is not None else None, f"null ({summary['calibration']['source']})", "#1f77b4", bins)
+    source = str(summary["calibration"].get("source")).replace("$", "")  # no mathtext from a hand-edited file
+    _hist(ax, tr(null) if null is not None else None, f"null ({source})", "#1f77b4", bins)
     _hist(ax, tr(q), "generations", "#d62728", bins)
     ax.axvline(float(tr(np.array([summary["calibration"]["threshold"]]))[0]), color="#d62728", ls="--", lw=1.5,
-               label=f"threshold (FPR {summary['calibration'].get('target_fpr') or 'fixed'})")
+               label=f"threshold (FPR {summary['calibration'].get('target_fpr') or 'fixed'})".replace("$", ""))
     ax.set_xlabel("-log10 p (fused SSCD + verification)" if fused else "verdict score (SSCD cosine)")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
     return path

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import csv
 import io
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import DiffrepError
 from ..fsutil import atomic_path, write_json, write_text
 
 MATCH_SCHEMA = pa.schema([
@@ -68,5 +70,9 @@ def read_distributions(out_dir: Path) -> dict[str, Any]:
     p = out_dir / "scores.npz"
     if not p.is_file():
         return {}
-    with np.load(p) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise DiffrepError(f"{p} is damaged or was not written by diffrep ({str(exc).splitlines()[0]}); run the "
+                           "audit again") from None
