@@ -118,9 +118,9 @@ def test_resume_after_kill_9(tmp_path, emoji_files):
 
 def test_ctrl_c_leaves_index_consistent(tmp_path, emoji_files):
     files = emoji_files[300:364]
-    train = copy_images(files, tmp_path / "train")
     out = tmp_path / "idx"
-    index(copy_images(files[:8], tmp_path / "first"), out)  # a finished generation exists
+    index(copy_images(files[:8], tmp_path / "train"), out)  # a finished generation exists
+    train = copy_images(files[8:], tmp_path / "train")  # then 56 more images arrive
     cmd = [sys.executable, "-m", "diffrep", "index", str(train), "--out", str(out), "--chunk-size", "8", "-q"]
     # the child gets the default SIGINT disposition: when the suite itself runs as a background job
     # (`make test &` in a script), the shell ignores SIGINT, the child would inherit that and finish

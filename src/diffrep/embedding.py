@@ -17,6 +17,7 @@ import numpy as np
 
 from .decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from .descriptors import Descriptor
+from .errors import DescriptorError, DiffrepError, brief
 from .sources import Record
 
 
@@ -95,13 +96,51 @@ def embed_records(records: Iterable[Record], descriptor: Descriptor, *, batch_si
 
 
 def _run(descriptor: Descriptor, ok: list[Prepared], skipped: list[Prepared]) -> EmbeddedBatch:
-    if ok:
-        vectors = descriptor.embed(np.stack([p.pixels for p in ok]))  # type: ignore[misc]
-        for p in ok:
-            p.pixels = None  # free memory early
-    else:
-        vectors = np.zeros((0, descriptor.dim), np.float32)
-    return EmbeddedBatch(ok, np.asarray(vectors, np.float32), skipped)
+    if not ok:
+        return EmbeddedBatch(ok, np.zeros((0, descriptor.dim), np.float32), skipped)
+    vectors = checked_embed(descriptor, np.stack([p.pixels for p in ok]))  # type: ignore[misc]
+    for p in ok:
+        p.pixels = None  # free memory early
+    bad = _bad_rows(descriptor, vectors)
+    if bad:
+        for i, why in bad.items():
+            ok[i].reason = f"the descriptor returned {why} for this image"
+        skipped = skipped + [ok[i] for i in sorted(bad)]
+        keep = [i for i in range(len(ok)) if i not in bad]
+        ok, vectors = [ok[i] for i in keep], vectors[keep]
+    return EmbeddedBatch(ok, vectors, skipped)
+
+
+def checked_embed(descriptor: Descriptor, batch: np.ndarray) -> np.ndarray:
+    """``descriptor.embed(batch)`` as a (len(batch), dim) float32 array; DescriptorError (one line) when the
+    model raises or returns another shape. Cosine descriptors' rows are brought to unit length."""
+    try:
+        out = descriptor.embed(batch)
+        v = np.asarray(out, np.float32)
+    except DiffrepError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user's model file may raise anything
+        raise DescriptorError(f"descriptor {descriptor.name!r} failed on a batch of {len(batch)} images: "
+                              f"{type(exc).__name__}: {brief(exc)}. Check the model file.") from None
+    if v.shape != (len(batch), descriptor.dim):
+        raise DescriptorError(f"descriptor {descriptor.name!r} returned an array of shape {v.shape} for "
+                              f"{len(batch)} images; expected ({len(batch)}, {descriptor.dim}). Check that the "
+                              "model outputs one vector per image.")
+    if getattr(descriptor, "metric", "cosine") == "cosine" and len(v):
+        with np.errstate(invalid="ignore", over="ignore"):
+            norms = np.linalg.norm(v, axis=1, keepdims=True)
+            off = np.isfinite(norms) & (norms > 0) & (np.abs(norms - 1) > 1e-4)
+            v = np.where(off, v / np.where(off, norms, 1), v).astype(np.float32)
+    return v
+
+
+def _bad_rows(descriptor: Descriptor, v: np.ndarray) -> dict[int, str]:
+    """Rows that cannot be indexed or searched: non-finite values, or zero vectors for a cosine descriptor."""
+    bad = {int(i): "non-finite values (NaN or infinity)" for i in np.nonzero(~np.isfinite(v).all(axis=1))[0]}
+    if getattr(descriptor, "metric", "cosine") == "cosine":
+        for i in np.nonzero(np.abs(v).max(axis=1, initial=0) == 0)[0]:
+            bad.setdefault(int(i), "a zero vector")
+    return bad
 
 
 @dataclass
@@ -115,12 +154,15 @@ class EmbeddedSet:
 
 def embed_source(source: object, descriptor: Descriptor, *, captions: object = None, stage: str = "embed",
                  batch_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 progress: object = None) -> EmbeddedSet:
-    """Scan and embed a whole source (for query and reference sets; the index streams instead)."""
+                 exclude: object = None, progress: object = None) -> EmbeddedSet:
+    """Scan and embed a whole source (for query and reference sets; the index streams instead).
+    ``exclude``: an output directory that is not read even when it lies inside the source."""
     from .progress import emit
     from .sources import open_source
 
     src = open_source(source, captions=captions)  # type: ignore[arg-type]
+    if exclude is not None:
+        src.exclude(exclude)  # type: ignore[arg-type]
     records, scan_skips = src.scan()
     skipped = [(s.path, s.reason) for s in scan_skips]
     ok: list[Record] = []

@@ -4,14 +4,16 @@
 decoding) and skips, sorted by id. Records pickle, so they can be shipped to worker processes.
 
 Folder ids are POSIX paths relative to the root; tar ids are ``<shard name>/<member key + ext>``.
-Hidden entries (name starts with ".") are ignored; directory symlinks are followed once each.
+Hidden entries (name starts with ".") are ignored; directory symlinks are followed once each; a
+directory passed to ``Source.exclude`` (an output directory inside the source) is not entered.
 Only uncompressed tars are supported: members are read by seeking to their data offset.
+Every file or member left out is a ``Skip`` with its reason: names that are not valid UTF-8 (ids are
+stored as UTF-8 text), tar members that are links, devices or FIFOs, unreadable files.
 """
 from __future__ import annotations
 
 import csv
 import glob
-import json
 import os
 import stat
 import tarfile
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from .errors import SourceError
+from .fsutil import is_utf8, parse_json
 from .progress import ProgressCallback, emit
 
 _EXT_ORDER = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -33,6 +36,7 @@ _PROGRESS_EVERY = 1000
 _COMPRESSED_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ", "xz"),
                      (b"\x28\xb5\x2f\xfd", "zstd"))
 _TAR_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
+NOT_UTF8 = "file name is not valid UTF-8; rename it (diffrep stores names as UTF-8 text)"
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,25 @@ class Source:
         self.shards = list(shards)
         self.captions_path = captions
         self.caption_stats: dict[str, int] = {}  # filled by scan(): entries/matched/unmatched/...
+        self._excluded: set[tuple[int, int]] = set()
+
+    def spec(self) -> dict[str, Any]:
+        """What this source is, for an index to remember: a folder's path, or the shards' paths."""
+        if self.folder is not None:
+            return {"kind": "folder", "path": self.folder}
+        return {"kind": "shards", "paths": list(self.shards)}
+
+    def exclude(self, directory: str | os.PathLike[str]) -> None:
+        """Leave ``directory`` out of the scan (diffrep's own output directory inside a source folder).
+        SourceError when it is the source folder itself: its outputs would be read as inputs next time."""
+        if self.folder is None or not os.path.isdir(directory):
+            return
+        st = os.stat(directory)
+        if os.path.samefile(directory, self.folder):
+            raise SourceError(f"the output directory {directory} is the folder being read; diffrep's own files "
+                              "(plots, report images) would be read as inputs next time. Choose another --out, "
+                              "e.g. a sibling folder.")
+        self._excluded.add((st.st_dev, st.st_ino))
 
     def scan(self, progress: ProgressCallback | None = None) -> tuple[list[Record], list[Skip]]:
         """List all records (sorted by id) and skips; SourceError when there is nothing at all."""
@@ -110,7 +133,7 @@ class Source:
             cap_file = next((p for p in found if os.path.isfile(p)), None)
         table = _load_captions(cap_file, self.folder) if cap_file else {}
         if self.folder is not None:
-            records, skips = _scan_folder(self.folder, progress)
+            records, skips = _scan_folder(self.folder, progress, self._excluded)
         else:
             records, skips = [], []
             for i, shard in enumerate(self.shards):
@@ -189,7 +212,7 @@ def _load_captions(path: str, root: str | None) -> dict[str, str | None]:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = parse_json(line)
                 except ValueError as exc:
                     raise SourceError(f"{path} line {n}: not valid JSON ({getattr(exc, 'msg', exc)}). "
                                       "Fix or delete that line.") from None
@@ -207,14 +230,15 @@ def _load_captions(path: str, root: str | None) -> dict[str, str | None]:
 
 # --- folders -------------------------------------------------------------------------------------
 
-def _scan_folder(root: str, progress: ProgressCallback | None) -> tuple[list[Record], list[Skip]]:
+def _scan_folder(root: str, progress: ProgressCallback | None,
+                 excluded: set[tuple[int, int]] = frozenset()) -> tuple[list[Record], list[Skip]]:  # type: ignore[assignment]
     records: list[Record] = []
     skips: list[Skip] = []
     try:
         root_st = os.stat(root)
     except OSError as exc:
         raise SourceError(f"cannot open folder {root}: {_error_text(exc)}. Check the path.") from None
-    seen_dirs = {(root_st.st_dev, root_st.st_ino)}  # guards against symlink loops
+    seen_dirs = {(root_st.st_dev, root_st.st_ino)} | set(excluded)  # guards against symlink loops
     stack: list[tuple[str, str]] = [(root, "")]  # (directory path, id prefix)
     visited = 0
     while stack:
@@ -238,6 +262,9 @@ def _scan_folder(root: str, progress: ProgressCallback | None) -> tuple[list[Rec
                 broken = entry.is_symlink()
                 skips.append(Skip(entry.path, "broken symbolic link" if broken
                                   else f"cannot stat: {_error_text(exc)}"))
+                continue
+            if not is_utf8(name):
+                skips.append(Skip(entry.path, ("folder " if stat.S_ISDIR(st.st_mode) else "") + NOT_UTF8))
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if (st.st_dev, st.st_ino) not in seen_dirs:
@@ -287,17 +314,29 @@ def _read_caption(tf: tarfile.TarFile, member: tarfile.TarInfo) -> str | None:
     if _ext(member.name) == ".txt":
         return text.strip()
     try:
-        obj = json.loads(text)
+        obj = parse_json(text)
     except ValueError:
         return None
     value = next((obj[k] for k in _TEXT_KEYS if k in obj), None) if isinstance(obj, dict) else None
     return value if isinstance(value, str) else None
 
 
+def _member_kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return "symbolic link"
+    if member.islnk():
+        return "hard link"
+    if member.ischr() or member.isblk():
+        return "device"
+    return "FIFO" if member.isfifo() else "special entry"
+
+
 def _scan_shard(shard: str) -> tuple[list[Record], list[Skip]]:
     records: list[Record] = []
     skips: list[Skip] = []
     bad = "corrupt or unreadable tar (an uncompressed webdataset .tar is expected)"
+    if not is_utf8(shard):
+        return [], [Skip(shard, NOT_UTF8)]
     try:
         st = os.stat(shard)
         with open(shard, "rb") as fh:
@@ -313,7 +352,14 @@ def _scan_shard(shard: str) -> tuple[list[Record], list[Skip]]:
     with tf:
         try:
             for member in tf:
-                if member.isfile() and not member.name.rsplit("/", 1)[-1].startswith("."):
+                if member.isdir() or member.name.rsplit("/", 1)[-1].startswith("."):
+                    continue
+                where = f"{shard}::{member.name}"
+                if not member.isfile():
+                    skips.append(Skip(where, f"tar member is a {_member_kind(member)}, not a file; not read"))
+                elif not is_utf8(member.name):
+                    skips.append(Skip(where, NOT_UTF8))
+                else:
                     key, suffix = _split_key(member.name)
                     groups.setdefault(key, {})[suffix] = member
         except _TAR_ERRORS as exc:
@@ -366,6 +412,9 @@ def open_source(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
             raise SourceError(f"caption file {cap_path} does not exist. Check the --captions path.")
     if len(paths) == 1 and os.path.isdir(paths[0]):
         folder = os.path.abspath(paths[0])
+        if not is_utf8(folder):
+            raise SourceError(f"the folder path {folder!r} is not valid UTF-8; diffrep stores paths as UTF-8 "
+                              "text. Rename the folder.")
         return Source(folder, folder=folder, captions=cap_path)
     for path in paths:
         if os.path.isdir(path):

@@ -36,8 +36,8 @@ from ..auditing.rerank import load_path, verify_indexed
 from ..auditing.verify import Verifier, VerifyConfig
 from ..decode import DEFAULT_MAX_PIXELS
 from ..errors import DiffrepError
-from ..fsutil import ensure_writable_dir, write_json, write_text
-from ..indexing.build import index as build_index
+from ..fsutil import DirLock, ensure_writable_dir, write_json, write_text
+from ..indexing.build import check_options, index as build_index
 from ..indexing.load import open_index
 from ..progress import ProgressCallback, emit
 from .grouping import Link, star_groups
@@ -95,6 +95,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
         raise DiffrepError(f"unknown dedup mode {mode!r}: use verified or semdedup")
     if nprobe < 1:
         raise DiffrepError(f"--nprobe {nprobe}: probe at least one cell")
+    check_options(max_pixels=max_pixels, k=k)
     if fpr is not None:
         if not 0 < fpr < 1:
             raise DiffrepError(f"--fpr must be between 0 and 1, got {fpr}")
@@ -109,6 +110,17 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     if text_overlay is not None:
         verify_config = replace(verify_config, text_overlay=text_overlay)
     out_dir = ensure_writable_dir(out, "output directory")
+    with DirLock(out_dir, "dedup directory"):
+        return _dedup(source, out_dir, index, descriptor, k, candidate_floor, verified_threshold, global_threshold,
+                      verify, captions, max_pixels, verify_config, mode, eps, fpr, reference, nprobe, pixel_threshold,
+                      progress, t0)
+
+
+def _dedup(source: PathLike | Sequence[PathLike] | None, out_dir: Path, index: PathLike | None,
+           descriptor: str | None, k: int, candidate_floor: float, verified_threshold: float, global_threshold: float,
+           verify: bool, captions: PathLike | None, max_pixels: int, verify_config: VerifyConfig, mode: str,
+           eps: float, fpr: float | None, reference: PathLike | Sequence[PathLike] | None, nprobe: int,
+           pixel_threshold: float | None, progress: Optional[ProgressCallback], t0: float) -> DedupResult:
     if index is None:
         if source is None:
             raise DiffrepError("give a SOURCE folder or an existing --index")
@@ -330,13 +342,30 @@ def load_dup_counts(idx: Any) -> Optional[np.ndarray]:
     p = dup_counts_path(idx)
     if not p.is_file():
         return None
-    counts = np.load(p)
-    return counts if len(counts) == len(idx) else None
+    try:
+        counts = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None  # damaged: recomputed by the next `diffrep dedup` of this index
+    return counts if counts.ndim == 1 and len(counts) == len(idx) and counts.dtype.kind == "i" else None
 
 
 def _remap(links: dict[int, dict[int, Link]], pos: dict[int, int]) -> dict[int, dict[int, Link]]:
     """Links between image indices -> links between unit positions."""
     return {pos[a]: {pos[b]: lk for b, lk in nb.items()} for a, nb in links.items()}
+
+
+def write_path_lists(out_dir: Path, lists: dict[str, list[str]]) -> int:
+    """``NAME.txt`` (one path per line; a path containing a line break is left out, so no name can add a
+    line of its own) and ``NAME.nul`` (every path, each ended by a NUL byte, for ``xargs -0``) per list.
+    Returns how many paths the plain lists left out."""
+    left_out = 0
+    for name, paths in lists.items():
+        paths = sorted(paths)
+        plain = [p for p in paths if "\n" not in p and "\r" not in p]
+        left_out += len(paths) - len(plain)
+        write_text(out_dir / f"{name}.txt", "".join(p + "\n" for p in plain))
+        write_text(out_dir / f"{name}.nul", "".join(p + "\0" for p in paths))
+    return left_out
 
 
 def _write(out_dir: Path, paths: list[str], ids: list[str], area: np.ndarray, group: np.ndarray, score: np.ndarray,
@@ -357,11 +386,10 @@ def _write(out_dir: Path, paths: list[str], ids: list[str], area: np.ndarray, gr
     write_text(out_dir / "groups.csv", buf.getvalue())
     keep = [paths[i] for i in range(n) if group[i] == i]
     remove = [paths[i] for i in range(n) if group[i] != i]
-    write_text(out_dir / "keep.txt", "".join(p + "\n" for p in sorted(keep)))
-    write_text(out_dir / "remove.txt", "".join(p + "\n" for p in sorted(remove)))
+    not_listed = write_path_lists(out_dir, {"keep": keep, "remove": remove})
     skipped = idx.dir.root / "skipped.csv"
     if skipped.is_file():
-        write_text(out_dir / "skipped.csv", skipped.read_text())
+        write_text(out_dir / "skipped.csv", skipped.read_text(encoding="utf-8"))
     kinds = defaultdict(int)
     for i in range(n):
         if group[i] != i:
@@ -373,11 +401,16 @@ def _write(out_dir: Path, paths: list[str], ids: list[str], area: np.ndarray, gr
         "duplicates_by_link": dict(kinds),
         "rule": {**params, "representative": "largest resolution, then smallest id"},
         "skipped": int(idx.meta.get("skipped", 0)),
+        "not_in_plain_lists": not_listed,
+        "warnings": [f"{not_listed} path(s) contain a line break and are left out of keep.txt / remove.txt; "
+                     "keep.nul / remove.nul and groups.csv hold every path"] if not_listed else [],
         "seconds": round(time.perf_counter() - start, 2),
         "meaning": {
             "groups": "sets of 2+ images that are copies of one picture (exact or edited)",
             "duplicates": "images that can be removed: every group keeps its representative",
             "share_removable": "duplicates / images",
+            "not_in_plain_lists": "paths with a line break, left out of keep.txt and remove.txt (never split "
+                                  "into two lines); keep.nul and remove.nul list every path",
         },
     }
     write_json(out_dir / "summary.json", summary)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DescriptorError
+from ..errors import DescriptorError, brief
 from .base import NORMALIZATIONS, Descriptor, file_sha256, l2_normalize, register
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -102,6 +102,8 @@ def _normalize(batch: np.ndarray, norm: str) -> np.ndarray:
 def _pooled_output(y: np.ndarray) -> np.ndarray:
     """(N, dim) from a model output: (N, tokens, dim) -> the first (CLS) token; (N, dim, 1, 1) -> flat."""
     y = np.asarray(y)
+    if y.ndim == 0:
+        raise ValueError("the model returned a single number, not one vector per image")
     if y.ndim == 3:
         return y[:, 0]
     return y.reshape(len(y), -1)
@@ -138,9 +140,18 @@ class TorchScriptDescriptor(Descriptor):
         self._device = device
         self.path, self.size, self.batch_size = path, size, batch_size
         self.name = name or f"torchscript:{path.name}"
-        with torch.no_grad():
-            self.dim = int(_pooled_output(self._model(torch.zeros(1, 3, 64, 64, device=device)).float()
-                                          .cpu().numpy()).shape[-1])
+        try:
+            with torch.no_grad():
+                probe = self._model(torch.zeros(2, 3, size, size, device=device))
+                out = _pooled_output(probe.float().cpu().numpy())
+        except Exception as exc:  # noqa: BLE001 - a user's model may raise anything or return a non-tensor
+            raise DescriptorError(f"TorchScript model {path} fails on a test batch of two {size}x{size} images "
+                                  f"({type(exc).__name__}: {brief(exc)}); it must map (N, 3, H, W) floats to (N, dim) "
+                                  "vectors") from None
+        if out.ndim != 2 or out.shape[0] != 2 or out.shape[1] < 1:
+            raise DescriptorError(f"TorchScript model {path} returns shape {tuple(probe.shape)} for 2 images; it "
+                                  "must return one vector per image, (N, dim)")
+        self.dim = int(out.shape[1])
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         return resize_square(image, self.size)
@@ -165,6 +176,7 @@ def _file_fingerprint(d: Any, input_layout: str, runtime: str) -> dict[str, Any]
         "preprocess": {"resize": "square", "size": d.size, "resample": "bicubic", "input": input_layout},
         "dim": d.dim,
         "runtime": runtime,
+        "spec": getattr(d, "spec", None),
     }
 
 
@@ -190,9 +202,18 @@ def _sscd_fast(size: int = DEFAULT_SIZE, batch_size: int = 8, **kw: Any) -> Desc
 
 @register("onnx-file", "your own model file: onnx:PATH[?size=224&norm=imagenet|clip|half|none]")
 def _onnx_file(path: str, size: int = DEFAULT_SIZE, batch_size: int = 16, **kw: Any) -> Descriptor:
-    return OnnxDescriptor(path, name=f"onnx:{Path(path).name}", size=size, batch_size=batch_size, **kw)
+    d = OnnxDescriptor(path, name=f"onnx:{Path(path).name}", size=size, batch_size=batch_size, **kw)
+    d.spec = _file_spec("onnx", d)
+    return d
 
 
 @register("torchscript-file", "your own TorchScript file: torchscript:PATH[?size=...&norm=...]")
 def _ts_file(path: str, size: int = DEFAULT_SIZE, batch_size: int = 16, **kw: Any) -> Descriptor:
-    return TorchScriptDescriptor(path, size=size, batch_size=batch_size, **kw)
+    d = TorchScriptDescriptor(path, size=size, batch_size=batch_size, **kw)
+    d.spec = _file_spec("torchscript", d)
+    return d
+
+
+def _file_spec(kind: str, d: Any) -> str:
+    """The spec that rebuilds descriptor ``d`` anywhere: absolute path and declared preprocessing."""
+    return f"{kind}:{Path(d.path).resolve()}?size={d.size}&norm={d.norm}"

@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 from ..decode import DEFAULT_MAX_PIXELS
 from ..descriptors import Descriptor, fingerprints_match, get_descriptor
 from ..embedding import Prepared, embed_records
-from ..errors import DescriptorError, DescriptorMismatchError
+from ..errors import DescriptorError, DescriptorMismatchError, DiffrepError, SourceError
 from ..fsutil import atomic_path, ensure_writable_dir
 from ..progress import ProgressCallback, emit
 from ..report.tables import write_skipped
 from ..sources import Record, Skip, open_source
 from . import faiss_index
-from .store import IndexDir
+from .store import DamagedChunkError, IndexDir, check_vectors
 
 DEFAULT_CHUNK = 1024
 
@@ -38,6 +38,8 @@ class IndexResult:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     skipped_items: list[tuple[str, str]] = field(default_factory=list)
+    removed: int = 0  # images that left the source, removed from the index in this run
+    repaired: list[tuple[int, str]] = field(default_factory=list)  # (chunk, reason): damaged, embedded again
 
 
 def _row(p: Prepared, status: str, row: int) -> dict[str, Any]:
@@ -58,64 +60,137 @@ def require_cosine(d: Descriptor) -> Descriptor:
 
 
 def resolve_descriptor(idx: IndexDir, descriptor: str | Descriptor | None, **kw: Any) -> Descriptor:
-    """The descriptor to use with an existing (or new) index; refuse a mismatch with a clear message."""
+    """The descriptor to use with an existing (or new) index; refuse a mismatch with a clear message.
+
+    Without ``descriptor`` an existing index's own is rebuilt from its stored ``spec`` (a model file's
+    absolute path and options) or, for older indexes, its name."""
     meta = idx.read_meta() if idx.meta_path.is_file() else {}
     stored = meta.get("descriptor")
     if descriptor is None:
-        descriptor = stored["name"] if stored else "sscd"
+        descriptor = (stored.get("spec") or stored["name"]) if stored else "sscd"
     d = require_cosine(get_descriptor(descriptor, **kw))
-    if stored and not fingerprints_match(stored, d.fingerprint()):
+    fp = d.fingerprint()
+    if stored and not fingerprints_match(stored, fp):
+        want = stored.get("spec") or stored["name"]
         raise DescriptorMismatchError(
-            f"index {idx.root} was built with descriptor {stored['name']!r} "
-            f"(weights {stored.get('weights_sha256', '?')[:12]}, size {stored.get('preprocess', {}).get('size')}), "
-            f"but {d.name!r} ({d.fingerprint()['weights_sha256'][:12]}) was requested. Scores from different "
-            f"descriptors are not comparable: use --descriptor {stored['name']} or build a new index.")
+            f"index {idx.root} was built with descriptor {want!r} (weights {stored.get('weights_sha256', '?')[:12]}, "
+            f"size {stored.get('preprocess', {}).get('size')}, dim {stored.get('dim')}), but "
+            f"{fp.get('spec') or d.name!r} (weights {fp['weights_sha256'][:12]}, size "
+            f"{fp.get('preprocess', {}).get('size')}, dim {fp.get('dim')}) was requested. Scores from different "
+            f"descriptors are not comparable: leave --descriptor out (the index's own is used) or build a new index.")
     return d
+
+
+def check_options(**values: Any) -> None:
+    """DiffrepError unless every given count (``chunk_size=1024``, ...) is a whole number >= 1."""
+    for name, v in values.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise DiffrepError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {v!r}")
 
 
 def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descriptor: str | Descriptor | None = None,
           index_type: str = "flat", captions: str | Path | None = None, batch_size: int | None = None,
           chunk_size: int = DEFAULT_CHUNK, max_pixels: int = DEFAULT_MAX_PIXELS,
           progress: Optional[ProgressCallback] = None) -> IndexResult:
-    """Embed every image of ``source`` into the index directory ``out``.
+    """Make the index directory ``out`` mirror the images of ``source``.
 
-    Re-running embeds only new or changed images (by size and mtime, then content hash); an interrupted
-    run resumes from its last committed chunk. Returns an ``IndexResult``."""
+    Re-running embeds only images that are new or whose size or modification time changed, removes images
+    that left the source (for tar shards: members gone from a shard that is given again), drops a damaged
+    chunk and embeds its images again, and resumes an interrupted run after its last committed chunk.
+    An index mirrors one source: another folder (or a shard of the same name elsewhere) is refused.
+    Returns an ``IndexResult``."""
     t0 = time.perf_counter()
+    check_options(chunk_size=chunk_size, max_pixels=max_pixels, batch_size=batch_size)
+    faiss_index.resolve_type(index_type, 0)  # an unknown type fails now, not after embedding
     if descriptor is not None:  # refuse an unusable descriptor before creating anything on disk
         descriptor = require_cosine(get_descriptor(descriptor))
+    src = open_source(source, captions=captions)
     root = ensure_writable_dir(out, "index directory")
+    src.exclude(root)
     idx = IndexDir(root)
     with idx.lock():
         d = resolve_descriptor(idx, descriptor)
         fp = d.fingerprint()
         idx.clean_orphans()
-        src = open_source(source, captions=captions)
+        repaired = idx.drop_damaged(d.dim)
+        _check_same_source(idx, src)
         records, scan_skips = src.scan(progress=progress)
         t_scan = time.perf_counter()
 
-        known: dict[str, tuple[int, float, str]] = {}
+        known: dict[str, tuple[int, float, str, str]] = {}
         for ch in idx.iter_chunks():
-            cols = ch.table.select(["id", "bytes", "mtime", "status"]).to_pydict()
-            for i, b, m, s in zip(cols["id"], cols["bytes"], cols["mtime"], cols["status"]):
-                known[i] = (b, m, s)
-        todo = [r for r in records if known.get(r.id, (None, None, None))[:2] != (r.size, r.mtime)]
+            cols = ch.table.select(["id", "bytes", "mtime", "status", "path"]).to_pydict()
+            for i, b, m, s, p in zip(cols["id"], cols["bytes"], cols["mtime"], cols["status"], cols["path"]):
+                known[i] = (b, m, s, p)
+        live = {i: v for i, v in known.items() if v[2] != DELETED}
+        _check_same_paths(idx, records, live)
+        gone = _gone(src, records, live)
+        if gone:
+            idx.write_chunk(_next_chunk(idx), [_deleted_row(i, live[i][3]) for i in gone],
+                            np.zeros((0, d.dim), np.float32))
+        todo = [r for r in records if live.get(r.id, (None, None))[:2] != (r.size, r.mtime)]
         unchanged = len(records) - len(todo)
 
         added, n_skip = _embed_into(idx, d, todo, batch_size, chunk_size, max_pixels, progress)
         t_embed = time.perf_counter()
-        live, kind = finalize(idx, d, fp, index_type, scan_skips, source_desc=src.root, progress=progress)
+        n_live, kind = finalize(idx, d, fp, index_type, scan_skips, source_desc=src.root, progress=progress,
+                                source_spec=src.spec())
         t_end = time.perf_counter()
     skipped_items = _read_skipped(root)
-    return IndexResult(root, live, added, unchanged, len(skipped_items), kind, t_end - t0,
+    return IndexResult(root, n_live, added, unchanged, len(skipped_items), kind, t_end - t0,
                        {"scan": t_scan - t0, "embed": t_embed - t_scan, "finalize": t_end - t_embed},
-                       skipped_items)
+                       skipped_items, removed=len(gone), repaired=repaired)
+
+
+DELETED = "deleted"  # the status of a row that records an image leaving the source
+
+
+def _deleted_row(image_id: str, path: str) -> dict[str, Any]:
+    return {"id": image_id, "path": path, "caption": None, "sha256": "", "bytes": 0, "mtime": 0.0, "width": 0,
+            "height": 0, "status": DELETED, "reason": "no longer in the source", "row": -1}
+
+
+def _next_chunk(idx: IndexDir) -> int:
+    numbers = idx.chunk_numbers()
+    return (numbers[-1] + 1) if numbers else 1
+
+
+def _check_same_source(idx: IndexDir, src: Any) -> None:
+    """SourceError when ``idx`` mirrors another folder than ``src`` (or folder vs shards): re-indexing would
+    replace same-named images of one set with the other's and delete the rest."""
+    stored = (idx.read_meta() if idx.meta_path.is_file() else {}).get("source_spec")
+    new = src.spec()
+    if not stored or stored.get("kind") == new["kind"] == "shards":
+        return
+    if stored != new:
+        was = stored.get("path") or f"{len(stored.get('paths', []))} tar shard(s)"
+        raise SourceError(f"index {idx.root} mirrors {was}; {src.root} is another source, and indexing it here "
+                          "would mix two sets (same-named images replace each other, the rest is removed). Use "
+                          "another --out for it, or delete the index directory first.")
+
+
+def _check_same_paths(idx: IndexDir, records: list[Record], live: dict[str, tuple]) -> None:
+    """SourceError when an id of ``records`` is indexed from another location (a same-named tar shard in
+    another folder)."""
+    for r in records:
+        old = live.get(r.id)
+        if old is not None and old[3] != r.path:
+            raise SourceError(f"index {idx.root} already holds {r.id!r} from {old[3]}, not from {r.path}: two "
+                              "sources with the same names would mix. Use another --out for this source.")
+
+
+def _gone(src: Any, records: list[Record], live: dict[str, tuple]) -> list[str]:
+    """Indexed ids the source no longer holds: any id of a folder source, or ids of the shards given now."""
+    present = {r.id for r in records}
+    if src.folder is not None:
+        return sorted(i for i in live if i not in present)
+    shards = set(src.shards)
+    return sorted(i for i, v in live.items() if i not in present and v[3].partition("::")[0] in shards)
 
 
 def _embed_into(idx: IndexDir, d: Descriptor, todo: list[Record], batch_size: int | None, chunk_size: int,
                 max_pixels: int, progress: Optional[ProgressCallback]) -> tuple[int, int]:
-    numbers = idx.chunk_numbers()
-    next_chunk = (numbers[-1] + 1) if numbers else 1
+    next_chunk = _next_chunk(idx)
     rows: list[dict[str, Any]] = []
     vecs: list[np.ndarray] = []
     n_vec = added = skipped = done = 0
@@ -147,7 +222,8 @@ def _embed_into(idx: IndexDir, d: Descriptor, todo: list[Record], batch_size: in
 
 
 def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, scan_skips: list[Skip],
-             source_desc: str = "", progress: Optional[ProgressCallback] = None) -> tuple[int, str]:
+             source_desc: str = "", progress: Optional[ProgressCallback] = None,
+             source_spec: dict[str, Any] | None = None) -> tuple[int, str]:
     """Resolve the latest row per id across chunks, build FAISS + manifest as a new generation."""
     latest: dict[str, tuple[int, int]] = {}  # id -> (chunk, position in chunk table)
     tables: dict[int, pa.Table] = {}
@@ -163,7 +239,7 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
         status = t.column("status").to_pylist()
         ok = [j for j, s in enumerate(status) if s == "ok"]
         for j, s in enumerate(status):
-            if s != "ok":
+            if s not in ("ok", DELETED):
                 skip_rows.append((t.column("path")[j].as_py(), t.column("reason")[j].as_py()))
         okt = t.take(pa.array(ok, pa.int64()))
         live_parts.append(okt.append_column("chunk", pa.array([number] * len(okt), pa.int32())))
@@ -178,9 +254,9 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
     if kind in ("ivf", "ivfpq"):
         rng = np.random.default_rng(0)
         pick = np.sort(rng.choice(n, size=min(n, 200_000), replace=False))
-        sample = gather_vectors(idx, manifest.take(pa.array(pick)))
+        sample = gather_vectors(idx, manifest.take(pa.array(pick)), d.dim)
     emit(progress, "build-index", 0, n, unit="vec")
-    faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest), n, d.dim, kind, sample)
+    faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest, d.dim), n, d.dim, kind, sample)
     emit(progress, "build-index", n, n, unit="vec")
 
     old = idx.read_meta().get("generation", 0) if idx.meta_path.is_file() else 0
@@ -195,7 +271,7 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
     numbers = idx.chunk_numbers()
     idx.write_meta({
         "descriptor": fp, "index": params, "count": n, "skipped": len(skip_rows), "generation": gen,
-        "last_chunk": numbers[-1] if numbers else 0, "source": str(source_desc),
+        "last_chunk": numbers[-1] if numbers else 0, "source": str(source_desc), "source_spec": source_spec,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "complete": True,
     })
     idx.remove_old_generations(keep=gen)
@@ -208,23 +284,29 @@ def _manifest_schema() -> pa.Schema:
     return CHUNK_SCHEMA.append(pa.field("chunk", pa.int32()))
 
 
-def _vector_batches(idx: IndexDir, manifest: pa.Table, batch: int = 65536):
+def _vector_batches(idx: IndexDir, manifest: pa.Table, dim: int, batch: int = 65536):
     for s in range(0, manifest.num_rows, batch):
-        yield gather_vectors(idx, manifest.slice(s, batch))
+        yield gather_vectors(idx, manifest.slice(s, batch), dim)
 
 
-def gather_vectors(idx: IndexDir, rows: pa.Table) -> np.ndarray:
-    """Vectors of manifest ``rows`` (columns chunk, row), read from the chunk files, in row order."""
+def gather_vectors(idx: IndexDir, rows: pa.Table, dim: int | None = None) -> np.ndarray:
+    """Vectors of manifest ``rows`` (columns chunk, row), read from the chunk files, in row order; checked
+    (``DamagedChunkError`` unless finite unit vectors of the index's dimension)."""
     chunks = np.asarray(rows.column("chunk").to_numpy(), np.int64)
     pos = np.asarray(rows.column("row").to_numpy(), np.int64)
-    dim = int(idx.meta.get("descriptor", {}).get("dim", 0)) or None
+    dim = dim or int(idx.meta.get("descriptor", {}).get("dim", 0)) or None
     out: np.ndarray | None = None
     for c in np.unique(chunks):
         sel = np.nonzero(chunks == c)[0]
-        v = idx.chunk_vectors(int(c))
+        v = idx.chunk_vectors(int(c), dim)
         if out is None:
-            out = np.empty((len(rows), dim or v.shape[1]), np.float32)
+            out = np.empty((len(rows), v.shape[1]), np.float32)
+        if pos[sel].max() >= len(v) or pos[sel].min() < 0:
+            raise DamagedChunkError(idx.root, int(c), f"holds {len(v)} vectors, fewer than the manifest names")
         out[sel] = v[pos[sel]]
+        problem = check_vectors(out[sel])
+        if problem:
+            raise DamagedChunkError(idx.root, int(c), problem)
     return out if out is not None else np.zeros((0, dim or 0), np.float32)
 
 
@@ -232,7 +314,7 @@ def _read_skipped(root: Path) -> list[tuple[str, str]]:
     p = root / "skipped.csv"
     if not p.is_file():
         return []
-    with open(p, newline="") as fh:
+    with open(p, newline="", encoding="utf-8") as fh:
         r = csv.reader(fh)
         next(r, None)
         return [(a, b) for a, b in r]

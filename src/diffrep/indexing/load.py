@@ -41,6 +41,9 @@ class LoadedIndex:
         return self.manifest.column(name).to_pylist()
 
 
+MANIFEST_COLUMNS = ("idx", "id", "path", "caption", "sha256", "width", "height", "row", "chunk")
+
+
 def open_index(path: str | Path) -> LoadedIndex:
     root = Path(path)
     if not root.exists():
@@ -53,17 +56,22 @@ def open_index(path: str | Path) -> LoadedIndex:
                 "command to resume" if idx.chunk_numbers() else "it holds no index.json")
         raise DiffrepIndexError(f"{root} is not a finished diffrep index: {hint}.")
     gen = meta["generation"]
+    repair = "re-run `diffrep index` on the same source to rebuild it"
     try:
         manifest = pq.read_table(idx.manifest_path(gen))
         import faiss
 
         fx = faiss.read_index(str(idx.faiss_path(gen)))
-    except (OSError, RuntimeError) as exc:
-        raise DiffrepIndexError(f"index {root} is damaged ({str(exc).splitlines()[0]}); re-run "
-                                "`diffrep index` on the same source to rebuild it.") from None
-    faiss_index.configure(fx, meta.get("index", {}))
-    if fx.ntotal != manifest.num_rows:
-        raise DiffrepIndexError(f"index {root} is inconsistent ({fx.ntotal} vectors, {manifest.num_rows} "
-                                "manifest rows); re-run `diffrep index` to rebuild it.")
+        faiss_index.configure(fx, meta.get("index", {}))
+    except (OSError, RuntimeError, ValueError, pa.ArrowException) as exc:
+        raise DiffrepIndexError(f"index {root} is damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                                f"{repair}.") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.column_names]
+    if missing:
+        raise DiffrepIndexError(f"index {root} is damaged (its manifest lacks {', '.join(missing)}); {repair}.")
+    if fx.ntotal != manifest.num_rows or fx.ntotal != meta["count"] or fx.d != meta["descriptor"]["dim"]:
+        raise DiffrepIndexError(f"index {root} is inconsistent ({fx.ntotal} vectors of dimension {fx.d}, "
+                                f"{manifest.num_rows} manifest rows, index.json: {meta['count']} of dimension "
+                                f"{meta['descriptor']['dim']}); {repair}.")
     pending = sum(1 for n in idx.chunk_numbers() if n > meta.get("last_chunk", 0))
     return LoadedIndex(idx, meta, manifest, fx, pending)

@@ -13,12 +13,14 @@ Layout::
 Every file is written atomically. A chunk's .parquet is written after its .npy and is its commit mark,
 so a killed run loses at most the chunk in flight. ``index.json`` is replaced last and names the
 generation of manifest + FAISS files it belongs to, so readers always see one consistent state.
+
+This module is also the one place that checks what it reads: ``index.json`` against its expected fields,
+a chunk's table and vectors against each other and the descriptor (shape, dtype, finite unit vectors).
+Anything else raises ``DiffrepIndexError`` (``DamagedChunkError`` for a chunk) with a one-line message;
+``diffrep index`` drops a damaged chunk and embeds its images again (:meth:`IndexDir.drop_damaged`).
 """
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DiffrepIndexError
-from ..fsutil import atomic_path, write_json
+from ..fsutil import DirLock, atomic_path, parse_json, write_json
 
 FORMAT = "diffrep-index/1"
 CHUNK_SCHEMA = pa.schema([
@@ -36,6 +38,51 @@ CHUNK_SCHEMA = pa.schema([
     ("bytes", pa.int64()), ("mtime", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
     ("status", pa.string()), ("reason", pa.string()), ("row", pa.int32()),
 ])
+
+
+#: how far a stored vector's norm may be from 1 before the chunk counts as damaged
+NORM_TOLERANCE = 1e-2
+
+
+class DamagedChunkError(DiffrepIndexError):
+    """A chunk's files are missing, truncated, or hold something other than the index's unit vectors."""
+
+    def __init__(self, root: Path, number: int, reason: str) -> None:
+        super().__init__(f"index {root} is damaged: chunk c{number:06d} {reason}. Re-run `diffrep index` on the "
+                         "same source: it drops the damaged chunk and embeds those images again.")
+        self.number = number
+        self.reason = reason
+
+
+def check_vectors(v: np.ndarray) -> str | None:
+    """Why ``v`` (rows of stored vectors) is not a block of finite unit vectors, or None when it is."""
+    if not np.isfinite(v).all():
+        return "holds non-finite values (NaN or infinity)"
+    if len(v):
+        norms = np.linalg.norm(np.asarray(v, np.float64), axis=1)
+        off = np.abs(norms - 1.0) > NORM_TOLERANCE
+        if off.any():
+            return f"holds {int(off.sum())} vector(s) that are not unit length (norm {float(norms[off][0]):.3g})"
+    return None
+
+
+def _check_meta(meta: Any) -> str | None:
+    """Why a parsed index.json is not one diffrep wrote, or None."""
+    if not isinstance(meta, dict):
+        return "it is not a JSON object"
+    if meta.get("format") != FORMAT:
+        return f"format {meta.get('format')!r} is not {FORMAT!r}"
+    d = meta.get("descriptor")
+    if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not isinstance(d.get("dim"), int) \
+            or isinstance(d.get("dim"), bool) or d["dim"] < 1:
+        return "its descriptor entry lacks a name or a positive dimension"
+    for key in ("generation", "count", "last_chunk", "skipped"):
+        v = meta.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            return f"{key!r} is not a whole number >= 0"
+    if not isinstance(meta.get("index"), dict) or not isinstance(meta["index"].get("type"), str):
+        return "its FAISS entry lacks a type"
+    return None
 
 
 @dataclass
@@ -64,16 +111,21 @@ class IndexDir:
 
     # ---------------------------------------------------------------- meta
     def read_meta(self) -> dict[str, Any]:
+        """The parsed, checked ``index.json`` ({} when there is none yet)."""
         if not self.meta_path.is_file():
             return {}
         try:
-            self.meta = json.loads(self.meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DiffrepIndexError(f"{self.meta_path} is unreadable ({exc}); delete the index directory "
-                                    "and rebuild it with `diffrep index`.") from None
-        if self.meta.get("format") != FORMAT:
-            raise DiffrepIndexError(f"{self.root} is not a diffrep index (format {self.meta.get('format')!r}).")
-        return self.meta
+            meta = parse_json(self.meta_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+            raise DiffrepIndexError(f"{self.meta_path} is unreadable ({why}); delete the index directory and "
+                                    "rebuild it with `diffrep index`.") from None
+        problem = _check_meta(meta)
+        if problem:
+            raise DiffrepIndexError(f"{self.root} is not a diffrep index, or its index.json was edited: {problem}. "
+                                    "Delete the directory and rebuild it with `diffrep index`.")
+        self.meta = meta
+        return meta
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         meta = {"format": FORMAT, **meta}
@@ -81,8 +133,8 @@ class IndexDir:
         self.meta = meta
 
     # ---------------------------------------------------------------- lock
-    def lock(self) -> "_Lock":
-        return _Lock(self.root / ".lock")
+    def lock(self) -> DirLock:
+        return DirLock(self.root, "index directory")
 
     # ---------------------------------------------------------------- chunks
     def chunk_numbers(self) -> list[int]:
@@ -124,10 +176,56 @@ class IndexDir:
             pq.write_table(table, tmp)
 
     def read_chunk(self, number: int) -> pa.Table:
-        return pq.read_table(self.chunks_dir / f"c{number:06d}.parquet", schema=CHUNK_SCHEMA)
+        try:
+            return pq.read_table(self.chunks_dir / f"c{number:06d}.parquet", schema=CHUNK_SCHEMA)
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise DamagedChunkError(self.root, number, f"has an unreadable row table ({_first_line(exc)})") from None
 
-    def chunk_vectors(self, number: int) -> np.ndarray:
-        return np.load(self.chunks_dir / f"c{number:06d}.npy", mmap_mode="r")
+    def chunk_vectors(self, number: int, dim: int | None = None, rows: int | None = None) -> np.ndarray:
+        """Chunk ``number``'s vectors, memory-mapped, after checking that the file is a (rows, dim) float32
+        array (``dim`` defaults to the descriptor's in index.json; ``rows`` is checked when given)."""
+        path = self.chunks_dir / f"c{number:06d}.npy"
+        try:
+            v = np.load(path, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise DamagedChunkError(self.root, number, "has no vector file") from None
+        except (OSError, ValueError, EOFError) as exc:
+            raise DamagedChunkError(self.root, number, f"has an unreadable vector file ({_first_line(exc)})") from None
+        dim = dim or int(self.meta.get("descriptor", {}).get("dim", 0)) or None
+        if not isinstance(v, np.ndarray) or v.dtype != np.float32 or v.ndim != 2 or (dim and v.shape[1] != dim) \
+                or (rows is not None and v.shape[0] != rows):
+            want = f"({rows if rows is not None else 'n'}, {dim or 'dim'}) float32"
+            raise DamagedChunkError(self.root, number, f"holds a {getattr(v, 'dtype', '?')} array of shape "
+                                    f"{getattr(v, 'shape', '?')}, not {want}")
+        return v
+
+    def check_chunk(self, number: int, dim: int) -> None:
+        """Read chunk ``number`` whole and raise ``DamagedChunkError`` unless its table and vectors agree
+        and every vector is a finite unit vector of dimension ``dim``."""
+        table = self.read_chunk(number)
+        status = table.column("status").to_pylist()
+        rows = table.column("row").to_pylist()
+        ok = [r for s, r in zip(status, rows) if s == "ok"]
+        if sorted(ok) != list(range(len(ok))):
+            raise DamagedChunkError(self.root, number, "has a row table whose vector rows are not 0..n-1")
+        v = self.chunk_vectors(number, dim, len(ok))
+        for s in range(0, len(v), 65536):
+            problem = check_vectors(v[s:s + 65536])
+            if problem:
+                raise DamagedChunkError(self.root, number, problem)
+
+    def drop_damaged(self, dim: int) -> list[tuple[int, str]]:
+        """Check every committed chunk (:meth:`check_chunk`); delete the damaged ones, so their images count
+        as new and are embedded again. Returns (chunk number, reason) per chunk dropped."""
+        dropped = []
+        for n in self.chunk_numbers():
+            try:
+                self.check_chunk(n, dim)
+            except DamagedChunkError as exc:
+                dropped.append((n, exc.reason))
+                (self.chunks_dir / f"c{n:06d}.parquet").unlink(missing_ok=True)  # uncommit first
+                (self.chunks_dir / f"c{n:06d}.npy").unlink(missing_ok=True)
+        return dropped
 
     def iter_chunks(self) -> Iterator[Chunk]:
         for n in self.chunk_numbers():
@@ -148,25 +246,6 @@ class IndexDir:
                     p.unlink(missing_ok=True)
 
 
-class _Lock:
-    """An exclusive advisory lock so two writers never interleave chunks."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fh: Any = None
-
-    def __enter__(self) -> "_Lock":
-        self._fh = open(self.path, "a+")
-        try:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._fh.close()
-            raise DiffrepIndexError(f"another diffrep process is writing {self.path.parent}; wait for it "
-                                    "to finish (or stop it) and retry.") from None
-        self._fh.write(f"{os.getpid()}\n")
-        self._fh.flush()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-        self._fh.close()
+def _first_line(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return text.splitlines()[0]
