@@ -45,7 +45,7 @@ bench: install
 	$(PY) benchmarks/bench_index.py --n 400
 	$(PY) benchmarks/eval_scenarios.py --seeds 1 2
 
-# Descriptor ranking on the emoji set (docs/benchmark.md): 1,000 queries, six descriptors, normalized rows
+# Descriptor ranking on the emoji set (docs/copy-detection.md): 1,000 queries, six descriptors, normalized rows
 # and the partial-replication method (+regions rows, `diffrep audit --partial`).
 BENCH_DIR ?= bench-out/emoji-seed1
 bench-rank: install

@@ -26,7 +26,7 @@ SETTINGS = {
 
 def _one(demo: Path, out: Path, setting: str) -> None:
     from diffrep.auditing.run import audit
-    from diffrep.auditing.verify import VerifyConfig
+    from diffrep.matching.verify import VerifyConfig
 
     kw = SETTINGS[setting]
     t0 = time.perf_counter()

@@ -87,7 +87,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="alternating repetitions (median reported)")
     ap.add_argument("--out", default=None, help="write results JSON here")
     a = ap.parse_args()
-    from diffrep.data import get_dataset
+    from diffrep.datasets import get_dataset
     from diffrep.descriptors import get_descriptor
 
     emoji = get_dataset("emoji") / "images"

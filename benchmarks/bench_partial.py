@@ -20,11 +20,11 @@ import time
 import numpy as np
 from PIL import Image
 
-from diffrep import data
+from diffrep import datasets as data
 from diffrep.auditing.objects import ObjectMatcher, object_template
 from diffrep.auditing.partial import FlatIndex, aggregate
-from diffrep.bench.edits import compose_on_white
-from diffrep.bench.generate import SourceImage, make_query, object_mask
+from diffrep.eval.bench.edits import compose_on_white
+from diffrep.eval.bench.generate import SourceImage, make_query, object_mask
 from diffrep.descriptors import get_descriptor
 from diffrep.descriptors.regions import RegionEmbedder
 

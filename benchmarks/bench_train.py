@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffrep.models.experiment import nearest_rms
+from diffrep.eval.experiment import nearest_rms
 
 
 def audit_samples(out: Path, fm: Path, reference_n: int) -> dict:
@@ -73,7 +73,7 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from diffrep.data import get_dataset
+    from diffrep.datasets import get_dataset
     from diffrep.models.data import load_training_set
     from diffrep.models.sample import sample, save_grid
     from diffrep.models.train import train

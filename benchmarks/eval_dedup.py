@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from diffrep import shared_drawings
-from diffrep.bench.edits import DUPLICATE_KINDS, apply_edit
-from diffrep.data import get_dataset, read_captions, read_groups
+import shared_drawings
+from diffrep.eval.bench.edits import DUPLICATE_KINDS, apply_edit
+from diffrep.datasets import get_dataset, read_captions, read_groups
 from diffrep.dedup import dedup
-from diffrep.demo import flat_name
-from diffrep.emoji_groups import unrelated_subset
+from diffrep.eval.scenario import flat_name
+from emoji_relations import unrelated_subset
 from diffrep.indexing import index, open_index
 
 
@@ -37,11 +37,11 @@ def build(root: Path, seed: int, n_base: int, n_dup: int, base_rule: str = "unre
 
     ``base_rule="families"``: one emoji per family of groups.csv (the benchmark until 2026-11-23);
     ``"unrelated"`` (default): also no emoji drawn from another one in the base (names and code points,
-    ``emoji_groups.unrelated_subset``): "mobile phone" and "mobile phone with rightwards arrow" are one
+    ``emoji_relations.unrelated_subset``): "mobile phone" and "mobile phone with rightwards arrow" are one
     drawing plus an arrow, i.e. a duplicate by the benchmark's own edits (overlay, pad), not a false pair.
-    ``dataset="openclipart"``: one picture per family (``diffrep.clipart``: names, folders, symbol sets,
+    ``dataset="openclipart"``: one picture per family (``diffrep.datasets.clipart``: names, folders, symbol sets,
     identical and recoloured or turned pictures). For both collections ``"unrelated"`` also leaves out
-    one of each reviewed pair of drawings filed twice (``diffrep.shared_drawings``, since 2026-11-23:
+    one of each reviewed pair of drawings filed twice (``shared_drawings.py``, since 2026-11-23:
     another label or emblem, a recolour, a mirror image)."""
     ds = get_dataset(dataset)
     groups = read_groups(ds)
@@ -176,9 +176,9 @@ def main() -> None:
     ap.add_argument("--base", choices=("unrelated", "families"), default="unrelated",
                     help="base collection: one picture per family and none drawn from another (default: emoji "
                          "by names and code points, both collections by the reviewed pairs of "
-                         "diffrep.shared_drawings), or one per family only (the benchmark before 2026-11-23)")
+                         "shared_drawings.py), or one per family only (the benchmark before 2026-11-23)")
     ap.add_argument("--dataset", choices=("emoji", "openclipart"), default="emoji",
-                    help="the collection: emoji (tuned on), or openclipart (held out: never used to choose anything)")
+                    help="the collection: emoji, or openclipart (rules were chosen on some seeds of both: docs/results/)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--false-pairs", default=None, metavar="PNG",
                     help="write the default run's false pairs side by side to this image")

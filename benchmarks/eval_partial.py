@@ -1,11 +1,11 @@
-"""Issue-3 quality bar: partial copies (Segmix: training objects pasted into new scenes at 40-75% scale),
+"""The partial-copy evaluation: partial copies (Segmix: training objects pasted into new scenes at 40-75% scale),
 whole-image copies and unseen images, all audited at once with ``--reference`` calibration.
 
 Scenario (emoji, split by group so no near-copy of a training image is held out; or ``--dataset
-openclipart``, split by family, ``diffrep.clipart``: the collection nothing was tuned on):
-- training set, held-out reference set and whole-image edited copies: ``diffrep.demo.build_scenario``;
+openclipart``, split by family, ``diffrep.datasets.clipart``; rules were chosen on its seeds 1-14):
+- training set, held-out reference set and whole-image edited copies: ``diffrep.eval.scenario.build_scenario``;
 - partial copies: the object (alpha mask) of a training emoji pasted onto a held-out emoji's picture at
-  40-75% of the canvas (``diffrep.bench.generate``, kind ``segmix``);
+  40-75% of the canvas (``diffrep.eval.bench.generate``, kind ``segmix``);
 - unseen: held-out emoji as they are, plus Segmix composites of held-out objects on held-out backgrounds
   (the same structure as a partial copy, nothing copied);
 - reference: the held-out reference emoji plus composites made from them alone.
@@ -15,7 +15,7 @@ openclipart``, split by family, ``diffrep.clipart``: the collection nothing was 
 
 ``--clean-held-out`` leaves out held-out pictures that share a drawing with a training picture (they are
 copies, not unseen images): emoji by names and code points, openclipart by the reviewed pairs of
-``diffrep.shared_drawings`` spread over both pictures' families.
+``shared_drawings.py`` spread over both pictures' families.
 
 Prints, per seed, recall with the correct source at rank 1 (segmix and whole-image copies separately) and
 the share of unseen images flagged, and writes ``evaluation.json`` in each seed's folder.
@@ -32,14 +32,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from diffrep import data
+from diffrep import datasets as data
 from diffrep.auditing.run import audit
-from diffrep.bench.generate import SourceImage, make_query, object_mask
-from diffrep.bench.edits import compose_on_white
-from diffrep.demo import build_scenario, evaluate, flat_name, pixel_twins
-from diffrep.emoji_groups import related_to
+from diffrep.eval.bench.generate import SourceImage, make_query, object_mask
+from diffrep.eval.bench.edits import compose_on_white
+from diffrep.eval.scenario import build_scenario, evaluate, flat_name, pixel_twins
+from emoji_relations import related_to
 from diffrep.indexing.build import index
-from diffrep.shared_drawings import contained_pairs, related_pairs, related_to_training
+from shared_drawings import contained_pairs, related_pairs, related_to_training
 
 
 def _source(path: Path) -> SourceImage:
@@ -67,8 +67,8 @@ def _composites(objects: list[Path], backgrounds: list[Path], n: int, rng: np.ra
 
 def held_out_related(dataset: str, held_out: list[str], train: list[str]) -> dict[str, str]:
     """{held-out name: a training name it shares a drawing with} (scenario file names, ``flat_name``): for
-    emoji by names and code points (``emoji_groups.related_to``); for openclipart by the reviewed pairs of
-    ``diffrep.shared_drawings`` (one drawing filed twice, or one picture's drawing inside another),
+    emoji by names and code points (``emoji_relations.related_to``); for openclipart by the reviewed pairs of
+    ``shared_drawings.py`` (one drawing filed twice, or one picture's drawing inside another),
     family-wide."""
     if dataset == "emoji":
         return related_to(held_out, train, data.read_captions(data.get_dataset("emoji")))
@@ -132,7 +132,7 @@ def null_figure(audit_dir: Path, sc: Path, out_png: Path, top: int = 8) -> list[
     """The reference images with the highest object scores, each beside the training image whose object
     it contains (searched again: region candidates, then object matching), as one PNG."""
     from diffrep.auditing.objects import ObjectMatcher, object_search
-    from diffrep.auditing.rerank import load_path
+    from diffrep.decode import load_path
     from diffrep.decode import DEFAULT_MAX_PIXELS
     from diffrep.indexing.local import open_local
     from diffrep.auditing.partial import region_search
@@ -182,10 +182,10 @@ def main() -> None:
     ap.add_argument("--partial-k", type=int, default=None, help="region candidates object-matched (audit default)")
     ap.add_argument("--clean-held-out", action="store_true",
                     help="leave out held-out pictures that share a drawing with a training picture (emoji: "
-                         "emoji_groups.related_to; openclipart: the reviewed pairs of diffrep.shared_drawings): "
+                         "emoji_relations.related_to; openclipart: the reviewed pairs of shared_drawings.py): "
                          "they are partial or whole copies, not unseen images")
     ap.add_argument("--dataset", choices=("emoji", "openclipart"), default="emoji",
-                    help="the collection: emoji (tuned on), or openclipart (held out: never used to choose anything)")
+                    help="the collection: emoji, or openclipart (rules were chosen on some seeds of both: docs/results/)")
     ap.add_argument("--drop-reference-copies", action="store_true",
                     help="audit --drop-reference-copies: reference images with an object or pixel score >= 0.98 "
                          "are left out of the null")

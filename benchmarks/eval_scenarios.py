@@ -1,4 +1,4 @@
-"""Accuracy on labelled replication scenarios (emoji; see diffrep.demo): recall of edited copies with the
+"""Accuracy on labelled replication scenarios (emoji; see diffrep.eval.scenario): recall of edited copies with the
 correct source and the share of unseen images flagged, per seed, for several verdict rules:
 
   * fused (default): SSCD top-1 fused with the verified score, calibrated on --reference at FPR 1%;
@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 from diffrep.auditing.run import audit
-from diffrep.data import get_dataset, read_groups
-from diffrep.demo import build_scenario, evaluate, pixel_twins
+from diffrep.datasets import get_dataset, read_groups
+from diffrep.eval.scenario import build_scenario, evaluate, pixel_twins
 from diffrep.indexing import index
 
 

@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+
+# benchmark truth (reviewed pair lists, emoji relations) lives beside the benchmark scripts, not in the package
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 
 @pytest.fixture(scope="session")
 def emoji_images() -> Path:
     """Folder of the 3,786 real 64x64 RGBA emoji PNGs (fetched with npm on first use, then cached)."""
-    from diffrep.data import get_dataset
+    from diffrep.datasets import get_dataset
 
     return get_dataset("emoji") / "images"
 

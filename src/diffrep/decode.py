@@ -49,7 +49,7 @@ import contextlib
 import io
 import os
 import threading
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -57,10 +57,13 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from PIL import (BmpImagePlugin, GifImagePlugin, JpegImagePlugin, MpoImagePlugin,  # noqa: F401
                  PngImagePlugin, PpmImagePlugin, TiffImagePlugin, WebPImagePlugin)
 
+from .defaults import DEFAULTS
+from .sources import read_location
+
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-DEFAULT_MAX_PIXELS = 250_000_000
+DEFAULT_MAX_PIXELS = DEFAULTS["decode"]["max_pixels"]
 DECODE_BUDGET_PIXELS = int(os.environ.get("DIFFREP_DECODE_BUDGET_PIXELS", 32_000_000))
 
 
@@ -318,5 +321,18 @@ def _load_and_convert(img: Image.Image, size: tuple[int, int], keep_alpha: bool,
     return np.ascontiguousarray(arr), alpha
 
 
+def load_image(read: Callable[[], bytes], max_pixels: int, min_side: int) -> Optional[np.ndarray]:
+    """Decoded image from ``read()`` (e.g. ``Record.read``), or None when it cannot be read or decoded."""
+    try:
+        return decode_image(read(), max_pixels=max_pixels, min_side=min_side)
+    except (OSError, DecodeError):
+        return None
+
+
+def load_path(path: str, max_pixels: int, min_side: int) -> Optional[np.ndarray]:
+    """Decoded image at ``path`` (file or tar member), or None when it cannot be read."""
+    return load_image(lambda: read_location(path), max_pixels, min_side)
+
+
 __all__ = ["DEFAULT_MAX_PIXELS", "DECODE_FORMATS", "DecodeError", "decode_image", "decode_with_alpha",
-           "image_size"]
+           "image_size", "load_image", "load_path"]

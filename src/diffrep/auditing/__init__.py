@@ -1,5 +1,5 @@
 """Audit: match generations to training images, calibrated verdicts, statistics."""
-from .calibration import Calibration, calibrate, empirical_p_values, threshold_at_fpr
+from ..matching.calibration import Calibration, calibrate, empirical_p_values, threshold_at_fpr
 from .run import AuditResult, audit
 from .stats import score_stats
 

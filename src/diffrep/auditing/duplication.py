@@ -2,23 +2,25 @@
 that replicas copy have, against all training images (the CVPR 2023 comparison: 34.1 vs 11.6 on LAION)."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
+from ..errors import DiffrepError
+from ..indexing.duplicates import load_dup_counts
 from ..indexing.load import LoadedIndex
-from ..progress import ProgressCallback
 
 
-def dup_counts(idx: LoadedIndex, want: bool | None, progress: Optional[ProgressCallback]) -> np.ndarray | None:
-    from ..dedup.run import dedup, load_dup_counts
-
+def dup_counts(idx: LoadedIndex, want: bool | None) -> np.ndarray | None:
+    """The index's stored near-duplicate counts: used when present (``want`` None), required (True: a
+    DiffrepError when ``diffrep dedup`` has not counted them yet; the CLI's ``--dup-counts`` runs it first,
+    ``diffrep.dedup.ensure_dup_counts``) or ignored (False)."""
     if want is False:
         return None
     counts = load_dup_counts(idx)
     if counts is None and want:
-        dedup(None, idx.dir.root / "dedup", index=idx.dir.root, progress=progress)
-        counts = load_dup_counts(idx)
+        raise DiffrepError(f"index {idx.dir.root} has no near-duplicate counts yet: run `diffrep dedup --index "
+                           f"{idx.dir.root} --out DIR` first (`diffrep audit --dup-counts` does it for you)")
     return counts
 
 

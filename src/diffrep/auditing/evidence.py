@@ -18,117 +18,140 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .calibration import channel_p_values
-from .objects import ObjectMatches
-from .partial import RegionMatches
-from .rerank import Reranked, rerank_order
+from ..matching.calibration import channel_p_values
+from ..matching.rerank import rerank_order
+from .channels import COPY_LIKE, GATED, PIXEL_LEVEL, SPECS, Evidence, copy_like
 
 
 def _box(b: Sequence[int] | None) -> str | None:
     return None if b is None else json.dumps([int(v) for v in b])
 
 
-def match_rows(records: Sequence[Any], scores: np.ndarray, ids: np.ndarray, *, kv: int,
-               q_rr: Reranked | None, q_verdict: np.ndarray, rep: np.ndarray, p: np.ndarray,
-               train: dict[str, list[Any]], dups: np.ndarray | None,
-               q_reg: RegionMatches | None = None, q_obj: ObjectMatches | None = None,
+def match_rows(records: Sequence[Any], ids: np.ndarray, *, kv: int, q: Evidence, q_verdict: np.ndarray,
+               rep: np.ndarray, p: np.ndarray, train: dict[str, list[Any]], dups: np.ndarray | None,
                q_vectors: np.ndarray | None = None,
                train_vectors: Callable[[np.ndarray], np.ndarray] | None = None,
                nulls: Optional[dict[str, np.ndarray | None]] = None,
                train_size: Callable[[int], tuple[int, int] | None] | None = None,
-               specific: np.ndarray | None = None,
                ) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """(rows, rank-1 training id per query). ``specific`` (n, kv): whether each verified candidate's
-    verified and pixel scores count (``specificity.py``); those that do not are left out of the ordering."""
+    """(rows, rank-1 training id per query) from the generations' evidence ``q`` (``scoring.py``): global
+    top-k ``ids`` and their cosines, the verified candidates (``q.reranked``; ``q.allowed`` says whether each
+    one's verified and pixel scores count, ``specificity.py``: those that do not are left out of the
+    ordering), region and object matches."""
     n, k = ids.shape
     order = np.tile(np.arange(k), (n, 1))
-    if q_rr is not None:
-        order = np.concatenate([rerank_order(q_rr.scores, scores[:, :kv]), order[:, kv:]], axis=1)
-    extra_cos: dict[tuple[int, int], float] = {}
-    if q_reg is not None and q_vectors is not None and train_vectors is not None:
-        # exact global cosine of region-only candidates, fetched in one batch
-        pairs = [(qi, int(j)) for qi in range(n) for j in q_reg.ids[qi] if j >= 0 and j not in ids[qi]]
-        if pairs:
-            uniq = np.unique([j for _, j in pairs])
-            vecs = dict(zip(uniq.tolist(), train_vectors(uniq)))
-            extra_cos = {(qi, j): float(q_vectors[qi] @ vecs[j]) for qi, j in pairs}
+    if q.reranked is not None:
+        order = np.concatenate([rerank_order(q.reranked.scores, q.topk[:, :kv]), order[:, kv:]], axis=1)
+    extra_cos = _region_only_cosines(q, ids, q_vectors, train_vectors)
     nulls = nulls or {}
     rows: list[dict[str, Any]] = []
     best = np.full(n, -1, np.int64)
     for qi, rec in enumerate(records):
-        cands: list[dict[str, Any]] = []
-        for c in order[qi]:
-            j = int(ids[qi, c])
-            if j < 0:
-                continue
-            vs = float(q_rr.scores[qi, c]) if q_rr is not None and c < kv else None
-            cands.append({"j": j, "score": float(scores[qi, c]), "global_rank": int(c) + 1,
-                          "verify_score": vs if vs is not None and np.isfinite(vs) else None,
-                          "inliers": int(q_rr.inliers[qi, c]) if q_rr is not None and c < kv else None,
-                          "mirrored": bool(q_rr.mirrored[qi, c]) if q_rr is not None and c < kv else None,
-                          "pixel_score": _finite(q_rr.pixel[qi, c]) if q_rr is not None and c < kv else None,
-                          "specific": bool(specific[qi, c]) if specific is not None and c < kv else None,
-                          "match_kind": "global"})
-        if q_reg is not None:
-            listed = {c["j"] for c in cands}
-            for rc, (s, j, b) in enumerate(zip(q_reg.scores[qi], q_reg.ids[qi], q_reg.boxes[qi])):
-                j = int(j)
-                if j < 0:
-                    continue
-                hit = next((c for c in cands if c["j"] == j), None)
-                if hit is None and j not in listed:
-                    hit = {"j": j, "score": extra_cos.get((qi, j)), "global_rank": None, "verify_score": None,
-                           "inliers": None, "mirrored": None, "match_kind": "region"}
-                    cands.append(hit)
-                if hit is not None:
-                    hit["region_score"] = float(s)
-                    hit["query_box"] = _box(b)
-                    if q_reg.votes is not None and np.isfinite(q_reg.votes[qi, rc]):
-                        hit["local_votes"] = float(q_reg.votes[qi, rc])
-                    if q_reg.local_only is not None and q_reg.local_only[qi, rc] and hit["match_kind"] != "global":
-                        hit["match_kind"] = "local"  # no window ranked it: local features brought it in
-                    elif q_reg.is_partial(qi, rc):
-                        hit["match_kind"] = "region"  # the best evidence is a window, not the whole image
-                    if q_obj is not None and np.isfinite(q_obj.scores[qi, rc]):
-                        hit["object_score"] = float(q_obj.scores[qi, rc])
-                        hit["object_box"] = _box(q_obj.query_boxes[qi, rc])
-                        hit["object_train_box"] = _box(q_obj.train_boxes[qi, rc])
-                        if nulls.get("object") is not None and \
-                                _strength(hit, nulls, only="object") <= _strength(hit, nulls, skip="object"):
-                            hit["match_kind"] = "object"  # the object found in the generation decides
+        cands = _global_candidates(q, qi, order[qi], ids[qi], kv)
+        if q.regions is not None:
+            _add_region_candidates(cands, q, qi, extra_cos, nulls)
             cands.sort(key=lambda c: _strength(c, nulls))
         for r, c in enumerate(cands):
-            j = c["j"]
             if r == 0:
-                best[qi] = j
-            windowed = c["match_kind"] in ("region", "local")  # the evidence box is its best window
-            size = train_size(j) if train_size is not None and windowed else None
-            obj = c["match_kind"] == "object"
-            rows.append({
-                "query_path": rec.path, "query_id": rec.id, "query_caption": rec.caption, "rank": r + 1,
-                "train_path": train["path"][j], "train_id": train["id"][j], "train_caption": train["caption"][j],
-                "score": c["score"], "global_rank": c["global_rank"], "verify_score": c["verify_score"],
-                "inliers": c["inliers"], "mirrored": c["mirrored"], "pixel_score": c.get("pixel_score"),
-                "specific": c.get("specific"), "match_kind": c["match_kind"], "region_score": c.get("region_score"),
-                "object_score": c.get("object_score"), "local_votes": c.get("local_votes"),
-                "query_box": c.get("object_box") if obj else c.get("query_box") if windowed else None,
-                "train_box": c.get("object_train_box") if obj else _box([0, 0, size[0], size[1]]) if size else None,
-                "verdict_score": float(q_verdict[qi]) if r == 0 else None,
-                "is_replica": bool(rep[qi]) if r == 0 else None,
-                "p_value": float(p[qi]) if r == 0 and np.isfinite(p[qi]) else None,
-                "train_dup_count": int(dups[j]) if dups is not None else None,
-            })
+                best[qi] = c["j"]
+            rows.append(_row(rec, r, c, train, train_size, dups, (q_verdict[qi], rep[qi], p[qi])))
     return rows, best
+
+
+def _region_only_cosines(q: Evidence, ids: np.ndarray, q_vectors: np.ndarray | None,
+                         train_vectors: Callable[[np.ndarray], np.ndarray] | None) -> dict[tuple[int, int], float]:
+    """Exact global cosine of each candidate only the region search found, fetched in one batch."""
+    if q.regions is None or q_vectors is None or train_vectors is None:
+        return {}
+    pairs = [(qi, int(j)) for qi in range(len(ids)) for j in q.regions.ids[qi] if j >= 0 and j not in ids[qi]]
+    if not pairs:
+        return {}
+    uniq = np.unique([j for _, j in pairs])
+    vecs = dict(zip(uniq.tolist(), train_vectors(uniq)))
+    return {(qi, j): float(q_vectors[qi] @ vecs[j]) for qi, j in pairs}
+
+
+def _global_candidates(q: Evidence, qi: int, order: np.ndarray, ids: np.ndarray, kv: int) -> list[dict[str, Any]]:
+    """Image ``qi``'s global top-k in ``order`` (verified ones re-ranked), with their verification."""
+    rr, specific = q.reranked, q.allowed
+    cands = []
+    for c in order:
+        j = int(ids[c])
+        if j < 0:
+            continue
+        v = rr is not None and c < kv
+        vs = float(rr.scores[qi, c]) if v else None
+        cands.append({"j": j, "score": float(q.topk[qi, c]), "global_rank": int(c) + 1,
+                      "verify_score": vs if vs is not None and np.isfinite(vs) else None,
+                      "inliers": int(rr.inliers[qi, c]) if v else None,
+                      "mirrored": bool(rr.mirrored[qi, c]) if v else None,
+                      "pixel_score": _finite(rr.pixel[qi, c]) if v else None,
+                      "specific": bool(specific[qi, c]) if specific is not None and c < kv else None,
+                      "match_kind": "global"})
+    return cands
+
+
+def _add_region_candidates(cands: list[dict[str, Any]], q: Evidence, qi: int,
+                           extra_cos: dict[tuple[int, int], float], nulls: dict[str, np.ndarray | None]) -> None:
+    """Region candidates of image ``qi`` join ``cands`` (or add their region and object evidence to a global
+    candidate); ``match_kind`` names the evidence that decides."""
+    reg, obj = q.regions, q.objects
+    listed = {c["j"] for c in cands}
+    for rc, (s, j, b) in enumerate(zip(reg.scores[qi], reg.ids[qi], reg.boxes[qi])):
+        j = int(j)
+        if j < 0:
+            continue
+        hit = next((c for c in cands if c["j"] == j), None)
+        if hit is None and j not in listed:
+            hit = {"j": j, "score": extra_cos.get((qi, j)), "global_rank": None, "verify_score": None,
+                   "inliers": None, "mirrored": None, "match_kind": "region"}
+            cands.append(hit)
+        if hit is None:
+            continue
+        hit["region_score"] = float(s)
+        hit["query_box"] = _box(b)
+        if reg.votes is not None and np.isfinite(reg.votes[qi, rc]):
+            hit["local_votes"] = float(reg.votes[qi, rc])
+        if reg.local_only is not None and reg.local_only[qi, rc] and hit["match_kind"] != "global":
+            hit["match_kind"] = "local"  # no window ranked it: local features brought it in
+        elif reg.is_partial(qi, rc):
+            hit["match_kind"] = "region"  # the best evidence is a window, not the whole image
+        if obj is not None and np.isfinite(obj.scores[qi, rc]):
+            hit["object_score"] = float(obj.scores[qi, rc])
+            hit["object_box"] = _box(obj.query_boxes[qi, rc])
+            hit["object_train_box"] = _box(obj.train_boxes[qi, rc])
+            if nulls.get("object") is not None and \
+                    _strength(hit, nulls, only="object") <= _strength(hit, nulls, skip="object"):
+                hit["match_kind"] = "object"  # the object found in the generation decides
+
+
+def _row(rec: Any, r: int, c: dict[str, Any], train: dict[str, list[Any]],
+         train_size: Callable[[int], tuple[int, int] | None] | None, dups: np.ndarray | None,
+         verdict: tuple[float, bool, float]) -> dict[str, Any]:
+    """One ``matches.csv`` row: rank ``r`` (0-based) candidate ``c`` of record ``rec``; the verdict on rank 1."""
+    j = c["j"]
+    windowed = c["match_kind"] in ("region", "local")  # the evidence box is its best window
+    size = train_size(j) if train_size is not None and windowed else None
+    obj = c["match_kind"] == "object"
+    v, rep, p = verdict
+    return {
+        "query_path": rec.path, "query_id": rec.id, "query_caption": rec.caption, "rank": r + 1,
+        "train_path": train["path"][j], "train_id": train["id"][j], "train_caption": train["caption"][j],
+        "score": c["score"], "global_rank": c["global_rank"], "verify_score": c["verify_score"],
+        "inliers": c["inliers"], "mirrored": c["mirrored"], "pixel_score": c.get("pixel_score"),
+        "specific": c.get("specific"), "match_kind": c["match_kind"], "region_score": c.get("region_score"),
+        "object_score": c.get("object_score"), "local_votes": c.get("local_votes"),
+        "query_box": c.get("object_box") if obj else c.get("query_box") if windowed else None,
+        "train_box": c.get("object_train_box") if obj else _box([0, 0, size[0], size[1]]) if size else None,
+        "verdict_score": float(v) if r == 0 else None,
+        "is_replica": bool(rep) if r == 0 else None,
+        "p_value": float(p) if r == 0 and np.isfinite(p) else None,
+        "train_dup_count": int(dups[j]) if dups is not None else None,
+    }
 
 
 def _finite(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
-
-
-_CHANNELS = (("score", "global"), ("verify_score", "verified"), ("region_score", "region"),
-             ("pixel_score", "pixel"), ("object_score", "object"))
-PIXEL_LEVEL = ("pixel", "object")  # may decide alone; fused on -log(1 - s) (calibration.fuse_channels)
-GATED = ("verified", "pixel")  # count only for a specific candidate (specificity.py)
 
 
 def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None], only: str | None = None,
@@ -140,7 +163,7 @@ def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None], only: str 
     ``only`` / ``skip``: restrict to, or leave out, one channel (by its null's name). A candidate marked not
     ``specific`` has no verified or pixel evidence."""
     pv = []
-    for key, name in _CHANNELS:
+    for key, name in ((c.column, c.name) for c in SPECS):
         if (only is not None and name != only) or name == skip:
             continue
         if c.get("specific") is False and name in GATED:
@@ -153,20 +176,7 @@ def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None], only: str 
     return (min(pv) if pv else 1.0, -raw)
 
 
-__all__ = ["match_rows"]
-
-
-COPY_LIKE = 0.98  # a pixel-level score (object R^2, blurred-intensity correlation) this high looks like a copy
-
-
-def copy_like(pixel: np.ndarray | None, obj: np.ndarray | None, n: int) -> np.ndarray:
-    """Which of ``n`` images have a pixel-level score (blurred-intensity correlation or object R^2)
-    >= ``COPY_LIKE``: a region that reproduces a training image's pixels."""
-    out = np.zeros(n, bool)
-    for c in (pixel, obj):
-        if c is not None:
-            out |= np.nan_to_num(np.asarray(c, np.float64), nan=-1.0) >= COPY_LIKE
-    return out
+__all__ = ["match_rows", "reference_top"]
 
 
 def reference_top(paths: Sequence[str], verdict: np.ndarray, threshold: float, channels: dict[str, np.ndarray | None],

@@ -30,8 +30,7 @@ calibrated verdict rarely fires. Object matching checks the shortlist at the pix
    ``share / outline_share`` where ``share`` is the part of the object's outline (alpha or estimated
    mask, not an image frame) across which the generation changes: the mean colours of the 2 px band
    inside and the 2 px ring outside, near each outline pixel, differ by ``outline_contrast`` levels in
-   some channel (at 256 px). Until 2026-11-23 (session 9) any local contrast (max - min over 5 x 5 px)
-   near the outline counted, and texture next to a silhouette passed for its edge.
+   some channel (at 256 px); mere texture next to a silhouette is not its edge.
 
 The object score joins the audit's fused verdict as one more channel, calibrated on the same reference
 images (their shortlist gets the same test), so its false-positive rate is controlled like the others.
@@ -46,10 +45,10 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..decode import decode_with_alpha, image_size
-from ..masks import bbox, object_mask
+from ..matching.masks import bbox, object_mask
 from ..progress import ProgressCallback
 from ..sources import read_location
-from .cache import LoadingCache, over_candidates
+from ..matching.cache import LoadingCache, over_candidates
 
 ImageLoader = Callable[[int], Optional[np.ndarray]]
 

@@ -7,7 +7,7 @@ generation is about as close to several *different* training images as to its be
 training image is closer to its source than to anything else in the training set (its near-duplicates
 aside). The margin of a candidate is its score minus the best score of a candidate of the same query that
 is *not* a near-duplicate of it (training-vector cosine < ``same``): SSCD's score normalization
-(FIELD.md: subtract the query's similarity to a background set) with the training index itself as the
+(Pizzi et al., CVPR 2022: subtract the query's similarity to a background set) with the training index itself as the
 background and the candidate's own near-duplicates left out of it, or Lowe's ratio test at the level of
 whole images.
 
@@ -30,11 +30,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..defaults import DEFAULTS
 from ..errors import DiffrepError
-from .evidence import COPY_LIKE
-from .rerank import best_scores
+from .channels import COPY_LIKE
+from ..matching.rerank import best_scores
 
-MARGIN = 0.1  # a specific candidate beats the best distinct one by this much (cosine units)
+MARGIN = DEFAULTS["audit"]["specificity_margin"]  # a specific candidate beats the best distinct one by this much
 SAME = 0.9  # training images whose SSCD cosine is at least this are one image (recolours, resizes, copies)
 
 VectorLookup = Callable[[np.ndarray], np.ndarray]

@@ -32,24 +32,22 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..auditing.rerank import load_path, verify_indexed
-from ..auditing.verify import Verifier, VerifyConfig
+from ..decode import load_path
+from ..matching.rerank import verify_indexed
+from ..matching.verify import Verifier, VerifyConfig
 from ..decode import DEFAULT_MAX_PIXELS
+from ..defaults import DEFAULTS as _DEFAULTS
 from ..errors import DiffrepError
 from ..fsutil import DirLock, ensure_writable_dir, write_json, write_text
 from ..indexing.build import check_options, index as build_index
+from ..indexing.duplicates import load_dup_counts, save_dup_counts
 from ..indexing.load import open_index
 from ..progress import ProgressCallback, emit
 from .grouping import Link, star_groups
+from .links import DEDUP_NPROBE, calibrate_links, candidate_search_params
 
 PathLike = str | Path
-DEFAULTS = {"k": 10, "candidate_floor": 0.5, "verified_threshold": 0.95, "global_threshold": 0.95,
-            "pixel_threshold": 0.94}
-# Candidate search on an approximate index: near-duplicates sit in the same or a neighbouring k-means cell /
-# graph neighbourhood, so dedup probes far fewer cells than retrieval does (the index's stored nprobe is
-# tuned for retrieval recall, e.g. 125 of 4,000 cells at 1M vectors). Measured in docs/dedup.md.
-DEDUP_NPROBE = 8
-DEDUP_EF_SEARCH = 64
+DEFAULTS = _DEFAULTS["dedup"]
 
 
 @dataclass
@@ -76,7 +74,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
           verified_threshold: float = DEFAULTS["verified_threshold"],
           global_threshold: float = DEFAULTS["global_threshold"], verify: bool = True,
           captions: PathLike | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-          verify_config: VerifyConfig | None = None, mode: str = "verified", eps: float = 0.05,
+          verify_config: VerifyConfig | None = None, mode: str = DEFAULTS["mode"], eps: float = DEFAULTS["eps"],
           fpr: float | None = None, reference: PathLike | Sequence[PathLike] | None = None,
           nprobe: int = DEDUP_NPROBE, pixel_threshold: float | None = DEFAULTS["pixel_threshold"],
           text_overlay: bool | None = None, progress: Optional[ProgressCallback] = None) -> DedupResult:
@@ -140,7 +138,38 @@ def _dedup(source: PathLike | Sequence[PathLike] | None, out_dir: Path, index: P
             idx, reference, fpr, verify=verify, verify_config=verify_config, max_pixels=max_pixels,
             progress=progress)  # type: ignore[arg-type]
 
-    # 1. exact duplicates -> units
+    unit_of, kind_of = exact_units(sha, paths, max_pixels, progress)
+    units = np.nonzero(unit_of == np.arange(n))[0]
+    unit_pos = {int(u): p for p, u in enumerate(units)}
+    kk = min(k + 1, n)
+    emit(progress, "neighbours", 0, len(units), unit="img")
+    search_params = candidate_search_params(idx.faiss, kk, nprobe)
+    sims, nbr = idx.search(idx.vectors(units), kk)
+    emit(progress, "neighbours", len(units), len(units), unit="img")
+    cand, cand_sim = _candidates(units, unit_of, unit_pos, sims, nbr, k, candidate_floor)
+    verified = np.full(cand.shape, np.nan, np.float32)
+    pixel = np.full(cand.shape, np.nan, np.float32)
+    if verify and (cand >= 0).any():
+        rr = verify_indexed(units, cand, paths, Verifier(verify_config), max_pixels=max_pixels,
+                            stage="verify-pairs", progress=progress)
+        verified, pixel = rr.scores, rr.pixel
+    links = _links(units, cand, cand_sim, verified, pixel, global_threshold, verified_threshold, pixel_threshold)
+    group, score, link_kind = _groups(units, unit_of, unit_pos, kind_of, links, area, ids)
+    save_dup_counts(idx, group)
+    summary = _write(out_dir, paths, ids, area, group, score, link_kind, idx, start=t0, params={
+        "k": k, "candidate_floor": candidate_floor, "verified_threshold": verified_threshold,
+        "global_threshold": global_threshold, "pixel_threshold": pixel_threshold, "verify": verify,
+        "text_overlay": verify_config.text_overlay, "frame_background": verify_config.frame_background,
+        "mode": "verified", "candidate_search": search_params,
+        "calibration": calibration or {"source": "defaults (fixed thresholds; give --fpr and --reference to "
+                                                 "calibrate them)"}})
+    return DedupResult(out_dir, summary, group, paths)
+
+
+def exact_units(sha: list[str], paths: list[str], max_pixels: int,
+                progress: Optional[ProgressCallback]) -> tuple[np.ndarray, list[str]]:
+    """Step 1: (unit of each image, how it joined its unit): same file content, then same decoded pixels."""
+    n = len(sha)
     emit(progress, "exact", 0, n)
     unit_of = np.arange(n)
     kind_of = ["" for _ in range(n)]
@@ -162,21 +191,17 @@ def _dedup(source: PathLike | Sequence[PathLike] | None, out_dir: Path, index: P
             if done % 256 == 0:
                 emit(progress, "exact", done, len(todo))
     emit(progress, "exact", len(todo), len(todo))
-    units = np.nonzero(unit_of == np.arange(n))[0]
-    unit_pos = {int(u): p for p, u in enumerate(units)}
+    return unit_of, kind_of
 
-    # 2. candidates among units
-    kk = min(k + 1, n)
-    emit(progress, "neighbours", 0, len(units), unit="img")
-    search_params = candidate_search_params(idx.faiss, kk, nprobe)
-    sims, nbr = idx.search(idx.vectors(units), kk)
-    emit(progress, "neighbours", len(units), len(units), unit="img")
-    # candidate pairs, symmetrized: verification is asymmetric (a crop aligns better as the query than as
-    # the reference), so every pair is verified in both directions and the links keep the best score
+
+def _candidates(units: np.ndarray, unit_of: np.ndarray, unit_pos: dict[int, int], sims: np.ndarray,
+                nbr: np.ndarray, k: int, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step 2: candidate units per unit, symmetrized (verification is asymmetric: a crop aligns better as the
+    query than as the reference, so every pair is verified both ways and the links keep the best score)."""
     rows: list[dict[int, float]] = [dict() for _ in units]
     for p, u in enumerate(units):
         for s, j in zip(sims[p], nbr[p]):
-            if j < 0 or s < candidate_floor:
+            if j < 0 or s < floor:
                 continue
             uj = int(unit_of[j])
             if uj != u and len(rows[p]) < k:
@@ -190,14 +215,13 @@ def _dedup(source: PathLike | Sequence[PathLike] | None, out_dir: Path, index: P
     for p, r in enumerate(rows):
         for c, (uj, s) in enumerate(sorted(r.items(), key=lambda kv: -kv[1])):
             cand[p, c], cand_sim[p, c] = uj, s
+    return cand, cand_sim
 
-    # 3. links
-    verified = np.full(cand.shape, np.nan, np.float32)
-    pixel = np.full(cand.shape, np.nan, np.float32)
-    if verify and (cand >= 0).any():
-        rr = verify_indexed(units, cand, paths, Verifier(verify_config), max_pixels=max_pixels,
-                            stage="verify-pairs", progress=progress)
-        verified, pixel = rr.scores, rr.pixel
+
+def _links(units: np.ndarray, cand: np.ndarray, cand_sim: np.ndarray, verified: np.ndarray, pixel: np.ndarray,
+           global_threshold: float, verified_threshold: float,
+           pixel_threshold: float | None) -> dict[int, dict[int, Link]]:
+    """Step 3: the candidate pairs that pass a link rule (module docstring), both directions, best score."""
     links: dict[int, dict[int, Link]] = defaultdict(dict)
     for p, u in enumerate(units):
         for c in range(cand.shape[1]):
@@ -215,8 +239,14 @@ def _dedup(source: PathLike | Sequence[PathLike] | None, out_dir: Path, index: P
                 for a, b in ((int(u), j), (j, int(u))):
                     if b not in links[a] or links[a][b].score < score:
                         links[a][b] = Link(score, "near")
+    return links
 
-    # 4. star grouping over units, then expand exact clusters
+
+def _groups(units: np.ndarray, unit_of: np.ndarray, unit_pos: dict[int, int], kind_of: list[str],
+            links: dict[int, dict[int, Link]], area: np.ndarray,
+            ids: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Step 4: star grouping over units, then exact clusters expanded: (group, score to representative, link)."""
+    n = len(unit_of)
     priority = [unit_pos[u] for u in sorted((int(u) for u in units), key=lambda i: (-int(area[i]), ids[i]))]
     sub_group, to_rep = star_groups(np.asarray(priority, np.int64), _remap(links, unit_pos))
     group = np.empty(n, np.int64)
@@ -231,79 +261,7 @@ def _dedup(source: PathLike | Sequence[PathLike] | None, out_dir: Path, index: P
         elif u != rep_unit:
             lk = to_rep[unit_pos[u]]
             link_kind[i], score[i] = lk.kind, lk.score
-    save_dup_counts(idx, group)
-    summary = _write(out_dir, paths, ids, area, group, score, link_kind, idx, start=t0, params={
-        "k": k, "candidate_floor": candidate_floor, "verified_threshold": verified_threshold,
-        "global_threshold": global_threshold, "pixel_threshold": pixel_threshold, "verify": verify,
-        "text_overlay": verify_config.text_overlay, "frame_background": verify_config.frame_background,
-        "mode": "verified", "candidate_search": search_params,
-        "calibration": calibration or {"source": "defaults (fixed thresholds; give --fpr and --reference to "
-                                                 "calibrate them)"}})
-    return DedupResult(out_dir, summary, group, paths)
-
-
-def candidate_search_params(fx: Any, k: int, nprobe: int) -> dict[str, Any]:
-    """Set dedup's search depth on a loaded FAISS index (IVF: ``nprobe`` cells at most; HNSW: efSearch
-    ``max(DEDUP_EF_SEARCH, 2k)``; ``nprobe`` >= 1, checked by ``dedup``); returns what the search uses,
-    for summary.json."""
-    import faiss
-
-    if hasattr(fx, "hnsw"):
-        fx.hnsw.efSearch = min(int(fx.hnsw.efSearch), max(DEDUP_EF_SEARCH, 2 * k))
-        return {"index": "hnsw", "efSearch": int(fx.hnsw.efSearch)}
-    try:
-        ivf = faiss.extract_index_ivf(fx)
-    except RuntimeError:
-        return {"index": "flat (exact)"}
-    ivf.nprobe = min(int(ivf.nprobe), int(nprobe))
-    return {"index": "ivf", "nlist": int(ivf.nlist), "nprobe": int(ivf.nprobe)}
-
-
-def calibrate_links(idx: Any, reference: PathLike | Sequence[PathLike], fpr: float, *, verify: bool,
-                    verify_config: VerifyConfig | None, max_pixels: int,
-                    progress: Optional[ProgressCallback]) -> tuple[float, float, dict[str, Any]]:
-    """Link thresholds at a target false-link rate, from held-out ``reference`` images.
-
-    Each reference image is matched against the collection (its nearest image by SSCD, then verified
-    pixel-wise like a candidate pair): these are scores of images with *no* duplicate in the collection.
-    Each rule's threshold is set so at most ``fpr / 2`` of them would pass it (Bonferroni over the two
-    rules), so a held-out image would be linked to something with probability about ``fpr`` at most."""
-    from ..auditing.calibration import threshold_at_fpr
-    from ..auditing.rerank import best_scores, load_image, verify_candidates
-    from ..embedding import embed_source
-    from ..indexing.build import resolve_descriptor
-
-    d = resolve_descriptor(idx.dir, None)
-    ref = embed_source(reference, d, stage="embed-reference", max_pixels=max_pixels, progress=progress)
-    if not ref.records:
-        raise DiffrepError(f"no reference image in {reference} could be decoded; check the folder")
-    sims, nbr = idx.search(ref.vectors, 1)
-    null_g = sims[:, 0].astype(np.float64)
-    per_rule = fpr / 2 if verify else fpr
-    t_g, warnings = threshold_at_fpr(null_g, per_rule)
-    t_v = float("inf")
-    null_v = None
-    if verify:
-        verifier = Verifier(verify_config)
-        rr = verify_candidates(lambda i: load_image(ref.records[i].read, max_pixels, verifier.config.size),
-                               len(ref.records), nbr[:, :1], idx.column("path"), verifier,
-                               stage="verify-reference", progress=progress)
-        null_v = np.nan_to_num(best_scores(rr.scores), nan=0.0)
-        t_v, more = threshold_at_fpr(null_v, per_rule)
-        warnings += more
-    # links need score >= threshold: step just above the calibrated order statistic (scores are float32)
-    up = lambda t: float(np.nextafter(np.float32(t), np.float32(np.inf)))  # noqa: E731
-    t_g, t_v = up(t_g), up(t_v)
-    info = {"source": "reference", "target_fpr": fpr, "per_rule_fpr": per_rule, "reference_images": len(ref.records),
-            "reference_skipped": len(ref.skipped), "global_threshold": t_g,
-            "verified_threshold": t_v if verify else None,
-            "null_global_p50_p99": [float(np.percentile(null_g, 50)), float(np.percentile(null_g, 99))],
-            "null_verified_p50_p99": None if null_v is None else [float(np.percentile(null_v, 50)),
-                                                                   float(np.percentile(null_v, 99))],
-            "warnings": warnings,
-            "meaning": "a held-out image with no duplicate in the collection passes each link rule with "
-                       "probability <= per_rule_fpr (measured on the reference images)"}
-    return t_g, t_v, info
+    return group, score, link_kind
 
 
 def _semdedup(idx: Any, out_dir: Path, paths: list[str], ids: list[str], sha: list[str], area: np.ndarray,
@@ -321,32 +279,10 @@ def _semdedup(idx: Any, out_dir: Path, paths: list[str], ids: list[str], sha: li
     return DedupResult(out_dir, summary, group, paths)
 
 
-def dup_counts_path(idx: Any) -> Path:
-    return idx.dir.root / f"dup_counts-{idx.meta.get('generation', 0):06d}.npy"
-
-
-def save_dup_counts(idx: Any, group: np.ndarray) -> None:
-    """Per FAISS id: how many *other* images of the index are in its duplicate group (for audits)."""
-    from ..fsutil import atomic_path
-
-    counts = (np.bincount(group, minlength=len(group))[group] - 1).astype(np.int32)
-    try:
-        with atomic_path(dup_counts_path(idx)) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, counts)
-    except OSError:
-        pass  # a read-only index: the counts stay in groups.csv only
-
-
-def load_dup_counts(idx: Any) -> Optional[np.ndarray]:
-    p = dup_counts_path(idx)
-    if not p.is_file():
-        return None
-    try:
-        counts = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return None  # damaged: recomputed by the next `diffrep dedup` of this index
-    return counts if counts.ndim == 1 and len(counts) == len(idx) and counts.dtype.kind == "i" else None
+def ensure_dup_counts(index: PathLike, progress: Optional[ProgressCallback] = None) -> None:
+    """Count near-duplicates of the index ``index`` (a dedup run into ``INDEX/dedup``) unless it has counts."""
+    if load_dup_counts(open_index(index)) is None:
+        dedup(None, Path(index) / "dedup", index=index, progress=progress)
 
 
 def _remap(links: dict[int, dict[int, Link]], pos: dict[int, int]) -> dict[int, dict[int, Link]]:

@@ -1,7 +1,6 @@
 """``diffrep index``: embed a training set into an index directory, incrementally and resumably."""
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,17 +11,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..decode import DEFAULT_MAX_PIXELS
+from ..defaults import DEFAULTS
 from ..descriptors import Descriptor, fingerprints_match, get_descriptor
 from ..embedding import Prepared, embed_records
 from ..errors import DescriptorError, DescriptorMismatchError, DiffrepError, SourceError
 from ..fsutil import atomic_path, ensure_writable_dir
 from ..progress import ProgressCallback, emit
-from ..report.tables import write_skipped
-from ..sources import Record, Skip, open_source
+from ..sources import Record, Skip, open_source, read_skipped, write_skipped
 from . import faiss_index
 from .store import DamagedChunkError, IndexDir, check_vectors
 
-DEFAULT_CHUNK = 1024
+DEFAULT_CHUNK = DEFAULTS["index"]["chunk_size"]
 
 
 @dataclass
@@ -67,7 +66,7 @@ def resolve_descriptor(idx: IndexDir, descriptor: str | Descriptor | None, **kw:
     meta = idx.read_meta() if idx.meta_path.is_file() else {}
     stored = meta.get("descriptor")
     if descriptor is None:
-        descriptor = (stored.get("spec") or stored["name"]) if stored else "sscd"
+        descriptor = (stored.get("spec") or stored["name"]) if stored else DEFAULTS["index"]["descriptor"]
     d = require_cosine(get_descriptor(descriptor, **kw))
     fp = d.fingerprint()
     if stored and not fingerprints_match(stored, fp):
@@ -89,7 +88,7 @@ def check_options(**values: Any) -> None:
 
 
 def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descriptor: str | Descriptor | None = None,
-          index_type: str = "flat", captions: str | Path | None = None, batch_size: int | None = None,
+          index_type: str = DEFAULTS["index"]["index_type"], captions: str | Path | None = None, batch_size: int | None = None,
           chunk_size: int = DEFAULT_CHUNK, max_pixels: int = DEFAULT_MAX_PIXELS,
           progress: Optional[ProgressCallback] = None) -> IndexResult:
     """Make the index directory ``out`` mirror the images of ``source``.
@@ -136,7 +135,7 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
         n_live, kind = finalize(idx, d, fp, index_type, scan_skips, source_desc=src.root, progress=progress,
                                 source_spec=src.spec())
         t_end = time.perf_counter()
-    skipped_items = _read_skipped(root)
+    skipped_items = read_skipped(root / "skipped.csv")
     return IndexResult(root, n_live, added, unchanged, len(skipped_items), kind, t_end - t0,
                        {"scan": t_scan - t0, "embed": t_embed - t_scan, "finalize": t_end - t_embed},
                        skipped_items, removed=len(gone), repaired=repaired)
@@ -308,13 +307,3 @@ def gather_vectors(idx: IndexDir, rows: pa.Table, dim: int | None = None) -> np.
         if problem:
             raise DamagedChunkError(idx.root, int(c), problem)
     return out if out is not None else np.zeros((0, dim or 0), np.float32)
-
-
-def _read_skipped(root: Path) -> list[tuple[str, str]]:
-    p = root / "skipped.csv"
-    if not p.is_file():
-        return []
-    with open(p, newline="", encoding="utf-8") as fh:
-        r = csv.reader(fh)
-        next(r, None)
-        return [(a, b) for a, b in r]

@@ -217,7 +217,7 @@ def open_local(idx: Any, config: LocalConfig = LocalConfig(), *, progress: Optio
 def _reader(paths: Sequence[str], side: int) -> Callable[[int], Optional[np.ndarray]]:
     """Training image j composited on white and reduced to about ``side`` px, or None when it cannot be
     read now (no descriptors: never a candidate; the audit reports missing files)."""
-    from ..auditing.rerank import load_path  # lazy: auditing imports this module
+    from ..decode import load_path
     from ..decode import DEFAULT_MAX_PIXELS
 
     return lambda j: load_path(paths[j], DEFAULT_MAX_PIXELS, side)

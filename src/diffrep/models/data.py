@@ -24,7 +24,7 @@ import numpy as np
 from ..decode import DecodeError, decode_image
 from ..errors import DiffrepError, SourceError
 from ..progress import ProgressCallback, emit
-from ..sources import CAPTION_FILE_NAMES, _load_captions, open_source
+from ..sources import CAPTION_FILE_NAMES, load_captions, open_source
 
 MIN_SIZE, MAX_SIZE = 16, 256
 _CAPTION_SEARCH_DEPTH = 3  # parent folders searched for a caption file
@@ -156,12 +156,12 @@ def _captions_table(root: Path, captions: str | os.PathLike[str] | None
         path = Path(captions).expanduser().resolve()
         if not path.is_file():
             raise SourceError(f"caption file {captions} does not exist. Check the --captions path.")
-        return _load_captions(str(path), str(root)), str(path)
+        return load_captions(str(path), str(root)), str(path)
     folder = root
     for _ in range(_CAPTION_SEARCH_DEPTH + 1):
         for name in CAPTION_FILE_NAMES:
             if (folder / name).is_file():
-                return _load_captions(str(folder / name), str(folder)), str(folder / name)
+                return load_captions(str(folder / name), str(folder)), str(folder / name)
         if folder.parent == folder:
             break
         folder = folder.parent

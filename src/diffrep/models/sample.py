@@ -18,12 +18,15 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..defaults import DEFAULTS
 from ..errors import DiffrepError, SourceError
 from ..fsutil import DirLock, ensure_writable_dir, parse_json, write_bytes, write_text
 from ..progress import ProgressCallback, emit
 
 SAMPLERS = ("ddim", "ddpm")
 _PROMPT_KEYS = ("caption", "prompt", "text", "class")
+
+S = DEFAULTS["sample"]
 
 
 @dataclass
@@ -132,8 +135,8 @@ def load_run(run_dir: str | os.PathLike[str], device: Any) -> tuple[Any, Any, di
 
 
 def sample(run_dir: str | os.PathLike[str], n: int, out: str | os.PathLike[str], *,
-           prompts: str | os.PathLike[str] | Sequence[str] | None = None, sampler: str = "ddim", steps: int = 50,
-           seed: int = 0, batch: int = 64, device: str = "cpu",
+           prompts: str | os.PathLike[str] | Sequence[str] | None = None, sampler: str = S["sampler"],
+           steps: int = S["steps"], seed: int = S["seed"], batch: int = S["batch"], device: str = S["device"],
            progress: Optional[ProgressCallback] = None) -> SampleResult:
     """Write ``n`` generations of the run in ``run_dir`` to ``out`` as PNGs, with ``prompts.jsonl``.
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..defaults import DEFAULTS
 from ..errors import DiffrepError
 from ..fsutil import DirLock, ensure_writable_dir, write_text
 from ..progress import ProgressCallback, emit
@@ -30,6 +31,8 @@ from .nets import CONDS, DEFAULT_CHANNELS, TEXT_DIM, TEXT_HEADS, TEXT_LAYERS
 
 GRID_SIZE, GRID_STEPS = 16, 25
 LOG_EVERY = 50
+
+T = DEFAULTS["train"]
 
 
 @dataclass
@@ -46,13 +49,14 @@ class TrainResult:
     grids: list[str] = field(default_factory=list)
 
 
-def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: str = "none",
-          subset: Optional[int] = None, dup_frac: float = 0.0, dup_weight: float = 5.0, steps: int = 5000,
-          batch: int = 16, lr: float = 2e-3, ema: float = 0.999, seed: int = 0, device: str = "cpu",
-          size: int = 32, channels: Sequence[int] = DEFAULT_CHANNELS, sample_every: int = 1000,
-          checkpoint_every: int = 500, captions: str | os.PathLike[str] | None = None,
+def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: str = T["cond"],
+          subset: Optional[int] = None, dup_frac: float = T["dup_frac"], dup_weight: float = T["dup_weight"],
+          steps: int = T["steps"], batch: int = T["batch"], lr: float = T["lr"], ema: float = T["ema"],
+          seed: int = T["seed"], device: str = T["device"], size: int = T["size"],
+          channels: Sequence[int] = DEFAULT_CHANNELS, sample_every: int = T["sample_every"],
+          checkpoint_every: int = T["checkpoint_every"], captions: str | os.PathLike[str] | None = None,
           text_encoder: str | os.PathLike[str] | None = None, color: str = "auto",
-          mitigate: Optional[str] = None, mitigate_p: float = 0.1,
+          mitigate: Optional[str] = None, mitigate_p: float = T["mitigate_p"],
           progress: Optional[ProgressCallback] = None) -> TrainResult:
     """Train (or continue training) a diffusion model on the images in ``data``; see the module docstring.
 

@@ -18,13 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..auditing.captions import shared_tokens
-from ..auditing.rerank import load_path
-from ..decode import DEFAULT_MAX_PIXELS
+from ..decode import DEFAULT_MAX_PIXELS, load_path
+from ..defaults import DEFAULTS
 from ..errors import DiffrepError
 from ..fsutil import parse_json, write_text
 from ..progress import ProgressCallback, emit
 from .plots import similarity_histogram, verdict_histogram
-from .tables import MATCH_SCHEMA, read_distributions
+from ..auditing.tables import MATCH_SCHEMA, read_distributions
 
 #: the page's one script (filter and sort); the policy lets this exact script run and no other
 SCRIPT = """
@@ -87,7 +87,8 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
     return format(v, spec)
 
 
-def render_report(audit_dir: str | Path, *, page_limit: int = 200, borderline: int = 48, thumb: int = 112,
+def render_report(audit_dir: str | Path, *, page_limit: int = DEFAULTS["report"]["page_limit"],
+                  borderline: int = DEFAULTS["report"]["borderline"], thumb: int = DEFAULTS["report"]["thumb"],
                   progress: Optional[ProgressCallback] = None) -> Path:
     """Write ``report.html`` (and the PNG plots) into ``audit_dir``; return the report's path."""
     root = Path(audit_dir)

@@ -1,1 +1,0 @@
-"""Benchmark helpers: simulated copies for replication audits."""

@@ -1,0 +1,290 @@
+"""The commands: each turns parsed arguments into one library call and prints its result."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import DiffrepError
+from ..fsutil import printable
+from ..progress import Progress
+from .bars import ProgressBars
+
+
+def _out(msg: str = "") -> None:
+    print(printable(msg), flush=True)
+
+
+def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..indexing.build import index
+
+    src = a.source if len(a.source) > 1 else a.source[0]
+    r = index(src, a.out, descriptor=a.descriptor, index_type=a.index_type, captions=a.captions,
+              batch_size=a.batch_size, chunk_size=a.chunk_size, max_pixels=a.max_pixels, progress=bars)
+    rate = r.added / r.timings["embed"] if r.timings["embed"] > 0 and r.added else 0.0
+    for number, reason in r.repaired:
+        _out(f"Repaired: chunk c{number:06d} {reason}; it was dropped and its images embedded again.")
+    _out(f"Indexed {r.images} images into {r.index_dir} ({r.index_type} FAISS index): "
+         f"{r.added} embedded now ({rate:.1f} img/s), {r.unchanged} unchanged, "
+         + (f"{r.removed} removed (no longer in the source), " if r.removed else "") + f"{r.skipped} skipped"
+         + (f" (reasons in {r.index_dir / 'skipped.csv'})" if r.skipped else "") + f", {r.seconds:.1f}s.")
+    if a.local:
+        from ..indexing.load import open_index
+        from ..indexing.local import open_local
+
+        loc = open_local(open_index(r.index_dir), progress=bars)
+        _out(f"Local-feature index (for `audit --partial`): {loc.descriptors} RootSIFT descriptors, "
+             f"{loc.params.get('type')} FAISS index.")
+    return 0
+
+
+def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..auditing.run import audit
+    from ..auditing.specificity import SpecificityConfig
+    from ..matching.verify import VerifyConfig
+
+    src = a.source if len(a.source) > 1 else a.source[0]
+    if a.dup_counts:
+        from ..dedup.run import ensure_dup_counts
+
+        ensure_dup_counts(a.index, progress=bars)
+    r = audit(src, a.index, a.out, reference=a.reference, fpr=a.fpr, threshold=a.threshold, top_k=a.top_k,
+              descriptor=a.descriptor, captions=a.captions, reference_captions=a.reference_captions,
+              batch_size=a.batch_size, max_pixels=a.max_pixels, seed=a.seed, verify=a.verify,
+              verify_k=a.verify_k, verify_config=VerifyConfig(ecc=a.ecc), dup_counts=a.dup_counts,
+              partial=a.partial, partial_k=a.partial_k, local_k=a.local_k,
+              drop_reference_copies=a.drop_reference_copies,
+              specificity=SpecificityConfig(margin=a.specificity_margin) if a.specificity else None, progress=bars)
+    print_audit_summary(r.summary, Path(a.out))
+    if a.report:
+        from ..report.html import render_report
+
+        _out(f"Report: {render_report(a.out, page_limit=a.page_limit, progress=bars)}")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..report.html import render_report
+
+    _out(f"Report: {render_report(a.audit_dir, page_limit=a.page_limit, progress=bars)}")
+    return 0
+
+
+def calibration_text(cal: dict[str, Any]) -> str:
+    """How the threshold was set, in words (only the calibrated sources have a target FPR)."""
+    if cal["source"] == "reference":
+        return f"calibrated on {cal['null_size']} held-out reference images at FPR {cal['target_fpr']:g}"
+    if cal["source"] == "background":
+        return (f"calibrated on {cal['null_size']} train-vs-train background scores at FPR {cal['target_fpr']:g} "
+                "(give --reference for a better null)")
+    return "set by --threshold" if cal["source"] == "explicit" else "the paper's fixed SSCD 0.5 (uncalibrated)"
+
+
+def print_audit_summary(s: dict[str, Any], out: Path) -> None:
+    cal = s["calibration"]
+    how = calibration_text(cal)
+    what = "fused score (SSCD + pixel verification)" if s.get("verdict_score", "").startswith("fused") \
+        else "SSCD cosine"
+    if s.get("partial"):
+        what = what.replace("verification)", "verification + regions)") if "fused" in what else "best of SSCD and region cosine"
+    _out(f"Replicas: {s['replicas']} of {s['queries']} generated images "
+         f"({100 * s['replication_rate']:.2f}%), threshold {cal['threshold']:.4f} on the {what}, {how}.")
+    t = s["top1"]
+    _out(f"Top-1 scores: mean {t['mean']:.3f}, p50 {t['p50']:.3f}, p95 {t['p95']:.3f}, max {t['max']:.3f}"
+         + (f"; reference p95 {s['reference']['p95']:.3f}" if s.get("reference") else "")
+         + (f"; background p95 {s['background']['p95']:.3f}" if s.get("background", {}).get("n") else ""))
+    part = s.get("partial")
+    if part:
+        _out(f"Partial: {part['windows_per_image']} windows per image ({part['seconds_per_image']:.2f} s per image); "
+             f"{part['partial_matches']} images whose strongest match is a region (match_kind=region).")
+    dup = s.get("duplication")
+    if dup and dup.get("mean_dup_count_replica_matches") is not None:
+        _out(f"Duplication: training images copied by replicas have {dup['mean_dup_count_replica_matches']:.2f} "
+             f"near-duplicates on average, training images overall {dup['mean_dup_count_training']:.2f}.")
+    if s["skipped"]:
+        _out(f"Skipped {s['skipped']} unreadable inputs (reasons in {out / 'skipped.csv'}).")
+    for w in s.get("warnings", []):
+        _out(f"Warning: {w}")
+    _out(f"Results: {out / 'matches.csv'}, {out / 'summary.json'}")
+
+
+def cmd_dedup(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..dedup import dedup
+
+    src = (a.source if len(a.source) > 1 else a.source[0]) if a.source else None
+    r = dedup(src, a.out, index=a.index, descriptor=a.descriptor, k=a.k, verified_threshold=a.verified_threshold,
+              global_threshold=a.global_threshold, pixel_threshold=a.pixel_threshold if a.pixel else None,
+              verify=a.verify, captions=a.captions, max_pixels=a.max_pixels, mode=a.mode, eps=a.eps, fpr=a.fpr,
+              reference=a.reference, nprobe=a.nprobe, text_overlay=a.text_overlay, progress=bars)
+    s = r.summary
+    cal = s["rule"].get("calibration") or {}
+    if cal.get("source") == "reference":
+        v = cal["verified_threshold"]
+        _out(f"Link thresholds calibrated on {cal['reference_images']} reference images at FPR {cal['target_fpr']:g}: "
+             f"SSCD cosine >= {cal['global_threshold']:.4f}" + (f", verified >= {v:.4f}" if v is not None else "") + ".")
+        for w in cal.get("warnings", []):
+            _out(f"Warning: {w}")
+    _out(f"{s['images']} images: {s['groups']} groups of near-duplicates, {s['duplicates']} removable "
+         f"({100 * s['share_removable']:.1f}%), largest group {s['largest_group']}.")
+    for w in s.get("warnings", []):
+        _out(f"Warning: {w}")
+    _out(f"Results: {Path(a.out) / 'groups.csv'}, keep.txt and remove.txt (one path per line), keep.nul and "
+         "remove.nul (NUL-separated, for xargs -0), summary.json")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..eval.demo import run_demo
+
+    res = run_demo(Path(a.out), seed=a.seed, descriptor=a.descriptor, progress=bars)
+    _out("")
+    print_audit_summary(res["summary"], Path(a.out) / "audit")
+    ev = res["evaluation"]
+    _out(f"Against the known truth: {ev['copies_found']}/{ev['copies']} edited copies found with the correct "
+         f"source (recall {100 * ev['recall']:.1f}%), {ev['false_alarms']}/{ev['unseen']} unseen images "
+         f"flagged (false-positive rate {100 * ev['fpr']:.1f}%).")
+    if ev.get("twin_hits"):
+        _out(f"({ev['twin_hits']} of them matched a training file with exactly the same pixels as the source.)")
+    if ev.get("recall_same_group") is not None:
+        _out(f"Counting a near-identical variant of the source in the training set (skin tone, recolour) as "
+             f"correct: recall {100 * ev['recall_same_group']:.1f}%.")
+    per = ", ".join(f"{k} {100 * v['recall']:.0f}%" for k, v in ev["per_edit"].items())
+    _out(f"Recall per edit: {per}")
+    _out(f"Evaluation: {Path(a.out) / 'evaluation.json'}")
+    from ..report.html import render_report
+
+    _out(f"Report: {render_report(Path(a.out) / 'audit', progress=bars)}")
+    return 0
+
+
+def cmd_bench_make(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..eval.bench.make import make_bench
+
+    src = a.source if len(a.source) > 1 else a.source[0]
+    r = make_bench(src, a.out, kinds=a.kinds, n=a.n, seed=a.seed, fill=a.fill, masks=a.masks,
+                   groups=a.groups, max_references=a.max_references, progress=bars)
+    kinds = ", ".join(f"{k} {v}" for k, v in r.by_kind.items())
+    _out(f"Benchmark in {r.out}: {r.queries} queries ({kinds}) against {r.references} references; "
+         f"{r.fill_images} held-out fill images; {r.skipped} skipped (skipped.csv).")
+    return 0
+
+
+def cmd_bench_run(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..eval.bench.run import run_bench
+
+    r = run_bench(a.bench_dir, a.descriptors, a.out, k=a.k, normalize=a.normalize,
+                  batch_size=a.batch_size, progress=bars)
+    _out("")
+    _out((r.out / "table.md").read_text(encoding="utf-8"))
+    _out(f"Results: {r.out / 'results.csv'}, table: {r.out / 'table.md'}, PR curves: {r.out}/pr_*.png")
+    return 0
+
+
+def cmd_data_get(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..datasets import get_dataset
+
+    path = get_dataset(a.name, progress=bars)
+    _out(str(path))
+    return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DiffrepError(f"{flag} {text!r}: give comma-separated integers, e.g. 16,32,32") from None
+    if not values:
+        raise DiffrepError(f"{flag} {text!r}: give comma-separated integers, e.g. 16,32,32")
+    return values
+
+
+def cmd_train(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..models.train import train
+
+    last = {"message": ""}
+
+    def progress(ev: Progress) -> None:  # the bar, plus one log line per sample grid
+        bars(ev)
+        if ev.stage == "train" and ev.message.startswith("sample grid"):
+            if not bars.quiet:
+                bars.console.print(f"step {ev.done}/{ev.total}: {last['message']}; {ev.message}")
+        elif ev.stage == "train":
+            last["message"] = ev.message
+
+    r = train(a.data, a.out, cond=a.cond, subset=a.subset, dup_frac=a.dup_frac, dup_weight=a.dup_weight,
+              steps=a.steps, batch=a.batch, lr=a.lr, ema=a.ema, seed=a.seed, device=a.device, size=a.size,
+              sample_every=a.sample_every, checkpoint_every=a.checkpoint_every, captions=a.captions,
+              text_encoder=a.text_encoder, mitigate=a.mitigate, mitigate_p=a.mitigate_p, progress=progress,
+              **({"channels": tuple(_int_list(a.channels, "--channels"))} if a.channels else {}))
+    resumed = f", resumed from step {r.resumed_from}" if r.resumed_from else ""
+    _out(f"Trained {r.step} steps{resumed} on {r.images} images ({r.params / 1e6:.2f}M parameters): loss "
+         f"{r.loss:.4f}, {r.steps_per_s:.1f} steps/s, {r.seconds:.0f}s.")
+    if r.duplicated:
+        _out(f"{len(r.duplicated)} images sampled {a.dup_weight:g}x as often: {r.run_dir / 'duplicated.txt'}")
+    _out(f"Run: {r.run_dir} (checkpoint.pt, config.json, log.csv, training_set.jsonl, samples/)")
+    return 0
+
+
+def cmd_sample(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..models.sample import sample
+
+    r = sample(a.run_dir, a.n, a.out, prompts=a.prompts, sampler=a.sampler, steps=a.steps, seed=a.seed,
+               batch=a.batch, device=a.device, progress=bars)
+    _out(f"Wrote {len(r.files)} images to {r.out} with prompts.jsonl (EMA weights at step {r.step}, "
+         f"{a.sampler} {a.steps} steps, {r.seconds:.1f}s).")
+    if r.unknown_words:
+        _out(f"Warning: words never seen in training captions (encoded as <unk>): {', '.join(r.unknown_words[:20])}")
+    _out(f"Audit: diffrep audit {r.out} --index TRAIN_INDEX --captions {r.out / 'prompts.jsonl'}")
+    return 0
+
+
+def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..eval.experiment import run_experiment
+
+    overrides = {k: v for k, v in (("steps", a.steps), ("samples", a.samples), ("batch", a.batch)) if v is not None}
+    if a.channels:
+        overrides["channels"] = _int_list(a.channels, "--channels")
+    if a.subset is not None:
+        if a.kind == "data-size":
+            raise DiffrepError("--subset applies to the duplication, conditioning and mitigation grids; the "
+                               "data-size experiment takes --sizes")
+        overrides["dup_subset" if a.kind == "duplication" else "cond_subset"] = a.subset
+    if a.sizes:
+        if a.kind != "data-size":
+            raise DiffrepError("--sizes applies to the data-size experiment only")
+        overrides["sizes"] = _int_list(a.sizes, "--sizes")
+    only = [n.strip() for n in a.only.split(",") if n.strip()] if a.only else None
+    results = run_experiment(a.kind, a.data, a.out, preset=a.preset, device=a.device, seed=a.seed,
+                             reference=a.reference, fpr=a.fpr, dup_frac=a.dup_frac, dup_weight=a.dup_weight,
+                             overrides=overrides, only=only, generate_only=a.generate_only, progress=bars)
+    if a.generate_only:
+        for r in results:
+            _out(f"{r['settings']['spec']['name']}: trained {r['step']} steps on {r['device']} "
+                 f"({r['steps_per_s']:.1f} steps/s, {r['train_seconds']:.0f} s), sampled in {r['sample_seconds']:.0f} s")
+        _out(f"Generated; run the same command without --generate-only to audit (copy {Path(a.out) / 'runs'} "
+             "first if it ran elsewhere).")
+        return 0
+    for r in results:
+        _out(f"{r['run']}: {r['training_images']} training images, {r['replicas']}/{r['samples']} replicas "
+             f"({r['replication_rate']:.1%}), top-1 mean {r['top1_mean']:.3f} p95 {r['top1_p95']:.3f}")
+    if not only:
+        _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'results.csv'}, "
+             f"{Path(a.out) / 'similarity.png'}")
+    return 0
+
+
+def cmd_descriptors(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..descriptors import available
+
+    for name, desc in available().items():
+        _out(f"{name:<18} {desc}")
+    return 0
+
+
+def cmd_info(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..indexing.load import open_index
+
+    idx = open_index(a.index)
+    _out(json.dumps({**idx.meta, "pending_chunks": idx.pending_chunks}, indent=2))
+    return 0

@@ -1,0 +1,59 @@
+"""Every user-facing default, defined once: library functions take their defaults from here and the CLI reads
+the same values for its flags and help texts (torch-fidelity's ``DEFAULTS`` pattern). Plain values only, so
+``diffrep --help`` stays instant."""
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "decode": {
+        "max_pixels": 250_000_000,  # images with more pixels are skipped (checked from the header)
+    },
+    "index": {
+        "descriptor": "sscd",
+        "index_type": "flat",  # exact search
+        "chunk_size": 1024,  # images per committed chunk: at most this much work is redone after a crash
+    },
+    "audit": {
+        "fpr": 0.01,  # target false-positive rate of the verdict
+        "top_k": 5,  # training matches listed per generation
+        "verify_k": 3,  # candidates verified pixel-wise and re-ranked
+        "partial_k": 10,  # --partial: region candidates per generation
+        "local_k": 10,  # --partial: more candidates from local features (0: off)
+        "specificity_margin": 0.1,  # --partial: cosine margin over distinct training candidates
+        "seed": 0,  # background sampling
+        "background_sample": 10_000,  # training images in the train-vs-train background
+        "verify_background_sample": 1000,  # ... in the verified train-vs-train null (no --reference)
+        "partial_background_sample": 300,  # ... in the --partial train-vs-train null
+        "copy_like": 0.98,  # a pixel-level score this high reproduces a training image's pixels
+    },
+    "report": {
+        "page_limit": 200,  # replicas shown in report.html (all are in matches.csv)
+        "borderline": 48,  # strongest non-replicas shown
+        "thumb": 112,  # thumbnail side in px
+    },
+    "dedup": {
+        "mode": "verified",
+        "k": 10,  # neighbours examined per image
+        "candidate_floor": 0.5,  # SSCD cosine below which a neighbour is not a candidate
+        "verified_threshold": 0.95,  # verified score that links two images
+        "global_threshold": 0.95,  # SSCD cosine that links two images where there is no pixel evidence
+        "pixel_threshold": 0.94,  # blurred-intensity correlation that links two images
+        "nprobe": 8,  # IVF cells probed by the candidate search on an approximate index
+        "eps": 0.05,  # semdedup: duplicates have cosine > 1 - eps
+    },
+    "train": {
+        "cond": "none", "dup_frac": 0.0, "dup_weight": 5.0, "steps": 5000, "batch": 16, "lr": 2e-3, "ema": 0.999,
+        "seed": 0, "device": "cpu", "size": 32, "sample_every": 1000, "checkpoint_every": 500, "mitigate_p": 0.1,
+    },
+    "sample": {
+        "sampler": "ddim", "steps": 50, "seed": 0, "batch": 64, "device": "cpu",
+    },
+    "experiment": {
+        "preset": "smoke", "device": "cpu", "seed": 0, "fpr": 0.01, "dup_frac": 0.05, "dup_weight": 5.0,
+    },
+    "bench": {
+        "kinds": "segmix,segmix-hard,diagonal,patch,edits", "n": 1000, "seed": 0, "fill": "image",
+        "descriptors": "sscd,sscd-fast,effnet-lite0,pdq,phash,pixel", "k": 10,
+    },
+}
