@@ -133,3 +133,37 @@ def test_candidates_ordered_by_the_fusions_p_values_beyond_the_null() -> None:
     # the same p-values as the fusion gives a one-channel query
     _, fused = fuse_channels([null_obj], [np.array([0.998, 0.94])], agree=1, saturating=(0,))
     assert np.allclose(1 - fused, p)
+
+
+def test_achieved_fpr_bound_holds_for_this_null():
+    """The 95% upper bound on the false-positive rate a conformal threshold achieves for one small null: over
+    fresh null draws the true rate (known here: uniform scores) exceeds it in about 5% of draws, while the
+    plain target is exceeded far more often."""
+    from diffrep.matching.calibration import calibrate
+
+    rng = np.random.default_rng(0)
+    over_bound = over_target = 0
+    draws = 2000
+    for _ in range(draws):
+        cal = calibrate(reference=rng.random(70), fpr=0.01)
+        true_rate = 1.0 - cal.threshold  # P(U > t) for a new uniform score
+        over_bound += true_rate > cal.achieved_fpr()["upper"]
+        over_target += true_rate > 0.01
+    assert 0.03 < over_bound / draws < 0.07
+    assert over_target / draws > 0.4
+
+
+def test_small_null_says_how_many_reference_images_to_add():
+    from diffrep.matching.calibration import calibrate, fpr_upper_bound, null_size_for
+
+    need = null_size_for(0.01)
+    assert need == 313  # from here on the 95% bound stays under 2%
+    for n in range(need, need + 700):
+        k = max(0, int(np.floor(0.01 * (n + 1) + 1e-9)) - 1)
+        assert fpr_upper_bound(n, k) <= 0.02
+    assert fpr_upper_bound(need - 1, 2) > 0.02
+    cal = calibrate(reference=np.linspace(0, 1, 70), fpr=0.01)
+    d = cal.describe()["achieved_fpr"]
+    assert d["mean_at_most"] == round(1 / 71, 6) and abs(d["upper"] - (1 - 0.05 ** (1 / 70))) < 1e-6
+    assert any("313 or more held-out reference images" in w for w in cal.warnings)
+    assert not any("95% bound" in w for w in calibrate(reference=np.linspace(0, 1, 400), fpr=0.01).warnings)

@@ -72,12 +72,16 @@ def cmd_report(a: argparse.Namespace, bars: ProgressBars) -> int:
 
 
 def calibration_text(cal: dict[str, Any]) -> str:
-    """How the threshold was set, in words (only the calibrated sources have a target FPR)."""
+    """How the threshold was set, in words (only the calibrated sources have a target FPR), and the false-positive
+    rate it achieves for this null (average and 95% bound)."""
+    got = cal.get("achieved_fpr")
+    achieved = (f" (achieved: at most {100 * got['mean_at_most']:.2g}% on average, {100 * got['upper']:.2g}% at "
+                f"{100 * got['confidence']:g}% confidence)") if got else ""
     if cal["source"] == "reference":
-        return f"calibrated on {cal['null_size']} held-out reference images at FPR {cal['target_fpr']:g}"
+        return f"calibrated on {cal['null_size']} held-out reference images at FPR {cal['target_fpr']:g}{achieved}"
     if cal["source"] == "background":
-        return (f"calibrated on {cal['null_size']} train-vs-train background scores at FPR {cal['target_fpr']:g} "
-                "(give --reference for a better null)")
+        return (f"calibrated on {cal['null_size']} train-vs-train background scores at FPR {cal['target_fpr']:g}"
+                f"{achieved} (give --reference for a better null)")
     return "set by --threshold" if cal["source"] == "explicit" else "the paper's fixed SSCD 0.5 (uncalibrated)"
 
 

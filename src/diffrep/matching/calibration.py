@@ -16,9 +16,16 @@ standard conservative permutation p-value, so a *new* image exchangeable with th
 probability <= a (averaged over null draws), not only the null images themselves. (The plain empirical
 quantile, m = floor(a*N), lets (m+1)/(N+1) through: 1.33% instead of 1% with 300 reference images.)
 With N + 1 < 1/a no score can reach p <= a: the threshold is then the largest null score, with a warning.
+
+That guarantee is on average over null draws. For the one null a user has, the false-positive rate the
+threshold achieves is random: with k of N exchangeable (continuous) null scores above the threshold it is at
+most Beta(k + 1, N - k) distributed (the (k+1)-th largest of N uniforms), so a small null can give a rate well
+above the target. ``Calibration.describe`` reports its mean and 95% upper bound (:func:`fpr_upper_bound`) and
+from how many null images on that bound stays under twice the target (:func:`null_size_for`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -27,6 +34,7 @@ import numpy as np
 from ..errors import CalibrationError
 
 PAPER_SSCD_THRESHOLD = 0.5
+BOUND_CONFIDENCE = 0.95  # confidence of the achieved-FPR upper bound reported with every calibration
 
 
 @dataclass
@@ -49,8 +57,76 @@ class Calibration:
             "threshold": float(self.threshold), "source": self.source, "target_fpr": self.target_fpr,
             "null_size": int(len(self.null)),
             "null_fpr_at_threshold": None if self.null_fpr is None else float(self.null_fpr),
+            "achieved_fpr": self.achieved_fpr(),
             "warnings": list(self.warnings),
         }
+
+    def achieved_fpr(self, confidence: float = BOUND_CONFIDENCE) -> Optional[dict[str, Any]]:
+        """What this null says about the rate at which unrelated images pass the threshold: at most ``mean``
+        on average over null draws, at most ``upper`` with ``confidence`` for this null; and, for a target
+        rate, from how many null images on ``upper`` stays under twice the target. None without a null."""
+        n = len(self.null)
+        if n == 0:
+            return None
+        k = int(np.sum(self.null > self.threshold))
+        return {"mean_at_most": round((k + 1) / (n + 1), 6), "upper": round(fpr_upper_bound(n, k, confidence), 6),
+                "confidence": confidence,
+                "null_size_for_twice_target": None if self.target_fpr is None else null_size_for(self.target_fpr),
+                "meaning": "the share of unrelated images expected above the threshold is at most mean_at_most on "
+                           "average over null draws, and at most upper (with this confidence) for this null; "
+                           "from null_size_for_twice_target null images on, upper stays under twice the target"}
+
+
+def fpr_upper_bound(n: int, k: int, confidence: float = BOUND_CONFIDENCE) -> float:
+    """The ``confidence`` quantile of Beta(k + 1, n - k): an upper bound, for this null, on the rate at which a
+    new exchangeable score exceeds a threshold that ``k`` of ``n`` null scores exceed (module docstring)."""
+    a, b = k + 1, n - k
+    if b <= 0:
+        return 1.0
+    m = a + b - 1
+
+    def cdf(x: float) -> float:  # P(Beta(a, b) <= x) = P(Binomial(a + b - 1, x) >= a)
+        if x <= 0.0:
+            return 0.0
+        if x >= 1.0:
+            return 1.0
+        lx, l1x = math.log(x), math.log1p(-x)
+        below = sum(math.exp(math.lgamma(m + 1) - math.lgamma(j + 1) - math.lgamma(m - j + 1) + j * lx + (m - j) * l1x)
+                    for j in range(a))
+        return 1.0 - below
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < confidence else (lo, mid)
+    return hi
+
+
+def null_size_for(fpr: float, factor: float = 2.0, confidence: float = BOUND_CONFIDENCE,
+                  limit: int = 1_000_000) -> Optional[int]:
+    """The smallest null size from which on every null's conformal threshold at ``fpr`` (k = floor(fpr (N + 1))
+    - 1 null scores above it, at least 0) keeps :func:`fpr_upper_bound` <= ``factor * fpr``. The bound is a
+    saw-tooth in N: it falls while k stays and jumps up where k grows, the jumps shrinking, so the answer is
+    the first N after which no jump reaches the target."""
+    target = factor * fpr
+
+    def first_n(k: int) -> int:  # the smallest N whose threshold leaves k null scores above it
+        return 1 if k == 0 else max(1, math.ceil((k + 1) / fpr - 1 - 1e-9))
+
+    k = 0
+    while first_n(k) <= limit:
+        if fpr_upper_bound(first_n(k), k, confidence) <= target:  # from here on every jump stays under
+            if k == 0:
+                return first_n(0)
+            lo, hi = first_n(k - 1), first_n(k) - 1  # the tail of the previous tooth may already be under
+            if fpr_upper_bound(hi, k - 1, confidence) > target:
+                return first_n(k)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if fpr_upper_bound(mid, k - 1, confidence) <= target else (mid + 1, hi)
+            return lo
+        k += 1
+    return None
 
 
 def threshold_at_fpr(null: np.ndarray, fpr: float) -> tuple[float, list[str]]:
@@ -112,6 +188,16 @@ def calibrate(*, reference: np.ndarray | None = None, background: np.ndarray | N
     if len(null):
         cal.null_fpr = float(np.mean(null > cal.threshold))
     cal.warnings = warnings
+    bound = cal.achieved_fpr()
+    need = None if bound is None else bound["null_size_for_twice_target"]
+    if cal.target_fpr is not None and bound is not None and bound["upper"] > 2 * cal.target_fpr \
+            and (need is None or len(null) < need):
+        what = "held-out reference images" if source == "reference" else "reference images (--reference)"
+        cal.warnings.append(
+            f"with {len(null)} null scores the threshold lets unrelated images through at up to "
+            f"{100 * bound['upper']:.1f}% (95% bound; {100 * bound['mean_at_most']:.1f}% on average) for a "
+            f"{100 * cal.target_fpr:g}% target" + (f"; with {need} or more {what} that bound stays under "
+                                                  f"{200 * cal.target_fpr:g}%" if need else ""))
     return cal
 
 

@@ -194,6 +194,15 @@ def _esc(v: Any) -> str:
     return html.escape("" if v is None else str(v))
 
 
+def _achieved(cal: dict[str, Any]) -> str:
+    """The rate this null achieves, in words ("" when the summary has no bound)."""
+    got = cal.get("achieved_fpr")
+    if not isinstance(got, dict) or _num(got.get("upper")) is None or _num(got.get("mean_at_most")) is None:
+        return ""
+    return (f"; with this null at most {100 * float(got['mean_at_most']):.2g}% on average and "
+            f"{100 * float(got['upper']):.2g}% at 95% confidence")
+
+
 def _page(s: dict[str, Any], plots: dict[str, Optional[Path]], items: list[str], n_replicas: int, shown: int,
           n_near: int) -> str:
     cal = s["calibration"]
@@ -212,7 +221,8 @@ def _page(s: dict[str, Any], plots: dict[str, Optional[Path]], items: list[str],
          f"on the {'fused score (SSCD + pixel verification: p-values of the two strongest channels)' if verdict.startswith('fused') else 'SSCD cosine'}"
          f", set from {src.get(cal.get('source'), str(cal.get('source')))}."),
         ("Target false-positive rate", _fmt(_num(cal.get("target_fpr")), "g"),
-         "share of unseen real images that would be wrongly called replicas at this threshold."),
+         "share of unseen real images that would be wrongly called replicas at this threshold" + _achieved(cal)
+         + "."),
         ("Mean top-1 similarity", _fmt(_num(top1.get("mean"))),
          f"SSCD cosine of each generation to its closest training image (p95 {_fmt(_num(top1.get('p95')))}; "
          f"background p95 {_fmt(_num(bg.get('p95')))}"
