@@ -5,7 +5,9 @@ PNGs with captions and groups (``emoji.py``): an emoji, its skin-tone and gender
 drawn with the identical picture share one group, so a train/held-out split by group never holds out a
 near-copy of a training image. ``get_dataset("fashion-mnist")`` reads the Debian package
 ``dataset-fashion-mnist`` (``fashion.py``: installed, or downloaded and unpacked without root);
-``get_dataset("openclipart")`` unpacks the Debian package ``openclipart-png`` (``clipart.py``). Folders are
+``get_dataset("openclipart")`` unpacks the Debian package ``openclipart-png`` (``clipart.py``);
+``get_dataset("gcompris-photos")`` / ``("gcompris-drawings")`` read the pictures of the Debian package
+``gcompris-qt-data`` out of its Qt resource archives (``gcompris.py``, ``rcc.py``). Folders are
 built and cached by ``fetch.py``; ``twins.py`` finds pictures that are one picture (the families' pixel rule).
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .fashion import (FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, FASHION_MNIST_
 from .fetch import COMPLETE, cache_dir, cached  # noqa: F401
 
 # Bumped when a dataset folder's layout or grouping changes; an older cached copy is then rebuilt.
-DATASET_FORMATS = {"emoji": 7, "fashion-mnist": 1, "openclipart": 3}
+DATASET_FORMATS = {"emoji": 7, "fashion-mnist": 1, "openclipart": 3, "gcompris-photos": 1, "gcompris-drawings": 1}
 
 
 def get_dataset(name: str, progress: Optional[ProgressCallback] = None, *,
@@ -38,12 +40,21 @@ def get_dataset(name: str, progress: Optional[ProgressCallback] = None, *,
         "emoji": build_emoji,
         "fashion-mnist": build_fashion_mnist,
         "openclipart": _build_openclipart,
+        "gcompris-photos": lambda out, progress, root: _build_gcompris("photos", out, progress),
+        "gcompris-drawings": lambda out, progress, root: _build_gcompris("drawings", out, progress),
     }
     if name not in builders:
         raise DiffrepError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(builders))}")
     root = Path(cache) if cache is not None else cache_dir()
     return cached(root, name, lambda tmp: builders[name](tmp, progress, root),
                    f"{name} format {DATASET_FORMATS[name]}")
+
+
+def _build_gcompris(kind: str, out: Path, progress: Optional[ProgressCallback]) -> None:
+    from .gcompris import build_gcompris
+
+    (out / "images").mkdir()
+    build_gcompris(kind, out, progress)
 
 
 def _build_openclipart(out: Path, progress: Optional[ProgressCallback], root: Path) -> None:

@@ -1,0 +1,101 @@
+"""GCompris pictures (Debian package ``gcompris-qt-data``, GPL-3 and CC licences: the package's ``copyright``
+file is kept as ``LICENSE``): a collection no diffrep rule was chosen on.
+
+- ``gcompris-photos``: the photographs of five activities (objects by category, animals, monuments; about 240
+  pictures, most of them real scenes, some objects on white);
+- ``gcompris-drawings``: the cartoon drawings of the vocabulary activity (about 110, transparent backgrounds).
+
+The pictures are read out of the package's Qt resource archives (``rcc.py``) and kept as they are (WebP).
+Captions come from file names ("screwDriver2" -> "screw driver"); a *family* (``groups.csv``) is a caption
+within an activity (nine photographs of hammers are one family), merged with the pictures that are one
+picture (``twins.py``), so a split by family keeps near-copies on one side.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from ..errors import DiffrepError
+from ..progress import ProgressCallback, emit
+from .fetch import download_deb
+from .rcc import read_rcc
+from .twins import min_union_find, structural_twins, thumbnail_twins
+
+GCOMPRIS_DEB = "gcompris-qt-data"
+RCC_DIR = "usr/share/gcompris-qt/rcc"
+COPYRIGHT = "usr/share/doc/gcompris-qt-data/copyright"
+KINDS = {
+    "photos": ("categorization", "erase", "explore_monuments", "explore_world_animals", "explore_farm_animals"),
+    "drawings": ("lang",),
+}
+EXTENSIONS = (".webp", ".png", ".jpg", ".jpeg")
+MIN_SIDE = 96  # sprites and thumbnails under this are left out
+
+
+def caption_of(stem: str) -> str:
+    """Words of a file name: camelCase and underscores split, digits and single letters dropped."""
+    words = re.sub(r"([a-z])([A-Z])", r"\1 \2", stem).replace("_", " ").replace("-", " ")
+    kept = [w.lower() for w in re.sub(r"\d+", " ", words).split() if len(w) > 1]
+    return " ".join(kept) or stem.lower()
+
+
+def build_gcompris(kind: str, out: Path, progress: Optional[ProgressCallback]) -> None:
+    """Fetch the package and write ``images/``, ``captions.jsonl``, ``groups.csv`` and ``LICENSE`` for ``kind``."""
+    if kind not in KINDS:
+        raise DiffrepError(f"unknown GCompris set {kind!r}; use one of {', '.join(KINDS)}")
+    with tempfile.TemporaryDirectory(prefix="diffrep-deb-") as scratch:
+        x = download_deb(GCOMPRIS_DEB, Path(scratch), progress, "elsewhere no other source is supported")
+        shutil.copyfile(x / COPYRIGHT, out / "LICENSE")
+        rows = _extract(x / RCC_DIR, KINDS[kind], out / "images", progress)
+    if not rows:
+        raise DiffrepError(f"{GCOMPRIS_DEB} holds no pictures for {kind}; the package layout changed, report this")
+    files = [r[0] for r in rows]
+    parent = {r[2]: r[2] for r in rows}
+    find, union = min_union_find(parent)
+    for a, b in thumbnail_twins(out / "images", files) + structural_twins(out / "images", files):
+        union(rows[a][2], rows[b][2])
+    with open(out / "captions.jsonl", "w", encoding="utf-8") as fh:
+        for f, caption, _g, _c in rows:
+            fh.write(json.dumps({"file": f, "caption": caption}) + "\n")
+    with open(out / "groups.csv", "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "group", "category"])
+        for f, _caption, group, category in rows:
+            w.writerow([f, find(group), category])
+
+
+def _extract(rcc_dir: Path, activities: tuple[str, ...], images: Path,
+             progress: Optional[ProgressCallback]) -> list[tuple[str, str, str, str]]:
+    """(file, caption, family, activity) of every distinct picture of ``activities``, sorted by file."""
+    from ..decode import DecodeError, image_size
+
+    seen: set[str] = set()
+    rows = []
+    for i, activity in enumerate(activities):
+        archive = rcc_dir / f"{activity}.rcc"
+        if not archive.is_file():
+            raise DiffrepError(f"{GCOMPRIS_DEB} has no {activity}.rcc; the package layout changed, report this")
+        for name, blob in sorted(read_rcc(archive).items()):
+            stem, ext = Path(name).stem, Path(name).suffix.lower()
+            digest = hashlib.sha256(blob).hexdigest()
+            if ext not in EXTENSIONS or digest in seen:
+                continue
+            try:
+                if min(image_size(blob)) < MIN_SIDE:
+                    continue
+            except DecodeError:
+                continue
+            seen.add(digest)
+            rel = f"{activity}/{Path(name).parent.name}/{stem}{ext}"
+            (images / rel).parent.mkdir(parents=True, exist_ok=True)
+            (images / rel).write_bytes(blob)
+            caption = caption_of(stem)
+            rows.append((rel, caption, f"{activity}:{caption}", activity))
+        emit(progress, "extract", i + 1, len(activities), unit="archive")
+    return sorted(rows)
