@@ -1,8 +1,8 @@
 """A labelled replication scenario built from packaged data, and its scoring.
 
-``build_scenario`` splits the emoji dataset by *group* (an emoji and all its skin-tone variants), or
-openclipart by family (``diffrep.clipart``), into
-a training set, held-out reference images and an unseen pool, then writes "generations": edited
+``build_scenario`` splits a packaged dataset by *group* (``groups.csv``: an emoji and all its skin-tone
+variants, an openclipart or GCompris family; ``diffrep.datasets``) into a training set, held-out reference
+images and an unseen pool, then writes "generations": edited
 copies of training images plus unseen images, with the ground truth in ``truth.csv``.
 ``evaluate`` scores an audit's ``matches.csv`` against that truth.
 """
@@ -27,6 +27,9 @@ from ..fsutil import ensure_writable_dir, write_json, write_text
 from ..progress import ProgressCallback, emit
 
 SCENARIO_FORMAT = 1
+#: the packaged datasets with families (groups.csv) a scenario can split, and the package each comes from
+GROUPED = {"emoji": data.EMOJI_PACKAGE, "openclipart": "openclipart-png", "gcompris-photos": "gcompris-qt-data",
+           "gcompris-drawings": "gcompris-qt-data"}
 MAX_PER_GROUP = 6  # at most this many images of one group (e.g. 104 "holding hands" variants) per pool
 TRUTH_COLUMNS = ("generation", "is_copy", "source", "edit", "params")
 
@@ -103,8 +106,9 @@ def build_scenario(out_dir: str | os.PathLike[str], *, dataset: str = "emoji", s
                    n_train: int = 1200, n_reference: int = 300, n_copies: int = 200,
                    n_unseen: int = 200, progress: Optional[ProgressCallback] = None) -> Scenario:
     """Write (or reuse) a labelled scenario in ``out_dir``; same seed => byte-identical files."""
-    if dataset not in ("emoji", "openclipart"):
-        raise DiffrepError(f"build_scenario supports dataset='emoji' or 'openclipart' (got {dataset!r})")
+    if dataset not in GROUPED:
+        raise DiffrepError(f"build_scenario needs a dataset with families: one of {', '.join(GROUPED)} "
+                           f"(got {dataset!r})")
     counts = {"n_train": n_train, "n_reference": n_reference, "n_copies": n_copies, "n_unseen": n_unseen}
     for key, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -114,7 +118,7 @@ def build_scenario(out_dir: str | os.PathLike[str], *, dataset: str = "emoji", s
         raise DiffrepError("n_copies > 0 needs at least one training image (n_train >= 1)")
     params: dict[str, Any] = {"format": SCENARIO_FORMAT, "dataset": dataset,
                               "dataset_format": data.DATASET_FORMATS[dataset],
-                              "package": data.EMOJI_PACKAGE if dataset == "emoji" else "openclipart-png",
+                              "package": GROUPED[dataset],
                               "max_per_group": MAX_PER_GROUP, "seed": int(seed), **counts}
     root = ensure_writable_dir(out_dir, "scenario directory")
     sc = _scenario_paths(root)
