@@ -1,16 +1,18 @@
 """Cross-kind evaluation: the audit at default settings on kinds of data no diffrep rule was chosen on.
 
 Three kinds, from the Debian package gcompris-qt-data (``diffrep data get gcompris-drawings`` /
-``gcompris-photos``), each split by family (``diffrep.eval.scenario.build_scenario``):
+``gcompris-photos``), each split by family (``diffrep.eval.scenario.build_scenario``; the drawings' families
+merge the vocabulary sets drawn from shared parts, ``diffrep.datasets.gcompris.SHARED_SETS``):
 
 - ``drawings``: cartoon drawings on white. Generations: edited whole-image copies of training drawings,
-  training drawings' objects pasted (Segmix, 40-75% of the canvas) onto held-out drawings, held-out drawings.
-  Reference: held-out drawings.
+  training drawings' objects pasted (Segmix, 40-75% of the canvas) onto held-out drawings, held-out drawings
+  as they are and held-out objects pasted onto held-out drawings. Reference: held-out drawings plus composites
+  of them.
 - ``photos``: photographs (objects, animals, monuments; most are real scenes). Generations: edited copies of
   training photographs and held-out photographs. Reference: held-out photographs.
-- ``pasted``: training drawings' objects pasted onto photographs (the busy, textured backgrounds of issue 28),
-  edited whole-image copies of training drawings, held-out drawings pasted onto photographs and held-out
-  drawings as they are. Reference: held-out drawings, half as they are (on white), half pasted onto photographs.
+- ``pasted``: training drawings' objects pasted onto photographs (busy, textured backgrounds), edited
+  whole-image copies of training drawings, held-out drawings as they are and pasted onto photographs.
+  Reference: held-out drawings, half on white and half pasted onto photographs, plus photographs.
 
 Every reference set holds at most 100 images. For each kind it prints the share of whole-image copies and of
 pasted objects found with their source at rank 1 and the share of unseen images flagged, at ``--fpr``.
@@ -40,12 +42,23 @@ from diffrep.indexing.build import index
 from eval_partial import _source
 
 IMAGE_GLOB = ("*.png", "*.webp", "*.jpg")
-# (objects' dataset, background dataset or None, scenario counts, pastes, unseen pastes, reference pastes)
+# per kind: the dataset split by family, where pasted objects land ("self": held-out pictures of the same
+# dataset), scenario counts, training objects pasted, held-out objects pasted (unseen), reference composites
+# added (held-out objects on held-out pictures), whether half the reference pictures are pasted onto the
+# backgrounds, and background pictures added to the reference as they are
 KINDS = {
-    "drawings": ("gcompris-drawings", "self", dict(n_train=40, n_reference=36, n_copies=30, n_unseen=40), 30, 10, 0),
-    "photos": ("gcompris-photos", None, dict(n_train=100, n_reference=60, n_copies=50, n_unseen=60), 0, 0, 0),
-    "pasted": ("gcompris-drawings", "gcompris-photos", dict(n_train=40, n_reference=36, n_copies=30, n_unseen=40),
-               40, 30, 36),
+    "drawings": dict(dataset="gcompris-drawings", backgrounds="self",
+                     counts=dict(n_train=30, n_reference=30, n_copies=30, n_unseen=20),
+                     pastes=30, unseen_pastes=10, reference_composites=20, paste_half_reference=False,
+                     reference_backgrounds=0),
+    "photos": dict(dataset="gcompris-photos", backgrounds=None,
+                   counts=dict(n_train=100, n_reference=60, n_copies=50, n_unseen=60),
+                   pastes=0, unseen_pastes=0, reference_composites=0, paste_half_reference=False,
+                   reference_backgrounds=0),
+    "pasted": dict(dataset="gcompris-drawings", backgrounds="gcompris-photos",
+                   counts=dict(n_train=30, n_reference=30, n_copies=30, n_unseen=20),
+                   pastes=40, unseen_pastes=30, reference_composites=0, paste_half_reference=True,
+                   reference_backgrounds=30),
 }
 
 
@@ -70,34 +83,35 @@ def _paste(objects: list[Path], backgrounds: list[Path], n: int, rng: np.random.
 
 def build(kind: str, work: Path, seed: int) -> tuple[object, Path]:
     """The scenario of ``kind`` and seed in ``work``: scenario folders plus pastes, and ``truth.csv``."""
-    dataset, backgrounds, counts, n_paste, n_unseen_paste, n_ref_paste = KINDS[kind]
-    sc = build_scenario(work / "scenario", dataset=dataset, seed=seed, **counts)
+    k = KINDS[kind]
+    sc = build_scenario(work / "scenario", dataset=k["dataset"], seed=seed, **k["counts"])
     truth = work / "truth.csv"
     marker = work / "kind.json"
-    params = {"kind": kind, "seed": seed, "format": 1}
+    params = {"kind": kind, "seed": seed, "format": 2, **{key: str(v) for key, v in k.items()}}
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return sc, truth
     rng = np.random.default_rng(2000 + seed)
-    ds = data.get_dataset(dataset) / "images"
+    ds = data.get_dataset(k["dataset"]) / "images"
     meta = json.loads((sc.root / "scenario.json").read_text())
     unseen = [ds / f for f in sorted(meta["unseen_sources"].values())]
     refs = _images(sc.reference_dir)
-    if backgrounds == "self":
-        bg = unseen
-    elif backgrounds:
-        bg = sorted(p for p in (data.get_dataset(backgrounds) / "images").rglob("*") if p.is_file())
+    bg = unseen
+    if k["backgrounds"] not in ("self", None):
+        bg = sorted(p for p in (data.get_dataset(k["backgrounds"]) / "images").rglob("*") if p.is_file())
     rows = list(csv.reader(open(sc.truth_csv, encoding="utf-8")))
-    if n_paste:
-        for name, src in _paste(_images(sc.train_dir), bg, n_paste, rng, sc.generations_dir, "segmix"):
-            rows.append([name, "1", src, "segmix", "{}"])
-    if n_unseen_paste:
-        for name, _ in _paste(unseen, bg, n_unseen_paste, rng, sc.generations_dir, "unseenpaste"):
-            rows.append([name, "0", "", "", "{}"])
-    if n_ref_paste:  # half the reference images pasted onto photographs, the others left on white
+    for name, src in _paste(_images(sc.train_dir), bg, k["pastes"], rng, sc.generations_dir, "segmix"):
+        rows.append([name, "1", src, "segmix", "{}"])
+    for name, _ in _paste(unseen, bg, k["unseen_pastes"], rng, sc.generations_dir, "unseenpaste"):
+        rows.append([name, "0", "", "", "{}"])
+    _paste(refs, refs, k["reference_composites"], rng, sc.reference_dir, "refcomp")
+    if k["paste_half_reference"]:  # half the reference pictures pasted onto backgrounds, the others on white
         half = refs[::2]
         _paste(half, bg, len(half), rng, sc.reference_dir, "refpaste")
         for p in half:
             p.unlink()
+    for i in rng.permutation(len(bg))[:k["reference_backgrounds"]]:  # backgrounds as they are, never generated from
+        with Image.open(bg[int(i)]) as im:
+            im.convert("RGB").save(sc.reference_dir / f"refbg_{int(i):04d}.png")
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     truth.write_text(buf.getvalue())
@@ -115,7 +129,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="append one JSON line per (kind, seed) to this file")
     args = ap.parse_args()
     for kind in args.kinds:
-        groups = {flat_name(f): g for f, (g, _c) in data.read_groups(data.get_dataset(KINDS[kind][0])).items()}
+        groups = {flat_name(f): g for f, (g, _c) in data.read_groups(data.get_dataset(KINDS[kind]["dataset"])).items()}
         for seed in args.seeds:
             work = Path(args.work) / f"{kind}-seed{seed}"
             sc, truth = build(kind, work, seed)

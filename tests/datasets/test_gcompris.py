@@ -102,3 +102,8 @@ def test_gcompris_sets_fetch_and_group(tmp_path):
     assert min(min(decode_image(f.read_bytes()).shape[:2]) for f in files[::10]) >= 96
     drawings = get_dataset("gcompris-drawings", cache=tmp_path)
     assert len(list((drawings / "images").rglob("*.webp"))) >= 100
+    groups, captions = read_groups(drawings), read_captions(drawings)
+    family = {captions[f]: groups[f][0] for f in groups}
+    assert family["brown"] == family["orange"] == family["red"]  # one paint can, recoloured
+    assert family["arm"] == family["nose"] and family["boy"] == family["girl"] and family["one"] == family["two"]
+    assert family["bear"] != family["cat"]

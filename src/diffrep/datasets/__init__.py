@@ -26,7 +26,7 @@ from .fashion import (FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, FASHION_MNIST_
 from .fetch import COMPLETE, cache_dir, cached  # noqa: F401
 
 # Bumped when a dataset folder's layout or grouping changes; an older cached copy is then rebuilt.
-DATASET_FORMATS = {"emoji": 7, "fashion-mnist": 1, "openclipart": 3, "gcompris-photos": 1, "gcompris-drawings": 1}
+DATASET_FORMATS = {"emoji": 7, "fashion-mnist": 1, "openclipart": 3, "gcompris-photos": 1, "gcompris-drawings": 2}
 
 
 def get_dataset(name: str, progress: Optional[ProgressCallback] = None, *,

@@ -8,7 +8,9 @@ file is kept as ``LICENSE``): a collection no diffrep rule was chosen on.
 The pictures are read out of the package's Qt resource archives (``rcc.py``) and kept as they are (WebP).
 Captions come from file names ("screwDriver2" -> "screw driver"); a *family* (``groups.csv``) is a caption
 within an activity (nine photographs of hammers are one family), merged with the pictures that are one
-picture (``twins.py``), so a split by family keeps near-copies on one side.
+picture (``twins.py``) and with the vocabulary drawings drawn from shared parts (``SHARED_SETS``: the colour
+words are one paint can recoloured, the numbers one style of digit, the body parts one boy with arrows, the
+family words the same characters), so a split by family keeps near-copies and shared drawings on one side.
 """
 from __future__ import annotations
 
@@ -36,6 +38,17 @@ KINDS = {
 }
 EXTENSIONS = (".webp", ".png", ".jpg", ".jpeg")
 MIN_SIDE = 96  # sprites and thumbnails under this are left out
+# vocabulary drawings (activity "lang") made from one drawing each set: one family per set (looked at by eye)
+SHARED_SETS = {
+    "colours": {"black", "blue", "brown", "color", "gray", "green", "mauve", "orange color", "pink", "red", "white",
+                "yellow"},
+    "numbers": {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve", "sixteen"},
+    "body": {"arm", "back", "ear", "eyes", "face", "finger", "foot", "hair", "hand", "head", "knee", "leg", "mouth",
+             "neck", "nose", "skin", "teeth", "thumb", "tongue"},
+    "people": {"boy", "brother", "child", "dad", "family", "friend", "girl", "grandmother", "man", "mother", "sister",
+               "son", "woman"},
+}
 
 
 def caption_of(stem: str) -> str:
@@ -96,6 +109,8 @@ def _extract(rcc_dir: Path, activities: tuple[str, ...], images: Path,
             (images / rel).parent.mkdir(parents=True, exist_ok=True)
             (images / rel).write_bytes(blob)
             caption = caption_of(stem)
-            rows.append((rel, caption, f"{activity}:{caption}", activity))
+            family = next((f"{activity}:{name}" for name, words in SHARED_SETS.items()
+                           if activity == "lang" and caption in words), f"{activity}:{caption}")
+            rows.append((rel, caption, family, activity))
         emit(progress, "extract", i + 1, len(activities), unit="archive")
     return sorted(rows)
