@@ -52,7 +52,7 @@ KINDS = {
                      pastes=30, unseen_pastes=10, reference_composites=20, paste_half_reference=False,
                      reference_backgrounds=0),
     "photos": dict(dataset="gcompris-photos", backgrounds=None,
-                   counts=dict(n_train=100, n_reference=60, n_copies=50, n_unseen=60),
+                   counts=dict(n_train=90, n_reference=60, n_copies=50, n_unseen=50),
                    pastes=0, unseen_pastes=0, reference_composites=0, paste_half_reference=False,
                    reference_backgrounds=0),
     "pasted": dict(dataset="gcompris-drawings", backgrounds="gcompris-photos",
