@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=6)
     a = ap.parse_args()
-    print(f"| setting | PNG size | peak memory above the start (MB) | wall (s) |\n|---|---|---|---|")
+    print("| setting | PNG size | peak memory above the start (MB) | wall (s) |\n|---|---|---|---|")
     for name, budget, heap in (("budget 32M px + bound_heap (the CLI)", "32000000", "1"),
                                ("budget 32M px, glibc defaults", "32000000", "0"),
                                ("no budget, glibc defaults", str(10**12), "0")):
