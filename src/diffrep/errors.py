@@ -49,8 +49,10 @@ class CalibrationError(DiffrepError):
 
 
 def brief(exc: BaseException) -> str:
-    """An exception's message on one line: its first line, and its last where they differ (TorchScript puts
-    the model's own error last)."""
+    """An exception's message on one line: an OS error's own text, else the message's first line and its last
+    where they differ (TorchScript puts the model's own error last), else the exception's type."""
+    if getattr(exc, "strerror", None):
+        return str(exc.strerror)  # type: ignore[attr-defined]
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__

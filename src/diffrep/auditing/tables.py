@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DiffrepError
+from ..errors import DiffrepError, brief
 from ..fsutil import atomic_path, write_json, write_text
 
 #: files ``diffrep report`` renders into an audit directory (a new audit removes them with the old results)
@@ -69,5 +69,5 @@ def read_distributions(out_dir: Path) -> dict[str, Any]:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
-        raise DiffrepError(f"{p} is damaged or was not written by diffrep ({str(exc).splitlines()[0]}); run the "
+        raise DiffrepError(f"{p} is damaged or was not written by diffrep ({brief(exc)}); run the "
                            "audit again") from None

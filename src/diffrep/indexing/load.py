@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DiffrepIndexError
+from ..errors import DiffrepIndexError, brief
 from . import faiss_index
 from .build import gather_vectors
 from .store import IndexDir
@@ -64,7 +64,7 @@ def open_index(path: str | Path) -> LoadedIndex:
         fx = faiss.read_index(str(idx.faiss_path(gen)))
         faiss_index.configure(fx, meta.get("index", {}))
     except (OSError, RuntimeError, ValueError, pa.ArrowException) as exc:
-        raise DiffrepIndexError(f"index {root} is damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+        raise DiffrepIndexError(f"index {root} is damaged ({brief(exc)}); "
                                 f"{repair}.") from None
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.column_names]
     if missing:

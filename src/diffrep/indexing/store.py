@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DiffrepIndexError
+from ..errors import DiffrepIndexError, brief
 from ..fsutil import DirLock, atomic_path, parse_json, write_json
 
 FORMAT = "diffrep-index/1"
@@ -117,7 +117,7 @@ class IndexDir:
         try:
             meta = parse_json(self.meta_path.read_bytes())
         except (OSError, ValueError) as exc:
-            why = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+            why = brief(exc)
             raise DiffrepIndexError(f"{self.meta_path} is unreadable ({why}); delete the index directory and "
                                     "rebuild it with `diffrep index`.") from None
         problem = _check_meta(meta)
@@ -179,7 +179,7 @@ class IndexDir:
         try:
             return pq.read_table(self.chunks_dir / f"c{number:06d}.parquet", schema=CHUNK_SCHEMA)
         except (OSError, pa.ArrowException, ValueError) as exc:
-            raise DamagedChunkError(self.root, number, f"has an unreadable row table ({_first_line(exc)})") from None
+            raise DamagedChunkError(self.root, number, f"has an unreadable row table ({brief(exc)})") from None
 
     def chunk_vectors(self, number: int, dim: int | None = None, rows: int | None = None) -> np.ndarray:
         """Chunk ``number``'s vectors, memory-mapped, after checking that the file is a (rows, dim) float32
@@ -190,7 +190,7 @@ class IndexDir:
         except FileNotFoundError:
             raise DamagedChunkError(self.root, number, "has no vector file") from None
         except (OSError, ValueError, EOFError) as exc:
-            raise DamagedChunkError(self.root, number, f"has an unreadable vector file ({_first_line(exc)})") from None
+            raise DamagedChunkError(self.root, number, f"has an unreadable vector file ({brief(exc)})") from None
         dim = dim or int(self.meta.get("descriptor", {}).get("dim", 0)) or None
         if not isinstance(v, np.ndarray) or v.dtype != np.float32 or v.ndim != 2 or (dim and v.shape[1] != dim) \
                 or (rows is not None and v.shape[0] != rows):
@@ -244,8 +244,3 @@ class IndexDir:
                 gen = p.stem.split("-")[-1]
                 if gen.isdigit() and int(gen) != keep:
                     p.unlink(missing_ok=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return text.splitlines()[0]

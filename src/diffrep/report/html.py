@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from ..auditing.captions import shared_tokens
 from ..decode import DEFAULT_MAX_PIXELS, load_path
 from ..defaults import DEFAULTS
-from ..errors import DiffrepError
+from ..errors import DiffrepError, brief
 from ..fsutil import parse_json, write_text
 from ..progress import ProgressCallback, emit
 from .plots import similarity_histogram, verdict_histogram
@@ -99,7 +99,7 @@ def render_report(audit_dir: str | Path, *, page_limit: int = DEFAULTS["report"]
     try:
         table = pq.read_table(root / "matches.parquet", schema=MATCH_SCHEMA).to_pylist()
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise DiffrepError(f"{root / 'matches.parquet'} is damaged ({str(exc).splitlines()[0]}); run the audit "
+        raise DiffrepError(f"{root / 'matches.parquet'} is damaged ({brief(exc)}); run the audit "
                            "again") from None
     top = [r for r in table if r["rank"] == 1]
     dist = read_distributions(root)
