@@ -36,3 +36,20 @@ def sscd():
     from diffrep.descriptors import get_descriptor
 
     return get_descriptor("sscd")
+
+
+def paste_object(obj_file: Path, bg_file: Path, seed: int):
+    """A Segmix query: the object (alpha mask) of ``obj_file`` pasted onto ``bg_file``; (RGB array, its box)."""
+    import numpy as np
+    from PIL import Image
+
+    from diffrep.eval.bench.edits import compose_on_white
+    from diffrep.eval.bench.generate import SourceImage, make_query, object_mask
+
+    with Image.open(obj_file) as im:
+        rgba = im.convert("RGBA")
+    mask, how = object_mask(rgba)
+    with Image.open(bg_file) as b:
+        fill = b.convert("RGBA")
+    q = make_query("segmix", SourceImage(compose_on_white(rgba), mask, how), fill, np.random.default_rng(seed))
+    return np.asarray(q.image.convert("RGB")), q.query_box

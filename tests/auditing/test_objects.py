@@ -11,25 +11,15 @@ from PIL import Image, ImageFilter, ImageOps
 from diffrep.matching.calibration import tail_p_values
 from diffrep.auditing.objects import ObjectMatcher, object_search, object_template
 from diffrep.eval.bench.edits import compose_on_white
-from diffrep.eval.bench.generate import SourceImage, make_query, object_mask
 from diffrep.decode import decode_with_alpha
 from diffrep.matching.masks import bbox
+from conftest import paste_object
 
 
 def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _paste(obj_file: Path, bg_file: Path, seed: int) -> tuple[np.ndarray, list[int]]:
-    with Image.open(obj_file) as im:
-        rgba = im.convert("RGBA")
-    mask, how = object_mask(rgba)
-    with Image.open(bg_file) as b:
-        fill = b.convert("RGBA")
-    q = make_query("segmix", SourceImage(compose_on_white(rgba), mask, how), fill, np.random.default_rng(seed))
-    return np.asarray(q.image.convert("RGB")), q.query_box
 
 
 def _iou(a: list[int], b: list[int]) -> float:
@@ -68,7 +58,7 @@ def test_template_is_the_objects_box(emoji_files: list[Path]) -> None:
 def test_pasted_object_is_found_with_its_box(emoji_files: list[Path]) -> None:
     m = ObjectMatcher()
     for obj, bg, seed in ((648, 2500, 3), (1200, 3100, 7), (2222, 40, 11)):
-        gen, truth_box = _paste(emoji_files[obj], emoji_files[bg], seed)
+        gen, truth_box = paste_object(emoji_files[obj], emoji_files[bg], seed)
         prepared = m.prepare(gen)
         hit = m.match(prepared, object_template(emoji_files[obj].read_bytes()))
         assert hit.score > 0.95 and _iou(hit.query_box, truth_box) > 0.8, (obj, hit, truth_box)
@@ -138,7 +128,7 @@ def test_flat_silhouette_inside_a_larger_area_of_its_colour_is_not_a_match(emoji
 
 
 def test_object_search_batches_and_records_missing(emoji_files: list[Path], tmp_path: Path) -> None:
-    gen, _ = _paste(emoji_files[648], emoji_files[2500], 3)
+    gen, _ = paste_object(emoji_files[648], emoji_files[2500], 3)
     paths = [str(emoji_files[648]), str(tmp_path / "gone.png"), str(emoji_files[5])]
     cand = np.array([[0, 1, 2], [2, -1, -1]])
     om = object_search(lambda i: gen, 2, cand, paths)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_objects import _paste
+from conftest import paste_object
 
 from diffrep.decode import decode_image
 from diffrep.indexing.build import index
@@ -15,7 +15,7 @@ from diffrep.indexing.local import LocalConfig, build_local, load_local, local_f
 
 
 def _segmix(obj: Path, bg: Path, seed: int) -> np.ndarray:
-    return _paste(obj, bg, seed)[0]
+    return paste_object(obj, bg, seed)[0]
 
 
 def test_rootsift_rows_are_unit_vectors_and_a_flat_image_has_none(emoji_files: list[Path]) -> None:
