@@ -137,6 +137,17 @@ def test_object_search_batches_and_records_missing(emoji_files: list[Path], tmp_
     assert om.top[0] == om.scores[0, 0] and om.top[1] == om.scores[1, 0]
 
 
+def test_a_training_image_without_an_object_is_not_searched(tmp_path: Path) -> None:
+    """A photograph-like training image (no alpha, no plain background) has no object: the object channel
+    leaves it out (NaN) even where the generation is that very image, which the whole-image channels judge."""
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).resize((256, 256), Image.BICUBIC)
+    noise.save(tmp_path / "scene.png")
+    assert object_template((tmp_path / "scene.png").read_bytes()).method == "whole"
+    om = object_search(lambda i: np.asarray(noise), 1, np.array([[0]]), [str(tmp_path / "scene.png")])
+    assert np.isnan(om.scores[0, 0]) and om.top[0] == -1.0
+
+
 def test_tail_p_values_are_smooth_and_keep_order_beyond_the_null() -> None:
     rng = np.random.default_rng(0)
     null = np.sort(rng.normal(size=300))

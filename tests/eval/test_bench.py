@@ -113,6 +113,24 @@ def test_foreground_estimate_recovers_an_opaque_object(emoji_files: list[Path]) 
     assert len(ious) >= 15 and float(np.median(ious)) > 0.85
 
 
+def test_a_scene_has_no_object_but_an_object_on_a_plain_background_has(emoji_files: list[Path]) -> None:
+    """The foreground estimate needs a plain background: a canvas tiled with pictures (a busy scene, its
+    border not one colour) gets ``whole``; one of those pictures on white, or on a flat grey, gets an estimate."""
+    scene = Image.new("RGB", (256, 256), "white")
+    for i, f in enumerate(emoji_files[1000:1016]):
+        with Image.open(f) as im:
+            tile = im.convert("RGBA").resize((64, 64))
+        bg = Image.new("RGBA", (64, 64), tuple(int(v) for v in np.random.default_rng(i).integers(0, 255, 3)) + (255,))
+        scene.paste(Image.alpha_composite(bg, tile).convert("RGB"), (64 * (i % 4), 64 * (i // 4)))
+    assert object_mask(scene)[1] == "whole"
+    with Image.open(emoji_files[1000]) as im:
+        rgba = im.convert("RGBA")
+    for colour in ("white", (120, 120, 120)):
+        flat = Image.new("RGB", rgba.size, colour)
+        flat.paste(rgba, (0, 0), rgba)
+        assert object_mask(flat)[1] == "estimate", colour
+
+
 def test_noise_fill_and_hard_segmix(emoji_files: list[Path]) -> None:
     rgba = Image.open(emoji_files[500]).convert("RGBA")
     mask, how = object_mask(rgba)

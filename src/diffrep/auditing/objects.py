@@ -4,8 +4,12 @@ Region search (``partial.py``) finds which training images a window of the gener
 look-alike domains (icons, emoji) unrelated windows score nearly as high as a pasted object, so its
 calibrated verdict rarely fires. Object matching checks the shortlist at the pixel level:
 
-1. The candidate's object: the training image's alpha channel, else a foreground estimate
-   (``diffrep.masks``), cropped to its box; the whole image when no object stands out.
+1. The candidate's object: the training image's alpha channel, else a foreground estimate on a plain
+   background (``matching.masks``), cropped to its box. A training image with neither (a photograph of a
+   scene, a full-bleed picture: mask method ``whole``) has no object to look for and is not searched
+   (score NaN): a template cut from a scene fitted regions of unrelated photographs at R^2 0.57-0.74
+   (GCompris photographs, development seed 1, docs/results/2026-12-cross-kind.md), and a part of such an image
+   pasted into a generation is what the region channel (window cosines) looks for.
 2. Coarse search: the generation resized so its longer side is ``coarse`` px (80); the object resized so
    its longer side spans ``scales`` of that side (30-85%, 28 steps of 3.8%), mirrored too; at every
    position the masked sum of squared differences (OpenCV ``matchTemplate``, ``TM_SQDIFF`` with a mask).
@@ -314,7 +318,7 @@ def object_search(load_query: ImageLoader, n: int, cand: np.ndarray, train_paths
         lambda j: train_paths[j], capacity=2048)
 
     def visit(i: int, r: int, prepared: tuple, t: Optional[ObjectTemplate]) -> None:
-        m = matcher.match(prepared, t) if t is not None else NO_MATCH
+        m = matcher.match(prepared, t) if t is not None and t.method != "whole" else NO_MATCH
         if np.isfinite(m.score):
             scores[i, r], qbox[i, r], tbox[i, r], mirrored[i, r] = m.score, m.query_box, m.train_box, m.mirrored
 

@@ -4,12 +4,21 @@ Used by the synthetic partial-copy benchmark (``diffrep.eval.bench.generate``: t
 scenes) and by the audit's object matching (``diffrep.auditing.objects``: the object searched for inside
 generations). Order of preference: the alpha channel, a user mask, a foreground estimate; when none
 covers 2-97% of the image, the whole image is the object (method ``whole``).
+
+The foreground estimate needs a plain background to stand out of: at least ``PLAIN_BORDER`` (90%) of the
+image's border pixels within ``BACKGROUND_LEVELS`` (32) levels of their median colour. A photograph of a scene
+(a street, a monument, an animal in a field) has no such border, and the largest region that differs from
+its border's median is an arbitrary part of the scene, not an object; such images get ``whole``. Both numbers
+were set from what the rule means (most of the frame is one colour, at the estimate's own level tolerance),
+not fitted to a dataset.
 """
 from __future__ import annotations
 
 import numpy as np
 
 MIN_MASK_SHARE, MAX_MASK_SHARE = 0.02, 0.97
+PLAIN_BORDER = 0.9  # share of border pixels at the background colour for the image to have a plain background
+BACKGROUND_LEVELS = 32  # levels (any channel) within which a pixel is the background colour
 
 
 def object_mask(rgb: np.ndarray, alpha: np.ndarray | None = None,
@@ -30,16 +39,27 @@ def object_mask(rgb: np.ndarray, alpha: np.ndarray | None = None,
     return np.ones((h, w), bool), "whole"
 
 
+def plain_background(rgb: np.ndarray) -> bool:
+    """Whether at least ``PLAIN_BORDER`` of the image's border pixels lie within ``BACKGROUND_LEVELS`` of
+    their median colour (an object on a plain background, not a scene)."""
+    a = np.asarray(rgb, dtype=np.int16)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    near = np.abs(border - np.median(border, axis=0)).max(axis=1) <= BACKGROUND_LEVELS
+    return bool(near.mean() >= PLAIN_BORDER)
+
+
 def foreground_estimate(rgb: np.ndarray) -> np.ndarray:
-    """The median colour of the image border is background; pixels that differ from it by more than 32
-    levels in any channel are foreground; small gaps are closed, the largest connected component kept and
-    its holes filled."""
+    """The median colour of the image border is background; pixels that differ from it by more than
+    ``BACKGROUND_LEVELS`` in any channel are foreground; small gaps are closed, the largest connected
+    component kept and its holes filled. Empty when the background is not plain (:func:`plain_background`)."""
     import cv2
 
     a = np.asarray(rgb, dtype=np.int16)
+    if not plain_background(a):
+        return np.zeros(a.shape[:2], bool)
     border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
     bg = np.median(border, axis=0)
-    fg = (np.abs(a - bg).max(axis=2) > 32).astype(np.uint8)
+    fg = (np.abs(a - bg).max(axis=2) > BACKGROUND_LEVELS).astype(np.uint8)
     k = max(3, (min(fg.shape) // 64) | 1)
     fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
@@ -63,4 +83,5 @@ def bbox(mask: np.ndarray) -> list[int]:
     return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
-__all__ = ["MAX_MASK_SHARE", "MIN_MASK_SHARE", "bbox", "foreground_estimate", "object_mask"]
+__all__ = ["BACKGROUND_LEVELS", "MAX_MASK_SHARE", "MIN_MASK_SHARE", "PLAIN_BORDER", "bbox", "foreground_estimate",
+           "object_mask", "plain_background"]
