@@ -211,6 +211,29 @@ def test_a_channel_passed_alone_decides_on_its_own() -> None:
     assert np.mean(fa > t) <= 0.015  # still calibrated on fresh null draws
 
 
+def test_a_pixel_level_channel_decides_alone_only_from_its_floor() -> None:
+    """Below ``alone_floor`` a channel passed alone has p = 1, however far beyond its null the score lies (an
+    R^2 of 0.15 over a null of near-zero R^2 is no copy); from the floor on it decides alone; the rule keeps the
+    fused null calibrated on fresh draws."""
+    rng = np.random.default_rng(5)
+    null = [rng.normal(size=300), rng.normal(size=300), rng.uniform(-0.1, 0.1, size=300)]
+    weak = [np.array([0.0]), np.array([0.0]), np.array([0.15])]
+    strong = [np.array([0.0]), np.array([0.0]), np.array([0.9])]
+    _, no_floor = fuse_channels(null, weak, alone=(2,), saturating=(2,))
+    fn, floored = fuse_channels(null, weak, alone=(2,), saturating=(2,), alone_floor=0.5)
+    t, _ = threshold_at_fpr(fn, 0.01)
+    assert no_floor[0] > t > floored[0]  # with the floor only the two unremarkable channels count
+    _, fs = fuse_channels(null, strong, alone=(2,), saturating=(2,), alone_floor=0.5)
+    assert fs[0] > t
+    rates = []
+    for _ in range(200):
+        null, fresh = rng.beta(8, 2, size=(3, 300)), rng.beta(8, 2, size=(3, 200))
+        fn, fq = fuse_channels(list(null), list(fresh), alone=(2,), saturating=(2,), alone_floor=0.5)
+        t, _ = threshold_at_fpr(fn, 0.01)
+        rates.append(np.mean(fq > t))
+    assert 0.004 <= np.mean(rates) <= 0.0105, np.mean(rates)
+
+
 def test_saturating_channels_give_a_perfect_score_a_small_p_and_stay_calibrated() -> None:
     """A score that ends at 1 (pixel correlation, object R^2) over a null spread below it: on s itself the
     exponential tail gives s = 1 a p above the rank minimum 1 / (N + 1); on -log(1 - s) it does not."""

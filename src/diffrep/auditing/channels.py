@@ -16,7 +16,9 @@ computes it (``scoring.py``).
 
 The SSCD cosine, the edge score and the region cosine are each fooled by look-alikes that share a drawn
 part, so they must agree (the fused p-value is the geometric mean of the two smallest); the pixel-level
-channels (``alone``) compare the whole content's intensities at one alignment and may decide on their own.
+channels (``alone``) compare the whole content's intensities at one alignment and may decide on their own,
+from ``ALONE_FLOOR`` (0.5) on: below it, R^2 or a correlation is not evidence of a copy, however far below it
+the null's tail lies (an unseen bull scored 0.15 against a training coconut whose null reached 0.12).
 The gated channels are void (p = 1) for an image none of whose verified candidates the global or region
 score singles out (``specificity.py``), for the generations and the null alike.
 """
@@ -58,6 +60,8 @@ PIXEL_LEVEL = tuple(s.name for s in SPECS if s.alone)  # may decide alone; fused
 GATED = tuple(s.name for s in SPECS if s.gated)  # count only for a specific candidate
 COPY_LIKE = DEFAULTS["audit"]["copy_like"]  # a pixel-level score (object R^2, blurred-intensity correlation)
 # this high looks like a copy
+ALONE_FLOOR = DEFAULTS["audit"]["alone_floor"]  # a pixel-level score decides alone only from this level on:
+# R^2 = 0.5 is the object explaining half its own variance (set from that meaning, not fitted)
 
 
 @dataclass
@@ -76,6 +80,18 @@ class Evidence:
 
     def get(self, name: str) -> Optional[np.ndarray]:
         return self.scores.get(name)
+
+    def __len__(self) -> int:
+        return len(self.scores["global"]) if "global" in self.scores else 0
+
+    def concat(self, other: "Evidence") -> "Evidence":
+        """This set's images followed by ``other``'s: channel scores both have, and the void masks."""
+        void = None
+        if self.void is not None or other.void is not None:
+            void = np.concatenate([np.zeros(len(e), bool) if e.void is None else np.asarray(e.void, bool)
+                                   for e in (self, other)])
+        return Evidence({k: np.concatenate([v, other.scores[k]]) for k, v in self.scores.items() if k in other.scores},
+                        void)
 
     def select(self, keep: np.ndarray) -> "Evidence":
         """The images ``keep`` (a boolean mask) of this set: channel scores and void mask only."""
@@ -107,7 +123,7 @@ def fuse(chans: list[Channel]) -> tuple[np.ndarray, np.ndarray]:
     alone = tuple(i for i, c in enumerate(chans) if c.spec.alone)
     void = {i: (c.null_void, c.query_void) for i, c in enumerate(chans) if c.null_void is not None}
     return fuse_channels([c.null for c in chans], [c.queries for c in chans], alone=alone, saturating=alone,
-                         void=void or None)
+                         void=void or None, alone_floor=ALONE_FLOOR)
 
 
 def describe(chans: list[Channel], kv: int, fused: bool, partial: bool, voided: bool) -> str:
@@ -116,7 +132,8 @@ def describe(chans: list[Channel], kv: int, fused: bool, partial: bool, voided: 
         alone = [c.spec.description(kv).split(" (")[0] for c in chans if c.spec.alone]
         rest = [c.spec.description(kv) for c in chans if not c.spec.alone]
         text = (f"fused: 1 - min of the geometric mean of the two smallest p-values of ({'; '.join(rest)})"
-                + (f" and the own p-values of the {' and the '.join(alone)}" if alone else "")
+                + (f" and the own p-values of the {' and the '.join(alone)} where they are >= {ALONE_FLOOR}"
+                   if alone else "")
                 + " against the null (smooth-tailed conformal p-values, leave-one-out for the null)")
         if voided:
             text += ("; the verified and pixel p-values are 1 for an image none of whose verified candidates is "

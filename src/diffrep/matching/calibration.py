@@ -3,7 +3,9 @@
 A verdict is the claim "this generation is closer to a training image than real, unseen images usually
 are". The null distribution is, in order of preference:
 
-1. ``reference``: top-1 scores of held-out real images (never trained on) against the training index;
+1. ``reference``: top-1 scores of held-out real images (never trained on) against the training index
+   (``reference+training``: pooled with training images scored against the other training images, when the
+   audit's reference set is too small to resolve the target rate; ``auditing.run.audit(pool_null=...)``);
 2. ``background``: train-vs-train second-nearest-neighbour scores (Somepalli et al. 2023's background,
    as in somepago/DCR ``diff_retrieval.py``; the nearest neighbour is the image itself);
 3. ``fixed``: the paper's 0.5 for SSCD descriptors, labelled as uncalibrated;
@@ -45,6 +47,7 @@ class Calibration:
     null: np.ndarray  # sorted ascending null scores (empty for explicit/fixed without a null)
     null_fpr: float | None = None  # empirical FPR of the threshold on the null
     warnings: list[str] = field(default_factory=list)
+    parts: dict[str, int] = field(default_factory=dict)  # what the null is made of, when pooled
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
         return empirical_p_values(self.null, scores)
@@ -56,6 +59,7 @@ class Calibration:
         return {
             "threshold": float(self.threshold), "source": self.source, "target_fpr": self.target_fpr,
             "null_size": int(len(self.null)),
+            **({"null_parts": dict(self.parts)} if self.parts else {}),
             "null_fpr_at_threshold": None if self.null_fpr is None else float(self.null_fpr),
             "achieved_fpr": self.achieved_fpr(),
             "warnings": list(self.warnings),
@@ -264,13 +268,15 @@ def saturating_scale(x: np.ndarray) -> np.ndarray:
 
 def fuse_channels(null_channels: list[np.ndarray], channels: list[np.ndarray], agree: int = AGREE,
                   alone: tuple[int, ...] = (), saturating: tuple[int, ...] = (),
-                  void: Optional[dict[int, tuple[np.ndarray, np.ndarray]]] = None) -> tuple[np.ndarray, np.ndarray]:
+                  void: Optional[dict[int, tuple[np.ndarray, np.ndarray]]] = None,
+                  alone_floor: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
     """Fuse several scores into one: 1 - the geometric mean of the ``agree`` smallest channel p-values
     (``agree=1`` is Tippett's min-p rule); channels listed in ``alone`` (indices) may decide on their own:
-    1 - min(that geometric mean over the other channels, their own p-values). ``void[c] = (null mask, query
-    mask)``: items whose channel-c evidence does not count get p = 1 there (``specificity.py``); the tail is
-    still fitted to the whole channel, so the rule is a fixed function of the scores, applied to null and
-    queries alike.
+    1 - min(that geometric mean over the other channels, their own p-values), but only where their score is
+    at least ``alone_floor`` (below it their p-value is 1: an R^2 or correlation of 0.15 says nothing about a
+    copy however far the null's tail lies below it). ``void[c] = (null mask, query mask)``: items whose
+    channel-c evidence does not count get p = 1 there (``specificity.py``); the tail is still fitted to the
+    whole channel, so the rule is a fixed function of the scores, applied to null and queries alike.
 
     ``null_channels[c][i]`` is channel c of null item i (paired across channels); ``channels[c][j]`` the
     same for query j. Per channel a query's p-value is :func:`tail_p_values` against the whole null, a
@@ -300,6 +306,7 @@ def fuse_channels(null_channels: list[np.ndarray], channels: list[np.ndarray], a
     n = len(null_channels[0])
     if n == 0:
         return np.zeros(0), np.full(len(channels[0]), np.nan)
+    raw_null = list(null_channels)
     with np.errstate(divide="ignore"):  # a tail p-value far beyond the null underflows to 0: log p = -inf, fused 1
         log_q = np.array([np.log(channel_p_values(null, x, c in saturating))
                           for c, (null, x) in enumerate(zip(null_channels, channels))])
@@ -309,6 +316,9 @@ def fuse_channels(null_channels: list[np.ndarray], channels: list[np.ndarray], a
     for c, (null_void, query_void) in (void or {}).items():
         log_n[c, np.asarray(null_void, bool)] = 0.0
         log_q[c, np.asarray(query_void, bool)] = 0.0
+    for c in alone:  # the raw scores: null_channels may be on the saturating scale by now
+        log_n[c, ~(np.nan_to_num(np.asarray(raw_null[c], np.float64), nan=-np.inf) >= alone_floor)] = 0.0
+        log_q[c, ~(np.nan_to_num(np.asarray(channels[c], np.float64), nan=-np.inf) >= alone_floor)] = 0.0
     group = [c for c in range(len(channels)) if c not in alone]
     m = max(1, min(agree, len(group)))
 
