@@ -16,7 +16,7 @@ from diffrep.eval.bench.edits import compose_on_white
 from diffrep.eval.bench.generate import SourceImage, make_query, object_mask
 from diffrep.descriptors import get_descriptor
 from diffrep.descriptors.regions import RegionConfig, RegionEmbedder, window_grid
-from diffrep.errors import DescriptorError
+from diffrep.errors import DescriptorError, DiffrepError
 from diffrep.matching.masks import bbox
 from diffrep.indexing.build import index
 
@@ -113,7 +113,8 @@ def test_audit_partial_writes_region_evidence(emoji_files: list[Path], tmp_path:
     q.image.save(gen / "pasted.png")
     Image.open(emoji_files[3000]).save(gen / "unseen.png")
     index(train, tmp_path / "idx", descriptor="sscd-fast")
-    res = audit(gen, tmp_path / "idx", tmp_path / "out", reference=ref, partial=True, partial_k=3)
+    res = audit(gen, tmp_path / "idx", tmp_path / "out", reference=ref, partial=True, partial_k=3,
+                partial_background_sample=20, pool_null="auto")
     rows = list(csv.DictReader(open(tmp_path / "out" / "matches.csv")))
     assert {"match_kind", "region_score", "object_score", "query_box", "train_box"} <= set(rows[0])
     top = {r["query_id"]: r for r in rows if r["rank"] == "1"}
@@ -125,13 +126,18 @@ def test_audit_partial_writes_region_evidence(emoji_files: list[Path], tmp_path:
     assert _iou(json.loads(pasted["train_box"]), bbox(mask)) > 0.9
     assert float(top["unseen.png"]["object_score"] or 0) < float(pasted["object_score"])
     part = res.summary["partial"]
-    assert part["windows_per_image"] > 1000 and part["reference_region"]["n"] == 40
-    assert part["reference_object"]["n"] == 40 and part["object_matches"] >= 1
+    assert part["windows_per_image"] > 1000 and part["null_region"]["n"] == 60
+    assert part["null_object"]["n"] == 60 and part["object_matches"] >= 1
     loc = part["local_features"]
     assert loc["training_descriptors"] > 1000 and loc["candidates_per_image"] == 10 and loc["index"] == "flat"
     assert "local_votes" in rows[0] and any(r["local_votes"] for r in rows)
     assert "object score" in res.summary["verdict_score"]
     assert "region score" in res.summary["verdict_score"]
+    # 40 reference images cannot resolve 1%: training images, each against the others, join the null (as
+    # many as partial_background_sample allows)
+    cal = res.summary["calibration"]
+    assert cal["source"] == "reference+training" and cal["null_parts"] == {"reference": 40, "training": 20}
+    assert cal["null_size"] == 60
     ref_top = res.summary["calibration_top"]  # the reference images that set the threshold, highest first
     assert len(ref_top) == 5 and all(Path(r["path"]).parent == ref for r in ref_top)
     assert [r["verdict"] for r in ref_top] == sorted((r["verdict"] for r in ref_top), reverse=True)
@@ -168,3 +174,9 @@ def test_reference_top_warns_when_the_threshold_is_set_by_copies() -> None:
     assert not top[2]["at_or_above_threshold"] and "pixel" not in top[0]
     assert len(warnings) == 1 and "ref/1.png" in warnings[0] and "ref/3.png" not in warnings[0]
     assert reference_top(paths, verdict, 0.999, {"object": obj}, {}, n=3)[1] == []  # below the threshold
+
+
+def test_an_unknown_pool_null_mode_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(DiffrepError, match="pool_null must be one of auto, always, never"):
+        audit(tmp_path / "gen", tmp_path / "idx", tmp_path / "out", pool_null="sometimes")
+    assert not (tmp_path / "out").exists()

@@ -25,7 +25,7 @@ from ..fsutil import DirLock, ensure_writable_dir
 from ..indexing.build import check_options, resolve_descriptor
 from ..indexing.load import LoadedIndex, open_index
 from ..indexing.local import LocalConfig
-from ..matching.calibration import Calibration, calibrate
+from ..matching.calibration import Calibration, calibrate, null_size_for
 from ..matching.null import background_scores
 from ..matching.reference import ReferenceSet, search_reference
 from ..matching.verify import Verifier, VerifyConfig
@@ -44,6 +44,7 @@ from .tables import REPORT_FILES, write_distributions, write_matches, write_summ
 
 PathLike = str | Path
 A = DEFAULTS["audit"]
+POOL_MODES = ("auto", "always", "never")
 
 
 @dataclass
@@ -82,7 +83,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
           partial_background_sample: int = A["partial_background_sample"], object_config: ObjectConfig | None = None,
           local_k: int = A["local_k"], local_config: LocalConfig | None = None, drop_reference_copies: bool = False,
           pixel: bool = True, specificity: SpecificityConfig | None = SpecificityConfig(),
-          progress: Optional[ProgressCallback] = None) -> AuditResult:
+          pool_null: str = A["pool_null"], progress: Optional[ProgressCallback] = None) -> AuditResult:
     """Audit the generated images in ``source`` against the training ``index``; write results to ``out``.
 
     Verdict score: with ``verify`` (default) each query's top ``verify_k`` candidates are aligned and
@@ -101,10 +102,19 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     are taken to be copies of training images and left out of the null (listed in summary.json).
     ``specificity`` (with ``partial`` and verification; None turns it off): verified and pixel scores count
     only for candidates that the global or region score singles out among distinct training images
-    (``diffrep.auditing.specificity``), for the queries and the null alike."""
+    (``diffrep.auditing.specificity``), for the queries and the null alike.
+    ``pool_null`` (default ``"never"``): with reference images and a fused verdict, ``"auto"`` adds training
+    images scored against the *other* training images (``matching.null.train_null``) to the null when the
+    reference set is smaller than ``calibration.null_size_for(fpr)`` (313 at 1%), as many as that size needs
+    (at most the background samples); ``"always"`` adds the full samples. A training image's nearest other
+    training image is at least as close as an unrelated generation's usually is, so the pooled null errs
+    toward fewer false alarms, and on a training set with series (several photographs of one object) toward
+    missing copies: meant for deduplicated training sets (docs/audit.md)."""
     t0 = time.perf_counter()
     if not 0 < fpr < 1:  # checked before any work
         raise CalibrationError(f"target false-positive rate must be between 0 and 1, got {fpr}")
+    if pool_null not in POOL_MODES:
+        raise DiffrepError(f"pool_null must be one of {', '.join(POOL_MODES)}, got {pool_null!r}")
     if top_k < 1 or verify_k < 1 or partial_k < 1 or local_k < 0:
         raise DiffrepError(f"--top-k, --verify-k and --partial-k must be at least 1 and --local-k at least 0 "
                            f"(got {top_k}, {verify_k}, {partial_k}, {local_k})")
@@ -123,7 +133,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             progress)
         queries = embed_source(source, d, captions=captions, stage="embed-queries", max_pixels=max_pixels,
                                batch_size=batch_size, exclude=out_dir, progress=progress)
-        run = _Run(out_dir, idx, stages, k, fpr, threshold, seed, progress, t0, time.perf_counter())
+        run = _Run(out_dir, idx, stages, k, fpr, threshold, seed, progress, t0, time.perf_counter(), pool_null)
         ref_set = None if reference is None else search_reference(
             idx, reference, d, k if stages.spec is not None else stages.config.verify_k, captions=reference_captions,
             max_pixels=max_pixels, batch_size=batch_size, exclude=out_dir, progress=progress)
@@ -145,7 +155,9 @@ class _Run:
     progress: Optional[ProgressCallback]
     t0: float  # start
     t_embed: float  # generations embedded
+    pool: str = "auto"  # pool_null
     warnings: list[str] = field(default_factory=list)
+    pooled: int = 0  # training images added to the reference null
 
     def audit(self, source: Any, queries: EmbeddedSet, ref_set: Optional[ReferenceSet], dup_counts: bool | None,
               pixel: bool, drop_copies: bool, samples: tuple[int, int, int]) -> AuditResult:
@@ -163,20 +175,38 @@ class _Run:
             if ref_set is not None else None
         background = background_scores(self.idx, sample=samples[0], seed=self.seed, progress=self.progress)
         null = ref if ref is not None else self.training_null(samples)
+        keep = self.reference_kept(ref, drop_copies)
+        if ref is not None and not keep.all():
+            null = ref.select(keep)
+        if ref is not None and null is not None:
+            null = self.pooled_null(null, samples)
         if not pixel:  # the pixel channel switched off: it neither joins the fusion nor orders the evidence
             q.scores.pop("pixel", None)
             for e in (null, ref):
                 if e is not None:
                     e.scores.pop("pixel", None)
-        keep = self.reference_kept(ref, drop_copies)
-        if ref is not None and not keep.all():
-            null = ref.select(keep)
         chans = ch.channels(null, q) if null is not None else []
         fused = bool(self.threshold is None and len(chans) > 1 and len(chans[0].null))
         cal, q_verdict, null_verdict = self.decide(chans, fused, q, ref, background)
         t_cal = time.perf_counter()
         return self.finish(queries, ref_set, q, ref, null, chans, fused, cal, q_verdict, null_verdict, keep,
                            background, dups, t_cal)
+
+    def pooled_null(self, null: Evidence, samples: tuple[int, int, int]) -> Evidence:
+        """The reference null ``null``, with training images against the other training images added
+        (``audit(pool_null=...)``)."""
+        if self.pool == "never" or self.threshold is not None:
+            return null
+        need = null_size_for(self.fpr) or 0
+        if self.pool == "auto" and len(null) >= need:
+            return null
+        cap = min(samples[1], samples[2]) if self.stages.emb is not None else samples[1]
+        size = cap if self.pool == "always" else min(cap, need - len(null))
+        train = self.training_null((samples[0], size, size)) if size > 0 else None
+        if train is None or not len(train):
+            return null
+        self.pooled = len(train)
+        return null.concat(train)
 
     def search(self, vectors: np.ndarray, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         emit(self.progress, "search", 0, n)
@@ -213,6 +243,9 @@ class _Run:
             null_verdict, q_verdict = ch.fuse(chans)
             cal = calibrate(reference=null_verdict if ref is not None else None,
                             background=null_verdict if ref is None else None, fpr=self.fpr, descriptor_name="fused")
+            if self.pooled:
+                cal.source = "reference+training"
+                cal.parts = {"reference": len(null_verdict) - self.pooled, "training": self.pooled}
             return cal, q_verdict, null_verdict
         region = q.get("region")
         q_verdict = q.scores["global"] if region is None else np.maximum(q.scores["global"], region)
@@ -225,9 +258,10 @@ class _Run:
         """The reference images that set the threshold, with their channel scores and best matches."""
         paths = self.stages.train_path
         best_obj = _best_object_match(ref.regions, ref.objects, paths)
+        n = int(keep.sum())  # the reference part of a pooled null comes first
         top, warnings = reference_top(
-            [r.path for r, k in zip(ref_set.images.records, keep) if k], null_verdict, threshold,
-            {s.name: null.get(s.name) for s in ch.SPECS},
+            [r.path for r, k in zip(ref_set.images.records, keep) if k], null_verdict[:n], threshold,
+            {s.name: None if null.get(s.name) is None else null.scores[s.name][:n] for s in ch.SPECS},
             {"global": [paths[int(j)] if j >= 0 else "" for j in ref.ids[keep, 0]],
              "object": None if best_obj is None else [b for b, k in zip(best_obj, keep) if k]})
         dropped = int((~keep).sum())

@@ -43,11 +43,11 @@ def partial_block(stages: Any, q: Evidence, null: Optional[Evidence], rows: list
         "windows_per_image": reg.windows, "seconds_per_image": round(reg.seconds / max(1, len(reg.ids)), 4),
         "config": stages.emb.config.describe(), "candidates_per_image": c.partial_k,
         "region": score_stats(q.get("region")),
-        "reference_region": score_stats(null.get("region")) if null.get("region") is not None else None,
+        "null_region": score_stats(null.get("region")) if null.get("region") is not None else None,
         "object_matching": stages.matcher.config.describe(),
         "object_seconds_per_image": round(obj.seconds / max(1, len(obj.scores)), 4) if obj else None,
         "object": score_stats(q.get("object")),
-        "reference_object": score_stats(null.get("object")) if null.get("object") is not None else None,
+        "null_object": score_stats(null.get("object")) if null.get("object") is not None else None,
         "object_matches": _kinds(rows, "object"), "partial_matches": _kinds(rows, "region"),
         "local_features": None if local is None else {
             **local.config.describe(), "candidates_per_image": c.local_k, "training_descriptors": local.descriptors,

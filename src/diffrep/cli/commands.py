@@ -54,7 +54,7 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
               batch_size=a.batch_size, max_pixels=a.max_pixels, seed=a.seed, verify=a.verify,
               verify_k=a.verify_k, verify_config=VerifyConfig(ecc=a.ecc), dup_counts=a.dup_counts,
               partial=a.partial, partial_k=a.partial_k, local_k=a.local_k,
-              drop_reference_copies=a.drop_reference_copies,
+              drop_reference_copies=a.drop_reference_copies, pool_null=a.pool_null,
               specificity=SpecificityConfig(margin=a.specificity_margin) if a.specificity else None, progress=bars)
     print_audit_summary(r.summary, Path(a.out))
     if a.report:

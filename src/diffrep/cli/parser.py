@@ -85,6 +85,11 @@ def _audit(sub: Sub) -> None:
                    help=f"leave reference images whose object or pixel score is >= {d['copy_like']} (they reproduce "
                         "a training image's pixels) out of the calibration null, listed in summary.json; "
                         "without it they are kept and a warning names them (docs/partial.md)")
+    p.add_argument("--pool-null", choices=("auto", "always", "never"), default=d["pool_null"],
+                   help="add training images, each scored against the other training images, to the reference "
+                        "null: auto when the reference set is too small for --fpr (under 313 images at 1%%), "
+                        "always, or never; for deduplicated training sets: series in the training set raise "
+                        "the threshold (default %(default)s; docs/audit.md)")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed for background sampling (default %(default)s)")
     p.add_argument("--report", action="store_true", help="also write a self-contained report.html")
     p.add_argument("--dup-counts", action="store_true", default=None,
