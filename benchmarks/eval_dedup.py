@@ -39,6 +39,7 @@ def build(root: Path, seed: int, n_base: int, n_dup: int, base_rule: str = "unre
     ``"unrelated"`` (default): also no emoji drawn from another one in the base (names and code points,
     ``emoji_relations.unrelated_subset``): "mobile phone" and "mobile phone with rightwards arrow" are one
     drawing plus an arrow, i.e. a duplicate by the benchmark's own edits (overlay, pad), not a false pair.
+    ``n_dup`` > ``n_base``: originals are drawn with replacement (some get several copies).
     ``dataset="openclipart"``: one picture per family (``diffrep.datasets.clipart``: names, folders, symbol sets,
     identical and recoloured or turned pictures). For both collections ``"unrelated"`` also leaves out
     one of each reviewed pair of drawings filed twice (``shared_drawings.py``, since 2026-11-23:
@@ -66,7 +67,7 @@ def build(root: Path, seed: int, n_base: int, n_dup: int, base_rule: str = "unre
     for f in base:
         shutil.copyfile(ds / "images" / f, root / flat_name(f))
         truth[flat_name(f)] = flat_name(f)
-    for i, f in enumerate(rng.choice(base, size=n_dup, replace=False).tolist()):
+    for i, f in enumerate(rng.choice(base, size=n_dup, replace=n_dup > len(base)).tolist()):
         kind = DUPLICATE_KINDS[i % len(DUPLICATE_KINDS)]
         img, _ = apply_edit(Image.open(ds / "images" / f), kind, rng)
         name = f"dup_{i:04d}_{kind}.png"
@@ -177,8 +178,11 @@ def main() -> None:
                     help="base collection: one picture per family and none drawn from another (default: emoji "
                          "by names and code points, both collections by the reviewed pairs of "
                          "shared_drawings.py), or one per family only (the benchmark before 2026-11-23)")
-    ap.add_argument("--dataset", choices=("emoji", "openclipart"), default="emoji",
-                    help="the collection: emoji, or openclipart (rules were chosen on some seeds of both: docs/results/)")
+    ap.add_argument("--dataset", choices=("emoji", "openclipart", "gcompris-drawings", "gcompris-photos"),
+                    default="emoji",
+                    help="the collection: emoji, openclipart (rules were chosen on some seeds of both: docs/results/), "
+                         "or the large (600 px) GCompris drawings and photographs; with more duplicates than "
+                         "originals some originals get several copies")
     ap.add_argument("--out", default=None)
     ap.add_argument("--false-pairs", default=None, metavar="PNG",
                     help="write the default run's false pairs side by side to this image")

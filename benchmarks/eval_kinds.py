@@ -145,13 +145,15 @@ def main() -> None:
             row = {"kind": kind, "seed": seed, "partial": args.partial, "fpr": args.fpr,
                    "whole": [whole_f, whole_n], "pasted": [seg["found"], seg["n"]],
                    "unseen_flagged": [ev["false_alarms"], ev["unseen"]],
-                   "reference": res.summary["calibration"]["null_size"],
+                   "reference": res.summary["calibration"].get("null_parts", {}).get(
+                       "reference", res.summary["calibration"]["null_size"]),
+                   "null_size": res.summary["calibration"]["null_size"],
                    "achieved_fpr": res.summary["calibration"].get("achieved_fpr"),
                    "seconds": round(time.perf_counter() - t0, 1),
                    "false_alarms": ev["false_alarm_list"], "misses": ev["misses"]}
             print(f"{kind} seed {seed}: whole-image {whole_f}/{whole_n}, pasted {seg['found']}/{seg['n']}, unseen "
                   f"flagged {ev['false_alarms']}/{ev['unseen']} ({100 * ev['fpr']:.1f}%), {row['reference']} "
-                  f"reference images, {row['seconds']} s", flush=True)
+                  f"reference images (null {row['null_size']}), {row['seconds']} s", flush=True)
             if args.out:
                 with open(args.out, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row, default=str) + "\n")

@@ -1,0 +1,62 @@
+"""Cost of ``diffrep audit --partial`` per image, end to end, on 256 px generations against a few hundred
+training images.
+
+The scenario: 300 training emoji (``diffrep data get emoji``), 50 held-out reference emoji, and 60 generations
+(20 edited whole-image copies, 20 training emoji pasted onto held-out emoji at 40-75% of a 256 px canvas, 20
+held-out emoji), built by ``eval_kinds.build`` with seed 1. The audit runs with the default settings and
+``--pool-null never`` where the code has it (so that every run scores the same images), once, after the
+index and the local-feature index are built. Reported from ``summary.json``: seconds per scored image (the
+generations plus the reference images) for the window search, the local-feature voting and the object
+matching, and the audit's total wall time per scored image.
+
+To compare with an earlier commit, run the same script with that commit's package first on the path:
+    git worktree add /tmp/base REV && PYTHONPATH=/tmp/base/src python benchmarks/bench_partial_audit.py
+    python benchmarks/bench_partial_audit.py
+
+Usage:  python benchmarks/bench_partial_audit.py [--work DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import shutil
+from pathlib import Path
+
+import eval_kinds
+from diffrep.auditing.run import audit
+from diffrep.indexing.build import index
+
+KIND = dict(dataset="emoji", backgrounds="self", counts=dict(n_train=300, n_reference=50, n_copies=20, n_unseen=20),
+            pastes=20, unseen_pastes=0, reference_composites=0, paste_half_reference=False, reference_backgrounds=0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default="/tmp/diffrep-bench-partial-audit")
+    a = ap.parse_args()
+    eval_kinds.KINDS["bench"] = KIND
+    work = Path(a.work)
+    sc, _ = eval_kinds.build("bench", work, 1)
+    import diffrep
+    tag = Path(inspect.getfile(diffrep)).resolve().parent.parent.parent.name
+    idx = work / f"index-{tag}"
+    index(sc.train_dir, idx)
+    out = work / f"audit-{tag}"
+    shutil.rmtree(out, ignore_errors=True)
+    kw = {"pool_null": "never"} if "pool_null" in inspect.signature(audit).parameters else {}
+    audit(sc.generations_dir, idx, work / "warm", reference=sc.reference_dir, partial=True, **kw)  # builds the local index
+    res = audit(sc.generations_dir, idx, out, reference=sc.reference_dir, partial=True, **kw)
+    s = res.summary
+    p = s["partial"]
+    scored = s["queries"] + s["calibration"]["null_size"]
+    row = {"code": tag, "cores": os.cpu_count(), "generations": s["queries"], "reference": s["calibration"]["null_size"],
+           "training": s["index"]["images"], "windows_s": p["seconds_per_image"],
+           "local_s": (p.get("local_features") or {}).get("seconds_per_image"),
+           "objects_s": p["object_seconds_per_image"], "total_s_per_image": round(s["timings_s"]["total"] / scored, 3)}
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
