@@ -1,8 +1,8 @@
 """Cost of ``diffrep audit --partial`` per image, end to end, on 256 px generations against a few hundred
 training images.
 
-The scenario: 300 training emoji (``diffrep data get emoji``), 50 held-out reference emoji, and 60 generations
-(20 edited whole-image copies, 20 training emoji pasted onto held-out emoji at 40-75% of a 256 px canvas, 20
+The scenario: 300 training emoji (``diffrep data get emoji``), 30 held-out reference emoji, and 30 generations
+(10 edited whole-image copies, 10 training emoji pasted onto held-out emoji at 40-75% of a 256 px canvas, 10
 held-out emoji), built by ``eval_kinds.build`` with seed 1. The audit runs with the default settings and
 ``--pool-null never`` where the code has it (so that every run scores the same images), once, after the
 index and the local-feature index are built. Reported from ``summary.json``: seconds per scored image (the
@@ -27,9 +27,11 @@ from pathlib import Path
 import eval_kinds
 from diffrep.auditing.run import audit
 from diffrep.indexing.build import index
+from diffrep.indexing.load import open_index
+from diffrep.indexing.local import LocalConfig, open_local
 
-KIND = dict(dataset="emoji", backgrounds="self", counts=dict(n_train=300, n_reference=50, n_copies=20, n_unseen=20),
-            pastes=20, unseen_pastes=0, reference_composites=0, paste_half_reference=False, reference_backgrounds=0)
+KIND = dict(dataset="emoji", backgrounds="self", counts=dict(n_train=300, n_reference=30, n_copies=10, n_unseen=10),
+            pastes=10, unseen_pastes=0, reference_composites=0, paste_half_reference=False, reference_backgrounds=0)
 
 
 def main() -> None:
@@ -46,7 +48,7 @@ def main() -> None:
     out = work / f"audit-{tag}"
     shutil.rmtree(out, ignore_errors=True)
     kw = {"pool_null": "never"} if "pool_null" in inspect.signature(audit).parameters else {}
-    audit(sc.generations_dir, idx, work / "warm", reference=sc.reference_dir, partial=True, **kw)  # builds the local index
+    open_local(open_index(idx), LocalConfig())  # the local-feature index, built once per index
     res = audit(sc.generations_dir, idx, out, reference=sc.reference_dir, partial=True, **kw)
     s = res.summary
     p = s["partial"]

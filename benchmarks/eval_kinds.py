@@ -12,7 +12,9 @@ merge the vocabulary sets drawn from shared parts, ``diffrep.datasets.gcompris.S
   training photographs and held-out photographs. Reference: held-out photographs.
 - ``pasted``: training drawings' objects pasted onto photographs (busy, textured backgrounds), edited
   whole-image copies of training drawings, held-out drawings as they are and pasted onto photographs.
-  Reference: held-out drawings, half on white and half pasted onto photographs, plus photographs.
+  Reference: 30 held-out drawings, each on white and pasted onto a photograph (60 images), the two kinds
+  of unseen generation (until 2026-12-04: 15 drawings on white, 15 pasted and 30 bare photographs, which no
+  generation is; on seed 2 eight unseen drawings on white scored above every reference image by SSCD).
 
 Every reference set holds at most 100 images. For each kind it prints the share of whole-image copies and of
 pasted objects found with their source at rank 1 and the share of unseen images flagged, at ``--fpr``.
@@ -57,8 +59,8 @@ KINDS = {
                    reference_backgrounds=0),
     "pasted": dict(dataset="gcompris-drawings", backgrounds="gcompris-photos",
                    counts=dict(n_train=30, n_reference=30, n_copies=30, n_unseen=20),
-                   pastes=40, unseen_pastes=30, reference_composites=0, paste_half_reference=True,
-                   reference_backgrounds=30),
+                   pastes=40, unseen_pastes=30, reference_composites=0, paste_half_reference=False,
+                   paste_reference_copies=True, reference_backgrounds=0),
 }
 
 
@@ -79,6 +81,16 @@ def _paste(objects: list[Path], backgrounds: list[Path], n: int, rng: np.random.
         q.image.convert("RGB").save(out / name)
         made.append((name, obj.name))
     return made
+
+
+def _paste_each(objects: list[Path], backgrounds: list[Path], rng: np.random.Generator, out: Path,
+                prefix: str) -> None:
+    """Each of ``objects`` pasted (Segmix) onto a random picture of ``backgrounds``."""
+    for i, obj in enumerate(objects):
+        with Image.open(backgrounds[int(rng.integers(len(backgrounds)))]) as b:
+            fill = b.convert("RGBA")
+        q = make_query("segmix", _source(obj), fill, np.random.default_rng([int(rng.integers(2**31)), i]))
+        q.image.convert("RGB").save(out / f"{prefix}_{i:04d}.png")
 
 
 def build(kind: str, work: Path, seed: int) -> tuple[object, Path]:
@@ -104,6 +116,8 @@ def build(kind: str, work: Path, seed: int) -> tuple[object, Path]:
     for name, _ in _paste(unseen, bg, k["unseen_pastes"], rng, sc.generations_dir, "unseenpaste"):
         rows.append([name, "0", "", "", "{}"])
     _paste(refs, refs, k["reference_composites"], rng, sc.reference_dir, "refcomp")
+    if k.get("paste_reference_copies"):  # every reference picture also pasted onto a background
+        _paste_each(refs, bg, rng, sc.reference_dir, "refpaste")
     if k["paste_half_reference"]:  # half the reference pictures pasted onto backgrounds, the others on white
         half = refs[::2]
         _paste(half, bg, len(half), rng, sc.reference_dir, "refpaste")
