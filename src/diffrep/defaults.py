@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+POOL_NULL_MODES = ("auto", "always", "never")  # audit --pool-null
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "decode": {
         "max_pixels": 250_000_000,  # images with more pixels are skipped (checked from the header)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..decode import DecodeError, image_size
-from ..defaults import DEFAULTS
+from ..defaults import DEFAULTS, POOL_NULL_MODES
 from ..descriptors import Descriptor
 from ..descriptors.regions import RegionConfig
 from ..embedding import EmbeddedSet, embed_source
@@ -44,7 +44,6 @@ from .tables import REPORT_FILES, write_distributions, write_matches, write_summ
 
 PathLike = str | Path
 A = DEFAULTS["audit"]
-POOL_MODES = ("auto", "always", "never")
 
 
 @dataclass
@@ -113,8 +112,8 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     t0 = time.perf_counter()
     if not 0 < fpr < 1:  # checked before any work
         raise CalibrationError(f"target false-positive rate must be between 0 and 1, got {fpr}")
-    if pool_null not in POOL_MODES:
-        raise DiffrepError(f"pool_null must be one of {', '.join(POOL_MODES)}, got {pool_null!r}")
+    if pool_null not in POOL_NULL_MODES:
+        raise DiffrepError(f"pool_null must be one of {', '.join(POOL_NULL_MODES)}, got {pool_null!r}")
     if top_k < 1 or verify_k < 1 or partial_k < 1 or local_k < 0:
         raise DiffrepError(f"--top-k, --verify-k and --partial-k must be at least 1 and --local-k at least 0 "
                            f"(got {top_k}, {verify_k}, {partial_k}, {local_k})")
@@ -155,7 +154,7 @@ class _Run:
     progress: Optional[ProgressCallback]
     t0: float  # start
     t_embed: float  # generations embedded
-    pool: str = "auto"  # pool_null
+    pool: str = A["pool_null"]  # audit(pool_null=...)
     warnings: list[str] = field(default_factory=list)
     pooled: int = 0  # training images added to the reference null
 

@@ -6,7 +6,7 @@ import argparse
 from typing import Any, Callable
 
 from .. import __version__
-from ..defaults import DEFAULTS
+from ..defaults import DEFAULTS, POOL_NULL_MODES
 from . import commands as c
 
 Sub = Any  # argparse's sub-parser action
@@ -85,7 +85,7 @@ def _audit(sub: Sub) -> None:
                    help=f"leave reference images whose object or pixel score is >= {d['copy_like']} (they reproduce "
                         "a training image's pixels) out of the calibration null, listed in summary.json; "
                         "without it they are kept and a warning names them (docs/partial.md)")
-    p.add_argument("--pool-null", choices=("auto", "always", "never"), default=d["pool_null"],
+    p.add_argument("--pool-null", choices=POOL_NULL_MODES, default=d["pool_null"],
                    help="add training images, each scored against the other training images, to the reference "
                         "null: auto when the reference set is too small for --fpr (under 313 images at 1%%), "
                         "always, or never; for deduplicated training sets: series in the training set raise "

@@ -39,13 +39,18 @@ def object_mask(rgb: np.ndarray, alpha: np.ndarray | None = None,
     return np.ones((h, w), bool), "whole"
 
 
-def plain_background(rgb: np.ndarray) -> bool:
-    """Whether at least ``PLAIN_BORDER`` of the image's border pixels lie within ``BACKGROUND_LEVELS`` of
-    their median colour (an object on a plain background, not a scene)."""
-    a = np.asarray(rgb, dtype=np.int16)
+def _background(a: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(the median colour of the image's border, whether at least ``PLAIN_BORDER`` of the border pixels lie
+    within ``BACKGROUND_LEVELS`` of it)."""
     border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
-    near = np.abs(border - np.median(border, axis=0)).max(axis=1) <= BACKGROUND_LEVELS
-    return bool(near.mean() >= PLAIN_BORDER)
+    bg = np.median(border, axis=0)
+    return bg, bool((np.abs(border - bg).max(axis=1) <= BACKGROUND_LEVELS).mean() >= PLAIN_BORDER)
+
+
+def plain_background(rgb: np.ndarray) -> bool:
+    """Whether the image is an object on a plain background, not a scene: at least ``PLAIN_BORDER`` of its
+    border pixels within ``BACKGROUND_LEVELS`` of their median colour."""
+    return _background(np.asarray(rgb, dtype=np.int16))[1]
 
 
 def foreground_estimate(rgb: np.ndarray) -> np.ndarray:
@@ -55,10 +60,9 @@ def foreground_estimate(rgb: np.ndarray) -> np.ndarray:
     import cv2
 
     a = np.asarray(rgb, dtype=np.int16)
-    if not plain_background(a):
+    bg, plain = _background(a)
+    if not plain:
         return np.zeros(a.shape[:2], bool)
-    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
-    bg = np.median(border, axis=0)
     fg = (np.abs(a - bg).max(axis=2) > BACKGROUND_LEVELS).astype(np.uint8)
     k = max(3, (min(fg.shape) // 64) | 1)
     fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
