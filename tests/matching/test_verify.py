@@ -250,3 +250,27 @@ def test_saturating_channels_give_a_perfect_score_a_small_p_and_stay_calibrated(
         t, _ = threshold_at_fpr(fn, 0.01)
         rates.append(np.mean(fq > t))
     assert 0.005 <= np.mean(rates) <= 0.0105, np.mean(rates)
+
+
+def test_frame_edge_band_covers_a_padded_border_but_not_a_hairline_strip(verifier, emoji_files):
+    """Under its exact map a padded copy's border step is kept out of the edge and pixel scores (a band as
+    wide as the blur reaches), while a map a hair off identity, which leaves a 1-2 px strip of the copy's
+    own content uncovered, loses no more than that strip's thickness."""
+    img = _rgb(emoji_files[640])
+    small = np.asarray(Image.fromarray(img).resize((180, 180), Image.BICUBIC))
+    padded = np.full_like(img, 128)
+    padded[38:218, 38:218] = small
+    s = 180 / 256  # query px -> training px: x_train = (x_query - 38) / s
+    affine = np.array([[1 / s, 0, -38 / s], [0, 1 / s, -38 / s]])
+    q = next(f for f, mirrored in verifier.query_features(padded) if not mirrored)
+    t = verifier.features(img)
+    assert verifier.aligned_ncc(q, t, affine) > 0.95 and verifier.pixel_ncc(q, t, affine) > 0.95
+    _, inside = verifier._warp(t.blur, affine, 255.0, verifier.pixel_margin)
+    covered = np.zeros(padded.shape[:2], bool)
+    covered[38:218, 38:218] = True
+    assert not (inside & ~covered).any() and (covered & ~inside).sum() >= 4 * 180 * (verifier.pixel_margin - 1)
+    near = np.array([[1.01, 0, 0], [0, 1.01, 0]])  # leaves a strip of about 2.5 px along two sides
+    _, full = verifier._warp(t.blur, near, 255.0, 0)
+    _, banded = verifier._warp(t.blur, near, 255.0, verifier.pixel_margin)
+    strip = int(np.ceil(256 - full[128].sum()))
+    assert 1 <= strip <= 4 and int((full & ~banded)[128].sum()) <= strip + 1

@@ -277,17 +277,24 @@ class Verifier:
     def _warp(self, img: np.ndarray, affine: np.ndarray, border: float,
               margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``img`` (training frame) warped into the query frame by the inverse of ``affine``, and the mask of
-        query pixels the training frame covers, at least ``margin`` px inside its edge where that edge lies
-        inside the query (the query's image border is not an edge). The query's smoothed values near the edge
-        mix in what lies beyond the training image (the border a padded copy was given: the frame's step
-        across that edge made a padded drawing's edge score 0.51 and its pixel score 0.70 under the exact
-        map, 0.99 and 0.99 without that band), which the training image cannot have."""
+        query pixels the training frame covers, at least ``margin`` px (at most as many as the strip it
+        leaves uncovered is thick) inside its edge where that edge lies inside the query (the query's image
+        border is not an edge). The query's smoothed values near the edge mix in what lies beyond the
+        training image (the border a padded copy was given: the frame's step across that edge made a padded
+        drawing's edge score 0.51 and its pixel score 0.70 under the exact map, 0.99 and 0.99 without that
+        band), which the training image cannot have."""
         cv2, s = self.cv2, self.config.size
         inv = cv2.invertAffineTransform(affine)
         warped = cv2.warpAffine(img, inv, (s, s), flags=cv2.INTER_LINEAR, borderValue=border)
         valid = cv2.warpAffine(np.ones(img.shape, np.uint8), inv, (s, s), flags=cv2.INTER_NEAREST, borderValue=0)
-        if margin > 0:  # erode's default border value leaves the query's own image border alone
-            valid = cv2.erode(valid, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
+        uncovered = (valid == 0).astype(np.uint8)
+        if margin > 0 and uncovered.any():
+            # the band is no wider than the uncovered strip is thick: a 1-2 px strip left by a map a
+            # hair off identity is the copy's own content, not a border, and mixes in little
+            strip = float(cv2.distanceTransform(uncovered, cv2.DIST_C, 3).max())  # chessboard: corners too
+            m = min(margin, int(np.ceil(strip)))
+            # erode's default border value leaves the query's own image border alone
+            valid = cv2.erode(valid, np.ones((2 * m + 1, 2 * m + 1), np.uint8))
         return warped, valid > 0
 
     def _content(self, q: np.ndarray, warped: np.ndarray, valid: np.ndarray,
