@@ -49,9 +49,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "train": {
         "cond": "none", "dup_frac": 0.0, "dup_weight": 5.0, "steps": 5000, "batch": 16, "lr": 2e-3, "ema": 0.999,
         "seed": 0, "device": "cpu", "size": 32, "sample_every": 1000, "checkpoint_every": 500, "mitigate_p": 0.1,
+        "uncond_p": 0.1,  # --cond caption: share of samples trained on the empty caption (classifier-free guidance)
     },
     "sample": {
         "sampler": "ddim", "steps": 50, "seed": 0, "batch": 64, "device": "cpu",
+        "guidance": 1.0,  # classifier-free guidance scale; 1 = the plain conditional prediction
+    },
+    "probe": {
+        "method": "noise-norm", "fpr": 0.01, "seeds": 4, "steps": 1, "sample_steps": 50, "guidance": 1.0,
+        "batch": 32, "device": "cpu",
     },
     "experiment": {
         "preset": "smoke", "device": "cpu", "seed": 0, "fpr": 0.01, "dup_frac": 0.05, "dup_weight": 5.0,

@@ -314,7 +314,7 @@ def test_cli_train_sample_round_trip(fashion, tmp_path, capsys):
     recs = [json.loads(x) for x in (tmp_path / "gen" / "prompts.jsonl").read_text().splitlines()]
     assert [x["caption"] for x in recs] == ["T-shirt/top", "Trouser", "Pullover"]
     assert main(["sample", str(tmp_path / "nothing"), "--n", "1", "--out", str(tmp_path / "g")]) == 2
-    assert "no checkpoint.pt" in capsys.readouterr().err
+    assert "is not a folder" in capsys.readouterr().err
 
 
 def test_cli_bad_cond_is_one_line_error(fashion, tmp_path):

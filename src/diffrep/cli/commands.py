@@ -219,7 +219,8 @@ def cmd_train(a: argparse.Namespace, bars: ProgressBars) -> int:
     r = train(a.data, a.out, cond=a.cond, subset=a.subset, dup_frac=a.dup_frac, dup_weight=a.dup_weight,
               steps=a.steps, batch=a.batch, lr=a.lr, ema=a.ema, seed=a.seed, device=a.device, size=a.size,
               sample_every=a.sample_every, checkpoint_every=a.checkpoint_every, captions=a.captions,
-              text_encoder=a.text_encoder, mitigate=a.mitigate, mitigate_p=a.mitigate_p, progress=progress,
+              text_encoder=a.text_encoder, mitigate=a.mitigate, mitigate_p=a.mitigate_p, uncond_p=a.uncond_p,
+              progress=progress,
               **({"channels": tuple(_int_list(a.channels, "--channels"))} if a.channels else {}))
     resumed = f", resumed from step {r.resumed_from}" if r.resumed_from else ""
     _out(f"Trained {r.step} steps{resumed} on {r.images} images ({r.params / 1e6:.2f}M parameters): loss "
@@ -234,12 +235,30 @@ def cmd_sample(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..models.sample import sample
 
     r = sample(a.run_dir, a.n, a.out, prompts=a.prompts, sampler=a.sampler, steps=a.steps, seed=a.seed,
-               batch=a.batch, device=a.device, progress=bars)
-    _out(f"Wrote {len(r.files)} images to {r.out} with prompts.jsonl (EMA weights at step {r.step}, "
-         f"{a.sampler} {a.steps} steps, {r.seconds:.1f}s).")
+               batch=a.batch, device=a.device, guidance=a.guidance, progress=bars)
+    weights = f"EMA weights at step {r.step}, " if r.step else ""
+    guided = f", guidance {a.guidance:g}" if a.guidance != 1.0 else ""
+    _out(f"Wrote {len(r.files)} images to {r.out} with prompts.jsonl ({weights}{a.sampler} {a.steps} steps{guided}, "
+         f"{r.seconds:.1f}s).")
     if r.unknown_words:
         _out(f"Warning: words never seen in training captions (encoded as <unk>): {', '.join(r.unknown_words[:20])}")
     _out(f"Audit: diffrep audit {r.out} --index TRAIN_INDEX --captions {r.out / 'prompts.jsonl'}")
+    return 0
+
+
+def cmd_probe(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..probes import probe
+
+    r = probe(a.model, a.prompts, a.out, reference_prompts=a.reference_prompts, method=a.method, fpr=a.fpr,
+              seeds=a.seeds, steps=a.steps, sample_steps=a.sample_steps, batch=a.batch, device=a.device,
+              explain=not a.no_explain, progress=bars)
+    how = (f"at {100 * a.fpr:g}% FPR (threshold {r.threshold:.4g} from the reference prompts)" if r.source == "reference"
+           else f"by an UNCALIBRATED outlier rule (threshold {r.threshold:.4g})")
+    _out(f"{r.prompts} prompts scored by {r.method} ({r.seconds_per_prompt:.3f} s/prompt): {r.flagged} flagged as "
+         f"memorized {how}.")
+    for w in r.warnings:
+        _out(f"Warning: {w}")
+    _out(f"Results: {r.out / 'prompts.csv'}, {r.out / 'summary.json'}")
     return 0
 
 

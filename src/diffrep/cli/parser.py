@@ -221,6 +221,9 @@ def _train(sub: Sub) -> None:
                    "caption word repetition, gn Gaussian noise on the text embedding (caption models)")
     p.add_argument("--mitigate-p", type=float, default=d["mitigate_p"], help="probability per sample of the "
                    "mitigation (default %(default)s)")
+    p.add_argument("--uncond-p", type=float, default=d["uncond_p"], help="--cond caption: share of samples "
+                   "trained on the empty caption, so the model learns the unconditional prediction that "
+                   "--guidance and `diffrep probe` need (default %(default)s; 0: none)")
     p.add_argument("--sample-every", type=int, default=d["sample_every"],
                    help="save a 16-image sample grid every K steps (default %(default)s; 0: only at the end)")
     p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"], help="write checkpoint.pt every "
@@ -233,8 +236,10 @@ def _train(sub: Sub) -> None:
     p.set_defaults(func=c.cmd_train)
 
     d = DEFAULTS["sample"]
-    p = sub.add_parser("sample", help="generate images from a trained run, with prompts.jsonl for audit")
-    p.add_argument("run_dir", help="run directory written by `diffrep train`")
+    p = sub.add_parser("sample", help="generate images from a trained run or a local Stable Diffusion folder, "
+                       "with prompts.jsonl for audit")
+    p.add_argument("run_dir", help="run directory written by `diffrep train`, or a local diffusers folder with the "
+                   "Stable Diffusion layout (unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument("--out", required=True, help="output folder for the PNGs and prompts.jsonl")
     p.add_argument("--prompts", default=None,
@@ -243,6 +248,8 @@ def _train(sub: Sub) -> None:
     p.add_argument("--steps", type=int, default=d["steps"], help="denoising steps (default %(default)s)")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--batch", type=int, default=d["batch"], help="images per model call (default %(default)s)")
+    p.add_argument("--guidance", type=float, default=d["guidance"], help="classifier-free guidance scale "
+                   "(default %(default)s: none; above 1 needs a model trained with caption dropout)")
     p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
     _quiet(p)
     p.set_defaults(func=c.cmd_sample)
@@ -282,6 +289,32 @@ def _experiment(sub: Sub) -> None:
     p.set_defaults(func=c.cmd_experiment)
 
 
+def _probe(sub: Sub) -> None:
+    d = DEFAULTS["probe"]
+    p = sub.add_parser("probe", help="ask a model which prompts it memorized (Wen's noise-norm, NeMo's seed SSIM, "
+                       "one-step), calibrated on reference prompts")
+    p.add_argument("model", help="`diffrep train` run folder (--cond caption) or local Stable Diffusion folder")
+    p.add_argument("--prompts", required=True, help="prompts to test: text file (one per line), jsonl, csv with a "
+                   "prompt/caption column, or a run folder (its training captions)")
+    p.add_argument("--out", required=True, help="output folder: prompts.csv, summary.json, tokens.csv")
+    p.add_argument("--reference-prompts", default=None, help="prompts known not to be memorized (e.g. held-out "
+                   "captions): the null the threshold is calibrated on")
+    p.add_argument("--fpr", type=float, default=d["fpr"], help="target false-positive rate (default %(default)s)")
+    p.add_argument("--method", default=d["method"], choices=("noise-norm", "seed-ssim", "one-step", "all"),
+                   help="score (default %(default)s; all: every score, the verdict by noise-norm)")
+    p.add_argument("--seeds", type=int, default=d["seeds"], help="starting noises per prompt (default %(default)s)")
+    p.add_argument("--steps", type=int, default=d["steps"], help="noise-norm: sampling steps averaged "
+                   "(default %(default)s: the first step alone)")
+    p.add_argument("--sample-steps", type=int, default=d["sample_steps"], help="DDIM schedule the steps follow "
+                   "(default %(default)s)")
+    p.add_argument("--batch", type=int, default=d["batch"], help="noise predictions per model call "
+                   "(default %(default)s)")
+    p.add_argument("--no-explain", action="store_true", help="skip the per-token attribution (tokens.csv)")
+    p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
+    _quiet(p)
+    p.set_defaults(func=c.cmd_probe)
+
+
 def _info(sub: Sub) -> None:
     p = sub.add_parser("descriptors", help="list available descriptors")
     p.set_defaults(func=c.cmd_descriptors, quiet=True)
@@ -290,7 +323,8 @@ def _info(sub: Sub) -> None:
     p.set_defaults(func=c.cmd_info, quiet=True)
 
 
-COMMANDS: tuple[Callable[[Sub], None], ...] = (_index, _audit, _dedup, _demo_bench_data, _train, _experiment, _info)
+COMMANDS: tuple[Callable[[Sub], None], ...] = (_index, _audit, _dedup, _demo_bench_data, _train, _experiment, _probe,
+                                               _info)
 
 
 def build_parser() -> argparse.ArgumentParser:

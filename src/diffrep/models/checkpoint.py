@@ -19,7 +19,8 @@ CONFIG = "config.json"
 FORMAT = 1
 # Options that define a run: resuming with any of them changed would silently train something else.
 RUN_KEYS = ("data", "captions", "cond", "subset", "dup_frac", "dup_weight", "batch", "lr", "ema", "seed",
-            "size", "color", "model")
+            "size", "color", "model", "uncond_p")
+LEGACY = {"uncond_p": 0.0}  # what a run written before an option existed used
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
@@ -52,7 +53,7 @@ def load_checkpoint(run_dir: str | Path, *, what: str = "run") -> dict[str, Any]
 
 def check_resumable(run_dir: Path, saved: dict[str, Any], new: dict[str, Any]) -> None:
     """Refuse to continue a run with different defining options (the step count may grow)."""
-    diff = [k for k in RUN_KEYS if _norm(saved.get(k)) != _norm(new.get(k))]
+    diff = [k for k in RUN_KEYS if _norm(saved.get(k, LEGACY.get(k))) != _norm(new.get(k, LEGACY.get(k)))]
     if diff:
         if len(diff) > 1 and "model" in diff:  # the architecture follows from the other options
             diff.remove("model")

@@ -112,6 +112,19 @@ class Conditioner:
         return lambda idx: {"hidden": hidden[which[idx.to(device)]], "mask": mask[which[idx.to(device)]]}
 
 
+def drop_captions(cond: dict[str, Any], empty: dict[str, Any], drop: Any) -> dict[str, Any]:
+    """``cond`` with the rows where ``drop`` (a bool tensor) is set replaced by the one-row ``empty``
+    conditioning (the empty caption); other keys (e.g. a mitigation's noise scale) pass through."""
+    import torch
+
+    out = dict(cond)
+    for k, e in empty.items():
+        v = cond[k]
+        mask = drop.to(v.device).view(-1, *([1] * (v.dim() - 1)))
+        out[k] = torch.where(mask, e.expand_as(v), v)
+    return out
+
+
 def distinct(values: Sequence[Optional[str]]) -> list[str]:
     """Distinct non-empty values in order of first appearance."""
     seen: dict[str, None] = {}

@@ -38,27 +38,24 @@ class SampleResult:
     unknown_words: list[str] = field(default_factory=list)
 
 
-def generate(model: Any, conditioner: Any, resolved: Sequence[dict[str, Any]], n: int, *, image_channels: int,
-             size: int, sampler: str, steps: int, generator: Any, device: Any) -> np.ndarray:
-    """``n`` images (uint8 [n, size, size, C]) from ``model`` with one batch of conditions."""
+def generate(model: Any, prompts: Sequence[str], n: int, *, sampler: str, steps: int, generator: Any,
+             guidance: float = 1.0) -> np.ndarray:
+    """``n`` images (uint8 [n, H, W, C]) from a ``DiffusionModel`` for one batch of ``prompts`` (empty for an
+    unconditional model), with classifier-free guidance at scale ``guidance`` (1: the plain conditional
+    prediction)."""
     import torch
 
-    from .nets import predict_noise, scheduler
-
-    sched = scheduler(sampler)
+    sched = model.make_scheduler(sampler)
     sched.set_timesteps(steps)
-    cond = conditioner.encode(resolved, device) if resolved else {}
-    x = torch.randn((n, image_channels, size, size), generator=generator).to(device)
-    was_training = model.training
-    model.eval()
+    cond = model.encode(prompts) if prompts else {}
+    uncond = model.empty(n) if prompts and guidance != 1.0 else None
+    x = model.noise(n, generator) * float(getattr(sched, "init_noise_sigma", 1.0))
     with torch.no_grad():
         for t in sched.timesteps:
-            eps = predict_noise(model, x, t.to(device), cond)
+            eps = model.guided(x, t.to(model.device), cond, uncond, guidance)
             kw = {"generator": generator} if sampler == "ddpm" else {}
-            x = sched.step(eps, t, x, **kw).prev_sample
-    model.train(was_training)
-    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-    return x.permute(0, 2, 3, 1).numpy()
+            x = sched.step(eps.to(x.dtype), t, x, **kw).prev_sample
+        return model.from_model(x)
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -137,15 +134,16 @@ def load_run(run_dir: str | os.PathLike[str], device: Any) -> tuple[Any, Any, di
 def sample(run_dir: str | os.PathLike[str], n: int, out: str | os.PathLike[str], *,
            prompts: str | os.PathLike[str] | Sequence[str] | None = None, sampler: str = S["sampler"],
            steps: int = S["steps"], seed: int = S["seed"], batch: int = S["batch"], device: str = S["device"],
-           progress: Optional[ProgressCallback] = None) -> SampleResult:
-    """Write ``n`` generations of the run in ``run_dir`` to ``out`` as PNGs, with ``prompts.jsonl``.
+           guidance: float = S["guidance"], progress: Optional[ProgressCallback] = None) -> SampleResult:
+    """Write ``n`` generations of the model in ``run_dir`` (a ``diffrep train`` run or a local Stable Diffusion
+    folder) to ``out`` as PNGs, with ``prompts.jsonl``.
 
     ``prompts`` (a file path, or a list of strings) are cycled to ``n``; without them, caption and class
-    models cycle through their training captions / classes. The same ``seed`` and ``batch`` give the
-    same images.
+    models cycle through their training captions / classes. ``guidance``: classifier-free guidance scale
+    (1 = none; above 1 needs a model trained with caption dropout). The same ``seed`` and ``batch`` give
+    the same images.
     """
-
-    from .deps import require_models, resolve_device
+    from .adapter import load_model
 
     if n < 1:
         raise DiffrepError(f"--n {n}: ask for at least one image")
@@ -155,51 +153,48 @@ def sample(run_dir: str | os.PathLike[str], n: int, out: str | os.PathLike[str],
         raise DiffrepError(f"--steps {steps}: the sampler runs between 1 and 1000 denoising steps")
     if batch < 1:
         raise DiffrepError(f"--batch {batch}: give a positive batch size")
-    from .checkpoint import CHECKPOINT
-
-    if not (Path(run_dir) / CHECKPOINT).is_file():  # before importing torch: a quick answer for a wrong path
-        raise DiffrepError(f"{run_dir} has no {CHECKPOINT}: not a run directory written by `diffrep train` "
-                           "(or training stopped before its first checkpoint).")
-    torch, _ = require_models()
-    dev = resolve_device(device)
+    if not guidance >= 0:
+        raise DiffrepError(f"--guidance {guidance}: give a scale >= 0 (1: no guidance)")
     t0 = time.perf_counter()
-    model, conditioner, cfg, step = load_run(run_dir, dev)
+    model = load_model(run_dir, device)
+    if guidance != 1.0:
+        model.require_prompts(f"--guidance {guidance:g}")
     given = read_prompts(prompts) if isinstance(prompts, (str, os.PathLike)) else list(prompts or [])
     if given:
         texts = [given[i % len(given)] for i in range(n)]
     else:
-        texts = conditioner.default_prompts(n)
-    resolved = conditioner.resolve(texts) if given or texts else []
+        texts = model.default_prompts(n)
+    records = model.describe_prompts(texts) if texts else []
     out_dir = ensure_writable_dir(out)
     with DirLock(out_dir, "sample folder"):
-        return _sample_into(out_dir, model, conditioner, cfg, step, resolved, n, given, sampler, steps, seed, batch,
-                            dev, t0, progress)
+        return _sample_into(out_dir, model, texts, records, n, sampler, steps, seed, batch, guidance, t0,
+                            model.unknown_words(given), progress)
 
 
-def _sample_into(out_dir: Path, model: Any, conditioner: Any, cfg: dict[str, Any], step: int, resolved: list,
-                 n: int, given: list[str], sampler: str, steps: int, seed: int, batch: int, dev: Any, t0: float,
+def _sample_into(out_dir: Path, model: Any, texts: list[str], records: list[dict[str, Any]], n: int, sampler: str,
+                 steps: int, seed: int, batch: int, guidance: float, t0: float, unknown: list[str],
                  progress: Optional[ProgressCallback]) -> SampleResult:
     import torch
 
     gen = torch.Generator().manual_seed(int(seed))
     width = max(5, len(str(n - 1)))
     files: list[str] = []
-    records: list[str] = []
+    lines: list[str] = []
     emit(progress, "sample", 0, n)
     for start in range(0, n, batch):
         b = min(batch, n - start)
-        chunk = resolved[start:start + b]
-        imgs = generate(model, conditioner, chunk, b, image_channels=cfg["image_channels"], size=cfg["size"],
-                        sampler=sampler, steps=steps, generator=gen, device=dev)
+        imgs = generate(model, texts[start:start + b], b, sampler=sampler, steps=steps, generator=gen,
+                        guidance=guidance)
         for j, img in enumerate(imgs):
             name = f"{start + j:0{width}d}.png"
             write_bytes(out_dir / name, png_bytes(img))
             files.append(name)
             rec: dict[str, Any] = {"file": name}
-            if chunk:
-                rec.update(chunk[j])
-            records.append(json.dumps(rec, ensure_ascii=False))
+            if records:
+                rec.update(records[start + j])
+                if guidance != 1.0:
+                    rec["guidance"] = guidance
+            lines.append(json.dumps(rec, ensure_ascii=False))
         emit(progress, "sample", start + b, n)
-    write_text(out_dir / "prompts.jsonl", "\n".join(records) + "\n")
-    return SampleResult(out_dir, files, step, time.perf_counter() - t0,
-                        conditioner.unknown_words([r["caption"] for r in resolved]) if given else [])
+    write_text(out_dir / "prompts.jsonl", "\n".join(lines) + "\n")
+    return SampleResult(out_dir, files, int(getattr(model, "step", 0)), time.perf_counter() - t0, unknown)

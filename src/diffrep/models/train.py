@@ -56,7 +56,7 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
           channels: Sequence[int] = DEFAULT_CHANNELS, sample_every: int = T["sample_every"],
           checkpoint_every: int = T["checkpoint_every"], captions: str | os.PathLike[str] | None = None,
           text_encoder: str | os.PathLike[str] | None = None, color: str = "auto",
-          mitigate: Optional[str] = None, mitigate_p: float = T["mitigate_p"],
+          mitigate: Optional[str] = None, mitigate_p: float = T["mitigate_p"], uncond_p: float = T["uncond_p"],
           progress: Optional[ProgressCallback] = None) -> TrainResult:
     """Train (or continue training) a diffusion model on the images in ``data``; see the module docstring.
 
@@ -64,8 +64,15 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
     jointly, or the frozen local CLIP text encoder at ``text_encoder``). ``channels``: UNet widths per
     resolution level. ``sample_every`` 0 saves only the final grid. ``mitigate``: a train-time caption
     mitigation (rc, rt, cwr, gn; see ``mitigate.py``) applied to each sample with probability ``mitigate_p``.
+    ``uncond_p``: caption models train on the empty caption for this share of samples (caption dropout, as
+    Stable Diffusion was trained), so they also learn the unconditional prediction that classifier-free
+    guidance and the memorization probes need.
     """
     _validate(cond, steps, batch, lr, ema, sample_every, checkpoint_every, channels, text_encoder)
+    if not 0.0 <= uncond_p < 1.0:
+        raise DiffrepError(f"--uncond-p {uncond_p}: give a share in [0, 1) (0.1 by default; 0 trains no "
+                           "unconditional prediction)")
+    uncond_p = float(uncond_p) if cond == "caption" else 0.0
     from .mitigate import INSERTED, CaptionMitigation, check as check_mitigation
 
     check_mitigation(mitigate, mitigate_p, cond, bool(text_encoder))
@@ -88,7 +95,7 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
     with DirLock(run_dir, "run directory"):
         from .checkpoint import (CHECKPOINT, check_resumable, load_checkpoint, save_checkpoint, write_config,
                                  write_log_csv)
-        from .cond import Conditioner, distinct
+        from .cond import Conditioner, distinct, drop_captions
         from .data import BatchSampler, duplication_weights, load_training_set
         from .nets import build_model, count_parameters, ema_update, model_config, predict_noise, scheduler
 
@@ -131,7 +138,8 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
                   "dup_frac": dup_frac, "dup_weight": dup_weight, "batch": batch, "lr": lr, "ema": ema, "seed": seed,
                   "size": size, "color": color, "model": mcfg, "steps": steps, "sample_every": sample_every,
                   "checkpoint_every": checkpoint_every, "device": str(dev), "images": len(ts),
-                  "duplicated": len(dup), "torch": str(torch.__version__), "diffusers": str(diffusers.__version__)}
+                  "duplicated": len(dup), "uncond_p": uncond_p, "torch": str(torch.__version__),
+                  "diffusers": str(diffusers.__version__)}
         if mitigate:
             config.update(mitigate=mitigate, mitigate_p=mitigate_p)
         if ckpt is not None:
@@ -163,6 +171,7 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
         images = torch.from_numpy(ts.images).permute(0, 3, 1, 2).contiguous().to(dev)
         sampler = BatchSampler(weights, gen)
         cond_for = conditioner.for_training(ts.class_keys, ts.captions, dev)
+        empty = conditioner.encode([{"caption": ""}], dev) if uncond_p > 0 else None
         mitigation = (CaptionMitigation(mitigate, mitigate_p, len(conditioner.tokenizer.vocab) if conditioner.tokenizer
                                         else 0, gen) if mitigate else None)
         sched = scheduler("ddpm")
@@ -188,7 +197,10 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
             a = alphas[t].to(dev).view(-1, 1, 1, 1)
             xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
             c = cond_for(idx)
-            pred = predict_noise(model, xt, t.to(dev), mitigation.apply(c) if mitigation else c)
+            c = mitigation.apply(c) if mitigation else c
+            if empty is not None:
+                c = drop_captions(c, empty, torch.rand(batch, generator=gen) < uncond_p)
+            pred = predict_noise(model, xt, t.to(dev), c)
             loss = torch.nn.functional.mse_loss(pred.float(), noise)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -252,12 +264,13 @@ def _grid(run_dir: Path, ema_model: Any, conditioner: Any, mcfg: dict[str, Any],
     """16 DDIM samples of the EMA weights (fixed noise per run, so grids of different steps compare)."""
     import torch
 
+    from .adapter import RunModel
     from .sample import generate, save_grid
 
-    resolved = conditioner.resolve(conditioner.default_prompts(GRID_SIZE))
+    model = RunModel(ema_model, conditioner, mcfg, step=step, device=dev)
     gen = torch.Generator().manual_seed(seed + 1)
-    imgs = generate(ema_model, conditioner, resolved, GRID_SIZE, image_channels=mcfg["image_channels"],
-                    size=mcfg["size"], sampler="ddim", steps=GRID_STEPS, generator=gen, device=dev)
+    imgs = generate(model, conditioner.default_prompts(GRID_SIZE), GRID_SIZE, sampler="ddim", steps=GRID_STEPS,
+                    generator=gen)
     (run_dir / "samples").mkdir(exist_ok=True)
     path = run_dir / "samples" / f"step_{step:06d}.png"
     save_grid(imgs, path)

@@ -1,0 +1,189 @@
+"""Memorization scores of prompts, computed from a ``DiffusionModel``'s noise predictions (no images made).
+
+Every score is higher for a prompt the model has memorized. Seeds are paired across prompts: seed ``s``
+draws the same starting noise x_T for every prompt, so prompts are compared on the same noise.
+
+- ``noise-norm`` (Wen et al., ICLR 2024, "Detecting, Explaining, and Mitigating Memorization in Diffusion
+  Models"): the mean over seeds and the first ``k`` sampling steps of ||eps(x_t, c) - eps(x_t, empty)||_2,
+  the text-conditional part of the noise prediction; x_t follows the DDIM trajectory of the prompt (at
+  guidance ``guidance``). ``k`` = 1 looks at x_T alone, the cheap mode.
+- ``seed-ssim`` (NeMo, Hintersdorf et al., NeurIPS 2024): the mean pairwise SSIM, across seeds, of the
+  first-step text-conditional noise eps(x_T, c) - eps(x_T, empty) (as NeMo's code compares it; the raw
+  prediction at x_T is dominated by x_T itself): a memorized prompt predicts the same noise whatever the seed.
+- ``one-step`` (after Webster, 2023, "A Reproducible Extraction of Training Images from Diffusion Models",
+  white-box): memorized prompts are denoised in one step. From x_T the one-step estimate x0_hat is made,
+  re-noised with the same x_T to the middle timestep, and the model asked for the noise again; the score is
+  minus the mean squared error between that prediction and x_T (a converged, memorized estimate is
+  consistent with its own noise). This formalization is ours; Webster's paper states the idea, not a formula.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..progress import ProgressCallback, emit
+
+METHODS = ("noise-norm", "seed-ssim", "one-step")
+
+
+@dataclass
+class PromptScores:
+    """Per-prompt scores, one array per method computed (NaN where a prompt was not scored)."""
+
+    scores: dict[str, np.ndarray]
+    seconds: float
+    model_calls: int  # noise predictions made, all methods together (a guided call counts two)
+    tokens: list[list[tuple[str, float]]] = field(default_factory=list)  # per prompt: (token, share of |grad|)
+
+
+def score_prompts(model: Any, prompts: Sequence[str], methods: Sequence[str] = ("noise-norm",), *,
+                  seeds: int = 4, steps: int = 1, sample_steps: int = 50, guidance: float = 1.0, batch: int = 32,
+                  attribute: bool = False, progress: Optional[ProgressCallback] = None,
+                  stage: str = "probe") -> PromptScores:
+    """Score ``prompts`` with ``methods`` (see the module docstring); ``steps`` is Wen's k, ``sample_steps``
+    the DDIM schedule the trajectory follows. ``attribute`` adds Wen's per-token attribution of the
+    first-step noise-norm (the gradient norm with respect to each token's text state)."""
+    import time
+
+    import torch
+
+    t0 = time.perf_counter()
+    n = len(prompts)
+    out = {m: np.full(n, np.nan) for m in methods}
+    tokens: list[list[tuple[str, float]]] = []
+    per_batch = max(1, batch // max(1, seeds))
+    calls = 0
+    noise = torch.cat([model.noise(1, torch.Generator().manual_seed(s)) for s in range(seeds)])
+    emit(progress, stage, 0, n, unit="prompt")
+    for start in range(0, n, per_batch):
+        chunk = list(prompts[start:start + per_batch])
+        b = len(chunk)
+        x_t = noise.repeat(b, 1, 1, 1)  # prompt-major: rows i*seeds .. (i+1)*seeds-1 are prompt i
+        cond = _repeat(model.encode(chunk), seeds)
+        uncond = model.empty(b * seeds)
+        with torch.no_grad():
+            if "noise-norm" in methods or "seed-ssim" in methods:
+                norms, first, c = _trajectory(model, x_t, cond, uncond, steps if "noise-norm" in methods else 1,
+                                              sample_steps, guidance)
+                calls += c
+                if "noise-norm" in methods:
+                    out["noise-norm"][start:start + b] = norms.view(b, seeds, -1).mean(dim=(1, 2)).double().cpu().numpy()
+                if "seed-ssim" in methods:
+                    out["seed-ssim"][start:start + b] = [_mean_pairwise_ssim(first[i * seeds:(i + 1) * seeds])
+                                                         for i in range(b)]
+            if "one-step" in methods:
+                out["one-step"][start:start + b] = _one_step(model, x_t, cond).view(b, seeds).mean(1).double().cpu().numpy()
+                calls += 2 * b * seeds
+        if attribute:
+            tokens.extend(_attribution(model, chunk, cond, uncond, x_t, seeds))
+            calls += 2 * b * seeds
+        emit(progress, stage, start + b, n, unit="prompt")
+    return PromptScores(out, time.perf_counter() - t0, calls, tokens)
+
+
+def _repeat(cond: dict[str, Any], seeds: int) -> dict[str, Any]:
+    return {k: v.repeat_interleave(seeds, dim=0) for k, v in cond.items()}
+
+
+def _trajectory(model: Any, x: Any, cond: dict[str, Any], uncond: dict[str, Any], k: int, sample_steps: int,
+                guidance: float) -> tuple[Any, Any, int]:
+    """(||eps_c - eps_u|| per sample and step [B, k], the first step's eps_c - eps_u, model calls)."""
+    import torch
+
+    from ..models.adapter import cat_cond
+
+    sched = model.make_scheduler("ddim")
+    sched.set_timesteps(sample_steps)
+    norms, first, calls = [], None, 0
+    for t in sched.timesteps[:k]:
+        both = model.predict(torch.cat([x, x]), t.to(model.device), cat_cond([uncond, cond])).float()
+        calls += 2 * x.shape[0]
+        eps_u, eps_c = both.chunk(2)
+        diff = eps_c - eps_u
+        if first is None:
+            first = diff
+        norms.append(diff.flatten(1).norm(dim=1))
+        x = sched.step((eps_u + guidance * diff).to(x.dtype), t, x).prev_sample
+    return torch.stack(norms, dim=1), first, calls
+
+
+def _one_step(model: Any, x_T: Any, cond: dict[str, Any]) -> Any:
+    """Minus the MSE between x_T and the noise the model predicts for its own one-step estimate re-noised
+    (with x_T) to the middle timestep (module docstring)."""
+    import torch
+
+    T = model.train_steps - 1
+    a_T = model.alphas[T].to(model.device)
+    eps = model.predict(x_T, torch.tensor(T, device=model.device), cond).float()
+    x0 = ((x_T - (1 - a_T).sqrt() * eps) / a_T.sqrt()).clamp(-_clip(model), _clip(model))
+    mid = model.train_steps // 2
+    a_m = model.alphas[mid].to(model.device)
+    x_m = a_m.sqrt() * x0 + (1 - a_m).sqrt() * x_T
+    eps_m = model.predict(x_m.to(x_T.dtype), torch.tensor(mid, device=model.device), cond).float()
+    return -((eps_m - x_T.float()) ** 2).flatten(1).mean(dim=1)
+
+
+def _clip(model: Any) -> float:
+    """Range of x0 in model space: pixels live in [-1, 1]; latents are unbounded (a loose clip)."""
+    return 1.0 if model.kind == "run" else 10.0
+
+
+def _mean_pairwise_ssim(x: Any) -> float:
+    """Mean SSIM over pairs of rows of ``x`` [S, C, H, W] (Gaussian window, sigma 1.5, per channel)."""
+    s = x.shape[0]
+    if s < 2:
+        return float("nan")
+    vals = [ssim(x[i], x[j]) for i in range(s) for j in range(i + 1, s)]
+    return float(np.mean(vals))
+
+
+def ssim(a: Any, b: Any, sigma: float = 1.5) -> float:
+    """Structural similarity (Wang et al. 2004) of two [C, H, W] tensors, data range from both."""
+    import torch
+    import torch.nn.functional as F
+
+    a, b = a.float()[:, None], b.float()[:, None]  # channels as a batch of gray images
+    rng = float(torch.maximum(a.max(), b.max()) - torch.minimum(a.min(), b.min())) or 1.0
+    c1, c2 = (0.01 * rng) ** 2, (0.03 * rng) ** 2
+    r = max(1, min(int(3 * sigma + 0.5), (min(a.shape[-2:]) - 1) // 2))
+    g = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32, device=a.device) ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    w = (g[:, None] * g[None, :])[None, None]
+
+    def blur(z: Any) -> Any:
+        return F.conv2d(F.pad(z, (r, r, r, r), mode="reflect"), w)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(s.mean())
+
+
+def _attribution(model: Any, prompts: list[str], cond: dict[str, Any], uncond: dict[str, Any], x_T: Any,
+                 seeds: int) -> list[list[tuple[str, float]]]:
+    """Per prompt, each conditioning position's share of the L2 norm of d(first-step noise-norm)/d(text state)."""
+    import torch
+
+    from ..models.adapter import cat_cond
+
+    hidden = cond["hidden"].detach().clone().requires_grad_(True)
+    c = dict(cond, hidden=hidden)
+    T = model.make_scheduler("ddim")
+    T.set_timesteps(1)
+    t = T.timesteps[0].to(model.device)
+    with torch.enable_grad():
+        both = model.predict(torch.cat([x_T, x_T]), t, cat_cond([uncond, c])).float()
+        eps_u, eps_c = both.chunk(2)
+        d = (eps_c - eps_u).flatten(1).norm(dim=1).sum()
+        (grad,) = torch.autograd.grad(d, hidden)
+    per_pos = grad.float().norm(dim=-1).view(len(prompts), seeds, -1).mean(1).cpu().numpy()
+    out = []
+    for i, p in enumerate(prompts):
+        toks = model.tokens(p)
+        g = per_pos[i, :len(toks)]
+        total = float(g.sum()) or 1.0
+        out.append([(tok, float(v) / total) for tok, v in zip(toks, g)])
+    return out

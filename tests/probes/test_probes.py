@@ -1,0 +1,194 @@
+"""The model adapter and the memorization probes, on models built here: a tiny Stable-Diffusion-shaped
+pipeline trained briefly on real emoji and saved with save_pretrained (the code path a user's local SD
+folder takes), and `diffrep train` caption runs on real emoji."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from diffrep.cli import main  # noqa: E402
+from diffrep.errors import DiffrepError  # noqa: E402
+from diffrep.models.adapter import load_model  # noqa: E402
+from diffrep.probes import probe  # noqa: E402
+from diffrep.probes.memorization import _verdict  # noqa: E402
+from diffrep.probes.scores import score_prompts, ssim  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def captioned(tmp_path_factory) -> Path:
+    """16 real emoji with their names as captions (captions.jsonl beside the images)."""
+    from diffrep.datasets import get_dataset
+
+    src = get_dataset("emoji")
+    rows = [json.loads(x) for x in (src / "captions.jsonl").read_text().splitlines()[200:216]]
+    root = tmp_path_factory.mktemp("captioned")
+    for r in rows:
+        shutil.copyfile(src / "images" / r["file"], root / Path(r["file"]).name)
+    (root / "captions.jsonl").write_text("".join(json.dumps({"file": Path(r["file"]).name, "caption": r["caption"]})
+                                                 + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(captioned, tmp_path_factory) -> Path:
+    from diffrep.models.tinysd import tiny_sd_from_folder
+
+    return tiny_sd_from_folder(captioned, tmp_path_factory.mktemp("sd") / "pipe", size=16, vae_steps=30,
+                               unet_steps=40, batch=8, vae_widths=(16, 16), unet_widths=(16, 32))
+
+
+@pytest.fixture(scope="module")
+def caption_run(captioned, tmp_path_factory) -> Path:
+    from diffrep.models.train import train
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    train(captioned, out, cond="caption", steps=30, batch=8, size=16, sample_every=0, checkpoint_every=30)
+    return out
+
+
+def _captions(folder: Path) -> list[str]:
+    return [json.loads(x)["caption"] for x in (folder / "captions.jsonl").read_text().splitlines()]
+
+
+def test_sd_folder_loads_through_the_user_path(tiny_sd, captioned):
+    assert sorted(p.name for p in tiny_sd.iterdir()) == ["model_index.json", "scheduler", "text_encoder",
+                                                         "tokenizer", "unet", "vae"]
+    m = load_model(tiny_sd)
+    assert m.kind == "diffusers" and m.conditional and m.has_unconditional
+    assert m.shape == (4, 8, 8) and m.image_size == 16 and m.train_steps == 1000
+    caps = _captions(captioned)[:2]
+    cond = m.encode(caps)
+    assert cond["hidden"].shape[:2] == (2, 16)
+    x = m.noise(2, torch.Generator().manual_seed(0))
+    eps = m.predict(x, 500, cond)
+    assert eps.shape == x.shape and torch.isfinite(eps).all()
+    guided = m.guided(x, 500, cond, m.empty(2), 3.0)
+    plain = m.guided(x, 500, cond, None, 3.0)
+    assert torch.allclose(plain, eps) and not torch.allclose(guided, eps)
+    from PIL import Image
+
+    img = np.asarray(Image.open(next(captioned.glob("*.png"))).convert("RGB").resize((16, 16)))[None]
+    z = m.to_model(img)
+    assert z.shape == (1, 4, 8, 8) and m.from_model(z).shape == (1, 16, 16, 3)
+    toks = m.tokens(caps[0])
+    assert toks[0] == "<|startoftext|>" and toks[-1] == "<|endoftext|>"
+    assert m.truncated(" ".join(["word"] * 40)) and not m.truncated(caps[0])
+
+
+def test_incomplete_or_unknown_folders_are_refused(tiny_sd, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_sd, broken)
+    shutil.rmtree(broken / "tokenizer")
+    with pytest.raises(DiffrepError, match="missing tokenizer/vocab.json, tokenizer/merges.txt"):
+        load_model(broken)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DiffrepError, match="neither a `diffrep train` run folder"):
+        load_model(tmp_path / "empty")
+
+
+def test_sample_an_sd_folder_with_guidance(tiny_sd, tmp_path, capsys):
+    (tmp_path / "p.txt").write_text("grinning face\nred apple\n")
+    code = main(["sample", str(tiny_sd), "--n", "3", "--out", str(tmp_path / "gen"), "--steps", "3",
+                 "--prompts", str(tmp_path / "p.txt"), "--guidance", "4", "-q"])
+    assert code == 0 and "guidance 4" in capsys.readouterr().out
+    recs = [json.loads(x) for x in (tmp_path / "gen" / "prompts.jsonl").read_text().splitlines()]
+    assert [r["caption"] for r in recs] == ["grinning face", "red apple", "grinning face"]
+    assert all(r["guidance"] == 4 for r in recs)
+    from PIL import Image
+
+    assert Image.open(tmp_path / "gen" / recs[0]["file"]).size == (16, 16)
+
+
+def test_caption_runs_learn_the_empty_caption(caption_run, captioned, tmp_path):
+    from diffrep.models.cond import drop_captions
+
+    cfg = json.loads((caption_run / "config.json").read_text())
+    assert cfg["uncond_p"] == 0.1
+    m = load_model(caption_run)
+    assert m.kind == "run" and m.has_unconditional
+    cond = {"ids": torch.arange(12).view(3, 4), "mask": torch.ones(3, 4, dtype=torch.bool), "text_noise": torch.ones(3)}
+    empty = {"ids": torch.full((1, 4), 7), "mask": torch.zeros(1, 4, dtype=torch.bool)}
+    out = drop_captions(cond, empty, torch.tensor([False, True, False]))
+    assert out["ids"][1].tolist() == [7] * 4 and out["ids"][0].tolist() == [0, 1, 2, 3]
+    assert not out["mask"][1].any() and out["mask"][2].all() and out["text_noise"] is cond["text_noise"]
+    # a run trained without caption dropout has no meaningful empty-caption prediction: probes refuse it
+    from diffrep.models.train import train
+
+    train(captioned, tmp_path / "nodrop", cond="caption", steps=2, batch=4, size=16, sample_every=0,
+          checkpoint_every=2, uncond_p=0.0)
+    with pytest.raises(DiffrepError, match="trained without caption dropout"):
+        probe(tmp_path / "nodrop", ["a"], tmp_path / "p")
+    with pytest.raises(DiffrepError, match="--uncond-p 1"):
+        train(captioned, tmp_path / "x", cond="caption", steps=2, uncond_p=1.0)
+
+
+def test_probe_scores_are_paired_deterministic_and_explained(caption_run, captioned):
+    m = load_model(caption_run)
+    caps = _captions(captioned)[:3]
+    a = score_prompts(m, caps, ("noise-norm", "seed-ssim", "one-step"), seeds=3, steps=2, sample_steps=10,
+                      attribute=True)
+    b = score_prompts(m, caps[::-1], ("noise-norm", "seed-ssim", "one-step"), seeds=3, steps=2, sample_steps=10,
+                      batch=2)
+    for k in ("noise-norm", "seed-ssim", "one-step"):  # order and batching do not change a prompt's score
+        assert np.all(np.isfinite(a.scores[k]))
+        np.testing.assert_allclose(a.scores[k], b.scores[k][::-1], rtol=1e-4, atol=1e-5)
+    assert np.all(a.scores["noise-norm"] > 0) and np.all(a.scores["seed-ssim"] <= 1)
+    for p, toks in zip(caps, a.tokens):
+        assert [t for t, _ in toks] == m.tokens(p) and sum(s for _, s in toks) == pytest.approx(1.0)
+    x = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert ssim(x, x) == pytest.approx(1.0) and ssim(x, torch.randn(4, 8, 8)) < 0.5
+
+
+def test_verdict_is_conformal_on_reference_prompts_and_labelled_without():
+    null = np.arange(1, 200, dtype=float)  # 199 reference scores 1..199
+    v = _verdict(np.array([0.5, 198.5, 200.0]), null, 0.01)
+    assert v["source"] == "reference" and v["threshold"] == 198.0  # floor(0.01 * 200) - 1 = 1 score above it
+    np.testing.assert_allclose(v["p"], [200 / 200, 2 / 200, 1 / 200])
+    assert v["flags"].tolist() == [False, True, True]
+    u = _verdict(np.r_[np.ones(20), 10.0], None, 0.01)
+    assert u["source"] == "uncalibrated" and u["flags"].tolist() == [False] * 20 + [True]
+    assert np.isnan(u["p"]).all() and "NOT calibrated" in u["warnings"][0]
+
+
+def test_cli_probe_writes_calibrated_outputs(caption_run, captioned, tmp_path, capsys):
+    caps = _captions(captioned)
+    (tmp_path / "ref.txt").write_text("\n".join(["blue car", "small green frog", "yellow bus", "tall tree"]) + "\n")
+    code = main(["probe", str(caption_run), "--prompts", str(caption_run), "--reference-prompts",
+                 str(tmp_path / "ref.txt"), "--out", str(tmp_path / "out"), "--method", "all", "--seeds", "2",
+                 "--steps", "2", "--sample-steps", "10", "-q"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"{len(set(caps))} prompts scored by noise-norm" in out and "from the reference" in out
+    rows = list(csv.DictReader((tmp_path / "out" / "prompts.csv").open()))
+    assert [r["prompt"] for r in rows] == list(dict.fromkeys(caps))
+    assert set(rows[0]) >= {"prompt", "score", "p_value", "is_memorized", "score_seed-ssim", "score_one-step",
+                            "truncated"}
+    assert all(float(r["p_value"]) in {k / 5 for k in range(1, 6)} for r in rows)
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["threshold_source"] == "reference" and s["reference_prompts"] == 4 and s["prompts"] == len(rows)
+    assert s["flagged"] == sum(r["is_memorized"] == "True" for r in rows) and s["seconds_per_prompt"] > 0
+    toks = list(csv.DictReader((tmp_path / "out" / "tokens.csv").open()))
+    assert {int(t["prompt_index"]) for t in toks} == set(range(len(rows)))
+    # bad input: one line each
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert main(["probe", str(caption_run), "--prompts", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o2")]) == 3
+    assert "holds no prompts" in capsys.readouterr().err
+    assert main(["probe", str(caption_run), "--prompts", str(tmp_path / "ref.txt"), "--out", str(tmp_path / "o3"),
+                 "--method", "seed-ssim", "--seeds", "1"]) == 2
+    assert "--seeds 2 or more" in capsys.readouterr().err
