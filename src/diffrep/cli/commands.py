@@ -268,6 +268,10 @@ def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
     overrides = {k: v for k, v in (("steps", a.steps), ("samples", a.samples), ("batch", a.batch)) if v is not None}
     if a.channels:
         overrides["channels"] = _int_list(a.channels, "--channels")
+    if a.kind == "memorization":
+        return _memorization(a, overrides, bars)
+    if not a.data:
+        raise DiffrepError(f"experiment {a.kind} needs --data: fashion-mnist or a folder of training images")
     if a.subset is not None:
         if a.kind == "data-size":
             raise DiffrepError("--subset applies to the duplication, conditioning and mitigation grids; the "
@@ -294,6 +298,26 @@ def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
     if not only:
         _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'results.csv'}, "
              f"{Path(a.out) / 'similarity.png'}")
+    return 0
+
+
+def _memorization(a: argparse.Namespace, overrides: dict, bars: ProgressBars) -> int:
+    from ..eval.memorization import run_memorization
+
+    if "samples" in overrides:
+        overrides["per_prompt"] = overrides.pop("samples")
+    s = run_memorization(a.out, preset=a.preset, seed=a.seed, device=a.device, fpr=a.fpr,
+                         generate_only=a.generate_only, overrides=overrides, progress=bars)
+    if a.generate_only:
+        _out(f"Trained {s['step']} steps on {s['device']} ({s['train_seconds']:.0f} s), generated and probed; run "
+             "the same command without --generate-only to audit and score.")
+        return 0
+    _out(f"{s['memorized']} of {s['training_captions']} training captions memorized (audit-judged); "
+         f"{s['test_captions']} test captions as negatives.")
+    for r in s["methods"]:
+        _out(f"{r['method']:<14} AUC {r['auc']:.3f}, TPR@1%FPR {r['tpr_at_1pct_fpr']:.3f}, "
+             f"{r['seconds_per_prompt']:.4f} s/prompt ({r['cheaper_than_brute_force']:.0f}x cheaper than generate+audit)")
+    _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'summary.json'}")
     return 0
 
 

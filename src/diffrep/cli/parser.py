@@ -258,9 +258,11 @@ def _train(sub: Sub) -> None:
 def _experiment(sub: Sub) -> None:
     d = DEFAULTS["experiment"]
     p = sub.add_parser("experiment", help="train a grid of models, sample, audit: data-size, duplication, "
-                       "conditioning or mitigation (resumable; needs diffrep[models])")
-    p.add_argument("kind", choices=("data-size", "duplication", "conditioning", "mitigation"))
-    p.add_argument("--data", required=True, help="fashion-mnist, or a folder of training images (with --reference)")
+                       "conditioning or mitigation; memorization: score the probes against the audit's labels "
+                       "(resumable; needs diffrep[models])")
+    p.add_argument("kind", choices=("data-size", "duplication", "conditioning", "mitigation", "memorization"))
+    p.add_argument("--data", default=None, help="fashion-mnist, or a folder of training images (with --reference); "
+                   "memorization uses the packaged captioned emoji")
     p.add_argument("--reference", default=None,
                    help="held-out images never trained on, for calibration (default for fashion-mnist: its test split)")
     p.add_argument("--out", required=True, help="experiment folder; run the same command again to resume")

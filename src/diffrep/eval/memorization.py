@@ -1,0 +1,254 @@
+"""``diffrep experiment memorization``: ground truth for the memorization probes, judged by the audit.
+
+One caption-conditioned model is trained on captioned emoji (each picture its own name) of which a share is
+duplicated by sampling weight, so some are memorized and most are not. Then:
+
+1. **Generate**: ``per_prompt`` images for every training caption and for held-out test captions (never
+   trained on), with the run's default sampler.
+2. **Probe**: every probe score (``probes.scores``; noise-norm at k = 1 and k = ``long_steps``) for the
+   training captions, the test captions and a separate set of held-out *reference* captions that calibrate
+   the verdict; seconds per prompt for each.
+3. **Label by the audit** (not by construction): a training caption is *memorized* when the calibrated audit
+   (``--fpr``, calibrated on held-out images) flags at least one of its generations with its own training
+   image as the match. Test captions are the negatives.
+4. **Score**: per method AUC and TPR at 1% and 0.1% FPR with bootstrap intervals (memorized vs test
+   captions), the calibrated verdict (threshold from the reference captions at 1%) on both sets, and the cost
+   against the brute-force baseline (generate ``per_prompt`` images and audit them).
+
+``generate_only`` stops after step 2 (the GPU part) and writes ``generated.json``; a later call audits.
+Everything lands in ``OUT``: ``data/`` (the split), ``run/`` (the ``diffrep train`` run), ``samples/``,
+``probe_scores.csv``, ``index/``, ``audit/``, ``labels.csv``, ``results.md``, ``results.csv``,
+``summary.json``. Re-running continues: training resumes, finished stages are reused.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..fsutil import write_json, write_text
+from ..progress import ProgressCallback
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"train": 64, "reference_prompts": 100, "test_prompts": 100, "dup_frac": 0.125, "dup_weight": 25.0,
+              "steps": 3000, "batch": 16, "size": 32, "channels": [16, 32, 32], "per_prompt": 4,
+              "sample_steps": 25, "probe_seeds": 4, "long_steps": 10},
+    "full": {"train": 1000, "reference_prompts": 1000, "test_prompts": 1000, "dup_frac": 0.05, "dup_weight": 25.0,
+             "steps": 40000, "batch": 128, "size": 32, "channels": [64, 128, 128], "per_prompt": 16,
+             "sample_steps": 50, "probe_seeds": 4, "long_steps": 10},
+}
+METHOD_ROWS = (("noise-norm", 1), ("noise-norm", "long"), ("seed-ssim", 1), ("one-step", 1))
+
+
+def run_memorization(out: str | Path, *, preset: str = "smoke", seed: int = 0, device: str = "cpu",
+                     fpr: float = 0.01, generate_only: bool = False, overrides: Optional[dict[str, Any]] = None,
+                     progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
+    """Run (or continue) the memorization experiment in ``out``; returns the summary (see module docstring)."""
+    from ..errors import DiffrepError
+
+    if preset not in PRESETS:
+        raise DiffrepError(f"--preset {preset!r}: use {', '.join(PRESETS)}")
+    p = {**PRESETS[preset], **(overrides or {})}
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    data = _split(root / "data", p, seed)
+    gen = _generate(root, data, p, seed, device, progress)
+    if generate_only:
+        return gen
+    labels = _label(root, data, p, seed, fpr, progress)
+    return _score(root, data, gen, labels, p, fpr, seed)
+
+
+def _split(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Train / reference-caption / test-caption split of the packaged emoji (distinct captions only)."""
+    from ..datasets import get_dataset
+
+    marker = folder / "split.json"
+    want = {k: p[k] for k in ("train", "reference_prompts", "test_prompts")} | {"seed": seed}
+    if marker.is_file() and json.loads(marker.read_text()).get("settings") == want:
+        return json.loads(marker.read_text())
+    src = get_dataset("emoji")
+    rows = [json.loads(x) for x in (src / "captions.jsonl").read_text().splitlines() if x.strip()]
+    seen: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        seen.setdefault(r["caption"].strip().lower(), r)
+    rows = list(seen.values())
+    order = np.random.default_rng([seed, 24]).permutation(len(rows))
+    n_tr, n_ref, n_te = p["train"], p["reference_prompts"], p["test_prompts"]
+    pick = [rows[i] for i in order[:n_tr + n_ref + n_te]]
+    train, ref, test = pick[:n_tr], pick[n_tr:n_tr + n_ref], pick[n_tr + n_ref:]
+    if folder.exists():
+        shutil.rmtree(folder)
+    for name, part in (("train", train), ("heldout", ref + test)):
+        d = folder / name
+        d.mkdir(parents=True)
+        for r in part:
+            shutil.copyfile(src / "images" / r["file"], d / Path(r["file"]).name)
+        write_text(d / "captions.jsonl", "".join(json.dumps({"file": Path(r["file"]).name, "caption": r["caption"]})
+                                                 + "\n" for r in part))
+    info = {"settings": want, "train": {r["caption"]: Path(r["file"]).name for r in train},
+            "reference": [r["caption"] for r in ref], "test": [r["caption"] for r in test]}
+    write_json(marker, info)
+    return info
+
+
+def _generate(root: Path, data: dict[str, Any], p: dict[str, Any], seed: int, device: str,
+              progress: Optional[ProgressCallback]) -> dict[str, Any]:
+    """Train, sample ``per_prompt`` images per training and test caption, and score every caption."""
+    marker = root / "generated.json"
+    settings = {"preset": p, "seed": seed}
+    if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
+        return json.loads(marker.read_text())
+    from ..models.adapter import load_model
+    from ..models.sample import sample
+    from ..models.train import train
+    from ..probes.scores import score_prompts
+
+    t0 = time.perf_counter()
+    tr = train(root / "data" / "train", root / "run", cond="caption", dup_frac=p["dup_frac"],
+               dup_weight=p["dup_weight"], steps=p["steps"], batch=p["batch"], seed=seed, device=device,
+               size=p["size"], channels=tuple(p["channels"]), sample_every=0,
+               checkpoint_every=max(100, p["steps"] // 10), progress=progress)
+    train_s = time.perf_counter() - t0
+    prompts = list(data["train"]) + data["test"]
+    per = int(p["per_prompt"])
+    t1 = time.perf_counter()
+    sample(root / "run", len(prompts) * per, root / "samples", prompts=[q for q in prompts for _ in range(per)],
+           steps=p["sample_steps"], seed=seed, device=device, progress=progress)
+    gen_s = (time.perf_counter() - t1) / len(prompts)
+    model = load_model(root / "run", device)
+    everything = prompts + data["reference"]
+    cols: dict[str, np.ndarray] = {}
+    cost: dict[str, float] = {}
+    for method, k in METHOD_ROWS:
+        steps = p["long_steps"] if k == "long" else 1
+        r = score_prompts(model, everything, (method,), seeds=p["probe_seeds"], steps=steps,
+                          sample_steps=p["sample_steps"], progress=progress, stage=f"{method} k={steps}")
+        cols[f"{method}@{steps}"] = r.scores[method]
+        cost[f"{method}@{steps}"] = r.seconds / len(everything)
+    _write_scores(root / "probe_scores.csv", everything, data, cols)
+    dup = [x.strip() for x in (root / "run" / "duplicated.txt").read_text().splitlines() if x.strip()]
+    info = {"settings": settings, "step": tr.step, "train_seconds": round(train_s, 1), "device": device,
+            "generate_seconds_per_prompt": round(gen_s, 4), "probe_seconds_per_prompt": cost, "duplicated": dup}
+    write_json(marker, info)
+    return info
+
+
+def _write_scores(path: Path, prompts: list[str], data: dict[str, Any], cols: dict[str, np.ndarray]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["prompt", "role"] + list(cols))
+    roles = {**{q: "train" for q in data["train"]}, **{q: "test" for q in data["test"]},
+             **{q: "reference" for q in data["reference"]}}
+    for i, q in enumerate(prompts):
+        w.writerow([q, roles[q]] + [f"{cols[c][i]:.6g}" for c in cols])
+    write_text(path, buf.getvalue())
+
+
+def _label(root: Path, data: dict[str, Any], p: dict[str, Any], seed: int, fpr: float,
+           progress: Optional[ProgressCallback]) -> dict[str, Any]:
+    """Audit the generations; a training caption is memorized when one of its generations is flagged with
+    its own training image as the match."""
+    marker = root / "labels.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("fpr") == fpr:
+        return json.loads(marker.read_text())
+    import diffrep
+
+    t0 = time.perf_counter()
+    diffrep.index(root / "data" / "train", root / "index", progress=progress)
+    r = diffrep.audit(root / "samples", root / "index", root / "audit", reference=root / "data" / "heldout",
+                      fpr=fpr, captions=root / "samples" / "prompts.jsonl", seed=seed, progress=progress)
+    audit_s = time.perf_counter() - t0
+    caption_of = {}
+    for line in (root / "samples" / "prompts.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        caption_of[rec["file"]] = rec["caption"]
+    hits: dict[str, int] = {}
+    for q, t, rep in zip(r.query_paths, r.top1_train_paths, r.is_replica):
+        cap = caption_of.get(Path(q).name)
+        if cap in data["train"] and rep and t and Path(t).name == data["train"][cap]:
+            hits[cap] = hits.get(cap, 0) + 1
+    labels = {"fpr": fpr, "memorized": sorted(hits), "copies": hits, "audit_seconds": round(audit_s, 1),
+              "audit_seconds_per_prompt": audit_s / (len(data["train"]) + len(data["test"])),
+              "audit_threshold": float(r.summary["calibration"]["threshold"])}
+    write_json(marker, labels)
+    return labels
+
+
+def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[str, Any], p: dict[str, Any],
+           fpr: float, seed: int) -> dict[str, Any]:
+    from ..matching.calibration import threshold_at_fpr
+    from ..probes.roc import detection_metrics
+
+    rows = list(csv.DictReader((root / "probe_scores.csv").open(encoding="utf-8")))
+    memorized = set(labels["memorized"])
+    brute = gen["generate_seconds_per_prompt"] + labels["audit_seconds_per_prompt"]
+    results = []
+    for col in [c for c in rows[0] if c not in ("prompt", "role")]:
+        val = {r["prompt"]: float(r[col]) for r in rows}
+        pos = np.array([val[q] for q in data["train"] if q in memorized])
+        neg = np.array([val[q] for q in data["test"]])
+        rest = np.array([val[q] for q in data["train"] if q not in memorized])
+        ref = np.array([val[q] for q in data["reference"]])
+        t, _ = threshold_at_fpr(ref, fpr)
+        m = detection_metrics(pos, neg, seed=seed)
+        secs = gen["probe_seconds_per_prompt"][col]
+        results.append({"method": col, **m, "auc_vs_unmemorized_training": detection_metrics(pos, rest, 200, seed)["auc"],
+                        "threshold": t, "tpr_at_threshold": float(np.mean(pos > t)) if len(pos) else float("nan"),
+                        "test_flagged_at_threshold": float(np.mean(neg > t)),
+                        "seconds_per_prompt": secs, "cheaper_than_brute_force": brute / secs if secs else None})
+    summary = {"preset": p, "seed": seed, "fpr": fpr, "training_captions": len(data["train"]),
+               "duplicated": len(gen["duplicated"]), "memorized": len(memorized),
+               "memorized_duplicated": len(memorized & _dup_captions(root, gen)),
+               "test_captions": len(data["test"]), "reference_captions": len(data["reference"]),
+               "brute_force_seconds_per_prompt": brute, "generation": gen, "audit": labels, "methods": results}
+    write_json(root / "summary.json", summary)
+    _write_tables(root, summary)
+    return summary
+
+
+def _dup_captions(root: Path, gen: dict[str, Any]) -> set[str]:
+    dup = set(gen["duplicated"])
+    caps = set()
+    for line in (root / "run" / "training_set.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["id"] in dup:
+            caps.add(rec["caption"])
+    return caps
+
+
+def _write_tables(root: Path, s: dict[str, Any]) -> None:
+    keys = ["method", "positives", "negatives", "auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci",
+            "tpr_at_0.1pct_fpr", "tpr_at_0.1pct_fpr_ci", "auc_vs_unmemorized_training", "tpr_at_threshold",
+            "test_flagged_at_threshold", "seconds_per_prompt", "cheaper_than_brute_force"]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(keys)
+    for r in s["methods"]:
+        w.writerow([json.dumps(r[k]) if isinstance(r[k], list) else r[k] for k in keys])
+    write_text(root / "results.csv", buf.getvalue())
+
+    def ci(r: dict[str, Any], k: str) -> str:
+        lo, hi = r[k + "_ci"]
+        return f"{r[k]:.3f} ({lo:.3f}-{hi:.3f})"
+
+    lines = [f"# Memorization probes: {s['memorized']} memorized of {s['training_captions']} training captions "
+             f"({s['memorized_duplicated']} of the {s['duplicated']} duplicated), {s['test_captions']} test captions",
+             "", f"Preset {json.dumps(s['preset'])}, seed {s['seed']}. Memorized = the audit at {100 * s['fpr']:g}% FPR "
+             "flags a generation of the caption with its own training image. Brute force (generate and audit): "
+             f"{s['brute_force_seconds_per_prompt']:.3f} s per prompt.", "",
+             "| method (k steps) | AUC (95% CI) | TPR@1%FPR | TPR@0.1%FPR | AUC vs unmemorized training captions | "
+             "TPR at the reference threshold | test captions flagged | s/prompt | x cheaper |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in s["methods"]:
+        lines.append(f"| {r['method']} | {ci(r, 'auc')} | {ci(r, 'tpr_at_1pct_fpr')} | {ci(r, 'tpr_at_0.1pct_fpr')} | "
+                     f"{r['auc_vs_unmemorized_training']:.3f} | {r['tpr_at_threshold']:.3f} | "
+                     f"{100 * r['test_flagged_at_threshold']:.1f}% | {r['seconds_per_prompt']:.4f} | "
+                     f"{r['cheaper_than_brute_force']:.0f} |")
+    write_text(root / "results.md", "\n".join(lines) + "\n")

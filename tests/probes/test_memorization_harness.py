@@ -1,0 +1,44 @@
+"""`diffrep experiment memorization` end to end at a tiny scale: split, train, generate, probe, audit-judged
+labels, metrics, and a second call that reuses every stage."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from diffrep.cli import main  # noqa: E402
+
+TINY = ["--steps", "40", "--batch", "8", "--samples", "2"]
+
+
+def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch):
+    import diffrep.eval.memorization as mem
+
+    monkeypatch.setitem(mem.PRESETS, "smoke", {**mem.PRESETS["smoke"], "train": 16, "reference_prompts": 12,
+                                                "test_prompts": 12, "sample_steps": 5, "probe_seeds": 2,
+                                                "long_steps": 3})
+    torch.set_num_threads(1)
+    out = tmp_path / "mem"
+    assert main(["experiment", "memorization", "--out", str(out), "--generate-only", "-q"] + TINY) == 0
+    gen = json.loads((out / "generated.json").read_text())
+    assert gen["step"] == 40 and len(gen["duplicated"]) == 2 and not (out / "labels.json").exists()
+    rows = list(csv.DictReader((out / "probe_scores.csv").open()))
+    assert [r["role"] for r in rows].count("train") == 16 and len(rows) == 40
+    assert set(rows[0]) == {"prompt", "role", "noise-norm@1", "noise-norm@3", "seed-ssim@1", "one-step@1"}
+    assert len(list((out / "samples").glob("*.png"))) == 2 * 28
+    assert main(["experiment", "memorization", "--out", str(out), "-q"] + TINY) == 0
+    text = capsys.readouterr().out
+    assert "training captions memorized" in text and "noise-norm@1" in text
+    s = json.loads((out / "summary.json").read_text())
+    labels = json.loads((out / "labels.json").read_text())
+    assert set(labels["memorized"]) <= set(json.loads((out / "data" / "split.json").read_text())["train"])
+    assert [m["method"] for m in s["methods"]] == ["noise-norm@1", "noise-norm@3", "seed-ssim@1", "one-step@1"]
+    assert s["brute_force_seconds_per_prompt"] > 0 and all(m["seconds_per_prompt"] > 0 for m in s["methods"])
+    assert (out / "results.md").read_text().startswith("# Memorization probes")
+    before = (out / "summary.json").stat().st_mtime_ns, (out / "labels.json").stat().st_mtime_ns
+    assert main(["experiment", "memorization", "--out", str(out), "-q"] + TINY) == 0  # reuses every stage
+    assert (out / "labels.json").stat().st_mtime_ns == before[1]
