@@ -40,6 +40,7 @@ from diffrep import datasets as data
 from diffrep.auditing.run import audit
 from diffrep.eval.bench.generate import make_query
 from diffrep.eval.scenario import build_scenario, evaluate, flat_name, pixel_twins
+from diffrep.errors import DiffrepError
 from diffrep.indexing.build import index
 from eval_partial import _source
 
@@ -146,7 +147,14 @@ def main() -> None:
         groups = {flat_name(f): g for f, (g, _c) in data.read_groups(data.get_dataset(KINDS[kind]["dataset"])).items()}
         for seed in args.seeds:
             work = Path(args.work) / f"{kind}-seed{seed}"
-            sc, truth = build(kind, work, seed)
+            try:
+                sc, truth = build(kind, work, seed)
+            except DiffrepError as exc:  # a seeded order of look-alike families that cannot fill the pools
+                print(f"{kind} seed {seed}: skipped ({exc})", flush=True)
+                if args.out:
+                    with open(args.out, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps({"kind": kind, "seed": seed, "skipped": str(exc)}) + "\n")
+                continue
             index(sc.train_dir, work / "index")
             t0 = time.perf_counter()
             out = work / ("audit-partial" if args.partial else "audit")

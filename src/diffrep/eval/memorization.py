@@ -40,7 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "steps": 3000, "batch": 16, "size": 32, "channels": [16, 32, 32], "per_prompt": 4,
               "sample_steps": 25, "probe_seeds": 4, "long_steps": 10},
     "full": {"train": 1000, "reference_prompts": 1000, "test_prompts": 1000, "dup_frac": 0.05, "dup_weight": 25.0,
-             "steps": 40000, "batch": 128, "size": 32, "channels": [64, 128, 128], "per_prompt": 16,
+             "steps": 20000, "batch": 128, "size": 32, "channels": [64, 128, 128], "per_prompt": 8,
              "sample_steps": 50, "probe_seeds": 4, "long_steps": 10},
 }
 METHOD_ROWS = (("noise-norm", 1), ("noise-norm", "long"), ("seed-ssim", 1), ("one-step", 1))
@@ -57,7 +57,7 @@ def run_memorization(out: str | Path, *, preset: str = "smoke", seed: int = 0, d
     p = {**PRESETS[preset], **(overrides or {})}
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    data = _split(root / "data", p, seed)
+    data = split(root / "data", p, seed)
     gen = _generate(root, data, p, seed, device, progress)
     if generate_only:
         return gen
@@ -65,13 +65,14 @@ def run_memorization(out: str | Path, *, preset: str = "smoke", seed: int = 0, d
     return _score(root, data, gen, labels, p, fpr, seed)
 
 
-def _split(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
+def split(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train / reference-caption / test-caption split of the packaged emoji (distinct captions only)."""
     from ..datasets import get_dataset
 
     marker = folder / "split.json"
     want = {k: p[k] for k in ("train", "reference_prompts", "test_prompts")} | {"seed": seed}
-    if marker.is_file() and json.loads(marker.read_text()).get("settings") == want:
+    if marker.is_file() and json.loads(marker.read_text()).get("settings") == want \
+            and (folder / "train").is_dir() and (folder / "heldout").is_dir():
         return json.loads(marker.read_text())
     src = get_dataset("emoji")
     rows = [json.loads(x) for x in (src / "captions.jsonl").read_text().splitlines() if x.strip()]
@@ -107,14 +108,10 @@ def _generate(root: Path, data: dict[str, Any], p: dict[str, Any], seed: int, de
         return json.loads(marker.read_text())
     from ..models.adapter import load_model
     from ..models.sample import sample
-    from ..models.train import train
     from ..probes.scores import score_prompts
 
     t0 = time.perf_counter()
-    tr = train(root / "data" / "train", root / "run", cond="caption", dup_frac=p["dup_frac"],
-               dup_weight=p["dup_weight"], steps=p["steps"], batch=p["batch"], seed=seed, device=device,
-               size=p["size"], channels=tuple(p["channels"]), sample_every=0,
-               checkpoint_every=max(100, p["steps"] // 10), progress=progress)
+    tr = train_model(root, p, seed, device, p["steps"], progress)
     train_s = time.perf_counter() - t0
     prompts = list(data["train"]) + data["test"]
     per = int(p["per_prompt"])
@@ -138,6 +135,17 @@ def _generate(root: Path, data: dict[str, Any], p: dict[str, Any], seed: int, de
             "generate_seconds_per_prompt": round(gen_s, 4), "probe_seconds_per_prompt": cost, "duplicated": dup}
     write_json(marker, info)
     return info
+
+
+def train_model(root: Path, p: dict[str, Any], seed: int, device: str, steps: int,
+                progress: Optional[ProgressCallback] = None) -> Any:
+    """Train (or continue) the experiment's caption model to ``steps`` in ``root / "run"``."""
+    from ..models.train import train
+
+    return train(root / "data" / "train", root / "run", cond="caption", dup_frac=p["dup_frac"],
+                 dup_weight=p["dup_weight"], steps=steps, batch=p["batch"], seed=seed, device=device,
+                 size=p["size"], channels=tuple(p["channels"]), sample_every=0,
+                 checkpoint_every=max(100, steps // 10), progress=progress)
 
 
 def _write_scores(path: Path, prompts: list[str], data: dict[str, Any], cols: dict[str, np.ndarray]) -> None:

@@ -253,9 +253,12 @@ def _validate(cond: str, steps: int, batch: int, lr: float, ema: float, sample_e
 
 
 def _move_optimizer(opt: Any, dev: Any) -> None:
+    """Optimizer state onto ``dev`` after loading a checkpoint (saved on the CPU). Step counters (0-dim) move
+    too when the optimizer is fused, which needs them on the device; other optimizers keep them on the CPU."""
+    fused = bool(opt.defaults.get("fused"))
     for state in opt.state.values():
         for k, v in state.items():
-            if hasattr(v, "to") and getattr(v, "dim", lambda: 1)() > 0:
+            if hasattr(v, "to") and (fused or getattr(v, "dim", lambda: 1)() > 0):
                 state[k] = v.to(dev)
 
 

@@ -10,11 +10,12 @@ draws the same starting noise x_T for every prompt, so prompts are compared on t
 - ``seed-ssim`` (NeMo, Hintersdorf et al., NeurIPS 2024): the mean pairwise SSIM, across seeds, of the
   first-step text-conditional noise eps(x_T, c) - eps(x_T, empty) (as NeMo's code compares it; the raw
   prediction at x_T is dominated by x_T itself): a memorized prompt predicts the same noise whatever the seed.
-- ``one-step`` (after Webster, 2023, "A Reproducible Extraction of Training Images from Diffusion Models",
-  white-box): memorized prompts are denoised in one step. From x_T the one-step estimate x0_hat is made,
-  re-noised with the same x_T to the middle timestep, and the model asked for the noise again; the score is
-  minus the mean squared error between that prediction and x_T (a converged, memorized estimate is
-  consistent with its own noise). This formalization is ours; Webster's paper states the idea, not a formula.
+- ``one-step`` (Webster, 2023, "A Reproducible Extraction of Training Images from Diffusion Models",
+  white-box): the distance ||x_T - x0_hat||_2 between the starting noise and the one-step denoised estimate
+  x0_hat = (x_T - sqrt(1 - a_T) eps(x_T, c)) / sqrt(a_T), clipped to the model's range, averaged over seeds.
+  A memorized prompt is denoised in one step to its training image, far from the noise; an ordinary prompt
+  to a faint average. The paper states the idea, not a formula: this is our reading, and its orientation
+  (higher = memorized) was checked on a development model (docs/probes.md).
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def score_prompts(model: Any, prompts: Sequence[str], methods: Sequence[str] = (
                                                          for i in range(b)]
             if "one-step" in methods:
                 out["one-step"][start:start + b] = _one_step(model, x_t, cond).view(b, seeds).mean(1).double().cpu().numpy()
-                calls += 2 * b * seeds
+                calls += b * seeds
         if attribute:
             tokens.extend(_attribution(model, chunk, cond, uncond, x_t, seeds))
             calls += 2 * b * seeds
@@ -110,19 +111,15 @@ def _trajectory(model: Any, x: Any, cond: dict[str, Any], uncond: dict[str, Any]
 
 
 def _one_step(model: Any, x_T: Any, cond: dict[str, Any]) -> Any:
-    """Minus the MSE between x_T and the noise the model predicts for its own one-step estimate re-noised
-    (with x_T) to the middle timestep (module docstring)."""
+    """||x_T - x0_hat||_2: the distance between the starting noise and the one-step denoised estimate made
+    from it at the first timestep (clipped to the model's range)."""
     import torch
 
     T = model.train_steps - 1
     a_T = model.alphas[T].to(model.device)
     eps = model.predict(x_T, torch.tensor(T, device=model.device), cond).float()
     x0 = ((x_T - (1 - a_T).sqrt() * eps) / a_T.sqrt()).clamp(-_clip(model), _clip(model))
-    mid = model.train_steps // 2
-    a_m = model.alphas[mid].to(model.device)
-    x_m = a_m.sqrt() * x0 + (1 - a_m).sqrt() * x_T
-    eps_m = model.predict(x_m.to(x_T.dtype), torch.tensor(mid, device=model.device), cond).float()
-    return -((eps_m - x_T.float()) ** 2).flatten(1).mean(dim=1)
+    return (x_T.float() - x0).flatten(1).norm(dim=1)
 
 
 def _clip(model: Any) -> float:
