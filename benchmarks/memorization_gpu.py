@@ -1,6 +1,6 @@
 """The GPU stage of `diffrep experiment memorization` inside a time budget, packed for the trip back.
 
-Used for the `full` preset on a lent GPU: trains 200 steps to measure the rate, continues the same run to the
+Used for the `full` preset on a lent GPU: trains 100 steps to warm up and 200 more to measure the rate, continues the same run to the
 largest multiple of 1,000 steps that fits `--budget` seconds of training (at most `--max-steps`), then
 generates and probes (`--generate-only`), and packs what the CPU stage needs (samples, probe scores,
 generated.json, the run's config, log and training set) into `--pack` as `mem.tar.gz.partNN` pieces of 15 MB.
@@ -34,11 +34,12 @@ def main() -> None:
     extra = json.loads(a.overrides)
     out, p = Path(a.out), {**PRESETS[a.preset], **extra}
     split(out / "data", p, a.seed)
+    train_model(out, p, a.seed, a.device, 100)  # warm-up: lazy CUDA initialisation and kernel selection
     t0 = time.perf_counter()
-    train_model(out, p, a.seed, a.device, 200)
+    train_model(out, p, a.seed, a.device, 300)
     rate = 200 / (time.perf_counter() - t0)
     steps = max(1000, min(a.max_steps, int(rate * a.budget) // 1000 * 1000))
-    print(f"measured {rate:.1f} steps/s over the first 200 steps: training to {steps} steps", flush=True)
+    print(f"measured {rate:.1f} steps/s over steps 100-300: training to {steps} steps", flush=True)
     t1 = time.perf_counter()
     gen = run_memorization(out, preset=a.preset, seed=a.seed, device=a.device, generate_only=True,
                            overrides={**extra, "steps": steps})

@@ -192,3 +192,42 @@ def test_cli_probe_writes_calibrated_outputs(caption_run, captioned, tmp_path, c
     assert main(["probe", str(caption_run), "--prompts", str(tmp_path / "ref.txt"), "--out", str(tmp_path / "o3"),
                  "--method", "seed-ssim", "--seeds", "1"]) == 2
     assert "--seeds 2 or more" in capsys.readouterr().err
+
+
+def test_tiled_l2_and_cliques_on_real_images(captioned):
+    from PIL import Image
+
+    from diffrep.probes.extract import largest_clique, pair_distances, tiled_l2
+
+    files = sorted(captioned.glob("*.png"))
+    a = np.asarray(Image.open(files[0]).convert("RGB"))
+    b = np.asarray(Image.open(files[1]).convert("RGB"))
+    shifted = a.copy()
+    shifted[:16, :16] = 255 - shifted[:16, :16]  # one changed corner: the tiled distance sees it
+    assert tiled_l2(a, a) == 0 and tiled_l2(a, shifted) > 4 * np.sqrt(((a.astype(float) - shifted) ** 2).mean()) / 2
+    noisy = np.clip(a + np.random.default_rng(0).normal(0, 3, a.shape), 0, 255).astype(np.uint8)
+    d = pair_distances(np.stack([a, b, noisy, a]))
+    assert d[0, 2] < 5 and d[0, 3] == 0 and d[0, 1] > 20 and np.allclose(d, d.T)
+    assert largest_clique(d < 5) == [0, 2, 3]
+    assert largest_clique(np.eye(3, dtype=bool)) == []
+
+
+def test_cli_extract_writes_audited_cliques(caption_run, captioned, tmp_path, capsys):
+    import diffrep
+
+    diffrep.index(captioned, tmp_path / "index")
+    caps = _captions(captioned)
+    (tmp_path / "p.txt").write_text("\n".join(caps[:3]) + "\n")
+    (tmp_path / "r.txt").write_text("blue car\nsmall green frog\nyellow bus\n")
+    code = main(["extract", str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--index", str(tmp_path / "index"),
+                 "--reference-prompts", str(tmp_path / "r.txt"), "--out", str(tmp_path / "x"), "--per-prompt", "3",
+                 "--min-clique", "2", "--steps", "3", "--prefilter", "one-step", "--keep", "0.67", "-q"])
+    assert code == 0 and "2 of 3 prompts generated" in capsys.readouterr().out
+    s = json.loads((tmp_path / "x" / "summary.json").read_text())
+    assert s["generated_for"] == 2 and s["edge_threshold_tiled_l2"] > 0 and "9 pairs" in s["edge_threshold_source"]
+    rows = list(csv.DictReader((tmp_path / "x" / "extracted.csv").open()))
+    assert len(rows) == s["cliques"] and all((tmp_path / "x" / r["generated"]).is_file() for r in rows)
+    assert main(["extract", str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--index", str(tmp_path / "index"),
+                 "--reference-prompts", str(tmp_path / "r.txt"), "--out", str(tmp_path / "y"), "--per-prompt", "3",
+                 "--min-clique", "4"]) == 2
+    assert "min-clique" in capsys.readouterr().err

@@ -262,6 +262,19 @@ def cmd_probe(a: argparse.Namespace, bars: ProgressBars) -> int:
     return 0
 
 
+def cmd_extract(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..probes.extract import extract
+
+    r = extract(a.model, a.prompts, a.index, a.out, reference_prompts=a.reference_prompts, reference=a.reference,
+                per_prompt=a.per_prompt, min_clique=a.min_clique, fpr=a.fpr, prefilter=a.prefilter, keep=a.keep,
+                steps=a.steps, seed=a.seed, device=a.device, progress=bars)
+    _out(f"{r.generated_for} of {r.prompts} prompts generated ({a.per_prompt} each): {r.cliques} cliques of "
+         f">= {a.min_clique} near-identical generations (tiled L2 < {r.edge_threshold:.2f}), {r.extracted} audited "
+         f"as copies of a training image ({r.seconds:.0f} s).")
+    _out(f"Results: {r.out / 'extracted.csv'}, {r.out / 'summary.json'}")
+    return 0
+
+
 def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..eval.experiment import run_experiment
 

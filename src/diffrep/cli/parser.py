@@ -317,6 +317,34 @@ def _probe(sub: Sub) -> None:
     p.set_defaults(func=c.cmd_probe)
 
 
+def _extract(sub: Sub) -> None:
+    d = DEFAULTS["extract"]
+    p = sub.add_parser("extract", help="extract training images by generate-and-filter: cliques of near-identical "
+                       "generations per prompt, audited against the training index")
+    p.add_argument("model", help="`diffrep train` run folder (--cond caption) or local Stable Diffusion folder")
+    p.add_argument("--prompts", required=True, help="prompts to try (text, jsonl, csv, or a run folder)")
+    p.add_argument("--index", required=True, help="index directory of the training images (diffrep index)")
+    p.add_argument("--out", required=True, help="output folder: extracted.csv, summary.json, cliques/, audit/")
+    p.add_argument("--reference-prompts", required=True, help="prompts known not to be memorized: their "
+                   "generations calibrate what counts as near-identical")
+    p.add_argument("--reference", default=None, help="held-out real images never trained on, for the audit's "
+                   "calibration (as diffrep audit --reference)")
+    p.add_argument("--per-prompt", type=int, default=d["per_prompt"], help="generations per prompt "
+                   "(default %(default)s)")
+    p.add_argument("--min-clique", type=int, default=d["min_clique"], help="near-identical generations needed "
+                   "(default %(default)s)")
+    p.add_argument("--fpr", type=float, default=d["fpr"], help="share of unmemorized pairs called near-identical "
+                   "(default %(default)s)")
+    p.add_argument("--prefilter", default=None, choices=("one-step",), help="score prompts with the one-step "
+                   "probe first and generate only for the top --keep share")
+    p.add_argument("--keep", type=float, default=d["keep"], help="share kept by --prefilter (default %(default)s)")
+    p.add_argument("--steps", type=int, default=d["sample_steps"], help="DDIM steps (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
+    _quiet(p)
+    p.set_defaults(func=c.cmd_extract)
+
+
 def _info(sub: Sub) -> None:
     p = sub.add_parser("descriptors", help="list available descriptors")
     p.set_defaults(func=c.cmd_descriptors, quiet=True)
@@ -326,7 +354,7 @@ def _info(sub: Sub) -> None:
 
 
 COMMANDS: tuple[Callable[[Sub], None], ...] = (_index, _audit, _dedup, _demo_bench_data, _train, _experiment, _probe,
-                                               _info)
+                                               _extract, _info)
 
 
 def build_parser() -> argparse.ArgumentParser:

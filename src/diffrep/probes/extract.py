@@ -1,0 +1,217 @@
+"""``extract``: pull training images out of a model by generate-and-filter (Carlini et al., USENIX Security 2023).
+
+For each prompt, ``per_prompt`` images are generated with different seeds. A model that has memorized the
+prompt's image makes the same picture whatever the seed, so the prompt's generations form a *clique* of
+mutually near-identical images. Near-identical means a tiled L2 distance below a threshold: each image is cut
+into ``TILES`` x ``TILES`` tiles and the distance of two images is the largest of their per-tile RMS
+differences (Carlini et al.'s tiled L2, which a single differing region cannot hide in). The threshold is not
+hard-coded: it is the ``fpr`` quantile (split-conformal, as the audit's) of the within-prompt pair distances
+of the **reference prompts'** generations, prompts known not to be memorized. Each clique of at least
+``min_clique`` members is represented by its most central member, and the representatives are audited
+against the training index with the calibrated audit: ``extracted.csv`` names, per prompt, the generated
+image, the training image it reproduces, the clique size, the audit's verdict and p-value.
+
+``prefilter="one-step"`` scores every prompt with the one-step score first (``probes.scores``) and generates
+only for the top ``keep`` share.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..defaults import DEFAULTS
+from ..errors import DiffrepError
+from ..fsutil import DirLock, ensure_writable_dir, write_bytes, write_json, write_text
+from ..progress import ProgressCallback, emit
+
+X = DEFAULTS["extract"]
+TILES = 4
+
+
+@dataclass
+class ExtractResult:
+    out: Path
+    prompts: int
+    generated_for: int
+    cliques: int
+    extracted: int  # cliques whose representative the audit flags as a copy
+    edge_threshold: float
+    seconds: float
+
+
+def tiled_l2(a: np.ndarray, b: np.ndarray, tiles: int = TILES) -> float:
+    """Largest per-tile RMS difference (0-255 scale) of two same-size uint8 images."""
+    h, w = a.shape[:2]
+    d = (a.astype(np.float32) - b.astype(np.float32)) ** 2
+    ys, xs = np.linspace(0, h, tiles + 1).astype(int), np.linspace(0, w, tiles + 1).astype(int)
+    return float(max(np.sqrt(d[ys[i]:ys[i + 1], xs[j]:xs[j + 1]].mean())
+                     for i in range(tiles) for j in range(tiles)))
+
+
+def pair_distances(images: np.ndarray) -> np.ndarray:
+    """Symmetric matrix of tiled L2 distances between the rows of ``images``."""
+    n = len(images)
+    d = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            d[i, j] = d[j, i] = tiled_l2(images[i], images[j])
+    return d
+
+
+def largest_clique(adj: np.ndarray) -> list[int]:
+    """A maximum clique of the boolean adjacency matrix (Bron-Kerbosch with pivoting; small graphs)."""
+    n = len(adj)
+    nbrs = [set(np.flatnonzero(adj[i])) - {i} for i in range(n)]
+    best: list[int] = []
+
+    def expand(r: list[int], p: set[int], x: set[int]) -> None:
+        nonlocal best
+        if not p and not x:
+            if len(r) > len(best):
+                best = list(r)
+            return
+        if len(r) + len(p) <= len(best):
+            return
+        pivot = max(p | x, key=lambda u: len(nbrs[u] & p))
+        for v in list(p - nbrs[pivot]):
+            expand(r + [v], p & nbrs[v], x & nbrs[v])
+            p = p - {v}
+            x = x | {v}
+
+    expand([], set(range(n)), set())
+    return sorted(best) if len(best) > 1 else []
+
+
+def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | Sequence[str],
+            index: str | os.PathLike[str], out: str | os.PathLike[str], *,
+            reference_prompts: str | os.PathLike[str] | Sequence[str],
+            reference: str | os.PathLike[str] | None = None, per_prompt: int = X["per_prompt"],
+            min_clique: int = X["min_clique"], fpr: float = X["fpr"], prefilter: Optional[str] = None,
+            keep: float = X["keep"], steps: int = X["sample_steps"], guidance: float = X["guidance"],
+            seed: int = 0, device: str = X["device"], progress: Optional[ProgressCallback] = None) -> ExtractResult:
+    """Generate-and-filter extraction (module docstring). ``reference`` is the audit's held-out image folder."""
+    from ..models.adapter import load_model
+    from .prompts import load_prompts
+
+    if per_prompt < 2 or not 2 <= min_clique <= per_prompt:
+        raise DiffrepError(f"--per-prompt {per_prompt} / --min-clique {min_clique}: cliques need 2 <= min-clique "
+                           "<= per-prompt")
+    if prefilter not in (None, "one-step"):
+        raise DiffrepError(f"--prefilter {prefilter!r}: only one-step is available")
+    if not 0 < keep <= 1:
+        raise DiffrepError(f"--keep {keep}: give the share of prompts to keep, in (0, 1]")
+    tested = load_prompts(prompts) if isinstance(prompts, (str, os.PathLike)) else list(prompts)
+    ref = (load_prompts(reference_prompts, "--reference-prompts")
+           if isinstance(reference_prompts, (str, os.PathLike)) else list(reference_prompts))
+    if not ref:
+        raise DiffrepError("extract needs --reference-prompts (prompts known not to be memorized): their "
+                           "generations calibrate what counts as near-identical")
+    model = load_model(model_path, device)
+    model.require_prompts("extraction")
+    out_dir = ensure_writable_dir(out)
+    t0 = time.perf_counter()
+    with DirLock(out_dir, "extract folder"):
+        chosen = _prefilter(model, tested, keep, progress) if prefilter else list(tested)
+        gen = dict(per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed, progress=progress)
+        ref_pairs = [d[np.triu_indices(per_prompt, 1)] for d in _distances(model, ref, stage="reference", **gen)]
+        from ..matching.calibration import threshold_at_fpr
+
+        null = -np.concatenate(ref_pairs)  # small distance = evidence: the conformal rule on negated distances
+        edge = -threshold_at_fpr(null, fpr)[0]
+        rows, reps = _cliques(model, chosen, out_dir, edge, min_clique, gen)
+        verdicts = _audit(out_dir, reps, index, reference, seed, progress) if reps else {}
+        for r in rows:
+            r.update(verdicts.get(r["generated"], {}))
+        _write(out_dir, rows)
+        seconds = time.perf_counter() - t0
+        extracted = sum(1 for r in rows if r.get("is_copy"))
+        write_json(out_dir / "summary.json", {
+            "model": str(model_path), "prompts": len(tested), "generated_for": len(chosen), "per_prompt": per_prompt,
+            "prefilter": prefilter, "keep": keep if prefilter else None, "edge_threshold_tiled_l2": edge,
+            "edge_threshold_source": f"reference prompts' generations ({len(ref)} prompts, {len(null)} pairs) at "
+                                     f"{fpr:g}", "min_clique": min_clique, "cliques": len(rows),
+            "extracted": extracted, "seconds": round(seconds, 2),
+            "seconds_per_prompt": round(seconds / max(1, len(chosen) + len(ref)), 4)})
+    return ExtractResult(out_dir, len(tested), len(chosen), len(rows), extracted, edge, seconds)
+
+
+def _prefilter(model: Any, prompts: list[str], keep: float, progress: Optional[ProgressCallback]) -> list[str]:
+    from .scores import score_prompts
+
+    s = score_prompts(model, prompts, ("one-step",), progress=progress, stage="prefilter").scores["one-step"]
+    k = max(1, int(round(keep * len(prompts))))
+    top = np.argsort(-s, kind="stable")[:k]
+    return [prompts[i] for i in sorted(top)]
+
+
+def _generate(model: Any, prompt: str, per_prompt: int, steps: int, guidance: float, seed: int) -> np.ndarray:
+    import torch
+
+    from ..models.sample import generate
+
+    gen = torch.Generator().manual_seed(int(seed))
+    return generate(model, [prompt] * per_prompt, per_prompt, sampler="ddim", steps=steps, generator=gen,
+                    guidance=guidance)
+
+
+def _distances(model: Any, prompts: list[str], *, per_prompt: int, steps: int, guidance: float, seed: int,
+               progress: Optional[ProgressCallback], stage: str) -> list[np.ndarray]:
+    out = []
+    emit(progress, stage, 0, len(prompts), unit="prompt")
+    for i, p in enumerate(prompts):
+        out.append(pair_distances(_generate(model, p, per_prompt, steps, guidance, seed)))
+        emit(progress, stage, i + 1, len(prompts), unit="prompt")
+    return out
+
+
+def _cliques(model: Any, prompts: list[str], out: Path, edge: float, min_clique: int,
+             gen: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Path]]:
+    from ..models.sample import png_bytes
+
+    progress = gen["progress"]
+    rows, reps = [], []
+    (out / "cliques").mkdir(exist_ok=True)
+    emit(progress, "generate", 0, len(prompts), unit="prompt")
+    for i, p in enumerate(prompts):
+        imgs = _generate(model, p, gen["per_prompt"], gen["steps"], gen["guidance"], gen["seed"])
+        d = pair_distances(imgs)
+        members = largest_clique(d < edge)
+        if len(members) >= min_clique:
+            sub = d[np.ix_(members, members)]
+            rep = members[int(np.argmin(sub.sum(axis=1)))]
+            path = out / "cliques" / f"{i:05d}.png"
+            write_bytes(path, png_bytes(imgs[rep]))
+            reps.append(path)
+            rows.append({"prompt": p, "generated": path.name, "clique_size": len(members),
+                         "clique_max_distance": float(sub.max())})
+        emit(progress, "generate", i + 1, len(prompts), unit="prompt")
+    return rows, reps
+
+
+def _audit(out: Path, reps: list[Path], index: Any, reference: Any, seed: int,
+           progress: Optional[ProgressCallback]) -> dict[str, dict[str, Any]]:
+    from ..auditing.run import audit
+
+    r = audit([str(p) for p in reps], index, out / "audit", reference=reference, seed=seed, progress=progress)
+    res = {}
+    for q, t, rep, pv in zip(r.query_paths, r.top1_train_paths, r.is_replica, r.p_values):
+        res[Path(q).name] = {"training_image": t or "", "is_copy": bool(rep), "p_value": float(pv)}
+    return res
+
+
+def _write(out: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    cols = ["prompt", "generated", "training_image", "clique_size", "clique_max_distance", "is_copy", "p_value"]
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([("cliques/" + r[c]) if c == "generated" else
+                    (f"{r[c]:.4g}" if isinstance(r.get(c), float) else r.get(c, "")) for c in cols])
+    write_text(out / "extracted.csv", buf.getvalue())
