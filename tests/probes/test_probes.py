@@ -4,6 +4,7 @@ folder takes), and `diffrep train` caption runs on real emoji."""
 from __future__ import annotations
 
 import csv
+import html
 import json
 import shutil
 from pathlib import Path
@@ -172,7 +173,7 @@ def test_cli_probe_writes_calibrated_outputs(caption_run, captioned, tmp_path, c
     (tmp_path / "ref.txt").write_text("\n".join(["blue car", "small green frog", "yellow bus", "tall tree"]) + "\n")
     code = main(["probe", str(caption_run), "--prompts", str(caption_run), "--reference-prompts",
                  str(tmp_path / "ref.txt"), "--out", str(tmp_path / "out"), "--method", "all", "--seeds", "2",
-                 "--steps", "2", "--sample-steps", "10", "-q"])
+                 "--steps", "2", "--sample-steps", "10", "--report", "-q"])
     out = capsys.readouterr().out
     assert code == 0 and f"{len(set(caps))} prompts scored by noise-norm" in out and "from the reference" in out
     rows = list(csv.DictReader((tmp_path / "out" / "prompts.csv").open()))
@@ -185,6 +186,12 @@ def test_cli_probe_writes_calibrated_outputs(caption_run, captioned, tmp_path, c
     assert s["flagged"] == sum(r["is_memorized"] == "True" for r in rows) and s["seconds_per_prompt"] > 0
     toks = list(csv.DictReader((tmp_path / "out" / "tokens.csv").open()))
     assert {int(t["prompt_index"]) for t in toks} == set(range(len(rows)))
+    ref = list(csv.DictReader((tmp_path / "out" / "reference.csv").open()))
+    assert [r["prompt"] for r in ref] == ["blue car", "small green frog", "yellow bus", "tall tree"]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Content-Security-Policy" in page and "<script" not in page and "data:image/png;base64" in page
+    assert f"of {len(rows)} prompts score above what 4 prompts known not to be memorized" in page
+    assert html.escape(rows[0]["prompt"]) in page
     # bad input: one line each
     (tmp_path / "empty.txt").write_text("\n\n")
     assert main(["probe", str(caption_run), "--prompts", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o2")]) == 3

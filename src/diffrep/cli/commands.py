@@ -67,6 +67,13 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
 def cmd_report(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..report.html import render_report
 
+    if (Path(a.audit_dir) / "prompts.csv").is_file():
+        from ..report.probe_page import render_probe_report
+
+        _out(f"Report: {render_probe_report(a.audit_dir, a.extract)}")
+        return 0
+    if a.extract:
+        raise DiffrepError("--extract applies to the report of a `diffrep probe` folder")
     _out(f"Report: {render_report(a.audit_dir, page_limit=a.page_limit, progress=bars)}")
     return 0
 
@@ -259,6 +266,10 @@ def cmd_probe(a: argparse.Namespace, bars: ProgressBars) -> int:
     for w in r.warnings:
         _out(f"Warning: {w}")
     _out(f"Results: {r.out / 'prompts.csv'}, {r.out / 'summary.json'}")
+    if a.report:
+        from ..report.probe_page import render_probe_report
+
+        _out(f"Report: {render_probe_report(r.out)}")
     return 0
 
 

@@ -100,10 +100,12 @@ def _audit(sub: Sub) -> None:
     _common(p)
     p.set_defaults(func=c.cmd_audit)
 
-    p = sub.add_parser("report", help="(re-)render report.html for an audit directory")
-    p.add_argument("audit_dir")
+    p = sub.add_parser("report", help="(re-)render report.html for an audit or a probe directory")
+    p.add_argument("audit_dir", help="an audit folder, or a `diffrep probe` folder")
     p.add_argument("--page-limit", type=int, default=DEFAULTS["report"]["page_limit"],
                    help="replicas shown (the rest stay in matches.csv; default %(default)s)")
+    p.add_argument("--extract", default=None, help="probe report: a `diffrep extract` folder whose extracted "
+                   "pairs are shown side by side")
     _quiet(p)
     p.set_defaults(func=c.cmd_report)
 
@@ -312,6 +314,7 @@ def _probe(sub: Sub) -> None:
     p.add_argument("--batch", type=int, default=d["batch"], help="noise predictions per model call "
                    "(default %(default)s)")
     p.add_argument("--no-explain", action="store_true", help="skip the per-token attribution (tokens.csv)")
+    p.add_argument("--report", action="store_true", help="also write report.html (diffrep report DIR re-renders it)")
     p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
     _quiet(p)
     p.set_defaults(func=c.cmd_probe)

@@ -10,7 +10,8 @@ summary and the CLI output.
 
 Outputs in ``out``: ``prompts.csv`` (``prompt, score, p_value, is_memorized`` for the verdict's method, then
 ``score_<method>`` / ``p_<method>`` for each further method, and ``truncated``), ``summary.json`` and, for the
-verdict's method ``noise-norm``, ``tokens.csv`` (each prompt's tokens with their share of the attribution).
+verdict's method ``noise-norm``, ``tokens.csv`` (each prompt's tokens with their share of the attribution),
+and with reference prompts ``reference.csv`` (their scores: the null).
 """
 from __future__ import annotations
 
@@ -83,6 +84,8 @@ def probe(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | 
         _write_prompts(out_dir, tested, methods, main.scores, verdicts, truncated)
         if main.tokens:
             _write_tokens(out_dir, tested, main.tokens)
+        if null is not None:
+            _write_reference(out_dir, ref, methods, null.scores)
         seconds = time.perf_counter() - t0
         v = verdicts[methods[0]]
         warnings = list(v["warnings"])
@@ -157,6 +160,15 @@ def _write_prompts(out: Path, prompts: list[str], methods: list[str], scores: di
             row += [_num(scores[m][i]), _num(verdicts[m]["p"][i]), bool(verdicts[m]["flags"][i])]
         w.writerow(row + [truncated[i]])
     write_text(out / "prompts.csv", buf.getvalue())
+
+
+def _write_reference(out: Path, prompts: list[str], methods: list[str], scores: dict[str, np.ndarray]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["prompt"] + [f"score_{m}" for m in methods])
+    for i, p in enumerate(prompts):
+        w.writerow([p] + [_num(scores[m][i]) for m in methods])
+    write_text(out / "reference.csv", buf.getvalue())
 
 
 def _write_tokens(out: Path, prompts: list[str], tokens: list[list[tuple[str, float]]]) -> None:
