@@ -121,9 +121,12 @@ def build_tiny_sd(images: np.ndarray, captions: Sequence[str], out: str | os.Pat
         opt.step()
         emit(progress, "tiny-sd unet", step + 1, unet_steps, unit="step")
 
-    for name, part in (("unet", unet), ("vae", vae), ("text_encoder", text)):
-        part.save_pretrained(out_dir / name)
-    sched.save_pretrained(out_dir / "scheduler")
+    from .sd import quiet_loading
+
+    with quiet_loading():  # save_pretrained draws a bar; library code never prints
+        for name, part in (("unet", unet), ("vae", vae), ("text_encoder", text)):
+            part.save_pretrained(out_dir / name)
+        sched.save_pretrained(out_dir / "scheduler")
     write_text(out_dir / "model_index.json", json.dumps({
         "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
