@@ -53,3 +53,13 @@ def paste_object(obj_file: Path, bg_file: Path, seed: int):
         fill = b.convert("RGBA")
     q = make_query("segmix", SourceImage(compose_on_white(rgba), mask, how), fill, np.random.default_rng(seed))
     return np.asarray(q.image.convert("RGB")), q.query_box
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny models run fastest on one thread, and a busy 2-core machine makes OpenMP spin-wait."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

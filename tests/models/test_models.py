@@ -24,13 +24,7 @@ from diffrep.models.train import train  # noqa: E402
 FAST = dict(steps=12, batch=8, sample_every=0, checkpoint_every=6)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy 2-core machine makes OpenMP spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ pytest.importorskip("diffusers")
 
 from diffrep.cli import main  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 TINY = ["--steps", "40", "--batch", "8", "--samples", "2"]
 
 
@@ -21,7 +22,6 @@ def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch)
     monkeypatch.setitem(mem.PRESETS, "smoke", {**mem.PRESETS["smoke"], "train": 16, "reference_prompts": 12,
                                                 "test_prompts": 12, "sample_steps": 5, "probe_seeds": 2,
                                                 "long_steps": 3})
-    torch.set_num_threads(1)
     out = tmp_path / "mem"
     assert main(["experiment", "memorization", "--out", str(out), "--generate-only", "-q"] + TINY) == 0
     gen = json.loads((out / "generated.json").read_text())

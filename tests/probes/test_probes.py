@@ -24,12 +24,7 @@ from diffrep.probes.memorization import _verdict  # noqa: E402
 from diffrep.probes.scores import score_prompts, ssim  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
         raise DiffrepError(f"--uncond-p {uncond_p}: give a share in [0, 1) (0.1 by default; 0 trains no "
                            "unconditional prediction)")
     uncond_p = float(uncond_p) if cond == "caption" else 0.0
-    from .mitigate import INSERTED, CaptionMitigation, check as check_mitigation
+    from .mitigate import CaptionMitigation, check as check_mitigation
 
     check_mitigation(mitigate, mitigate_p, cond, bool(text_encoder))
     from .deps import require_models, resolve_device
@@ -95,42 +95,14 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
     with DirLock(run_dir, "run directory"):
         from .checkpoint import (CHECKPOINT, check_resumable, load_checkpoint, save_checkpoint, write_config,
                                  write_log_csv)
-        from .cond import Conditioner, distinct, drop_captions
+        from .cond import Conditioner, drop_captions
         from .data import BatchSampler, duplication_weights, load_training_set
         from .nets import build_model, count_parameters, ema_update, model_config, predict_noise, scheduler
 
         ts = load_training_set(data, size=size, subset=subset, seed=seed, captions=captions, color=color,
                                progress=progress)
         ckpt = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).is_file() else None
-        clip = None
-        if cond == "class":
-            if ts.class_keys is None:
-                raise DiffrepError(f"--cond class needs labels: put each class's images in a subfolder named after it "
-                                   f"(e.g. {ts.root}/<class>/img.png), or give every image a caption")
-            conditioner = Conditioner("class", classes=ts.classes(), class_captions=ts.class_captions(),
-                                      prompts=ts.classes())
-            text_cfg = None
-        elif cond == "caption":
-            missing = sum(1 for c in ts.captions if not c)
-            if missing == len(ts):
-                raise DiffrepError(f"--cond caption needs captions: none of the {len(ts)} images has one. Put "
-                                   f"a captions.jsonl ({{\"file\", \"caption\"}} per line) in {ts.root} or "
-                                   "pass --captions")
-            if text_encoder:
-                from .text import load_clip_text_encoder
-
-                clip = load_clip_text_encoder(text_encoder).to(dev)
-                conditioner = Conditioner("caption", clip=clip, prompts=distinct(ts.captions))
-                text_cfg = {"kind": "clip", "path": clip.path, "dim": clip.dim}
-            else:
-                from .text import WordTokenizer
-
-                tok = WordTokenizer.build(ts.captions, extra=INSERTED if mitigate in ("rt", "cwr") else 0)
-                conditioner = Conditioner("caption", tokenizer=tok, prompts=distinct(ts.captions))
-                text_cfg = {"kind": "word", "vocab_size": len(tok.vocab), "max_len": tok.max_len, "dim": TEXT_DIM,
-                            "layers": TEXT_LAYERS, "heads": TEXT_HEADS}
-        else:
-            conditioner, text_cfg = Conditioner("none"), None
+        conditioner, text_cfg, clip = _conditioning(cond, ts, text_encoder, mitigate, dev)
         mcfg = model_config(cond, image_channels=ts.channels, size=size, channels=tuple(channels),
                             num_classes=len(conditioner.classes), text=text_cfg)
         weights, dup = duplication_weights(len(ts), dup_frac, dup_weight, seed)
@@ -230,6 +202,39 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
         return TrainResult(run_dir, step, resumed_from, log[-1]["loss"] if log else float("nan"),
                            time.perf_counter() - t_start, (step - start_step) / train_s if train_s else 0.0,
                            config["params"], len(ts), [ts.ids[i] for i in dup], grids)
+
+
+def _conditioning(cond: str, ts: Any, text_encoder: Any, mitigate: Optional[str],
+                  dev: Any) -> tuple[Any, Optional[dict[str, Any]], Any]:
+    """(Conditioner, the text encoder's model config, the loaded CLIP encoder or None) for a fresh run."""
+    from .cond import Conditioner, distinct
+    from .mitigate import INSERTED
+
+    clip = None
+    if cond == "class":
+        if ts.class_keys is None:
+            raise DiffrepError(f"--cond class needs labels: put each class's images in a subfolder named after it "
+                               f"(e.g. {ts.root}/<class>/img.png), or give every image a caption")
+        return Conditioner("class", classes=ts.classes(), class_captions=ts.class_captions(),
+                           prompts=ts.classes()), None, None
+    if cond != "caption":
+        return Conditioner("none"), None, None
+    if all(not c for c in ts.captions):
+        raise DiffrepError(f"--cond caption needs captions: none of the {len(ts)} images has one. Put "
+                           f"a captions.jsonl ({{\"file\", \"caption\"}} per line) in {ts.root} or "
+                           "pass --captions")
+    if text_encoder:
+        from .text import load_clip_text_encoder
+
+        clip = load_clip_text_encoder(text_encoder).to(dev)
+        return (Conditioner("caption", clip=clip, prompts=distinct(ts.captions)),
+                {"kind": "clip", "path": clip.path, "dim": clip.dim}, clip)
+    from .text import WordTokenizer
+
+    tok = WordTokenizer.build(ts.captions, extra=INSERTED if mitigate in ("rt", "cwr") else 0)
+    return (Conditioner("caption", tokenizer=tok, prompts=distinct(ts.captions)),
+            {"kind": "word", "vocab_size": len(tok.vocab), "max_len": tok.max_len, "dim": TEXT_DIM,
+             "layers": TEXT_LAYERS, "heads": TEXT_HEADS}, None)
 
 
 def _validate(cond: str, steps: int, batch: int, lr: float, ema: float, sample_every: int, checkpoint_every: int,
