@@ -42,3 +42,9 @@ def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch)
     before = (out / "summary.json").stat().st_mtime_ns, (out / "labels.json").stat().st_mtime_ns
     assert main(["experiment", "memorization", "--out", str(out), "-q"] + TINY) == 0  # reuses every stage
     assert (out / "labels.json").stat().st_mtime_ns == before[1]
+    # a cheaper labelling: one generation per training caption, 10 reference images; recorded, and redone
+    assert main(["experiment", "memorization", "--out", str(out), "--label-per-prompt", "1", "--label-reference",
+                 "10", "-q"] + TINY) == 0
+    labels = json.loads((out / "labels.json").read_text())
+    assert labels["audited_generations"] == 16 and labels["label_reference"] == 10
+    assert len(list((out / "label_reference").iterdir())) == 10

@@ -331,7 +331,8 @@ def _memorization(a: argparse.Namespace, overrides: dict, bars: ProgressBars) ->
     if "samples" in overrides:
         overrides["per_prompt"] = overrides.pop("samples")
     s = run_memorization(a.out, preset=a.preset, seed=a.seed, device=a.device, fpr=a.fpr,
-                         generate_only=a.generate_only, overrides=overrides, progress=bars)
+                         generate_only=a.generate_only, overrides=overrides, label_per_prompt=a.label_per_prompt,
+                         label_reference=a.label_reference, progress=bars)
     if a.generate_only:
         _out(f"Trained {s['step']} steps on {s['device']} ({s['train_seconds']:.0f} s), generated and probed; run "
              "the same command without --generate-only to audit and score.")

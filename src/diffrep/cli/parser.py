@@ -289,6 +289,10 @@ def _experiment(sub: Sub) -> None:
                    "(e.g. to train runs in parallel); the results table needs the whole grid")
     p.add_argument("--generate-only", action="store_true",
                    help="train and sample only (e.g. on a GPU machine); a later call without it audits")
+    p.add_argument("--label-per-prompt", type=int, default=None, help="memorization: audit only the first N "
+                   "generations of each training caption for the labels (default: all)")
+    p.add_argument("--label-reference", type=int, default=None, help="memorization: calibrate the labelling "
+                   "audit on the first N held-out images (default: all)")
     _quiet(p)
     p.set_defaults(func=c.cmd_experiment)
 

@@ -48,8 +48,12 @@ METHOD_ROWS = (("noise-norm", 1), ("noise-norm", "long"), ("seed-ssim", 1), ("on
 
 def run_memorization(out: str | Path, *, preset: str = "smoke", seed: int = 0, device: str = "cpu",
                      fpr: float = 0.01, generate_only: bool = False, overrides: Optional[dict[str, Any]] = None,
+                     label_per_prompt: Optional[int] = None, label_reference: Optional[int] = None,
                      progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
-    """Run (or continue) the memorization experiment in ``out``; returns the summary (see module docstring)."""
+    """Run (or continue) the memorization experiment in ``out``; returns the summary (see module docstring).
+    ``label_per_prompt`` audits only the first N generations of each training caption and ``label_reference``
+    calibrates the audit on the first N held-out images (sorted by name): a cheaper labelling, stated in the
+    summary (the audit verifies every image it is given, which dominates the CPU stage)."""
     from ..errors import DiffrepError
 
     if preset not in PRESETS:
@@ -61,7 +65,7 @@ def run_memorization(out: str | Path, *, preset: str = "smoke", seed: int = 0, d
     gen = _generate(root, data, p, seed, device, progress)
     if generate_only:
         return gen
-    labels = _label(root, data, p, seed, fpr, progress)
+    labels = _label(root, data, seed, fpr, label_per_prompt, label_reference, progress)
     return _score(root, data, gen, labels, p, fpr, seed)
 
 
@@ -159,34 +163,57 @@ def _write_scores(path: Path, prompts: list[str], data: dict[str, Any], cols: di
     write_text(path, buf.getvalue())
 
 
-def _label(root: Path, data: dict[str, Any], p: dict[str, Any], seed: int, fpr: float,
-           progress: Optional[ProgressCallback]) -> dict[str, Any]:
+def _label(root: Path, data: dict[str, Any], seed: int, fpr: float, per_prompt: Optional[int],
+           n_reference: Optional[int], progress: Optional[ProgressCallback]) -> dict[str, Any]:
     """Audit the generations; a training caption is memorized when one of its generations is flagged with
     its own training image as the match."""
     marker = root / "labels.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("fpr") == fpr:
+    want = {"fpr": fpr, "label_per_prompt": per_prompt, "label_reference": n_reference}
+    if marker.is_file() and all(json.loads(marker.read_text()).get(k) == v for k, v in want.items()):
         return json.loads(marker.read_text())
     import diffrep
 
-    t0 = time.perf_counter()
-    diffrep.index(root / "data" / "train", root / "index", progress=progress)
-    r = diffrep.audit(root / "samples", root / "index", root / "audit", reference=root / "data" / "heldout",
-                      fpr=fpr, captions=root / "samples" / "prompts.jsonl", seed=seed, progress=progress)
-    audit_s = time.perf_counter() - t0
     caption_of = {}
     for line in (root / "samples" / "prompts.jsonl").read_text().splitlines():
         rec = json.loads(line)
         caption_of[rec["file"]] = rec["caption"]
+    queries, audited = root / "samples", len(caption_of)
+    if per_prompt:
+        seen: dict[str, int] = {}
+        chosen = []
+        for f, cap in sorted(caption_of.items()):
+            if cap in data["train"] and seen.get(cap, 0) < per_prompt:
+                seen[cap] = seen.get(cap, 0) + 1
+                chosen.append(root / "samples" / f)
+        queries, audited = _copies(chosen, root / "label_queries"), len(chosen)
+    ref = root / "data" / "heldout"
+    if n_reference:
+        ref = _copies(sorted(ref.glob("*.png"))[:n_reference], root / "label_reference")
+    t0 = time.perf_counter()
+    diffrep.index(root / "data" / "train", root / "index", progress=progress)
+    r = diffrep.audit(queries, root / "index", root / "audit", reference=ref, fpr=fpr,
+                      captions=root / "samples" / "prompts.jsonl", seed=seed, progress=progress)
+    audit_s = time.perf_counter() - t0
     hits: dict[str, int] = {}
     for q, t, rep in zip(r.query_paths, r.top1_train_paths, r.is_replica):
         cap = caption_of.get(Path(q).name)
         if cap in data["train"] and rep and t and Path(t).name == data["train"][cap]:
             hits[cap] = hits.get(cap, 0) + 1
-    labels = {"fpr": fpr, "memorized": sorted(hits), "copies": hits, "audit_seconds": round(audit_s, 1),
-              "audit_seconds_per_prompt": audit_s / (len(data["train"]) + len(data["test"])),
+    labels = {**want, "memorized": sorted(hits), "copies": hits, "audit_seconds": round(audit_s, 1),
+              "audited_generations": audited, "audit_seconds_per_image": audit_s / max(1, audited),
               "audit_threshold": float(r.summary["calibration"]["threshold"])}
     write_json(marker, labels)
     return labels
+
+
+def _copies(files: list[Path], folder: Path) -> Path:
+    """A fresh folder holding copies of ``files`` (the audit reads folders)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for f in files:
+        shutil.copyfile(f, folder / f.name)
+    return folder
 
 
 def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[str, Any], p: dict[str, Any],
@@ -196,7 +223,7 @@ def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[s
 
     rows = list(csv.DictReader((root / "probe_scores.csv").open(encoding="utf-8")))
     memorized = set(labels["memorized"])
-    brute = gen["generate_seconds_per_prompt"] + labels["audit_seconds_per_prompt"]
+    brute = gen["generate_seconds_per_prompt"] + labels["audit_seconds_per_image"] * p["per_prompt"]
     results = []
     for col in [c for c in rows[0] if c not in ("prompt", "role")]:
         val = {r["prompt"]: float(r[col]) for r in rows}
