@@ -133,9 +133,10 @@ def null_size_for(fpr: float, factor: float = 2.0, confidence: float = BOUND_CON
     return None
 
 
-def threshold_at_fpr(null: np.ndarray, fpr: float) -> tuple[float, list[str]]:
+def threshold_at_fpr(null: np.ndarray, fpr: float, noun: str = "image") -> tuple[float, list[str]]:
     """The order statistic t of ``null`` such that a score s > t has conformal p-value <= ``fpr``
-    (at most floor(fpr*(N+1)) - 1 null scores >= s); the largest null score when N is too small."""
+    (at most floor(fpr*(N+1)) - 1 null scores >= s); the largest null score when N is too small. ``noun``
+    names what was scored, in the warnings."""
     if not 0 < fpr < 1:
         raise CalibrationError(f"target false-positive rate must be between 0 and 1, got {fpr}")
     null = np.sort(np.asarray(null, np.float64))[::-1]
@@ -148,8 +149,8 @@ def threshold_at_fpr(null: np.ndarray, fpr: float) -> tuple[float, list[str]]:
     if m < 0:
         warnings.append(f"{n} null scores cannot resolve a false-positive rate of {fpr:g} (need at least "
                         f"{int(np.ceil(1 / fpr)) - 1}); the threshold is the largest null score, so the "
-                        "achieved rate on the null is 0 but a new unrelated image exceeds it with "
-                        f"probability up to 1/(N+1) = {1 / (n + 1):.3g}. Give more reference images.")
+                        f"achieved rate on the null is 0 but a new unrelated {noun} exceeds it with "
+                        f"probability up to 1/(N+1) = {1 / (n + 1):.3g}. Give more reference {noun}s.")
         m = 0
     return float(null[m]) if m < n else float(null[-1]), warnings
 
@@ -166,8 +167,9 @@ def empirical_p_values(null: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def calibrate(*, reference: np.ndarray | None = None, background: np.ndarray | None = None,
               fpr: float = 0.01, threshold: float | None = None, descriptor_name: str = "",
-              min_null: int = 20) -> Calibration:
-    """Choose the threshold by the preference order in the module docstring."""
+              min_null: int = 20, noun: str = "image") -> Calibration:
+    """Choose the threshold by the preference order in the module docstring (``noun``: what was scored, in
+    the warnings)."""
     if reference is not None and len(reference):
         null, source = np.sort(np.asarray(reference, np.float64)), "reference"
     elif background is not None and len(background) >= min_null:
@@ -179,7 +181,7 @@ def calibrate(*, reference: np.ndarray | None = None, background: np.ndarray | N
         t = float(threshold)
         cal = Calibration(t, "explicit", None, null)
     elif source:
-        t, warnings = threshold_at_fpr(null, fpr)
+        t, warnings = threshold_at_fpr(null, fpr, noun)
         cal = Calibration(t, source, fpr, null)
     elif descriptor_name.startswith("sscd"):
         cal = Calibration(PAPER_SSCD_THRESHOLD, "fixed", None, null)
@@ -196,9 +198,9 @@ def calibrate(*, reference: np.ndarray | None = None, background: np.ndarray | N
     need = None if bound is None else bound["null_size_for_twice_target"]
     if cal.target_fpr is not None and bound is not None and bound["upper"] > 2 * cal.target_fpr \
             and (need is None or len(null) < need):
-        what = "held-out reference images" if source == "reference" else "reference images (--reference)"
+        what = f"held-out reference {noun}s" if source == "reference" else "reference images (--reference)"
         cal.warnings.append(
-            f"with {len(null)} null scores the threshold lets unrelated images through at up to "
+            f"with {len(null)} null scores the threshold lets unrelated {noun}s through at up to "
             f"{100 * bound['upper']:.1f}% (95% bound; {100 * bound['mean_at_most']:.1f}% on average) for a "
             f"{100 * cal.target_fpr:g}% target" + (f"; with {need} or more {what} that bound stays under "
                                                   f"{200 * cal.target_fpr:g}%" if need else ""))

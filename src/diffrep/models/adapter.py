@@ -119,11 +119,6 @@ def cat_cond(conds: Sequence[Cond]) -> Cond:
     return {k: _cat([c[k] for c in conds]) for k in conds[0]}
 
 
-def take_cond(cond: Cond, idx: Any) -> Cond:
-    """The rows ``idx`` (a slice, index list or tensor) of a conditioning batch."""
-    return {k: v[idx] for k, v in cond.items()}
-
-
 def _cat(xs: Sequence[Any]) -> Any:
     import torch
 
@@ -175,13 +170,7 @@ class RunModel(DiffusionModel):
         return predict_noise(self.net, x, t, cond)
 
     def to_model(self, images: np.ndarray) -> Any:
-        import torch
-
-        arr = _channels(np.asarray(images), self.image_channels)
-        x = torch.tensor(arr).permute(0, 3, 1, 2).float()
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="area")
-        return (x / 127.5 - 1.0).to(self.device)
+        return pixels(images, self.image_channels, self.image_size).to(self.device)
 
     def from_model(self, x: Any) -> np.ndarray:
         return _to_uint8(x)
@@ -217,6 +206,16 @@ def _timesteps(t: Any, n: int, device: Any) -> Any:
 
     t = torch.as_tensor(t, device=device)
     return t.expand(n) if t.dim() == 0 else t
+
+
+def pixels(images: np.ndarray, channels: int, size: int) -> Any:
+    """uint8 [N, H, W, C] images as a float tensor [N, channels, size, size] in [-1, 1] on the CPU."""
+    import torch
+
+    x = torch.tensor(_channels(np.asarray(images), channels)).permute(0, 3, 1, 2).float()
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+    return x / 127.5 - 1.0
 
 
 def _channels(arr: np.ndarray, channels: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import DiffrepError
-from .adapter import Cond, DiffusionModel, _channels, _timesteps, _to_uint8
+from .adapter import Cond, DiffusionModel, _timesteps, _to_uint8, pixels
 
 PARTS = {"unet": ("config.json",), "vae": ("config.json",), "text_encoder": ("config.json",),
          "tokenizer": ("vocab.json", "merges.txt"), "scheduler": ("scheduler_config.json",)}
@@ -76,11 +76,7 @@ class DiffusersModel(DiffusionModel):
     def to_model(self, images: np.ndarray) -> Any:
         import torch
 
-        arr = _channels(np.asarray(images), self.image_channels)
-        x = torch.tensor(arr).permute(0, 3, 1, 2).float()
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="area")
-        x = (x / 127.5 - 1.0).to(self.device, self.vae.dtype)
+        x = pixels(images, self.image_channels, self.image_size).to(self.device, self.vae.dtype)
         with torch.no_grad():
             return self.vae.encode(x).latent_dist.mean * self.scaling
 

@@ -118,23 +118,12 @@ def _check(fpr: float, seeds: int, steps: int, sample_steps: int, batch: int) ->
 
 def _verdict(scores: np.ndarray, null: Optional[np.ndarray], fpr: float) -> dict[str, Any]:
     """Threshold, its source, flags and p-values (NaN without a null) for one method's scores."""
-    from ..matching.calibration import Calibration, empirical_p_values, threshold_at_fpr
+    from ..matching.calibration import calibrate
 
     if null is not None and len(null):
-        t, warnings = threshold_at_fpr(null, fpr)
-        cal = Calibration(t, "reference", fpr, np.sort(null))
-        cal.null_fpr = float(np.mean(null > t))
-        d = cal.describe()
-        bound = d["achieved_fpr"]
-        warnings = [w.replace("unrelated image", "unmemorized prompt").replace("images", "prompts") for w in warnings]
-        if bound and bound["upper"] > 2 * fpr:
-            warnings.append(f"with {len(null)} reference prompts the threshold lets unmemorized prompts through at "
-                            f"up to {100 * bound['upper']:.1f}% (95% bound) for a {100 * fpr:g}% target; give "
-                            f"{bound['null_size_for_twice_target']} or more reference prompts to keep that bound "
-                            f"under {200 * fpr:g}%")
-        d["warnings"] = warnings
-        return {"threshold": float(t), "source": "reference", "flags": scores > t,
-                "p": empirical_p_values(null, scores), "warnings": warnings, "describe": d}
+        cal = calibrate(reference=null, fpr=fpr, noun="prompt")
+        return {"threshold": float(cal.threshold), "source": "reference", "flags": cal.is_replica(scores),
+                "p": cal.p_values(scores), "warnings": list(cal.warnings), "describe": cal.describe()}
     med = float(np.median(scores))
     mad = 1.4826 * float(np.median(np.abs(scores - med)))
     t = med + MAD_RULE * mad

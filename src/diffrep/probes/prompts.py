@@ -22,12 +22,10 @@ def load_prompts(source: str | os.PathLike[str], what: str = "--prompts") -> lis
         if not ts.is_file():
             raise SourceError(f"{what} {source}: a folder must be a `diffrep train` run (training_set.jsonl); "
                               "give a text, jsonl or csv file of prompts instead")
-        seen: dict[str, None] = {}
-        for line in ts.read_text(encoding="utf-8").splitlines():
-            cap = json.loads(line).get("caption") if line.strip() else None
-            if cap:
-                seen.setdefault(cap, None)
-        prompts = list(seen)
+        from ..models.cond import distinct
+
+        prompts = distinct([json.loads(line).get("caption") for line in ts.read_text(encoding="utf-8").splitlines()
+                            if line.strip()])
     elif p.suffix.lower() == ".csv":
         prompts = _csv(p, what)
     else:
