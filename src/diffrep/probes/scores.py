@@ -78,7 +78,7 @@ def score_prompts(model: Any, prompts: Sequence[str], methods: Sequence[str] = (
                 out["one-step"][start:start + b] = _one_step(model, x_t, cond).view(b, seeds).mean(1).double().cpu().numpy()
                 calls += b * seeds
         if attribute:
-            tokens.extend(_attribution(model, chunk, cond, uncond, x_t, seeds))
+            tokens.extend(_attribution(model, chunk, cond, uncond, x_t, seeds, sample_steps))
             calls += 2 * b * seeds
         emit(progress, stage, start + b, n, unit="prompt")
     return PromptScores(out, time.perf_counter() - t0, calls, tokens)
@@ -160,7 +160,7 @@ def ssim(a: Any, b: Any, sigma: float = 1.5) -> float:
 
 
 def _attribution(model: Any, prompts: list[str], cond: dict[str, Any], uncond: dict[str, Any], x_T: Any,
-                 seeds: int) -> list[list[tuple[str, float]]]:
+                 seeds: int, sample_steps: int) -> list[list[tuple[str, float]]]:
     """Per prompt, each conditioning position's share of the L2 norm of d(first-step noise-norm)/d(text state)."""
     import torch
 
@@ -168,9 +168,9 @@ def _attribution(model: Any, prompts: list[str], cond: dict[str, Any], uncond: d
 
     hidden = cond["hidden"].detach().clone().requires_grad_(True)
     c = dict(cond, hidden=hidden)
-    T = model.make_scheduler("ddim")
-    T.set_timesteps(1)
-    t = T.timesteps[0].to(model.device)
+    sched = model.make_scheduler("ddim")  # the first timestep of the schedule the noise-norm score starts on
+    sched.set_timesteps(sample_steps)
+    t = sched.timesteps[0].to(model.device)
     with torch.enable_grad():
         both = model.predict(torch.cat([x_T, x_T]), t, cat_cond([uncond, c])).float()
         eps_u, eps_c = both.chunk(2)
