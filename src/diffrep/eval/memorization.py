@@ -219,7 +219,7 @@ def _copies(files: list[Path], folder: Path) -> Path:
 def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[str, Any], p: dict[str, Any],
            fpr: float, seed: int) -> dict[str, Any]:
     from ..matching.calibration import threshold_at_fpr
-    from ..probes.roc import detection_metrics
+    from ..probes.roc import auc, detection_metrics
 
     rows = list(csv.DictReader((root / "probe_scores.csv").open(encoding="utf-8")))
     memorized = set(labels["memorized"])
@@ -234,7 +234,7 @@ def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[s
         t, _ = threshold_at_fpr(ref, fpr)
         m = detection_metrics(pos, neg, seed=seed)
         secs = gen["probe_seconds_per_prompt"][col]
-        results.append({"method": col, **m, "auc_vs_unmemorized_training": detection_metrics(pos, rest, 200, seed)["auc"],
+        results.append({"method": col, **m, "auc_vs_unmemorized_training": auc(pos, rest),
                         "threshold": t, "tpr_at_threshold": float(np.mean(pos > t)) if len(pos) else float("nan"),
                         "test_flagged_at_threshold": float(np.mean(neg > t)),
                         "seconds_per_prompt": secs, "cheaper_than_brute_force": brute / secs if secs else None})

@@ -210,7 +210,6 @@ def _conditioning(cond: str, ts: Any, text_encoder: Any, mitigate: Optional[str]
     from .cond import Conditioner, distinct
     from .mitigate import INSERTED
 
-    clip = None
     if cond == "class":
         if ts.class_keys is None:
             raise DiffrepError(f"--cond class needs labels: put each class's images in a subfolder named after it "
