@@ -59,6 +59,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "method": "noise-norm", "fpr": 0.01, "seeds": 4, "steps": 1, "sample_steps": 50, "guidance": 1.0,
         "batch": 32, "device": "cpu",
     },
+    "membership": {
+        "method": "loss", "fpr": 0.01, "seeds": 2, "batch": 64, "device": "cpu",
+    },
     "extract": {
         "per_prompt": 16, "min_clique": 3, "fpr": 0.01, "keep": 0.1, "sample_steps": 50, "guidance": 1.0,
         "device": "cpu",

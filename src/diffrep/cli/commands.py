@@ -67,6 +67,13 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
 def cmd_report(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..report.html import render_report
 
+    from ..report.membership_page import is_membership_folder, render_membership_report
+
+    if is_membership_folder(a.audit_dir):
+        if a.extract:
+            raise DiffrepError("--extract applies to the report of a `diffrep probe` folder")
+        _out(f"Report: {render_membership_report(a.audit_dir)}")
+        return 0
     if (Path(a.audit_dir) / "prompts.csv").is_file():
         from ..report.probe_page import render_probe_report
 
@@ -286,6 +293,33 @@ def cmd_extract(a: argparse.Namespace, bars: ProgressBars) -> int:
     return 0
 
 
+def cmd_membership(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..probes.membership import membership
+
+    ts = _int_list(a.timesteps, "--timesteps") if a.timesteps else None
+    s = membership(a.model, a.out, images=a.images, set_source=a.set_source, reference=a.reference, method=a.method,
+                   fpr=a.fpr, timesteps=ts, seeds=a.seeds, captions=a.captions, labels=a.labels, batch=a.batch,
+                   device=a.device, progress=bars)
+    out = Path(a.out)
+    _out(f"{s['images']} images scored by {s['method']} against {s['reference_images']} reference images: "
+         f"{s['flagged']} flagged as members at {100 * a.fpr:g}% FPR (threshold {s['threshold']:.4g}).")
+    for m, ev in (s.get("evaluation") or {}).items():
+        if isinstance(ev, dict):
+            _out(f"  {m}: AUC {ev['auc']:.3f} [{ev['auc_ci'][0]:.3f}, {ev['auc_ci'][1]:.3f}], TPR at 1% FPR "
+                 f"{ev['tpr_at_1pct_fpr']:.3f}; flagged: members {ev['members_flagged']}, non-members "
+                 f"{ev['non_members_flagged']}")
+    if "set" in s:
+        _out(f"Set: {s['set']['sentence']}")
+    for w in s["warnings"]:
+        _out(f"Warning: {w}")
+    _out(f"Results: {out / 'scores.csv'}, {out / 'summary.json'}" + (f", {out / 'set.json'}" if "set" in s else ""))
+    if a.report:
+        from ..report.membership_page import render_membership_report
+
+        _out(f"Report: {render_membership_report(out)}")
+    return 0
+
+
 def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..eval.experiment import run_experiment
 
@@ -294,6 +328,8 @@ def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
         overrides["channels"] = _int_list(a.channels, "--channels")
     if a.kind == "memorization":
         return _memorization(a, overrides, bars)
+    if a.kind == "membership":
+        return _membership_experiment(a, overrides, bars)
     if not a.data:
         raise DiffrepError(f"experiment {a.kind} needs --data: fashion-mnist or a folder of training images")
     if a.subset is not None:
@@ -342,6 +378,27 @@ def _memorization(a: argparse.Namespace, overrides: dict, bars: ProgressBars) ->
     for r in s["methods"]:
         _out(f"{r['method']:<14} AUC {r['auc']:.3f}, TPR@1%FPR {r['tpr_at_1pct_fpr']:.3f}, "
              f"{r['seconds_per_prompt']:.4f} s/prompt ({r['cheaper_than_brute_force']:.0f}x cheaper than generate+audit)")
+    _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'summary.json'}")
+    return 0
+
+
+def _membership_experiment(a: argparse.Namespace, overrides: dict, bars: ProgressBars) -> int:
+    from ..eval.membership import run_membership_experiment
+
+    if "samples" in overrides:
+        raise DiffrepError("--samples does not apply to experiment membership (it generates nothing)")
+    if "steps" in overrides:
+        overrides["steps"] = [overrides["steps"]]
+    if a.sizes:
+        overrides["sizes"] = _int_list(a.sizes, "--sizes")
+    s = run_membership_experiment(a.out, preset=a.preset, seed=a.seed, device=a.device, fpr=a.fpr,
+                                  overrides=overrides, progress=bars)
+    for r in s["methods"]:
+        _out(f"N={r['n']:<6} steps={r['steps']:<6} {r['method']:<6} AUC {r['auc']:.3f}, TPR@1%FPR "
+             f"{r['tpr_at_1pct_fpr']:.3f}, non-members flagged {r['non_members_flagged']:.3f}")
+    for r in s["dataset_inference"]:
+        _out(f"N={r['n']:<6} steps={r['steps']:<6} set of {r['set_size']:<4} median p {r['members_median_p']:.3g}; "
+             f"control p<0.05 in {100 * r['control_share_p_below_0.05']:.1f}% of {r['draws']} draws")
     _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'summary.json'}")
     return 0
 

@@ -100,8 +100,8 @@ def _audit(sub: Sub) -> None:
     _common(p)
     p.set_defaults(func=c.cmd_audit)
 
-    p = sub.add_parser("report", help="(re-)render report.html for an audit or a probe directory")
-    p.add_argument("audit_dir", help="an audit folder, or a `diffrep probe` folder")
+    p = sub.add_parser("report", help="(re-)render report.html for an audit, probe or membership directory")
+    p.add_argument("audit_dir", help="an audit folder, or a `diffrep probe` or `diffrep membership` folder")
     p.add_argument("--page-limit", type=int, default=DEFAULTS["report"]["page_limit"],
                    help="replicas shown (the rest stay in matches.csv; default %(default)s)")
     p.add_argument("--extract", default=None, help="probe report: a `diffrep extract` folder whose extracted "
@@ -260,9 +260,11 @@ def _train(sub: Sub) -> None:
 def _experiment(sub: Sub) -> None:
     d = DEFAULTS["experiment"]
     p = sub.add_parser("experiment", help="train a grid of models, sample, audit: data-size, duplication, "
-                       "conditioning or mitigation; memorization: score the probes against the audit's labels "
+                       "conditioning or mitigation; memorization: score the probes against the audit's labels; "
+                       "membership: membership and dataset inference against a known member split "
                        "(resumable; needs diffrep[models])")
-    p.add_argument("kind", choices=("data-size", "duplication", "conditioning", "mitigation", "memorization"))
+    p.add_argument("kind", choices=("data-size", "duplication", "conditioning", "mitigation", "memorization",
+                                    "membership"))
     p.add_argument("--data", default=None, help="fashion-mnist, or a folder of training images (with --reference); "
                    "memorization uses the packaged captioned emoji")
     p.add_argument("--reference", default=None,
@@ -282,7 +284,8 @@ def _experiment(sub: Sub) -> None:
     p.add_argument("--samples", type=int, default=None, help="override the preset's generations per run")
     p.add_argument("--batch", type=int, default=None, help="override the preset's training batch size")
     p.add_argument("--channels", default=None, help="override the preset's UNet widths, e.g. 32,64,64")
-    p.add_argument("--sizes", default=None, help="data-size experiment: training-set sizes, e.g. 16,512")
+    p.add_argument("--sizes", default=None, help="data-size and membership experiments: training-set sizes, "
+                   "e.g. 16,512")
     p.add_argument("--subset", type=int, default=None,
                    help="duplication / conditioning / mitigation: training images per run (overrides the preset)")
     p.add_argument("--only", default=None, help="comma-separated run names: run only these of the grid "
@@ -352,6 +355,34 @@ def _extract(sub: Sub) -> None:
     p.set_defaults(func=c.cmd_extract)
 
 
+def _membership(sub: Sub) -> None:
+    d = DEFAULTS["membership"]
+    p = sub.add_parser("membership", help="was this image, or this set, trained on? Membership inference (loss, "
+                       "SecMI, PIA) calibrated on reference images, and dataset inference with a p-value")
+    p.add_argument("model", help="`diffrep train` run folder or local Stable Diffusion folder")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--images", default=None, help="images to test one by one (folder or .tar shards)")
+    what.add_argument("--set", dest="set_source", default=None, help="a set of images to test as a whole (one "
+                      "owner's pictures): set.json with a p-value, plus the per-image scores")
+    p.add_argument("--reference", required=True, help="images of the same kind that were NOT trained on: the null")
+    p.add_argument("--out", required=True, help="output folder: scores.csv, reference.csv, summary.json (set.json)")
+    p.add_argument("--method", default=d["method"], choices=("loss", "secmi", "pia", "all"),
+                   help="score of the per-image verdict (default %(default)s; all: every score, the verdict by loss)")
+    p.add_argument("--fpr", type=float, default=d["fpr"], help="target false-positive rate (default %(default)s)")
+    p.add_argument("--timesteps", default=None, help="comma-separated diffusion timesteps each score averages over "
+                   "(default: the papers' choices, loss 100, secmi 100, pia 200)")
+    p.add_argument("--seeds", type=int, default=d["seeds"], help="loss: noise draws per image (default %(default)s)")
+    p.add_argument("--captions", default=None, help="captions.jsonl/.csv for conditional models (by file name or "
+                   "path); without it a caption model is scored with the empty prompt")
+    p.add_argument("--labels", default=None, help="evaluation: CSV with path,member (1 = trained on): adds AUC and "
+                   "TPR at 1%% / 0.1%% FPR with bootstrap intervals to summary.json (never used for the threshold)")
+    p.add_argument("--batch", type=int, default=d["batch"], help="images per model call (default %(default)s)")
+    p.add_argument("--report", action="store_true", help="also write report.html (diffrep report DIR re-renders it)")
+    p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
+    _quiet(p)
+    p.set_defaults(func=c.cmd_membership)
+
+
 def _info(sub: Sub) -> None:
     p = sub.add_parser("descriptors", help="list available descriptors")
     p.set_defaults(func=c.cmd_descriptors, quiet=True)
@@ -361,7 +392,7 @@ def _info(sub: Sub) -> None:
 
 
 COMMANDS: tuple[Callable[[Sub], None], ...] = (_index, _audit, _dedup, _demo_bench_data, _train, _experiment, _probe,
-                                               _extract, _info)
+                                               _extract, _membership, _info)
 
 
 def build_parser() -> argparse.ArgumentParser:

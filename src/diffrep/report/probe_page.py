@@ -33,7 +33,7 @@ def render_probe_report(probe_dir: str | Path, extract_dir: str | Path | None = 
     rows = list(csv.DictReader((root / "prompts.csv").open(encoding="utf-8")))
     ref = _reference_scores(root)
     tokens = _tokens(root)
-    plot = _histogram([float(r["score"]) for r in rows if r["score"]], ref, s["threshold"], s["method"])
+    plot = score_histogram([float(r["score"]) for r in rows if r["score"]], ref, s["threshold"], s["method"])
     ranked = sorted(range(len(rows)), key=lambda i: -float(rows[i]["score"] or "-inf"))[:TOP]
     items = "".join(_prompt_row(rows[i], tokens.get(i)) for i in ranked)
     pairs = _pairs(Path(extract_dir)) if extract_dir else ""
@@ -89,10 +89,8 @@ def _prompt_row(r: dict[str, str], toks: Optional[list[tuple[str, float]]]) -> s
             f"<td>{'yes' if r['is_memorized'] == 'True' else ''}</td></tr>")
 
 
-def _histogram(scores: list[float], ref: list[float], threshold: float, method: str) -> str:
-    import base64
-    import io
-
+def score_histogram(scores: list[float], ref: list[float], threshold: float, method: str,
+               names: tuple[str, str] = ("tested prompts", "reference prompts")) -> str:
     from .plots import _plt
 
     if not scores:
@@ -101,17 +99,27 @@ def _histogram(scores: list[float], ref: list[float], threshold: float, method: 
     fig, ax = plt.subplots(figsize=(7, 3))
     both = np.array(scores + ref)
     bins = np.linspace(both.min(), both.max(), 40) if np.ptp(both) > 0 else 10
-    ax.hist(scores, bins=bins, alpha=0.6, label=f"tested prompts ({len(scores)})", color="#c33")
+    ax.hist(scores, bins=bins, alpha=0.6, label=f"{names[0]} ({len(scores)})", color="#c33")
     if ref:
-        ax.hist(ref, bins=bins, alpha=0.6, label=f"reference prompts ({len(ref)})", color="#36c")
+        ax.hist(ref, bins=bins, alpha=0.6, label=f"{names[1]} ({len(ref)})", color="#36c")
     ax.axvline(threshold, color="k", ls="--", label="threshold")
     ax.set_xlabel(f"{method} score")
     ax.legend()
+    return figure_tag(fig, "score histogram")
+
+
+def figure_tag(fig: Any, alt: str) -> str:
+    """A matplotlib figure as an inline PNG <img> (closed after)."""
+    import base64
+    import io
+
+    from .plots import _plt
+
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return f"<img alt='score histogram' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+    _plt().close(fig)
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
 
 
 def _pairs(root: Path) -> str:

@@ -1,0 +1,264 @@
+"""``diffrep experiment membership``: membership and dataset inference against a known member split.
+
+Unconditional DDPMs are trained on N Fashion-MNIST training images (the members; the sizes are nested, each
+a prefix of one seeded order) and evaluated at several training lengths. Non-members come from the same
+split and distribution: a reference pool (the null every threshold is calibrated on) and disjoint test
+non-members. At each (N, steps) ``probes.membership.membership`` scores the evaluation members and the test
+non-members against the reference with every method (the labels are passed only for the evaluation), then:
+
+- per method: AUC and TPR at 1% FPR with bootstrap intervals, the share of members flagged at the
+  calibrated threshold, and the share of test non-members flagged (validity: at ``fpr`` it should stay near
+  the target); validity is also checked over ``splits`` random re-splits of the pooled non-member scores into
+  reference and test parts, reported as mean and range;
+- dataset inference (``probes.setinfer``): for each set size, ``set_draws`` random member sets and as many
+  non-member sets (the control) are tested against the reference; reported are the members' median p-value
+  and share below 0.01, and the control's share below 0.05 (valid: at most ~5%).
+
+Outputs in ``out``: ``results.csv``, ``results.md``, ``summary.json``; each (N, steps) evaluation keeps its
+``membership`` folder under ``eval/`` and is skipped when run again (resumable).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import DiffrepError
+from ..fsutil import write_json, write_text
+from ..progress import ProgressCallback
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"sizes": [100, 1000], "steps": [1000, 4000], "batch": 16, "size": 32, "channels": [16, 32, 32],
+              "eval_members": 200, "reference": 300, "test_nonmembers": 300, "seeds": 2,
+              "set_sizes": [10, 30, 100], "set_draws": 100, "splits": 20},
+    "full": {"sizes": [100, 1000, 10000], "steps": [5000, 20000, 50000], "batch": 128, "size": 32,
+             "channels": [64, 128, 128], "eval_members": 1000, "reference": 1000, "test_nonmembers": 1000,
+             "seeds": 4, "set_sizes": [10, 30, 100], "set_draws": 200, "splits": 50},
+}
+METHODS = ("loss", "secmi", "pia")
+
+
+def run_membership_experiment(out: str | Path, *, preset: str = "smoke", seed: int = 0, device: str = "cpu",
+                              fpr: float = 0.01, overrides: Optional[dict[str, Any]] = None,
+                              progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
+    """Run (or continue) the experiment in ``out``; returns the summary (module docstring)."""
+    if preset not in PRESETS:
+        raise DiffrepError(f"--preset {preset!r}: use {', '.join(PRESETS)}")
+    p = {**PRESETS[preset], **(overrides or {})}
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    data = _split(root / "data", p, seed)
+    rows, set_rows = [], []
+    for n in p["sizes"]:
+        for steps in sorted(p["steps"]):
+            ev = _evaluate(root, data, n, steps, p, seed, device, fpr, progress)
+            rows += ev["methods"]
+            set_rows += ev["sets"]
+    summary = {"preset": preset, "settings": p, "seed": seed, "fpr": fpr, "device": device,
+               "methods": rows, "dataset_inference": set_rows}
+    write_json(root / "summary.json", summary)
+    _write_results(root, rows, set_rows, p, fpr)
+    return summary
+
+
+def _split(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Members (nested prefixes of one seeded order), reference and test non-members: disjoint draws from the
+    Fashion-MNIST training split."""
+    from ..datasets import get_dataset
+
+    want = {k: p[k] for k in ("sizes", "eval_members", "reference", "test_nonmembers")} | {"seed": seed}
+    marker = folder / "split.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("settings") == want:
+        return json.loads(marker.read_text())
+    src = get_dataset("fashion-mnist") / "images" / "train"
+    files = sorted(str(f.relative_to(src)) for f in src.rglob("*.png"))
+    order = [files[i] for i in np.random.default_rng([seed, 27]).permutation(len(files))]
+    n_max, n_ref, n_test = max(p["sizes"]), p["reference"], p["test_nonmembers"]
+    if n_max + n_ref + n_test > len(files):
+        raise DiffrepError(f"the split needs {n_max + n_ref + n_test} images; Fashion-MNIST's training split has "
+                           f"{len(files)}")
+    ref, test, members = order[:n_ref], order[n_ref:n_ref + n_test], order[n_ref + n_test:n_ref + n_test + n_max]
+    if folder.exists():
+        shutil.rmtree(folder)
+    _copy(src, ref, folder / "reference")
+    for n in p["sizes"]:
+        _copy(src, members[:n], folder / f"members-{n}")
+        ev = members[:min(n, p["eval_members"])]
+        _copy(src, ev, folder / f"eval-{n}")
+        _copy(src, test, folder / f"eval-{n}")
+        write_text(folder / f"labels-{n}.csv", "path,member\n" + "".join(f"{_flat(f)},1\n" for f in ev)
+                   + "".join(f"{_flat(f)},0\n" for f in test))
+    info = {"settings": want, "reference": len(ref), "test_nonmembers": len(test)}
+    write_json(marker, info)
+    return info
+
+
+def _flat(rel: str) -> str:
+    return rel.replace("/", "_")
+
+
+def _copy(src: Path, files: list[str], dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copyfile(src / f, dest / _flat(f))
+
+
+def _evaluate(root: Path, data: dict[str, Any], n: int, steps: int, p: dict[str, Any], seed: int, device: str,
+              fpr: float, progress: Optional[ProgressCallback]) -> dict[str, Any]:
+    """Train the N-image model to ``steps`` (continuing a shorter run) and evaluate it; cached in ``eval/``."""
+    from ..models.train import train
+    from ..probes.membership import membership
+
+    d = root / "eval" / f"n{n}-steps{steps}"
+    marker = d / "result.json"
+    settings = {"n": n, "steps": steps, "preset": p, "seed": seed, "fpr": fpr}
+    if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
+        return json.loads(marker.read_text())
+    snap = _trained(root, n, steps, p, seed, device, progress)
+    s = membership(snap["run"], d / "membership", images=root / "data" / f"eval-{n}", reference=root / "data" / "reference",
+                   method="all", fpr=fpr, seeds=p["seeds"], labels=root / "data" / f"labels-{n}.csv",
+                   device=device, progress=progress)
+    feats = np.load(d / "membership" / "features.npz")
+    truth = _labels(d / "membership" / "scores.csv", root / "data" / f"labels-{n}.csv")
+    epochs = round(steps * p["batch"] / n, 1)
+    rng = np.random.default_rng([seed, n, steps])
+    rows = []
+    for m in METHODS:
+        ev = s["evaluation"][m]
+        img, ref = _method_scores(feats, m, "images"), _method_scores(feats, m, "reference")
+        val = _resplit_validity(np.concatenate([img[truth == 0], ref]), len(ref), fpr, p["splits"], rng)
+        rows.append({"n": n, "steps": steps, "epochs": epochs, "method": m, "auc": ev["auc"],
+                     "auc_ci": ev["auc_ci"], "tpr_at_1pct_fpr": ev["tpr_at_1pct_fpr"],
+                     "tpr_at_1pct_fpr_ci": ev["tpr_at_1pct_fpr_ci"], "members_flagged": ev["members_flagged"],
+                     "non_members_flagged": ev["non_members_flagged"], "resplit_flagged": val,
+                     "seconds_per_image": s["seconds_per_image"][m], "train_seconds": snap["seconds"]})
+    sets = _set_rows(feats, truth, n, steps, epochs, p, rng)
+    result = {"settings": settings, "methods": rows, "sets": sets}
+    write_json(marker, result)
+    return result
+
+
+def _trained(root: Path, n: int, steps: int, p: dict[str, Any], seed: int, device: str,
+             progress: Optional[ProgressCallback]) -> dict[str, Any]:
+    """The N-image model after ``steps`` steps: ``runs/n{N}`` trained on (continuing a shorter run) and
+    snapshotted as ``runs/n{N}-steps{S}`` (config and checkpoint), so an evaluation can be redone later."""
+    from ..models.checkpoint import CHECKPOINT
+    from ..models.train import train
+
+    run, snap = root / "runs" / f"n{n}", root / "runs" / f"n{n}-steps{steps}"
+    info = snap / "snapshot.json"
+    if info.is_file():
+        return json.loads(info.read_text()) | {"run": snap}
+    t0 = time.perf_counter()
+    tr = train(root / "data" / f"members-{n}", run, cond="none", steps=steps, batch=p["batch"], seed=seed,
+               device=device, size=p["size"], channels=tuple(p["channels"]), sample_every=0,
+               checkpoint_every=max(100, steps // 10), progress=progress)
+    if tr.step != steps:
+        raise DiffrepError(f"{run} is already trained {tr.step} steps, past the {steps} to evaluate, and has no "
+                           f"snapshot at {steps}: delete {run} to retrain")
+    tmp = snap.with_name(snap.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in ("config.json", CHECKPOINT):
+        shutil.copyfile(run / f, tmp / f)
+    write_json(tmp / "snapshot.json", {"step": tr.step, "seconds": round(time.perf_counter() - t0, 1)})
+    tmp.rename(snap)
+    return json.loads(info.read_text()) | {"run": snap}
+
+
+def _labels(scores_csv: Path, labels_csv: Path) -> np.ndarray:
+    """Member flags in the order of scores.csv (the order of features.npz)."""
+    lab = {r["path"]: int(r["member"]) for r in csv.DictReader(open(labels_csv, encoding="utf-8"))}
+    paths = [r["path"] for r in csv.DictReader(open(scores_csv, encoding="utf-8"))]
+    return np.array([lab[Path(q).name] for q in paths])
+
+
+def _method_scores(feats: Any, method: str, part: str) -> np.ndarray:
+    keys = [k for k in feats.files if k.startswith(f"{part}/{method}@")]
+    return np.mean([feats[k] for k in keys], axis=0)
+
+
+def _features(feats: Any, part: str) -> np.ndarray:
+    keys = sorted(k.split("/", 1)[1] for k in feats.files if k.startswith(part + "/"))
+    return np.column_stack([feats[f"{part}/{k}"] for k in keys])
+
+
+def _resplit_validity(nonmember: np.ndarray, n_ref: int, fpr: float, splits: int,
+                      rng: np.random.Generator) -> dict[str, float]:
+    """Flagged share of the test part over random (reference, test) re-splits of the non-member scores."""
+    from ..matching.calibration import threshold_at_fpr
+
+    rates = []
+    for _ in range(splits):
+        perm = rng.permutation(len(nonmember))
+        ref, test = nonmember[perm[:n_ref]], nonmember[perm[n_ref:]]
+        t, _ = threshold_at_fpr(ref, fpr)
+        rates.append(float(np.mean(test > t)))
+    return {"mean": float(np.mean(rates)), "min": float(np.min(rates)), "max": float(np.max(rates)),
+            "splits": splits}
+
+
+def _set_rows(feats: Any, truth: np.ndarray, n: int, steps: int, epochs: float, p: dict[str, Any],
+              rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Dataset inference on member sets and non-member (control) sets of each size against the reference."""
+    from ..probes.setinfer import evidence, permutation_p
+
+    img, ref = _features(feats, "images"), _features(feats, "reference")
+    mem, non = img[truth == 1], img[truth == 0]
+    rows = []
+    for k in p["set_sizes"]:
+        if k > len(mem) or k > len(non):
+            continue
+        out = {}
+        for name, pool in (("members", mem), ("control", non)):
+            ps = []
+            for _ in range(p["set_draws"]):
+                pick = pool[rng.choice(len(pool), k, replace=False)]
+                ps.append(permutation_p(*evidence(pick, ref), 999, rng)[1])
+            out[name] = np.array(ps)
+        rows.append({"n": n, "steps": steps, "epochs": epochs, "set_size": k, "draws": p["set_draws"],
+                     "members_median_p": float(np.median(out["members"])),
+                     "members_share_p_below_0.01": float(np.mean(out["members"] < 0.01)),
+                     "control_share_p_below_0.05": float(np.mean(out["control"] < 0.05)),
+                     "control_share_p_below_0.01": float(np.mean(out["control"] < 0.01))})
+    return rows
+
+
+def _write_results(root: Path, rows: list[dict[str, Any]], set_rows: list[dict[str, Any]], p: dict[str, Any],
+                   fpr: float) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["n", "steps", "epochs", "method", "auc", "auc_lo", "auc_hi", "tpr_at_1pct_fpr", "tpr_lo", "tpr_hi",
+                "members_flagged", "non_members_flagged", "resplit_flagged_mean", "resplit_flagged_max",
+                "seconds_per_image"])
+    for r in rows:
+        w.writerow([r["n"], r["steps"], r["epochs"], r["method"], f"{r['auc']:.4f}", *(f"{x:.4f}" for x in r["auc_ci"]),
+                    f"{r['tpr_at_1pct_fpr']:.4f}", *(f"{x:.4f}" for x in r["tpr_at_1pct_fpr_ci"]),
+                    f"{r['members_flagged']:.4f}", f"{r['non_members_flagged']:.4f}",
+                    f"{r['resplit_flagged']['mean']:.4f}", f"{r['resplit_flagged']['max']:.4f}",
+                    f"{r['seconds_per_image']:.4f}"])
+    write_text(root / "results.csv", buf.getvalue())
+    lines = [f"# Membership inference against a known split ({p['reference']} reference images, "
+             f"{p['test_nonmembers']} test non-members, target FPR {fpr:g})", "",
+             "| members N | steps | epochs | method | AUC [95% CI] | TPR@1%FPR [95% CI] | members flagged | "
+             "non-members flagged (re-splits: mean, max) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        v = r["resplit_flagged"]
+        lines.append(f"| {r['n']} | {r['steps']} | {r['epochs']:g} | {r['method']} | {r['auc']:.3f} "
+                     f"[{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}] | {r['tpr_at_1pct_fpr']:.3f} "
+                     f"[{r['tpr_at_1pct_fpr_ci'][0]:.3f}, {r['tpr_at_1pct_fpr_ci'][1]:.3f}] | "
+                     f"{r['members_flagged']:.3f} | {r['non_members_flagged']:.3f} ({v['mean']:.3f}, {v['max']:.3f}) |")
+    lines += ["", "## Dataset inference (set vs reference, one-sided permutation test)", "",
+              "| members N | steps | set size | member sets: median p | share p < 0.01 | control sets: share p < 0.05 |",
+              "|---|---|---|---|---|---|"]
+    for r in set_rows:
+        lines.append(f"| {r['n']} | {r['steps']} | {r['set_size']} | {r['members_median_p']:.3g} | "
+                     f"{r['members_share_p_below_0.01']:.2f} | {r['control_share_p_below_0.05']:.3f} "
+                     f"({r['draws']} draws) |")
+    write_text(root / "results.md", "\n".join(lines) + "\n")

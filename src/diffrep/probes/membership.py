@@ -1,0 +1,270 @@
+"""``membership``: was this image, or this set of images, trained on? Calibrated membership inference.
+
+The images (``--images``, or ``--set`` for dataset inference) and the reference (images of the same
+distribution that were NOT trained on) are scored the same way by ``probes.mia`` (loss, SecMI, PIA). Per
+method the reference scores are the null: the threshold is the split-conformal order statistic at the target
+false-positive rate (``matching.calibration.calibrate``) and each image gets the conformal p-value
+(1 + #{null >= s}) / (N + 1). Nothing is fitted on labels: ``--labels`` only adds the evaluation (AUC and TPR
+at 1% and 0.1% FPR with bootstrap intervals, and the flagged share of labelled members and non-members).
+With ``--set`` the set is also tested as a whole (``probes.setinfer``) and ``set.json`` written.
+
+Outputs in ``out``: ``scores.csv`` (``path, score, p_value, is_member`` for the verdict's method, then
+``score_<m>, p_<m>, flag_<m>`` per further method, ``caption``, and with ``--labels`` the ``label``), ``reference.csv`` (the null's scores),
+``features.npz`` (every method at every timestep, images and reference) and ``summary.json``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..defaults import DEFAULTS
+from ..errors import DiffrepError
+from ..fsutil import DirLock, atomic_path, ensure_writable_dir, write_json, write_text
+from ..progress import ProgressCallback
+from .images import ImageSet, load_images
+from .mia import METHODS, ImageScores, score_images
+
+M = DEFAULTS["membership"]
+
+
+def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+               images: str | os.PathLike[str] | None = None, set_source: str | os.PathLike[str] | None = None,
+               reference: str | os.PathLike[str], method: str = M["method"], fpr: float = M["fpr"],
+               timesteps: Optional[list[int]] = None, seeds: int = M["seeds"], captions: str | None = None,
+               labels: str | os.PathLike[str] | None = None, batch: int = M["batch"], device: str = M["device"],
+               progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
+    """Score ``images`` (or ``set_source``, also tested as a set) against ``reference``; writes the files of
+    the module docstring and returns the summary."""
+    from ..models.adapter import load_model
+
+    if (images is None) == (set_source is None):
+        raise DiffrepError("give the images to test with --images (one verdict per image) or --set (the set as "
+                           "a whole), not both")
+    methods = list(METHODS) if method == "all" else [method]
+    if method != "all" and method not in METHODS:
+        raise DiffrepError(f"--method {method!r}: use {', '.join(METHODS)} or all")
+    if not 0 < fpr < 1:
+        raise DiffrepError(f"--fpr {fpr}: give a rate between 0 and 1 (0.01 by default)")
+    if seeds < 1 or batch < 1:
+        raise DiffrepError("--seeds and --batch must be positive")
+    model = load_model(model_path, device)
+    tested = load_images(images if images is not None else set_source, model.image_size, captions=captions,
+                         what="--images" if images is not None else "--set", progress=progress)
+    ref = load_images(reference, model.image_size, captions=captions, what="--reference", progress=progress)
+    _check_reference(len(ref), fpr, set_source is not None)
+    conds, ref_conds, conditioning = _conditioning(model, tested, ref, captions)
+    truth = _read_labels(labels, tested.paths) if labels else None
+    # dataset inference aggregates every feature; per-image verdicts need only the asked methods
+    score_methods = list(METHODS) if set_source is not None else methods
+    out_dir = ensure_writable_dir(out)
+    with DirLock(out_dir, "membership folder"):
+        t0 = time.perf_counter()
+        kw = dict(timesteps=timesteps, seeds=seeds, batch=batch)
+        main = score_images(model, tested.images, conds, score_methods, progress=progress, stage="images", **kw)
+        null = score_images(model, ref.images, ref_conds, score_methods, progress=progress, stage="reference", **kw)
+        verdicts = {m: _verdict(main.scores[m], null.scores[m], fpr) for m in methods}
+        _write_scores(out_dir, tested, methods, main.scores, verdicts, truth)
+        _write_reference(out_dir, ref, methods, null.scores)
+        _write_features(out_dir, main, null)
+        summary = _summary(model, model_path, methods, fpr, verdicts, tested, ref, main, conditioning,
+                           time.perf_counter() - t0, timesteps, seeds)
+        if truth is not None:
+            summary["evaluation"] = _evaluate(truth, main.scores, verdicts, methods)
+        if set_source is not None:
+            summary["set"] = _set_inference(out_dir, main, null, len(tested))
+        write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _check_reference(n: int, fpr: float, set_mode: bool) -> None:
+    need = int(np.ceil(1 / fpr)) - 1
+    if not set_mode and n < need:
+        raise DiffrepError(f"--reference has {n} images, too few to resolve --fpr {fpr:g}: a conformal threshold at "
+                           f"that rate needs at least {need} reference (non-member) images. Give more, or a "
+                           f"larger --fpr (with {n} images the smallest is {1 / (n + 1):.3g}).")
+    if set_mode and n < 10:
+        raise DiffrepError(f"--reference has {n} images: dataset inference compares the set with at least 10 "
+                           "(better 100 or more) images of the same source that were not trained on")
+
+
+def _conditioning(model: Any, tested: ImageSet, ref: ImageSet, captions: Optional[str]) -> tuple[list, list, str]:
+    """Per-image conditioning rows for both sets and how the model was conditioned."""
+    if not model.conditional:
+        if captions:
+            raise DiffrepError(f"{model.path} is an unconditional model: it takes no captions, drop --captions")
+        return [{}] * len(tested), [{}] * len(ref), "unconditional"
+    if captions:
+        for what, s in (("--images/--set", tested), ("--reference", ref)):
+            missing = [p for p, c in zip(s.paths, s.captions) if c is None]
+            if missing:
+                raise DiffrepError(f"{len(missing)} {what} images have no caption in {captions} (first: {missing[0]}); "
+                                   "every image needs one, or drop --captions to score with the empty prompt")
+        return _rows(model, tested.captions), _rows(model, ref.captions), "captions"
+    if not model.has_unconditional:
+        raise DiffrepError(f"{model.path} is conditional but was trained without caption dropout: give --captions "
+                           "(one per image) so every image is scored under its own caption")
+    return _rows(model, [""] * len(tested)), _rows(model, [""] * len(ref)), "empty prompt"
+
+
+def _rows(model: Any, captions: list) -> list:
+    out, batch = [], 256
+    for start in range(0, len(captions), batch):
+        cond = model.encode(list(captions[start:start + batch]))
+        out += [{k: v[i:i + 1] for k, v in cond.items()} for i in range(len(captions[start:start + batch]))]
+    return out
+
+
+def _verdict(scores: np.ndarray, null: np.ndarray, fpr: float) -> dict[str, Any]:
+    from ..matching.calibration import calibrate
+
+    cal = calibrate(reference=null, fpr=fpr, noun="image")
+    return {"threshold": float(cal.threshold), "flags": cal.is_replica(scores), "p": cal.p_values(scores),
+            "warnings": list(cal.warnings), "describe": cal.describe()}
+
+
+def _read_labels(path: str | os.PathLike[str], paths: list[str]) -> np.ndarray:
+    """Member (1) / non-member (0) per tested image from a CSV with ``path`` and ``member`` columns, matched by
+    the full path, the path relative to the source, or the file name; NaN for images the file lacks."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DiffrepError(f"--labels {path}: cannot read it ({exc})") from None
+    if not rows or not {"path", "member"} <= set(rows[0]):
+        raise DiffrepError(f"--labels {path}: needs a header with the columns path and member (1 = trained on)")
+    table: dict[str, float] = {}
+    for r in rows:
+        v = (r["member"] or "").strip().lower()
+        if v not in ("0", "1", "true", "false"):
+            raise DiffrepError(f"--labels {path}: member must be 0 or 1 (got {r['member']!r} for {r['path']})")
+        table[r["path"]] = float(v in ("1", "true"))
+    out = np.full(len(paths), np.nan)
+    for i, p in enumerate(paths):
+        for key in (p, os.path.basename(p)):
+            if key in table:
+                out[i] = table[key]
+                break
+        else:
+            hit = [v for k, v in table.items() if p.endswith("/" + k.lstrip("/"))]
+            out[i] = hit[0] if hit else np.nan
+    if np.isnan(out).all():
+        raise DiffrepError(f"--labels {path}: no row matches a tested image (match by path or file name)")
+    return out
+
+
+def _evaluate(truth: np.ndarray, scores: dict[str, np.ndarray], verdicts: dict[str, Any],
+              methods: list[str]) -> dict[str, Any]:
+    from .roc import detection_metrics
+
+    lab = ~np.isnan(truth)
+    pos, neg = lab & (truth == 1), lab & (truth == 0)
+    out: dict[str, Any] = {"labelled": int(lab.sum()), "members": int(pos.sum()), "non_members": int(neg.sum())}
+    for m in methods:
+        met = detection_metrics(scores[m][pos], scores[m][neg])
+        flags = verdicts[m]["flags"]
+        met["members_flagged"] = float(flags[pos].mean()) if pos.any() else None
+        met["non_members_flagged"] = float(flags[neg].mean()) if neg.any() else None
+        out[m] = met
+    return out
+
+
+def _set_inference(out_dir: Path, main: ImageScores, null: ImageScores, n: int) -> dict[str, Any]:
+    from .setinfer import STATISTIC, set_test
+
+    keys = sorted(main.features)
+    res = set_test(np.column_stack([main.features[k] for k in keys]), np.column_stack([null.features[k] for k in keys]))
+    alpha = 0.01
+    body = {"p_value": res["p_value"], "n_images": n, "reference_images": len(null.scores[next(iter(null.scores))]),
+            "decision": "trained on" if res["p_value"] < alpha else "not shown to be trained on",
+            "alpha": alpha, "statistic": STATISTIC, "statistic_value": res["statistic"], "features": keys,
+            "permutations": res["permutations"], "subsets": res["subsets"],
+            "smallest_set_for_alpha": res["smallest_set_for_alpha"]}
+    body["sentence"] = _sentence(body)
+    write_json(out_dir / "set.json", body)
+    return {k: body[k] for k in ("p_value", "decision", "smallest_set_for_alpha", "sentence")}
+
+
+def _sentence(s: dict[str, Any]) -> str:
+    """The set result in words a rights holder can act on."""
+    if s["p_value"] < s["alpha"]:
+        need = s["smallest_set_for_alpha"]
+        tail = f" About {need} of these images were enough to reach this confidence." if need else ""
+        return (f"The model treats these {s['n_images']} images like training images: if it had not been trained "
+                f"on them, a difference this large would occur with probability {s['p_value']:.2g} or less."
+                + tail)
+    return (f"No evidence that these {s['n_images']} images were trained on (p = {s['p_value']:.2g} against "
+            f"{s['reference_images']} images known not to be): the model does not treat them differently. This "
+            "does not prove they were not used; more images, or a model that fits its data less loosely, may "
+            "be needed to tell.")
+
+
+def _summary(model: Any, model_path: Any, methods: list[str], fpr: float, verdicts: dict[str, Any], tested: ImageSet,
+             ref: ImageSet, main: ImageScores, conditioning: str, seconds: float, timesteps: Any,
+             seeds: int) -> dict[str, Any]:
+    from .mia import timesteps_for
+
+    v = verdicts[methods[0]]
+    notes = list(v["warnings"])
+    resized = tested.resized + ref.resized
+    if resized:
+        notes.append(f"{resized} images were not {model.image_size} px and were center-cropped and resized to the "
+                     "model's resolution")
+    skipped = tested.skipped + ref.skipped
+    if skipped:
+        notes.append(f"{len(skipped)} files could not be read and were skipped (see skipped in summary.json)")
+    return {"model": str(model_path), "model_kind": model.kind, "method": methods[0], "methods": methods,
+            "threshold": v["threshold"], "threshold_source": "reference", "target_fpr": fpr,
+            "images": len(tested), "flagged": int(np.sum(v["flags"])), "reference_images": len(ref),
+            "calibration": v["describe"], "conditioning": conditioning, "seeds": seeds,
+            "timesteps": {m: list(timesteps_for(m, timesteps, model.train_steps)) for m in main.scores},
+            "seconds": round(seconds, 3),
+            "seconds_per_image": {m: round(s / max(1, len(tested)), 5) for m, s in main.seconds.items()},
+            "model_calls_per_image": main.model_calls,
+            "other_methods": {m: {"threshold": verdicts[m]["threshold"], "flagged": int(np.sum(verdicts[m]["flags"]))}
+                              for m in methods[1:]},
+            "skipped": [{"path": p, "reason": r} for p, r in skipped], "warnings": notes}
+
+
+def _write_scores(out: Path, s: ImageSet, methods: list[str], scores: dict[str, np.ndarray],
+                  verdicts: dict[str, Any], truth: Optional[np.ndarray]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    head = ["path", "score", "p_value", "is_member"]
+    for m in methods[1:]:
+        head += [f"score_{m}", f"p_{m}", f"flag_{m}"]
+    w.writerow(head + ["caption"] + (["label"] if truth is not None else []))
+    v0 = verdicts[methods[0]]
+    for i, p in enumerate(s.paths):
+        row = [p, _num(scores[methods[0]][i]), _num(v0["p"][i]), bool(v0["flags"][i])]
+        for m in methods[1:]:
+            row += [_num(scores[m][i]), _num(verdicts[m]["p"][i]), bool(verdicts[m]["flags"][i])]
+        lab = [] if truth is None else ["" if np.isnan(truth[i]) else int(truth[i])]
+        w.writerow(row + [s.captions[i] or ""] + lab)
+    write_text(out / "scores.csv", buf.getvalue())
+
+
+def _write_reference(out: Path, s: ImageSet, methods: list[str], scores: dict[str, np.ndarray]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path"] + [f"score_{m}" for m in methods])
+    for i, p in enumerate(s.paths):
+        w.writerow([p] + [_num(scores[m][i]) for m in methods])
+    write_text(out / "reference.csv", buf.getvalue())
+
+
+def _write_features(out: Path, main: ImageScores, null: ImageScores) -> None:
+    arrays = {f"images/{k}": v for k, v in main.features.items()} | {f"reference/{k}": v
+                                                                      for k, v in null.features.items()}
+    with atomic_path(out / "features.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def _num(x: float) -> str:
+    return "" if not np.isfinite(x) else f"{x:.6g}"

@@ -1,0 +1,197 @@
+"""Membership and dataset inference on models trained here: an unconditional DDPM overfit on 12 real
+Fashion-MNIST images (members) with 12 others as non-members, the tiny Stable-Diffusion-shaped pipeline
+(latent space, captions) and a `diffrep train` caption run; the permutation test's validity on draws from
+one distribution."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from diffrep.cli import main  # noqa: E402
+from diffrep.errors import DiffrepError  # noqa: E402
+from diffrep.models.adapter import load_model  # noqa: E402
+from diffrep.probes.images import load_images  # noqa: E402
+from diffrep.probes.membership import membership  # noqa: E402
+from diffrep.probes.mia import score_images  # noqa: E402
+from diffrep.probes.roc import auc  # noqa: E402
+from diffrep.probes.setinfer import evidence, permutation_p, set_test  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory) -> dict[str, Path]:
+    """Members, non-members (12 each) and a reference of 30 other images, drawn at random from 60 images of
+    the test split (6 per class); ``labels.csv`` for the tested folder (members + non-members)."""
+    from diffrep.datasets import get_dataset
+
+    src = get_dataset("fashion-mnist") / "images" / "test"
+    files = [f"{c}/{f}" for c in sorted(os.listdir(src)) for f in sorted(os.listdir(src / c))[:6]]
+    files = [files[i] for i in np.random.default_rng(0).permutation(len(files))]  # classes mixed in every part
+    root = tmp_path_factory.mktemp("mia")
+    parts = {"members": files[:12], "non": files[12:24], "reference": files[24:54]}
+    for name, part in parts.items():
+        (root / name).mkdir()
+        for f in part:
+            shutil.copyfile(src / f, root / name / f.replace("/", "_"))
+    (root / "tested").mkdir()
+    rows = ["path,member"]
+    for name, member in (("members", 1), ("non", 0)):
+        for p in sorted((root / name).iterdir()):
+            shutil.copyfile(p, root / "tested" / p.name)
+            rows.append(f"{p.name},{member}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return {k: root / k for k in ("members", "non", "reference", "tested")} | {"labels": root / "labels.csv",
+                                                                               "root": root}
+
+
+@pytest.fixture(scope="module")
+def overfit(split) -> Path:
+    from diffrep.models.train import train
+
+    out = split["root"] / "run"
+    train(split["members"], out, steps=400, batch=8, size=16, channels=(8, 16, 16), sample_every=0,
+          checkpoint_every=400)
+    return out
+
+
+def test_permutation_test_is_valid_under_the_null_and_finds_a_shift():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(100, 3))
+    null_p = [permutation_p(*evidence(rng.normal(size=(30, 3)), ref), 499, rng)[1] for _ in range(200)]
+    assert np.mean(np.array(null_p) < 0.05) <= 0.09  # 5% nominal; binomial allowance for 200 draws
+    shifted = rng.normal(size=(60, 3)) + 0.6
+    res = set_test(shifted, ref, permutations=999, draws=10)
+    assert res["p_value"] < 0.01 and res["statistic"] > 0
+    assert res["smallest_set_for_alpha"] is not None and res["smallest_set_for_alpha"] <= 60
+    assert [c["n_images"] for c in res["subsets"]][-1] == 60
+
+
+def test_members_of_an_overfit_model_score_higher(overfit, split):
+    m = load_model(overfit)
+    mem, non = load_images(split["members"], 16), load_images(split["non"], 16)
+    assert mem.resized == 12  # 28 px images at the model's 16 px
+    a = score_images(m, mem.images, [{}] * 12, ("loss", "pia"), seeds=4)
+    b = score_images(m, non.images, [{}] * 12, ("loss", "pia"), seeds=4)
+    assert auc(a.scores["loss"], b.scores["loss"]) >= 0.65
+    again = score_images(m, mem.images, [{}] * 12, ("loss",), seeds=4)
+    assert np.array_equal(again.scores["loss"], a.scores["loss"])  # paired seeds: deterministic
+    assert a.model_calls == {"loss": 4, "pia": 2}
+    assert set(a.features) == {"loss@100", "pia@200"}
+
+
+def test_cli_membership_with_labels_and_report(overfit, split, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["membership", str(overfit), "--images", str(split["tested"]), "--reference", str(split["reference"]),
+                 "--out", str(out), "--method", "all", "--fpr", "0.1", "--labels", str(split["labels"]),
+                 "--timesteps", "50,100", "--report", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "24 images scored by loss against 30 reference images" in text and "AUC" in text
+    s = json.loads((out / "summary.json").read_text())
+    assert s["threshold_source"] == "reference" and s["conditioning"] == "unconditional"
+    assert s["timesteps"] == {"loss": [50, 100], "secmi": [50, 100], "pia": [50, 100]}
+    assert s["model_calls_per_image"] == {"loss": 4, "secmi": 17, "pia": 4}
+    ev = s["evaluation"]
+    assert ev["members"] == 12 and ev["non_members"] == 12
+    for m in ("loss", "secmi", "pia"):
+        assert 0 <= ev[m]["auc"] <= 1 and ev[m]["auc_ci"][0] <= ev[m]["auc"] <= ev[m]["auc_ci"][1]
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert list(rows[0])[:4] == ["path", "score", "p_value", "is_member"] and "score_secmi" in rows[0]
+    assert {r["label"] for r in rows} == {"0", "1"}
+    # p-values are conformal on the 30 reference scores: (1 + #{null >= s}) / 31
+    p = np.array([float(r["p_value"]) for r in rows])
+    assert np.allclose(p * 31, np.round(p * 31)) and p.min() >= 1 / 31
+    flagged = [r["is_member"] == "True" for r in rows]
+    assert sum(flagged) == s["flagged"]
+    page = (out / "report.html").read_text()
+    assert "ROC on the labelled images" in page and "Content-Security-Policy" in page
+    assert main(["report", str(out), "-q"]) == 0
+
+
+def test_dataset_inference_writes_a_p_value_and_a_sentence(overfit, split, tmp_path):
+    s = membership(overfit, tmp_path / "set", set_source=split["members"], reference=split["reference"], fpr=0.1)
+    st = json.loads((tmp_path / "set" / "set.json").read_text())
+    assert 0 < st["p_value"] <= 1 and st["n_images"] == 12 and st["reference_images"] == 30
+    assert st["features"] == ["loss@100", "pia@200", "secmi@100"]
+    assert st["sentence"] == s["set"]["sentence"] and str(st["n_images"]) in st["sentence"]
+    assert st["decision"] in ("trained on", "not shown to be trained on")
+    assert st["subsets"][-1]["n_images"] == 12
+
+
+def test_bad_input_gets_one_line_reasons(overfit, split, caption_run, captioned, tmp_path):
+    with pytest.raises(DiffrepError, match="too few to resolve --fpr 0.01"):
+        membership(overfit, tmp_path / "a", images=split["tested"], reference=split["reference"])
+    with pytest.raises(DiffrepError, match="unconditional model: it takes no captions"):
+        membership(overfit, tmp_path / "b", images=split["tested"], reference=split["reference"], fpr=0.1,
+                   captions=str(captioned / "captions.jsonl"))
+    with pytest.raises(DiffrepError, match="not both"):
+        membership(overfit, tmp_path / "c", images=split["tested"], set_source=split["tested"],
+                   reference=split["reference"], fpr=0.1)
+    bad = tmp_path / "labels.csv"
+    bad.write_text("file,label\nx.png,1\n")
+    with pytest.raises(DiffrepError, match="columns path and member"):
+        membership(overfit, tmp_path / "d", images=split["tested"], reference=split["reference"], fpr=0.1,
+                   labels=bad)
+    with pytest.raises(DiffrepError, match="--timesteps 15: secmi inverts in steps of 10"):
+        membership(overfit, tmp_path / "e", images=split["tested"], reference=split["reference"], fpr=0.1,
+                   method="secmi", timesteps=[15])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DiffrepError, match="--reference"):
+        membership(overfit, tmp_path / "f", images=split["tested"], reference=empty, fpr=0.1)
+    assert main(["membership", str(overfit), "--images", str(split["tested"]), "--reference", str(empty),
+                 "--out", str(tmp_path / "g"), "-q"]) != 0
+
+
+def test_caption_models_and_the_sd_pipeline(caption_run, tiny_sd, captioned, split, tmp_path):
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    from diffrep.datasets import get_dataset
+
+    src = get_dataset("emoji")
+    rows = [json.loads(x) for x in (src / "captions.jsonl").read_text().splitlines()[300:320]]
+    for r in rows:
+        shutil.copyfile(src / "images" / r["file"], ref / Path(r["file"]).name)
+    caps = tmp_path / "captions.jsonl"
+    caps.write_text((captioned / "captions.jsonl").read_text() + "".join(
+        json.dumps({"file": Path(r["file"]).name, "caption": r["caption"]}) + "\n" for r in rows))
+    s = membership(caption_run, tmp_path / "run", images=captioned, reference=ref, fpr=0.1)
+    assert s["conditioning"] == "empty prompt" and s["images"] == 16
+    s = membership(tiny_sd, tmp_path / "sd", images=captioned, reference=ref, fpr=0.1, method="all",
+                   captions=str(caps))
+    assert s["conditioning"] == "captions" and s["model_kind"] == "diffusers"
+    rows = list(csv.DictReader((tmp_path / "sd" / "scores.csv").open()))
+    assert all(np.isfinite(float(r[k])) for r in rows for k in ("score", "score_secmi", "score_pia"))
+    assert rows[0]["caption"]
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text((captioned / "captions.jsonl").read_text())
+    with pytest.raises(DiffrepError, match="20 --reference images have no caption"):
+        membership(tiny_sd, tmp_path / "sd2", images=captioned, reference=ref, fpr=0.1, captions=str(partial))
+
+
+def test_membership_experiment_runs_and_resumes(tmp_path, capsys):
+    from diffrep.eval.membership import run_membership_experiment
+
+    kw = dict(overrides=dict(sizes=[24], steps=[20, 40], eval_members=24, reference=19, test_nonmembers=24,
+                             set_sizes=[10], set_draws=10, splits=3, channels=[8, 16, 16], batch=8, size=16,
+                             seeds=1), fpr=0.1)
+    s = run_membership_experiment(tmp_path, **kw)
+    assert [(r["steps"], r["method"]) for r in s["methods"]] == [(20, "loss"), (20, "secmi"), (20, "pia"),
+                                                                 (40, "loss"), (40, "secmi"), (40, "pia")]
+    assert all(r["epochs"] == pytest.approx(r["steps"] * 8 / 24, abs=0.05) for r in s["methods"])
+    assert {r["set_size"] for r in s["dataset_inference"]} == {10}
+    assert (tmp_path / "runs" / "n24-steps20" / "checkpoint.pt").is_file()
+    assert "| 24 | 40 |" in (tmp_path / "results.md").read_text()
+    marker = tmp_path / "eval" / "n24-steps40" / "result.json"
+    before = marker.stat().st_mtime_ns
+    assert run_membership_experiment(tmp_path, **kw)["methods"] == s["methods"]
+    assert marker.stat().st_mtime_ns == before  # reused, not recomputed
