@@ -113,7 +113,7 @@ def test_cli_membership_with_labels_and_report(overfit, split, tmp_path, capsys)
     flagged = [r["is_member"] == "True" for r in rows]
     assert sum(flagged) == s["flagged"]
     page = (out / "report.html").read_text()
-    assert "ROC on the labelled images" in page and "Content-Security-Policy" in page
+    assert "ROC on the labelled images" in page and "Content-Security-Policy" in page and "<th>label</th>" in page
     assert main(["report", str(out), "-q"]) == 0
 
 

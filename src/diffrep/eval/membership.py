@@ -11,11 +11,13 @@ non-members against the reference with every method (the labels are passed only 
   the target); validity is also checked over ``splits`` random re-splits of the pooled non-member scores into
   reference and test parts, reported as mean and range;
 - dataset inference (``probes.setinfer``): for each set size, ``set_draws`` random member sets and as many
-  non-member sets (the control) are tested against the reference; reported are the members' median p-value
-  and share below 0.01, and the control's share below 0.05 (valid: at most ~5%).
+  non-member sets (the control) are tested against a reference drawn afresh each time from the pooled
+  non-members; reported are the members' median p-value and share below 0.01, and the control's share below
+  0.05 (valid: at most ~5%).
 
 Outputs in ``out``: ``results.csv``, ``results.md``, ``summary.json``; each (N, steps) evaluation keeps its
-``membership`` folder under ``eval/`` and is skipped when run again (resumable).
+``membership`` folder under ``eval/`` and is skipped when run again (resumable); a changed analysis setting
+(``ANALYSIS_KEYS``) reuses the scores.
 """
 from __future__ import annotations
 
@@ -36,12 +38,13 @@ from ..progress import ProgressCallback
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"sizes": [100, 1000], "steps": [1000, 4000], "batch": 16, "size": 32, "channels": [16, 32, 32],
               "eval_members": 200, "reference": 300, "test_nonmembers": 300, "seeds": 2,
-              "set_sizes": [10, 30, 100], "set_draws": 100, "splits": 20},
+              "set_sizes": [10, 30, 100, 200], "set_draws": 200, "splits": 20},
     "full": {"sizes": [100, 1000, 10000], "steps": [5000, 20000, 50000], "batch": 128, "size": 32,
              "channels": [64, 128, 128], "eval_members": 1000, "reference": 1000, "test_nonmembers": 1000,
-             "seeds": 4, "set_sizes": [10, 30, 100], "set_draws": 200, "splits": 50},
+             "seeds": 4, "set_sizes": [10, 30, 100, 300], "set_draws": 200, "splits": 50},
 }
 METHODS = ("loss", "secmi", "pia")
+ANALYSIS_KEYS = ("set_sizes", "set_draws", "splits")  # preset keys that change the analysis, not the scores
 
 
 def run_membership_experiment(out: str | Path, *, preset: str = "smoke", seed: int = 0, device: str = "cpu",
@@ -120,10 +123,17 @@ def _evaluate(root: Path, data: dict[str, Any], n: int, steps: int, p: dict[str,
     settings = {"n": n, "steps": steps, "preset": p, "seed": seed, "fpr": fpr}
     if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
         return json.loads(marker.read_text())
+    scored = d / "scored.json"  # the scoring settings: the analysis (sets, re-splits) can change without rescoring
+    score_settings = {k: v for k, v in settings.items() if k != "preset"} | {
+        k: v for k, v in p.items() if k not in ANALYSIS_KEYS}
     snap = _trained(root, n, steps, p, seed, device, progress)
-    s = membership(snap["run"], d / "membership", images=root / "data" / f"eval-{n}", reference=root / "data" / "reference",
-                   method="all", fpr=fpr, seeds=p["seeds"], labels=root / "data" / f"labels-{n}.csv",
-                   device=device, progress=progress)
+    if scored.is_file() and json.loads(scored.read_text()) == score_settings:
+        s = json.loads((d / "membership" / "summary.json").read_text())
+    else:
+        s = membership(snap["run"], d / "membership", images=root / "data" / f"eval-{n}",
+                       reference=root / "data" / "reference", method="all", fpr=fpr, seeds=p["seeds"],
+                       labels=root / "data" / f"labels-{n}.csv", device=device, progress=progress)
+        write_json(scored, score_settings)
     feats = np.load(d / "membership" / "features.npz")
     truth = _labels(d / "membership" / "scores.csv", root / "data" / f"labels-{n}.csv")
     epochs = round(steps * p["batch"] / n, 1)
@@ -206,27 +216,31 @@ def _resplit_validity(nonmember: np.ndarray, n_ref: int, fpr: float, splits: int
 
 def _set_rows(feats: Any, truth: np.ndarray, n: int, steps: int, epochs: float, p: dict[str, Any],
               rng: np.random.Generator) -> list[dict[str, Any]]:
-    """Dataset inference on member sets and non-member (control) sets of each size against the reference."""
+    """Dataset inference on member sets and non-member (control) sets of each size. Every draw splits the
+    pooled non-members (reference and test) afresh into a reference of the reference's size and a pool the
+    control set is drawn from, so the control's rejection rate estimates the test's level over draws of the
+    data, not over re-draws from one fixed pair of samples."""
     from ..probes.setinfer import evidence, permutation_p
 
     img, ref = _features(feats, "images"), _features(feats, "reference")
-    mem, non = img[truth == 1], img[truth == 0]
+    mem, non = img[truth == 1], np.vstack([img[truth == 0], ref])
+    n_ref = len(ref)
     rows = []
     for k in p["set_sizes"]:
-        if k > len(mem) or k > len(non):
+        if k > len(mem) or k > len(non) - n_ref:
             continue
-        out = {}
-        for name, pool in (("members", mem), ("control", non)):
-            ps = []
-            for _ in range(p["set_draws"]):
-                pick = pool[rng.choice(len(pool), k, replace=False)]
-                ps.append(permutation_p(*evidence(pick, ref), 999, rng)[1])
-            out[name] = np.array(ps)
+        out: dict[str, list[float]] = {"members": [], "control": []}
+        for _ in range(p["set_draws"]):
+            perm = rng.permutation(len(non))
+            r, rest = non[perm[:n_ref]], non[perm[n_ref:]]
+            out["control"].append(permutation_p(*evidence(rest[:k], r), 999, rng)[1])
+            out["members"].append(permutation_p(*evidence(mem[rng.choice(len(mem), k, replace=False)], r), 999,
+                                                rng)[1])
+        m, c = np.array(out["members"]), np.array(out["control"])
         rows.append({"n": n, "steps": steps, "epochs": epochs, "set_size": k, "draws": p["set_draws"],
-                     "members_median_p": float(np.median(out["members"])),
-                     "members_share_p_below_0.01": float(np.mean(out["members"] < 0.01)),
-                     "control_share_p_below_0.05": float(np.mean(out["control"] < 0.05)),
-                     "control_share_p_below_0.01": float(np.mean(out["control"] < 0.01))})
+                     "members_median_p": float(np.median(m)), "members_share_p_below_0.01": float(np.mean(m < 0.01)),
+                     "control_share_p_below_0.05": float(np.mean(c < 0.05)),
+                     "control_share_p_below_0.01": float(np.mean(c < 0.01))})
     return rows
 
 

@@ -50,7 +50,8 @@ def render_membership_report(folder: str | Path) -> Path:
     warn = "".join(f"<p class=warn>{html.escape(w)}</p>" for w in s.get("warnings", []))
     roc = _roc(rows, s) if rows and "label" in rows[0] else ""
     ranked = sorted(range(len(rows)), key=lambda i: -float(rows[i]["score"] or "-inf"))[:TOP]
-    items = "".join(_image_row(rows[i]) for i in ranked)
+    labelled = bool(rows) and "label" in rows[0]
+    items = "".join(_image_row(rows[i], labelled) for i in ranked)
     page = f"""<!doctype html><html><head><meta charset=utf-8>
 <meta http-equiv="Content-Security-Policy" content="{CSP}"><title>diffrep membership report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} .warn{{color:#a40}}
@@ -60,19 +61,20 @@ td img{{width:64px;image-rendering:pixelated}}</style></head><body>
 <p>Conditioning: {html.escape(s['conditioning'])}; threshold {s['threshold']:.4g} calibrated on the reference;
 {s['seconds_per_image'][s['method']]:.4f} s per image.</p>{warn}{plot}{roc}
 <h2>Most member-like images</h2><table><tr><th>image</th><th>path</th><th>score</th><th>p-value</th>
-<th>member?</th></tr>{items}</table></body></html>"""
+<th>member?</th>{"<th>label</th>" if labelled else ""}</tr>{items}</table></body></html>"""
     out = root / "report.html"
     write_text(out, page)
     return out
 
 
-def _image_row(r: dict[str, str]) -> str:
+def _image_row(r: dict[str, str], labelled: bool) -> str:
     from .html import _thumb
 
     thumb = _thumb(r["path"], 64)
     img = f"<img src='{thumb}' alt=''>" if thumb else ""
     return (f"<tr><td>{img}</td><td>{html.escape(r['path'])}</td><td>{float(r['score']):.4g}</td>"
-            f"<td>{html.escape(r['p_value'] or '-')}</td><td>{'yes' if r['is_member'] == 'True' else ''}</td></tr>")
+            f"<td>{html.escape(r['p_value'] or '-')}</td><td>{'yes' if r['is_member'] == 'True' else ''}</td>"
+            + (f"<td>{ {'1': 'member', '0': 'non-member'}.get(r['label'], '') }</td>" if labelled else "") + "</tr>")
 
 
 def _roc(rows: list[dict[str, str]], s: dict[str, Any]) -> str:
