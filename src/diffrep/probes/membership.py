@@ -194,7 +194,7 @@ def _sentence(s: dict[str, Any]) -> str:
     """The set result in words a rights holder can act on."""
     if s["p_value"] < s["alpha"]:
         need = s["smallest_set_for_alpha"]
-        tail = f" About {need} of these images were enough to reach this confidence." if need else ""
+        tail = (f" About {need} of these images were enough for p < {s['alpha']:g}." if need else "")
         return (f"The model treats these {s['n_images']} images like training images: if it had not been trained "
                 f"on them, a difference this large would occur with probability {s['p_value']:.2g} or less."
                 + tail)
