@@ -59,6 +59,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "method": "noise-norm", "fpr": 0.01, "seeds": 4, "steps": 1, "sample_steps": 50, "guidance": 1.0,
         "batch": 32, "device": "cpu",
     },
+    "mitigate": {  # --mitigate-strength per inference-time mitigation (mitigation/)
+        "gni": 0.1,  # lambda of the Gaussian noise on the prompt embedding (Somepalli et al.)
+        "rt": 2, "cwr": 2, "rna": 2,  # random tokens / repeated caption words / random numbers inserted
+        "wen": 0.0,  # target noise-norm; the embedding is optimized until it is reached or for 10 iterations
+        "attn-rescale": 1.25,  # factor on the beginning token's cross-attention logit
+    },
     "membership": {
         "method": "loss", "fpr": 0.01, "seeds": 2, "batch": 64, "device": "cpu",
     },

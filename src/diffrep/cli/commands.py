@@ -248,10 +248,18 @@ def cmd_train(a: argparse.Namespace, bars: ProgressBars) -> int:
 def cmd_sample(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..models.sample import sample
 
+    plan = None
+    if a.mitigate:
+        from ..mitigation import make_plan
+
+        plan = make_plan(a.mitigate, a.mitigate_strength)
+    elif a.mitigate_strength is not None:
+        raise DiffrepError("--mitigate-strength needs --mitigate NAME")
     r = sample(a.run_dir, a.n, a.out, prompts=a.prompts, sampler=a.sampler, steps=a.steps, seed=a.seed,
-               batch=a.batch, device=a.device, guidance=a.guidance, progress=bars)
+               batch=a.batch, device=a.device, guidance=a.guidance, plan=plan, progress=bars)
     weights = f"EMA weights at step {r.step}, " if r.step else ""
     guided = f", guidance {a.guidance:g}" if a.guidance != 1.0 else ""
+    guided += f", mitigation {a.mitigate}" if a.mitigate else ""
     _out(f"Wrote {len(r.files)} images to {r.out} with prompts.jsonl ({weights}{a.sampler} {a.steps} steps{guided}, "
          f"{r.seconds:.1f}s).")
     if r.unknown_words:

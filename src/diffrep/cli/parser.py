@@ -252,6 +252,12 @@ def _train(sub: Sub) -> None:
     p.add_argument("--batch", type=int, default=d["batch"], help="images per model call (default %(default)s)")
     p.add_argument("--guidance", type=float, default=d["guidance"], help="classifier-free guidance scale "
                    "(default %(default)s: none; above 1 needs a model trained with caption dropout)")
+    p.add_argument("--mitigate", default=None, choices=("gni", "rt", "cwr", "rna", "wen", "jain", "attn-rescale"),
+                   help="inference-time mitigation of replication (docs/mitigation.md); recorded per image in "
+                   "prompts.jsonl")
+    p.add_argument("--mitigate-strength", type=float, default=None, help="its strength: gni noise scale (0.1), "
+                   "words inserted by rt/cwr/rna (2), wen target noise norm (0: 10 iterations), jain guidance after "
+                   "the switch (--guidance), attn-rescale factor (1.25)")
     p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
     _quiet(p)
     p.set_defaults(func=c.cmd_sample)

@@ -96,6 +96,14 @@ class DiffusionModel:
                                f"prompt means nothing and {what} cannot be computed on it: train with "
                                "--uncond-p 0.1 (the default for --cond caption)")
 
+    def vocabulary(self) -> list[str]:
+        """Whole words the model's tokenizer knows (random-token mitigations draw from them)."""
+        return []
+
+    def cross_attention_unet(self) -> Any:
+        """The UNet whose cross-attention layers read the prompt, or None (no cross-attention)."""
+        return None
+
     def noise(self, n: int, generator: Any) -> Any:
         """Standard normal starting noise in model space, drawn on the CPU (device-independent seeds)."""
         import torch
@@ -195,10 +203,26 @@ class RunModel(DiffusionModel):
         clip = self.conditioner.clip
         return clip is not None and len(clip.tokenizer(prompt, verbose=False)["input_ids"]) > clip.max_len
 
+    def vocabulary(self) -> list[str]:
+        tok = self.conditioner.tokenizer
+        if tok is not None:
+            from .mitigate import N_SPECIAL
+
+            return list(tok.vocab[N_SPECIAL:])
+        return bpe_words(self.conditioner.clip.tokenizer) if self.conditioner.clip is not None else []
+
+    def cross_attention_unet(self) -> Any:
+        return self.net["unet"] if self.cfg["cond"] == "caption" else None
+
     def make_scheduler(self, sampler: str) -> Any:
         from .nets import scheduler
 
         return scheduler(sampler)
+
+
+def bpe_words(tokenizer: Any) -> list[str]:
+    """The whole alphabetic words of a CLIP BPE tokenizer's vocabulary (entries ending in ``</w>``), sorted."""
+    return sorted(w[:-4] for w in tokenizer.get_vocab() if w.endswith("</w>") and w[:-4].isalpha())
 
 
 def _timesteps(t: Any, n: int, device: Any) -> Any:

@@ -38,24 +38,62 @@ class SampleResult:
     unknown_words: list[str] = field(default_factory=list)
 
 
+class SamplingPlan:
+    """Hooks through which a sampling-time change (an inference-time mitigation, ``mitigation/``) acts on
+    ``generate``; this base class changes nothing. ``prompts`` edits the prompt texts, ``condition`` the
+    encoded conditioning at the starting noise, ``eps`` the noise prediction of each step, ``context`` wraps
+    the whole loop (e.g. swapping attention processors), ``records`` returns per-image facts for
+    ``prompts.jsonl``; ``bind`` refuses a model the plan cannot act on."""
+
+    name = "none"
+
+    def bind(self, model: Any, guidance: float) -> None:
+        """Check that the plan applies to ``model`` at ``guidance`` (DiffrepError with the reason if not)."""
+
+    def prompts(self, texts: list[str], rng: np.random.Generator) -> list[str]:
+        return texts
+
+    def condition(self, model: Any, x: Any, t: Any, cond: Any, uncond: Any) -> Any:
+        """The conditioning to sample with, given the starting noise ``x`` at the first timestep ``t``."""
+        return cond
+
+    def eps(self, model: Any, x: Any, t: Any, step: int, cond: Any, uncond: Any, guidance: float) -> Any:
+        return model.guided(x, t, cond, uncond, guidance)
+
+    def needs_uncond(self) -> bool:
+        return False
+
+    def context(self, model: Any) -> Any:
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def records(self, n: int) -> list[dict[str, Any]]:
+        return [{} for _ in range(n)]
+
+
 def generate(model: Any, prompts: Sequence[str], n: int, *, sampler: str, steps: int, generator: Any,
-             guidance: float = 1.0) -> np.ndarray:
+             guidance: float = 1.0, plan: Optional[SamplingPlan] = None) -> np.ndarray:
     """``n`` images (uint8 [n, H, W, C]) from a ``DiffusionModel`` for one batch of ``prompts`` (empty for an
     unconditional model), with classifier-free guidance at scale ``guidance`` (1: the plain conditional
-    prediction)."""
+    prediction); ``plan`` (see ``SamplingPlan``) changes the conditioning or the steps."""
     import torch
 
+    plan = plan or SamplingPlan()
     sched = model.make_scheduler(sampler)
     sched.set_timesteps(steps)
     cond = model.encode(prompts) if prompts else {}
-    uncond = model.empty(n) if prompts and guidance != 1.0 else None
+    uncond = model.empty(n) if prompts and (guidance != 1.0 or plan.needs_uncond()) else None
     x = model.noise(n, generator) * float(getattr(sched, "init_noise_sigma", 1.0))
-    with torch.no_grad():
-        for t in sched.timesteps:
-            eps = model.guided(x, t.to(model.device), cond, uncond, guidance)
-            kw = {"generator": generator} if sampler == "ddpm" else {}
-            x = sched.step(eps.to(x.dtype), t, x, **kw).prev_sample
-        return model.from_model(x)
+    with plan.context(model):
+        if prompts:
+            cond = plan.condition(model, x, sched.timesteps[0].to(model.device), cond, uncond)
+        with torch.no_grad():
+            for i, t in enumerate(sched.timesteps):
+                eps = plan.eps(model, x, t.to(model.device), i, cond, uncond, guidance)
+                kw = {"generator": generator} if sampler == "ddpm" else {}
+                x = sched.step(eps.to(x.dtype), t, x, **kw).prev_sample
+            return model.from_model(x)
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -134,14 +172,16 @@ def load_run(run_dir: str | os.PathLike[str], device: Any) -> tuple[Any, Any, di
 def sample(run_dir: str | os.PathLike[str], n: int, out: str | os.PathLike[str], *,
            prompts: str | os.PathLike[str] | Sequence[str] | None = None, sampler: str = S["sampler"],
            steps: int = S["steps"], seed: int = S["seed"], batch: int = S["batch"], device: str = S["device"],
-           guidance: float = S["guidance"], progress: Optional[ProgressCallback] = None) -> SampleResult:
+           guidance: float = S["guidance"], plan: Optional[SamplingPlan] = None,
+           progress: Optional[ProgressCallback] = None) -> SampleResult:
     """Write ``n`` generations of the model in ``run_dir`` (a ``diffrep train`` run or a local Stable Diffusion
     folder) to ``out`` as PNGs, with ``prompts.jsonl``.
 
     ``prompts`` (a file path, or a list of strings) are cycled to ``n``; without them, caption and class
     models cycle through their training captions / classes. ``guidance``: classifier-free guidance scale
-    (1 = none; above 1 needs a model trained with caption dropout). The same ``seed`` and ``batch`` give
-    the same images.
+    (1 = none; above 1 needs a model trained with caption dropout). ``plan``: an inference-time mitigation
+    (``mitigation.plan``), checked against the model by its maker. The same ``seed`` and ``batch`` give the
+    same images.
     """
     from .adapter import load_model
 
@@ -159,6 +199,8 @@ def sample(run_dir: str | os.PathLike[str], n: int, out: str | os.PathLike[str],
     model = load_model(run_dir, device)
     if guidance != 1.0:
         model.require_prompts(f"--guidance {guidance:g}")
+    if plan is not None:
+        plan.bind(model, guidance)
     given = read_prompts(prompts) if isinstance(prompts, (str, os.PathLike)) else list(prompts or [])
     if given:
         texts = [given[i % len(given)] for i in range(n)]
@@ -168,23 +210,26 @@ def sample(run_dir: str | os.PathLike[str], n: int, out: str | os.PathLike[str],
     out_dir = ensure_writable_dir(out)
     with DirLock(out_dir, "sample folder"):
         return _sample_into(out_dir, model, texts, records, n, sampler, steps, seed, batch, guidance, t0,
-                            model.unknown_words(given), progress)
+                            model.unknown_words(given), plan, progress)
 
 
 def _sample_into(out_dir: Path, model: Any, texts: list[str], records: list[dict[str, Any]], n: int, sampler: str,
                  steps: int, seed: int, batch: int, guidance: float, t0: float, unknown: list[str],
-                 progress: Optional[ProgressCallback]) -> SampleResult:
+                 plan: Optional[SamplingPlan], progress: Optional[ProgressCallback]) -> SampleResult:
     import torch
 
     gen = torch.Generator().manual_seed(int(seed))
+    plan = plan or SamplingPlan()
+    rng = np.random.default_rng([int(seed), 25])  # prompt edits: their own stream, so images stay comparable
     width = max(5, len(str(n - 1)))
     files: list[str] = []
     lines: list[str] = []
     emit(progress, "sample", 0, n)
     for start in range(0, n, batch):
         b = min(batch, n - start)
-        imgs = generate(model, texts[start:start + b], b, sampler=sampler, steps=steps, generator=gen,
-                        guidance=guidance)
+        used = plan.prompts(texts[start:start + b], rng) if texts else []
+        imgs = generate(model, used, b, sampler=sampler, steps=steps, generator=gen, guidance=guidance, plan=plan)
+        extra = plan.records(b)
         for j, img in enumerate(imgs):
             name = f"{start + j:0{width}d}.png"
             write_bytes(out_dir / name, png_bytes(img))
@@ -194,6 +239,9 @@ def _sample_into(out_dir: Path, model: Any, texts: list[str], records: list[dict
                 rec.update(records[start + j])
                 if guidance != 1.0:
                     rec["guidance"] = guidance
+                if used[j] != texts[start + j]:
+                    rec["prompt_used"] = used[j]
+            rec.update(extra[j])
             lines.append(json.dumps(rec, ensure_ascii=False))
         emit(progress, "sample", start + b, n)
     write_text(out_dir / "prompts.jsonl", "\n".join(lines) + "\n")

@@ -87,6 +87,14 @@ class DiffusersModel(DiffusionModel):
             img = self.vae.decode(x.to(self.vae.dtype) / self.scaling).sample
         return _to_uint8(img)
 
+    def vocabulary(self) -> list[str]:
+        from .adapter import bpe_words
+
+        return bpe_words(self.tokenizer)
+
+    def cross_attention_unet(self) -> Any:
+        return self.unet
+
     def tokens(self, prompt: str) -> list[str]:
         ids = self.tokenizer(prompt, truncation=True, max_length=self.max_len)["input_ids"]
         return self.tokenizer.convert_ids_to_tokens(ids)
