@@ -58,3 +58,10 @@ class ProgressBars:
             el = task.elapsed or 0.0
             speed = f" ({ev.done / el:.1f} {ev.unit}/s)" if el > 0 else ""
             self.console.print(f"{label}: {ev.done}/{ev.total} done in {el:.1f}s{speed}")
+
+
+def _out(msg: str = "") -> None:
+    """One line of command output, with characters a terminal could act on made printable."""
+    from ..fsutil import printable
+
+    print(printable(msg), flush=True)

@@ -3,13 +3,12 @@ and help texts show it (``%(default)s``)."""
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from typing import Callable
 
 from .. import __version__
 from ..defaults import DEFAULTS, POOL_NULL_MODES
 from . import commands as c
-
-Sub = Any  # argparse's sub-parser action
+from .model_parser import MODEL_COMMANDS, Sub, _quiet
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -17,10 +16,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=int, default=DEFAULTS["decode"]["max_pixels"],
                    help="skip images with more pixels than this (default %(default)s)")
     _quiet(p)
-
-
-def _quiet(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 def _index(sub: Sub) -> None:
@@ -193,202 +188,6 @@ def _demo_bench_data(sub: Sub) -> None:
     g.set_defaults(func=c.cmd_data_get)
 
 
-def _train(sub: Sub) -> None:
-    d = DEFAULTS["train"]
-    p = sub.add_parser("train", help="train a small diffusion model on an image folder (resumable; needs "
-                       "diffrep[models])")
-    p.add_argument("data", help="folder of training images (captions.jsonl in it or a parent folder)")
-    p.add_argument("--out", required=True, help="run directory; run the same command again to resume")
-    p.add_argument("--cond", default=d["cond"], choices=("none", "class", "caption"),
-                   help="conditioning: none (default), class (subfolder names, else captions), caption")
-    p.add_argument("--subset", type=int, default=None, help="train on N images drawn with --seed (default: all)")
-    p.add_argument("--dup-frac", type=float, default=d["dup_frac"],
-                   help="fraction of images duplicated by sampling weight (e.g. 0.05; default %(default)s)")
-    p.add_argument("--dup-weight", type=float, default=d["dup_weight"], help="sampling weight of duplicated "
-                   "images (default %(default)s)")
-    p.add_argument("--steps", type=int, default=d["steps"], help="training steps in total (default %(default)s)")
-    p.add_argument("--batch", type=int, default=d["batch"], help="images per step (default %(default)s)")
-    p.add_argument("--lr", type=float, default=d["lr"], help="AdamW learning rate (default %(default)s)")
-    p.add_argument("--ema", type=float, default=d["ema"], help="EMA decay of the sampled weights "
-                   "(default %(default)s)")
-    p.add_argument("--seed", type=int, default=d["seed"], help="seed for subset, duplication, init and noise "
-                   "(default %(default)s)")
-    p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
-    p.add_argument("--size", type=int, default=d["size"], help="image size in pixels, 16-256, a multiple of 4 "
-                   "(default %(default)s)")
-    p.add_argument("--channels", default=None, help="UNet widths per resolution level (default 16,32,32: the "
-                   "measured CPU recipe; wider, e.g. 64,128,128, on a GPU)")
-    p.add_argument("--mitigate", default=None, choices=("rc", "rt", "cwr", "gn"),
-                   help="train-time caption mitigation (NeurIPS 2023): rc random caption, rt random tokens, cwr "
-                   "caption word repetition, gn Gaussian noise on the text embedding (caption models)")
-    p.add_argument("--mitigate-p", type=float, default=d["mitigate_p"], help="probability per sample of the "
-                   "mitigation (default %(default)s)")
-    p.add_argument("--uncond-p", type=float, default=d["uncond_p"], help="--cond caption: share of samples "
-                   "trained on the empty caption, so the model learns the unconditional prediction that "
-                   "--guidance and `diffrep probe` need (default %(default)s; 0: none)")
-    p.add_argument("--sample-every", type=int, default=d["sample_every"],
-                   help="save a 16-image sample grid every K steps (default %(default)s; 0: only at the end)")
-    p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"], help="write checkpoint.pt every "
-                   "K steps (default %(default)s)")
-    p.add_argument("--captions", default=None, help="captions file (jsonl/csv: file + caption) if not found by itself")
-    p.add_argument("--text-encoder", default=None,
-                   help="local CLIP text encoder folder for --cond caption (needs transformers; default: a small "
-                        "encoder trained jointly)")
-    _quiet(p)
-    p.set_defaults(func=c.cmd_train)
-
-    d = DEFAULTS["sample"]
-    p = sub.add_parser("sample", help="generate images from a trained run or a local Stable Diffusion folder, "
-                       "with prompts.jsonl for audit")
-    p.add_argument("run_dir", help="run directory written by `diffrep train`, or a local diffusers folder with the "
-                   "Stable Diffusion layout (unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
-    p.add_argument("--n", type=int, required=True, help="number of images")
-    p.add_argument("--out", required=True, help="output folder for the PNGs and prompts.jsonl")
-    p.add_argument("--prompts", default=None,
-                   help="prompts file: one caption/class per line, or jsonl (default: cycle the training ones)")
-    p.add_argument("--sampler", default=d["sampler"], choices=("ddim", "ddpm"), help="ddim (default) or ddpm")
-    p.add_argument("--steps", type=int, default=d["steps"], help="denoising steps (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--batch", type=int, default=d["batch"], help="images per model call (default %(default)s)")
-    p.add_argument("--guidance", type=float, default=d["guidance"], help="classifier-free guidance scale "
-                   "(default %(default)s: none; above 1 needs a model trained with caption dropout)")
-    p.add_argument("--mitigate", default=None, choices=("gni", "rt", "cwr", "rna", "wen", "jain", "attn-rescale"),
-                   help="inference-time mitigation of replication (docs/mitigation.md); recorded per image in "
-                   "prompts.jsonl")
-    p.add_argument("--mitigate-strength", type=float, default=None, help="its strength: gni noise scale (0.1), "
-                   "words inserted by rt/cwr/rna (2), wen target noise norm (0: 10 iterations), jain guidance after "
-                   "the switch (--guidance), attn-rescale factor (1.25)")
-    p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
-    _quiet(p)
-    p.set_defaults(func=c.cmd_sample)
-
-
-def _experiment(sub: Sub) -> None:
-    d = DEFAULTS["experiment"]
-    p = sub.add_parser("experiment", help="train a grid of models, sample, audit: data-size, duplication, "
-                       "conditioning or mitigation; memorization: score the probes against the audit's labels; "
-                       "membership: membership and dataset inference against a known member split "
-                       "(resumable; needs diffrep[models])")
-    p.add_argument("kind", choices=("data-size", "duplication", "conditioning", "mitigation", "memorization",
-                                    "membership"))
-    p.add_argument("--data", default=None, help="fashion-mnist, or a folder of training images (with --reference); "
-                   "memorization uses the packaged captioned emoji")
-    p.add_argument("--reference", default=None,
-                   help="held-out images never trained on, for calibration (default for fashion-mnist: its test split)")
-    p.add_argument("--out", required=True, help="experiment folder; run the same command again to resume")
-    p.add_argument("--preset", default=d["preset"], choices=("smoke", "full"),
-                   help="smoke (about 10 minutes on a 2-core CPU, default) or full (for a GPU)")
-    p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--fpr", type=float, default=d["fpr"], help="false-positive rate of the audit threshold "
-                   "(default %(default)s)")
-    p.add_argument("--dup-frac", type=float, default=d["dup_frac"], help="duplication experiment: fraction "
-                   "duplicated (default %(default)s)")
-    p.add_argument("--dup-weight", type=float, default=d["dup_weight"], help="duplication experiment: sampling "
-                   "weight (default %(default)s)")
-    p.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
-    p.add_argument("--samples", type=int, default=None, help="override the preset's generations per run")
-    p.add_argument("--batch", type=int, default=None, help="override the preset's training batch size")
-    p.add_argument("--channels", default=None, help="override the preset's UNet widths, e.g. 32,64,64")
-    p.add_argument("--sizes", default=None, help="data-size and membership experiments: training-set sizes, "
-                   "e.g. 16,512")
-    p.add_argument("--subset", type=int, default=None,
-                   help="duplication / conditioning / mitigation: training images per run (overrides the preset)")
-    p.add_argument("--only", default=None, help="comma-separated run names: run only these of the grid "
-                   "(e.g. to train runs in parallel); the results table needs the whole grid")
-    p.add_argument("--generate-only", action="store_true",
-                   help="train and sample only (e.g. on a GPU machine); a later call without it audits")
-    p.add_argument("--label-per-prompt", type=int, default=None, help="memorization: audit only the first N "
-                   "generations of each training caption for the labels (default: all)")
-    p.add_argument("--label-reference", type=int, default=None, help="memorization: calibrate the labelling "
-                   "audit on the first N held-out images (default: all)")
-    _quiet(p)
-    p.set_defaults(func=c.cmd_experiment)
-
-
-def _probe(sub: Sub) -> None:
-    d = DEFAULTS["probe"]
-    p = sub.add_parser("probe", help="ask a model which prompts it memorized (Wen's noise-norm, NeMo's seed SSIM, "
-                       "one-step), calibrated on reference prompts")
-    p.add_argument("model", help="`diffrep train` run folder (--cond caption) or local Stable Diffusion folder")
-    p.add_argument("--prompts", required=True, help="prompts to test: text file (one per line), jsonl, csv with a "
-                   "prompt/caption column, or a run folder (its training captions)")
-    p.add_argument("--out", required=True, help="output folder: prompts.csv, summary.json, tokens.csv")
-    p.add_argument("--reference-prompts", default=None, help="prompts known not to be memorized (e.g. held-out "
-                   "captions): the null the threshold is calibrated on")
-    p.add_argument("--fpr", type=float, default=d["fpr"], help="target false-positive rate (default %(default)s)")
-    p.add_argument("--method", default=d["method"], choices=("noise-norm", "seed-ssim", "one-step", "all"),
-                   help="score (default %(default)s; all: every score, the verdict by noise-norm)")
-    p.add_argument("--seeds", type=int, default=d["seeds"], help="starting noises per prompt (default %(default)s)")
-    p.add_argument("--steps", type=int, default=d["steps"], help="noise-norm: sampling steps averaged "
-                   "(default %(default)s: the first step alone)")
-    p.add_argument("--sample-steps", type=int, default=d["sample_steps"], help="DDIM schedule the steps follow "
-                   "(default %(default)s)")
-    p.add_argument("--batch", type=int, default=d["batch"], help="noise predictions per model call "
-                   "(default %(default)s)")
-    p.add_argument("--no-explain", action="store_true", help="skip the per-token attribution (tokens.csv)")
-    p.add_argument("--report", action="store_true", help="also write report.html (diffrep report DIR re-renders it)")
-    p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
-    _quiet(p)
-    p.set_defaults(func=c.cmd_probe)
-
-
-def _extract(sub: Sub) -> None:
-    d = DEFAULTS["extract"]
-    p = sub.add_parser("extract", help="extract training images by generate-and-filter: cliques of near-identical "
-                       "generations per prompt, audited against the training index")
-    p.add_argument("model", help="`diffrep train` run folder (--cond caption) or local Stable Diffusion folder")
-    p.add_argument("--prompts", required=True, help="prompts to try (text, jsonl, csv, or a run folder)")
-    p.add_argument("--index", required=True, help="index directory of the training images (diffrep index)")
-    p.add_argument("--out", required=True, help="output folder: extracted.csv, summary.json, cliques/, audit/")
-    p.add_argument("--reference-prompts", required=True, help="prompts known not to be memorized: their "
-                   "generations calibrate what counts as near-identical")
-    p.add_argument("--reference", default=None, help="held-out real images never trained on, for the audit's "
-                   "calibration (as diffrep audit --reference)")
-    p.add_argument("--per-prompt", type=int, default=d["per_prompt"], help="generations per prompt "
-                   "(default %(default)s)")
-    p.add_argument("--min-clique", type=int, default=d["min_clique"], help="near-identical generations needed "
-                   "(default %(default)s)")
-    p.add_argument("--fpr", type=float, default=d["fpr"], help="share of unmemorized pairs called near-identical "
-                   "(default %(default)s)")
-    p.add_argument("--prefilter", default=None, choices=("one-step",), help="score prompts with the one-step "
-                   "probe first and generate only for the top --keep share")
-    p.add_argument("--keep", type=float, default=d["keep"], help="share kept by --prefilter (default %(default)s)")
-    p.add_argument("--steps", type=int, default=d["sample_steps"], help="DDIM steps (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
-    _quiet(p)
-    p.set_defaults(func=c.cmd_extract)
-
-
-def _membership(sub: Sub) -> None:
-    d = DEFAULTS["membership"]
-    p = sub.add_parser("membership", help="was this image, or this set, trained on? Membership inference (loss, "
-                       "SecMI, PIA) calibrated on reference images, and dataset inference with a p-value")
-    p.add_argument("model", help="`diffrep train` run folder or local Stable Diffusion folder")
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--images", default=None, help="images to test one by one (folder or .tar shards)")
-    what.add_argument("--set", dest="set_source", default=None, help="a set of images to test as a whole (one "
-                      "owner's pictures): set.json with a p-value, plus the per-image scores")
-    p.add_argument("--reference", required=True, help="images of the same kind that were NOT trained on: the null")
-    p.add_argument("--out", required=True, help="output folder: scores.csv, reference.csv, summary.json (set.json)")
-    p.add_argument("--method", default=d["method"], choices=("loss", "secmi", "pia", "all"),
-                   help="score of the per-image verdict (default %(default)s; all: every score, the verdict by loss)")
-    p.add_argument("--fpr", type=float, default=d["fpr"], help="target false-positive rate (default %(default)s)")
-    p.add_argument("--timesteps", default=None, help="comma-separated diffusion timesteps each score averages over "
-                   "(default: the papers' choices, loss 100, secmi 100, pia 200)")
-    p.add_argument("--seeds", type=int, default=d["seeds"], help="loss: noise draws per image (default %(default)s)")
-    p.add_argument("--captions", default=None, help="captions.jsonl/.csv for conditional models (by file name or "
-                   "path); without it a caption model is scored with the empty prompt")
-    p.add_argument("--labels", default=None, help="evaluation: CSV with path,member (1 = trained on): adds AUC and "
-                   "TPR at 1%% / 0.1%% FPR with bootstrap intervals to summary.json (never used for the threshold)")
-    p.add_argument("--batch", type=int, default=d["batch"], help="images per model call (default %(default)s)")
-    p.add_argument("--report", action="store_true", help="also write report.html (diffrep report DIR re-renders it)")
-    p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
-    _quiet(p)
-    p.set_defaults(func=c.cmd_membership)
-
-
 def _info(sub: Sub) -> None:
     p = sub.add_parser("descriptors", help="list available descriptors")
     p.set_defaults(func=c.cmd_descriptors, quiet=True)
@@ -397,13 +196,12 @@ def _info(sub: Sub) -> None:
     p.set_defaults(func=c.cmd_info, quiet=True)
 
 
-COMMANDS: tuple[Callable[[Sub], None], ...] = (_index, _audit, _dedup, _demo_bench_data, _train, _experiment, _probe,
-                                               _extract, _membership, _info)
+COMMANDS: tuple[Callable[[Sub], None], ...] = (_index, _audit, _dedup, _demo_bench_data, *MODEL_COMMANDS, _info)
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="diffrep", description="Find training-data replication in image "
-                                 "diffusion models: index training images, audit generations.")
+                                 "diffusion models: index training images, audit generations, ask the model (memorized prompts, membership), mitigate.")
     ap.add_argument("--version", action="version", version=f"diffrep {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:

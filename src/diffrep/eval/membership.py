@@ -115,7 +115,6 @@ def _copy(src: Path, files: list[str], dest: Path) -> None:
 def _evaluate(root: Path, data: dict[str, Any], n: int, steps: int, p: dict[str, Any], seed: int, device: str,
               fpr: float, progress: Optional[ProgressCallback]) -> dict[str, Any]:
     """Train the N-image model to ``steps`` (continuing a shorter run) and evaluate it; cached in ``eval/``."""
-    from ..models.train import train
     from ..probes.membership import membership
 
     d = root / "eval" / f"n{n}-steps{steps}"

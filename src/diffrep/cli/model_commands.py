@@ -1,0 +1,214 @@
+"""The model-side commands: train, sample, probe, extract, membership and the experiments (thin: parse,
+call the library, print)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import DiffrepError
+from ..progress import Progress
+from .bars import ProgressBars, _out
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DiffrepError(f"{flag} {text!r}: give comma-separated integers, e.g. 16,32,32") from None
+    if not values:
+        raise DiffrepError(f"{flag} {text!r}: give comma-separated integers, e.g. 16,32,32")
+    return values
+
+
+def cmd_train(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..models.train import train
+
+    last = {"message": ""}
+
+    def progress(ev: Progress) -> None:  # the bar, plus one log line per sample grid
+        bars(ev)
+        if ev.stage == "train" and ev.message.startswith("sample grid"):
+            if not bars.quiet:
+                bars.console.print(f"step {ev.done}/{ev.total}: {last['message']}; {ev.message}")
+        elif ev.stage == "train":
+            last["message"] = ev.message
+
+    r = train(a.data, a.out, cond=a.cond, subset=a.subset, dup_frac=a.dup_frac, dup_weight=a.dup_weight,
+              steps=a.steps, batch=a.batch, lr=a.lr, ema=a.ema, seed=a.seed, device=a.device, size=a.size,
+              sample_every=a.sample_every, checkpoint_every=a.checkpoint_every, captions=a.captions,
+              text_encoder=a.text_encoder, mitigate=a.mitigate, mitigate_p=a.mitigate_p, uncond_p=a.uncond_p,
+              progress=progress,
+              **({"channels": tuple(_int_list(a.channels, "--channels"))} if a.channels else {}))
+    resumed = f", resumed from step {r.resumed_from}" if r.resumed_from else ""
+    _out(f"Trained {r.step} steps{resumed} on {r.images} images ({r.params / 1e6:.2f}M parameters): loss "
+         f"{r.loss:.4f}, {r.steps_per_s:.1f} steps/s, {r.seconds:.0f}s.")
+    if r.duplicated:
+        _out(f"{len(r.duplicated)} images sampled {a.dup_weight:g}x as often: {r.run_dir / 'duplicated.txt'}")
+    _out(f"Run: {r.run_dir} (checkpoint.pt, config.json, log.csv, training_set.jsonl, samples/)")
+    return 0
+
+
+def cmd_sample(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..models.sample import sample
+
+    plan = None
+    if a.mitigate:
+        from ..mitigation import make_plan
+
+        plan = make_plan(a.mitigate, a.mitigate_strength)
+    elif a.mitigate_strength is not None:
+        raise DiffrepError("--mitigate-strength needs --mitigate NAME")
+    r = sample(a.run_dir, a.n, a.out, prompts=a.prompts, sampler=a.sampler, steps=a.steps, seed=a.seed,
+               batch=a.batch, device=a.device, guidance=a.guidance, plan=plan, progress=bars)
+    weights = f"EMA weights at step {r.step}, " if r.step else ""
+    guided = f", guidance {a.guidance:g}" if a.guidance != 1.0 else ""
+    guided += f", mitigation {a.mitigate}" if a.mitigate else ""
+    _out(f"Wrote {len(r.files)} images to {r.out} with prompts.jsonl ({weights}{a.sampler} {a.steps} steps{guided}, "
+         f"{r.seconds:.1f}s).")
+    if r.unknown_words:
+        _out(f"Warning: words never seen in training captions (encoded as <unk>): {', '.join(r.unknown_words[:20])}")
+    _out(f"Audit: diffrep audit {r.out} --index TRAIN_INDEX --captions {r.out / 'prompts.jsonl'}")
+    return 0
+
+
+def cmd_probe(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..probes import probe
+
+    r = probe(a.model, a.prompts, a.out, reference_prompts=a.reference_prompts, method=a.method, fpr=a.fpr,
+              seeds=a.seeds, steps=a.steps, sample_steps=a.sample_steps, batch=a.batch, device=a.device,
+              explain=not a.no_explain, progress=bars)
+    how = (f"at {100 * a.fpr:g}% FPR (threshold {r.threshold:.4g} from the reference prompts)" if r.source == "reference"
+           else f"by an UNCALIBRATED outlier rule (threshold {r.threshold:.4g})")
+    _out(f"{r.prompts} prompts scored by {r.method} ({r.seconds_per_prompt:.3f} s/prompt): {r.flagged} flagged as "
+         f"memorized {how}.")
+    for w in r.warnings:
+        _out(f"Warning: {w}")
+    _out(f"Results: {r.out / 'prompts.csv'}, {r.out / 'summary.json'}")
+    if a.report:
+        from ..report.probe_page import render_probe_report
+
+        _out(f"Report: {render_probe_report(r.out)}")
+    return 0
+
+
+def cmd_extract(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..probes.extract import extract
+
+    r = extract(a.model, a.prompts, a.index, a.out, reference_prompts=a.reference_prompts, reference=a.reference,
+                per_prompt=a.per_prompt, min_clique=a.min_clique, fpr=a.fpr, prefilter=a.prefilter, keep=a.keep,
+                steps=a.steps, seed=a.seed, device=a.device, progress=bars)
+    _out(f"{r.generated_for} of {r.prompts} prompts generated ({a.per_prompt} each): {r.cliques} cliques of "
+         f">= {a.min_clique} near-identical generations (tiled L2 < {r.edge_threshold:.2f}), {r.extracted} audited "
+         f"as copies of a training image ({r.seconds:.0f} s).")
+    _out(f"Results: {r.out / 'extracted.csv'}, {r.out / 'summary.json'}")
+    return 0
+
+
+def cmd_membership(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..probes.membership import membership
+
+    ts = _int_list(a.timesteps, "--timesteps") if a.timesteps else None
+    s = membership(a.model, a.out, images=a.images, set_source=a.set_source, reference=a.reference, method=a.method,
+                   fpr=a.fpr, timesteps=ts, seeds=a.seeds, captions=a.captions, labels=a.labels, batch=a.batch,
+                   device=a.device, progress=bars)
+    out = Path(a.out)
+    _out(f"{s['images']} images scored by {s['method']} against {s['reference_images']} reference images: "
+         f"{s['flagged']} flagged as members at {100 * a.fpr:g}% FPR (threshold {s['threshold']:.4g}).")
+    for m, ev in (s.get("evaluation") or {}).items():
+        if isinstance(ev, dict):
+            _out(f"  {m}: AUC {ev['auc']:.3f} [{ev['auc_ci'][0]:.3f}, {ev['auc_ci'][1]:.3f}], TPR at 1% FPR "
+                 f"{ev['tpr_at_1pct_fpr']:.3f}; flagged: members {ev['members_flagged']}, non-members "
+                 f"{ev['non_members_flagged']}")
+    if "set" in s:
+        _out(f"Set: {s['set']['sentence']}")
+    for w in s["warnings"]:
+        _out(f"Warning: {w}")
+    _out(f"Results: {out / 'scores.csv'}, {out / 'summary.json'}" + (f", {out / 'set.json'}" if "set" in s else ""))
+    if a.report:
+        from ..report.membership_page import render_membership_report
+
+        _out(f"Report: {render_membership_report(out)}")
+    return 0
+
+
+def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
+    from ..eval.experiment import run_experiment
+
+    overrides = {k: v for k, v in (("steps", a.steps), ("samples", a.samples), ("batch", a.batch)) if v is not None}
+    if a.channels:
+        overrides["channels"] = _int_list(a.channels, "--channels")
+    if a.kind == "memorization":
+        return _memorization(a, overrides, bars)
+    if a.kind == "membership":
+        return _membership_experiment(a, overrides, bars)
+    if not a.data:
+        raise DiffrepError(f"experiment {a.kind} needs --data: fashion-mnist or a folder of training images")
+    if a.subset is not None:
+        if a.kind == "data-size":
+            raise DiffrepError("--subset applies to the duplication, conditioning and mitigation grids; the "
+                               "data-size experiment takes --sizes")
+        overrides["dup_subset" if a.kind == "duplication" else "cond_subset"] = a.subset
+    if a.sizes:
+        if a.kind != "data-size":
+            raise DiffrepError("--sizes applies to the data-size experiment only")
+        overrides["sizes"] = _int_list(a.sizes, "--sizes")
+    only = [n.strip() for n in a.only.split(",") if n.strip()] if a.only else None
+    results = run_experiment(a.kind, a.data, a.out, preset=a.preset, device=a.device, seed=a.seed,
+                             reference=a.reference, fpr=a.fpr, dup_frac=a.dup_frac, dup_weight=a.dup_weight,
+                             overrides=overrides, only=only, generate_only=a.generate_only, progress=bars)
+    if a.generate_only:
+        for r in results:
+            _out(f"{r['settings']['spec']['name']}: trained {r['step']} steps on {r['device']} "
+                 f"({r['steps_per_s']:.1f} steps/s, {r['train_seconds']:.0f} s), sampled in {r['sample_seconds']:.0f} s")
+        _out(f"Generated; run the same command without --generate-only to audit (copy {Path(a.out) / 'runs'} "
+             "first if it ran elsewhere).")
+        return 0
+    for r in results:
+        _out(f"{r['run']}: {r['training_images']} training images, {r['replicas']}/{r['samples']} replicas "
+             f"({r['replication_rate']:.1%}), top-1 mean {r['top1_mean']:.3f} p95 {r['top1_p95']:.3f}")
+    if not only:
+        _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'results.csv'}, "
+             f"{Path(a.out) / 'similarity.png'}")
+    return 0
+
+
+def _memorization(a: argparse.Namespace, overrides: dict, bars: ProgressBars) -> int:
+    from ..eval.memorization import run_memorization
+
+    if "samples" in overrides:
+        overrides["per_prompt"] = overrides.pop("samples")
+    s = run_memorization(a.out, preset=a.preset, seed=a.seed, device=a.device, fpr=a.fpr,
+                         generate_only=a.generate_only, overrides=overrides, label_per_prompt=a.label_per_prompt,
+                         label_reference=a.label_reference, progress=bars)
+    if a.generate_only:
+        _out(f"Trained {s['step']} steps on {s['device']} ({s['train_seconds']:.0f} s), generated and probed; run "
+             "the same command without --generate-only to audit and score.")
+        return 0
+    _out(f"{s['memorized']} of {s['training_captions']} training captions memorized (audit-judged); "
+         f"{s['test_captions']} test captions as negatives.")
+    for r in s["methods"]:
+        _out(f"{r['method']:<14} AUC {r['auc']:.3f}, TPR@1%FPR {r['tpr_at_1pct_fpr']:.3f}, "
+             f"{r['seconds_per_prompt']:.4f} s/prompt ({r['cheaper_than_brute_force']:.0f}x cheaper than generate+audit)")
+    _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'summary.json'}")
+    return 0
+
+
+def _membership_experiment(a: argparse.Namespace, overrides: dict, bars: ProgressBars) -> int:
+    from ..eval.membership import run_membership_experiment
+
+    if "samples" in overrides:
+        raise DiffrepError("--samples does not apply to experiment membership (it generates nothing)")
+    if "steps" in overrides:
+        overrides["steps"] = [overrides["steps"]]
+    if a.sizes:
+        overrides["sizes"] = _int_list(a.sizes, "--sizes")
+    s = run_membership_experiment(a.out, preset=a.preset, seed=a.seed, device=a.device, fpr=a.fpr,
+                                  overrides=overrides, progress=bars)
+    for r in s["methods"]:
+        _out(f"N={r['n']:<6} steps={r['steps']:<6} {r['method']:<6} AUC {r['auc']:.3f}, TPR@1%FPR "
+             f"{r['tpr_at_1pct_fpr']:.3f}, non-members flagged {r['non_members_flagged']:.3f}")
+    for r in s["dataset_inference"]:
+        _out(f"N={r['n']:<6} steps={r['steps']:<6} set of {r['set_size']:<4} median p {r['members_median_p']:.3g}; "
+             f"control p<0.05 in {100 * r['control_share_p_below_0.05']:.1f}% of {r['draws']} draws")
+    _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'summary.json'}")
+    return 0
