@@ -201,7 +201,8 @@ COMMANDS: tuple[Callable[[Sub], None], ...] = (_index, _audit, _dedup, _demo_ben
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="diffrep", description="Find training-data replication in image "
-                                 "diffusion models: index training images, audit generations, ask the model (memorized prompts, membership), mitigate.")
+                                 "diffusion models: index training images, audit generations, ask the model "
+                                 "(memorized prompts, membership), mitigate.")
     ap.add_argument("--version", action="version", version=f"diffrep {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
