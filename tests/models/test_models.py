@@ -294,6 +294,29 @@ def test_bad_options(fashion, tmp_path, emoji_files):
         train(flat, tmp_path / "r3", cond="caption", **FAST)
 
 
+def test_dedup_before_training_with_keep(emoji_files, tmp_path, capsys):
+    """`diffrep dedup` then `diffrep train --keep keep.nul`: the duplicate is not trained on."""
+    from diffrep.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    picks = emoji_files[::300][:6]
+    for f in picks:
+        shutil.copyfile(f, data / f.name)
+    shutil.copyfile(picks[0], data / "again.png")
+    assert main(["dedup", str(data), "--out", str(tmp_path / "dd"), "-q"]) == 0
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--keep", str(tmp_path / "dd" / "keep.nul"),
+                 "--steps", "2", "--batch", "4", "--size", "16", "--channels", "8,16,16", "-q"]) == 0
+    kept = [json.loads(x)["id"] for x in (tmp_path / "run" / "training_set.jsonl").read_text().splitlines()]
+    listed = {Path(p).name for p in (tmp_path / "dd" / "keep.nul").read_bytes().decode().split("\0") if p}
+    assert set(kept) == listed and len(kept) < 7 and len({"again.png", picks[0].name} & set(kept)) == 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["keep"].endswith("keep.nul")
+    bad = tmp_path / "other.txt"
+    bad.write_text("/nowhere/x.png\n")
+    with pytest.raises(DiffrepError, match="none of its 1 paths is an image of"):
+        train(data, tmp_path / "r2", keep=bad, **FAST)
+
+
 # ------------------------------------------------------------------------------------------- CLI
 def test_cli_train_sample_round_trip(fashion, tmp_path, capsys):
     from diffrep.cli import main

@@ -24,6 +24,8 @@ def _train(sub: Sub) -> None:
     p.add_argument("--cond", default=d["cond"], choices=("none", "class", "caption"),
                    help="conditioning: none (default), class (subfolder names, else captions), caption")
     p.add_argument("--subset", type=int, default=None, help="train on N images drawn with --seed (default: all)")
+    p.add_argument("--keep", default=None, help="train only on the images this list names (one path per line or "
+                   "NUL-separated), e.g. `diffrep dedup`'s keep.nul: deduplicate before training")
     p.add_argument("--dup-frac", type=float, default=d["dup_frac"],
                    help="fraction of images duplicated by sampling weight (e.g. 0.05; default %(default)s)")
     p.add_argument("--dup-weight", type=float, default=d["dup_weight"], help="sampling weight of duplicated "

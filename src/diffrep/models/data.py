@@ -80,8 +80,10 @@ def check_size(size: int, levels: int = 3) -> None:
 
 def load_training_set(data: str | os.PathLike[str], *, size: int = 32, subset: Optional[int] = None,
                       seed: int = 0, captions: str | os.PathLike[str] | None = None, color: str = "auto",
+                      keep: str | os.PathLike[str] | None = None,
                       progress: Optional[ProgressCallback] = None) -> TrainingSet:
-    """Decode the images of ``data`` (or a seeded random ``subset`` of them) at ``size`` px."""
+    """Decode the images of ``data`` (or a seeded random ``subset`` of them) at ``size`` px; with ``keep`` (a
+    list of paths, one per line or NUL-separated, such as ``diffrep dedup``'s ``keep.nul``), only those."""
     check_size(size)
     if color not in ("auto", "gray", "rgb"):
         raise DiffrepError(f"color {color!r}: use auto, gray or rgb")
@@ -89,6 +91,8 @@ def load_training_set(data: str | os.PathLike[str], *, size: int = 32, subset: O
     if not root.is_dir():
         raise SourceError(f"{data} is not a folder. Pass the folder that holds the training images.")
     records, skips = open_source(str(root)).scan()
+    if keep is not None:
+        records = _kept(records, keep, root)
     if not records:
         raise SourceError(f"no readable images in {root}")
     table, cap_file = _captions_table(root, captions)
@@ -134,6 +138,26 @@ def load_training_set(data: str | os.PathLike[str], *, size: int = 32, subset: O
         keys = None
     return TrainingSet(root, ids, [rec.path for rec in recs], caps, np.ascontiguousarray(arr), keys,
                        skipped, cap_file)
+
+
+def read_path_list(path: str | os.PathLike[str]) -> list[str]:
+    """Paths listed in ``path``: NUL-separated when the file holds a NUL byte (``keep.nul``), else one per line."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise SourceError(f"--keep {path}: cannot read it ({exc.strerror or exc})") from None
+    text = raw.decode("utf-8", errors="surrogateescape")
+    return [p for p in (text.split("\0") if "\0" in text else text.splitlines()) if p]
+
+
+def _kept(records: list[Any], keep: str | os.PathLike[str], root: Path) -> list[Any]:
+    """The records ``keep`` lists (absolute paths, or paths relative to ``root``)."""
+    listed = {os.path.realpath(p if os.path.isabs(p) else root / p) for p in read_path_list(keep)}
+    out = [r for r in records if os.path.realpath(r.path) in listed]
+    if not out:
+        raise SourceError(f"--keep {keep}: none of its {len(listed)} paths is an image of {root} (give the list "
+                          "`diffrep dedup` wrote for this folder)")
+    return out
 
 
 def _square(rgb: np.ndarray, size: int) -> np.ndarray:

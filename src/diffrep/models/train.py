@@ -57,7 +57,7 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
           checkpoint_every: int = T["checkpoint_every"], captions: str | os.PathLike[str] | None = None,
           text_encoder: str | os.PathLike[str] | None = None, color: str = "auto",
           mitigate: Optional[str] = None, mitigate_p: float = T["mitigate_p"], uncond_p: float = T["uncond_p"],
-          progress: Optional[ProgressCallback] = None) -> TrainResult:
+          keep: str | os.PathLike[str] | None = None, progress: Optional[ProgressCallback] = None) -> TrainResult:
     """Train (or continue training) a diffusion model on the images in ``data``; see the module docstring.
 
     ``cond``: none, class (parent folder names, else captions) or caption (a small text encoder trained
@@ -66,7 +66,8 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
     mitigation (rc, rt, cwr, gn; see ``mitigate.py``) applied to each sample with probability ``mitigate_p``.
     ``uncond_p``: caption models train on the empty caption for this share of samples (caption dropout, as
     Stable Diffusion was trained), so they also learn the unconditional prediction that classifier-free
-    guidance and the memorization probes need.
+    guidance and the memorization probes need. ``keep``: train only on the images this list names (e.g.
+    ``diffrep dedup``'s ``keep.nul``: deduplication before training as a mitigation).
     """
     _validate(cond, steps, batch, lr, ema, sample_every, checkpoint_every, channels, text_encoder)
     if not 0.0 <= uncond_p < 1.0:
@@ -100,7 +101,7 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
         from .nets import build_model, count_parameters, ema_update, model_config, predict_noise, scheduler
 
         ts = load_training_set(data, size=size, subset=subset, seed=seed, captions=captions, color=color,
-                               progress=progress)
+                               keep=keep, progress=progress)
         ckpt = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).is_file() else None
         conditioner, text_cfg, clip = _conditioning(cond, ts, text_encoder, mitigate, dev)
         mcfg = model_config(cond, image_channels=ts.channels, size=size, channels=tuple(channels),
@@ -114,6 +115,8 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
                   "diffusers": str(diffusers.__version__)}
         if mitigate:
             config.update(mitigate=mitigate, mitigate_p=mitigate_p)
+        if keep is not None:
+            config.update(keep=str(Path(keep).resolve()))
         if ckpt is not None:
             check_resumable(run_dir, ckpt["config"], config)
             conditioner = Conditioner.from_state(ckpt["conditioning"], clip)
