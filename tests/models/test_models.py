@@ -460,6 +460,27 @@ def test_train_with_mitigation(fashion, tmp_path):
         train(fashion, tmp_path / "x", cond="caption", mitigate="mc", **FAST)
 
 
+def test_wen_filter_leaves_high_noise_norm_samples_out(fashion, tmp_path):
+    fast = FAST | {"steps": 50}
+    r = train(fashion, tmp_path / "all", cond="caption", mitigate="wen-filter", wen_threshold=1e9, **fast)
+    rows = (r.run_dir / "log.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,steps_per_s,wen_dropped,noise_norm"
+    dropped, norm = map(float, rows[1].split(",")[3:])
+    assert dropped == 0.0 and norm > 0 and np.isfinite(r.loss)
+    cfg = json.loads((r.run_dir / "config.json").read_text())
+    assert cfg["mitigate"] == "wen-filter" and cfg["wen_threshold"] == 1e9
+    # a threshold under every conditioned sample's norm leaves out all but the caption-dropped ones (10%)
+    r = train(fashion, tmp_path / "none", cond="caption", mitigate="wen-filter", wen_threshold=1e-6, **fast)
+    dropped = float((r.run_dir / "log.csv").read_text().splitlines()[1].split(",")[3])
+    assert 0.75 < dropped < 1.0 and np.isfinite(r.loss)
+    with pytest.raises(DiffrepError, match="needs --wen-threshold"):
+        train(fashion, tmp_path / "x", cond="caption", mitigate="wen-filter", **FAST)
+    with pytest.raises(DiffrepError, match="--uncond-p > 0"):
+        train(fashion, tmp_path / "x", cond="caption", mitigate="wen-filter", wen_threshold=1.0, uncond_p=0.0, **FAST)
+    with pytest.raises(DiffrepError, match="--wen-threshold applies to --mitigate wen-filter"):
+        train(fashion, tmp_path / "x", cond="caption", wen_threshold=1.0, **FAST)
+
+
 def test_pairs_figure_skips_moved_training_files(fashion, tmp_path):
     import csv
 

@@ -37,7 +37,7 @@ def cmd_train(a: argparse.Namespace, bars: ProgressBars) -> int:
               steps=a.steps, batch=a.batch, lr=a.lr, ema=a.ema, seed=a.seed, device=a.device, size=a.size,
               sample_every=a.sample_every, checkpoint_every=a.checkpoint_every, captions=a.captions,
               text_encoder=a.text_encoder, mitigate=a.mitigate, mitigate_p=a.mitigate_p, uncond_p=a.uncond_p,
-              keep=a.keep, progress=progress,
+              keep=a.keep, wen_threshold=a.wen_threshold, progress=progress,
               **({"channels": tuple(_int_list(a.channels, "--channels"))} if a.channels else {}))
     resumed = f", resumed from step {r.resumed_from}" if r.resumed_from else ""
     _out(f"Trained {r.step} steps{resumed} on {r.images} images ({r.params / 1e6:.2f}M parameters): loss "

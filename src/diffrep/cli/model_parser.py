@@ -42,9 +42,12 @@ def _train(sub: Sub) -> None:
                    "(default %(default)s)")
     p.add_argument("--channels", default=None, help="UNet widths per resolution level (default 16,32,32: the "
                    "measured CPU recipe; wider, e.g. 64,128,128, on a GPU)")
-    p.add_argument("--mitigate", default=None, choices=("rc", "rt", "cwr", "gn"),
-                   help="train-time caption mitigation (NeurIPS 2023): rc random caption, rt random tokens, cwr "
-                   "caption word repetition, gn Gaussian noise on the text embedding (caption models)")
+    p.add_argument("--mitigate", default=None, choices=("rc", "rt", "cwr", "gn", "wen-filter"),
+                   help="train-time mitigation (caption models): rc random caption, rt random tokens, cwr caption "
+                   "word repetition, gn Gaussian noise on the text embedding (NeurIPS 2023); wen-filter: leave out "
+                   "of the loss samples whose text-conditional noise norm exceeds --wen-threshold (Wen et al. 2024)")
+    p.add_argument("--wen-threshold", type=float, default=None, help="--mitigate wen-filter: the noise-norm "
+                   "threshold (log.csv reports the observed mean norm and the share left out)")
     p.add_argument("--mitigate-p", type=float, default=d["mitigate_p"], help="probability per sample of the "
                    "mitigation (default %(default)s)")
     p.add_argument("--uncond-p", type=float, default=d["uncond_p"], help="--cond caption: share of samples "

@@ -81,5 +81,9 @@ def read_config(run_dir: str | Path) -> Optional[dict[str, Any]]:
 def write_log_csv(run_dir: Path, log: list[dict[str, Any]]) -> None:
     from ..fsutil import write_text
 
-    lines = ["step,loss,steps_per_s"] + [f"{r['step']},{r['loss']:.6f},{r['steps_per_s']:.3f}" for r in log]
+    wen = any("wen_dropped" in r for r in log)  # --mitigate wen-filter: share left out, mean noise norm
+    lines = ["step,loss,steps_per_s" + (",wen_dropped,noise_norm" if wen else "")] + [
+        f"{r['step']},{r['loss']:.6f},{r['steps_per_s']:.3f}"
+        + (f",{r.get('wen_dropped', float('nan')):.4f},{r.get('noise_norm', float('nan')):.4f}" if wen else "")
+        for r in log]
     write_text(run_dir / "log.csv", "\n".join(lines) + "\n")

@@ -7,6 +7,13 @@ Each training sample's caption is changed with probability ``p`` (0.1 in the pap
 - ``cwr`` caption word repetition: two of the caption's own words are repeated at random positions;
 - ``gn`` Gaussian noise: ``lambda * N(0, I)`` (lambda 0.1) is added to the caption's text embedding.
 
+``wen-filter`` (Wen et al., ICLR 2024, training-time mitigation) is of another kind: at every step the
+text-conditional noise magnitude d = ||eps(x_t, c) - eps(x_t, empty)||_2 of each sample (at its own t) is
+computed, and the samples whose d exceeds ``--wen-threshold`` are left out of that step's loss
+(``WenFilter``). It needs the unconditional prediction (caption dropout, ``--uncond-p`` > 0); the share left
+out and the mean d per logging interval go to ``log.csv`` so the threshold can be set against the observed
+scale.
+
 The paper's fifth, MC (one of several captions per image), needs several captions per image, which the
 packaged datasets do not have. ``rc``/``rt``/``cwr`` work on the word ids of the jointly trained text
 encoder (the random words come from the training vocabulary; the tokenizer is built 2 words longer so
@@ -19,19 +26,31 @@ from typing import Any, Optional
 
 from ..errors import DiffrepError
 
-MITIGATIONS = ("rc", "rt", "cwr", "gn")
+MITIGATIONS = ("rc", "rt", "cwr", "gn")  # caption mitigations
+TRAIN_MITIGATIONS = MITIGATIONS + ("wen-filter",)
 GN_LAMBDA = 0.1
 INSERTED = 2  # words added by rt / cwr
 N_SPECIAL = 3  # <pad>, <bos>, <unk>: never drawn as random words
 
 
-def check(mode: Optional[str], p: float, cond: str, clip: bool) -> None:
+def check(mode: Optional[str], p: float, cond: str, clip: bool, wen_threshold: Optional[float] = None,
+          uncond_p: float = 0.0) -> None:
     if mode is None:
+        if wen_threshold is not None:
+            raise DiffrepError("--wen-threshold applies to --mitigate wen-filter")
         return
-    if mode not in MITIGATIONS:
-        raise DiffrepError(f"--mitigate {mode!r}: use one of {', '.join(MITIGATIONS)}")
+    if mode not in TRAIN_MITIGATIONS:
+        raise DiffrepError(f"--mitigate {mode!r}: use one of {', '.join(TRAIN_MITIGATIONS)}")
     if cond != "caption":
         raise DiffrepError("--mitigate applies to caption-conditioned models (--cond caption)")
+    if mode == "wen-filter":
+        if wen_threshold is None or not wen_threshold > 0:
+            raise DiffrepError("--mitigate wen-filter needs --wen-threshold T > 0: samples whose text-conditional "
+                               "noise norm exceeds T are left out of the loss (log.csv reports the observed norms)")
+        if not uncond_p > 0:
+            raise DiffrepError("--mitigate wen-filter compares with the empty caption's prediction: train with "
+                               "--uncond-p > 0")
+        return
     if clip and mode != "gn":
         raise DiffrepError(f"--mitigate {mode} edits word ids of the jointly trained text encoder; with "
                            "--text-encoder (CLIP) only --mitigate gn applies")
@@ -93,3 +112,22 @@ class CaptionMitigation:
                 words.insert(self._randint(0, len(words) + 1), tok)
         out = ([row[0]] + words)[:length]
         return out + [0] * (length - len(out))
+
+
+class WenFilter:
+    """``keep(model, xt, t, cond, pred)``: which samples of a step stay in the loss (d <= threshold), and d."""
+
+    def __init__(self, threshold: float, empty: dict[str, Any]) -> None:
+        self.threshold, self.empty = float(threshold), empty
+
+    def keep(self, model: Any, xt: Any, t: Any, cond: dict[str, Any], pred: Any) -> tuple[Any, Any]:
+        import torch
+
+        from .cond import drop_captions
+        from .nets import predict_noise
+
+        with torch.no_grad():
+            everyone = torch.ones(xt.shape[0], dtype=torch.bool)
+            eps_u = predict_noise(model, xt, t, drop_captions(cond, self.empty, everyone))
+            d = (pred.detach().float() - eps_u.float()).flatten(1).norm(dim=1)
+        return d <= self.threshold, d

@@ -57,13 +57,14 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
           checkpoint_every: int = T["checkpoint_every"], captions: str | os.PathLike[str] | None = None,
           text_encoder: str | os.PathLike[str] | None = None, color: str = "auto",
           mitigate: Optional[str] = None, mitigate_p: float = T["mitigate_p"], uncond_p: float = T["uncond_p"],
-          keep: str | os.PathLike[str] | None = None, progress: Optional[ProgressCallback] = None) -> TrainResult:
+          keep: str | os.PathLike[str] | None = None, wen_threshold: Optional[float] = None, progress: Optional[ProgressCallback] = None) -> TrainResult:
     """Train (or continue training) a diffusion model on the images in ``data``; see the module docstring.
 
     ``cond``: none, class (parent folder names, else captions) or caption (a small text encoder trained
     jointly, or the frozen local CLIP text encoder at ``text_encoder``). ``channels``: UNet widths per
     resolution level. ``sample_every`` 0 saves only the final grid. ``mitigate``: a train-time caption
-    mitigation (rc, rt, cwr, gn; see ``mitigate.py``) applied to each sample with probability ``mitigate_p``.
+    mitigation (rc, rt, cwr, gn; see ``mitigate.py``) applied to each sample with probability ``mitigate_p``,
+    or ``wen-filter`` (samples whose text-conditional noise norm exceeds ``wen_threshold`` leave the loss).
     ``uncond_p``: caption models train on the empty caption for this share of samples (caption dropout, as
     Stable Diffusion was trained), so they also learn the unconditional prediction that classifier-free
     guidance and the memorization probes need. ``keep``: train only on the images this list names (e.g.
@@ -74,9 +75,9 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
         raise DiffrepError(f"--uncond-p {uncond_p}: give a share in [0, 1) (0.1 by default; 0 trains no "
                            "unconditional prediction)")
     uncond_p = float(uncond_p) if cond == "caption" else 0.0
-    from .mitigate import CaptionMitigation, check as check_mitigation
+    from .mitigate import MITIGATIONS, CaptionMitigation, WenFilter, check as check_mitigation
 
-    check_mitigation(mitigate, mitigate_p, cond, bool(text_encoder))
+    check_mitigation(mitigate, mitigate_p, cond, bool(text_encoder), wen_threshold, uncond_p)
     from .deps import require_models, resolve_device
 
     torch, diffusers = require_models()
@@ -115,6 +116,8 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
                   "diffusers": str(diffusers.__version__)}
         if mitigate:
             config.update(mitigate=mitigate, mitigate_p=mitigate_p)
+        if mitigate == "wen-filter":
+            config.update(wen_threshold=wen_threshold)
         if keep is not None:
             config.update(keep=str(Path(keep).resolve()))
         if ckpt is not None:
@@ -148,12 +151,14 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
         cond_for = conditioner.for_training(ts.class_keys, ts.captions, dev)
         empty = conditioner.encode([{"caption": ""}], dev) if uncond_p > 0 else None
         mitigation = (CaptionMitigation(mitigate, mitigate_p, len(conditioner.tokenizer.vocab) if conditioner.tokenizer
-                                        else 0, gen) if mitigate else None)
+                                        else 0, gen) if mitigate in MITIGATIONS else None)
+        wen = WenFilter(wen_threshold, empty) if mitigate == "wen-filter" else None
         sched = scheduler("ddpm")
         alphas = sched.alphas_cumprod
         resumed_from, start_step = step, step
         grids: list[str] = []
         train_s, loss_sum, loss_n, interval_t = 0.0, 0.0, 0, 0.0
+        wen_sum: list[Any] = [0.0, 0.0, 0]  # wen-filter: samples left out, summed noise norm, samples seen
         emit(progress, "train", step, steps, unit="step")
 
         def checkpoint() -> None:
@@ -176,7 +181,7 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
             if empty is not None:
                 c = drop_captions(c, empty, torch.rand(batch, generator=gen) < uncond_p)
             pred = predict_noise(model, xt, t.to(dev), c)
-            loss = torch.nn.functional.mse_loss(pred.float(), noise)
+            loss, filtered = _loss(model, xt, t.to(dev), c, pred, noise, wen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -185,6 +190,8 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
             ema_update(ema_model, model, ema, step)
             # summed on the device: no host sync per step (it halves the speed of small models on a GPU)
             loss_sum, loss_n = loss_sum + loss.detach(), loss_n + 1
+            if filtered is not None:
+                wen_sum = [wen_sum[0] + filtered[0], wen_sum[1] + filtered[1], wen_sum[2] + batch]
             dt = time.perf_counter() - t0
             train_s, interval_t = train_s + dt, interval_t + dt
             if step % LOG_EVERY == 0 or step == steps:
@@ -193,7 +200,9 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
                     raise DiffrepError(f"training diverged before step {step} (mean loss {mean_loss}); lower --lr "
                                        f"(now {lr:g}) and train into a new --out folder")
                 log.append({"step": step, "loss": mean_loss, "steps_per_s": loss_n / max(interval_t, 1e-9)})
-                loss_sum, loss_n, interval_t = 0.0, 0, 0.0
+                if wen is not None:
+                    log[-1].update(wen_dropped=float(wen_sum[0]) / wen_sum[2], noise_norm=float(wen_sum[1]) / wen_sum[2])
+                loss_sum, loss_n, interval_t, wen_sum = 0.0, 0, 0.0, [0.0, 0.0, 0]
             rate = (step - start_step) / max(train_s, 1e-9)
             emit(progress, "train", step, steps, unit="step",
                  message=f"loss {log[-1]['loss']:.4f}, {rate:.1f} steps/s" if log else f"{rate:.1f} steps/s")
@@ -205,6 +214,18 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
         return TrainResult(run_dir, step, resumed_from, log[-1]["loss"] if log else float("nan"),
                            time.perf_counter() - t_start, (step - start_step) / train_s if train_s else 0.0,
                            config["params"], len(ts), [ts.ids[i] for i in dup], grids)
+
+
+def _loss(model: Any, xt: Any, t: Any, cond: Any, pred: Any, noise: Any, wen: Any) -> tuple[Any, Any]:
+    """(the step's MSE loss, None), or with ``wen`` (``mitigate.WenFilter``) the loss over the samples it keeps
+    and (samples left out, summed noise norm) as device tensors."""
+    import torch
+
+    if wen is None:
+        return torch.nn.functional.mse_loss(pred.float(), noise), None
+    keep, d = wen.keep(model, xt, t, cond, pred)
+    per = ((pred.float() - noise) ** 2).flatten(1).mean(1)
+    return (per * keep).sum() / keep.sum().clamp(min=1), ((~keep).sum(), d.sum())
 
 
 def _conditioning(cond: str, ts: Any, text_encoder: Any, mitigate: Optional[str],
