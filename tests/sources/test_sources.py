@@ -182,7 +182,7 @@ def test_unreadable_file_reason_when_root(folder: Path, monkeypatch: pytest.Monk
 
 
 def test_single_file_and_mixed_list_rejected(folder: Path) -> None:
-    with pytest.raises(SourceError, match="not a folder or a .tar shard"):
+    with pytest.raises(SourceError, match="not a folder, a .tar shard or a .parquet table"):
         open_source(folder / "b.png")
     with pytest.raises(SourceError, match="is a folder"):
         open_source([folder, folder / "sub"])

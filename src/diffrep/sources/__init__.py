@@ -1,9 +1,11 @@
-"""Where images come from: a folder (walked recursively) or webdataset ``.tar`` shards.
+"""Where images come from: a folder (walked recursively), webdataset ``.tar`` shards or Parquet tables
+(``parquet.py``: image bytes or file paths per row, the img2dataset and Hugging Face layouts).
 
 ``open_source`` validates the spec cheaply; ``Source.scan`` lists records (lazy byte loaders, no
 decoding) and skips, sorted by id. Records pickle, so they can be shipped to worker processes.
 
-Folder ids are POSIX paths relative to the root; tar ids are ``<shard name>/<member key + ext>``.
+Folder ids are POSIX paths relative to the root; tar ids are ``<shard name>/<member key + ext>``; Parquet
+ids ``<table name>/<key or row>``.
 Hidden entries (name starts with ".") are ignored; directory symlinks are followed once each; a
 directory passed to ``Source.exclude`` (an output directory inside the source) is not entered.
 Only uncompressed tars are supported: members are read by seeking to their data offset.
@@ -26,6 +28,7 @@ from .captions import load_captions
 from .folder import _scan_folder
 from .records import (CAPTION_FILE_NAMES, EXT_ORDER, IMAGE_EXTENSIONS, NOT_UTF8, Record, Skip,  # noqa: F401
                       read_location)
+from .parquet import _scan_parquet
 from .tar import _scan_shard
 
 
@@ -71,7 +74,7 @@ class Source:
         else:
             records, skips = [], []
             for i, shard in enumerate(self.shards):
-                found, skipped = _scan_shard(shard)
+                found, skipped = _scan_parquet(shard) if shard.lower().endswith(".parquet") else _scan_shard(shard)
                 records += found
                 skips += skipped
                 emit(progress, "scan", i + 1, len(self.shards), unit="shard")
@@ -113,7 +116,7 @@ def _expand(item: str) -> list[str]:
 
 def open_source(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                 captions: str | os.PathLike[str] | None = None) -> Source:
-    """Open a folder, a .tar shard, a list of shards, or a glob such as ``shards/*.tar``."""
+    """Open a folder, a .tar shard or .parquet table, a list of them, or a glob such as ``shards/*.tar``."""
     items = [os.fspath(spec)] if isinstance(spec, (str, os.PathLike)) else [os.fspath(s) for s in spec]
     if not items:
         raise SourceError("no source given. Pass a folder of images or one or more .tar shards.")
@@ -133,9 +136,9 @@ def open_source(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         if os.path.isdir(path):
             raise SourceError(f"{path} is a folder; a source is one folder or a list of .tar shards. "
                               "Audit the folders one at a time.")
-        if not path.lower().endswith(".tar"):
-            raise SourceError(f"{path} is not a folder or a .tar shard. Pass the folder that holds "
-                              "the images, or uncompressed webdataset .tar files.")
+        if not path.lower().endswith((".tar", ".parquet")):
+            raise SourceError(f"{path} is not a folder, a .tar shard or a .parquet table. Pass the folder that "
+                              "holds the images, uncompressed webdataset .tar files, or Parquet tables.")
     shards = sorted({os.path.abspath(p) for p in paths})
     root = shards[0] if len(shards) == 1 else f"{len(shards)} shards in {os.path.dirname(shards[0])}"
     return Source(root, shards=shards, captions=cap_path)

@@ -79,8 +79,13 @@ def error_text(exc: BaseException) -> str:
 
 
 def read_location(path: str) -> bytes:
-    """Bytes of an image by the ``path`` a Record (or an index manifest) reports: a file, or
-    ``<shard.tar>::<member>`` for a webdataset member. Raises OSError when it is gone."""
+    """Bytes of an image by the ``path`` a Record (or an index manifest) reports: a file,
+    ``<shard.tar>::<member>`` for a webdataset member or ``<table.parquet>::#<row>`` for a Parquet row.
+    Raises OSError when it is gone."""
+    if "::#" in path and path.rpartition("::#")[0].lower().endswith(".parquet"):
+        from .parquet import read_row
+
+        return read_row(path)
     shard, sep, member = path.partition("::")
     if sep and os.path.isfile(shard):
         try:
