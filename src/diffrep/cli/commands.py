@@ -14,8 +14,10 @@ def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..indexing.build import index
 
     src = a.source if len(a.source) > 1 else a.source[0]
+    budget = _bytes(a.memory_budget, "--memory-budget") if a.memory_budget else None
     r = index(src, a.out, descriptor=a.descriptor, index_type=a.index_type, captions=a.captions,
-              batch_size=a.batch_size, chunk_size=a.chunk_size, max_pixels=a.max_pixels, progress=bars)
+              batch_size=a.batch_size, chunk_size=a.chunk_size, max_pixels=a.max_pixels, memory_budget=budget,
+              progress=bars)
     rate = r.added / r.timings["embed"] if r.timings["embed"] > 0 and r.added else 0.0
     for number, reason in r.repaired:
         _out(f"Repaired: chunk c{number:06d} {reason}; it was dropped and its images embedded again.")
@@ -31,6 +33,19 @@ def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
         _out(f"Local-feature index (for `audit --partial`): {loc.descriptors} RootSIFT descriptors, "
              f"{loc.params.get('type')} FAISS index.")
     return 0
+
+
+def _bytes(text: str, flag: str) -> int:
+    """A size such as 16G, 500M, 2.5T or a plain number of bytes."""
+    units = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    t = text.strip().upper().removesuffix("B")
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        value = -1
+    if not value > 0:
+        raise DiffrepError(f"{flag} {text!r}: give a size such as 16G, 500M or a number of bytes")
+    return int(value)
 
 
 def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:

@@ -90,14 +90,14 @@ def check_options(**values: Any) -> None:
 def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descriptor: str | Descriptor | None = None,
           index_type: str = DEFAULTS["index"]["index_type"], captions: str | Path | None = None, batch_size: int | None = None,
           chunk_size: int = DEFAULT_CHUNK, max_pixels: int = DEFAULT_MAX_PIXELS,
-          progress: Optional[ProgressCallback] = None) -> IndexResult:
+          memory_budget: int | None = None, progress: Optional[ProgressCallback] = None) -> IndexResult:
     """Make the index directory ``out`` mirror the images of ``source``.
 
     Re-running embeds only images that are new or whose size or modification time changed, removes images
     that left the source (for tar shards: members gone from a shard that is given again), drops a damaged
     chunk and embeds its images again, and resumes an interrupted run after its last committed chunk.
     An index mirrors one source: another folder (or a shard of the same name elsewhere) is refused.
-    Returns an ``IndexResult``."""
+    ``memory_budget`` (bytes): the FAISS index must fit it (``faiss_index.plan``). Returns an ``IndexResult``."""
     t0 = time.perf_counter()
     check_options(chunk_size=chunk_size, max_pixels=max_pixels, batch_size=batch_size)
     faiss_index.resolve_type(index_type, 0)  # an unknown type fails now, not after embedding
@@ -133,6 +133,7 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
         added, n_skip = _embed_into(idx, d, todo, batch_size, chunk_size, max_pixels, progress)
         t_embed = time.perf_counter()
         n_live, kind = finalize(idx, d, fp, index_type, scan_skips, source_desc=src.root, progress=progress,
+                                memory_budget=memory_budget,
                                 source_spec=src.spec())
         t_end = time.perf_counter()
     skipped_items = read_skipped(root / "skipped.csv")
@@ -222,7 +223,7 @@ def _embed_into(idx: IndexDir, d: Descriptor, todo: list[Record], batch_size: in
 
 def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, scan_skips: list[Skip],
              source_desc: str = "", progress: Optional[ProgressCallback] = None,
-             source_spec: dict[str, Any] | None = None) -> tuple[int, str]:
+             source_spec: dict[str, Any] | None = None, memory_budget: int | None = None) -> tuple[int, str]:
     """Resolve the latest row per id across chunks, build FAISS + manifest as a new generation."""
     latest: dict[str, tuple[int, int]] = {}  # id -> (chunk, position in chunk table)
     tables: dict[int, pa.Table] = {}
@@ -248,15 +249,24 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
     n = manifest.num_rows
     manifest = manifest.drop_columns(["status", "reason"]).add_column(0, "idx", pa.array(np.arange(n), pa.int64()))
 
-    kind = faiss_index.resolve_type(index_type, n)
+    choice = faiss_index.plan(index_type, n, d.dim, memory_budget)
+    kind = choice["type"]
     sample = None
     if kind in ("ivf", "ivfpq"):
         rng = np.random.default_rng(0)
         pick = np.sort(rng.choice(n, size=min(n, 200_000), replace=False))
         sample = gather_vectors(idx, manifest.take(pa.array(pick)), d.dim)
     emit(progress, "build-index", 0, n, unit="vec")
-    faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest, d.dim), n, d.dim, kind, sample)
+    faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest, d.dim), n, d.dim, kind, sample,
+                                          pq_m=choice["pq_m"])
     emit(progress, "build-index", n, n, unit="vec")
+    params.update(choice=choice["reason"], estimated_bytes=faiss_index.estimated_bytes(params["type"], n, d.dim,
+                                                                                        params.get("pq_m", 64)))
+    if params["type"] != "flat" and sample is not None:
+        probe = np.arange(min(1000, len(pick)))
+        faiss_index.configure(faiss_obj, params)
+        params["self_recall_at_1"] = round(faiss_index.self_recall(faiss_obj, sample[probe], pick[probe]), 4)
+        params["self_recall_sample"] = int(len(probe))
 
     old = idx.read_meta().get("generation", 0) if idx.meta_path.is_file() else 0
     gen = old + 1

@@ -5,7 +5,11 @@ All descriptors give unit vectors, so inner product = cosine similarity.
 - ``hnsw``: graph index, approximate, fast queries, ~2x flat memory; no training.
 - ``ivf``: inverted lists over k-means cells (exact vectors inside cells); ``nprobe`` trades recall for speed.
 - ``ivfpq``: IVF + product quantization (64 bytes per vector): for 10M+ vectors.
-- ``auto``: flat below 250k vectors, ivf below 10M, ivfpq above.
+- ``auto``: flat below 250k vectors, ivf below 10M, ivfpq above; with a memory budget (``plan``), the first
+  of flat (below 250k), ivf and ivfpq whose estimated size fits, ivfpq with the most bytes per vector that fit.
+
+After an approximate build, ``self_recall`` searches a sample of the stored vectors for themselves: the share
+found at rank 1 (an upper bound on the recall of near-duplicates, which ``diffrep info`` shows).
 """
 from __future__ import annotations
 
@@ -29,13 +33,56 @@ def resolve_type(index_type: str, n: int) -> str:
     return "ivf" if n < 10_000_000 else "ivfpq"
 
 
+PQ_BYTES = (64, 32, 16, 8)  # product-quantizer codes per vector, largest first
+
+
+def estimated_bytes(kind: str, n: int, dim: int, pq_m: int = 64) -> int:
+    """Approximate memory of an index of ``n`` vectors (codes and ids; the coarse quantizer is small)."""
+    per = {"flat": 4 * dim, "hnsw": 4 * dim + 2 * 32 * 4, "ivf": 4 * dim + 8, "ivfpq": pq_m + 8}[kind]
+    return int(per * n)
+
+
+def plan(index_type: str, n: int, dim: int, memory_budget: int | None = None) -> dict[str, Any]:
+    """The index to build: ``{"type", "pq_m", "estimated_bytes", "reason"}`` (see the module docstring)."""
+    kind = resolve_type(index_type, n)
+    m = next((b for b in PQ_BYTES if dim % b == 0), 8)
+    if memory_budget is None:
+        return {"type": kind, "pq_m": m, "estimated_bytes": estimated_bytes(kind, n, dim, m),
+                "reason": f"{index_type}" + (f" for {n} vectors" if index_type == "auto" else " (given)")}
+    gb = memory_budget / 1e9
+    if index_type != "auto":
+        need = estimated_bytes(kind, n, dim, m)
+        if need > memory_budget:
+            raise DiffrepError(f"a {kind} index of {n} {dim}-d vectors needs about {need / 1e9:.2f} GB, over the "
+                               f"--memory-budget of {gb:.2f} GB: use --index-type auto (or ivfpq) to fit it")
+        return {"type": kind, "pq_m": m, "estimated_bytes": need, "reason": f"{kind} (given; fits {gb:.2f} GB)"}
+    for kind in (["flat"] if n < 250_000 else []) + ["ivf"]:
+        if estimated_bytes(kind, n, dim) <= memory_budget:
+            return {"type": kind, "pq_m": m, "estimated_bytes": estimated_bytes(kind, n, dim),
+                    "reason": f"{kind}: {n} vectors fit the {gb:.2f} GB budget uncompressed"}
+    for b in (b for b in PQ_BYTES if dim % b == 0):
+        if estimated_bytes("ivfpq", n, dim, b) <= memory_budget:
+            return {"type": "ivfpq", "pq_m": b, "estimated_bytes": estimated_bytes("ivfpq", n, dim, b),
+                    "reason": f"ivfpq with {b}-byte codes: the largest that fits {n} vectors in {gb:.2f} GB"}
+    least = estimated_bytes("ivfpq", n, dim, min(b for b in PQ_BYTES if dim % b == 0))
+    raise DiffrepError(f"--memory-budget {gb:.2f} GB cannot hold {n} vectors even as 8-byte codes (about "
+                       f"{least / 1e9:.2f} GB); give more memory")
+
+
+def self_recall(index: Any, vectors: np.ndarray, ids: np.ndarray) -> float:
+    """Share of ``vectors`` (stored with FAISS ids ``ids``) whose top hit is themselves or an exact tie."""
+    scores, hits = search(index, vectors, 1)
+    own = np.einsum("ij,ij->i", vectors, vectors)
+    return float(np.mean((hits[:, 0] == ids) | (scores[:, 0] >= own - 1e-5)))
+
+
 def ivf_lists(n: int) -> int:
     """IVF cells for ``n`` vectors (4 sqrt(n), at most 65,536); training wants ~39 vectors per cell."""
     return max(1, min(int(4 * math.sqrt(max(n, 1))), 65536))
 
 
 def build(vectors_batches: Iterable[np.ndarray], n: int, dim: int, index_type: str,
-          train_sample: np.ndarray | None = None, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+          train_sample: np.ndarray | None = None, seed: int = 0, pq_m: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Build an index of ``n`` vectors fed in batches. IVF types need ``train_sample`` (a subset).
 
     Returns the FAISS index and its search parameters (stored in index.json)."""
@@ -62,7 +109,8 @@ def build(vectors_batches: Iterable[np.ndarray], n: int, dim: int, index_type: s
         if kind == "ivf":
             index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         else:
-            m = 64 if dim % 64 == 0 else (32 if dim % 32 == 0 else 16)
+            m = pq_m or next((b for b in PQ_BYTES if dim % b == 0), 8)
+            params["pq_m"] = m
             index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         assert train_sample is not None

@@ -1,0 +1,61 @@
+"""The index planner under a memory budget, and the self-recall an approximate build reports, on real FAISS
+indexes of unit vectors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffrep.errors import DiffrepError
+from diffrep.indexing import faiss_index
+
+
+def test_plan_picks_the_first_index_that_fits():
+    n, dim = 1_000_000, 512
+    assert faiss_index.plan("auto", 10_000, dim)["type"] == "flat"
+    assert faiss_index.plan("auto", 10_000, dim, 10**9)["type"] == "flat"  # 20 MB
+    p = faiss_index.plan("auto", n, dim, 4 * 10**9)  # 2.06 GB uncompressed
+    assert p["type"] == "ivf" and p["estimated_bytes"] <= 4 * 10**9
+    p = faiss_index.plan("auto", n, dim, 50 * 10**6)  # 72 MB at 64-byte codes: 32-byte codes (40 MB) fit
+    assert (p["type"], p["pq_m"]) == ("ivfpq", 32) and "largest that fits" in p["reason"]
+    with pytest.raises(DiffrepError, match="even as 8-byte codes"):
+        faiss_index.plan("auto", n, dim, 10**6)
+    with pytest.raises(DiffrepError, match="over the --memory-budget"):
+        faiss_index.plan("flat", n, dim, 10**9)
+
+
+def test_ivfpq_build_reports_self_recall():
+    rng = np.random.default_rng(0)
+    n, dim = 12_000, 64
+    centers = rng.normal(size=(n // 2, dim))
+    x = np.repeat(centers, 2, axis=0) + 0.02 * rng.normal(size=(n, dim))  # pairs of near-duplicates
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    choice = faiss_index.plan("auto", n, dim, (16 + 8) * n)
+    assert (choice["type"], choice["pq_m"]) == ("ivfpq", 16)
+    index, params = faiss_index.build([x[:6000], x[6000:]], n, dim, choice["type"], x, pq_m=choice["pq_m"])
+    faiss_index.configure(index, params)
+    assert params["pq_m"] == 16
+    probe = np.arange(0, n, 12)
+    pq_recall = faiss_index.self_recall(index, x[probe], probe)
+    flat, _ = faiss_index.build([x], n, dim, "flat")
+    assert faiss_index.self_recall(flat, x[probe], probe) == 1.0
+    assert 0.3 < pq_recall < 0.95  # 16-byte codes cannot tell a vector from its near-duplicate every time
+
+
+def test_cli_memory_budget_is_recorded(emoji_files, tmp_path, capsys):
+    import json
+    import shutil
+
+    from diffrep.cli import main
+
+    (tmp_path / "imgs").mkdir()
+    for f in emoji_files[:5]:
+        shutil.copyfile(f, tmp_path / "imgs" / f.name)
+    assert main(["index", str(tmp_path / "imgs"), "--out", str(tmp_path / "idx"), "--index-type", "auto",
+                 "--memory-budget", "1G", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "idx")]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["index"]["type"] == "flat" and "fit the 1.00 GB budget" in meta["index"]["choice"]
+    assert meta["index"]["estimated_bytes"] == 5 * 512 * 4
+    assert main(["index", str(tmp_path / "imgs"), "--out", str(tmp_path / "idx2"), "--memory-budget", "lots"]) != 0
+    assert "give a size such as 16G" in capsys.readouterr().err
