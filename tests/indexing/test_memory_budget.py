@@ -59,3 +59,22 @@ def test_cli_memory_budget_is_recorded(emoji_files, tmp_path, capsys):
     assert meta["index"]["estimated_bytes"] == 5 * 512 * 4
     assert main(["index", str(tmp_path / "imgs"), "--out", str(tmp_path / "idx2"), "--memory-budget", "lots"]) != 0
     assert "give a size such as 16G" in capsys.readouterr().err
+
+
+def test_ivfpq_candidates_are_rescored_exactly():
+    rng = np.random.default_rng(1)
+    n, dim = 12_000, 64
+    centers = rng.normal(size=(n // 2, dim))
+    x = np.repeat(centers, 2, axis=0) + 0.02 * rng.normal(size=(n, dim))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    index, params = faiss_index.build([x], n, dim, "ivfpq", x, pq_m=16)
+    faiss_index.configure(index, params)
+    q = x[::40] + 0.01 * rng.normal(size=(n // 40, dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    exact_ids = np.argmax(q @ x.T, axis=1)
+    _, approx = faiss_index.search(index, q, 5)
+    scores, ids = faiss_index.search_exact_rerank(index, q, 5, lambda i: x[i])
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", q, x[ids]), rtol=1e-5, atol=1e-6)
+    assert np.all(np.diff(scores, axis=1) <= 1e-7)  # sorted, exact
+    assert np.mean(ids[:, 0] == exact_ids) > np.mean(approx[:, 0] == exact_ids)
+    assert np.mean(ids[:, 0] == exact_ids) > 0.95

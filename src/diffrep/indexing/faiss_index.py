@@ -8,6 +8,9 @@ All descriptors give unit vectors, so inner product = cosine similarity.
 - ``auto``: flat below 250k vectors, ivf below 10M, ivfpq above; with a memory budget (``plan``), the first
   of flat (below 250k), ivf and ivfpq whose estimated size fits, ivfpq with the most bytes per vector that fit.
 
+Searches of an ivfpq index are re-ranked exactly (``search_exact_rerank``): its quantized scores only pick
+candidates, the audit sees exact cosines computed from the stored vectors.
+
 After an approximate build, ``self_recall`` searches a sample of the stored vectors for themselves: the share
 found at rank 1 (an upper bound on the recall of near-duplicates, which ``diffrep info`` shows).
 """
@@ -152,4 +155,33 @@ def search(index: Any, queries: np.ndarray, k: int, batch: int = 4096) -> tuple[
         q = np.ascontiguousarray(queries[s:s + batch], dtype=np.float32)
         d, i = index.search(q, k)
         scores[s:s + batch], ids[s:s + batch] = d, i
+    return scores, ids
+
+
+RERANK_FACTOR = 4  # ivfpq: candidates per wanted hit, re-scored exactly
+
+
+def search_exact_rerank(index: Any, queries: np.ndarray, k: int, stored: Any,
+                        batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k search whose scores are exact: ``RERANK_FACTOR * k`` candidates from ``index`` (whose scores may
+    be quantized, as IVF-PQ's are) re-scored with the stored vectors (``stored(ids)`` -> rows) and re-sorted."""
+    n = len(queries)
+    kk = max(1, min(index.ntotal, max(RERANK_FACTOR * k, k + 16)))
+    k = max(1, min(k, index.ntotal)) if index.ntotal else 1
+    _, cand = search(index, queries, kk)
+    scores = np.full((n, k), -np.inf, np.float32)
+    ids = np.full((n, k), -1, np.int64)
+    for s in range(0, n, batch):
+        c = cand[s:s + batch]
+        valid = c >= 0
+        if not valid.any():
+            continue
+        uniq = np.unique(c[valid])
+        vec = np.asarray(stored(uniq), np.float32)
+        rows = vec[np.searchsorted(uniq, np.where(valid, c, uniq[0]))]
+        exact = np.einsum("qd,qkd->qk", np.asarray(queries[s:s + batch], np.float32), rows)
+        exact[~valid] = -np.inf
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        scores[s:s + batch] = np.take_along_axis(exact, order, axis=1)
+        ids[s:s + batch] = np.where(np.isfinite(scores[s:s + batch]), np.take_along_axis(c, order, axis=1), -1)
     return scores, ids

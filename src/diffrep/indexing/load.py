@@ -31,6 +31,9 @@ class LoadedIndex:
         return self.manifest.num_rows
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, FAISS ids); an ivfpq index's candidates are re-scored exactly from the stored vectors."""
+        if self.meta.get("index", {}).get("type") == "ivfpq":
+            return faiss_index.search_exact_rerank(self.faiss, queries, k, self.vectors)
         return faiss_index.search(self.faiss, queries, k)
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
