@@ -52,11 +52,12 @@ def load_images(spec: str | os.PathLike[str], size: int, *, captions: str | os.P
     emit(progress, "load", 0, len(records), unit="img")
     for i, rec in enumerate(records):
         try:
-            rgb = decode_image(rec.read(), min_side=size)
+            data = rec.read()
+            rgb = decode_image(data, min_side=size)
         except (DecodeError, OSError) as exc:
             skipped.append((rec.path, getattr(exc, "reason", None) or str(exc)))
             continue
-        resized += int(rgb.shape[0] != size or rgb.shape[1] != size)
+        resized += int(_original_size(data, rgb) != (size, size))
         arrs.append(_square(rgb, size))
         paths.append(rec.path)
         caps.append(rec.caption)
@@ -67,3 +68,16 @@ def load_images(spec: str | os.PathLike[str], size: int, *, captions: str | os.P
         first = f" (first reason: {skipped[0][1]})" if skipped else ""
         raise SourceError(f"{what}: none of the images in {spec} could be decoded{first}")
     return ImageSet(paths, caps, np.stack(arrs), resized, skipped)
+
+
+def _original_size(data: bytes, decoded: np.ndarray) -> tuple[int, int]:
+    """(width, height) from the image header (the decoder may have reduced a large image already)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:  # decoded by another path than PIL's header reader: trust the decoded array
+        return decoded.shape[1], decoded.shape[0]
