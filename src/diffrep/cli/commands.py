@@ -15,9 +15,19 @@ def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
 
     src = a.source if len(a.source) > 1 else a.source[0]
     budget = _bytes(a.memory_budget, "--memory-budget") if a.memory_budget else None
+    embed = None
+    if a.engine == "ray":
+        import functools
+
+        from ..distributed.ray_index import connect, embed_chunks
+
+        if a.num_workers < 1:
+            raise DiffrepError(f"--num-workers {a.num_workers}: give at least one worker")
+        connect(a.address)  # fail fast on an unreachable cluster, before anything is written
+        embed = functools.partial(embed_chunks, address=a.address, workers=a.num_workers)
     r = index(src, a.out, descriptor=a.descriptor, index_type=a.index_type, captions=a.captions,
               batch_size=a.batch_size, chunk_size=a.chunk_size, max_pixels=a.max_pixels, memory_budget=budget,
-              progress=bars)
+              embed=embed, progress=bars)
     rate = r.added / r.timings["embed"] if r.timings["embed"] > 0 and r.added else 0.0
     for number, reason in r.repaired:
         _out(f"Repaired: chunk c{number:06d} {reason}; it was dropped and its images embedded again.")

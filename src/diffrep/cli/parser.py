@@ -27,6 +27,11 @@ def _index(sub: Sub) -> None:
                    "torchscript:PATH")
     p.add_argument("--index-type", default=d["index_type"], help="flat (exact), hnsw, ivf, ivfpq, auto "
                    "(default %(default)s)")
+    p.add_argument("--engine", default="local", choices=("local", "ray"), help="where images are embedded: this "
+                   "process (default) or a Ray cluster (diffrep[distributed]); the index directory is the same")
+    p.add_argument("--address", default="local", help="--engine ray: the cluster, HOST:PORT or auto (the running "
+                   "one); default: a Ray instance started for this run")
+    p.add_argument("--num-workers", type=int, default=2, help="--engine ray: embedding actors (default %(default)s)")
     p.add_argument("--memory-budget", default=None, help="memory the FAISS index may take, e.g. 16G or 500M: with "
                    "--index-type auto the first of flat, ivf, ivfpq (largest codes) that fits; `diffrep info` shows "
                    "the choice and its self-recall")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -90,14 +90,17 @@ def check_options(**values: Any) -> None:
 def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descriptor: str | Descriptor | None = None,
           index_type: str = DEFAULTS["index"]["index_type"], captions: str | Path | None = None, batch_size: int | None = None,
           chunk_size: int = DEFAULT_CHUNK, max_pixels: int = DEFAULT_MAX_PIXELS,
-          memory_budget: int | None = None, progress: Optional[ProgressCallback] = None) -> IndexResult:
+          memory_budget: int | None = None, embed: Optional[Callable[..., tuple[int, int]]] = None,
+          progress: Optional[ProgressCallback] = None) -> IndexResult:
     """Make the index directory ``out`` mirror the images of ``source``.
 
     Re-running embeds only images that are new or whose size or modification time changed, removes images
     that left the source (for tar shards: members gone from a shard that is given again), drops a damaged
     chunk and embeds its images again, and resumes an interrupted run after its last committed chunk.
     An index mirrors one source: another folder (or a shard of the same name elsewhere) is refused.
-    ``memory_budget`` (bytes): the FAISS index must fit it (``faiss_index.plan``). Returns an ``IndexResult``."""
+    ``memory_budget`` (bytes): the FAISS index must fit it (``faiss_index.plan``). ``embed``: the embedding stage
+    (default: this process; ``distributed.ray_index.embed_chunks`` runs it on Ray), called as
+    ``embed(idx, d, todo, batch_size=, chunk_size=, max_pixels=, progress=)``. Returns an ``IndexResult``."""
     t0 = time.perf_counter()
     check_options(chunk_size=chunk_size, max_pixels=max_pixels, batch_size=batch_size)
     faiss_index.resolve_type(index_type, 0)  # an unknown type fails now, not after embedding
@@ -130,7 +133,8 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
         todo = [r for r in records if live.get(r.id, (None, None))[:2] != (r.size, r.mtime)]
         unchanged = len(records) - len(todo)
 
-        added, n_skip = _embed_into(idx, d, todo, batch_size, chunk_size, max_pixels, progress)
+        added, n_skip = (embed or _embed_into)(idx, d, todo, batch_size=batch_size, chunk_size=chunk_size,
+                                               max_pixels=max_pixels, progress=progress)
         t_embed = time.perf_counter()
         n_live, kind = finalize(idx, d, fp, index_type, scan_skips, source_desc=src.root, progress=progress,
                                 memory_budget=memory_budget,
@@ -188,7 +192,7 @@ def _gone(src: Any, records: list[Record], live: dict[str, tuple]) -> list[str]:
     return sorted(i for i, v in live.items() if i not in present and v[3].partition("::")[0] in shards)
 
 
-def _embed_into(idx: IndexDir, d: Descriptor, todo: list[Record], batch_size: int | None, chunk_size: int,
+def _embed_into(idx: IndexDir, d: Descriptor, todo: list[Record], *, batch_size: int | None, chunk_size: int,
                 max_pixels: int, progress: Optional[ProgressCallback]) -> tuple[int, int]:
     next_chunk = _next_chunk(idx)
     rows: list[dict[str, Any]] = []

@@ -1,0 +1,98 @@
+"""`diffrep index --engine ray` on a real local Ray cluster started here (`ray start --head --num-cpus 2`,
+stopped at the end): the same ids and vectors as the local engine, incremental re-runs, resumption after a
+job dies between chunks, and a fast failure on an unreachable address."""
+from __future__ import annotations
+
+import functools
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from diffrep.cli import main  # noqa: E402
+from diffrep.distributed.ray_index import embed_chunks  # noqa: E402
+from diffrep.indexing.build import index  # noqa: E402
+from diffrep.indexing.load import open_index  # noqa: E402
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    port = _free_port()
+    subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--port", str(port), "--include-dashboard=false",
+                    "--disable-usage-stats"], check=True, capture_output=True, timeout=180)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.fixture()
+def images(emoji_files, tmp_path) -> Path:
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for f in emoji_files[:24]:
+        shutil.copyfile(f, d / f.name)
+    (d / "broken.png").write_bytes(b"not an image")
+    return d
+
+
+def _vectors(path: Path) -> tuple[list[str], np.ndarray]:
+    idx = open_index(path)
+    return idx.column("id"), idx.vectors(np.arange(len(idx)))
+
+
+def test_ray_engine_builds_the_local_index(cluster, images, tmp_path, emoji_files, capsys):
+    assert main(["index", str(images), "--out", str(tmp_path / "local"), "--chunk-size", "8", "-q"]) == 0
+    assert main(["index", str(images), "--out", str(tmp_path / "ray"), "--chunk-size", "8", "--engine", "ray",
+                 "--address", cluster, "--num-workers", "2", "-q"]) == 0
+    assert "24 embedded now" in capsys.readouterr().out.splitlines()[-1]
+    ids_l, v_l = _vectors(tmp_path / "local")
+    ids_r, v_r = _vectors(tmp_path / "ray")
+    assert ids_l == ids_r and len(ids_r) == 24
+    np.testing.assert_allclose(v_l, v_r, atol=1e-6)
+    assert (tmp_path / "ray" / "skipped.csv").read_text().count("broken.png") == 1
+    for f in emoji_files[24:30]:  # incremental: only the new images are embedded
+        shutil.copyfile(f, images / f.name)
+    engine = functools.partial(embed_chunks, address=cluster, workers=2)
+    r = index(images, tmp_path / "ray", chunk_size=8, embed=engine)
+    assert (r.added, r.unchanged, r.images) == (6, 25, 30)
+
+
+def test_a_job_that_dies_resumes_at_chunk_granularity(cluster, images, tmp_path):
+    engine = functools.partial(embed_chunks, address=cluster, workers=1)
+
+    def dies_after_two_chunks(idx, d, todo, **kw):
+        engine(idx, d, todo[:16], **kw)
+        raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        index(images, tmp_path / "idx", chunk_size=8, embed=dies_after_two_chunks)
+    r = index(images, tmp_path / "idx", chunk_size=8, embed=engine)
+    assert r.unchanged == 16 and r.added == 24 - 16 + (r.unchanged - 16)  # the two committed chunks are kept
+    assert r.images == 24
+    ids, _ = _vectors(tmp_path / "idx")
+    assert len(ids) == len(set(ids)) == 24
+
+
+def test_unreachable_address_fails_fast(images, tmp_path, capsys):
+    port = _free_port()
+    code = main(["index", str(images), "--out", str(tmp_path / "x"), "--engine", "ray",
+                 "--address", f"127.0.0.1:{port}"])
+    assert code != 0 and f"127.0.0.1:{port}" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
