@@ -101,10 +101,7 @@ class JainSchedule(SamplingPlan):
     def eps(self, model: Any, x: Any, t: Any, step: int, cond: Any, uncond: Any, guidance: float) -> Any:
         import torch
 
-        from ..models.adapter import cat_cond
-
-        both = model.predict(torch.cat([x, x]), t, cat_cond([uncond, cond]))
-        eps_u, eps_c = both.chunk(2)
+        eps_u, eps_c = model.predict_pair(x, t, cond, uncond)
         gap = _gap(eps_c.float(), eps_u.float())
         if self._on is None:
             self._on = torch.zeros(len(x), dtype=torch.bool, device=x.device)

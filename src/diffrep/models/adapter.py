@@ -115,9 +115,12 @@ class DiffusionModel:
         or there is no unconditional input."""
         if uncond is None or guidance == 1.0:
             return self.predict(x, t, cond)
-        both = self.predict(_cat([x, x]), t, cat_cond([uncond, cond]))
-        eps_u, eps_c = both.chunk(2)
+        eps_u, eps_c = self.predict_pair(x, t, cond, uncond)
         return eps_u + guidance * (eps_c - eps_u)
+
+    def predict_pair(self, x: Any, t: Any, cond: Cond, uncond: Cond) -> tuple[Any, Any]:
+        """(eps(x, t, empty), eps(x, t, c)) in one batched call."""
+        return self.predict(_cat([x, x]), t, cat_cond([uncond, cond])).chunk(2)
 
 
 def cat_cond(conds: Sequence[Cond]) -> Cond:
@@ -125,6 +128,11 @@ def cat_cond(conds: Sequence[Cond]) -> Cond:
     if not conds or not conds[0]:
         return {}
     return {k: _cat([c[k] for c in conds]) for k in conds[0]}
+
+
+def repeat_cond(cond: Cond, k: int) -> Cond:
+    """Each row of a conditioning batch ``k`` times in a row (row-major: rows i*k .. (i+1)*k-1 are row i)."""
+    return {key: v.repeat_interleave(k, dim=0) for key, v in cond.items()}
 
 
 def _cat(xs: Sequence[Any]) -> Any:

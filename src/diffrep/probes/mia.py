@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..models.adapter import cat_cond, repeat_cond
 from ..progress import ProgressCallback, emit
 
 METHODS = ("loss", "secmi", "pia")
@@ -78,7 +79,7 @@ def score_images(model: Any, images: np.ndarray, conds: list[Any], methods: Sequ
         stop = min(n, start + batch)
         with torch.no_grad():
             x0 = model.to_model(images[start:stop]).float()
-            cond = _cat_conds(conds[start:stop])
+            cond = cat_cond(conds[start:stop])
             for m in methods:
                 t0 = time.perf_counter()
                 for t in plans[m]:
@@ -102,16 +103,6 @@ def _calls(method: str, t: int, seeds: int) -> int:
     return seeds if method == "loss" else (t // SECMI_INTERVAL + 1 if method == "secmi" else 2)
 
 
-def _cat_conds(conds: list[Any]) -> Any:
-    from ..models.adapter import cat_cond
-
-    return cat_cond(conds) if conds and conds[0] else {}
-
-
-def _repeat(cond: Any, k: int) -> Any:
-    return {key: v.repeat_interleave(k, dim=0) for key, v in cond.items()} if cond else {}
-
-
 def _per_image(sq: Any) -> np.ndarray:
     return sq.flatten(1).mean(1).double().cpu().numpy()
 
@@ -123,7 +114,7 @@ def _loss(model: Any, x0: Any, cond: Any, t: int, noise: Any) -> np.ndarray:
     e = noise.repeat(b, 1, 1, 1).to(x0.dtype)  # image-major: rows i*k .. (i+1)*k-1 are image i
     x = x0.repeat_interleave(k, dim=0)
     x_t = a ** 0.5 * x + (1 - a) ** 0.5 * e
-    eps = model.predict(x_t, t, _repeat(cond, k)).float()
+    eps = model.predict(x_t, t, repeat_cond(cond, k)).float()
     return -_per_image((eps - e) ** 2).reshape(b, k).mean(1)
 
 

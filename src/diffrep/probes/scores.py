@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..models.adapter import repeat_cond
 from ..progress import ProgressCallback, emit
 
 METHODS = ("noise-norm", "seed-ssim", "one-step")
@@ -62,7 +63,7 @@ def score_prompts(model: Any, prompts: Sequence[str], methods: Sequence[str] = (
         chunk = list(prompts[start:start + per_batch])
         b = len(chunk)
         x_t = noise.repeat(b, 1, 1, 1)  # prompt-major: rows i*seeds .. (i+1)*seeds-1 are prompt i
-        cond = _repeat(model.encode(chunk), seeds)
+        cond = repeat_cond(model.encode(chunk), seeds)
         uncond = model.empty(b * seeds)
         with torch.no_grad():
             if "noise-norm" in methods or "seed-ssim" in methods:
@@ -84,25 +85,18 @@ def score_prompts(model: Any, prompts: Sequence[str], methods: Sequence[str] = (
     return PromptScores(out, time.perf_counter() - t0, calls, tokens)
 
 
-def _repeat(cond: dict[str, Any], seeds: int) -> dict[str, Any]:
-    return {k: v.repeat_interleave(seeds, dim=0) for k, v in cond.items()}
-
-
 def _trajectory(model: Any, x: Any, cond: dict[str, Any], uncond: dict[str, Any], k: int, sample_steps: int,
                 guidance: float) -> tuple[Any, Any, int]:
     """(||eps_c - eps_u|| per sample and step [B, k], the first step's eps_c - eps_u, model calls)."""
     import torch
 
-    from ..models.adapter import cat_cond
-
     sched = model.make_scheduler("ddim")
     sched.set_timesteps(sample_steps)
     norms, first, calls = [], None, 0
     for t in sched.timesteps[:k]:
-        both = model.predict(torch.cat([x, x]), t.to(model.device), cat_cond([uncond, cond])).float()
+        eps_u, eps_c = model.predict_pair(x, t.to(model.device), cond, uncond)
         calls += 2 * x.shape[0]
-        eps_u, eps_c = both.chunk(2)
-        diff = eps_c - eps_u
+        diff = eps_c.float() - eps_u.float()
         if first is None:
             first = diff
         norms.append(diff.flatten(1).norm(dim=1))
@@ -164,17 +158,14 @@ def _attribution(model: Any, prompts: list[str], cond: dict[str, Any], uncond: d
     """Per prompt, each conditioning position's share of the L2 norm of d(first-step noise-norm)/d(text state)."""
     import torch
 
-    from ..models.adapter import cat_cond
-
     hidden = cond["hidden"].detach().clone().requires_grad_(True)
     c = dict(cond, hidden=hidden)
     sched = model.make_scheduler("ddim")  # the first timestep of the schedule the noise-norm score starts on
     sched.set_timesteps(sample_steps)
     t = sched.timesteps[0].to(model.device)
     with torch.enable_grad():
-        both = model.predict(torch.cat([x_T, x_T]), t, cat_cond([uncond, c])).float()
-        eps_u, eps_c = both.chunk(2)
-        d = (eps_c - eps_u).flatten(1).norm(dim=1).sum()
+        eps_u, eps_c = model.predict_pair(x_T, t, c, uncond)
+        d = (eps_c.float() - eps_u.float()).flatten(1).norm(dim=1).sum()
         (grad,) = torch.autograd.grad(d, hidden)
     per_pos = grad.float().norm(dim=-1).view(len(prompts), seeds, -1).mean(1).cpu().numpy()
     out = []
