@@ -63,11 +63,10 @@ def main() -> None:
                                ("tiny SD pipeline, 32 px (4x16x16 latents)", work / "sd", emoji)):
         model = load_model(path, a.device)
         imgs = load_images(folder, model.image_size)
-        conds = ([{k: v[i:i + 1] for k, v in model.encode(imgs.captions).items()} for i in range(len(imgs))]
-                 if model.conditional else [{}] * len(imgs))
+        cond = model.encode(imgs.captions) if model.conditional else {}
         for m in METHODS:
             t0 = time.perf_counter()
-            r = score_images(model, imgs.images, conds, (m,), seeds=2)
+            r = score_images(model, imgs.images, cond, (m,), seeds=2)
             s = (time.perf_counter() - t0) / len(imgs)
             ts = ",".join(k.split("@")[1] for k in r.features)
             print(f"| {name} | {m} | {ts} | {r.model_calls[m]} | {s:.4f} |", flush=True)

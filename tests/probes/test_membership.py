@@ -80,10 +80,10 @@ def test_members_of_an_overfit_model_score_higher(overfit, split):
     m = load_model(overfit)
     mem, non = load_images(split["members"], 16), load_images(split["non"], 16)
     assert mem.resized == 12  # 28 px images at the model's 16 px
-    a = score_images(m, mem.images, [{}] * 12, ("loss", "pia"), seeds=4)
-    b = score_images(m, non.images, [{}] * 12, ("loss", "pia"), seeds=4)
+    a = score_images(m, mem.images, {}, ("loss", "pia"), seeds=4)
+    b = score_images(m, non.images, {}, ("loss", "pia"), seeds=4)
     assert auc(a.scores["loss"], b.scores["loss"]) >= 0.65
-    again = score_images(m, mem.images, [{}] * 12, ("loss",), seeds=4)
+    again = score_images(m, mem.images, {}, ("loss",), seeds=4)
     assert np.array_equal(again.scores["loss"], a.scores["loss"])  # paired seeds: deterministic
     assert a.model_calls == {"loss": 4, "pia": 2}
     assert set(a.features) == {"loss@100", "pia@200"}

@@ -58,7 +58,7 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
                          what="--images" if images is not None else "--set", progress=progress)
     ref = load_images(reference, model.image_size, captions=captions, what="--reference", progress=progress)
     _check_reference(len(ref), fpr, set_source is not None)
-    conds, ref_conds, conditioning = _conditioning(model, tested, ref, captions)
+    cond, ref_cond, conditioning = _conditioning(model, tested, ref, captions)
     truth = _read_labels(labels, tested.paths) if labels else None
     # dataset inference aggregates every feature; per-image verdicts need only the asked methods
     score_methods = list(METHODS) if set_source is not None else methods
@@ -66,8 +66,8 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
     with DirLock(out_dir, "membership folder"):
         t0 = time.perf_counter()
         kw = dict(timesteps=timesteps, seeds=seeds, batch=batch)
-        main = score_images(model, tested.images, conds, score_methods, progress=progress, stage="images", **kw)
-        null = score_images(model, ref.images, ref_conds, score_methods, progress=progress, stage="reference", **kw)
+        main = score_images(model, tested.images, cond, score_methods, progress=progress, stage="images", **kw)
+        null = score_images(model, ref.images, ref_cond, score_methods, progress=progress, stage="reference", **kw)
         verdicts = {m: _verdict(main.scores[m], null.scores[m], fpr) for m in methods}
         _write_scores(out_dir, tested, methods, main.scores, verdicts, truth)
         _write_reference(out_dir, ref, methods, null.scores)
@@ -93,31 +93,31 @@ def _check_reference(n: int, fpr: float, set_mode: bool) -> None:
                            "(better 100 or more) images of the same source that were not trained on")
 
 
-def _conditioning(model: Any, tested: ImageSet, ref: ImageSet, captions: Optional[str]) -> tuple[list, list, str]:
-    """Per-image conditioning rows for both sets and how the model was conditioned."""
+def _conditioning(model: Any, tested: ImageSet, ref: ImageSet, captions: Optional[str]) -> tuple[Any, Any, str]:
+    """The conditioning of both sets (one batch, a row per image; ``{}`` unconditional) and how the model was
+    conditioned."""
     if not model.conditional:
         if captions:
             raise DiffrepError(f"{model.path} is an unconditional model: it takes no captions, drop --captions")
-        return [{}] * len(tested), [{}] * len(ref), "unconditional"
+        return {}, {}, "unconditional"
     if captions:
         for what, s in (("--images/--set", tested), ("--reference", ref)):
             missing = [p for p, c in zip(s.paths, s.captions) if c is None]
             if missing:
                 raise DiffrepError(f"{len(missing)} {what} images have no caption in {captions} (first: {missing[0]}); "
                                    "every image needs one, or drop --captions to score with the empty prompt")
-        return _rows(model, tested.captions), _rows(model, ref.captions), "captions"
+        return _encode(model, tested.captions), _encode(model, ref.captions), "captions"
     if not model.has_unconditional:
         raise DiffrepError(f"{model.path} is conditional but was trained without caption dropout: give --captions "
                            "(one per image) so every image is scored under its own caption")
-    return _rows(model, [""] * len(tested)), _rows(model, [""] * len(ref)), "empty prompt"
+    return _encode(model, [""] * len(tested)), _encode(model, [""] * len(ref)), "empty prompt"
 
 
-def _rows(model: Any, captions: list) -> list:
-    out, batch = [], 256
-    for start in range(0, len(captions), batch):
-        cond = model.encode(list(captions[start:start + batch]))
-        out += [{k: v[i:i + 1] for k, v in cond.items()} for i in range(len(captions[start:start + batch]))]
-    return out
+def _encode(model: Any, captions: list, batch: int = 256) -> Any:
+    """``captions`` encoded as one conditioning batch (by the text encoder in chunks of ``batch``)."""
+    from ..models.adapter import cat_cond
+
+    return cat_cond([model.encode(list(captions[i:i + batch])) for i in range(0, len(captions), batch)])
 
 
 def _verdict(scores: np.ndarray, null: np.ndarray, fpr: float) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..models.adapter import cat_cond, repeat_cond
+from ..models.adapter import repeat_cond
 from ..progress import ProgressCallback, emit
 
 METHODS = ("loss", "secmi", "pia")
@@ -59,11 +59,11 @@ def timesteps_for(method: str, timesteps: Optional[Sequence[int]], train_steps: 
     return ts
 
 
-def score_images(model: Any, images: np.ndarray, conds: list[Any], methods: Sequence[str] = ("loss",), *,
+def score_images(model: Any, images: np.ndarray, cond: Any, methods: Sequence[str] = ("loss",), *,
                  timesteps: Optional[Sequence[int]] = None, seeds: int = 2, batch: int = 64,
                  progress: Optional[ProgressCallback] = None, stage: str = "membership") -> ImageScores:
-    """Score uint8 ``images`` [N, H, W, C] with ``methods``. ``conds[i]`` is the conditioning batch of image
-    i's row (a dict of tensors with batch 1, or ``{}`` for an unconditional model), built by the caller."""
+    """Score uint8 ``images`` [N, H, W, C] with ``methods``. ``cond`` is the conditioning batch, row i for
+    image i (``{}`` for an unconditional model), built by the caller."""
     import torch
 
     n = len(images)
@@ -79,16 +79,16 @@ def score_images(model: Any, images: np.ndarray, conds: list[Any], methods: Sequ
         stop = min(n, start + batch)
         with torch.no_grad():
             x0 = model.to_model(images[start:stop]).float()
-            cond = cat_cond(conds[start:stop])
+            part = {k: v[start:stop] for k, v in cond.items()}
             for m in methods:
                 t0 = time.perf_counter()
                 for t in plans[m]:
                     if m == "loss":
-                        s = _loss(model, x0, cond, t, noise)
+                        s = _loss(model, x0, part, t, noise)
                     elif m == "secmi":
-                        s = _secmi(model, x0, cond, t)
+                        s = _secmi(model, x0, part, t)
                     else:
-                        s = _pia(model, x0, cond, t)
+                        s = _pia(model, x0, part, t)
                     res.features[f"{m}@{t}"][start:stop] = s
                 res.seconds[m] += time.perf_counter() - t0
         emit(progress, stage, stop, n, unit="img")
