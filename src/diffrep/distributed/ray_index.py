@@ -62,18 +62,15 @@ class _Embedder:
 
     def embed(self, records: list[Any]) -> tuple[list[dict[str, Any]], np.ndarray, int, int]:
         from ..embedding import embed_records
-        from ..indexing.build import _row
+        from ..indexing.build import batch_rows
 
         rows: list[dict[str, Any]] = []
         vecs: list[np.ndarray] = []
         ok = skipped = 0
         for batch in embed_records(records, self.d, batch_size=self.batch_size, max_pixels=self.max_pixels):
-            for p in batch.ok:
-                rows.append(_row(p, "ok", ok))
-                ok += 1
+            rows += batch_rows(batch, ok)
+            ok += len(batch.ok)
             vecs.append(batch.vectors)
-            for p in batch.skipped:
-                rows.append(_row(p, "skipped", -1))
             skipped += len(batch.skipped)
         v = np.concatenate(vecs) if vecs else np.zeros((0, self.d.dim), np.float32)
         return rows, v, ok, skipped

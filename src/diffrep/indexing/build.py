@@ -48,6 +48,13 @@ def _row(p: Prepared, status: str, row: int) -> dict[str, Any]:
             "reason": p.reason, "row": row}
 
 
+def batch_rows(batch: Any, first_row: int) -> list[dict[str, Any]]:
+    """Chunk-table rows of an embedded batch: its images with vector rows from ``first_row`` on, then the
+    images it skipped."""
+    return ([_row(p, "ok", first_row + j) for j, p in enumerate(batch.ok)]
+            + [_row(p, "skipped", -1) for p in batch.skipped])
+
+
 def require_cosine(d: Descriptor) -> Descriptor:
     """``d`` itself, or DescriptorError when it cannot be searched with a FAISS inner-product index."""
     if getattr(d, "metric", "cosine") != "cosine":
@@ -209,12 +216,9 @@ def _embed_into(idx: IndexDir, d: Descriptor, todo: list[Record], *, batch_size:
             rows, vecs, n_vec = [], [], 0
 
     for batch in embed_records(todo, d, batch_size=batch_size, max_pixels=max_pixels):
-        for p in batch.ok:
-            rows.append(_row(p, "ok", n_vec))
-            n_vec += 1
+        rows += batch_rows(batch, n_vec)
+        n_vec += len(batch.ok)
         vecs.append(batch.vectors)
-        for p in batch.skipped:
-            rows.append(_row(p, "skipped", -1))
         added += len(batch.ok)
         skipped += len(batch.skipped)
         done += len(batch.ok) + len(batch.skipped)
