@@ -39,6 +39,11 @@ def resolve_type(index_type: str, n: int) -> str:
 PQ_BYTES = (64, 32, 16, 8)  # product-quantizer codes per vector, largest first
 
 
+def pq_sizes(dim: int) -> list[int]:
+    """The code sizes of ``PQ_BYTES`` a ``dim``-d vector splits into evenly (FAISS needs dim % m == 0)."""
+    return [b for b in PQ_BYTES if dim % b == 0]
+
+
 def estimated_bytes(kind: str, n: int, dim: int, pq_m: int = 64) -> int:
     """Approximate memory of an index of ``n`` vectors (codes and ids; the coarse quantizer is small)."""
     per = {"flat": 4 * dim, "hnsw": 4 * dim + 2 * 32 * 4, "ivf": 4 * dim + 8, "ivfpq": pq_m + 8}[kind]
@@ -48,7 +53,7 @@ def estimated_bytes(kind: str, n: int, dim: int, pq_m: int = 64) -> int:
 def plan(index_type: str, n: int, dim: int, memory_budget: int | None = None) -> dict[str, Any]:
     """The index to build: ``{"type", "pq_m", "estimated_bytes", "reason"}`` (see the module docstring)."""
     kind = resolve_type(index_type, n)
-    m = next((b for b in PQ_BYTES if dim % b == 0), 8)
+    m = next(iter(pq_sizes(dim)), 8)
     if memory_budget is None:
         return {"type": kind, "pq_m": m, "estimated_bytes": estimated_bytes(kind, n, dim, m),
                 "reason": f"{index_type}" + (f" for {n} vectors" if index_type == "auto" else " (given)")}
@@ -63,11 +68,11 @@ def plan(index_type: str, n: int, dim: int, memory_budget: int | None = None) ->
         if estimated_bytes(kind, n, dim) <= memory_budget:
             return {"type": kind, "pq_m": m, "estimated_bytes": estimated_bytes(kind, n, dim),
                     "reason": f"{kind}: {n} vectors fit the {gb:.2f} GB budget uncompressed"}
-    for b in (b for b in PQ_BYTES if dim % b == 0):
+    for b in pq_sizes(dim):
         if estimated_bytes("ivfpq", n, dim, b) <= memory_budget:
             return {"type": "ivfpq", "pq_m": b, "estimated_bytes": estimated_bytes("ivfpq", n, dim, b),
                     "reason": f"ivfpq with {b}-byte codes: the largest that fits {n} vectors in {gb:.2f} GB"}
-    least = estimated_bytes("ivfpq", n, dim, min(b for b in PQ_BYTES if dim % b == 0))
+    least = estimated_bytes("ivfpq", n, dim, min(pq_sizes(dim), default=8))
     raise DiffrepError(f"--memory-budget {gb:.2f} GB cannot hold {n} vectors even as 8-byte codes (about "
                        f"{least / 1e9:.2f} GB); give more memory")
 
@@ -112,7 +117,7 @@ def build(vectors_batches: Iterable[np.ndarray], n: int, dim: int, index_type: s
         if kind == "ivf":
             index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         else:
-            m = pq_m or next((b for b in PQ_BYTES if dim % b == 0), 8)
+            m = pq_m or next(iter(pq_sizes(dim)), 8)
             params["pq_m"] = m
             index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed

@@ -133,6 +133,11 @@ def null_size_for(fpr: float, factor: float = 2.0, confidence: float = BOUND_CON
     return None
 
 
+def min_null_size(fpr: float) -> int:
+    """The fewest null scores that resolve a false-positive rate of ``fpr`` (floor(fpr (N + 1)) >= 1)."""
+    return int(np.ceil(1 / fpr)) - 1
+
+
 def threshold_at_fpr(null: np.ndarray, fpr: float, noun: str = "image") -> tuple[float, list[str]]:
     """The order statistic t of ``null`` such that a score s > t has conformal p-value <= ``fpr``
     (at most floor(fpr*(N+1)) - 1 null scores >= s); the largest null score when N is too small. ``noun``
@@ -148,7 +153,7 @@ def threshold_at_fpr(null: np.ndarray, fpr: float, noun: str = "image") -> tuple
     m = int(np.floor(fpr * (n + 1) + 1e-9)) - 1
     if m < 0:
         warnings.append(f"{n} null scores cannot resolve a false-positive rate of {fpr:g} (need at least "
-                        f"{int(np.ceil(1 / fpr)) - 1}); the threshold is the largest null score, so the "
+                        f"{min_null_size(fpr)}); the threshold is the largest null score, so the "
                         f"achieved rate on the null is 0 but a new unrelated {noun} exceeds it with "
                         f"probability up to 1/(N+1) = {1 / (n + 1):.3g}. Give more reference {noun}s.")
         m = 0

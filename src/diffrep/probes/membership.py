@@ -83,7 +83,9 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
 
 
 def _check_reference(n: int, fpr: float, set_mode: bool) -> None:
-    need = int(np.ceil(1 / fpr)) - 1
+    from ..matching.calibration import min_null_size
+
+    need = min_null_size(fpr)
     if not set_mode and n < need:
         raise DiffrepError(f"--reference has {n} images, too few to resolve --fpr {fpr:g}: a conformal threshold at "
                            f"that rate needs at least {need} reference (non-member) images. Give more, or a "

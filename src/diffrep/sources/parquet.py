@@ -45,6 +45,11 @@ def _column_kind(field: Any) -> str:
     return "string" if pa.types.is_string(t) or pa.types.is_large_string(t) else "other"
 
 
+def _column(fields: dict[str, Any], names: tuple[str, ...], kind: str) -> str | None:
+    """The first of ``names`` that the table has, of ``kind`` (``_column_kind``)."""
+    return next((c for c in names if c in fields and _column_kind(fields[c]) == kind), None)
+
+
 def _row_group_column(table: str, group: int, column: str) -> Any:
     key = (table, group, column)
     with _lock:
@@ -87,15 +92,15 @@ def _scan_parquet(table: str) -> tuple[list[Record], list[Skip]]:
     except Exception as exc:
         return [], [Skip(table, f"not a readable Parquet table: {error_text(exc)}")]
     fields = {f.name: f for f in pf.schema_arrow}
-    image = next((c for c in BYTES_COLUMNS if c in fields and _column_kind(fields[c]) == "bytes"), None)
-    path_col = next((c for c in PATH_COLUMNS if c in fields and _column_kind(fields[c]) == "string"), None)
+    image = _column(fields, BYTES_COLUMNS, "bytes")
+    path_col = _column(fields, PATH_COLUMNS, "string")
     if image is None and path_col is None:
         has_url = any(c in fields for c in URL_COLUMNS)
         why = ("has image URLs but no image bytes or file paths: diffrep does not download; fetch the images "
                "first (e.g. img2dataset) and give the result") if has_url else \
             f"has no image column (bytes: {', '.join(BYTES_COLUMNS)}; paths: {', '.join(PATH_COLUMNS)})"
         return [], [Skip(table, f"Parquet table {why}")]
-    cap = next((c for c in CAPTION_COLUMNS if c in fields and _column_kind(fields[c]) == "string"), None)
+    cap = _column(fields, CAPTION_COLUMNS, "string")
     key = "key" if "key" in fields else None
     small = [c for c in (key, cap, None if image else path_col) if c]
     meta = pf.read(columns=small).to_pydict() if small else {}
@@ -137,7 +142,7 @@ def read_row(location: str) -> bytes:
     except (ValueError, OSError) as exc:
         raise OSError(f"cannot read {location}: {exc}") from None
     fields = {f.name: f for f in pf.schema_arrow}
-    image = next((c for c in BYTES_COLUMNS if c in fields and _column_kind(fields[c]) == "bytes"), None)
+    image = _column(fields, BYTES_COLUMNS, "bytes")
     start = 0
     for group in range(pf.metadata.num_row_groups):
         rows = pf.metadata.row_group(group).num_rows
