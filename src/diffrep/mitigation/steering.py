@@ -17,14 +17,11 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import DiffrepError
+from ..models.adapter import noise_gap
 from ..models.sample import SamplingPlan
 from .prompts import require_text
 
 WEN_LR, WEN_ITERATIONS = 0.05, 10
-
-
-def _gap(eps_c: Any, eps_u: Any) -> Any:
-    return (eps_c - eps_u).flatten(1).norm(dim=1)
 
 
 class WenSteering(SamplingPlan):
@@ -55,7 +52,7 @@ class WenSteering(SamplingPlan):
         first: Optional[np.ndarray] = None
         with torch.enable_grad():
             for _ in range(WEN_ITERATIONS + 1):
-                d = _gap(model.predict(x, t, {**cond, "hidden": hidden.to(cond["hidden"].dtype)}).float(), eps_u)
+                d = noise_gap(model.predict(x, t, {**cond, "hidden": hidden.to(cond["hidden"].dtype)}), eps_u)
                 if first is None:
                     first = d.detach().cpu().numpy()
                 active &= d.detach() > self.target
@@ -95,17 +92,18 @@ class JainSchedule(SamplingPlan):
         return True
 
     def condition(self, model: Any, x: Any, t: Any, cond: Any, uncond: Any) -> Any:
-        self._prev, self._on, self._switch = None, None, np.full(len(x), -1)
+        import torch
+
+        self._prev, self._switch = None, np.full(len(x), -1)
+        self._on = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         return cond
 
     def eps(self, model: Any, x: Any, t: Any, step: int, cond: Any, uncond: Any, guidance: float) -> Any:
         import torch
 
         eps_u, eps_c = model.predict_pair(x, t, cond, uncond)
-        gap = _gap(eps_c.float(), eps_u.float())
-        if self._on is None:
-            self._on = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        elif self._prev is not None:
+        gap = noise_gap(eps_c, eps_u)
+        if self._prev is not None:
             turned = ~self._on & (gap > self._prev)  # the gap rose: the previous step was its first local minimum
             self._switch[turned.cpu().numpy()] = step
             self._on |= turned

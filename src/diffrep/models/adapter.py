@@ -130,6 +130,11 @@ def cat_cond(conds: Sequence[Cond]) -> Cond:
     return {k: _cat([c[k] for c in conds]) for k in conds[0]}
 
 
+def noise_gap(eps_c: Any, eps_u: Any) -> Any:
+    """Wen et al.'s text-conditional noise magnitude per sample: ||eps(x_t, c) - eps(x_t, empty)||_2 (float32)."""
+    return (eps_c.float() - eps_u.float()).flatten(1).norm(dim=1)
+
+
 def repeat_cond(cond: Cond, k: int) -> Cond:
     """Each row of a conditioning batch ``k`` times in a row (row-major: rows i*k .. (i+1)*k-1 are row i)."""
     return {key: v.repeat_interleave(k, dim=0) for key, v in cond.items()}

@@ -123,11 +123,12 @@ class WenFilter:
     def keep(self, model: Any, xt: Any, t: Any, cond: dict[str, Any], pred: Any) -> tuple[Any, Any]:
         import torch
 
+        from .adapter import noise_gap
         from .cond import drop_captions
         from .nets import predict_noise
 
         with torch.no_grad():
             everyone = torch.ones(xt.shape[0], dtype=torch.bool)
             eps_u = predict_noise(model, xt, t, drop_captions(cond, self.empty, everyone))
-            d = (pred.detach().float() - eps_u.float()).flatten(1).norm(dim=1)
+            d = noise_gap(pred.detach(), eps_u)
         return d <= self.threshold, d

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..models.adapter import repeat_cond
+from ..models.adapter import noise_gap, repeat_cond
 from ..progress import ProgressCallback, emit
 
 METHODS = ("noise-norm", "seed-ssim", "one-step")
@@ -99,7 +99,7 @@ def _trajectory(model: Any, x: Any, cond: dict[str, Any], uncond: dict[str, Any]
         diff = eps_c.float() - eps_u.float()
         if first is None:
             first = diff
-        norms.append(diff.flatten(1).norm(dim=1))
+        norms.append(noise_gap(eps_c, eps_u))
         x = sched.step((eps_u + guidance * diff).to(x.dtype), t, x).prev_sample
     return torch.stack(norms, dim=1), first, calls
 
@@ -165,7 +165,7 @@ def _attribution(model: Any, prompts: list[str], cond: dict[str, Any], uncond: d
     t = sched.timesteps[0].to(model.device)
     with torch.enable_grad():
         eps_u, eps_c = model.predict_pair(x_T, t, c, uncond)
-        d = (eps_c.float() - eps_u.float()).flatten(1).norm(dim=1).sum()
+        d = noise_gap(eps_c, eps_u).sum()
         (grad,) = torch.autograd.grad(d, hidden)
     per_pos = grad.float().norm(dim=-1).view(len(prompts), seeds, -1).mean(1).cpu().numpy()
     out = []
