@@ -414,7 +414,7 @@ def test_experiment_generate_here_audit_elsewhere(fashion, heldout, tmp_path):
 
 
 def test_cli_experiment_generate_only(fashion, heldout, tmp_path):
-    base = [sys.executable, "-m", "diffrep", "experiment", "mitigation", "--data", str(fashion), "--reference",
+    base = [sys.executable, "-m", "diffrep", "experiment", "caption-mitigation", "--data", str(fashion), "--reference",
             str(heldout), "--out", str(tmp_path / "e"), "--steps", "2", "--samples", "2", "--batch", "2", "-q"]
     r = subprocess.run(base + ["--only", "n64-randtok-zz"], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "n64-randtok-rc" in r.stderr and "Traceback" not in r.stderr

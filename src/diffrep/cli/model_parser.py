@@ -93,11 +93,12 @@ def _train(sub: Sub) -> None:
 def _experiment(sub: Sub) -> None:
     d = DEFAULTS["experiment"]
     p = sub.add_parser("experiment", help="train a grid of models, sample, audit: data-size, duplication, "
-                       "conditioning or mitigation; memorization: score the probes against the audit's labels; "
+                       "conditioning or caption-mitigation; mitigation: every mitigation's replication-versus-quality "
+                       "trade-off on one memorizing model; memorization: score the probes against the audit's labels; "
                        "membership: membership and dataset inference against a known member split "
                        "(resumable; needs diffrep[models])")
-    p.add_argument("kind", choices=("data-size", "duplication", "conditioning", "mitigation", "memorization",
-                                    "membership"))
+    p.add_argument("kind", choices=("data-size", "duplication", "conditioning", "caption-mitigation", "mitigation",
+                                    "memorization", "membership"))
     p.add_argument("--data", default=None, help="fashion-mnist, or a folder of training images (with --reference); "
                    "memorization uses the packaged captioned emoji")
     p.add_argument("--reference", default=None,

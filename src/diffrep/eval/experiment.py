@@ -9,7 +9,7 @@
 * ``conditioning``: none / class / caption / random-token caption models on the same subset (the
   random-token caption is a string of random pseudo-words fixed per training image, the NeurIPS study's
   strongest conditioning: a key that singles out one image).
-* ``mitigation``: the random-token caption model without and with each train-time caption mitigation
+* ``caption-mitigation``: the random-token caption model without and with each train-time caption mitigation
   of the NeurIPS study (rc, rt, cwr, gn at p = 0.1; ``mitigate.py``).
 
 Each run lives in ``OUT/runs/NAME/``: ``train/`` (the ``diffrep train`` run directory), ``samples/``
@@ -47,7 +47,7 @@ from ..errors import DiffrepError
 from ..progress import ProgressCallback, emit
 from .experiment_report import COLUMNS, pairs_figure, write_results  # noqa: F401  (COLUMNS re-exported)
 
-KINDS = ("data-size", "duplication", "conditioning", "mitigation")
+KINDS = ("data-size", "duplication", "conditioning", "caption-mitigation")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # measured on a 2-core CPU: ~11 training steps/s at 32 px, batch 16
@@ -79,7 +79,7 @@ def run_grid(kind: str, p: dict[str, Any], dup_frac: float, dup_weight: float) -
         n = p["cond_subset"]
         return ([{"name": f"n{n}-{c}", "subset": n, "cond": c, "dup_frac": 0.0} for c in ("none", "class", "caption")]
                 + [{"name": f"n{n}-randtok", "subset": n, "cond": "caption", "dup_frac": 0.0, "captions": "random"}])
-    if kind == "mitigation":
+    if kind == "caption-mitigation":
         from ..models.mitigate import MITIGATIONS
 
         n = p["cond_subset"]

@@ -33,7 +33,7 @@ def write_results(kind: str, results: list[dict[str, Any]], out: Path, fpr: floa
         w.writerow(COLUMNS)
         for r in results:
             w.writerow([_fmt(r[c]) for c in COLUMNS])
-    md_cols = ["run", "cond"] + (["mitigate"] if kind == "mitigation" else []) + [
+    md_cols = ["run", "cond"] + (["mitigate"] if kind == "caption-mitigation" else []) + [
         "training_images", "steps", "samples", "replicas", "replication_rate", "pixel_replication_rate", "top1_mean",
         "top1_p95", "reference_top1_p95", "pixel_rms_median", "reference_pixel_rms_median", "kid_sscd_x1000"]
     if kind == "duplication":
