@@ -154,9 +154,12 @@ class EmbeddedSet:
 
 def embed_source(source: object, descriptor: Descriptor, *, captions: object = None, stage: str = "embed",
                  batch_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 exclude: object = None, progress: object = None) -> EmbeddedSet:
+                 exclude: object = None, progress: object = None, embed: object = None) -> EmbeddedSet:
     """Scan and embed a whole source (for query and reference sets; the index streams instead).
-    ``exclude``: an output directory that is not read even when it lies inside the source."""
+    ``exclude``: an output directory that is not read even when it lies inside the source. ``embed``: another
+    engine for the embedding itself (``distributed.ray_index.embed_set``): called with the scanned records and
+    the descriptor (keywords batch_size, max_pixels, stage, progress), it returns the embedded records and
+    their vectors in input order and (path, reason) skips."""
     from .progress import emit
     from .sources import open_source
 
@@ -165,6 +168,10 @@ def embed_source(source: object, descriptor: Descriptor, *, captions: object = N
         src.exclude(exclude)  # type: ignore[arg-type]
     records, scan_skips = src.scan()
     skipped = [(s.path, s.reason) for s in scan_skips]
+    if embed is not None:
+        got, vecs, more = embed(records, descriptor, batch_size=batch_size, max_pixels=max_pixels,  # type: ignore[operator]
+                                stage=stage, progress=progress)
+        return EmbeddedSet(list(got), np.asarray(vecs, np.float32), skipped + list(more))
     ok: list[Record] = []
     parts: list[np.ndarray] = []
     done = 0

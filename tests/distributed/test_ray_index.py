@@ -4,6 +4,7 @@ job dies between chunks, and a fast failure on an unreachable address."""
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import socket
 import subprocess
@@ -96,3 +97,33 @@ def test_unreachable_address_fails_fast(images, tmp_path, capsys):
                  "--address", f"127.0.0.1:{port}"])
     assert code != 0 and f"127.0.0.1:{port}" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_ray_engine_audits_like_the_local_engine(cluster, images, emoji_files, tmp_path, capsys):
+    """The generations and reference images embedded on Ray give the local audit's vectors and verdicts."""
+    import csv
+
+    assert main(["index", str(images), "--out", str(tmp_path / "idx"), "-q"]) == 0
+    gens, ref = tmp_path / "gens", tmp_path / "ref"
+    gens.mkdir()
+    ref.mkdir()
+    for f in emoji_files[:4] + emoji_files[40:48]:  # four training images among unseen ones
+        shutil.copyfile(f, gens / f.name)
+    (gens / "broken.png").write_bytes(b"not an image")
+    for f in emoji_files[60:160]:
+        shutil.copyfile(f, ref / f.name)
+    base = ["audit", str(gens), "--index", str(tmp_path / "idx"), "--reference", str(ref), "-q"]
+    assert main(base + ["--out", str(tmp_path / "local")]) == 0
+    assert main(base + ["--out", str(tmp_path / "ray"), "--engine", "ray", "--address", cluster,
+                        "--num-workers", "2"]) == 0
+
+    def verdicts(out: Path) -> dict[str, tuple[str, str]]:
+        rows = csv.DictReader(open(out / "matches.csv", encoding="utf-8"))
+        return {r["query_id"]: (r["is_replica"], r["train_id"]) for r in rows if r["rank"] == "1"}
+
+    local, remote = verdicts(tmp_path / "local"), verdicts(tmp_path / "ray")
+    assert local == remote and sum(v[0] == "True" for v in local.values()) == 4
+    s_l = json.loads((tmp_path / "local" / "summary.json").read_text())
+    s_r = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert s_r["calibration"]["threshold"] == pytest.approx(s_l["calibration"]["threshold"], abs=1e-5)
+    assert (tmp_path / "ray" / "skipped.csv").read_text().count("broken.png") == 1

@@ -14,9 +14,9 @@ pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from diffrep.errors import DiffrepError  # noqa: E402
-from diffrep.eval.mitigation_data import CLASS_WORDS, TEMPLATES, _shift, build, ordinary_prompts  # noqa: E402
+from diffrep.eval.mitigation_data import CLASS_WORDS, TEMPLATES, build, ordinary_prompts  # noqa: E402
 from diffrep.eval.mitigation_quality import fit_classifier, wilson  # noqa: E402
-from diffrep.eval.mitigation_table import row_specs, run_mitigation_experiment  # noqa: E402
+from diffrep.eval.mitigation_table import PRESETS, row_specs, run_mitigation_experiment  # noqa: E402
 from diffrep.mitigation import INFERENCE  # noqa: E402
 
 TINY = dict(per_class=2, dup_images=2, dup_copies=3, reference=30, real=30, classifier_per_class=6, steps=12,
@@ -37,12 +37,6 @@ def test_data_split_holds_out_the_ordinary_prompts(tmp_path):
     assert build(tmp_path / "d", p, seed=0) == info  # reused
 
 
-def test_shift_moves_pixels_and_blackens_the_border():
-    img = np.arange(16, dtype=np.uint8).reshape(4, 4) + 1
-    s = _shift(img, 1, -1)
-    assert (s[1:, :3] == img[:3, 1:]).all() and (s[0] == 0).all() and (s[:, 3] == 0).all()
-
-
 def test_classifier_and_wilson():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 1, (50, 5)), rng.normal(3, 1, (50, 5))])
@@ -55,8 +49,9 @@ def test_classifier_and_wilson():
 def test_table_end_to_end_and_resumes(tmp_path):
     s = run_mitigation_experiment(tmp_path / "e", overrides=TINY)
     names = [r["row"] for r in s["rows"]]
-    assert names == ["none", *INFERENCE, "dedup", "wen-filter", "train-rt"] == [r["name"] for r in row_specs(
-        {"train_caption": ["rt"]})]
+    assert names == ["none", "none-g2", *INFERENCE, "dedup", "wen-filter", "train-rt"] == [
+        r["name"] for r in row_specs(PRESETS["smoke"])]
+    assert next(r for r in s["rows"] if r["row"] == "jain")["settings"]["spec"]["guidance"] == 2.0
     for r in s["rows"]:
         assert r["memorized_generations"] == 2 * 3 and r["ordinary_generations"] == 10 * 2
         assert 0 <= r["replica_rate"] <= 1 and r["replica_rate_ci"][0] <= r["replica_rate"] <= r["replica_rate_ci"][1]
@@ -84,7 +79,7 @@ def test_table_end_to_end_and_resumes(tmp_path):
 
 
 def test_refusals(tmp_path):
-    with pytest.raises(DiffrepError, match="its rows are none, gni"):
+    with pytest.raises(DiffrepError, match="its rows are none, none-g2, gni"):
         run_mitigation_experiment(tmp_path / "e", overrides=TINY, only=["nope"])
     with pytest.raises(DiffrepError, match="--preset"):
         run_mitigation_experiment(tmp_path / "e", preset="huge")

@@ -82,7 +82,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
           partial_background_sample: int = A["partial_background_sample"], object_config: ObjectConfig | None = None,
           local_k: int = A["local_k"], local_config: LocalConfig | None = None, drop_reference_copies: bool = False,
           pixel: bool = True, specificity: SpecificityConfig | None = SpecificityConfig(),
-          pool_null: str = A["pool_null"], progress: Optional[ProgressCallback] = None) -> AuditResult:
+          pool_null: str = A["pool_null"], embed: Any = None, progress: Optional[ProgressCallback] = None) -> AuditResult:
     """Audit the generated images in ``source`` against the training ``index``; write results to ``out``.
 
     Verdict score: with ``verify`` (default) each query's top ``verify_k`` candidates are aligned and
@@ -108,7 +108,10 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     (at most the background samples); ``"always"`` adds the full samples. A training image's nearest other
     training image is at least as close as an unrelated generation's usually is, so the pooled null errs
     toward fewer false alarms, and on a training set with series (several photographs of one object) toward
-    missing copies: meant for deduplicated training sets (docs/audit.md)."""
+    missing copies: meant for deduplicated training sets (docs/audit.md).
+    ``embed``: another engine for embedding the generations and the reference images
+    (``distributed.ray_index.embed_set`` with its address and workers bound: ``--engine ray``); the search,
+    verification and calibration run in this process."""
     t0 = time.perf_counter()
     if not 0 < fpr < 1:  # checked before any work
         raise CalibrationError(f"target false-positive rate must be between 0 and 1, got {fpr}")
@@ -131,11 +134,11 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             object_config=object_config, local_config=local_config, specificity=specificity, max_pixels=max_pixels),
             progress)
         queries = embed_source(source, d, captions=captions, stage="embed-queries", max_pixels=max_pixels,
-                               batch_size=batch_size, exclude=out_dir, progress=progress)
+                               batch_size=batch_size, exclude=out_dir, progress=progress, embed=embed)
         run = _Run(out_dir, idx, stages, k, fpr, threshold, seed, progress, t0, time.perf_counter(), pool_null)
         ref_set = None if reference is None else search_reference(
             idx, reference, d, k if stages.spec is not None else stages.config.verify_k, captions=reference_captions,
-            max_pixels=max_pixels, batch_size=batch_size, exclude=out_dir, progress=progress)
+            max_pixels=max_pixels, batch_size=batch_size, exclude=out_dir, progress=progress, embed=embed)
         return run.audit(source, queries, ref_set, dup_counts, pixel, drop_reference_copies,
                          (background_sample, verify_background_sample, partial_background_sample))
 

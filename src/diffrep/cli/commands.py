@@ -10,21 +10,27 @@ from ..errors import DiffrepError
 from .bars import ProgressBars, _out
 
 
+def _engine(a: argparse.Namespace, stage: str) -> Any:
+    """None for --engine local; for --engine ray, ``distributed.ray_index.<stage>`` bound to the cluster
+    (connected now: an unreachable address fails before anything is written)."""
+    if a.engine != "ray":
+        return None
+    import functools
+
+    from ..distributed import ray_index
+
+    if a.num_workers < 1:
+        raise DiffrepError(f"--num-workers {a.num_workers}: give at least one worker")
+    ray_index.connect(a.address)
+    return functools.partial(getattr(ray_index, stage), address=a.address, workers=a.num_workers)
+
+
 def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..indexing.build import index
 
     src = a.source if len(a.source) > 1 else a.source[0]
     budget = _bytes(a.memory_budget, "--memory-budget") if a.memory_budget else None
-    embed = None
-    if a.engine == "ray":
-        import functools
-
-        from ..distributed.ray_index import connect, embed_chunks
-
-        if a.num_workers < 1:
-            raise DiffrepError(f"--num-workers {a.num_workers}: give at least one worker")
-        connect(a.address)  # fail fast on an unreachable cluster, before anything is written
-        embed = functools.partial(embed_chunks, address=a.address, workers=a.num_workers)
+    embed = _engine(a, "embed_chunks")
     r = index(src, a.out, descriptor=a.descriptor, index_type=a.index_type, captions=a.captions,
               batch_size=a.batch_size, chunk_size=a.chunk_size, max_pixels=a.max_pixels, memory_budget=budget,
               embed=embed, progress=bars)
@@ -74,7 +80,8 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
               verify_k=a.verify_k, verify_config=VerifyConfig(ecc=a.ecc), dup_counts=a.dup_counts,
               partial=a.partial, partial_k=a.partial_k, local_k=a.local_k,
               drop_reference_copies=a.drop_reference_copies, pool_null=a.pool_null,
-              specificity=SpecificityConfig(margin=a.specificity_margin) if a.specificity else None, progress=bars)
+              specificity=SpecificityConfig(margin=a.specificity_margin) if a.specificity else None,
+              embed=_engine(a, "embed_set"), progress=bars)
     print_audit_summary(r.summary, Path(a.out))
     if a.report:
         from ..report.html import render_report

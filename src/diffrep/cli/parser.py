@@ -18,6 +18,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     _quiet(p)
 
 
+def _engine(p: argparse.ArgumentParser, same: str) -> None:
+    """--engine / --address / --num-workers (index and audit)."""
+    p.add_argument("--engine", default="local", choices=("local", "ray"), help="where images are embedded: this "
+                   f"process (default) or a Ray cluster (diffrep[distributed]); {same}")
+    p.add_argument("--address", default="local", help="--engine ray: the cluster, HOST:PORT or auto (the running "
+                   "one); default: a Ray instance started for this run")
+    p.add_argument("--num-workers", type=int, default=2, help="--engine ray: embedding actors (default %(default)s)")
+
+
 def _index(sub: Sub) -> None:
     d = DEFAULTS["index"]
     p = sub.add_parser("index", help="embed a training set into an index directory (incremental, resumable)")
@@ -27,11 +36,7 @@ def _index(sub: Sub) -> None:
                    "torchscript:PATH")
     p.add_argument("--index-type", default=d["index_type"], help="flat (exact), hnsw, ivf, ivfpq, auto "
                    "(default %(default)s)")
-    p.add_argument("--engine", default="local", choices=("local", "ray"), help="where images are embedded: this "
-                   "process (default) or a Ray cluster (diffrep[distributed]); the index directory is the same")
-    p.add_argument("--address", default="local", help="--engine ray: the cluster, HOST:PORT or auto (the running "
-                   "one); default: a Ray instance started for this run")
-    p.add_argument("--num-workers", type=int, default=2, help="--engine ray: embedding actors (default %(default)s)")
+    _engine(p, "the index directory is the same")
     p.add_argument("--memory-budget", default=None, help="memory the FAISS index may take, e.g. 16G or 500M: with "
                    "--index-type auto the first of flat, ivf, ivfpq (largest codes) that fits; `diffrep info` shows "
                    "the choice and its self-recall")
@@ -51,6 +56,7 @@ def _audit(sub: Sub) -> None:
     p.add_argument("source", nargs="+", help="folder of generated images, or webdataset .tar shards")
     p.add_argument("--index", required=True, help="index directory built by `diffrep index`")
     p.add_argument("--out", required=True, help="output directory for matches.csv, summary.json, ...")
+    _engine(p, "generations and reference images are embedded there, the verdicts are the same")
     p.add_argument("--reference", default=None,
                    help="held-out real images never trained on: the null for calibration (recommended)")
     p.add_argument("--fpr", type=float, default=d["fpr"], help="target false-positive rate (default %(default)s)")

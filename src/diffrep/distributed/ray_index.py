@@ -1,4 +1,6 @@
-"""The embedding stage of ``diffrep index`` on a Ray cluster: chunks of records embedded by an actor pool.
+"""The embedding stages of ``diffrep index`` and ``diffrep audit`` on a Ray cluster: chunks of records embedded
+by an actor pool (``embed_chunks`` writes index chunks; ``embed_set`` embeds an audit's generations or
+reference images and hands them back in input order).
 
 Reading and decoding happen inside the actors (each runs the same threaded decode + batched inference as the
 local engine, ``embedding.embed_records``) and the descriptor is loaded once per actor from its stored spec.
@@ -60,20 +62,58 @@ class _Embedder:
         self.d = get_descriptor(spec)
         self.batch_size, self.max_pixels = batch_size, max_pixels
 
-    def embed(self, records: list[Any]) -> tuple[list[dict[str, Any]], np.ndarray, int, int]:
+    def _batches(self, records: list[Any]) -> Any:
         from ..embedding import embed_records
+
+        return embed_records(records, self.d, batch_size=self.batch_size, max_pixels=self.max_pixels)
+
+    def embed(self, records: list[Any]) -> tuple[list[dict[str, Any]], np.ndarray, int, int]:
+        """Index chunk rows, vectors, images embedded, images skipped."""
         from ..indexing.build import batch_rows
 
         rows: list[dict[str, Any]] = []
         vecs: list[np.ndarray] = []
         ok = skipped = 0
-        for batch in embed_records(records, self.d, batch_size=self.batch_size, max_pixels=self.max_pixels):
+        for batch in self._batches(records):
             rows += batch_rows(batch, ok)
             ok += len(batch.ok)
             vecs.append(batch.vectors)
             skipped += len(batch.skipped)
-        v = np.concatenate(vecs) if vecs else np.zeros((0, self.d.dim), np.float32)
-        return rows, v, ok, skipped
+        return rows, self._stack(vecs), ok, skipped
+
+    def embed_set(self, records: list[Any]) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
+        """Positions (in ``records``) of the embedded images, their vectors, and (position, reason) skips."""
+        pos = {id(r): i for i, r in enumerate(records)}
+        ok: list[int] = []
+        vecs: list[np.ndarray] = []
+        skipped: list[tuple[int, str]] = []
+        for batch in self._batches(records):
+            ok += [pos[id(p.record)] for p in batch.ok]
+            vecs.append(batch.vectors)
+            skipped += [(pos[id(p.record)], p.reason) for p in batch.skipped]
+        return ok, self._stack(vecs), skipped
+
+    def _stack(self, vecs: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(vecs) if vecs else np.zeros((0, self.d.dim), np.float32)
+
+
+def _pool_map(ray: Any, d: Any, groups: list[list[Any]], method: str, *, workers: int, batch_size: Optional[int],
+              max_pixels: int) -> Any:
+    """Run ``_Embedder.<method>`` on every group with a pool of at most ``workers`` actors (each loads the
+    descriptor once); yields (group number, result) in the order groups finish."""
+    spec = d.fingerprint().get("spec") or d.name
+    actor = ray.remote(num_cpus=1)(_Embedder)
+    pool = [actor.remote(spec, batch_size, max_pixels) for _ in range(max(1, min(workers, len(groups))))]
+    pending = {getattr(pool[i], method).remote(g): (i, i) for i, g in enumerate(groups[:len(pool)])}
+    nxt = len(pool)
+    while pending:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        who, number = pending.pop(ref)
+        result = ray.get(ref)
+        if nxt < len(groups):
+            pending[getattr(pool[who], method).remote(groups[nxt])] = (who, nxt)
+            nxt += 1
+        yield number, result
 
 
 def embed_chunks(idx: Any, d: Any, todo: list[Any], *, batch_size: Optional[int], chunk_size: int, max_pixels: int,
@@ -86,21 +126,38 @@ def embed_chunks(idx: Any, d: Any, todo: list[Any], *, batch_size: Optional[int]
     emit(progress, "embed", 0, len(todo))
     if not groups:
         return 0, 0
-    spec = d.fingerprint().get("spec") or d.name
-    actor = ray.remote(num_cpus=1)(_Embedder)
-    pool = [actor.remote(spec, batch_size, max_pixels) for _ in range(max(1, min(workers, len(groups))))]
-    pending = {pool[i].embed.remote(g): i for i, g in enumerate(groups[:len(pool)])}  # ref -> actor
-    queue = groups[len(pool):]
     next_chunk = _next_chunk(idx)
     added = skipped = done = 0
-    while pending:
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
-        who = pending.pop(ref)
-        rows, vectors, ok, sk = ray.get(ref)
+    for _, (rows, vectors, ok, sk) in _pool_map(ray, d, groups, "embed", workers=workers, batch_size=batch_size,
+                                                max_pixels=max_pixels):
         idx.write_chunk(next_chunk, rows, vectors)
         next_chunk += 1
         added, skipped, done = added + ok, skipped + sk, done + len(rows)
         emit(progress, "embed", done, len(todo))
-        if queue:
-            pending[pool[who].embed.remote(queue.pop(0))] = who
     return added, skipped
+
+
+def embed_set(records: list[Any], d: Any, *, batch_size: Optional[int], max_pixels: int, stage: str,
+              address: str, workers: int, chunk_size: int = 256,
+              progress: Optional[ProgressCallback] = None) -> tuple[list[Any], np.ndarray, list[tuple[str, str]]]:
+    """Embed a query or reference set on Ray (``embedding.embed_source``'s ``embed`` hook): the embedded
+    records and their vectors in input order, and (path, reason) for the images that could not be decoded."""
+    ray = connect(address)
+    groups = [records[i:i + chunk_size] for i in range(0, len(records), chunk_size)]
+    emit(progress, stage, 0, len(records))
+    parts: dict[int, tuple[list[int], np.ndarray, list[tuple[int, str]]]] = {}
+    done = 0
+    for number, res in _pool_map(ray, d, groups, "embed_set", workers=workers, batch_size=batch_size,
+                                 max_pixels=max_pixels):
+        parts[number] = res
+        done += len(groups[number])
+        emit(progress, stage, done, len(records))
+    ok: list[Any] = []
+    vecs: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    for number in range(len(groups)):
+        pos, v, sk = parts[number]
+        ok += [groups[number][i] for i in pos]
+        vecs.append(v)
+        skipped += [(groups[number][i].path, reason) for i, reason in sk]
+    return ok, (np.concatenate(vecs) if vecs else np.zeros((0, d.dim), np.float32)), skipped

@@ -5,9 +5,9 @@ images that judge the generations.
 ``build(folder, p, seed)`` writes, once per settings (``folder/split.json`` records them):
 
 - ``train/``: ``per_class`` ordinary images per class, captioned by a template naming the class ("a photo of a
-  sneaker"), plus ``dup_copies`` copies of each of ``dup_images`` memorized images (copy 0 exact, the others
-  shifted by up to one pixel: near-duplicates, as in scraped data), captioned "<class> <three pseudo-words>"
-  (a caption unique to the image: LAION's memorized prompts are such captions of duplicated images);
+  sneaker"), plus ``dup_copies`` exact copies of each of ``dup_images`` memorized images (files of their own,
+  as exact duplicates sit in scraped data), captioned "<class> <three pseudo-words>" (a caption unique to the
+  image: LAION's memorized prompts are such captions of duplicated images);
   ``captions.jsonl``.
 - ``sources/``: each distinct training image once (the audit's index); ``memorized/``: the memorized originals.
 - ``reference/``: ``reference`` held-out test images (calibrate the audit); ``real/``: ``real`` other held-out
@@ -81,9 +81,8 @@ def build(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
             _save(train_x[i], folder / "sources" / f"m{k:03d}.png")
             shutil.copyfile(folder / "sources" / f"m{k:03d}.png", folder / "memorized" / f"m{k:03d}.png")
             for copy in range(p["dup_copies"]):
-                dy, dx = (0, 0) if copy == 0 else (int(v) for v in rng.integers(-1, 2, 2))
                 name = f"m{k:03d}_{copy:03d}.png"
-                _save(_shift(train_x[i], dy, dx), folder / "train" / name)
+                shutil.copyfile(folder / "sources" / f"m{k:03d}.png", folder / "train" / name)
                 captions.append({"file": name, "caption": caption})
         for j, i in enumerate(rest):
             _save(train_x[i], folder / "classifier" / f"c{c}_{j:04d}.png", p["size"])
@@ -102,15 +101,6 @@ def build(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
 def label_of(name: str) -> int:
     """The class of a ``classifier/`` file (``c<class>_<n>.png``)."""
     return int(Path(name).name[1:].split("_", 1)[0])
-
-
-def _shift(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``img`` moved by (dy, dx) pixels, the uncovered border black (Fashion-MNIST's background)."""
-    out = np.zeros_like(img)
-    h, w = img.shape
-    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = img[max(-dy, 0):h - max(dy, 0),
-                                                                    max(-dx, 0):w - max(dx, 0)]
-    return out
 
 
 def _save(img: np.ndarray, path: Path, size: int = 0) -> None:

@@ -9,7 +9,9 @@
    images, no labels used), and the NeurIPS 2023 caption mitigations named in ``train_caption``.
 3. **Rows**: no mitigation and every inference-time mitigation (``mitigation.INFERENCE``) on the base model;
    each train-time model sampled plainly. Every row samples ``per_memorized`` images per memorized prompt and
-   ``per_ordinary`` per held-out ordinary prompt with the same seed and guidance.
+   ``per_ordinary`` per held-out ordinary prompt with the same seed and the preset's ``guidance``, except
+   ``jain`` (guidance ``jain_scale`` once its switch fires), which gets a reference row ``none-gS``: no
+   mitigation at that scale throughout.
 4. **Judge**: on memorized prompts, the audit (calibrated at ``fpr`` on held-out images) flags copies of the
    prompt's own training image: the replica rate with a bootstrap interval over prompts; the SSCD cosine of
    each generation to that image (mean; top-3 = per prompt the mean of its three most similar generations;
@@ -36,13 +38,14 @@ from ..fsutil import write_json
 from ..progress import ProgressCallback, emit
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"per_class": 30, "dup_images": 10, "dup_copies": 25, "reference": 200, "real": 500,
-              "classifier_per_class": 100, "size": 32, "steps": 3000, "batch": 16, "channels": [16, 32, 32],
-              "per_memorized": 8, "per_ordinary": 20, "sample_steps": 25, "guidance": 3.0, "wen_quantile": 0.9,
-              "train_caption": ["rt"]},
+    "smoke": {"per_class": 10, "dup_images": 10, "dup_copies": 25, "reference": 200, "real": 500,
+              "classifier_per_class": 100, "size": 32, "steps": 4000, "batch": 16, "channels": [16, 32, 32],
+              "per_memorized": 8, "per_ordinary": 20, "sample_steps": 25, "guidance": 1.0, "jain_scale": 2.0,
+              "wen_quantile": 0.9, "train_caption": ["rt"]},
     "full": {"per_class": 300, "dup_images": 50, "dup_copies": 50, "reference": 1000, "real": 2000,
              "classifier_per_class": 500, "size": 32, "steps": 30000, "batch": 128, "channels": [64, 128, 128],
-             "per_memorized": 16, "per_ordinary": 100, "sample_steps": 50, "guidance": 3.0, "wen_quantile": 0.9,
+             "per_memorized": 16, "per_ordinary": 100, "sample_steps": 50, "guidance": 1.0, "jain_scale": 2.0,
+             "wen_quantile": 0.9,
              "train_caption": ["rt", "gn", "rc", "cwr"]},
 }
 TRAIN_CAPTION_P = 0.1  # the NeurIPS study's probability per sample
@@ -94,6 +97,10 @@ def row_specs(p: dict[str, Any]) -> list[dict[str, Any]]:
 
     rows = [{"name": "none", "kind": "none", "model": "base", "mitigation": None}]
     rows += [{"name": m, "kind": "inference", "model": "base", "mitigation": m} for m in INFERENCE]
+    if p["jain_scale"] != p["guidance"]:  # jain switches guidance on: its own reference is that scale throughout
+        g = p["jain_scale"]
+        rows.insert(1, {"name": f"none-g{g:g}", "kind": "none", "model": "base", "mitigation": None, "guidance": g})
+        next(r for r in rows if r["name"] == "jain").update(guidance=g)
     rows += [{"name": m, "kind": "train", "model": m, "mitigation": None} for m in ("dedup", "wen-filter")]
     rows += [{"name": f"train-{m}", "kind": "train", "model": f"train-{m}", "mitigation": None}
              for m in p["train_caption"]]
@@ -209,13 +216,14 @@ class Judge:
         from ..models.sample import sample
 
         p = self.p
+        guidance = spec.get("guidance", p["guidance"])
         mem = [q for q in self.data["memorized"] for _ in range(p["per_memorized"])]
         ordi = [q for q in self.data["ordinary"] for _ in range(p["per_ordinary"])]
         t0 = time.perf_counter()
         for name, prompts in (("memorized", mem), ("ordinary", ordi)):
             plan = make_plan(spec["mitigation"]) if spec["mitigation"] else None
             sample(run_dir, len(prompts), folder / name, prompts=prompts, steps=p["sample_steps"], seed=self.seed,
-                   device=device, guidance=p["guidance"], plan=plan, progress=self.progress)
+                   device=device, guidance=guidance, plan=plan, progress=self.progress)
         return (time.perf_counter() - t0) / (len(mem) + len(ordi))
 
 

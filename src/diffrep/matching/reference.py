@@ -30,11 +30,11 @@ class ReferenceSet:
 
 def search_reference(idx: LoadedIndex, source: Any, descriptor: Descriptor, k: int, *, captions: Any = None,
                      max_pixels: int, batch_size: Optional[int] = None, exclude: Any = None,
-                     progress: Optional[ProgressCallback] = None) -> ReferenceSet:
-    """Embed the reference images of ``source`` and search each one's top ``k`` in ``idx``; SourceError when
-    none of them decodes."""
+                     progress: Optional[ProgressCallback] = None, embed: Any = None) -> ReferenceSet:
+    """Embed the reference images of ``source`` (with ``embed``, another engine: ``embedding.embed_source``)
+    and search each one's top ``k`` in ``idx``; SourceError when none of them decodes."""
     images = embed_source(source, descriptor, captions=captions, stage="embed-reference", max_pixels=max_pixels,
-                          batch_size=batch_size, exclude=exclude, progress=progress)
+                          batch_size=batch_size, exclude=exclude, progress=progress, embed=embed)
     if not images.records:
         raise SourceError(f"no reference image in {source} could be decoded; check the folder")
     scores, ids = idx.search(images.vectors, k)
