@@ -211,7 +211,7 @@ def _mitigation_table(a: argparse.Namespace, overrides: dict, bars: ProgressBars
         _out(f"{r['row']:<13} replica rate {r['replica_rate']:.3f}, SSCD mean {r['sscd_mean']:.3f}, KID x1000 "
              f"{r['kid_x1000']:.2f}, adherence {r['adherence']:.3f}, {r['seconds_per_image']:.3f} s/image"
              + (f": {verdict(r)}" if "quality_kept" in r else ""))
-    if not only:
+    if "rows_left_out" in s:
         _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'results.csv'}, {Path(a.out) / 'pareto.png'}")
     return 0
 

@@ -31,6 +31,7 @@ from ..fsutil import write_json, write_text
 CLASS_WORDS = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
 TEMPLATES = ("a photo of a {}", "a picture of a {}", "an image of a {}", "a {}")
 KEY_WORDS = 3  # pseudo-words in a memorized caption
+LAYOUT = 2  # bumped when the files built from the same settings change (2: exact copies)
 
 
 def ordinary_prompts() -> list[str]:
@@ -41,7 +42,7 @@ def ordinary_prompts() -> list[str]:
 def build(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
     """Write the experiment's data into ``folder`` (see the module docstring); returns ``split.json``."""
     keys = ("per_class", "dup_images", "dup_copies", "reference", "real", "classifier_per_class", "size")
-    want = {k: p[k] for k in keys} | {"seed": seed}
+    want = {k: p[k] for k in keys} | {"seed": seed, "layout": LAYOUT}
     marker = folder / "split.json"
     if marker.is_file():
         old = json.loads(marker.read_text())

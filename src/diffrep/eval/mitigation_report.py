@@ -75,6 +75,8 @@ def markdown(s: dict[str, Any]) -> str:
             f"{_change(r)} | "
             f"{_ci(r['adherence'], r['adherence_ci'])} | {r['seconds_per_image']:.3f} | {verdict(r)} |")
     front = pareto(s["rows"])
+    if s.get("rows_left_out"):
+        lines += ["", f"Rows not run (`--only`): {', '.join(s['rows_left_out'])}."]
     lines += ["", f"Pareto front (no other row has both fewer copies and lower KID): {', '.join(front)}.",
               "Quality kept: the 95% bootstrap interval of the KID difference to the unmitigated row reaches zero."]
     return "\n".join(lines) + "\n"

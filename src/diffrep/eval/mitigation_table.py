@@ -56,7 +56,8 @@ def run_mitigation_experiment(out: str | Path, *, preset: str = "smoke", seed: i
                               only: Optional[list[str]] = None,
                               progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
     """Run (or continue) the trade-off table in ``out``; returns the summary (see the module docstring).
-    ``only``: row names to run (default all; the table is written for the whole set only)."""
+    ``only``: row names to run (default all); the table is written whenever the unmitigated row ``none`` is
+    among them, and lists the rows left out."""
     from . import mitigation_data
     from .mitigation_report import write_tables
 
@@ -84,8 +85,9 @@ def run_mitigation_experiment(out: str | Path, *, preset: str = "smoke", seed: i
     summary = {"preset": p, "seed": seed, "fpr": fpr, "memorized_prompts": len(data["memorized"]),
                "ordinary_prompts": len(data["ordinary"]), "classifier_real_accuracy": judge.ceiling,
                "rows": results}
-    if not only:
+    if any(r["row"] == "none" for r in results):
         compare(summary, judge)
+        summary["rows_left_out"] = [r["name"] for r in row_specs(p) if r["name"] not in {x["row"] for x in results}]
         write_json(root / "summary.json", summary)
         write_tables(root, summary)
     return summary
@@ -124,7 +126,8 @@ def train_model(root: Path, name: str, data: dict[str, Any], p: dict[str, Any], 
         raise DiffrepError(f"unknown model {name!r}")
     marker = run / "trained.json"
     settings = {"steps": p["steps"], "batch": p["batch"], "channels": p["channels"], "size": p["size"],
-                "seed": seed, **{k: str(v) if isinstance(v, Path) else v for k, v in kw.items()}}
+                "seed": seed, "data": data["settings"],
+                **{k: str(v) if isinstance(v, Path) else v for k, v in kw.items()}}
     if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
         return run
     t0 = time.perf_counter()
