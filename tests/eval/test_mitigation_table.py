@@ -15,12 +15,12 @@ pytest.importorskip("diffusers")
 
 from diffrep.errors import DiffrepError  # noqa: E402
 from diffrep.eval.mitigation_data import CLASS_WORDS, TEMPLATES, build, ordinary_prompts  # noqa: E402
-from diffrep.eval.mitigation_quality import fit_classifier, wilson  # noqa: E402
+from diffrep.eval.mitigation_quality import fit_classifier, newcombe, wilson  # noqa: E402
 from diffrep.eval.mitigation_table import PRESETS, row_specs, run_mitigation_experiment  # noqa: E402
 from diffrep.mitigation import INFERENCE  # noqa: E402
 
 TINY = dict(per_class=2, dup_images=2, dup_copies=3, reference=30, real=30, classifier_per_class=6, steps=12,
-            batch=8, per_memorized=3, per_ordinary=2, sample_steps=3)
+            batch=8, per_memorized=3, per_ordinary=2, sample_steps=3, strengths={})
 
 
 def test_data_split_holds_out_the_ordinary_prompts(tmp_path):
@@ -43,14 +43,20 @@ def test_classifier_and_wilson():
     y = np.repeat([0, 1], 50)
     assert (fit_classifier(x, y, 0)(x) == y).mean() > 0.95
     lo, hi = wilson(5, 10)
-    assert lo < 0.5 < hi and 0 <= lo and hi <= 1
+    assert lo < 0.5 < hi and 0 <= lo and hi <= 1 and wilson(0, 10)[0] == 0.0
+    lo, hi = newcombe(24, 200, 53, 200)  # 12% vs 26.5%: clearly lower
+    assert lo < -0.145 < hi < 0
+    lo, hi = newcombe(53, 200, 53, 200)
+    assert lo == pytest.approx(-hi) and lo < 0
 
 
 def test_table_end_to_end_and_resumes(tmp_path):
     s = run_mitigation_experiment(tmp_path / "e", overrides=TINY)
     names = [r["row"] for r in s["rows"]]
-    assert names == ["none", "none-g2", *INFERENCE, "dedup", "wen-filter", "train-rt"] == [
-        r["name"] for r in row_specs(PRESETS["smoke"])]
+    assert names == ["none", "none-g2", *INFERENCE, "dedup", "wen-filter", "train-rt"]
+    assert [r["name"] for r in row_specs(PRESETS["smoke"])] == [
+        "none", "none-g2", "gni", "gni@1", "rt", "rt@4", "cwr", "rna", "rna@4", "wen", "jain", "attn-rescale",
+        "attn-rescale@2", "dedup", "wen-filter", "train-rt"]
     assert next(r for r in s["rows"] if r["row"] == "jain")["settings"]["spec"]["guidance"] == 2.0
     for r in s["rows"]:
         assert r["memorized_generations"] == 2 * 3 and r["ordinary_generations"] == 10 * 2
@@ -59,6 +65,7 @@ def test_table_end_to_end_and_resumes(tmp_path):
         assert r["kid_ci_x1000"][0] <= r["kid_ci_x1000"][1] and r["adherence_ci"][0] <= r["adherence"]
     base = s["rows"][0]
     assert base["adherence_change"] == 0 and base["kid_change_ci_x1000"][0] < 0 < base["kid_change_ci_x1000"][1]
+    assert base["quality_kept"] and all(r["quality_kept"] == (r["kid_kept"] and r["adherence_kept"]) for r in s["rows"])
     # dedup trained on the deduplicated folder: fewer images than the base model saw
     trained = {n: json.loads((tmp_path / "e" / "runs" / n / "trained.json").read_text())
                for n in ("base", "dedup", "wen-filter")}

@@ -137,7 +137,16 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     d = 1 + z * z / n
     c = (p + z * z / (2 * n)) / d
     h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (float(c - h), float(c + h))
+    return (float(max(0.0, c - h)), float(min(1.0, c + h)))
+
+
+def newcombe(k1: int, n1: int, k2: int, n2: int) -> list[float]:
+    """95% interval of the difference of proportions k1/n1 - k2/n2 (Newcombe's hybrid score method, from the
+    two Wilson intervals)."""
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson(k1, n1), wilson(k2, n2)
+    d = p1 - p2
+    return [float(d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)), float(d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))]
 
 
 def fit_classifier(x: np.ndarray, y: np.ndarray, seed: int, l2: float = 1e-3) -> Any:

@@ -10,8 +10,9 @@ from typing import Any
 from ..fsutil import write_text
 
 COLUMNS = ("row", "kind", "replica_rate", "replica_rate_ci", "replica_reduction", "prompts_copied", "sscd_mean",
-           "sscd_top3", "sscd_share_above_0.5", "kid_x1000", "kid_ci_x1000", "kid_change_ci_x1000", "quality_kept",
-           "adherence", "adherence_ci", "adherence_change", "seconds_per_image", "memorized_generations",
+           "sscd_top3", "sscd_share_above_0.5", "kid_x1000", "kid_ci_x1000", "kid_change_ci_x1000", "kid_kept",
+           "adherence", "adherence_ci", "adherence_change", "adherence_change_ci", "adherence_kept", "quality_kept",
+           "seconds_per_image", "memorized_generations",
            "ordinary_generations")
 
 
@@ -42,9 +43,11 @@ def _ci(v: float, ci: list[float], fmt: str = "{:.3f}") -> str:
     return f"{fmt.format(v)} ({fmt.format(ci[0])} to {fmt.format(ci[1])})"
 
 
-def _change(r: dict[str, Any]) -> str:
-    lo, hi = r.get("kid_change_ci_x1000") or (0.0, 0.0)
-    return "-" if r["row"] == "none" else f"{lo:+.2f} to {hi:+.2f}"
+def _change(r: dict[str, Any], key: str, fmt: str) -> str:
+    if r["row"] == "none" or key not in r:
+        return "-"
+    lo, hi = r[key]
+    return f"{fmt.format(lo)} to {fmt.format(hi)}"
 
 
 def verdict(r: dict[str, Any]) -> str:
@@ -54,7 +57,10 @@ def verdict(r: dict[str, Any]) -> str:
     red = r.get("replica_reduction")
     cut = "copies unchanged" if red is None else (f"copies -{100 * red:.0f}%" if red >= 0 else
                                                   f"copies +{-100 * red:.0f}%")
-    return f"{cut}, {'quality kept' if r.get('quality_kept') else 'quality traded away'}"
+    if r.get("quality_kept"):
+        return f"{cut}, quality kept"
+    lost = [w for w, kept in (("KID", r.get("kid_kept")), ("adherence", r.get("adherence_kept"))) if not kept]
+    return f"{cut}, quality traded away ({' and '.join(lost)})"
 
 
 def markdown(s: dict[str, Any]) -> str:
@@ -65,20 +71,23 @@ def markdown(s: dict[str, Any]) -> str:
              f"steps; audit at {100 * s['fpr']:g}% FPR calibrated on held-out images. Adherence classifier accuracy "
              f"on real held-out images: {s['classifier_real_accuracy']:.3f}. Preset: `{json.dumps(p)}`.", "",
              "| mitigation | kind | replica rate (95% CI) | prompts copied | SSCD mean | SSCD top-3 | SSCD > 0.5 | "
-             "KID x1000 (95% CI) | KID change vs none (95% CI) | adherence (95% CI) | s/image | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "KID x1000 (95% CI) | KID change vs none (95% CI) | adherence (95% CI) | adherence change (95% CI) | "
+             "s/image | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in s["rows"]:
         lines.append(
             f"| {r['row']} | {r['kind']} | {_ci(r['replica_rate'], r['replica_rate_ci'])} | "
             f"{r['prompts_copied']}/{s['memorized_prompts']} | {r['sscd_mean']:.3f} | {r['sscd_top3']:.3f} | "
             f"{r['sscd_share_above_0.5']:.3f} | {_ci(r['kid_x1000'], r['kid_ci_x1000'], '{:.2f}')} | "
-            f"{_change(r)} | "
-            f"{_ci(r['adherence'], r['adherence_ci'])} | {r['seconds_per_image']:.3f} | {verdict(r)} |")
+            f"{_change(r, 'kid_change_ci_x1000', '{:+.2f}')} | "
+            f"{_ci(r['adherence'], r['adherence_ci'])} | {_change(r, 'adherence_change_ci', '{:+.3f}')} | "
+            f"{r['seconds_per_image']:.3f} | {verdict(r)} |")
     front = pareto(s["rows"])
     if s.get("rows_left_out"):
         lines += ["", f"Rows not run (`--only`): {', '.join(s['rows_left_out'])}."]
     lines += ["", f"Pareto front (no other row has both fewer copies and lower KID): {', '.join(front)}.",
-              "Quality kept: the 95% bootstrap interval of the KID difference to the unmitigated row reaches zero."]
+              "Quality kept: neither the 95% bootstrap interval of the KID difference to the unmitigated row nor the "
+              "95% interval of the adherence difference (Newcombe) lies wholly on the worse side."]
     return "\n".join(lines) + "\n"
 
 

@@ -7,8 +7,9 @@
    mitigation: ``dedup`` (``diffrep dedup`` of the training folder, then training on its ``keep.nul``),
    ``wen-filter`` (threshold: the ``wen_quantile`` of the base model's noise gap over the distinct training
    images, no labels used), and the NeurIPS 2023 caption mitigations named in ``train_caption``.
-3. **Rows**: no mitigation and every inference-time mitigation (``mitigation.INFERENCE``) on the base model;
-   each train-time model sampled plainly. Every row samples ``per_memorized`` images per memorized prompt and
+3. **Rows**: no mitigation and every inference-time mitigation (``mitigation.INFERENCE``) on the base model,
+   at its default strength and at the preset's ``strengths`` (rows ``NAME@S``); each train-time model
+   sampled plainly. Every row samples ``per_memorized`` images per memorized prompt and
    ``per_ordinary`` per held-out ordinary prompt with the same seed and the preset's ``guidance``, except
    ``jain`` (guidance ``jain_scale`` once its switch fires), which gets a reference row ``none-gS``: no
    mitigation at that scale throughout.
@@ -41,12 +42,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"per_class": 10, "dup_images": 10, "dup_copies": 25, "reference": 200, "real": 500,
               "classifier_per_class": 100, "size": 32, "steps": 4000, "batch": 16, "channels": [16, 32, 32],
               "per_memorized": 8, "per_ordinary": 20, "sample_steps": 25, "guidance": 1.0, "jain_scale": 2.0,
-              "wen_quantile": 0.9, "train_caption": ["rt"]},
+              "wen_quantile": 0.9, "train_caption": ["rt"],
+              "strengths": {"gni": [1.0], "rt": [4], "rna": [4], "attn-rescale": [2.0]}},
     "full": {"per_class": 300, "dup_images": 50, "dup_copies": 50, "reference": 1000, "real": 2000,
              "classifier_per_class": 500, "size": 32, "steps": 30000, "batch": 128, "channels": [64, 128, 128],
              "per_memorized": 16, "per_ordinary": 100, "sample_steps": 50, "guidance": 1.0, "jain_scale": 2.0,
              "wen_quantile": 0.9,
-             "train_caption": ["rt", "gn", "rc", "cwr"]},
+             "train_caption": ["rt", "gn", "rc", "cwr"],
+             "strengths": {"gni": [1.0], "rt": [4], "rna": [4], "attn-rescale": [2.0]}},
 }
 TRAIN_CAPTION_P = 0.1  # the NeurIPS study's probability per sample
 
@@ -98,7 +101,10 @@ def row_specs(p: dict[str, Any]) -> list[dict[str, Any]]:
     from ..mitigation import INFERENCE
 
     rows = [{"name": "none", "kind": "none", "model": "base", "mitigation": None}]
-    rows += [{"name": m, "kind": "inference", "model": "base", "mitigation": m} for m in INFERENCE]
+    for m in INFERENCE:
+        rows.append({"name": m, "kind": "inference", "model": "base", "mitigation": m})
+        rows += [{"name": f"{m}@{s:g}", "kind": "inference", "model": "base", "mitigation": m, "strength": s}
+                 for s in p.get("strengths", {}).get(m, [])]
     if p["jain_scale"] != p["guidance"]:  # jain switches guidance on: its own reference is that scale throughout
         g = p["jain_scale"]
         rows.insert(1, {"name": f"none-g{g:g}", "kind": "none", "model": "base", "mitigation": None, "guidance": g})
@@ -224,16 +230,18 @@ class Judge:
         ordi = [q for q in self.data["ordinary"] for _ in range(p["per_ordinary"])]
         t0 = time.perf_counter()
         for name, prompts in (("memorized", mem), ("ordinary", ordi)):
-            plan = make_plan(spec["mitigation"]) if spec["mitigation"] else None
+            plan = make_plan(spec["mitigation"], spec.get("strength")) if spec["mitigation"] else None
             sample(run_dir, len(prompts), folder / name, prompts=prompts, steps=p["sample_steps"], seed=self.seed,
                    device=device, guidance=guidance, plan=plan, progress=self.progress)
         return (time.perf_counter() - t0) / (len(mem) + len(ordi))
 
 
 def compare(summary: dict[str, Any], judge: Judge) -> None:
-    """Add to every row its change against the unmitigated row: the replica-rate reduction, the adherence
-    change, the 95% interval of its KID difference and ``quality_kept`` (that interval reaches zero or below:
-    no significant loss of quality)."""
+    """Add to every row its change against the unmitigated row: the replica-rate reduction; the 95% interval
+    of its KID difference (bootstrap) and of its adherence difference (Newcombe's score interval); and
+    ``quality_kept``: neither interval lies wholly on the worse side (KID up, adherence down)."""
+    from .mitigation_quality import newcombe
+
     base = next((r for r in summary["rows"] if r["row"] == "none"), None)
     if base is None:
         return
@@ -242,6 +250,12 @@ def compare(summary: dict[str, Any], judge: Judge) -> None:
         b = base["replica_rate"]
         r["replica_reduction"] = (1 - r["replica_rate"] / b) if b > 0 else None
         r["adherence_change"] = r["adherence"] - base["adherence"]
+        r["adherence_change_ci"] = newcombe(round(r["adherence"] * r["ordinary_generations"]),
+                                            r["ordinary_generations"],
+                                            round(base["adherence"] * base["ordinary_generations"]),
+                                            base["ordinary_generations"])
         r["kid_change_ci_x1000"] = judge.quality.kid_change(rows_dir / r["row"], rows_dir / "none")
-        r["quality_kept"] = bool(r["kid_change_ci_x1000"][0] <= 0)
+        r["kid_kept"] = bool(r["kid_change_ci_x1000"][0] <= 0)
+        r["adherence_kept"] = bool(r["adherence_change_ci"][1] >= 0)
+        r["quality_kept"] = r["kid_kept"] and r["adherence_kept"]
     summary["baseline_replica_rate"] = base["replica_rate"]
