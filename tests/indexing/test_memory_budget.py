@@ -23,6 +23,17 @@ def test_plan_picks_the_first_index_that_fits():
         faiss_index.plan("flat", n, dim, 10**9)
 
 
+def test_training_sample_covers_every_ivf_cell_at_scale():
+    # 10M vectors: 12,649 IVF cells want 39 training vectors each (493k), more than the 200k floor; a smaller
+    # sample made build() fall back to a flat index far over the memory budget
+    for kind in ("ivf", "ivfpq"):
+        for n in (5_000, 300_000, 10_000_000, 1_000_000_000):
+            size = faiss_index.train_size(kind, n)
+            assert size <= n and (size == n or size >= faiss_index.min_train(kind, n))
+            assert size >= min(n, 39 * faiss_index.ivf_lists(n))
+    assert faiss_index.train_size("ivfpq", 10_000_000) == 39 * faiss_index.ivf_lists(10_000_000)
+
+
 def test_ivfpq_build_reports_self_recall():
     rng = np.random.default_rng(0)
     n, dim = 12_000, 64
@@ -78,3 +89,49 @@ def test_ivfpq_candidates_are_rescored_exactly():
     assert np.all(np.diff(scores, axis=1) <= 1e-7)  # sorted, exact
     assert np.mean(ids[:, 0] == exact_ids) > np.mean(approx[:, 0] == exact_ids)
     assert np.mean(ids[:, 0] == exact_ids) > 0.95
+
+
+def test_ivf_probes_are_raised_until_edited_copies_come_back():
+    # unclustered 64-d vectors: the default nprobe (1/32 of the cells) misses many edited copies' cells
+    rng = np.random.default_rng(2)
+    n, dim = 40_000, 64
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index, params = faiss_index.build([x], n, dim, "ivf", x)
+    first = params["nprobe"]
+    search = lambda q, k: faiss_index.search(index, q, k)  # noqa: E731
+    faiss_index.tune_probes(index, params, search, x, np.arange(n))
+    trials = params["nprobe_trials"]
+    assert trials[0][0] == first and [t[0] for t in trials] == sorted({t[0] for t in trials})
+    assert trials[0][1] < faiss_index.COPY_RECALL_TARGET  # the default alone was not enough here
+    cap = int(params["nlist"] * faiss_index.MAX_PROBE_SHARE)
+    assert params["edited_copy_recall_at_1"] >= faiss_index.COPY_RECALL_TARGET or params["nprobe"] == cap
+    assert params["nprobe"] == trials[-1][0] and params["edited_copy_recall_at_1"] == trials[-1][1]
+    # what was recorded is what a search with the stored parameters gets
+    q, rows = faiss_index.edited_copies(x)
+    faiss_index.configure(index, params)
+    assert faiss_index.copy_recall(search, q, x[rows], rows) == params["edited_copy_recall_at_1"]
+
+
+def test_ivfpq_index_of_real_images_records_tuned_probes(emoji_files, tmp_path):
+    # 1,000 real SSCD vectors through diffrep.index: the tuning searches as an opened index does (candidates
+    # re-scored from the stored chunk vectors), and the opened index searches with the stored nprobe
+    from diffrep.indexing import index, open_index
+
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for f in emoji_files[:1000]:
+        (src / f.name).symlink_to(f)
+    index(src, tmp_path / "idx", index_type="ivfpq", memory_budget=10**6)
+    ix = open_index(tmp_path / "idx")
+    p = ix.meta["index"]
+    assert p["type"] == "ivfpq" and p["edited_copy_sample"] == 1000
+    assert p["nprobe"] == p["nprobe_trials"][-1][0] and p["edited_copy_recall_at_1"] == p["nprobe_trials"][-1][1]
+    assert p["edited_copy_recall_at_1"] >= faiss_index.COPY_RECALL_TARGET or \
+        p["nprobe"] == int(p["nlist"] * faiss_index.MAX_PROBE_SHARE)
+    import faiss
+
+    assert faiss.extract_index_ivf(ix.faiss).nprobe == p["nprobe"]
+    v = ix.vectors(np.arange(0, 1000, 50))
+    scores, ids = ix.search(v, 1)
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-5)  # itself (or an identical emoji), scored exactly

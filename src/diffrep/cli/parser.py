@@ -39,7 +39,7 @@ def _index(sub: Sub) -> None:
     _engine(p, "the index directory is the same")
     p.add_argument("--memory-budget", default=None, help="memory the FAISS index may take, e.g. 16G or 500M: with "
                    "--index-type auto the first of flat, ivf, ivfpq (largest codes) that fits; `diffrep info` shows "
-                   "the choice and its self-recall")
+                   "the choice and the recall of edited copies it measured")
     p.add_argument("--captions", default=None, help="captions file (jsonl/csv: file name + caption)")
     p.add_argument("--chunk-size", type=int, default=d["chunk_size"],
                    help="images per committed chunk: at most this much work is redone after a crash "

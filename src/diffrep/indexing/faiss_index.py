@@ -9,10 +9,13 @@ All descriptors give unit vectors, so inner product = cosine similarity.
   of flat (below 250k), ivf and ivfpq whose estimated size fits, ivfpq with the most bytes per vector that fit.
 
 Searches of an ivfpq index are re-ranked exactly (``search_exact_rerank``): its quantized scores only pick
-candidates, the audit sees exact cosines computed from the stored vectors.
+candidates (at least 256), the audit sees exact cosines computed from the stored vectors.
 
 After an approximate build, ``self_recall`` searches a sample of the stored vectors for themselves: the share
-found at rank 1 (an upper bound on the recall of near-duplicates, which ``diffrep info`` shows).
+found at rank 1 (an upper bound: an IVF index always finds a stored vector in its own cell). ``tune_probes``
+measures what the audit needs instead, the share of synthetic edited copies (``edited_copies``, cosine 0.8 to
+their source) whose source comes back at rank 1, and doubles an IVF index's ``nprobe`` until that share reaches ``COPY_RECALL_TARGET`` (or
+a quarter of the cells are probed); ``diffrep info`` shows both.
 """
 from __future__ import annotations
 
@@ -84,9 +87,69 @@ def self_recall(index: Any, vectors: np.ndarray, ids: np.ndarray) -> float:
     return float(np.mean((hits[:, 0] == ids) | (scores[:, 0] >= own - 1e-5)))
 
 
+COPY_COSINE = 0.8  # edited copies used to tune an IVF index sit at this cosine to their source
+COPY_RECALL_TARGET = 0.98
+MAX_PROBE_SHARE = 0.25
+
+
+def edited_copies(sample: np.ndarray, count: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic edited copies of ``count`` rows of ``sample`` (unit vectors) and the rows they copy: each is
+    moved from its source, towards another sampled vector's deviation from the sample mean (so it stays among
+    the data), to cosine ``COPY_COSINE`` with the source."""
+    rng = np.random.default_rng(seed)
+    src = rng.choice(len(sample), size=min(count, len(sample)), replace=False)
+    v = sample[src].astype(np.float64)
+    w = sample[rng.choice(len(sample), size=len(src))] - sample.mean(0)
+    w -= np.einsum("ij,ij->i", w, v)[:, None] * v
+    w /= np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+    q = COPY_COSINE * v + math.sqrt(1 - COPY_COSINE ** 2) * w
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32), src
+
+
+def copy_recall(search_fn: Any, queries: np.ndarray, sources: np.ndarray, ids: np.ndarray) -> float:
+    """Share of ``queries`` whose top hit under ``search_fn(queries, k)`` is their source (FAISS id ``ids``,
+    vector ``sources``) or scores at least as high (exact duplicates of the source)."""
+    scores, hits = search_fn(queries, 1)
+    own = np.einsum("ij,ij->i", queries, sources)
+    return float(np.mean((hits[:, 0] == ids) | (scores[:, 0] >= own - 1e-5)))
+
+
+def tune_probes(index: Any, params: dict[str, Any], search_fn: Any, sample: np.ndarray,
+                sample_ids: np.ndarray) -> None:
+    """Record ``edited_copy_recall_at_1`` in ``params``; for IVF types first raise ``nprobe`` (doubling, from the
+    stored value) until it reaches ``COPY_RECALL_TARGET`` or probes ``MAX_PROBE_SHARE`` of the cells."""
+    queries, rows = edited_copies(sample)
+    trials: list[list[float]] = []
+    while True:
+        configure(index, params)
+        recall = copy_recall(search_fn, queries, sample[rows], sample_ids[rows])
+        if "nprobe" not in params:
+            break
+        trials.append([params["nprobe"], round(recall, 4)])
+        cap = max(1, int(params["nlist"] * MAX_PROBE_SHARE))
+        if recall >= COPY_RECALL_TARGET or params["nprobe"] >= cap:
+            params["nprobe_trials"] = trials
+            break
+        params["nprobe"] = min(2 * params["nprobe"], cap)
+    params["edited_copy_recall_at_1"] = round(recall, 4)
+    params["edited_copy_sample"] = int(len(queries))
+
+
 def ivf_lists(n: int) -> int:
     """IVF cells for ``n`` vectors (4 sqrt(n), at most 65,536); training wants ~39 vectors per cell."""
     return max(1, min(int(4 * math.sqrt(max(n, 1))), 65536))
+
+
+def min_train(kind: str, n: int) -> int:
+    """Fewest vectors that train an ``ivf``/``ivfpq`` index of ``n`` vectors: 39 per IVF cell (FAISS's minimum;
+    the product quantizer's 256 centroids want 39 x 256 too)."""
+    nlist = ivf_lists(n)
+    return 39 * nlist if kind == "ivf" else max(39 * nlist, 256 * 39)
+
+
+def train_size(kind: str, n: int) -> int:
+    """Vectors to sample for training: ``min_train``, at least 200,000 where there are that many."""
+    return min(n, max(200_000, min_train(kind, n)))
 
 
 def build(vectors_batches: Iterable[np.ndarray], n: int, dim: int, index_type: str,
@@ -101,8 +164,7 @@ def build(vectors_batches: Iterable[np.ndarray], n: int, dim: int, index_type: s
     notes: list[str] = []
     if kind in ("ivf", "ivfpq"):
         nlist = ivf_lists(n)
-        need = 39 * nlist if kind == "ivf" else max(39 * nlist, 256 * 39)
-        if train_sample is None or len(train_sample) < min(need, n) or n < 1000:
+        if train_sample is None or len(train_sample) < min(min_train(kind, n), n) or n < 1000:
             notes.append(f"{kind} needs more vectors to train; built an exact flat index instead")
             kind = "flat"
             params["type"] = "flat"
@@ -163,16 +225,19 @@ def search(index: Any, queries: np.ndarray, k: int, batch: int = 4096) -> tuple[
     return scores, ids
 
 
-RERANK_FACTOR = 4  # ivfpq: candidates per wanted hit, re-scored exactly
+RERANK_FACTOR = 4  # ivfpq: candidates per wanted hit, re-scored exactly ...
+RERANK_MIN = 256  # ... and at least this many (PQ codes misorder close scores: 17 found 67% of exact top-1s at 10M)
 
 
 def search_exact_rerank(index: Any, queries: np.ndarray, k: int, stored: Any,
-                        batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k search whose scores are exact: ``RERANK_FACTOR * k`` candidates from ``index`` (whose scores may
-    be quantized, as IVF-PQ's are) re-scored with the stored vectors (``stored(ids)`` -> rows) and re-sorted."""
+                        rows_per_batch: int = 32768) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k search whose scores are exact: ``max(RERANK_FACTOR * k, RERANK_MIN)`` candidates from ``index``
+    (whose scores may be quantized, as IVF-PQ's are) re-scored with the stored vectors (``stored(ids)`` -> rows)
+    and re-sorted, a batch of queries at a time."""
     n = len(queries)
-    kk = max(1, min(index.ntotal, max(RERANK_FACTOR * k, k + 16)))
+    kk = max(1, min(index.ntotal, max(RERANK_FACTOR * k, RERANK_MIN)))
     k = max(1, min(k, index.ntotal)) if index.ntotal else 1
+    batch = max(1, rows_per_batch // kk)  # queries whose candidates' vectors are held at once (64 MB at 512-d)
     _, cand = search(index, queries, kk)
     scores = np.full((n, k), -np.inf, np.float32)
     ids = np.full((n, k), -1, np.int64)

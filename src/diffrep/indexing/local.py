@@ -176,7 +176,7 @@ def _extract_and_index(read: Callable[[int], Optional[np.ndarray]], n_images: in
         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-7)
 
     rng = np.random.default_rng(0)
-    size = min(total, max(200_000, 40 * faiss_index.ivf_lists(total)))  # enough to train IVF cells
+    size = faiss_index.train_size(faiss_index.resolve_type("auto", total), total)
     sample = unit(stored[np.sort(rng.choice(total, size=size, replace=False))]) if total else None
     batches = (unit(stored[s:s + 100_000]) for s in range(0, total, 100_000))
     index, params = faiss_index.build(batches, total, DIM, "auto", train_sample=sample)
