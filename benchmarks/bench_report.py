@@ -63,7 +63,7 @@ def main() -> None:
             t_load = time.perf_counter() - t
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"| generations | replicas | report size (MB) | render (s) | Chromium load incl. start (s) |")
+    print("| generations | replicas | report size (MB) | render (s) | Chromium load incl. start (s) |")
     print("|---|---|---|---|---|")
     print(f"| {a.n} | {reps} | {size:.1f} | {t_render:.1f} | {t_load:.2f} |" if t_load else
           f"| {a.n} | {reps} | {size:.1f} | {t_render:.1f} | (no chromium) |")

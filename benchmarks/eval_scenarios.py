@@ -13,7 +13,6 @@ Usage:  python benchmarks/eval_scenarios.py --seeds 1 2 [--out results.json]
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import tempfile
