@@ -1,11 +1,17 @@
-"""Local engine against the Ray engine on the same images, measured in one run.
+"""Scale-out measurements; docs/benchmarks.md and docs/scale.md record the output with the command.
 
-Copies --images packaged emoji into a folder (or reuses --work), then indexes it twice from scratch: with the
-local engine and with ``--engine ray`` on a local Ray instance started for the run (``--num-workers``
-actors); checks that both indexes hold the same ids and vectors and prints the wall times and their ratio.
-docs/benchmarks.md records the output with the command.
+Part (a), ``--part engines``: copies --images packaged emoji into a folder (or reuses --work), then indexes it
+twice from scratch: with the local engine and with ``--engine ray`` on a local Ray instance started for the run
+(``--num-workers`` actors); checks that both indexes hold the same ids and vectors and prints the wall times and
+their ratio.
 
-Usage:  python benchmarks/bench_scale.py [--images 2000] [--num-workers 2] [--work DIR]
+Part (b), ``--part search`` (bench_scale_search.py): --queries audit queries against --stored synthetic vectors
+drawn like real SSCD descriptors, with the index ``--memory-budget`` picks: build time, peak RSS, queries/s
+and recall@1 against exact search on a sample.
+
+Usage:  python benchmarks/bench_scale.py [--part engines|search|all] [--images 2000] [--num-workers 2]
+            [--stored 10000000] [--queries 10000] [--memory-budget 8G] [--exact-sample 1000] [--doublings 2]
+            [--reuse-build] [--work DIR]
 """
 from __future__ import annotations
 
@@ -18,25 +24,25 @@ from pathlib import Path
 
 import numpy as np
 
+from diffrep.cli.commands import _bytes
 from diffrep.datasets import get_dataset
 from diffrep.distributed.ray_index import connect, embed_chunks
 from diffrep.indexing.build import index
 from diffrep.indexing.load import open_index
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=2000)
-    ap.add_argument("--num-workers", type=int, default=2)
-    ap.add_argument("--work", default=None)
-    a = ap.parse_args()
-    work = Path(a.work or tempfile.mkdtemp(prefix="diffrep-bench-scale-"))
+def _images(work: Path, count: int) -> Path:
     src = work / "images"
     if not src.is_dir():
         src.mkdir(parents=True)
-        files = sorted((get_dataset("emoji") / "images").glob("*.png"))[:a.images]
+        files = sorted((get_dataset("emoji") / "images").glob("*.png"))[:count]
         for f in files:
             shutil.copyfile(f, src / f.name)
+    return src
+
+
+def engines(work: Path, count: int, workers: int) -> None:
+    src = _images(work, count)
     n = len(list(src.glob("*.png")))
     for name in ("local", "ray"):
         shutil.rmtree(work / name, ignore_errors=True)
@@ -47,17 +53,59 @@ def main() -> None:
     connect("local")
     start_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    index(src, work / "ray", embed=functools.partial(embed_chunks, address="local", workers=a.num_workers))
+    index(src, work / "ray", embed=functools.partial(embed_chunks, address="local", workers=workers))
     ray_s = time.perf_counter() - t0
     la, ra = open_index(work / "local"), open_index(work / "ray")
     same = la.column("id") == ra.column("id") and bool(np.allclose(la.vectors(np.arange(len(la))),
                                                                     ra.vectors(np.arange(len(ra))), atol=1e-6))
-    print(f"{n} images, {a.num_workers} Ray workers; same ids and vectors: {same}")
+    print(f"{n} images, {workers} Ray workers; same ids and vectors: {same}")
     print("| engine | wall s | images/s |")
     print("|---|---|---|")
     print(f"| local | {local_s:.1f} | {n / local_s:.1f} |")
     print(f"| ray (cluster start {start_s:.1f} s not included) | {ray_s:.1f} | {n / ray_s:.1f} |")
     print(f"ray / local wall time: {ray_s / local_s:.2f}")
+
+
+def search(work: Path, a: argparse.Namespace) -> None:
+    """Part (b): each step in its own process (bench_scale_search.py)."""
+    import bench_scale_search as bs
+
+    work.mkdir(parents=True, exist_ok=True)
+    like = work / "local"
+    if not (like / "index.json").is_file():
+        index(_images(work, a.images), like)
+    budget = _bytes(a.memory_budget, "--memory-budget")
+    bs.run_step("like", str(work), str(like))
+    if not (work / "vectors.f32").is_file() or a.regenerate:
+        bs.run_step("generate", str(work), str(a.stored), str(a.queries), "0")
+    if not (work / "bench.faiss").is_file() or not a.reuse_build:
+        bs.run_step("build", str(work), str(a.stored), str(budget))
+    for stale in work.glob("found_*.npy"):
+        stale.unlink()
+    bs.run_step("search", str(work), str(a.doublings))
+    bs.run_step("tune", str(work), str(a.stored))
+    bs.run_step("exact", str(work), str(a.stored), str(a.exact_sample))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("engines", "search", "all"), default="engines")
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--num-workers", type=int, default=2)
+    ap.add_argument("--stored", type=int, default=10_000_000)
+    ap.add_argument("--queries", type=int, default=10_000)
+    ap.add_argument("--memory-budget", default="8G")
+    ap.add_argument("--doublings", type=int, default=2, help="also search at nprobe x2, x4, ... this many times")
+    ap.add_argument("--reuse-build", action="store_true", help="search the index an earlier run built in --work")
+    ap.add_argument("--exact-sample", type=int, default=1000)
+    ap.add_argument("--regenerate", action="store_true", help="draw the stored vectors again")
+    ap.add_argument("--work", default=None)
+    a = ap.parse_args()
+    work = Path(a.work or tempfile.mkdtemp(prefix="diffrep-bench-scale-"))
+    if a.part in ("engines", "all"):
+        engines(work, a.images, a.num_workers)
+    if a.part in ("search", "all"):
+        search(work, a)
 
 
 if __name__ == "__main__":

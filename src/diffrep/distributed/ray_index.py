@@ -53,12 +53,19 @@ def connect(address: str) -> Any:
     return ray
 
 
+ACTOR_CPUS = 1  # CPUs Ray reserves per embedding actor; its inference uses as many threads
+
+
 class _Embedder:
-    """A Ray actor: the descriptor, loaded once, embeds whole chunks of records."""
+    """A Ray actor: the descriptor, loaded once, embeds whole chunks of records with ``ACTOR_CPUS`` inference
+    threads (not one per core of the machine: actors sharing a machine would oversubscribe it)."""
 
     def __init__(self, spec: str, batch_size: Optional[int], max_pixels: int) -> None:
+        import os
+
         from ..descriptors import get_descriptor
 
+        os.environ.setdefault("DIFFREP_THREADS", str(ACTOR_CPUS))
         self.d = get_descriptor(spec)
         self.batch_size, self.max_pixels = batch_size, max_pixels
 
@@ -102,7 +109,7 @@ def _pool_map(ray: Any, d: Any, groups: list[list[Any]], method: str, *, workers
     """Run ``_Embedder.<method>`` on every group with a pool of at most ``workers`` actors (each loads the
     descriptor once); yields (group number, result) in the order groups finish."""
     spec = d.fingerprint().get("spec") or d.name
-    actor = ray.remote(num_cpus=1)(_Embedder)
+    actor = ray.remote(num_cpus=ACTOR_CPUS)(_Embedder)
     pool = [actor.remote(spec, batch_size, max_pixels) for _ in range(max(1, min(workers, len(groups))))]
     pending = {getattr(pool[i], method).remote(g): (i, i) for i, g in enumerate(groups[:len(pool)])}
     nxt = len(pool)
