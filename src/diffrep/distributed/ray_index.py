@@ -1,6 +1,8 @@
 """The embedding stages of ``diffrep index`` and ``diffrep audit`` on a Ray cluster: chunks of records embedded
 by an actor pool (``embed_chunks`` writes index chunks; ``embed_set`` embeds an audit's generations or
-reference images and hands them back in input order).
+reference images and hands them back in input order); and the filling of an IVF index (``fill_ivf``): Ray
+tasks each add one shard of the stored vectors to a copy of the trained empty index, which the driver merges in
+shard order, so the index is the one a single process fills.
 
 Reading and decoding happen inside the actors (each runs the same threaded decode + batched inference as the
 local engine, ``embedding.embed_records``) and the descriptor is loaded once per actor from its stored spec.
@@ -168,3 +170,57 @@ def embed_set(records: list[Any], d: Any, *, batch_size: Optional[int], max_pixe
         vecs.append(v)
         skipped += [(groups[number][i].path, reason) for i, reason in sk]
     return ok, (np.concatenate(vecs) if vecs else np.zeros((0, d.dim), np.float32)), skipped
+
+
+SHARD_VECTORS = 1_000_000  # stored vectors per IVF fill task
+
+
+def _fill_shard(root: str, chunks: np.ndarray, rows: np.ndarray, start: int, empty: np.ndarray,
+                dim: int) -> np.ndarray:
+    """A Ray task: the trained empty index ``empty`` (serialized) with the shard's stored vectors added under
+    FAISS ids ``start``..., serialized."""
+    from pathlib import Path
+
+    import faiss
+    import pyarrow as pa
+
+    from ..indexing.build import gather_vectors
+    from ..indexing.store import IndexDir
+
+    vectors = gather_vectors(IndexDir(Path(root)), pa.table({"chunk": chunks, "row": rows}), dim)
+    index = faiss.deserialize_index(empty)
+    index.add_with_ids(vectors, np.arange(start, start + len(vectors), dtype=np.int64))
+    return faiss.serialize_index(index)
+
+
+def fill_ivf(idx: Any, manifest: Any, dim: int, *, address: str, workers: int, shard: int = SHARD_VECTORS,
+             progress: Optional[ProgressCallback] = None) -> Any:
+    """``index``'s ``fill`` hook: returns ``filler(trained_empty_index)``, which adds the manifest's stored
+    vectors (read by the tasks from the chunk files, a shared filesystem) in shards of ``shard`` vectors, at most
+    ``workers`` tasks at a time, and merges the shards into the index in order."""
+    def filler(index: Any) -> Any:
+        import faiss
+
+        ray = connect(address)
+        task = ray.remote(num_cpus=ACTOR_CPUS)(_fill_shard)
+        empty = ray.put(faiss.serialize_index(index))
+        chunks = manifest.column("chunk").to_numpy()
+        rows = manifest.column("row").to_numpy()
+        starts = list(range(0, manifest.num_rows, shard))
+        emit(progress, "build-index", 0, manifest.num_rows, unit="vec")
+        refs: list[Any] = []
+        for i, start in enumerate(starts):
+            end = start + shard
+            refs.append(task.remote(str(idx.root), chunks[start:end], rows[start:end], start, empty, dim))
+            while len(refs) > max(1, workers) or (i == len(starts) - 1 and refs):
+                try:
+                    part = faiss.deserialize_index(ray.get(refs.pop(0)))
+                except ray.exceptions.RayError as exc:  # a lost worker or a damaged chunk: nothing was written
+                    raise DiffrepError(f"filling the IVF index on Ray failed ({str(exc).strip().splitlines()[-1]}); "
+                                       "the embedded chunks are kept: re-run the same command") from None
+                index.merge_from(part, 0)
+                emit(progress, "build-index", index.ntotal, manifest.num_rows, unit="vec")
+        return index
+
+    return filler
+

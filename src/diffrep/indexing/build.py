@@ -98,7 +98,7 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
           index_type: str = DEFAULTS["index"]["index_type"], captions: str | Path | None = None, batch_size: int | None = None,
           chunk_size: int = DEFAULT_CHUNK, max_pixels: int = DEFAULT_MAX_PIXELS,
           memory_budget: int | None = None, embed: Optional[Callable[..., tuple[int, int]]] = None,
-          progress: Optional[ProgressCallback] = None) -> IndexResult:
+          fill: Optional[Callable[..., Any]] = None, progress: Optional[ProgressCallback] = None) -> IndexResult:
     """Make the index directory ``out`` mirror the images of ``source``.
 
     Re-running embeds only images that are new or whose size or modification time changed, removes images
@@ -107,7 +107,10 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
     An index mirrors one source: another folder (or a shard of the same name elsewhere) is refused.
     ``memory_budget`` (bytes): the FAISS index must fit it (``faiss_index.plan``). ``embed``: the embedding stage
     (default: this process; ``distributed.ray_index.embed_chunks`` runs it on Ray), called as
-    ``embed(idx, d, todo, batch_size=, chunk_size=, max_pixels=, progress=)``. Returns an ``IndexResult``."""
+    ``embed(idx, d, todo, batch_size=, chunk_size=, max_pixels=, progress=)``. ``fill``: how an IVF index is
+    filled (default: this process; ``distributed.ray_index.fill_ivf`` fills shards on Ray), called as
+    ``fill(idx, manifest, dim, progress=)`` -> ``filler(trained_empty_index) -> filled index``. Returns an
+    ``IndexResult``."""
     t0 = time.perf_counter()
     check_options(chunk_size=chunk_size, max_pixels=max_pixels, batch_size=batch_size)
     faiss_index.resolve_type(index_type, 0)  # an unknown type fails now, not after embedding
@@ -144,8 +147,7 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
                                                max_pixels=max_pixels, progress=progress)
         t_embed = time.perf_counter()
         n_live, kind = finalize(idx, d, fp, index_type, scan_skips, source_desc=src.root, progress=progress,
-                                memory_budget=memory_budget,
-                                source_spec=src.spec())
+                                memory_budget=memory_budget, source_spec=src.spec(), fill=fill)
         t_end = time.perf_counter()
     skipped_items = read_skipped(root / "skipped.csv")
     return IndexResult(root, n_live, added, unchanged, len(skipped_items), kind, t_end - t0,
@@ -231,7 +233,8 @@ def _embed_into(idx: IndexDir, d: Descriptor, todo: list[Record], *, batch_size:
 
 def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, scan_skips: list[Skip],
              source_desc: str = "", progress: Optional[ProgressCallback] = None,
-             source_spec: dict[str, Any] | None = None, memory_budget: int | None = None) -> tuple[int, str]:
+             source_spec: dict[str, Any] | None = None, memory_budget: int | None = None,
+             fill: Optional[Callable[..., Any]] = None) -> tuple[int, str]:
     """Resolve the latest row per id across chunks, build FAISS + manifest as a new generation."""
     latest: dict[str, tuple[int, int]] = {}  # id -> (chunk, position in chunk table)
     tables: dict[int, pa.Table] = {}
@@ -266,7 +269,8 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
         sample = gather_vectors(idx, manifest.take(pa.array(pick)), d.dim)
     emit(progress, "build-index", 0, n, unit="vec")
     faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest, d.dim), n, d.dim, kind, sample,
-                                          pq_m=choice["pq_m"])
+                                          pq_m=choice["pq_m"],
+                                          fill=fill(idx, manifest, d.dim, progress=progress) if fill else None)
     emit(progress, "build-index", n, n, unit="vec")
     params.update(choice=choice["reason"], estimated_bytes=faiss_index.estimated_bytes(params["type"], n, d.dim,
                                                                                         params.get("pq_m", 64)))

@@ -153,8 +153,11 @@ def train_size(kind: str, n: int) -> int:
 
 
 def build(vectors_batches: Iterable[np.ndarray], n: int, dim: int, index_type: str,
-          train_sample: np.ndarray | None = None, seed: int = 0, pq_m: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """Build an index of ``n`` vectors fed in batches. IVF types need ``train_sample`` (a subset).
+          train_sample: np.ndarray | None = None, seed: int = 0, pq_m: int | None = None,
+          fill: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Build an index of ``n`` vectors fed in batches. IVF types need ``train_sample`` (a subset). ``fill``, for
+    IVF types: ``fill(trained_empty_index) -> filled index`` adds the vectors elsewhere (shards on a cluster,
+    ``distributed.ray_index.fill_ivf``) instead of from ``vectors_batches``.
 
     Returns the FAISS index and its search parameters (stored in index.json)."""
     import faiss
@@ -189,10 +192,14 @@ def build(vectors_batches: Iterable[np.ndarray], n: int, dim: int, index_type: s
         quantizer.this.disown()
         params.update(nlist=nlist, nprobe=max(8, nlist // 32))
     added = 0
-    for batch in vectors_batches:
-        if len(batch):
-            index.add(np.ascontiguousarray(batch, dtype=np.float32))
-            added += len(batch)
+    if fill is not None and kind in ("ivf", "ivfpq"):
+        index = fill(index)
+        added = index.ntotal
+    else:
+        for batch in vectors_batches:
+            if len(batch):
+                index.add(np.ascontiguousarray(batch, dtype=np.float32))
+                added += len(batch)
     if added != n:
         raise RuntimeError(f"index build fed {added} vectors, expected {n}")
     if notes:
