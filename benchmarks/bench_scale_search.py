@@ -15,6 +15,8 @@ Part (b) of ``bench_scale.py`` (``--part search``); each step runs in its own pr
    doublings. Prints timings, queries/s and peak RSS.
 4. ``tune``: the nprobe ``diffrep index`` stores (``faiss_index.tune_probes``: doubled until synthetic edited copies
    of training-sample vectors find their source at rank 1 in 98% of cases), and the search at that nprobe.
+   ``library-search``: the search at a given nprobe through ``LoadedIndex.search`` (the audit's path), with the
+   stored vectors as index chunk files.
 5. ``exact``: brute-force top 1 of a sample of the queries over every stored vector; recall@1 per nprobe is the
    share whose hit is the exact one (or scores the same), for copies and for fresh draws separately.
 """
@@ -204,6 +206,38 @@ def tune(work: Path, stored: int) -> None:
     print(json.dumps({**out, "peak_rss_mb": round(_rss_mb())}))
 
 
+def library_search(work: Path, stored: int, nprobe: int) -> None:
+    """The same search through ``LoadedIndex.search``, the audit's own path: candidates re-scored with vectors read
+    from index chunk files (``chunks/cNNNNNN.npy``, 1,024 vectors each, written here once from vectors.f32)."""
+    import faiss
+    import pyarrow as pa
+
+    from diffrep.indexing.load import LoadedIndex
+    from diffrep.indexing.store import IndexDir
+
+    root = work / "libidx"
+    (root / "chunks").mkdir(parents=True, exist_ok=True)
+    for n, batch in enumerate(_batches(work / "vectors.f32", stored)):
+        for j in range(0, len(batch), 1024):
+            path = root / "chunks" / f"c{(n * BATCH + j) // 1024 + 1:06d}.npy"
+            if not path.is_file():
+                np.save(path, batch[j:j + 1024])
+    rows = np.arange(stored)
+    manifest = pa.table({"chunk": (rows // 1024 + 1).astype(np.int32), "row": (rows % 1024).astype(np.int32)})
+    index = faiss.read_index(str(work / "bench.faiss"))
+    params = json.loads((work / "bench.json").read_text())
+    faiss_index.configure(index, {"nprobe": nprobe})
+    loaded = LoadedIndex(IndexDir(root), {"index": params, "descriptor": {"dim": DIM}}, manifest, index, 0)
+    q = np.load(work / "queries.npy")
+    t0 = time.perf_counter()
+    _, ids = loaded.search(q, 1)
+    secs = time.perf_counter() - t0
+    same = float(np.mean(ids[:, 0] == np.load(work / f"found_ids_{nprobe}.npy")))
+    print(json.dumps({"step": "library-search", "nprobe": nprobe, "queries": len(q), "search_s": round(secs, 1),
+                      "queries_per_s": round(len(q) / secs, 1), "same_hits_as_search_step": round(same, 4),
+                      "peak_rss_mb": round(_rss_mb())}))
+
+
 def exact(work: Path, stored: int, sample: int) -> None:
     q = np.load(work / "queries.npy")
     src = np.load(work / "query_source.npy")
@@ -262,6 +296,8 @@ def main(argv: list[str]) -> None:
         search(work, int(argv[2]))
     elif step == "tune":
         tune(work, int(argv[2]))
+    elif step == "library-search":
+        library_search(work, int(argv[2]), int(argv[3]))
     elif step == "exact":
         exact(work, int(argv[2]), int(argv[3]))
     else:

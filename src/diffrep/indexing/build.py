@@ -326,15 +326,17 @@ def gather_vectors(idx: IndexDir, rows: pa.Table, dim: int | None = None) -> np.
     pos = np.asarray(rows.column("row").to_numpy(), np.int64)
     dim = dim or int(idx.meta.get("descriptor", {}).get("dim", 0)) or None
     out: np.ndarray | None = None
-    for c in np.unique(chunks):
-        sel = np.nonzero(chunks == c)[0]
-        v = idx.chunk_vectors(int(c), dim)
+    order = np.argsort(chunks, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(chunks[order])) + 1) if len(order) else []
+    for sel in groups:
+        c, p = int(chunks[sel[0]]), pos[sel]
+        v = idx.chunk_rows(c, p, dim)
         if out is None:
             out = np.empty((len(rows), v.shape[1]), np.float32)
-        if pos[sel].max() >= len(v) or pos[sel].min() < 0:
-            raise DamagedChunkError(idx.root, int(c), f"holds {len(v)} vectors, fewer than the manifest names")
-        out[sel] = v[pos[sel]]
-        problem = check_vectors(out[sel])
-        if problem:
-            raise DamagedChunkError(idx.root, int(c), problem)
+        out[sel] = v
+    if out is not None and check_vectors(out):
+        for sel in groups:  # name the first damaged chunk
+            problem = check_vectors(out[sel])
+            if problem:
+                raise DamagedChunkError(idx.root, int(chunks[sel[0]]), problem)
     return out if out is not None else np.zeros((0, dim or 0), np.float32)

@@ -237,14 +237,14 @@ RERANK_MIN = 256  # ... and at least this many (PQ codes misorder close scores: 
 
 
 def search_exact_rerank(index: Any, queries: np.ndarray, k: int, stored: Any,
-                        rows_per_batch: int = 32768) -> tuple[np.ndarray, np.ndarray]:
+                        rows_per_batch: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Top-k search whose scores are exact: ``max(RERANK_FACTOR * k, RERANK_MIN)`` candidates from ``index``
     (whose scores may be quantized, as IVF-PQ's are) re-scored with the stored vectors (``stored(ids)`` -> rows)
     and re-sorted, a batch of queries at a time."""
     n = len(queries)
     kk = max(1, min(index.ntotal, max(RERANK_FACTOR * k, RERANK_MIN)))
     k = max(1, min(k, index.ntotal)) if index.ntotal else 1
-    batch = max(1, rows_per_batch // kk)  # queries whose candidates' vectors are held at once (64 MB at 512-d)
+    batch = max(1, rows_per_batch // kk)  # queries whose candidates' vectors are held at once (128 MB at 512-d)
     _, cand = search(index, queries, kk)
     scores = np.full((n, k), -np.inf, np.float32)
     ids = np.full((n, k), -1, np.int64)
