@@ -11,12 +11,13 @@ and recall@1 against exact search on a sample.
 
 Usage:  python benchmarks/bench_scale.py [--part engines|search|all] [--images 2000] [--num-workers 2]
             [--stored 10000000] [--queries 10000] [--memory-budget 8G] [--exact-sample 1000] [--doublings 2]
-            [--reuse-build] [--work DIR]
+            [--reuse-build] [--library-path] [--work DIR]
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import shutil
 import tempfile
 import time
@@ -84,6 +85,9 @@ def search(work: Path, a: argparse.Namespace) -> None:
         stale.unlink()
     bs.run_step("search", str(work), str(a.doublings))
     bs.run_step("tune", str(work), str(a.stored))
+    if a.library_path:
+        nprobe = json.loads((work / "tuned.json").read_text())["nprobe"]
+        bs.run_step("library-search", str(work), str(a.stored), str(nprobe))
     bs.run_step("exact", str(work), str(a.stored), str(a.exact_sample))
 
 
@@ -97,6 +101,8 @@ def main() -> None:
     ap.add_argument("--memory-budget", default="8G")
     ap.add_argument("--doublings", type=int, default=2, help="also search at nprobe x2, x4, ... this many times")
     ap.add_argument("--reuse-build", action="store_true", help="search the index an earlier run built in --work")
+    ap.add_argument("--library-path", action="store_true",
+                    help="also search through the audit's LoadedIndex, writing the vectors as index chunk files")
     ap.add_argument("--exact-sample", type=int, default=1000)
     ap.add_argument("--regenerate", action="store_true", help="draw the stored vectors again")
     ap.add_argument("--work", default=None)

@@ -195,6 +195,7 @@ def tune(work: Path, stored: int) -> None:
         tune_s = time.perf_counter() - t0
     del sample
     p = params["nprobe"]
+    (work / "tuned.json").write_text(json.dumps({"nprobe": p}))
     out = {"step": "tune", "tune_s": round(tune_s, 1), "nprobe": p, "trials": params.get("nprobe_trials"),
            "edited_copy_recall_at_1": params["edited_copy_recall_at_1"]}
     if not (work / f"found_ids_{p}.npy").is_file():  # the search step did not search at this nprobe
