@@ -116,10 +116,7 @@ def generate(work: Path, stored: int, queries: int, seed: int) -> None:
 def _search(index, kind: str, q: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     with open(path, "rb") as fh:
         t1 = time.perf_counter()
-        if kind == "ivfpq":
-            scores, ids = faiss_index.search_exact_rerank(index, q, 1, lambda i: _rows(fh, i))
-        else:
-            scores, ids = faiss_index.search(index, q, 1)
+        scores, ids = faiss_index.search_stored(index, kind, q, 1, lambda i: _rows(fh, i))
         return scores[:, 0], ids[:, 0], time.perf_counter() - t1
 
 
@@ -189,8 +186,7 @@ def tune(work: Path, stored: int) -> None:
     with open(path, "rb") as fh:
         sample = _rows(fh, pick)
         t0 = time.perf_counter()
-        search = ((lambda q, k: faiss_index.search_exact_rerank(index, q, k, lambda i: _rows(fh, i)))
-                  if kind == "ivfpq" else (lambda q, k: faiss_index.search(index, q, k)))
+        search = lambda q, k: faiss_index.search_stored(index, kind, q, k, lambda i: _rows(fh, i))  # noqa: E731
         faiss_index.tune_probes(index, params, search, sample, pick)
         tune_s = time.perf_counter() - t0
     del sample

@@ -206,20 +206,25 @@ def fill_ivf(idx: Any, manifest: Any, dim: int, *, address: str, workers: int, s
         empty = ray.put(faiss.serialize_index(index))
         chunks = manifest.column("chunk").to_numpy()
         rows = manifest.column("row").to_numpy()
-        starts = list(range(0, manifest.num_rows, shard))
         emit(progress, "build-index", 0, manifest.num_rows, unit="vec")
+
+        def merge_oldest() -> None:
+            try:
+                part = faiss.deserialize_index(ray.get(refs.pop(0)))
+            except ray.exceptions.RayError as exc:  # a lost worker or a damaged chunk: nothing was written
+                raise DiffrepError(f"filling the IVF index on Ray failed ({str(exc).strip().splitlines()[-1]}); "
+                                   "the embedded chunks are kept: re-run the same command") from None
+            index.merge_from(part, 0)
+            emit(progress, "build-index", index.ntotal, manifest.num_rows, unit="vec")
+
         refs: list[Any] = []
-        for i, start in enumerate(starts):
+        for start in range(0, manifest.num_rows, shard):
             end = start + shard
             refs.append(task.remote(str(idx.root), chunks[start:end], rows[start:end], start, empty, dim))
-            while len(refs) > max(1, workers) or (i == len(starts) - 1 and refs):
-                try:
-                    part = faiss.deserialize_index(ray.get(refs.pop(0)))
-                except ray.exceptions.RayError as exc:  # a lost worker or a damaged chunk: nothing was written
-                    raise DiffrepError(f"filling the IVF index on Ray failed ({str(exc).strip().splitlines()[-1]}); "
-                                       "the embedded chunks are kept: re-run the same command") from None
-                index.merge_from(part, 0)
-                emit(progress, "build-index", index.ntotal, manifest.num_rows, unit="vec")
+            if len(refs) > max(1, workers):
+                merge_oldest()
+        while refs:
+            merge_oldest()
         return index
 
     return filler

@@ -279,7 +279,9 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
         faiss_index.configure(faiss_obj, params)
         params["self_recall_at_1"] = round(faiss_index.self_recall(faiss_obj, sample[probe], pick[probe]), 4)
         params["self_recall_sample"] = int(len(probe))
-        faiss_index.tune_probes(faiss_obj, params, _searcher(idx, manifest, faiss_obj, params, d.dim), sample, pick)
+        stored = lambda ids: gather_vectors(idx, manifest.take(pa.array(ids)), d.dim)  # noqa: E731
+        faiss_index.tune_probes(faiss_obj, params, lambda q, k: faiss_index.search_stored(
+            faiss_obj, params["type"], q, k, stored), sample, pick)
 
     old = idx.read_meta().get("generation", 0) if idx.meta_path.is_file() else 0
     gen = old + 1
@@ -298,14 +300,6 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
     })
     idx.remove_old_generations(keep=gen)
     return n, params["type"]
-
-
-def _searcher(idx: IndexDir, manifest: pa.Table, faiss_obj: Any, params: dict[str, Any], dim: int) -> Any:
-    """``search(queries, k)`` as an opened index searches (ivfpq candidates re-scored from the stored vectors)."""
-    if params["type"] != "ivfpq":
-        return lambda q, k: faiss_index.search(faiss_obj, q, k)
-    stored = lambda ids: gather_vectors(idx, manifest.take(pa.array(np.asarray(ids, np.int64))), dim)  # noqa: E731
-    return lambda q, k: faiss_index.search_exact_rerank(faiss_obj, q, k, stored)
 
 
 def _manifest_schema() -> pa.Schema:

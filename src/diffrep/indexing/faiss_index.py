@@ -82,9 +82,7 @@ def plan(index_type: str, n: int, dim: int, memory_budget: int | None = None) ->
 
 def self_recall(index: Any, vectors: np.ndarray, ids: np.ndarray) -> float:
     """Share of ``vectors`` (stored with FAISS ids ``ids``) whose top hit is themselves or an exact tie."""
-    scores, hits = search(index, vectors, 1)
-    own = np.einsum("ij,ij->i", vectors, vectors)
-    return float(np.mean((hits[:, 0] == ids) | (scores[:, 0] >= own - 1e-5)))
+    return copy_recall(lambda q, k: search(index, q, k), vectors, vectors, ids)
 
 
 COPY_COSINE = 0.8  # edited copies used to tune an IVF index sit at this cosine to their source
@@ -234,6 +232,14 @@ def search(index: Any, queries: np.ndarray, k: int, batch: int = 4096) -> tuple[
 
 RERANK_FACTOR = 4  # ivfpq: candidates per wanted hit, re-scored exactly ...
 RERANK_MIN = 256  # ... and at least this many (PQ codes misorder close scores: 17 found 67% of exact top-1s at 10M)
+
+
+def search_stored(index: Any, kind: str, queries: np.ndarray, k: int, stored: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k search as the audit runs it on an index of type ``kind``: an ivfpq index's candidates re-scored with
+    the stored vectors (``search_exact_rerank``), any other searched directly."""
+    if kind == "ivfpq":
+        return search_exact_rerank(index, queries, k, stored)
+    return search(index, queries, k)
 
 
 def search_exact_rerank(index: Any, queries: np.ndarray, k: int, stored: Any,

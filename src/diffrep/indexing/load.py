@@ -32,9 +32,8 @@ class LoadedIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, FAISS ids); an ivfpq index's candidates are re-scored exactly from the stored vectors."""
-        if self.meta.get("index", {}).get("type") == "ivfpq":
-            return faiss_index.search_exact_rerank(self.faiss, queries, k, self.vectors)
-        return faiss_index.search(self.faiss, queries, k)
+        return faiss_index.search_stored(self.faiss, self.meta.get("index", {}).get("type", ""), queries, k,
+                                         self.vectors)
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors of FAISS ids ``ids`` (exact, from the chunk files, whatever the index type)."""

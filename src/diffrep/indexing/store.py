@@ -193,29 +193,31 @@ class IndexDir:
             raise DamagedChunkError(self.root, number, "has no vector file") from None
         except (OSError, ValueError, EOFError) as exc:
             raise DamagedChunkError(self.root, number, f"has an unreadable vector file ({brief(exc)})") from None
-        dim = dim or int(self.meta.get("descriptor", {}).get("dim", 0)) or None
-        if not isinstance(v, np.ndarray) or v.dtype != np.float32 or v.ndim != 2 or (dim and v.shape[1] != dim) \
-                or (rows is not None and v.shape[0] != rows):
-            want = f"({rows if rows is not None else 'n'}, {dim or 'dim'}) float32"
-            raise DamagedChunkError(self.root, number, f"holds a {getattr(v, 'dtype', '?')} array of shape "
-                                    f"{getattr(v, 'shape', '?')}, not {want}")
+        self._require_vectors(number, getattr(v, "dtype", "?"), getattr(v, "shape", "?"), dim, rows)
         return v
+
+    def _require_vectors(self, number: int, dtype: Any, shape: Any, dim: int | None, rows: int | None = None,
+                         fortran: bool = False) -> None:
+        """Raise ``DamagedChunkError`` unless chunk ``number`` holds a C-ordered (rows, dim) float32 array
+        (``dim`` defaults to the descriptor's in index.json; ``rows`` is checked when given)."""
+        dim = dim or int(self.meta.get("descriptor", {}).get("dim", 0)) or None
+        if dtype != np.float32 or fortran or len(shape) != 2 or (dim and shape[1] != dim) \
+                or (rows is not None and shape[0] != rows):
+            want = f"({rows if rows is not None else 'n'}, {dim or 'dim'}) float32"
+            raise DamagedChunkError(self.root, number, f"holds a {dtype} array of shape {shape}, not {want}")
 
     def chunk_rows(self, number: int, rows: np.ndarray, dim: int | None = None) -> np.ndarray:
         """Rows ``rows`` of chunk ``number``'s vectors, copied out of a short-lived mapping of the file (cheaper
         than ``np.load`` when a few rows of many chunks are wanted); the header is checked as ``chunk_vectors``
         checks it."""
         path = self.chunks_dir / f"c{number:06d}.npy"
-        dim = dim or int(self.meta.get("descriptor", {}).get("dim", 0)) or None
         try:
             with open(path, "rb") as fh:
                 version = np.lib.format.read_magic(fh)
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
                     np.lib.format.read_array_header_2_0
                 shape, fortran, dtype = read(fh)
-                if dtype != np.float32 or fortran or len(shape) != 2 or (dim and shape[1] != dim):
-                    raise DamagedChunkError(self.root, number, f"holds a {dtype} array of shape {shape}, not "
-                                            f"(n, {dim or 'dim'}) float32")
+                self._require_vectors(number, dtype, shape, dim, fortran=fortran)
                 if len(rows) and (int(rows.max()) >= shape[0] or int(rows.min()) < 0):
                     raise DamagedChunkError(self.root, number, f"holds {shape[0]} vectors, fewer than the "
                                             "manifest names")
