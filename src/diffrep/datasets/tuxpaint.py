@@ -1,0 +1,117 @@
+"""Tux Paint stamps (Debian package ``tuxpaint-stamps-default``, GPL-2 and CC licences: the package's
+``copyright`` file is kept as ``LICENSE``): a collection no diffrep rule was chosen on.
+
+``tuxpaint-stamps``: the pictures of objects on transparent backgrounds (about 550: photographs of fruit,
+animals, tools, toys and vehicles cut out of their scenes, and cartoon drawings), every category but
+``symbols`` (letters, digits, coins and shapes, which are one glyph style each). Each stamp ships a text file
+whose first line is its English description: that is the caption (else the file name's words).
+
+A *family* (``groups.csv``) is the first word of the file name within a top-level category ("apple_green",
+"apple_red" and "cartoon/apple" are one family: pictures of apples), merged with the pictures that are one
+picture (``twins.py``) and with the stamps drawn from shared parts (``SHARED_DIRS``: the cartoon train's
+wagons share one chassis and wheels), so a split by family keeps several photographs of one kind of object,
+and drawings that share a drawn part, on one side.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from ..errors import DiffrepError
+from ..progress import ProgressCallback, emit
+from .fetch import download_deb
+from .gcompris import caption_of
+from .twins import min_union_find, structural_twins, thumbnail_twins
+
+TUXPAINT_DEB = "tuxpaint-stamps-default"
+STAMPS_DIR = "usr/share/tuxpaint/stamps"
+COPYRIGHT = "usr/share/doc/tuxpaint-stamps-default/copyright"
+SKIPPED_CATEGORIES = ("symbols",)
+MIN_SIDE = 96  # stamps smaller than this on either side are left out
+# folders whose stamps are drawn from shared parts, one family each (looked at by eye: the wagons of the cartoon
+# train share their chassis and wheels; a held-out tanker matched a training tender by that part at R^2 0.82)
+SHARED_DIRS = ("vehicles/locomotive/cartoon",)
+
+
+def build_tuxpaint(out: Path, progress: Optional[ProgressCallback]) -> None:
+    """Fetch the package and write ``images/``, ``captions.jsonl``, ``groups.csv`` and ``LICENSE``."""
+    with tempfile.TemporaryDirectory(prefix="diffrep-deb-") as scratch:
+        x = download_deb(TUXPAINT_DEB, Path(scratch), progress, "elsewhere no other source is supported")
+        if not (x / STAMPS_DIR).is_dir():
+            raise DiffrepError(f"{TUXPAINT_DEB} has no {STAMPS_DIR}; the package layout changed, report this")
+        if (x / COPYRIGHT).is_file():
+            shutil.copyfile(x / COPYRIGHT, out / "LICENSE")
+        rows = extract_stamps(x / STAMPS_DIR, out / "images", progress)
+    write_stamp_tables(out, rows)
+
+
+def extract_stamps(stamps: Path, images: Path, progress: Optional[ProgressCallback] = None
+                   ) -> list[tuple[str, str, str, str]]:
+    """Copy every distinct stamp PNG of at least ``MIN_SIDE`` px under ``stamps`` (categories other than
+    ``SKIPPED_CATEGORIES``) into ``images``; return (file, caption, family, category) rows sorted by file."""
+    from ..decode import DecodeError, image_size
+
+    files = sorted(p for p in stamps.rglob("*.png")
+                   if p.is_file() and p.relative_to(stamps).parts[0] not in SKIPPED_CATEGORIES)
+    seen: set[str] = set()
+    rows = []
+    for i, path in enumerate(files):
+        blob = path.read_bytes()
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest in seen:
+            continue
+        try:
+            if min(image_size(blob)) < MIN_SIDE:
+                continue
+        except DecodeError:
+            continue
+        seen.add(digest)
+        rel = path.relative_to(stamps).as_posix()
+        (images / rel).parent.mkdir(parents=True, exist_ok=True)
+        (images / rel).write_bytes(blob)
+        category = rel.split("/")[0]
+        words = caption_of(path.stem).split()
+        family = f"{category}:{words[0] if words else path.stem.lower()}"
+        shared = next((d for d in SHARED_DIRS if rel.startswith(d + "/")), None)
+        if shared is not None:
+            family = f"{category}:{shared}"
+        rows.append((rel, _caption(path), family, category))
+        if (i + 1) % 100 == 0 or i + 1 == len(files):
+            emit(progress, "extract", i + 1, len(files), unit="file")
+    if not rows:
+        raise DiffrepError(f"{TUXPAINT_DEB} holds no stamp pictures; the package layout changed, report this")
+    return sorted(rows)
+
+
+def _caption(png: Path) -> str:
+    """The first line of the stamp's description file (``name.txt``), else the file name's words."""
+    txt = png.with_suffix(".txt")
+    if txt.is_file():
+        for line in txt.read_text(encoding="utf-8", errors="replace").splitlines():
+            line = line.strip()
+            if line and "=" not in line.split(" ")[0]:
+                return line
+    return caption_of(png.stem)
+
+
+def write_stamp_tables(out: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    """``captions.jsonl`` and ``groups.csv`` for ``rows``, families merged with the pictures that are one
+    picture (``twins.py``)."""
+    files = [r[0] for r in rows]
+    parent = {r[2]: r[2] for r in rows}
+    find, union = min_union_find(parent)
+    for a, b in thumbnail_twins(out / "images", files) + structural_twins(out / "images", files):
+        union(rows[a][2], rows[b][2])
+    with open(out / "captions.jsonl", "w", encoding="utf-8") as fh:
+        for f, caption, _g, _c in rows:
+            fh.write(json.dumps({"file": f, "caption": caption}) + "\n")
+    with open(out / "groups.csv", "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "group", "category"])
+        for f, _caption, group, category in rows:
+            w.writerow([f, find(group), category])
