@@ -9,7 +9,11 @@ Part (b), ``--part search`` (bench_scale_search.py): --queries audit queries aga
 drawn like real SSCD descriptors, with the index ``--memory-budget`` picks: build time, peak RSS, queries/s
 and recall@1 against exact search on a sample.
 
-Usage:  python benchmarks/bench_scale.py [--part engines|search|all] [--images 2000] [--num-workers 2]
+Part (c), ``--part ondisk``, after part (b) in the same --work: the same index filled again with its inverted lists
+on disk (``diffrep index --on-disk``): fill time and peak RSS, then the search at the tuned nprobe with the lists
+memory-mapped: queries/s, peak RSS and the share of hits equal to the in-memory index's.
+
+Usage:  python benchmarks/bench_scale.py [--part engines|search|ondisk|all] [--images 2000] [--num-workers 2]
             [--stored 10000000] [--queries 10000] [--memory-budget 8G] [--exact-sample 1000] [--doublings 2]
             [--reuse-build] [--library-path] [--work DIR]
 """
@@ -91,9 +95,21 @@ def search(work: Path, a: argparse.Namespace) -> None:
     bs.run_step("exact", str(work), str(a.stored), str(a.exact_sample))
 
 
+def on_disk(work: Path, a: argparse.Namespace) -> None:
+    """Part (c): part (b)'s index filled again with its lists on disk, and searched (bench_scale_search.py)."""
+    import bench_scale_search as bs
+
+    if not (work / "tuned.json").is_file():
+        raise SystemExit(f"--part ondisk needs an earlier --part search run in --work {work}")
+    nprobe = json.loads((work / "tuned.json").read_text())["nprobe"]
+    bs.run_step("empty-index", str(work))
+    bs.run_step("ondisk-build", str(work), str(a.stored))
+    bs.run_step("ondisk-search", str(work), str(nprobe))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("engines", "search", "all"), default="engines")
+    ap.add_argument("--part", choices=("engines", "search", "ondisk", "all"), default="engines")
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--stored", type=int, default=10_000_000)
@@ -112,6 +128,8 @@ def main() -> None:
         engines(work, a.images, a.num_workers)
     if a.part in ("search", "all"):
         search(work, a)
+    if a.part in ("ondisk", "all"):
+        on_disk(work, a)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,11 @@ Part (b) of ``bench_scale.py`` (``--part search``); each step runs in its own pr
    of training-sample vectors find their source at rank 1 in 98% of cases), and the search at that nprobe.
    ``library-search``: the search at a given nprobe through ``LoadedIndex.search`` (the audit's path), with the
    stored vectors as index chunk files.
-5. ``exact``: brute-force top 1 of a sample of the queries over every stored vector; recall@1 per nprobe is the
+5. ``ondisk-build``: the built index's trained quantizer (lists emptied) filled again from the file with its
+   inverted lists on disk (``indexing.ondisk.fill_on_disk``: shards of 1M vectors, merged into one list file);
+   ``ondisk-search``: the audit's top-1 search of every query with the lists memory-mapped, at a given nprobe,
+   and the share of hits equal to the in-memory search's at that nprobe.
+6. ``exact``: brute-force top 1 of a sample of the queries over every stored vector; recall@1 per nprobe is the
    share whose hit is the exact one (or scores the same), for copies and for fresh draws separately.
 """
 from __future__ import annotations
@@ -235,6 +239,47 @@ def library_search(work: Path, stored: int, nprobe: int) -> None:
                       "peak_rss_mb": round(_rss_mb())}))
 
 
+def ondisk_build(work: Path, stored: int) -> None:
+    """``bench.faiss``'s trained quantizer (its lists emptied in a child step, so this process never holds them)
+    filled from vectors.f32 with its lists on disk: ``bench-ondisk.faiss`` + ``bench-ondisk.ivfdata``."""
+    import faiss
+
+    from diffrep.indexing import ondisk
+
+    empty = faiss.read_index(str(work / "bench-empty.faiss"))
+    t0 = time.perf_counter()
+    index = ondisk.fill_on_disk(empty, _batches(work / "vectors.f32", stored), work / "bench-ondisk.ivfdata")
+    secs = time.perf_counter() - t0
+    faiss.write_index(index, str(work / "bench-ondisk.faiss"))
+    print(json.dumps({"step": "ondisk-build", "vectors": int(index.ntotal), "fill_and_merge_s": round(secs, 1),
+                      "vectors_per_s": round(stored / secs), "shard_vectors": ondisk.SHARD_VECTORS,
+                      "index_file_mb": round((work / "bench-ondisk.faiss").stat().st_size / 1e6),
+                      "list_file_mb": round((work / "bench-ondisk.ivfdata").stat().st_size / 1e6),
+                      "peak_rss_mb": round(_rss_mb())}))
+
+
+def empty_index(work: Path) -> None:
+    import faiss
+
+    index = faiss.read_index(str(work / "bench.faiss"))
+    index.reset()
+    faiss.write_index(index, str(work / "bench-empty.faiss"))
+
+
+def ondisk_search(work: Path, nprobe: int) -> None:
+    from diffrep.indexing import ondisk
+
+    index = ondisk.read(work / "bench-ondisk.faiss")
+    params = json.loads((work / "bench.json").read_text())
+    faiss_index.configure(index, {"nprobe": nprobe})
+    q = np.load(work / "queries.npy")
+    scores, ids, secs = _search(index, params["type"], q, work / "vectors.f32")
+    same = float(np.mean(ids == np.load(work / f"found_ids_{nprobe}.npy")))
+    print(json.dumps({"step": "ondisk-search", "nprobe": nprobe, "queries": len(q), "search_s": round(secs, 1),
+                      "queries_per_s": round(len(q) / secs, 1), "same_hits_as_in_memory": round(same, 4),
+                      "peak_rss_mb": round(_rss_mb())}))
+
+
 def exact(work: Path, stored: int, sample: int) -> None:
     q = np.load(work / "queries.npy")
     src = np.load(work / "query_source.npy")
@@ -295,6 +340,12 @@ def main(argv: list[str]) -> None:
         tune(work, int(argv[2]))
     elif step == "library-search":
         library_search(work, int(argv[2]), int(argv[3]))
+    elif step == "empty-index":
+        empty_index(work)
+    elif step == "ondisk-build":
+        ondisk_build(work, int(argv[2]))
+    elif step == "ondisk-search":
+        ondisk_search(work, int(argv[2]))
     elif step == "exact":
         exact(work, int(argv[2]), int(argv[3]))
     else:

@@ -21,6 +21,7 @@ from diffrep.cli import main  # noqa: E402
 from diffrep.distributed.ray_index import embed_chunks, fill_ivf  # noqa: E402
 from diffrep.indexing.build import index  # noqa: E402
 from diffrep.indexing.load import open_index  # noqa: E402
+from diffrep.indexing import faiss_index, ondisk  # noqa: E402
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -147,6 +148,16 @@ def test_ivf_filled_in_shards_on_ray_is_the_local_index(cluster, emoji_files, tm
     shards = fill_ivf(ix.dir, ix.manifest, 512, address=cluster, workers=2, shard=300)(faiss.clone_index(empty))
     assert shards.ntotal == local.ntotal == 1000
     assert np.array_equal(faiss.serialize_index(shards), faiss.serialize_index(local))  # same lists, same order
+    # on disk: each task writes its shard file beside the list file, the driver merges them there
+    target = tmp_path / "lists" / "index-000009.ivfdata"
+    target.parent.mkdir()
+    disk = fill_ivf(ix.dir, ix.manifest, 512, address=cluster, workers=2, shard=300)(faiss.clone_index(empty), target)
+    assert disk.ntotal == 1000 and ondisk.is_on_disk(disk)
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # shard files removed
+    for a in (local, disk):
+        faiss_index.configure(a, ix.meta["index"])
+    assert np.array_equal(disk.search(ix.vectors(np.arange(0, 1000, 20)), 5)[1],
+                          local.search(ix.vectors(np.arange(0, 1000, 20)), 5)[1])
     # through diffrep.index: the Ray-filled generation searches like the local one
     q = ix.vectors(np.arange(0, 1000, 20))
     before = ix.search(q, 5)

@@ -40,6 +40,10 @@ def _index(sub: Sub) -> None:
     p.add_argument("--memory-budget", default=None, help="memory the FAISS index may take, e.g. 16G or 500M: with "
                    "--index-type auto the first of flat, ivf, ivfpq (largest codes) that fits; `diffrep info` shows "
                    "the choice and the recall of edited copies it measured")
+    p.add_argument("--on-disk", action="store_true",
+                   help="keep an IVF index's inverted lists in a file beside it (index-N.ivfdata), filled shard "
+                        "by shard, merged on disk and memory-mapped at search: for indexes larger than memory "
+                        "(the lists then need not fit --memory-budget)")
     p.add_argument("--captions", default=None, help="captions file (jsonl/csv: file name + caption)")
     p.add_argument("--chunk-size", type=int, default=d["chunk_size"],
                    help="images per committed chunk: at most this much work is redone after a crash "

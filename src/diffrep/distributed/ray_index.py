@@ -2,7 +2,8 @@
 by an actor pool (``embed_chunks`` writes index chunks; ``embed_set`` embeds an audit's generations or
 reference images and hands them back in input order); and the filling of an IVF index (``fill_ivf``): Ray
 tasks each add one shard of the stored vectors to a copy of the trained empty index, which the driver merges in
-shard order, so the index is the one a single process fills.
+shard order, so the index is the one a single process fills (with ``--on-disk`` each task writes its shard to a
+file beside the index and the driver merges the files' lists on disk, ``indexing.ondisk``).
 
 Reading and decoding happen inside the actors (each runs the same threaded decode + batched inference as the
 local engine, ``embedding.embed_records``) and the descriptor is loaded once per actor from its stored spec.
@@ -14,7 +15,10 @@ committed chunk holds.
 """
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -176,9 +180,10 @@ SHARD_VECTORS = 1_000_000  # stored vectors per IVF fill task
 
 
 def _fill_shard(root: str, chunks: np.ndarray, rows: np.ndarray, start: int, empty: np.ndarray,
-                dim: int) -> np.ndarray:
+                dim: int, out: str | None = None) -> Any:
     """A Ray task: the trained empty index ``empty`` (serialized) with the shard's stored vectors added under
-    FAISS ids ``start``..., serialized."""
+    FAISS ids ``start``..., serialized, or written to the file ``out`` (a shared filesystem) whose path it
+    returns."""
     from pathlib import Path
 
     import faiss
@@ -190,42 +195,63 @@ def _fill_shard(root: str, chunks: np.ndarray, rows: np.ndarray, start: int, emp
     vectors = gather_vectors(IndexDir(Path(root)), pa.table({"chunk": chunks, "row": rows}), dim)
     index = faiss.deserialize_index(empty)
     index.add_with_ids(vectors, np.arange(start, start + len(vectors), dtype=np.int64))
-    return faiss.serialize_index(index)
+    if out is None:
+        return faiss.serialize_index(index)
+    faiss.write_index(index, out)
+    return out
 
 
 def fill_ivf(idx: Any, manifest: Any, dim: int, *, address: str, workers: int, shard: int = SHARD_VECTORS,
              progress: Optional[ProgressCallback] = None) -> Any:
-    """``index``'s ``fill`` hook: returns ``filler(trained_empty_index)``, which adds the manifest's stored
-    vectors (read by the tasks from the chunk files, a shared filesystem) in shards of ``shard`` vectors, at most
-    ``workers`` tasks at a time, and merges the shards into the index in order."""
-    def filler(index: Any) -> Any:
+    """``index``'s ``fill`` hook: returns ``filler(trained_empty_index, on_disk)``, which adds the manifest's
+    stored vectors (read by the tasks from the chunk files, a shared filesystem) in shards of ``shard`` vectors,
+    at most ``workers`` tasks at a time, and merges the shards into the index in order: in memory, or, with
+    ``on_disk`` (a list file path), from shard files the tasks write beside it (``indexing.ondisk``)."""
+    def filler(index: Any, on_disk: Optional[Path] = None) -> Any:
         import faiss
+
+        from ..indexing import ondisk as od
 
         ray = connect(address)
         task = ray.remote(num_cpus=ACTOR_CPUS)(_fill_shard)
         empty = ray.put(faiss.serialize_index(index))
         chunks = manifest.column("chunk").to_numpy()
         rows = manifest.column("row").to_numpy()
+        scratch = Path(tempfile.mkdtemp(prefix=".shards-", dir=on_disk.parent)) if on_disk is not None else None
+        files: list[Path] = []
+        done = 0
         emit(progress, "build-index", 0, manifest.num_rows, unit="vec")
 
-        def merge_oldest() -> None:
+        def finish_oldest() -> None:
+            nonlocal done
             try:
-                part = faiss.deserialize_index(ray.get(refs.pop(0)))
+                part = ray.get(refs.pop(0))
             except ray.exceptions.RayError as exc:  # a lost worker or a damaged chunk: nothing was written
                 raise DiffrepError(f"filling the IVF index on Ray failed ({str(exc).strip().splitlines()[-1]}); "
                                    "the embedded chunks are kept: re-run the same command") from None
-            index.merge_from(part, 0)
-            emit(progress, "build-index", index.ntotal, manifest.num_rows, unit="vec")
+            if scratch is None:
+                index.merge_from(faiss.deserialize_index(part), 0)
+                done = index.ntotal
+            else:
+                files.append(Path(part))
+                done += sizes.pop(0)
+            emit(progress, "build-index", done, manifest.num_rows, unit="vec")
 
         refs: list[Any] = []
-        for start in range(0, manifest.num_rows, shard):
-            end = start + shard
-            refs.append(task.remote(str(idx.root), chunks[start:end], rows[start:end], start, empty, dim))
-            if len(refs) > max(1, workers):
-                merge_oldest()
-        while refs:
-            merge_oldest()
-        return index
+        sizes: list[int] = []
+        try:
+            for start in range(0, manifest.num_rows, shard):
+                end = min(start + shard, manifest.num_rows)
+                out = None if scratch is None else str(scratch / f"shard-{start:012d}.faiss")
+                refs.append(task.remote(str(idx.root), chunks[start:end], rows[start:end], start, empty, dim, out))
+                sizes.append(end - start)
+                if len(refs) > max(1, workers):
+                    finish_oldest()
+            while refs:
+                finish_oldest()
+            return index if on_disk is None else od.merge_shards(index, files, on_disk)
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
 
     return filler
-

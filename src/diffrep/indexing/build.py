@@ -18,7 +18,7 @@ from ..errors import DescriptorError, DescriptorMismatchError, DiffrepError, Sou
 from ..fsutil import atomic_path, ensure_writable_dir
 from ..progress import ProgressCallback, emit
 from ..sources import Record, Skip, open_source, read_skipped, write_skipped
-from . import faiss_index
+from . import faiss_index, ondisk
 from .store import DamagedChunkError, IndexDir, check_vectors
 
 DEFAULT_CHUNK = DEFAULTS["index"]["chunk_size"]
@@ -98,7 +98,8 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
           index_type: str = DEFAULTS["index"]["index_type"], captions: str | Path | None = None, batch_size: int | None = None,
           chunk_size: int = DEFAULT_CHUNK, max_pixels: int = DEFAULT_MAX_PIXELS,
           memory_budget: int | None = None, embed: Optional[Callable[..., tuple[int, int]]] = None,
-          fill: Optional[Callable[..., Any]] = None, progress: Optional[ProgressCallback] = None) -> IndexResult:
+          fill: Optional[Callable[..., Any]] = None, on_disk: bool = False,
+          progress: Optional[ProgressCallback] = None) -> IndexResult:
     """Make the index directory ``out`` mirror the images of ``source``.
 
     Re-running embeds only images that are new or whose size or modification time changed, removes images
@@ -109,8 +110,9 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
     (default: this process; ``distributed.ray_index.embed_chunks`` runs it on Ray), called as
     ``embed(idx, d, todo, batch_size=, chunk_size=, max_pixels=, progress=)``. ``fill``: how an IVF index is
     filled (default: this process; ``distributed.ray_index.fill_ivf`` fills shards on Ray), called as
-    ``fill(idx, manifest, dim, progress=)`` -> ``filler(trained_empty_index) -> filled index``. Returns an
-    ``IndexResult``."""
+    ``fill(idx, manifest, dim, progress=)`` -> ``filler(trained_empty_index, on_disk_file) -> filled index``.
+    ``on_disk``: an IVF index's inverted lists are written to a file beside it and memory-mapped at search
+    (``ondisk.py``), so they need not fit in memory. Returns an ``IndexResult``."""
     t0 = time.perf_counter()
     check_options(chunk_size=chunk_size, max_pixels=max_pixels, batch_size=batch_size)
     faiss_index.resolve_type(index_type, 0)  # an unknown type fails now, not after embedding
@@ -147,7 +149,7 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
                                                max_pixels=max_pixels, progress=progress)
         t_embed = time.perf_counter()
         n_live, kind = finalize(idx, d, fp, index_type, scan_skips, source_desc=src.root, progress=progress,
-                                memory_budget=memory_budget, source_spec=src.spec(), fill=fill)
+                                memory_budget=memory_budget, source_spec=src.spec(), fill=fill, on_disk=on_disk)
         t_end = time.perf_counter()
     skipped_items = read_skipped(root / "skipped.csv")
     return IndexResult(root, n_live, added, unchanged, len(skipped_items), kind, t_end - t0,
@@ -234,8 +236,9 @@ def _embed_into(idx: IndexDir, d: Descriptor, todo: list[Record], *, batch_size:
 def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, scan_skips: list[Skip],
              source_desc: str = "", progress: Optional[ProgressCallback] = None,
              source_spec: dict[str, Any] | None = None, memory_budget: int | None = None,
-             fill: Optional[Callable[..., Any]] = None) -> tuple[int, str]:
-    """Resolve the latest row per id across chunks, build FAISS + manifest as a new generation."""
+             fill: Optional[Callable[..., Any]] = None, on_disk: bool = False) -> tuple[int, str]:
+    """Resolve the latest row per id across chunks, build FAISS + manifest as a new generation (``on_disk``:
+    an IVF index's inverted lists in ``index-<generation>.ivfdata``, ``ondisk.py``)."""
     latest: dict[str, tuple[int, int]] = {}  # id -> (chunk, position in chunk table)
     tables: dict[int, pa.Table] = {}
     for ch in idx.iter_chunks():
@@ -260,17 +263,21 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
     n = manifest.num_rows
     manifest = manifest.drop_columns(["status", "reason"]).add_column(0, "idx", pa.array(np.arange(n), pa.int64()))
 
-    choice = faiss_index.plan(index_type, n, d.dim, memory_budget)
+    choice = faiss_index.plan(index_type, n, d.dim, memory_budget, on_disk)
     kind = choice["type"]
     sample = None
     if kind in ("ivf", "ivfpq"):
         rng = np.random.default_rng(0)
         pick = np.sort(rng.choice(n, size=faiss_index.train_size(kind, n), replace=False))
         sample = gather_vectors(idx, manifest.take(pa.array(pick)), d.dim)
+    old = idx.read_meta().get("generation", 0) if idx.meta_path.is_file() else 0
+    gen = old + 1
     emit(progress, "build-index", 0, n, unit="vec")
     faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest, d.dim), n, d.dim, kind, sample,
                                           pq_m=choice["pq_m"],
-                                          fill=fill(idx, manifest, d.dim, progress=progress) if fill else None)
+                                          fill=fill(idx, manifest, d.dim, progress=progress) if fill else None,
+                                          on_disk=ondisk.data_path(idx.faiss_path(gen)) if on_disk else None,
+                                          progress=progress)
     emit(progress, "build-index", n, n, unit="vec")
     params.update(choice=choice["reason"], estimated_bytes=faiss_index.estimated_bytes(params["type"], n, d.dim,
                                                                                         params.get("pq_m", 64)))
@@ -283,8 +290,6 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
         faiss_index.tune_probes(faiss_obj, params, lambda q, k: faiss_index.search_stored(
             faiss_obj, params["type"], q, k, stored), sample, pick)
 
-    old = idx.read_meta().get("generation", 0) if idx.meta_path.is_file() else 0
-    gen = old + 1
     import faiss
 
     with atomic_path(idx.manifest_path(gen)) as tmp:

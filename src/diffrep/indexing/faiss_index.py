@@ -7,6 +7,8 @@ All descriptors give unit vectors, so inner product = cosine similarity.
 - ``ivfpq``: IVF + product quantization (64 bytes per vector): for 10M+ vectors.
 - ``auto``: flat below 250k vectors, ivf below 10M, ivfpq above; with a memory budget (``plan``), the first
   of flat (below 250k), ivf and ivfpq whose estimated size fits, ivfpq with the most bytes per vector that fit.
+- inverted lists on disk (``--on-disk``, ``ondisk.py``): an IVF index's lists in a file beside it, filled shard
+  by shard, merged on disk and memory-mapped at search, so neither the build nor a search holds them.
 
 Searches of an ivfpq index are re-ranked exactly (``search_exact_rerank``): its quantized scores only pick
 candidates (at least 256), the audit sees exact cosines computed from the stored vectors.
@@ -20,11 +22,13 @@ a quarter of the cells are probed); ``diffrep info`` shows both.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from ..errors import DiffrepError
+from ..progress import ProgressCallback
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq", "auto")
 
@@ -53,10 +57,19 @@ def estimated_bytes(kind: str, n: int, dim: int, pq_m: int = 64) -> int:
     return int(per * n)
 
 
-def plan(index_type: str, n: int, dim: int, memory_budget: int | None = None) -> dict[str, Any]:
-    """The index to build: ``{"type", "pq_m", "estimated_bytes", "reason"}`` (see the module docstring)."""
+def plan(index_type: str, n: int, dim: int, memory_budget: int | None = None,
+         on_disk: bool = False) -> dict[str, Any]:
+    """The index to build: ``{"type", "pq_m", "estimated_bytes", "reason"}`` (see the module docstring).
+    ``on_disk``: IVF inverted lists go to a file (``ondisk.py``), so they need not fit ``memory_budget``: the
+    type is the one ``auto`` picks by size (ivf rather than flat when a flat index would not fit)."""
     kind = resolve_type(index_type, n)
     m = next(iter(pq_sizes(dim)), 8)
+    if on_disk:
+        if kind == "flat" and memory_budget is not None and estimated_bytes("flat", n, dim) > memory_budget:
+            kind = "ivf"
+        where = "in memory (on-disk lists apply to IVF indexes)" if kind in ("flat", "hnsw") else "on disk"
+        return {"type": kind, "pq_m": m, "estimated_bytes": estimated_bytes(kind, n, dim, m),
+                "reason": f"{kind} for {n} vectors, inverted lists {where}"}
     if memory_budget is None:
         return {"type": kind, "pq_m": m, "estimated_bytes": estimated_bytes(kind, n, dim, m),
                 "reason": f"{index_type}" + (f" for {n} vectors" if index_type == "auto" else " (given)")}
@@ -152,10 +165,12 @@ def train_size(kind: str, n: int) -> int:
 
 def build(vectors_batches: Iterable[np.ndarray], n: int, dim: int, index_type: str,
           train_sample: np.ndarray | None = None, seed: int = 0, pq_m: int | None = None,
-          fill: Any = None) -> tuple[Any, dict[str, Any]]:
+          fill: Any = None, on_disk: Path | None = None,
+          progress: Optional[ProgressCallback] = None) -> tuple[Any, dict[str, Any]]:
     """Build an index of ``n`` vectors fed in batches. IVF types need ``train_sample`` (a subset). ``fill``, for
-    IVF types: ``fill(trained_empty_index) -> filled index`` adds the vectors elsewhere (shards on a cluster,
-    ``distributed.ray_index.fill_ivf``) instead of from ``vectors_batches``.
+    IVF types: ``fill(trained_empty_index, on_disk) -> filled index`` adds the vectors elsewhere (shards on a
+    cluster, ``distributed.ray_index.fill_ivf``) instead of from ``vectors_batches``. ``on_disk``, for IVF types:
+    the inverted lists go to this file, filled shard by shard and merged on disk (``ondisk.py``).
 
     Returns the FAISS index and its search parameters (stored in index.json)."""
     import faiss
@@ -190,8 +205,16 @@ def build(vectors_batches: Iterable[np.ndarray], n: int, dim: int, index_type: s
         quantizer.this.disown()
         params.update(nlist=nlist, nprobe=max(8, nlist // 32))
     added = 0
+    if on_disk is not None and kind not in ("ivf", "ivfpq"):
+        notes.append(f"inverted lists on disk apply to IVF indexes; this {kind} index is held in memory")
+        on_disk = None
     if fill is not None and kind in ("ivf", "ivfpq"):
-        index = fill(index)
+        index = fill(index, on_disk)
+        added = index.ntotal
+    elif on_disk is not None:
+        from .ondisk import fill_on_disk
+
+        index = fill_on_disk(index, vectors_batches, on_disk, progress=progress, total=n)
         added = index.ntotal
     else:
         for batch in vectors_batches:
@@ -200,6 +223,8 @@ def build(vectors_batches: Iterable[np.ndarray], n: int, dim: int, index_type: s
                 added += len(batch)
     if added != n:
         raise RuntimeError(f"index build fed {added} vectors, expected {n}")
+    if on_disk is not None:
+        params["on_disk"] = on_disk.name
     if notes:
         params["notes"] = notes
     return index, params

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DiffrepIndexError, brief
-from . import faiss_index
+from . import faiss_index, ondisk
 from .build import gather_vectors
 from .store import IndexDir
 
@@ -61,9 +61,7 @@ def open_index(path: str | Path) -> LoadedIndex:
     repair = "re-run `diffrep index` on the same source to rebuild it"
     try:
         manifest = pq.read_table(idx.manifest_path(gen))
-        import faiss
-
-        fx = faiss.read_index(str(idx.faiss_path(gen)))
+        fx = ondisk.read(idx.faiss_path(gen))
         faiss_index.configure(fx, meta.get("index", {}))
     except (OSError, RuntimeError, ValueError, pa.ArrowException) as exc:
         raise DiffrepIndexError(f"index {root} is damaged ({brief(exc)}); "

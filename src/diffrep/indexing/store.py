@@ -274,7 +274,7 @@ class IndexDir:
         return self.root / f"index-{generation:06d}.faiss"
 
     def remove_old_generations(self, keep: int) -> None:
-        for pattern in ("manifest-*.parquet", "index-*.faiss"):
+        for pattern in ("manifest-*.parquet", "index-*.faiss", "index-*.ivfdata"):
             for p in self.root.glob(pattern):
                 gen = p.stem.split("-")[-1]
                 if gen.isdigit() and int(gen) != keep:

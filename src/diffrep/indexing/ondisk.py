@@ -1,0 +1,150 @@
+"""IVF indexes whose inverted lists live in a file beside the index, memory-mapped at search.
+
+An IVF index's memory is its inverted lists (codes and ids: 72 bytes a vector for 64-byte IVF-PQ codes, 75 GB
+at a billion vectors); its coarse quantizer is small (cells x dim floats). With ``--on-disk`` the lists are
+written to ``index-<generation>.ivfdata`` and the operating system pages in the cells a search probes, so
+neither the build nor the search holds them all in memory:
+
+1. Fill: the trained empty index is cloned per shard of ``SHARD_VECTORS`` vectors, the shard's vectors added
+   under their FAISS ids, and the shard written to a scratch file (``fill_shards``; on a cluster each Ray task
+   writes its shard, ``distributed.ray_index.fill_ivf``). One shard is in memory at a time.
+2. Merge: the shard files are opened memory-mapped and their lists appended, cell by cell, into one on-disk
+   list file (FAISS ``OnDiskInvertedLists.merge_from_multiple``); the index file records only the cells'
+   offsets and the list file's name (``merge_shards``).
+3. Load: ``read`` opens the index with the list file taken from the index's own folder, so an index directory
+   can be moved or copied as a whole.
+
+The same vectors in the same order give the same lists as an in-memory fill (ids and codes per cell), so
+search results are identical; tests check it.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Iterable, Optional
+
+import numpy as np
+
+from ..progress import ProgressCallback, emit
+
+SHARD_VECTORS = 1_000_000  # vectors per shard file (512-d IVF-PQ: 72 MB of lists; IVF-flat: 2 GB)
+DATA_SUFFIX = ".ivfdata"
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """FAISS prints on-disk list notices ("resizing ...", "updating ondisk filename ...") to the C stdout, where
+    they would land in output meant for other programs (``diffrep info`` prints JSON): send fd 1 to the null
+    device meanwhile."""
+    sys.stdout.flush()
+    libc = ctypes.CDLL(None)
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            try:
+                yield
+            finally:
+                libc.fflush(None)
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
+
+
+def data_path(index_path: Path) -> Path:
+    """The list file of the index file ``index_path`` (same folder, same stem)."""
+    return index_path.with_suffix(DATA_SUFFIX)
+
+
+def fill_shards(index: Any, batches: Iterable[np.ndarray], scratch: Path, shard: int = SHARD_VECTORS,
+                progress: Optional[ProgressCallback] = None, total: int = 0) -> list[Path]:
+    """Add ``batches`` (FAISS ids 0, 1, ... in order) to clones of the trained empty IVF ``index``, ``shard``
+    vectors per clone, each written to a file in ``scratch``; returns the files in id order."""
+    import faiss
+
+    paths: list[Path] = []
+    part: Any = None
+    start = added = 0
+
+    def flush() -> None:
+        nonlocal part
+        if part is not None and part.ntotal:
+            paths.append(scratch / f"shard-{len(paths):06d}.faiss")
+            faiss.write_index(part, str(paths[-1]))
+        part = None
+
+    for batch in batches:
+        pos = 0
+        while pos < len(batch):
+            if part is None:
+                part, start = faiss.clone_index(index), added
+            take = min(len(batch) - pos, shard - (added - start))
+            rows = np.ascontiguousarray(batch[pos:pos + take], dtype=np.float32)
+            part.add_with_ids(rows, np.arange(added, added + take, dtype=np.int64))
+            pos += take
+            added += take
+            if added - start >= shard:
+                flush()
+        emit(progress, "build-index", added, total or added, unit="vec")
+    flush()
+    return paths
+
+
+def merge_shards(index: Any, shards: list[Path], target: Path) -> Any:
+    """``index`` (trained, empty) with the inverted lists of the shard index files ``shards`` appended in
+    order into the on-disk list file ``target``; returns the index (its ``ntotal`` is the sum)."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index)
+    parts = [faiss.read_index(str(p), faiss.IO_FLAG_MMAP) for p in shards]  # kept alive during the merge
+    lists = faiss.InvertedListsPtrVector()
+    for part in parts:
+        lists.push_back(faiss.extract_index_ivf(part).invlists)
+    target.unlink(missing_ok=True)
+    ondisk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(target))
+    with _quiet():
+        total = ondisk.merge_from_multiple(lists.data(), lists.size(), False, False) if len(parts) else 0
+    ivf.replace_invlists(ondisk, True)
+    ondisk.this.disown()
+    ivf.ntotal = index.ntotal = int(total)
+    del parts
+    return index
+
+
+def fill_on_disk(index: Any, batches: Iterable[np.ndarray], target: Path, shard: int = SHARD_VECTORS,
+                 progress: Optional[ProgressCallback] = None, total: int = 0) -> Any:
+    """``fill_shards`` into a scratch folder beside ``target``, then ``merge_shards`` into ``target``; the
+    scratch folder is removed either way."""
+    scratch = Path(tempfile.mkdtemp(prefix=".shards-", dir=target.parent))
+    try:
+        return merge_shards(index, fill_shards(index, batches, scratch, shard, progress, total), target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def is_on_disk(index: Any) -> bool:
+    """Whether an IVF index's inverted lists are an on-disk list file."""
+    import faiss
+
+    try:
+        lists = faiss.extract_index_ivf(index).invlists
+    except RuntimeError:  # not an IVF index
+        return False
+    return faiss.downcast_InvertedLists(lists).__class__.__name__ == "OnDiskInvertedLists"
+
+
+def read(index_path: Path) -> Any:
+    """Read an index file; an on-disk index's list file is taken from the index file's folder."""
+    import faiss
+
+    with _quiet():
+        return faiss.read_index(str(index_path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+
+
+__all__ = ["DATA_SUFFIX", "SHARD_VECTORS", "data_path", "fill_on_disk", "fill_shards", "is_on_disk", "merge_shards",
+           "read"]
