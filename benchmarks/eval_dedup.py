@@ -178,7 +178,8 @@ def main() -> None:
                     help="base collection: one picture per family and none drawn from another (default: emoji "
                          "by names and code points, both collections by the reviewed pairs of "
                          "shared_drawings.py), or one per family only (the benchmark before 2026-11-23)")
-    ap.add_argument("--dataset", choices=("emoji", "openclipart", "gcompris-drawings", "gcompris-photos"),
+    ap.add_argument("--dataset", choices=("emoji", "openclipart", "gcompris-drawings", "gcompris-photos",
+                                          "tuxpaint-stamps"),
                     default="emoji",
                     help="the collection: emoji, openclipart (rules were chosen on some seeds of both: docs/results/), "
                          "or the large (600 px) GCompris drawings and photographs; with more duplicates than "

@@ -37,10 +37,12 @@ def test_stamps_keep_objects_with_captions_and_families(tmp_path):
     _stamp(s / "symbols/alphabets/a.png", 6, text="The letter A.\n")  # glyphs are left out
     _stamp(s / "vehicles/locomotive/cartoon/tender.png", 9, text="A tender.\n")  # wagons share their wheels
     _stamp(s / "vehicles/locomotive/cartoon/caboose.png", 10, text="A caboose.\n")
+    _stamp(s / "clothes/t_shirt.png", 11, text="A shirt.\n")  # one template drawing style
+    _stamp(s / "clothes/t_sock.png", 12, text="A sock.\n")
     out = tmp_path / "ds"
     rows = extract_stamps(s, out / "images")
     files = [r[0] for r in rows]
-    assert files == ["food/fruit/apple_green.png", "food/fruit/apple_red.png", "food/fruit/cartoon/apple.png",
+    assert files == ["clothes/t_shirt.png", "clothes/t_sock.png", "food/fruit/apple_green.png", "food/fruit/apple_red.png", "food/fruit/cartoon/apple.png",
                      "vehicles/boat.png", "vehicles/locomotive/cartoon/caboose.png",
                      "vehicles/locomotive/cartoon/tender.png"]
     assert {r[0]: r[1] for r in rows}["food/fruit/apple_green.png"] == "A green apple."
@@ -51,6 +53,7 @@ def test_stamps_keep_objects_with_captions_and_families(tmp_path):
         == groups["food/fruit/cartoon/apple.png"] == "food:apple"
     assert groups["vehicles/boat.png"] == "vehicles:boat"
     assert groups["vehicles/locomotive/cartoon/caboose.png"] == groups["vehicles/locomotive/cartoon/tender.png"]
+    assert groups["clothes/t_shirt.png"] == groups["clothes/t_sock.png"] == "clothes:clothes-templates"
     caps = [json.loads(line) for line in open(out / "captions.jsonl", encoding="utf-8")]
     assert [c["file"] for c in caps] == files and (out / "images/vehicles/boat.png").is_file()
 

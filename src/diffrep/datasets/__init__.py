@@ -29,7 +29,7 @@ from .fetch import COMPLETE, cache_dir, cached  # noqa: F401
 
 # Bumped when a dataset folder's layout or grouping changes; an older cached copy is then rebuilt.
 DATASET_FORMATS = {"emoji": 7, "fashion-mnist": 1, "openclipart": 3, "gcompris-photos": 1, "gcompris-drawings": 2,
-                   "tuxpaint-stamps": 1}
+                   "tuxpaint-stamps": 2}
 
 
 def get_dataset(name: str, progress: Optional[ProgressCallback] = None, *,

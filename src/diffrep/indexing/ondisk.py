@@ -139,11 +139,12 @@ def is_on_disk(index: Any) -> bool:
 
 
 def read(index_path: Path) -> Any:
-    """Read an index file; an on-disk index's list file is taken from the index file's folder."""
+    """Read an index file; an on-disk index's list file is taken from the index file's folder and mapped
+    read-only (an index is never added to once built)."""
     import faiss
 
     with _quiet():
-        return faiss.read_index(str(index_path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+        return faiss.read_index(str(index_path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
 
 
 __all__ = ["DATA_SUFFIX", "SHARD_VECTORS", "data_path", "fill_on_disk", "fill_shards", "is_on_disk", "merge_shards",
