@@ -28,6 +28,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "verify_background_sample": 1000,  # ... in the verified train-vs-train null (no --reference)
         "partial_background_sample": 300,  # ... in the --partial train-vs-train null
         "copy_like": 0.98,  # a pixel-level score this high reproduces a training image's pixels
+        "look_alike": 0.75,  # an SSCD cosine this high is a copy by SSCD's own published threshold
         "pool_null": "never",  # add the training set's leave-one-out null to a small reference null (auto|always|never)
         "alone_floor": 0.5,  # a pixel-level score (R^2, correlation) decides alone only from this level on
     },

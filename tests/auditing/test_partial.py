@@ -176,6 +176,20 @@ def test_reference_top_warns_when_the_threshold_is_set_by_copies() -> None:
     assert reference_top(paths, verdict, 0.999, {"object": obj}, {}, n=3)[1] == []  # below the threshold
 
 
+def test_reference_top_names_a_look_alike_that_sets_the_threshold() -> None:
+    # a held-out polo shirt drawn from the training T-shirt's template (tuxpaint-stamps, seed 102) set the
+    # threshold at SSCD 0.88 with no copy-like pixel score: named, with its match, in its own warning
+    paths = ["ref/polo.png", "ref/cone.png", "ref/apple.png"]
+    verdict = np.array([0.9999, 0.98, 0.5])
+    glob = np.array([0.88, 0.74, 0.9])
+    match = ["train/t_tshirt.png", "train/stop.png", "train/pear.png"]
+    top, warnings = reference_top(paths, verdict, 0.99, {"global": glob, "pixel": np.array([0.9, 0.2, 0.3])},
+                                  {"global": match}, n=3)
+    assert len(warnings) == 1 and "ref/polo.png (SSCD 0.88 to train/t_tshirt.png)" in warnings[0]
+    assert "ref/apple.png" not in warnings[0]  # under the threshold
+    assert reference_top(paths, verdict, 0.97, {"global": glob}, {"global": match}, n=3)[1][0].count("SSCD 0.") == 1
+
+
 def test_an_unknown_pool_null_mode_is_refused_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(DiffrepError, match="pool_null must be one of auto, always, never"):
         audit(tmp_path / "gen", tmp_path / "idx", tmp_path / "out", pool_null="sometimes")

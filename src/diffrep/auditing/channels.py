@@ -60,6 +60,8 @@ PIXEL_LEVEL = tuple(s.name for s in SPECS if s.alone)  # may decide alone; fused
 GATED = tuple(s.name for s in SPECS if s.gated)  # count only for a specific candidate
 COPY_LIKE = DEFAULTS["audit"]["copy_like"]  # a pixel-level score (object R^2, blurred-intensity correlation)
 # this high looks like a copy
+LOOK_ALIKE = DEFAULTS["audit"]["look_alike"]  # a reference image this close (SSCD cosine) to a training image
+# may share its drawing (a template, a series): named when it sets the threshold
 ALONE_FLOOR = DEFAULTS["audit"]["alone_floor"]  # a pixel-level score decides alone only from this level on:
 # R^2 = 0.5 is the object explaining half its own variance (set from that meaning, not fitted)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..matching.calibration import channel_p_values
 from ..matching.rerank import rerank_order
-from .channels import COPY_LIKE, GATED, PIXEL_LEVEL, SPECS, Evidence, copy_like
+from .channels import COPY_LIKE, GATED, LOOK_ALIKE, PIXEL_LEVEL, SPECS, Evidence, copy_like
 
 
 def _box(b: Sequence[int] | None) -> str | None:
@@ -186,10 +186,13 @@ def reference_top(paths: Sequence[str], verdict: np.ndarray, threshold: float, c
     the training path behind that channel's score), and a warning when one of those at or above the
     threshold has a pixel-level score >= ``COPY_LIKE``. A reference set meant to hold no copies sometimes
     does (an icon theme's emblem drawn into another icon of the theme): such images raise the threshold and
-    hide real replicas, so the user should look at them."""
+    hide real replicas, so the user should look at them. A second warning names a reference image at or above
+    the threshold whose SSCD cosine to its best training match is ``LOOK_ALIKE`` or more without a copy-like
+    pixel score: a held-out image that shares a drawing with a training image (a template, a series, a shared
+    frame) raises the threshold over every copy less similar than it."""
     order = np.argsort(-np.asarray(verdict, np.float64), kind="stable")[:n]
     likes = copy_like(channels.get("pixel"), channels.get("object"), len(verdict))
-    top, named = [], []
+    top, named, alike = [], [], []
     for i in order:
         row: dict[str, Any] = {"path": paths[int(i)], "verdict": round(float(verdict[i]), 6),
                                "at_or_above_threshold": bool(verdict[i] >= threshold)}
@@ -201,9 +204,17 @@ def reference_top(paths: Sequence[str], verdict: np.ndarray, threshold: float, c
                 row[f"{name}_match"] = who[int(i)]
         if row["at_or_above_threshold"] and likes[i]:
             named.append(row["path"])
+        elif row["at_or_above_threshold"] and row.get("global", -1.0) >= LOOK_ALIKE:
+            alike.append(f"{row['path']} (SSCD {row['global']:.2f} to {row.get('global_match', '?')})")
         top.append(row)
     warnings = [f"{len(named)} reference image(s) that set the threshold score like copies of training "
                 f"images (pixel-level score >= {COPY_LIKE}): {', '.join(named)}. If they are copies, the "
                 "threshold is too high and hides replicas: look at summary.json calibration_top and remove "
                 "them from the reference set (or audit with --drop-reference-copies)"] if named else []
+    if alike:
+        warnings.append(f"the threshold is set by {len(alike)} reference image(s) that look like a training image "
+                        f"(SSCD cosine >= {LOOK_ALIKE}, SSCD's own copy threshold): {'; '.join(alike)}. If one "
+                        "shares a drawing or photograph with its match (a template, a series, a shared frame), "
+                        "every copy that scores under it goes unflagged: remove such images from the reference set, "
+                        "or add more reference images so that one pair does not set the threshold")
     return top, warnings
