@@ -91,6 +91,9 @@ def test_index_on_disk_searches_like_the_in_memory_index_and_moves_with_its_fold
     (tmp_path / "copy" / "index-000002.ivfdata").unlink()
     with pytest.raises(DiffrepIndexError, match="damaged"):
         open_index(tmp_path / "copy")
+    (tmp_path / "copy" / ".shards-killed").mkdir()  # what a killed on-disk fill leaves
+    (tmp_path / "copy" / ".shards-killed" / "shard-000000.faiss").write_bytes(b"partial")
     index(src, tmp_path / "copy", index_type="ivf")  # a rebuild in memory removes the old list file
+    assert not list((tmp_path / "copy").glob(".shards-*"))
     assert not list((tmp_path / "copy").glob("*.ivfdata"))
     assert np.array_equal(open_index(tmp_path / "copy").search(q, 5)[1], expected[1])

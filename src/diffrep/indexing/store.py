@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -165,6 +166,9 @@ class IndexDir:
                 removed += 1
         for p in self.root.glob(".*.tmp"):
             p.unlink(missing_ok=True)
+            removed += 1
+        for p in self.root.glob(".shards-*"):  # an on-disk IVF fill that was killed (ondisk.py)
+            shutil.rmtree(p, ignore_errors=True)
             removed += 1
         return removed
 
