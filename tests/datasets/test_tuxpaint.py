@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from diffrep.datasets.tuxpaint import extract_stamps, write_stamp_tables
+from diffrep.datasets.tuxpaint import extract_stamps
+from diffrep.datasets.twins import write_family_tables
 from diffrep.errors import DiffrepError
 
 
@@ -47,7 +48,7 @@ def test_stamps_keep_objects_with_captions_and_families(tmp_path):
                      "vehicles/locomotive/cartoon/tender.png"]
     assert {r[0]: r[1] for r in rows}["food/fruit/apple_green.png"] == "A green apple."
     assert {r[0]: r[1] for r in rows}["food/fruit/cartoon/apple.png"] == "apple"
-    write_stamp_tables(out, rows)
+    write_family_tables(out, rows)
     groups = {row["file"]: row["group"] for row in csv.DictReader(open(out / "groups.csv", encoding="utf-8"))}
     assert groups["food/fruit/apple_green.png"] == groups["food/fruit/apple_red.png"] \
         == groups["food/fruit/cartoon/apple.png"] == "food:apple"
@@ -66,7 +67,7 @@ def test_a_mirrored_stamp_joins_its_pictures_family(tmp_path):
     _stamp(s / "animals/dog.png", 8, text="A dog.\n")
     out = tmp_path / "ds"
     rows = extract_stamps(s, out / "images")
-    write_stamp_tables(out, rows)
+    write_family_tables(out, rows)
     groups = {row["file"]: row["group"] for row in csv.DictReader(open(out / "groups.csv", encoding="utf-8"))}
     assert groups["animals/cat.png"] == groups["animals/kitten_left.png"] != groups["animals/dog.png"]
 

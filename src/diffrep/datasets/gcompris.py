@@ -14,9 +14,7 @@ family words the same characters), so a split by family keeps near-copies and sh
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import re
 import shutil
 import tempfile
@@ -27,7 +25,7 @@ from ..errors import DiffrepError
 from ..progress import ProgressCallback, emit
 from .fetch import download_deb
 from .rcc import read_rcc
-from .twins import min_union_find, structural_twins, thumbnail_twins
+from .twins import write_family_tables
 
 GCOMPRIS_DEB = "gcompris-qt-data"
 RCC_DIR = "usr/share/gcompris-qt/rcc"
@@ -68,19 +66,7 @@ def build_gcompris(kind: str, out: Path, progress: Optional[ProgressCallback]) -
         rows = _extract(x / RCC_DIR, KINDS[kind], out / "images", progress)
     if not rows:
         raise DiffrepError(f"{GCOMPRIS_DEB} holds no pictures for {kind}; the package layout changed, report this")
-    files = [r[0] for r in rows]
-    parent = {r[2]: r[2] for r in rows}
-    find, union = min_union_find(parent)
-    for a, b in thumbnail_twins(out / "images", files) + structural_twins(out / "images", files):
-        union(rows[a][2], rows[b][2])
-    with open(out / "captions.jsonl", "w", encoding="utf-8") as fh:
-        for f, caption, _g, _c in rows:
-            fh.write(json.dumps({"file": f, "caption": caption}) + "\n")
-    with open(out / "groups.csv", "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "group", "category"])
-        for f, _caption, group, category in rows:
-            w.writerow([f, find(group), category])
+    write_family_tables(out, rows)
 
 
 def _extract(rcc_dir: Path, activities: tuple[str, ...], images: Path,

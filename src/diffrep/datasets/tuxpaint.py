@@ -14,9 +14,7 @@ and drawings that share a drawn part, on one side.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,7 +24,7 @@ from ..errors import DiffrepError
 from ..progress import ProgressCallback, emit
 from .fetch import download_deb
 from .gcompris import caption_of
-from .twins import min_union_find, structural_twins, thumbnail_twins
+from .twins import write_family_tables
 
 TUXPAINT_DEB = "tuxpaint-stamps-default"
 STAMPS_DIR = "usr/share/tuxpaint/stamps"
@@ -54,7 +52,7 @@ def build_tuxpaint(out: Path, progress: Optional[ProgressCallback]) -> None:
         if (x / COPYRIGHT).is_file():
             shutil.copyfile(x / COPYRIGHT, out / "LICENSE")
         rows = extract_stamps(x / STAMPS_DIR, out / "images", progress)
-    write_stamp_tables(out, rows)
+    write_family_tables(out, rows)
 
 
 def extract_stamps(stamps: Path, images: Path, progress: Optional[ProgressCallback] = None
@@ -104,21 +102,3 @@ def _caption(png: Path) -> str:
             if line and "=" not in line.split(" ")[0]:
                 return line
     return caption_of(png.stem)
-
-
-def write_stamp_tables(out: Path, rows: list[tuple[str, str, str, str]]) -> None:
-    """``captions.jsonl`` and ``groups.csv`` for ``rows``, families merged with the pictures that are one
-    picture (``twins.py``)."""
-    files = [r[0] for r in rows]
-    parent = {r[2]: r[2] for r in rows}
-    find, union = min_union_find(parent)
-    for a, b in thumbnail_twins(out / "images", files) + structural_twins(out / "images", files):
-        union(rows[a][2], rows[b][2])
-    with open(out / "captions.jsonl", "w", encoding="utf-8") as fh:
-        for f, caption, _g, _c in rows:
-            fh.write(json.dumps({"file": f, "caption": caption}) + "\n")
-    with open(out / "groups.csv", "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "group", "category"])
-        for f, _caption, group, category in rows:
-            w.writerow([f, find(group), category])

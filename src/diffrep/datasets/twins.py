@@ -91,3 +91,25 @@ def structural_twins(images: Path, files: list[str]) -> list[tuple[int, int]]:
         a, b = np.nonzero(best > TWIN_NCC)
         pairs.extend((int(i) + start, int(j)) for i, j in zip(a, b) if i + start < j)
     return pairs
+
+
+def write_family_tables(out: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    """``captions.jsonl`` and ``groups.csv`` in ``out`` for (file, caption, family, category) ``rows`` of the
+    pictures in ``out/images``, each family merged with the families of the pictures that are one picture
+    (``thumbnail_twins``, ``structural_twins``)."""
+    import csv
+    import json
+
+    files = [r[0] for r in rows]
+    parent = {r[2]: r[2] for r in rows}
+    find, union = min_union_find(parent)
+    for a, b in thumbnail_twins(out / "images", files) + structural_twins(out / "images", files):
+        union(rows[a][2], rows[b][2])
+    with open(out / "captions.jsonl", "w", encoding="utf-8") as fh:
+        for f, caption, _g, _c in rows:
+            fh.write(json.dumps({"file": f, "caption": caption}) + "\n")
+    with open(out / "groups.csv", "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "group", "category"])
+        for f, _caption, group, category in rows:
+            w.writerow([f, find(group), category])
