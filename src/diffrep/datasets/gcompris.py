@@ -14,7 +14,6 @@ family words the same characters), so a split by family keeps near-copies and sh
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import tempfile
@@ -25,7 +24,7 @@ from ..errors import DiffrepError
 from ..progress import ProgressCallback, emit
 from .fetch import download_deb
 from .rcc import read_rcc
-from .twins import write_family_tables
+from .twins import keep_picture, write_family_tables
 
 GCOMPRIS_DEB = "gcompris-qt-data"
 RCC_DIR = "usr/share/gcompris-qt/rcc"
@@ -72,8 +71,6 @@ def build_gcompris(kind: str, out: Path, progress: Optional[ProgressCallback]) -
 def _extract(rcc_dir: Path, activities: tuple[str, ...], images: Path,
              progress: Optional[ProgressCallback]) -> list[tuple[str, str, str, str]]:
     """(file, caption, family, activity) of every distinct picture of ``activities``, sorted by file."""
-    from ..decode import DecodeError, image_size
-
     seen: set[str] = set()
     rows = []
     for i, activity in enumerate(activities):
@@ -82,18 +79,9 @@ def _extract(rcc_dir: Path, activities: tuple[str, ...], images: Path,
             raise DiffrepError(f"{GCOMPRIS_DEB} has no {activity}.rcc; the package layout changed, report this")
         for name, blob in sorted(read_rcc(archive).items()):
             stem, ext = Path(name).stem, Path(name).suffix.lower()
-            digest = hashlib.sha256(blob).hexdigest()
-            if ext not in EXTENSIONS or digest in seen:
-                continue
-            try:
-                if min(image_size(blob)) < MIN_SIDE:
-                    continue
-            except DecodeError:
-                continue
-            seen.add(digest)
             rel = f"{activity}/{Path(name).parent.name}/{stem}{ext}"
-            (images / rel).parent.mkdir(parents=True, exist_ok=True)
-            (images / rel).write_bytes(blob)
+            if ext not in EXTENSIONS or not keep_picture(images, rel, blob, seen, MIN_SIDE):
+                continue
             caption = caption_of(stem)
             family = next((f"{activity}:{name}" for name, words in SHARED_SETS.items()
                            if activity == "lang" and caption in words), f"{activity}:{caption}")

@@ -14,7 +14,6 @@ and drawings that share a drawn part, on one side.
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..errors import DiffrepError
 from ..progress import ProgressCallback, emit
 from .fetch import download_deb
 from .gcompris import caption_of
-from .twins import write_family_tables
+from .twins import keep_picture, write_family_tables
 
 TUXPAINT_DEB = "tuxpaint-stamps-default"
 STAMPS_DIR = "usr/share/tuxpaint/stamps"
@@ -59,26 +58,14 @@ def extract_stamps(stamps: Path, images: Path, progress: Optional[ProgressCallba
                    ) -> list[tuple[str, str, str, str]]:
     """Copy every distinct stamp PNG of at least ``MIN_SIDE`` px under ``stamps`` (categories other than
     ``SKIPPED_CATEGORIES``) into ``images``; return (file, caption, family, category) rows sorted by file."""
-    from ..decode import DecodeError, image_size
-
     files = sorted(p for p in stamps.rglob("*.png")
                    if p.is_file() and p.relative_to(stamps).parts[0] not in SKIPPED_CATEGORIES)
     seen: set[str] = set()
     rows = []
     for i, path in enumerate(files):
-        blob = path.read_bytes()
-        digest = hashlib.sha256(blob).hexdigest()
-        if digest in seen:
-            continue
-        try:
-            if min(image_size(blob)) < MIN_SIDE:
-                continue
-        except DecodeError:
-            continue
-        seen.add(digest)
         rel = path.relative_to(stamps).as_posix()
-        (images / rel).parent.mkdir(parents=True, exist_ok=True)
-        (images / rel).write_bytes(blob)
+        if not keep_picture(images, rel, path.read_bytes(), seen, MIN_SIDE):
+            continue
         category = rel.split("/")[0]
         words = caption_of(path.stem).split()
         family = f"{category}:{words[0] if words else path.stem.lower()}"

@@ -93,6 +93,27 @@ def structural_twins(images: Path, files: list[str]) -> list[tuple[int, int]]:
     return pairs
 
 
+def keep_picture(images: Path, rel: str, blob: bytes, seen: set[str], min_side: int) -> bool:
+    """Write ``blob`` to ``images/rel`` when it is a picture at least ``min_side`` px on both sides whose bytes
+    were not kept before (``seen``: SHA-256 digests kept so far, updated); whether it was kept."""
+    import hashlib
+
+    from ..decode import DecodeError, image_size
+
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest in seen:
+        return False
+    try:
+        if min(image_size(blob)) < min_side:
+            return False
+    except DecodeError:
+        return False
+    seen.add(digest)
+    (images / rel).parent.mkdir(parents=True, exist_ok=True)
+    (images / rel).write_bytes(blob)
+    return True
+
+
 def write_family_tables(out: Path, rows: list[tuple[str, str, str, str]]) -> None:
     """``captions.jsonl`` and ``groups.csv`` in ``out`` for (file, caption, family, category) ``rows`` of the
     pictures in ``out/images``, each family merged with the families of the pictures that are one picture

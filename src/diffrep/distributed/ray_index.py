@@ -15,9 +15,8 @@ committed chunk holds.
 """
 from __future__ import annotations
 
-import shutil
+import contextlib
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -217,41 +216,36 @@ def fill_ivf(idx: Any, manifest: Any, dim: int, *, address: str, workers: int, s
         empty = ray.put(faiss.serialize_index(index))
         chunks = manifest.column("chunk").to_numpy()
         rows = manifest.column("row").to_numpy()
-        scratch = Path(tempfile.mkdtemp(prefix=".shards-", dir=on_disk.parent)) if on_disk is not None else None
-        files: list[Path] = []
-        done = 0
-        emit(progress, "build-index", 0, manifest.num_rows, unit="vec")
+        with od.shard_folder(on_disk) if on_disk is not None else contextlib.nullcontext() as scratch:
+            files: list[Path] = []
+            done = 0
+            emit(progress, "build-index", 0, manifest.num_rows, unit="vec")
+            pending: list[tuple[Any, int]] = []  # (task, vectors in its shard), oldest first
 
-        def finish_oldest() -> None:
-            nonlocal done
-            try:
-                part = ray.get(refs.pop(0))
-            except ray.exceptions.RayError as exc:  # a lost worker or a damaged chunk: nothing was written
-                raise DiffrepError(f"filling the IVF index on Ray failed ({str(exc).strip().splitlines()[-1]}); "
-                                   "the embedded chunks are kept: re-run the same command") from None
-            if scratch is None:
-                index.merge_from(faiss.deserialize_index(part), 0)
-                done = index.ntotal
-            else:
-                files.append(Path(part))
-                done += sizes.pop(0)
-            emit(progress, "build-index", done, manifest.num_rows, unit="vec")
+            def finish_oldest() -> None:
+                nonlocal done
+                ref, size = pending.pop(0)
+                try:
+                    part = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # a lost worker or a damaged chunk: nothing was written
+                    raise DiffrepError(f"filling the IVF index on Ray failed ({str(exc).strip().splitlines()[-1]}); "
+                                       "the embedded chunks are kept: re-run the same command") from None
+                if scratch is None:
+                    index.merge_from(faiss.deserialize_index(part), 0)
+                else:
+                    files.append(Path(part))
+                done += size
+                emit(progress, "build-index", done, manifest.num_rows, unit="vec")
 
-        refs: list[Any] = []
-        sizes: list[int] = []
-        try:
             for start in range(0, manifest.num_rows, shard):
                 end = min(start + shard, manifest.num_rows)
                 out = None if scratch is None else str(scratch / f"shard-{start:012d}.faiss")
-                refs.append(task.remote(str(idx.root), chunks[start:end], rows[start:end], start, empty, dim, out))
-                sizes.append(end - start)
-                if len(refs) > max(1, workers):
+                pending.append((task.remote(str(idx.root), chunks[start:end], rows[start:end], start, empty, dim,
+                                            out), end - start))
+                if len(pending) > max(1, workers):
                     finish_oldest()
-            while refs:
+            while pending:
                 finish_oldest()
             return index if on_disk is None else od.merge_shards(index, files, on_disk)
-        finally:
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
 
     return filler

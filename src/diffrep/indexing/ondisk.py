@@ -34,6 +34,7 @@ from ..progress import ProgressCallback, emit
 
 SHARD_VECTORS = 1_000_000  # vectors per shard file (512-d IVF-PQ: 72 MB of lists; IVF-flat: 2 GB)
 DATA_SUFFIX = ".ivfdata"
+SCRATCH_PREFIX = ".shards-"  # a fill's shard folder beside the list file (a killed fill's: store.clean_orphans)
 
 
 @contextlib.contextmanager
@@ -120,9 +121,16 @@ def fill_on_disk(index: Any, batches: Iterable[np.ndarray], target: Path, shard:
                  progress: Optional[ProgressCallback] = None, total: int = 0) -> Any:
     """``fill_shards`` into a scratch folder beside ``target``, then ``merge_shards`` into ``target``; the
     scratch folder is removed either way."""
-    scratch = Path(tempfile.mkdtemp(prefix=".shards-", dir=target.parent))
-    try:
+    with shard_folder(target) as scratch:
         return merge_shards(index, fill_shards(index, batches, scratch, shard, progress, total), target)
+
+
+@contextlib.contextmanager
+def shard_folder(target: Path) -> Iterator[Path]:
+    """A scratch folder for shard files beside the list file ``target``, removed on leaving."""
+    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=target.parent))
+    try:
+        yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -147,5 +155,5 @@ def read(index_path: Path) -> Any:
         return faiss.read_index(str(index_path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
 
 
-__all__ = ["DATA_SUFFIX", "SHARD_VECTORS", "data_path", "fill_on_disk", "fill_shards", "is_on_disk", "merge_shards",
-           "read"]
+__all__ = ["DATA_SUFFIX", "SCRATCH_PREFIX", "SHARD_VECTORS", "data_path", "fill_on_disk", "fill_shards", "is_on_disk",
+           "merge_shards", "read", "shard_folder"]

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DiffrepIndexError, brief
 from ..fsutil import DirLock, atomic_path, parse_json, write_json
+from .ondisk import SCRATCH_PREFIX
 
 FORMAT = "diffrep-index/1"
 CHUNK_SCHEMA = pa.schema([
@@ -167,7 +168,7 @@ class IndexDir:
         for p in self.root.glob(".*.tmp"):
             p.unlink(missing_ok=True)
             removed += 1
-        for p in self.root.glob(".shards-*"):  # an on-disk IVF fill that was killed (ondisk.py)
+        for p in self.root.glob(f"{SCRATCH_PREFIX}*"):  # an on-disk IVF fill that was killed
             shutil.rmtree(p, ignore_errors=True)
             removed += 1
         return removed
