@@ -93,6 +93,44 @@ def test_a_job_that_dies_resumes_at_chunk_granularity(cluster, images, tmp_path)
     assert len(ids) == len(set(ids)) == 24
 
 
+def _tar(path: Path, files: list[Path]) -> str:
+    import tarfile
+
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for f in files:
+            tf.add(f, arcname=f.name)
+    return str(path)
+
+
+def test_tar_shards_are_indexed_one_per_actor_call(cluster, emoji_files, tmp_path, capsys):
+    """Each shard is scanned and embedded by an actor (the driver lists no member): the local index, and a run
+    that dies after one shard resumes with the others."""
+    from diffrep.distributed.ray_index import index_shards
+    from diffrep.indexing.shards import shard_ledger
+    from diffrep.indexing.store import IndexDir
+
+    (tmp_path / "sh").mkdir()
+    shards = [_tar(tmp_path / "sh" / f"s-{k}.tar", emoji_files[k * 8:k * 8 + 8]) for k in range(3)]
+    assert main(["index", *shards, "--out", str(tmp_path / "local"), "-q"]) == 0
+    assert main(["index", *shards, "--out", str(tmp_path / "ray"), "--engine", "ray", "--address", cluster,
+                 "--num-workers", "2", "--chunk-size", "5", "-q"]) == 0
+    ids_l, v_l = _vectors(tmp_path / "local")
+    ids_r, v_r = _vectors(tmp_path / "ray")
+    assert ids_l == ids_r and len(ids_r) == 24 and ids_r[0] == f"s-0.tar/{emoji_files[0].name}"
+    np.testing.assert_allclose(v_l, v_r, atol=1e-6)
+    assert sorted(shard_ledger(IndexDir(tmp_path / "ray"))) == sorted(shards)
+    engine = functools.partial(index_shards, address=cluster, workers=1)
+
+    def dies_after_one_shard(idx, d, paths, **kw):
+        engine(idx, d, paths[:1], **kw)
+        raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        index(shards, tmp_path / "resumed", shards=dies_after_one_shard)
+    r = index(shards, tmp_path / "resumed", shards=engine)
+    assert (r.images, r.added, r.unchanged) == (24, 16, 8)
+
+
 def test_unreachable_address_fails_fast(images, tmp_path, capsys):
     port = _free_port()
     code = main(["index", str(images), "--out", str(tmp_path / "x"), "--engine", "ray",

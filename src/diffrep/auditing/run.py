@@ -286,7 +286,7 @@ class _Run:
         nulls = {s.name: null.get(s.name) for s in ch.SPECS} if fused and null is not None else None
         rows, best = match_rows(
             queries.records, q.ids, kv=st.config.verify_k, q=q, q_verdict=q_verdict, rep=rep, p=p,
-            train={"path": st.train_path, "id": idx.column("id"), "caption": idx.column("caption")}, dups=dups,
+            train={"path": st.train_path, "id": idx.lookup("id"), "caption": idx.lookup("caption")}, dups=dups,
             q_vectors=queries.vectors, train_vectors=idx.vectors, nulls=nulls,
             train_size=_train_size(st.train_path) if st.config.partial else None)
         for name in REPORT_FILES:  # a report of earlier results must not sit beside these
@@ -333,7 +333,7 @@ def _best_object_match(rm: RegionMatches | None, om: ObjectMatches | None,
             for i, c in enumerate(best)]
 
 
-def _train_size(paths: list[str]) -> Callable[[int], tuple[int, int] | None]:
+def _train_size(paths: Sequence[str]) -> Callable[[int], tuple[int, int] | None]:
     """Width and height of a training image from its header (cached; None when unreadable)."""
     @functools.lru_cache(maxsize=65536)
     def size(j: int) -> tuple[int, int] | None:

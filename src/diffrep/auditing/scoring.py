@@ -55,7 +55,7 @@ class Stages:
 
     def __post_init__(self) -> None:
         c = self.config
-        self.train_path = self.idx.column("path")
+        self.train_path = self.idx.lookup("path")
         self.emb = RegionEmbedder(self.descriptor, c.region_config) if c.partial else None
         self.matcher = ObjectMatcher(c.object_config) if c.partial else None
         self.spec = c.specificity if c.partial and c.verifier is not None else None

@@ -65,7 +65,7 @@ def build_summary(*, queries: Any, q: Evidence, ref: Optional[Evidence], ref_ski
     n_rep = int(rep.sum())
     verifier = stages.config.verifier
     spec = stages.spec
-    train_cap = idx.column("caption")
+    train_cap = idx.lookup("caption")
     ref = ref or Evidence()
     missing = stages.missing
     return {

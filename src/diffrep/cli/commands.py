@@ -33,7 +33,8 @@ def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
     embed = _engine(a, "embed_chunks")
     r = index(src, a.out, descriptor=a.descriptor, index_type=a.index_type, captions=a.captions,
               batch_size=a.batch_size, chunk_size=a.chunk_size, max_pixels=a.max_pixels, memory_budget=budget,
-              embed=embed, fill=_engine(a, "fill_ivf"), on_disk=a.on_disk, progress=bars)
+              embed=embed, fill=_engine(a, "fill_ivf"), shards=_engine(a, "index_shards"), on_disk=a.on_disk,
+              progress=bars)
     rate = r.added / r.timings["embed"] if r.timings["embed"] > 0 and r.added else 0.0
     for number, reason in r.repaired:
         _out(f"Repaired: chunk c{number:06d} {reason}; it was dropped and its images embedded again.")

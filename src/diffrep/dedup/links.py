@@ -61,7 +61,7 @@ def calibrate_links(idx: Any, reference: PathLike | Sequence[PathLike], fpr: flo
         verifier = Verifier(verify_config)
         readers = ref.readers
         rr = verify_candidates(lambda i: load_image(readers[i], max_pixels, verifier.config.size), len(readers),
-                               ref.ids[:, :1], idx.column("path"), verifier, stage="verify-reference",
+                               ref.ids[:, :1], idx.lookup("path"), verifier, stage="verify-reference",
                                progress=progress)
         null_v = np.nan_to_num(best_scores(rr.scores), nan=0.0)
         t_v, more = threshold_at_fpr(null_v, per_rule)

@@ -1,6 +1,8 @@
-"""The embedding stages of ``diffrep index`` and ``diffrep audit`` on a Ray cluster: chunks of records embedded
-by an actor pool (``embed_chunks`` writes index chunks; ``embed_set`` embeds an audit's generations or
-reference images and hands them back in input order); and the filling of an IVF index (``fill_ivf``): Ray
+"""The embedding stages of ``diffrep index`` and ``diffrep audit`` on a Ray cluster: tar shards and Parquet tables
+indexed one per actor call (``index_shards``: the actor scans the shard, compares it with the index and embeds
+it; the driver never lists their records), chunks of records of a folder embedded by an actor pool
+(``embed_chunks`` writes index chunks; ``embed_set`` embeds an audit's generations or reference images and
+hands them back in input order); and the filling of an IVF index (``fill_ivf``): Ray
 tasks each add one shard of the stored vectors to a copy of the trained empty index, which the driver merges in
 shard order, so the index is the one a single process fills (with ``--on-disk`` each task writes its shard to a
 file beside the index and the driver merges the files' lists on disk, ``indexing.ondisk``).
@@ -81,17 +83,16 @@ class _Embedder:
 
     def embed(self, records: list[Any]) -> tuple[list[dict[str, Any]], np.ndarray, int, int]:
         """Index chunk rows, vectors, images embedded, images skipped."""
-        from ..indexing.build import batch_rows
+        from ..indexing.rows import embed_rows
 
-        rows: list[dict[str, Any]] = []
-        vecs: list[np.ndarray] = []
-        ok = skipped = 0
-        for batch in self._batches(records):
-            rows += batch_rows(batch, ok)
-            ok += len(batch.ok)
-            vecs.append(batch.vectors)
-            skipped += len(batch.skipped)
-        return rows, self._stack(vecs), ok, skipped
+        return embed_rows(records, self.d, batch_size=self.batch_size, max_pixels=self.max_pixels)
+
+    def index_shard(self, task: tuple[str, str, list[int], int, int]) -> Any:
+        """``indexing.shards.index_shard`` for (index root, shard, its chunks, generation, chunk size)."""
+        from ..indexing.shards import index_shard
+
+        root, shard, chunks, generation, chunk_size = task
+        return index_shard(Path(root), shard, chunks, generation, self.embed, dim=self.d.dim, chunk_size=chunk_size)
 
     def embed_set(self, records: list[Any]) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
         """Positions (in ``records``) of the embedded images, their vectors, and (position, reason) skips."""
@@ -109,7 +110,7 @@ class _Embedder:
         return np.concatenate(vecs) if vecs else np.zeros((0, self.d.dim), np.float32)
 
 
-def _pool_map(ray: Any, d: Any, groups: list[list[Any]], method: str, *, workers: int, batch_size: Optional[int],
+def _pool_map(ray: Any, d: Any, groups: list[Any], method: str, *, workers: int, batch_size: Optional[int],
               max_pixels: int) -> Any:
     """Run ``_Embedder.<method>`` on every group with a pool of at most ``workers`` actors (each loads the
     descriptor once); yields (group number, result) in the order groups finish."""
@@ -147,6 +148,21 @@ def embed_chunks(idx: Any, d: Any, todo: list[Any], *, batch_size: Optional[int]
         added, skipped, done = added + ok, skipped + sk, done + len(rows)
         emit(progress, "embed", done, len(todo))
     return added, skipped
+
+
+def index_shards(idx: Any, d: Any, shards: list[str], *, batch_size: Optional[int], chunk_size: int,
+                 max_pixels: int, address: str, workers: int, progress: Optional[ProgressCallback] = None) -> Any:
+    """``index``'s ``shards`` hook: each tar shard or Parquet table scanned, compared and embedded by one actor of
+    the pool (``indexing.shards.index_shard``); the driver holds only the shard list and the chunk numbers of
+    earlier per-shard chunks, and commits each shard's chunks as it finishes."""
+    from ..indexing import shards as sh
+
+    ray = connect(address)
+    generation, ledger = sh.current_generation(idx), sh.shard_ledger(idx)
+    tasks = [(str(idx.root), s, ledger.get(s, []), generation, chunk_size) for s in shards]
+    works = (work for _, work in _pool_map(ray, d, tasks, "index_shard", workers=workers, batch_size=batch_size,
+                                           max_pixels=max_pixels))
+    return sh.commit(idx, works, len(shards), progress)
 
 
 def embed_set(records: list[Any], d: Any, *, batch_size: Optional[int], max_pixels: int, stage: str,
@@ -214,8 +230,6 @@ def fill_ivf(idx: Any, manifest: Any, dim: int, *, address: str, workers: int, s
         ray = connect(address)
         task = ray.remote(num_cpus=ACTOR_CPUS)(_fill_shard)
         empty = ray.put(faiss.serialize_index(index))
-        chunks = manifest.column("chunk").to_numpy()
-        rows = manifest.column("row").to_numpy()
         with od.shard_folder(on_disk) if on_disk is not None else contextlib.nullcontext() as scratch:
             files: list[Path] = []
             done = 0
@@ -240,8 +254,9 @@ def fill_ivf(idx: Any, manifest: Any, dim: int, *, address: str, workers: int, s
             for start in range(0, manifest.num_rows, shard):
                 end = min(start + shard, manifest.num_rows)
                 out = None if scratch is None else str(scratch / f"shard-{start:012d}.faiss")
-                pending.append((task.remote(str(idx.root), chunks[start:end], rows[start:end], start, empty, dim,
-                                            out), end - start))
+                part = manifest.slice(start, end - start)
+                pending.append((task.remote(str(idx.root), part.column("chunk").to_numpy(),
+                                            part.column("row").to_numpy(), start, empty, dim, out), end - start))
                 if len(pending) > max(1, workers):
                     finish_oldest()
             while pending:

@@ -8,17 +8,19 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..decode import DEFAULT_MAX_PIXELS
 from ..defaults import DEFAULTS
 from ..descriptors import Descriptor, fingerprints_match, get_descriptor
-from ..embedding import Prepared, embed_records
+from ..embedding import embed_records
 from ..errors import DescriptorError, DescriptorMismatchError, DiffrepError, SourceError
 from ..fsutil import atomic_path, ensure_writable_dir
 from ..progress import ProgressCallback, emit
-from ..sources import Record, Skip, open_source, read_skipped, write_skipped
+from ..sources import Record, open_source, read_skipped, write_skipped
 from . import faiss_index, ondisk
+from .manifest import DELETED, Manifest, deleted_row, write_manifest
+from .rows import batch_rows
+from .shards import EmbedRun, index_shards_local
 from .store import DamagedChunkError, IndexDir, check_vectors
 
 DEFAULT_CHUNK = DEFAULTS["index"]["chunk_size"]
@@ -39,20 +41,6 @@ class IndexResult:
     skipped_items: list[tuple[str, str]] = field(default_factory=list)
     removed: int = 0  # images that left the source, removed from the index in this run
     repaired: list[tuple[int, str]] = field(default_factory=list)  # (chunk, reason): damaged, embedded again
-
-
-def _row(p: Prepared, status: str, row: int) -> dict[str, Any]:
-    r = p.record
-    return {"id": r.id, "path": r.path, "caption": r.caption, "sha256": p.sha256, "bytes": r.size,
-            "mtime": r.mtime, "width": p.width, "height": p.height, "status": status,
-            "reason": p.reason, "row": row}
-
-
-def batch_rows(batch: Any, first_row: int) -> list[dict[str, Any]]:
-    """Chunk-table rows of an embedded batch: its images with vector rows from ``first_row`` on, then the
-    images it skipped."""
-    return ([_row(p, "ok", first_row + j) for j, p in enumerate(batch.ok)]
-            + [_row(p, "skipped", -1) for p in batch.skipped])
 
 
 def require_cosine(d: Descriptor) -> Descriptor:
@@ -99,7 +87,7 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
           chunk_size: int = DEFAULT_CHUNK, max_pixels: int = DEFAULT_MAX_PIXELS,
           memory_budget: int | None = None, embed: Optional[Callable[..., tuple[int, int]]] = None,
           fill: Optional[Callable[..., Any]] = None, on_disk: bool = False,
-          progress: Optional[ProgressCallback] = None) -> IndexResult:
+          shards: Optional[Callable[..., Any]] = None, progress: Optional[ProgressCallback] = None) -> IndexResult:
     """Make the index directory ``out`` mirror the images of ``source``.
 
     Re-running embeds only images that are new or whose size or modification time changed, removes images
@@ -108,7 +96,11 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
     An index mirrors one source: another folder (or a shard of the same name elsewhere) is refused.
     ``memory_budget`` (bytes): the FAISS index must fit it (``faiss_index.plan``). ``embed``: the embedding stage
     (default: this process; ``distributed.ray_index.embed_chunks`` runs it on Ray), called as
-    ``embed(idx, d, todo, batch_size=, chunk_size=, max_pixels=, progress=)``. ``fill``: how an IVF index is
+    ``embed(idx, d, todo, batch_size=, chunk_size=, max_pixels=, progress=)``; it serves folder sources (and
+    shards given with a captions file), which are listed in this process. Tar shards and Parquet tables are
+    indexed shard by shard (``shards.py``; default: in this process, ``distributed.ray_index.index_shards`` on
+    Ray), so no process lists every record: ``shards(idx, d, shard_paths, batch_size=, chunk_size=,
+    max_pixels=, progress=)`` -> ``EmbedRun``. ``fill``: how an IVF index is
     filled (default: this process; ``distributed.ray_index.fill_ivf`` fills shards on Ray), called as
     ``fill(idx, manifest, dim, progress=)`` -> ``filler(trained_empty_index, on_disk_file) -> filled index``.
     ``on_disk``: an IVF index's inverted lists are written to a file beside it and memory-mapped at search
@@ -128,46 +120,50 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
         idx.clean_orphans()
         repaired = idx.drop_damaged(d.dim)
         _check_same_source(idx, src)
-        records, scan_skips = src.scan(progress=progress)
         t_scan = time.perf_counter()
-
-        known: dict[str, tuple[int, float, str, str]] = {}
-        for ch in idx.iter_chunks():
-            cols = ch.table.select(["id", "bytes", "mtime", "status", "path"]).to_pydict()
-            for i, b, m, s, p in zip(cols["id"], cols["bytes"], cols["mtime"], cols["status"], cols["path"]):
-                known[i] = (b, m, s, p)
-        live = {i: v for i, v in known.items() if v[2] != DELETED}
-        _check_same_paths(idx, records, live)
-        gone = _gone(src, records, live)
-        if gone:
-            idx.write_chunk(_next_chunk(idx), [_deleted_row(i, live[i][3]) for i in gone],
-                            np.zeros((0, d.dim), np.float32))
-        todo = [r for r in records if live.get(r.id, (None, None))[:2] != (r.size, r.mtime)]
-        unchanged = len(records) - len(todo)
-
-        added, n_skip = (embed or _embed_into)(idx, d, todo, batch_size=batch_size, chunk_size=chunk_size,
-                                               max_pixels=max_pixels, progress=progress)
+        opts = dict(batch_size=batch_size, chunk_size=chunk_size, max_pixels=max_pixels, progress=progress)
+        if src.folder is None and src.captions_path is None:  # shards, each with its own captions
+            run = (shards or index_shards_local)(idx, d, src.shards, **opts)
+        else:
+            run = _scan_and_embed(idx, d, src, embed or _embed_into, **opts)
+            t_scan += run.scan_seconds
         t_embed = time.perf_counter()
-        n_live, kind = finalize(idx, d, fp, index_type, scan_skips, source_desc=src.root, progress=progress,
+        n_live, kind = finalize(idx, d, fp, index_type, run.scan_skips, source_desc=src.root, progress=progress,
                                 memory_budget=memory_budget, source_spec=src.spec(), fill=fill, on_disk=on_disk)
         t_end = time.perf_counter()
     skipped_items = read_skipped(root / "skipped.csv")
-    return IndexResult(root, n_live, added, unchanged, len(skipped_items), kind, t_end - t0,
+    return IndexResult(root, n_live, run.added, run.unchanged, len(skipped_items), kind, t_end - t0,
                        {"scan": t_scan - t0, "embed": t_embed - t_scan, "finalize": t_end - t_embed},
-                       skipped_items, removed=len(gone), repaired=repaired)
+                       skipped_items, removed=run.removed, repaired=repaired)
 
 
-DELETED = "deleted"  # the status of a row that records an image leaving the source
+def _scan_and_embed(idx: IndexDir, d: Descriptor, src: Any, embed: Callable[..., tuple[int, int]], *,
+                    progress: Optional[ProgressCallback], **opts: Any) -> EmbedRun:
+    """A folder (or shards with a --captions file): list every record in this process, compare with every chunk
+    row, mark ids that left the source deleted, and embed what is new or changed with ``embed``."""
+    t0 = time.perf_counter()
+    records, scan_skips = src.scan(progress=progress)
+    scan_seconds = time.perf_counter() - t0
+    known: dict[str, tuple[int, float, str, str]] = {}
+    for ch in idx.iter_chunks():
+        cols = ch.table.select(["id", "bytes", "mtime", "status", "path"]).to_pydict()
+        for i, b, m, s, p in zip(cols["id"], cols["bytes"], cols["mtime"], cols["status"], cols["path"]):
+            known[i] = (b, m, s, p)
+    live = {i: v for i, v in known.items() if v[2] != DELETED}
+    _check_same_paths(idx, records, live)
+    gone = _gone(src, records, live)
+    if gone:
+        idx.write_chunk(_next_chunk(idx), [deleted_row(i, live[i][3]) for i in gone],
+                        np.zeros((0, d.dim), np.float32))
+    todo = [r for r in records if live.get(r.id, (None, None))[:2] != (r.size, r.mtime)]
+    added, n_skip = embed(idx, d, todo, progress=progress, **opts)
+    return EmbedRun(added, n_skip, len(records) - len(todo), len(gone), [(s.path, s.reason) for s in scan_skips],
+                    scan_seconds)
 
-
-def _deleted_row(image_id: str, path: str) -> dict[str, Any]:
-    return {"id": image_id, "path": path, "caption": None, "sha256": "", "bytes": 0, "mtime": 0.0, "width": 0,
-            "height": 0, "status": DELETED, "reason": "no longer in the source", "row": -1}
 
 
 def _next_chunk(idx: IndexDir) -> int:
-    numbers = idx.chunk_numbers()
-    return (numbers[-1] + 1) if numbers else 1
+    return idx.next_chunk_number()
 
 
 def _check_same_source(idx: IndexDir, src: Any) -> None:
@@ -233,35 +229,18 @@ def _embed_into(idx: IndexDir, d: Descriptor, todo: list[Record], *, batch_size:
     return added, skipped
 
 
-def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, scan_skips: list[Skip],
+def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, scan_skips: list[tuple[str, str]],
              source_desc: str = "", progress: Optional[ProgressCallback] = None,
              source_spec: dict[str, Any] | None = None, memory_budget: int | None = None,
              fill: Optional[Callable[..., Any]] = None, on_disk: bool = False) -> tuple[int, str]:
-    """Resolve the latest row per id across chunks, build FAISS + manifest as a new generation (``on_disk``:
-    an IVF index's inverted lists in ``index-<generation>.ivfdata``, ``ondisk.py``)."""
-    latest: dict[str, tuple[int, int]] = {}  # id -> (chunk, position in chunk table)
-    tables: dict[int, pa.Table] = {}
-    for ch in idx.iter_chunks():
-        tables[ch.number] = ch.table
-        for pos, i in enumerate(ch.table.column("id").to_pylist()):
-            latest[i] = (ch.number, pos)
-    live_parts: list[pa.Table] = []
-    skip_rows: list[tuple[str, str]] = [(s.path, s.reason) for s in scan_skips]
-    for number, table in tables.items():
-        keep = [pos for pos, i in enumerate(table.column("id").to_pylist()) if latest[i] == (number, pos)]
-        t = table.take(pa.array(keep, pa.int64())) if keep else table.slice(0, 0)
-        status = t.column("status").to_pylist()
-        ok = [j for j, s in enumerate(status) if s == "ok"]
-        for j, s in enumerate(status):
-            if s not in ("ok", DELETED):
-                skip_rows.append((t.column("path")[j].as_py(), t.column("reason")[j].as_py()))
-        okt = t.take(pa.array(ok, pa.int64()))
-        live_parts.append(okt.append_column("chunk", pa.array([number] * len(okt), pa.int32())))
-    manifest = (pa.concat_tables(live_parts) if live_parts else
-                pa.Table.from_pylist([], schema=_manifest_schema()))
-    manifest = manifest.sort_by("id")
-    n = manifest.num_rows
-    manifest = manifest.drop_columns(["status", "reason"]).add_column(0, "idx", pa.array(np.arange(n), pa.int64()))
+    """Resolve the latest row per id across chunks into the manifest (``manifest.write_manifest``, bounded
+    memory), build the FAISS index over it as a new generation (``on_disk``: an IVF index's inverted lists in
+    ``index-<generation>.ivfdata``, ``ondisk.py``)."""
+    old = idx.read_meta().get("generation", 0) if idx.meta_path.is_file() else 0
+    gen = old + 1
+    n, skipped_rows = write_manifest(idx, idx.manifest_path(gen), progress=progress)
+    skip_rows = list(scan_skips) + skipped_rows
+    manifest = Manifest(idx.manifest_path(gen))
 
     choice = faiss_index.plan(index_type, n, d.dim, memory_budget, on_disk)
     kind = choice["type"]
@@ -269,9 +248,7 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
     if kind in ("ivf", "ivfpq"):
         rng = np.random.default_rng(0)
         pick = np.sort(rng.choice(n, size=faiss_index.train_size(kind, n), replace=False))
-        sample = gather_vectors(idx, manifest.take(pa.array(pick)), d.dim)
-    old = idx.read_meta().get("generation", 0) if idx.meta_path.is_file() else 0
-    gen = old + 1
+        sample = gather_vectors(idx, manifest.take(pick, ["chunk", "row"]), d.dim)
     emit(progress, "build-index", 0, n, unit="vec")
     faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest, d.dim), n, d.dim, kind, sample,
                                           pq_m=choice["pq_m"],
@@ -286,14 +263,12 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
         faiss_index.configure(faiss_obj, params)
         params["self_recall_at_1"] = round(faiss_index.self_recall(faiss_obj, sample[probe], pick[probe]), 4)
         params["self_recall_sample"] = int(len(probe))
-        stored = lambda ids: gather_vectors(idx, manifest.take(pa.array(ids)), d.dim)  # noqa: E731
+        stored = lambda ids: gather_vectors(idx, manifest.take(ids, ["chunk", "row"]), d.dim)  # noqa: E731
         faiss_index.tune_probes(faiss_obj, params, lambda q, k: faiss_index.search_stored(
             faiss_obj, params["type"], q, k, stored), sample, pick)
 
     import faiss
 
-    with atomic_path(idx.manifest_path(gen)) as tmp:
-        pq.write_table(manifest, tmp)
     with atomic_path(idx.faiss_path(gen)) as tmp:
         faiss.write_index(faiss_obj, str(tmp))
     write_skipped(idx.root / "skipped.csv", skip_rows)
@@ -307,13 +282,7 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
     return n, params["type"]
 
 
-def _manifest_schema() -> pa.Schema:
-    from .store import CHUNK_SCHEMA
-
-    return CHUNK_SCHEMA.append(pa.field("chunk", pa.int32()))
-
-
-def _vector_batches(idx: IndexDir, manifest: pa.Table, dim: int, batch: int = 65536):
+def _vector_batches(idx: IndexDir, manifest: Manifest, dim: int, batch: int = 65536):
     for s in range(0, manifest.num_rows, batch):
         yield gather_vectors(idx, manifest.slice(s, batch), dim)
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import DiffrepIndexError, brief
 from . import faiss_index, ondisk
 from .build import gather_vectors
+from .manifest import Lookup, Manifest
 from .store import IndexDir
 
 
@@ -19,7 +19,7 @@ from .store import IndexDir
 class LoadedIndex:
     dir: IndexDir
     meta: dict[str, Any]
-    manifest: pa.Table  # row i = FAISS id i
+    manifest: Manifest  # row i = FAISS id i (memory-mapped)
     faiss: Any
     pending_chunks: int  # chunks written after the last finalize (an interrupted run)
 
@@ -37,10 +37,16 @@ class LoadedIndex:
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors of FAISS ids ``ids`` (exact, from the chunk files, whatever the index type)."""
-        return gather_vectors(self.dir, self.manifest.take(pa.array(np.asarray(ids, np.int64))))
+        return gather_vectors(self.dir, self.manifest.take(np.asarray(ids, np.int64), ["chunk", "row"]))
 
     def column(self, name: str) -> list[Any]:
+        """Column ``name`` of every row, as a list (reads the whole column)."""
         return self.manifest.column(name).to_pylist()
+
+    def lookup(self, name: str) -> Lookup:
+        """Column ``name`` as a sequence read value by value (``lookup("path")[j]``): what an audit needs for its
+        candidates, without loading the column."""
+        return self.manifest.lookup(name)
 
 
 MANIFEST_COLUMNS = ("idx", "id", "path", "caption", "sha256", "width", "height", "row", "chunk")
@@ -60,7 +66,7 @@ def open_index(path: str | Path) -> LoadedIndex:
     gen = meta["generation"]
     repair = "re-run `diffrep index` on the same source to rebuild it"
     try:
-        manifest = pq.read_table(idx.manifest_path(gen))
+        manifest = Manifest(idx.manifest_file(gen))
         fx = ondisk.read(idx.faiss_path(gen))
         faiss_index.configure(fx, meta.get("index", {}))
     except (OSError, RuntimeError, ValueError, pa.ArrowException) as exc:

@@ -209,7 +209,7 @@ def open_local(idx: Any, config: LocalConfig = LocalConfig(), *, progress: Optio
     if found is not None:
         return found
     if read is None:
-        read = _reader(idx.column("path"), config.side)
+        read = _reader(idx.lookup("path"), config.side)
     return build_local(read, len(idx), root, generation, config, progress=progress,
                        save=os.access(root, os.W_OK))
 

@@ -4,7 +4,7 @@ Layout::
 
     INDEX_DIR/
       index.json               what this is: descriptor fingerprint, FAISS type, counts, current generation
-      manifest-GGGGGG.parquet  live rows in FAISS id order (idx, id, path, caption, sha256, bytes, ...)
+      manifest-GGGGGG.arrow    live rows in FAISS id order (idx, id, path, caption, sha256, bytes, ...)
       index-GGGGGG.faiss       the FAISS index for that generation
       skipped.csv              inputs that could not be indexed, with reasons
       chunks/cNNNNNN.npy       embedded vectors, written as work proceeds (the source of truth)
@@ -43,6 +43,8 @@ CHUNK_SCHEMA = pa.schema([
     ("status", pa.string()), ("reason", pa.string()), ("row", pa.int32()),
 ])
 
+
+SHARD_KEY = b"diffrep.shard"  # chunk table footer key: the source shard of a per-shard chunk
 
 #: how far a stored vector's norm may be from 1 before the chunk counts as damaged
 NORM_TOLERANCE = 1e-2
@@ -152,6 +154,10 @@ class IndexDir:
                 continue
         return sorted(out)
 
+    def next_chunk_number(self) -> int:
+        numbers = self.chunk_numbers()
+        return (numbers[-1] + 1) if numbers else 1
+
     def clean_orphans(self) -> int:
         """Remove temp files and vector files whose chunk was never committed. Returns files removed."""
         removed = 0
@@ -173,14 +179,29 @@ class IndexDir:
             removed += 1
         return removed
 
-    def write_chunk(self, number: int, rows: list[dict[str, Any]], vectors: np.ndarray) -> None:
+    def write_chunk(self, number: int, rows: list[dict[str, Any]], vectors: np.ndarray,
+                    shard: str | None = None) -> None:
+        """Commit chunk ``number``: its vectors, then its rows (the commit mark). ``shard``: the one source shard
+        all its rows come from (per-shard indexing), kept in the row table's footer (:meth:`chunk_shard`)."""
         self.chunks_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.chunks_dir / f"c{number:06d}.npy") as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, np.ascontiguousarray(vectors, dtype=np.float32))
         table = pa.Table.from_pylist(rows, schema=CHUNK_SCHEMA)
+        if shard is not None:
+            table = table.replace_schema_metadata({SHARD_KEY: shard.encode("utf-8")})
         with atomic_path(self.chunks_dir / f"c{number:06d}.parquet") as tmp:
             pq.write_table(table, tmp)
+
+    def chunk_shard(self, number: int) -> str | None:
+        """The source shard chunk ``number`` was written for by per-shard indexing (None for other chunks),
+        from the row table's footer alone."""
+        try:
+            meta = pq.read_schema(self.chunks_dir / f"c{number:06d}.parquet").metadata or {}
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise DamagedChunkError(self.root, number, f"has an unreadable row table ({brief(exc)})") from None
+        value = meta.get(SHARD_KEY)
+        return value.decode("utf-8", errors="replace") if value is not None else None
 
     def read_chunk(self, number: int) -> pa.Table:
         try:
@@ -273,13 +294,21 @@ class IndexDir:
 
     # ---------------------------------------------------------------- generation files
     def manifest_path(self, generation: int) -> Path:
-        return self.root / f"manifest-{generation:06d}.parquet"
+        """Where generation ``generation``'s manifest is written (an Arrow IPC file, ``manifest.py``)."""
+        return self.root / f"manifest-{generation:06d}.arrow"
+
+    def manifest_file(self, generation: int) -> Path:
+        """Generation ``generation``'s manifest as it is on disk: the Arrow file, or the Parquet table of an
+        index written before manifests were Arrow files."""
+        path = self.manifest_path(generation)
+        old = path.with_suffix(".parquet")
+        return old if not path.exists() and old.exists() else path
 
     def faiss_path(self, generation: int) -> Path:
         return self.root / f"index-{generation:06d}.faiss"
 
     def remove_old_generations(self, keep: int) -> None:
-        for pattern in ("manifest-*.parquet", "index-*.faiss", "index-*.ivfdata"):
+        for pattern in ("manifest-*.arrow", "manifest-*.parquet", "index-*.faiss", "index-*.ivfdata"):
             for p in self.root.glob(pattern):
                 gen = p.stem.split("-")[-1]
                 if gen.isdigit() and int(gen) != keep:

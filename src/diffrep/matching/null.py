@@ -78,7 +78,7 @@ def train_null(idx: LoadedIndex, verifier: Verifier | None, k: int, sample: int,
         others[i, :len(row)] = row
         other_sims[i, :len(row)] = sims[i][keep[i]][:kg]
     glob = np.nan_to_num(other_sims[:, 0], neginf=0.0).astype(np.float32)
-    paths = idx.column("path")
+    paths = idx.lookup("path")
     region = obj = rm = None
     if partial_fn is not None:
         region, obj, rm = partial_fn([functools.partial(read_location, paths[int(j)]) for j in pick], pick)

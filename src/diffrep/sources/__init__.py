@@ -74,7 +74,7 @@ class Source:
         else:
             records, skips = [], []
             for i, shard in enumerate(self.shards):
-                found, skipped = _scan_parquet(shard) if shard.lower().endswith(".parquet") else _scan_shard(shard)
+                found, skipped = scan_shard(shard)
                 records += found
                 skips += skipped
                 emit(progress, "scan", i + 1, len(self.shards), unit="shard")
@@ -100,6 +100,13 @@ class Source:
                               "unmatched": len(table) - len(used), "with_caption": with_caption,
                               "without_caption": len(records) - with_caption}
         return records
+
+
+def scan_shard(shard: str) -> tuple[list[Record], list[Skip]]:
+    """The records and skips of one webdataset .tar shard or Parquet table (captions from the shard itself),
+    sorted by id and path."""
+    records, skips = _scan_parquet(shard) if shard.lower().endswith(".parquet") else _scan_shard(shard)
+    return sorted(records, key=lambda r: r.id), sorted(skips, key=lambda s: s.path)
 
 
 def _expand(item: str) -> list[str]:
@@ -164,4 +171,4 @@ def read_skipped(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
 
 
 __all__ = ["IMAGE_EXTENSIONS", "CAPTION_FILE_NAMES", "NOT_UTF8", "Record", "Skip", "Source", "load_captions",
-           "open_source", "read_location", "read_skipped", "write_skipped"]
+           "open_source", "read_location", "read_skipped", "scan_shard", "write_skipped"]
