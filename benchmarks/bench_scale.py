@@ -3,7 +3,7 @@
 Part (a), ``--part engines``: copies --images packaged emoji into a folder (or reuses --work), then indexes it
 twice from scratch: with the local engine and with ``--engine ray`` on a local Ray instance started for the run
 (``--num-workers`` actors); checks that both indexes hold the same ids and vectors and prints the wall times and
-their ratio.
+their ratio. ``--shards N``: the images packed into N webdataset tar shards first, indexed shard by shard.
 
 Part (b), ``--part search`` (bench_scale_search.py): --queries audit queries against --stored synthetic vectors
 drawn like real SSCD descriptors, with the index ``--memory-budget`` picks: build time, peak RSS, queries/s
@@ -13,7 +13,7 @@ Part (c), ``--part ondisk``, after part (b) in the same --work: the same index f
 on disk (``diffrep index --on-disk``): fill time and peak RSS, then the search at the tuned nprobe with the lists
 memory-mapped: queries/s, peak RSS and the share of hits equal to the in-memory index's.
 
-Usage:  python benchmarks/bench_scale.py [--part engines|search|ondisk|all] [--images 2000] [--num-workers 2]
+Usage:  python benchmarks/bench_scale.py [--part engines|search|ondisk|all] [--images 2000] [--num-workers 2] [--shards N]
             [--stored 10000000] [--queries 10000] [--memory-budget 8G] [--exact-sample 1000] [--doublings 2]
             [--reuse-build] [--library-path] [--work DIR]
 """
@@ -25,13 +25,14 @@ import json
 import shutil
 import tempfile
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 
 from diffrep.cli.commands import _bytes
 from diffrep.datasets import get_dataset
-from diffrep.distributed.ray_index import connect, embed_chunks
+from diffrep.distributed.ray_index import connect, embed_chunks, index_shards
 from diffrep.indexing.build import index
 from diffrep.indexing.load import open_index
 
@@ -46,24 +47,44 @@ def _images(work: Path, count: int) -> Path:
     return src
 
 
-def engines(work: Path, count: int, workers: int) -> None:
+def _tar_shards(work: Path, src: Path, count: int) -> list[str]:
+    """The images of ``src`` packed into ``count`` webdataset tar shards (once)."""
+    import tarfile
+
+    files = sorted(src.glob("*.png"))
+    out = work / f"shards-{count}"
+    if not out.is_dir():
+        out.mkdir()
+        for k in range(count):
+            with tarfile.open(out / f"s-{k:04d}.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
+                for f in files[k::count]:
+                    tf.add(f, arcname=f.name)
+    return sorted(str(p) for p in out.glob("*.tar"))
+
+
+def engines(work: Path, count: int, workers: int, shards: int = 0) -> None:
+    """Index the images with both engines; ``shards`` > 0: packed into that many tar shards (indexed shard by
+    shard: one shard per Ray actor call)."""
     src = _images(work, count)
     n = len(list(src.glob("*.png")))
+    source: Any = _tar_shards(work, src, shards) if shards else src
     for name in ("local", "ray"):
         shutil.rmtree(work / name, ignore_errors=True)
     t0 = time.perf_counter()
-    index(src, work / "local")
+    index(source, work / "local")
     local_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     connect("local")
     start_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    index(src, work / "ray", embed=functools.partial(embed_chunks, address="local", workers=workers))
+    index(source, work / "ray", embed=functools.partial(embed_chunks, address="local", workers=workers),
+          shards=functools.partial(index_shards, address="local", workers=workers))
     ray_s = time.perf_counter() - t0
     la, ra = open_index(work / "local"), open_index(work / "ray")
     same = la.column("id") == ra.column("id") and bool(np.allclose(la.vectors(np.arange(len(la))),
                                                                     ra.vectors(np.arange(len(ra))), atol=1e-6))
-    print(f"{n} images, {workers} Ray workers; same ids and vectors: {same}")
+    print(f"{n} images{f' in {shards} tar shards' if shards else ''}, {workers} Ray workers; same ids and vectors: "
+          f"{same}")
     print("| engine | wall s | images/s |")
     print("|---|---|---|")
     print(f"| local | {local_s:.1f} | {n / local_s:.1f} |")
@@ -112,6 +133,7 @@ def main() -> None:
     ap.add_argument("--part", choices=("engines", "search", "ondisk", "all"), default="engines")
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--num-workers", type=int, default=2)
+    ap.add_argument("--shards", type=int, default=0, help="engines: pack the images into this many tar shards")
     ap.add_argument("--stored", type=int, default=10_000_000)
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--memory-budget", default="8G")
@@ -125,7 +147,7 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(a.work or tempfile.mkdtemp(prefix="diffrep-bench-scale-"))
     if a.part in ("engines", "all"):
-        engines(work, a.images, a.num_workers)
+        engines(work, a.images, a.num_workers, a.shards)
     if a.part in ("search", "all"):
         search(work, a)
     if a.part in ("ondisk", "all"):
