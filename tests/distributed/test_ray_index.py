@@ -131,6 +131,13 @@ def test_tar_shards_are_indexed_one_per_actor_call(cluster, emoji_files, tmp_pat
     assert (r.images, r.added, r.unchanged) == (24, 16, 8)
 
 
+def test_cuda_on_a_cluster_without_gpus_is_refused(cluster, images, tmp_path, capsys):
+    code = main(["index", str(images), "--out", str(tmp_path / "idx"), "--engine", "ray", "--address", cluster,
+                 "--device", "cuda"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "the Ray cluster has no GPUs" in err[0]
+
+
 def test_unreachable_address_fails_fast(images, tmp_path, capsys):
     port = _free_port()
     code = main(["index", str(images), "--out", str(tmp_path / "x"), "--engine", "ray",

@@ -82,7 +82,8 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
           partial_background_sample: int = A["partial_background_sample"], object_config: ObjectConfig | None = None,
           local_k: int = A["local_k"], local_config: LocalConfig | None = None, drop_reference_copies: bool = False,
           pixel: bool = True, specificity: SpecificityConfig | None = SpecificityConfig(),
-          pool_null: str = A["pool_null"], embed: Any = None, progress: Optional[ProgressCallback] = None) -> AuditResult:
+          pool_null: str = A["pool_null"], embed: Any = None, device: str = "auto",
+          progress: Optional[ProgressCallback] = None) -> AuditResult:
     """Audit the generated images in ``source`` against the training ``index``; write results to ``out``.
 
     Verdict score: with ``verify`` (default) each query's top ``verify_k`` candidates are aligned and
@@ -124,7 +125,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     out_dir = ensure_writable_dir(out, "output directory")
     with DirLock(out_dir, "audit directory"):
         idx = index if isinstance(index, LoadedIndex) else open_index(index)
-        d = resolve_descriptor(idx.dir, descriptor, **({"batch_size": batch_size} if batch_size else {}))
+        d = resolve_descriptor(idx.dir, descriptor, device=device, **({"batch_size": batch_size} if batch_size else {}))
         if len(idx) == 0:
             raise SourceError(f"index {idx.dir.root} holds no images; index a training set first")
         k = max(1, min(top_k, len(idx)))

@@ -22,7 +22,13 @@ def _engine(a: argparse.Namespace, stage: str) -> Any:
     if a.num_workers < 1:
         raise DiffrepError(f"--num-workers {a.num_workers}: give at least one worker")
     ray_index.connect(a.address)
-    return functools.partial(getattr(ray_index, stage), address=a.address, workers=a.num_workers)
+    return functools.partial(getattr(ray_index, stage), address=a.address, workers=a.num_workers, device=a.device)
+
+
+def _driver_device(a: argparse.Namespace) -> str:
+    """--device for this process: as given with --engine local; with --engine ray the actors take it (they
+    reserve the GPUs) and this process, which may have none, keeps auto."""
+    return a.device if a.engine != "ray" else "auto"
 
 
 def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
@@ -34,7 +40,7 @@ def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
     r = index(src, a.out, descriptor=a.descriptor, index_type=a.index_type, captions=a.captions,
               batch_size=a.batch_size, chunk_size=a.chunk_size, max_pixels=a.max_pixels, memory_budget=budget,
               embed=embed, fill=_engine(a, "fill_ivf"), shards=_engine(a, "index_shards"), on_disk=a.on_disk,
-              progress=bars)
+              device=_driver_device(a), progress=bars)
     rate = r.added / r.timings["embed"] if r.timings["embed"] > 0 and r.added else 0.0
     for number, reason in r.repaired:
         _out(f"Repaired: chunk c{number:06d} {reason}; it was dropped and its images embedded again.")
@@ -82,7 +88,7 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
               partial=a.partial, partial_k=a.partial_k, local_k=a.local_k,
               drop_reference_copies=a.drop_reference_copies, pool_null=a.pool_null,
               specificity=SpecificityConfig(margin=a.specificity_margin) if a.specificity else None,
-              embed=_engine(a, "embed_set"), progress=bars)
+              embed=_engine(a, "embed_set"), device=_driver_device(a), progress=bars)
     print_audit_summary(r.summary, Path(a.out))
     if a.report:
         from ..report.html import render_report

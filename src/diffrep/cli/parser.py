@@ -25,6 +25,9 @@ def _engine(p: argparse.ArgumentParser, same: str) -> None:
     p.add_argument("--address", default="local", help="--engine ray: the cluster, HOST:PORT or auto (the running "
                    "one); default: a Ray instance started for this run")
     p.add_argument("--num-workers", type=int, default=2, help="--engine ray: embedding actors (default %(default)s)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the descriptor's model runs: auto (a GPU when ONNX Runtime or PyTorch has one, "
+                   "default), cpu, or cuda (refused without one; with --engine ray each actor reserves a GPU)")
 
 
 def _index(sub: Sub) -> None:

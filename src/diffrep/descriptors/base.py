@@ -83,12 +83,24 @@ def available() -> dict[str, str]:
     return dict(_DESCRIPTIONS)
 
 
+#: descriptors that run a model which can run on a GPU (``device=`` cpu, cuda or auto)
+DEVICE_DESCRIPTORS = ("sscd", "sscd-fast", "onnx-file", "torchscript-file")
+
+
 def get_descriptor(spec: str | Descriptor, **kwargs: Any) -> Descriptor:
     """Resolve ``spec``: a registered name (``sscd``), ``onnx:PATH``, ``torchscript:PATH``, or a file path
-    ending in ``.onnx`` / ``.pt`` / ``.torchscript``."""
+    ending in ``.onnx`` / ``.pt`` / ``.torchscript``. ``device="cpu"|"cuda"|"auto"`` applies to the model
+    descriptors (``DEVICE_DESCRIPTORS``); the others compute on the CPU and refuse ``cuda``."""
     if isinstance(spec, Descriptor):
         return spec
     _load_builtins()
+    device = kwargs.get("device")
+    if device is not None and spec in _REGISTRY and spec not in DEVICE_DESCRIPTORS:
+        kwargs.pop("device")
+        if device == "cuda":
+            raise DescriptorError(f"descriptor {spec!r} computes on the CPU; --device cuda applies to "
+                                  f"{', '.join(n for n in DEVICE_DESCRIPTORS if not n.endswith('-file'))}, onnx: "
+                                  "and torchscript: models")
     if spec in _REGISTRY:
         return _REGISTRY[spec](**kwargs)
     kind, _, path = spec.partition(":")

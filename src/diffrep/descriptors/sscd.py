@@ -47,7 +47,8 @@ class OnnxDescriptor(Descriptor):
     """Any SSCD-style ONNX model: uint8 NHWC input (normalizes itself) or float NCHW input."""
 
     def __init__(self, path: str | os.PathLike[str], name: str, size: int = DEFAULT_SIZE,
-                 batch_size: int = 16, threads: int | None = None, norm: str = "imagenet") -> None:
+                 batch_size: int = 16, threads: int | None = None, norm: str = "imagenet",
+                 device: str = "auto") -> None:
         path = Path(path)
         self.norm = norm
         if not path.is_file():
@@ -63,7 +64,9 @@ class OnnxDescriptor(Descriptor):
         opts.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(str(path), sess_options=opts,
-                                                 providers=_providers(ort))
+                                                 providers=_providers(ort, device))
+        except DescriptorError:
+            raise
         except Exception as exc:  # onnxruntime raises its own exception types
             raise DescriptorError(f"cannot load ONNX model {path}: {exc}".splitlines()[0]) from None
         inp = self._session.get_inputs()[0]
@@ -109,8 +112,27 @@ def _pooled_output(y: np.ndarray) -> np.ndarray:
     return y.reshape(len(y), -1)
 
 
-def _providers(ort: Any) -> list[str]:
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(device: str) -> str:
+    if device not in DEVICES:
+        raise DescriptorError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+    return device
+
+
+def _providers(ort: Any, device: str = "auto") -> list[str]:
+    """ONNX Runtime providers for ``device``: ``cpu``; ``cuda`` (DescriptorError when this onnxruntime has no
+    CUDA provider); ``auto``: CUDA when available (or ``DIFFREP_ORT_PROVIDER``), else CPU."""
     have = ort.get_available_providers()
+    if check_device(device) == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in have:
+            raise DescriptorError("--device cuda: this onnxruntime has no CUDA provider (it has "
+                                  f"{', '.join(have)}); install onnxruntime-gpu in place of onnxruntime, or use "
+                                  "--device cpu")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     want = os.environ.get("DIFFREP_ORT_PROVIDER")
     if want and want in have:
         return [want, "CPUExecutionProvider"]
@@ -121,7 +143,7 @@ class TorchScriptDescriptor(Descriptor):
     """Meta's official SSCD TorchScript files (float NCHW, ImageNet normalization, 512-d output)."""
 
     def __init__(self, path: str | os.PathLike[str], name: str | None = None, size: int = DEFAULT_SIZE,
-                 batch_size: int = 16, device: str = "cpu", norm: str = "imagenet") -> None:
+                 batch_size: int = 16, device: str = "auto", norm: str = "imagenet") -> None:
         path = Path(path)
         if norm not in NORMALIZATIONS:
             raise DescriptorError(f"unknown norm {norm!r}; choose one of {', '.join(NORMALIZATIONS)}")
@@ -132,6 +154,10 @@ class TorchScriptDescriptor(Descriptor):
             import torch
         except ImportError:
             raise DescriptorError("TorchScript models need PyTorch: pip install 'diffrep[torchscript]'") from None
+        if check_device(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and not torch.cuda.is_available():
+            raise DescriptorError("--device cuda: this PyTorch sees no CUDA device; use --device cpu")
         try:
             self._model = torch.jit.load(str(path), map_location=device).eval()
         except Exception as exc:

@@ -67,13 +67,13 @@ class _Embedder:
     """A Ray actor: the descriptor, loaded once, embeds whole chunks of records with ``ACTOR_CPUS`` inference
     threads (not one per core of the machine: actors sharing a machine would oversubscribe it)."""
 
-    def __init__(self, spec: str, batch_size: Optional[int], max_pixels: int) -> None:
+    def __init__(self, spec: str, batch_size: Optional[int], max_pixels: int, device: str = "auto") -> None:
         import os
 
         from ..descriptors import get_descriptor
 
         os.environ.setdefault("DIFFREP_THREADS", str(ACTOR_CPUS))
-        self.d = get_descriptor(spec)
+        self.d = get_descriptor(spec, **({"device": device} if device != "auto" else {}))
         self.batch_size, self.max_pixels = batch_size, max_pixels
 
     def _batches(self, records: list[Any]) -> Any:
@@ -110,13 +110,26 @@ class _Embedder:
         return np.concatenate(vecs) if vecs else np.zeros((0, self.d.dim), np.float32)
 
 
+def gpu_workers(ray: Any, workers: int) -> int:
+    """``--device cuda``: at most one actor per GPU of the cluster; DiffrepError when it has none."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus < 1:
+        raise DiffrepError("--device cuda: the Ray cluster has no GPUs (start its nodes on GPU machines, or use "
+                           "--device cpu)")
+    return min(workers, gpus)
+
+
 def _pool_map(ray: Any, d: Any, groups: list[Any], method: str, *, workers: int, batch_size: Optional[int],
-              max_pixels: int) -> Any:
+              max_pixels: int, device: str = "auto") -> Any:
     """Run ``_Embedder.<method>`` on every group with a pool of at most ``workers`` actors (each loads the
-    descriptor once); yields (group number, result) in the order groups finish."""
+    descriptor once; with ``device`` cuda each reserves a GPU, one per GPU); yields (group number, result) in the
+    order groups finish."""
     spec = d.fingerprint().get("spec") or d.name
-    actor = ray.remote(num_cpus=ACTOR_CPUS)(_Embedder)
-    pool = [actor.remote(spec, batch_size, max_pixels) for _ in range(max(1, min(workers, len(groups))))]
+    gpu = device == "cuda"
+    if gpu:
+        workers = gpu_workers(ray, workers)
+    actor = ray.remote(num_cpus=ACTOR_CPUS, num_gpus=1 if gpu else 0)(_Embedder)
+    pool = [actor.remote(spec, batch_size, max_pixels, device) for _ in range(max(1, min(workers, len(groups))))]
     pending = {getattr(pool[i], method).remote(g): (i, i) for i, g in enumerate(groups[:len(pool)])}
     nxt = len(pool)
     while pending:
@@ -130,7 +143,8 @@ def _pool_map(ray: Any, d: Any, groups: list[Any], method: str, *, workers: int,
 
 
 def embed_chunks(idx: Any, d: Any, todo: list[Any], *, batch_size: Optional[int], chunk_size: int, max_pixels: int,
-                 address: str, workers: int, progress: Optional[ProgressCallback] = None) -> tuple[int, int]:
+                 address: str, workers: int, device: str = "auto",
+                 progress: Optional[ProgressCallback] = None) -> tuple[int, int]:
     """Embed ``todo`` into new chunks of ``idx`` on Ray; returns (images embedded, images skipped)."""
     from ..indexing.build import _next_chunk
 
@@ -142,7 +156,7 @@ def embed_chunks(idx: Any, d: Any, todo: list[Any], *, batch_size: Optional[int]
     next_chunk = _next_chunk(idx)
     added = skipped = done = 0
     for _, (rows, vectors, ok, sk) in _pool_map(ray, d, groups, "embed", workers=workers, batch_size=batch_size,
-                                                max_pixels=max_pixels):
+                                                max_pixels=max_pixels, device=device):
         idx.write_chunk(next_chunk, rows, vectors)
         next_chunk += 1
         added, skipped, done = added + ok, skipped + sk, done + len(rows)
@@ -151,7 +165,8 @@ def embed_chunks(idx: Any, d: Any, todo: list[Any], *, batch_size: Optional[int]
 
 
 def index_shards(idx: Any, d: Any, shards: list[str], *, batch_size: Optional[int], chunk_size: int,
-                 max_pixels: int, address: str, workers: int, progress: Optional[ProgressCallback] = None) -> Any:
+                 max_pixels: int, address: str, workers: int, device: str = "auto",
+                 progress: Optional[ProgressCallback] = None) -> Any:
     """``index``'s ``shards`` hook: each tar shard or Parquet table scanned, compared and embedded by one actor of
     the pool (``indexing.shards.index_shard``); the driver holds only the shard list and the chunk numbers of
     earlier per-shard chunks, and commits each shard's chunks as it finishes."""
@@ -161,12 +176,12 @@ def index_shards(idx: Any, d: Any, shards: list[str], *, batch_size: Optional[in
     generation, ledger = sh.current_generation(idx), sh.shard_ledger(idx)
     tasks = [(str(idx.root), s, ledger.get(s, []), generation, chunk_size) for s in shards]
     works = (work for _, work in _pool_map(ray, d, tasks, "index_shard", workers=workers, batch_size=batch_size,
-                                           max_pixels=max_pixels))
+                                           max_pixels=max_pixels, device=device))
     return sh.commit(idx, works, len(shards), progress)
 
 
 def embed_set(records: list[Any], d: Any, *, batch_size: Optional[int], max_pixels: int, stage: str,
-              address: str, workers: int, chunk_size: int = 256,
+              address: str, workers: int, chunk_size: int = 256, device: str = "auto",
               progress: Optional[ProgressCallback] = None) -> tuple[list[Any], np.ndarray, list[tuple[str, str]]]:
     """Embed a query or reference set on Ray (``embedding.embed_source``'s ``embed`` hook): the embedded
     records and their vectors in input order, and (path, reason) for the images that could not be decoded."""
@@ -176,7 +191,7 @@ def embed_set(records: list[Any], d: Any, *, batch_size: Optional[int], max_pixe
     parts: dict[int, tuple[list[int], np.ndarray, list[tuple[int, str]]]] = {}
     done = 0
     for number, res in _pool_map(ray, d, groups, "embed_set", workers=workers, batch_size=batch_size,
-                                 max_pixels=max_pixels):
+                                 max_pixels=max_pixels, device=device):
         parts[number] = res
         done += len(groups[number])
         emit(progress, stage, done, len(records))
@@ -217,11 +232,12 @@ def _fill_shard(root: str, chunks: np.ndarray, rows: np.ndarray, start: int, emp
 
 
 def fill_ivf(idx: Any, manifest: Any, dim: int, *, address: str, workers: int, shard: int = SHARD_VECTORS,
-             progress: Optional[ProgressCallback] = None) -> Any:
+             device: str = "auto", progress: Optional[ProgressCallback] = None) -> Any:
     """``index``'s ``fill`` hook: returns ``filler(trained_empty_index, on_disk)``, which adds the manifest's
     stored vectors (read by the tasks from the chunk files, a shared filesystem) in shards of ``shard`` vectors,
     at most ``workers`` tasks at a time, and merges the shards into the index in order: in memory, or, with
-    ``on_disk`` (a list file path), from shard files the tasks write beside it (``indexing.ondisk``)."""
+    ``on_disk`` (a list file path), from shard files the tasks write beside it (``indexing.ondisk``). FAISS fills
+    on the CPU whatever ``device`` the embedding used."""
     def filler(index: Any, on_disk: Optional[Path] = None) -> Any:
         import faiss
 

@@ -53,8 +53,10 @@ def require_cosine(d: Descriptor) -> Descriptor:
     return d
 
 
-def resolve_descriptor(idx: IndexDir, descriptor: str | Descriptor | None, **kw: Any) -> Descriptor:
-    """The descriptor to use with an existing (or new) index; refuse a mismatch with a clear message.
+def resolve_descriptor(idx: IndexDir, descriptor: str | Descriptor | None, device: str = "auto",
+                       **kw: Any) -> Descriptor:
+    """The descriptor to use with an existing (or new) index, its model on ``device`` (auto, cpu or cuda);
+    refuse a mismatch with a clear message.
 
     Without ``descriptor`` an existing index's own is rebuilt from its stored ``spec`` (a model file's
     absolute path and options) or, for older indexes, its name."""
@@ -62,7 +64,7 @@ def resolve_descriptor(idx: IndexDir, descriptor: str | Descriptor | None, **kw:
     stored = meta.get("descriptor")
     if descriptor is None:
         descriptor = (stored.get("spec") or stored["name"]) if stored else DEFAULTS["index"]["descriptor"]
-    d = require_cosine(get_descriptor(descriptor, **kw))
+    d = require_cosine(get_descriptor(descriptor, **kw, **({"device": device} if device != "auto" else {})))
     fp = d.fingerprint()
     if stored and not fingerprints_match(stored, fp):
         want = stored.get("spec") or stored["name"]
@@ -87,7 +89,8 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
           chunk_size: int = DEFAULT_CHUNK, max_pixels: int = DEFAULT_MAX_PIXELS,
           memory_budget: int | None = None, embed: Optional[Callable[..., tuple[int, int]]] = None,
           fill: Optional[Callable[..., Any]] = None, on_disk: bool = False,
-          shards: Optional[Callable[..., Any]] = None, progress: Optional[ProgressCallback] = None) -> IndexResult:
+          shards: Optional[Callable[..., Any]] = None, device: str = "auto",
+          progress: Optional[ProgressCallback] = None) -> IndexResult:
     """Make the index directory ``out`` mirror the images of ``source``.
 
     Re-running embeds only images that are new or whose size or modification time changed, removes images
@@ -104,18 +107,21 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
     filled (default: this process; ``distributed.ray_index.fill_ivf`` fills shards on Ray), called as
     ``fill(idx, manifest, dim, progress=)`` -> ``filler(trained_empty_index, on_disk_file) -> filled index``.
     ``on_disk``: an IVF index's inverted lists are written to a file beside it and memory-mapped at search
-    (``ondisk.py``), so they need not fit in memory. Returns an ``IndexResult``."""
+    (``ondisk.py``), so they need not fit in memory. ``device``: where the descriptor's model runs (auto: CUDA
+    when ONNX Runtime or PyTorch has it, else CPU; cpu; cuda, refused where there is none). Returns an
+    ``IndexResult``."""
     t0 = time.perf_counter()
     check_options(chunk_size=chunk_size, max_pixels=max_pixels, batch_size=batch_size)
     faiss_index.resolve_type(index_type, 0)  # an unknown type fails now, not after embedding
+    dev = {"device": device} if device != "auto" else {}
     if descriptor is not None:  # refuse an unusable descriptor before creating anything on disk
-        descriptor = require_cosine(get_descriptor(descriptor))
+        descriptor = require_cosine(get_descriptor(descriptor, **dev))
     src = open_source(source, captions=captions)
     root = ensure_writable_dir(out, "index directory")
     src.exclude(root)
     idx = IndexDir(root)
     with idx.lock():
-        d = resolve_descriptor(idx, descriptor)
+        d = resolve_descriptor(idx, descriptor, device=device)
         fp = d.fingerprint()
         idx.clean_orphans()
         repaired = idx.drop_damaged(d.dim)
