@@ -15,6 +15,9 @@ merge the vocabulary sets drawn from shared parts, ``diffrep.datasets.gcompris.S
   Reference: 30 held-out drawings, each on white and pasted onto a photograph (60 images), the two kinds
   of unseen generation (until 2026-12-04: 15 drawings on white, 15 pasted and 30 bare photographs, which no
   generation is; on seed 2 eight unseen drawings on white scored above every reference image by SSCD).
+- ``drawings-100``: the drawings with 100 reference images: the 30 held-out drawings and 70 composites of them
+  (held-out objects pasted onto held-out drawings), since the 116 drawings cannot give more distinct ones.
+  Added 2026-12-05 with ``photos-100``, after the unseen drawings seeds (50 reference images) flagged 3.3%.
 - ``photos-100``: the photographs with 100 reference images, the most the data allows with them (50 training
   photographs; 90 training and 100 reference images cannot be drawn from distinct families). Added 2026-12-05,
   after the unseen photos seeds 101-105 (60 reference images) flagged 4.8%: a 1% target needs at least 99
@@ -67,6 +70,10 @@ KINDS = {
                    counts=dict(n_train=90, n_reference=60, n_copies=50, n_unseen=50),
                    pastes=0, unseen_pastes=0, reference_composites=0, paste_half_reference=False,
                    reference_backgrounds=0),
+    "drawings-100": dict(dataset="gcompris-drawings", backgrounds="self",
+                         counts=dict(n_train=30, n_reference=30, n_copies=30, n_unseen=20),
+                         pastes=30, unseen_pastes=10, reference_composites=70, paste_half_reference=False,
+                         reference_backgrounds=0),
     "photos-100": dict(dataset="gcompris-photos", backgrounds=None,
                        counts=dict(n_train=50, n_reference=100, n_copies=50, n_unseen=50),
                        pastes=0, unseen_pastes=0, reference_composites=0, paste_half_reference=False,
