@@ -22,6 +22,8 @@ merge the vocabulary sets drawn from shared parts, ``diffrep.datasets.gcompris.S
   photographs; 90 training and 100 reference images cannot be drawn from distinct families). Added 2026-12-05,
   after the unseen photos seeds 101-105 (60 reference images) flagged 4.8%: a 1% target needs at least 99
   reference images to be resolvable.
+- ``photos-50``: ``photos-100`` with the 60 reference images of ``photos``: a diagnostic that tells the
+  reference set's size from the training set's (50 against 90 photographs) in ``photos-100``'s result.
 - ``stamps``: Tux Paint's object stamps (Debian package tuxpaint-stamps-default, ``diffrep data get
   tuxpaint-stamps``: photographs of real objects, toys, food and vehicles cut out, and cartoon objects) on
   white. Generations: edited whole-image copies of training stamps, training stamps pasted onto photographs,
@@ -78,6 +80,10 @@ KINDS = {
                        counts=dict(n_train=50, n_reference=100, n_copies=50, n_unseen=50),
                        pastes=0, unseen_pastes=0, reference_composites=0, paste_half_reference=False,
                        reference_backgrounds=0),
+    "photos-50": dict(dataset="gcompris-photos", backgrounds=None,
+                      counts=dict(n_train=50, n_reference=60, n_copies=50, n_unseen=50),
+                      pastes=0, unseen_pastes=0, reference_composites=0, paste_half_reference=False,
+                      reference_backgrounds=0),
     "stamps": dict(dataset="tuxpaint-stamps", backgrounds="gcompris-photos",
                    counts=dict(n_train=160, n_reference=100, n_copies=30, n_unseen=30),
                    pastes=40, unseen_pastes=30, reference_composites=0, paste_half_reference=True,
