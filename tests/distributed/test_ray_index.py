@@ -136,6 +136,7 @@ def test_cuda_on_a_cluster_without_gpus_is_refused(cluster, images, tmp_path, ca
                  "--device", "cuda"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and "the Ray cluster has no GPUs" in err[0]
+    assert not (tmp_path / "idx").exists()  # refused before anything was written
 
 
 def test_unreachable_address_fails_fast(images, tmp_path, capsys):

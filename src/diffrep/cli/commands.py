@@ -21,7 +21,9 @@ def _engine(a: argparse.Namespace, stage: str) -> Any:
 
     if a.num_workers < 1:
         raise DiffrepError(f"--num-workers {a.num_workers}: give at least one worker")
-    ray_index.connect(a.address)
+    ray = ray_index.connect(a.address)
+    if a.device == "cuda":  # a cluster without GPUs fails now, before anything is written
+        ray_index.gpu_workers(ray, a.num_workers)
     return functools.partial(getattr(ray_index, stage), address=a.address, workers=a.num_workers, device=a.device)
 
 
