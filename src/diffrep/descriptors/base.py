@@ -90,7 +90,8 @@ DEVICE_DESCRIPTORS = ("sscd", "sscd-fast", "onnx-file", "torchscript-file")
 def get_descriptor(spec: str | Descriptor, **kwargs: Any) -> Descriptor:
     """Resolve ``spec``: a registered name (``sscd``), ``onnx:PATH``, ``torchscript:PATH``, or a file path
     ending in ``.onnx`` / ``.pt`` / ``.torchscript``. ``device="cpu"|"cuda"|"auto"`` applies to the model
-    descriptors (``DEVICE_DESCRIPTORS``); the others compute on the CPU and refuse ``cuda``."""
+    descriptors (``DEVICE_DESCRIPTORS``); the others compute on the CPU, ignore ``auto`` and ``cpu`` and refuse
+    ``cuda``."""
     if isinstance(spec, Descriptor):
         return spec
     _load_builtins()

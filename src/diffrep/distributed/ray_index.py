@@ -73,7 +73,7 @@ class _Embedder:
         from ..descriptors import get_descriptor
 
         os.environ.setdefault("DIFFREP_THREADS", str(ACTOR_CPUS))
-        self.d = get_descriptor(spec, **({"device": device} if device != "auto" else {}))
+        self.d = get_descriptor(spec, device=device)
         self.batch_size, self.max_pixels = batch_size, max_pixels
 
     def _batches(self, records: list[Any]) -> Any:
@@ -146,14 +146,12 @@ def embed_chunks(idx: Any, d: Any, todo: list[Any], *, batch_size: Optional[int]
                  address: str, workers: int, device: str = "auto",
                  progress: Optional[ProgressCallback] = None) -> tuple[int, int]:
     """Embed ``todo`` into new chunks of ``idx`` on Ray; returns (images embedded, images skipped)."""
-    from ..indexing.build import _next_chunk
-
     ray = connect(address)
     groups = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
     emit(progress, "embed", 0, len(todo))
     if not groups:
         return 0, 0
-    next_chunk = _next_chunk(idx)
+    next_chunk = idx.next_chunk_number()
     added = skipped = done = 0
     for _, (rows, vectors, ok, sk) in _pool_map(ray, d, groups, "embed", workers=workers, batch_size=batch_size,
                                                 max_pixels=max_pixels, device=device):

@@ -20,7 +20,7 @@ from ..sources import Record, open_source, read_skipped, write_skipped
 from . import faiss_index, ondisk
 from .manifest import DELETED, Manifest, deleted_row, write_manifest
 from .rows import batch_rows
-from .shards import EmbedRun, index_shards_local
+from .shards import EmbedRun, current_generation, index_shards_local, known_rows
 from .store import DamagedChunkError, IndexDir, check_vectors
 
 DEFAULT_CHUNK = DEFAULTS["index"]["chunk_size"]
@@ -64,7 +64,7 @@ def resolve_descriptor(idx: IndexDir, descriptor: str | Descriptor | None, devic
     stored = meta.get("descriptor")
     if descriptor is None:
         descriptor = (stored.get("spec") or stored["name"]) if stored else DEFAULTS["index"]["descriptor"]
-    d = require_cosine(get_descriptor(descriptor, **kw, **({"device": device} if device != "auto" else {})))
+    d = require_cosine(get_descriptor(descriptor, device=device, **kw))
     fp = d.fingerprint()
     if stored and not fingerprints_match(stored, fp):
         want = stored.get("spec") or stored["name"]
@@ -113,9 +113,8 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
     t0 = time.perf_counter()
     check_options(chunk_size=chunk_size, max_pixels=max_pixels, batch_size=batch_size)
     faiss_index.resolve_type(index_type, 0)  # an unknown type fails now, not after embedding
-    dev = {"device": device} if device != "auto" else {}
     if descriptor is not None:  # refuse an unusable descriptor before creating anything on disk
-        descriptor = require_cosine(get_descriptor(descriptor, **dev))
+        descriptor = require_cosine(get_descriptor(descriptor, device=device))
     src = open_source(source, captions=captions)
     root = ensure_writable_dir(out, "index directory")
     src.exclude(root)
@@ -150,26 +149,17 @@ def _scan_and_embed(idx: IndexDir, d: Descriptor, src: Any, embed: Callable[...,
     t0 = time.perf_counter()
     records, scan_skips = src.scan(progress=progress)
     scan_seconds = time.perf_counter() - t0
-    known: dict[str, tuple[int, float, str, str]] = {}
-    for ch in idx.iter_chunks():
-        cols = ch.table.select(["id", "bytes", "mtime", "status", "path"]).to_pydict()
-        for i, b, m, s, p in zip(cols["id"], cols["bytes"], cols["mtime"], cols["status"], cols["path"]):
-            known[i] = (b, m, s, p)
-    live = {i: v for i, v in known.items() if v[2] != DELETED}
+    live = {i: v for i, v in known_rows(idx, idx.chunk_numbers()).items() if v[2] != DELETED}
     _check_same_paths(idx, records, live)
     gone = _gone(src, records, live)
     if gone:
-        idx.write_chunk(_next_chunk(idx), [deleted_row(i, live[i][3]) for i in gone],
+        idx.write_chunk(idx.next_chunk_number(), [deleted_row(i, live[i][3]) for i in gone],
                         np.zeros((0, d.dim), np.float32))
     todo = [r for r in records if live.get(r.id, (None, None))[:2] != (r.size, r.mtime)]
     added, n_skip = embed(idx, d, todo, progress=progress, **opts)
     return EmbedRun(added, n_skip, len(records) - len(todo), len(gone), [(s.path, s.reason) for s in scan_skips],
                     scan_seconds)
 
-
-
-def _next_chunk(idx: IndexDir) -> int:
-    return idx.next_chunk_number()
 
 
 def _check_same_source(idx: IndexDir, src: Any) -> None:
@@ -207,7 +197,7 @@ def _gone(src: Any, records: list[Record], live: dict[str, tuple]) -> list[str]:
 
 def _embed_into(idx: IndexDir, d: Descriptor, todo: list[Record], *, batch_size: int | None, chunk_size: int,
                 max_pixels: int, progress: Optional[ProgressCallback]) -> tuple[int, int]:
-    next_chunk = _next_chunk(idx)
+    next_chunk = idx.next_chunk_number()
     rows: list[dict[str, Any]] = []
     vecs: list[np.ndarray] = []
     n_vec = added = skipped = done = 0
@@ -242,8 +232,7 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
     """Resolve the latest row per id across chunks into the manifest (``manifest.write_manifest``, bounded
     memory), build the FAISS index over it as a new generation (``on_disk``: an IVF index's inverted lists in
     ``index-<generation>.ivfdata``, ``ondisk.py``)."""
-    old = idx.read_meta().get("generation", 0) if idx.meta_path.is_file() else 0
-    gen = old + 1
+    gen = current_generation(idx) + 1
     n, skipped_rows = write_manifest(idx, idx.manifest_path(gen), progress=progress)
     skip_rows = list(scan_skips) + skipped_rows
     manifest = Manifest(idx.manifest_path(gen))

@@ -82,11 +82,12 @@ def prefix_range(ids: Any, prefix: str) -> tuple[int, int]:
     return first_at_least(prefix), first_at_least(prefix[:-1] + chr(ord("/") + 1))
 
 
-def known_rows(idx: IndexDir, shard: str, chunks: list[int],
-               manifest: Optional[Manifest]) -> dict[str, tuple[int, float, str, str]]:
-    """id -> (bytes, mtime, status, path) of the latest row the index holds for each id of ``shard``."""
+def known_rows(idx: IndexDir, chunks: list[int], manifest: Optional[Manifest] = None,
+               shard: Optional[str] = None) -> dict[str, tuple[int, float, str, str]]:
+    """id -> (bytes, mtime, status, path) of the latest row of each id in ``chunks`` and, with ``manifest`` and
+    ``shard``, in the manifest's rows of that shard."""
     latest: dict[str, tuple[tuple[int, int], tuple[int, float, str, str]]] = {}
-    if manifest is not None and manifest.num_rows:
+    if manifest is not None and shard is not None and manifest.num_rows:
         lo, hi = prefix_range(manifest.lookup("id"), os.path.basename(shard) + "/")
         t = manifest.slice(lo, hi - lo).select(["id", "bytes", "mtime", "path", "chunk"]).to_pydict()
         for i, b, m, p, c in zip(t["id"], t["bytes"], t["mtime"], t["path"], t["chunk"]):
@@ -122,7 +123,7 @@ def index_shard(root: Path, shard: str, chunks: list[int], generation: int, embe
     manifest = Manifest(idx.manifest_file(generation)) if generation else None
     records, skips = scan_shard(shard)
     work = ShardWork(shard, scan_skips=[(s.path, s.reason) for s in skips])
-    known = known_rows(idx, shard, chunks, manifest)
+    known = known_rows(idx, chunks, manifest, shard)
     live = {i: v for i, v in known.items() if v[2] != DELETED}
     for r in records:
         old = live.get(r.id)
