@@ -7,7 +7,10 @@ held-out emoji), built by ``eval_kinds.build`` with seed 1. The audit runs with 
 ``--pool-null never`` where the code has it (so that every run scores the same images), once, after the
 index and the local-feature index are built. Reported from ``summary.json``: seconds per scored image (the
 generations plus the reference images) for the window search, the local-feature voting and the object
-matching, and the audit's total wall time per scored image.
+matching, and the audit's total wall time per scored image. Then, outside the audit and on one thread, the
+object matcher alone: each generation against 20 training images drawn with a fixed seed plus its own source
+where it has one (milliseconds per pair; the scores go to ``pairs-<code>.npy`` in the work folder, so two
+versions' scores can be compared).
 
 To compare with an earlier commit, run the same script with that commit's package first on the path:
     git worktree add /tmp/base REV && PYTHONPATH=/tmp/base/src python benchmarks/bench_partial_audit.py
@@ -58,6 +61,35 @@ def main() -> None:
            "local_s": (p.get("local_features") or {}).get("seconds_per_image"),
            "objects_s": p["object_seconds_per_image"], "total_s_per_image": round(s["timings_s"]["total"] / scored, 3)}
     print(json.dumps(row))
+    print(json.dumps({"code": tag, **pair_cost(sc, work / f"pairs-{tag}.npy")}))
+
+
+def pair_cost(sc, out: Path) -> dict:
+    """Milliseconds per (generation, candidate) pair of the object matcher on one thread."""
+    import csv
+    import random
+    import time
+
+    import cv2
+    import numpy as np
+    from diffrep.auditing.objects import ObjectMatcher, object_template
+    from diffrep.decode import decode_image
+
+    cv2.setNumThreads(1)
+    train = sorted(Path(sc.train_dir).glob("*.png"))
+    drawn = [object_template(p.read_bytes()) for p in random.Random(0).sample(train, 20)]
+    with open(Path(sc.generations_dir).parent / "truth.csv", newline="") as f:
+        source = {r["generation"]: r["source"] for r in csv.DictReader(f) if r["source"]}
+    m = ObjectMatcher()
+    gens = sorted(Path(sc.generations_dir).glob("*.png"))
+    pairs = [(m.prepare(decode_image(g.read_bytes(), min_side=m.config.fine)), drawn + (
+        [object_template((Path(sc.train_dir) / source[g.name]).read_bytes())] if g.name in source else []))
+        for g in gens]
+    t0 = time.perf_counter()
+    scores = [m.match(prepared, t).score for prepared, ts in pairs for t in ts]
+    seconds = time.perf_counter() - t0
+    np.save(out, np.array(scores))
+    return {"pairs": len(scores), "ms_per_pair": round(1e3 * seconds / len(scores), 1)}
 
 
 if __name__ == "__main__":

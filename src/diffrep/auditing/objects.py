@@ -11,8 +11,9 @@ calibrated verdict rarely fires. Object matching checks the shortlist at the pix
    (GCompris photographs, development seed 1, docs/results/2026-12-cross-kind.md), and a part of such an image
    pasted into a generation is what the region channel (window cosines) looks for.
 2. Coarse search: the generation resized so its longer side is ``coarse`` px (80); the object resized so
-   its longer side spans ``scales`` of that side (30-85%, 28 steps of 3.8%), mirrored too; at every
-   position the masked sum of squared differences (OpenCV ``matchTemplate``, ``TM_SQDIFF`` with a mask).
+   its longer side spans ``scales`` of that side (30-85%, 28 steps of 3.8%), mirrored too (the mirror
+   image of the resized object); at every position the masked sum of squared differences, from two
+   correlations computed by FFT for all scales at once (``_r2_maps``).
    The ``hypotheses`` (3) best distinct placements go on (a placement and its mirror image at the same
    place and scale are one; the mirror image is refined too when it scores within 0.05 at coarse).
 3. Refinement at ``fine`` px (256) around each: the object's longer side at every whole pixel within
@@ -38,8 +39,8 @@ calibrated verdict rarely fires. Object matching checks the shortlist at the pix
 
 The object score joins the audit's fused verdict as one more channel, calibrated on the same reference
 images (their shortlist gets the same test), so its false-positive rate is controlled like the others.
-Cost: about 60 ms per (generation, candidate) pair on one core (benchmarks/bench_partial.py);
-``--partial-k`` + ``--local-k`` candidates per image.
+Cost: about 22 ms per (generation, candidate) pair on one core (256 px emoji; benchmarks/bench_partial_audit.py
+measures it within an audit); ``--partial-k`` + ``--local-k`` candidates per image.
 """
 from __future__ import annotations
 
@@ -106,34 +107,113 @@ def object_template(data: bytes, max_side: int = 256) -> ObjectTemplate:
     mask, method = object_mask(rgb, alpha)
     x0, y0, x1, y1 = bbox(mask)
     scale = max(rgb.shape[:2]) / max(image_size(data))  # orientation-independent
-    return ObjectTemplate(rgb[y0:y1, x0:x1].astype(np.float32), mask[y0:y1, x0:x1], [x0, y0, x1, y1], scale, method)
+    return ObjectTemplate(rgb[y0:y1, x0:x1].astype(np.float32), np.ascontiguousarray(mask[y0:y1, x0:x1]),
+                          [x0, y0, x1, y1], scale, method)
 
 
-def _resized(t: ObjectTemplate, f: float, mirrored: bool, erode: int) -> tuple[np.ndarray, np.ndarray]:
+def _resized(t: ObjectTemplate, f: float, mirrored: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The object at ``f`` times its size, 128 subtracted like the prepared images (float32), and its mask
+    (uint8); ``mirrored``: the mirror image of both, taken after resizing."""
     import cv2
 
-    rgb, mask = (t.rgb[:, ::-1], t.mask[:, ::-1]) if mirrored else (t.rgb, t.mask)
-    h, w = mask.shape
+    h, w = t.mask.shape
     size = (max(2, round(w * f)), max(2, round(h * f)))
-    tr = cv2.resize(np.ascontiguousarray(rgb), size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
-    tm = cv2.resize(np.ascontiguousarray(mask, np.uint8), size, interpolation=cv2.INTER_NEAREST)
-    for e in range(erode, 0, -1):  # erode less where eroding would leave under half of the object (thin lines)
+    tr = cv2.resize(t.rgb, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
+    tr -= 128.0
+    tm = cv2.resize(t.mask.view(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+    if mirrored:
+        tr, tm = np.ascontiguousarray(tr[:, ::-1]), np.ascontiguousarray(tm[:, ::-1])
+    return tr, tm
+
+
+def _eroded(tm: np.ndarray, erode: int) -> np.ndarray:
+    """The mask ``tm`` eroded by ``erode`` px, by less where that would leave under half of it (a line
+    drawing's thin lines), as float32."""
+    import cv2
+
+    for e in range(erode, 0, -1):
         eroded = cv2.erode(tm, np.ones((2 * e + 1, 2 * e + 1), np.uint8))
         if 2 * int(eroded.sum()) >= int(tm.sum()):
-            tm = eroded
-            break
-    return tr, tm.astype(np.float32)
+            return eroded.astype(np.float32)
+    return tm.astype(np.float32)
 
 
-def _r2(img: np.ndarray, tr: np.ndarray, tm: np.ndarray, min_std: float) -> np.ndarray:
-    """R^2 of the masked object at every placement in ``img``."""
+@dataclass
+class Prepared:
+    """A generation ready for object matching: its coarse and fine images, float32 with 128 subtracted (the
+    squared differences do not change, the sums the correlations add up get smaller), and per pixel the
+    sum of their squares over the colour channels."""
+    coarse: np.ndarray
+    fine: np.ndarray
+    f_gen: float  # fine pixels per generation pixel
+    coarse_sq: np.ndarray
+    fine_sq: np.ndarray
+    _spectra: Optional[tuple[np.ndarray, np.ndarray]] = None
+
+    def coarse_spectra(self) -> tuple[np.ndarray, np.ndarray]:
+        """Spectra (rfft2) of the coarse image's three channels and of its squares, and of its mirror
+        image's, computed once."""
+        if self._spectra is None:
+            import scipy.fft as sf
+
+            planes = np.concatenate([self.coarse.transpose(2, 0, 1), self.coarse_sq[None]])
+            self._spectra = (sf.rfft2(planes, workers=1), sf.rfft2(planes[:, :, ::-1], workers=1))
+        return self._spectra
+
+
+def _template_terms(tr: np.ndarray, tm: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(object pixels times mask, sum of the squared masked pixels, the denominator of R^2)."""
+    m = tm.astype(np.float32, copy=False)
+    trm = tr * m[..., None]
+    n = float(m.sum())
+    sums = (m.reshape(-1) @ tr.reshape(-1, 3)).astype(np.float64)  # BLAS; the images are centred, so float32
+    sq = float(np.vdot(trm, tr))  # sums lose under 1e-4 of R^2's denominator
+    var = sq - float((sums ** 2).sum()) / n  # masked sum of squared deviations from the object's mean colour
+    return trm, sq, var
+
+
+def _r2_maps(spectra: np.ndarray, shape: tuple[int, int], templates: list[tuple[np.ndarray, np.ndarray]],
+             min_std: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``_r2`` of many (centred object, mask) pairs in one image, and of their mirror images, given the
+    spectra of the image and of its mirror image (``Prepared.coarse_spectra``): the correlations by FFT, all
+    templates in one batch. A correlation over the image's own size wraps around only at placements where
+    the template would leave the image, which are cut off. The mirrored template at column x is the
+    template in the mirrored image at column W - w - x, so one template spectrum serves both."""
+    import scipy.fft as sf
+
+    if not templates:
+        return [], []
+    h_img, w_img = shape
+    planes = np.zeros((len(templates), 4, h_img, w_img), np.float32)
+    terms = []
+    for k, (tr, tm) in enumerate(templates):
+        trm, sq, var = _template_terms(tr, tm)
+        h, w = tm.shape
+        planes[k, :3, :h, :w] = trm.transpose(2, 0, 1)
+        planes[k, 3, :h, :w] = tm
+        terms.append((h, w, sq, max(var, 3 * float(tm.sum()) * min_std ** 2)))
+    f = np.conjugate(sf.rfft2(planes, workers=1))
+    out: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+    for side, spec in enumerate(spectra):
+        cross = f[:, 3] * spec[3] - 2 * (f[:, :3] * spec[None, :3]).sum(1)
+        ssd = sf.irfft2(cross, s=shape, workers=1)
+        for k, (h, w, sq, den) in enumerate(terms):
+            r = 1.0 - (ssd[k, :h_img - h + 1, :w_img - w + 1] + sq) / den
+            out[side].append(np.ascontiguousarray(r[:, ::-1]) if side else r)
+    return out
+
+
+def _r2(img: np.ndarray, img_sq: np.ndarray, tr: np.ndarray, tm: np.ndarray, min_std: float) -> np.ndarray:
+    """R^2 of the masked object (centred like ``img``) at every placement in ``img``. The masked sum of
+    squared differences expands to sum(m t^2) - 2 corr(img, m t) + corr(sum_c img^2, m): two unmasked
+    correlations, cheaper than OpenCV's masked TM_SQDIFF, which computes the same sums."""
     import cv2
 
-    ssd = cv2.matchTemplate(img, tr, cv2.TM_SQDIFF, mask=tm)
-    n = float(tm.sum())
-    mu = (tr * tm[..., None]).sum((0, 1)) / n
-    var = float((((tr - mu) ** 2) * tm[..., None]).sum())
-    return 1.0 - ssd / max(var, 3 * n * min_std ** 2)
+    trm, sq, var = _template_terms(tr, tm)
+    ssd = cv2.matchTemplate(img_sq, tm, cv2.TM_CCORR)
+    ssd -= 2 * cv2.matchTemplate(img, trm, cv2.TM_CCORR)
+    ssd += sq
+    return 1.0 - ssd / max(var, 3 * float(tm.sum()) * min_std ** 2)
 
 
 def _outline_share(img: np.ndarray, tm: np.ndarray, x0: int, y0: int, contrast: float) -> float:
@@ -180,8 +260,8 @@ class ObjectMatcher:
     def __init__(self, config: ObjectConfig | None = None) -> None:
         self.config = config or ObjectConfig()
 
-    def prepare(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """(coarse image, fine image, fine pixels per generation pixel); images float32."""
+    def prepare(self, img: np.ndarray) -> Prepared:
+        """The generation at the coarse and fine sizes (``Prepared``)."""
         import cv2
 
         h, w = img.shape[:2]
@@ -190,9 +270,10 @@ class ObjectMatcher:
         for side in (c.coarse, c.fine):
             f = side / max(h, w)
             size = (max(1, round(w * f)), max(1, round(h * f)))
-            out.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
-                       .astype(np.float32))
-        return out[0], out[1], c.fine / max(h, w)
+            im = cv2.resize(img, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR).astype(np.float32)
+            im -= 128.0
+            out += [im, np.ascontiguousarray((im * im).sum(-1))]
+        return Prepared(out[0], out[2], c.fine / max(h, w), out[1], out[3])
 
     def _capped(self, r: float, img: np.ndarray, tm: np.ndarray, x: int, y: int, outline: bool) -> float:
         """R^2 capped by the share of the object's outline visible in the generation (step 5)."""
@@ -201,24 +282,27 @@ class ObjectMatcher:
             return r
         return min(r, _outline_share(img, tm, x, y, c.outline_contrast) / c.outline_share)
 
-    def _coarse(self, prepared: tuple, t: ObjectTemplate, outline: bool) -> list[tuple[float, float, bool, int, int]]:
+    def _coarse(self, prepared: Prepared, t: ObjectTemplate, outline: bool) -> list[tuple[float, float, bool, int, int]]:
         """The ``hypotheses`` best distinct coarse placements: (capped R^2, scale, mirrored, y, x)."""
         c = self.config
-        coarse = prepared[0]
+        coarse = prepared.coarse
         side_c, long_side = max(coarse.shape[:2]), max(t.mask.shape)
+        tried = []
+        for s in np.geomspace(c.scale_min, c.scale_max, c.scale_steps):
+            tr, tm = _resized(t, s * side_c / long_side)
+            if tm.sum() >= c.min_pixels and tr.shape[0] <= coarse.shape[0] and tr.shape[1] <= coarse.shape[1]:
+                tried.append((float(s), tr, tm))
+        maps = _r2_maps(prepared.coarse_spectra(), coarse.shape[:2], [(tr, tm) for _, tr, tm in tried], c.min_std)
         found = []
-        for mirrored in (False, True):
-            for s in np.geomspace(c.scale_min, c.scale_max, c.scale_steps):
-                tr, tm = _resized(t, s * side_c / long_side, mirrored, erode=0)
-                if tm.sum() < c.min_pixels or tr.shape[0] > coarse.shape[0] or tr.shape[1] > coarse.shape[1]:
-                    continue
-                r = _r2(coarse, tr, tm, c.min_std)
+        for mirrored, side in ((False, maps[0]), (True, maps[1])):
+            for (s, _, tm), r in zip(tried, side):
+                tm = np.ascontiguousarray(tm[:, ::-1]) if mirrored else tm
                 for _ in range(2):  # the best two placements at this scale, 4+ px apart
                     y, x = np.unravel_index(int(np.argmax(r)), r.shape)
                     if not np.isfinite(r[y, x]):
                         break
-                    found.append((self._capped(float(r[y, x]), coarse, tm, int(x), int(y), outline), float(s),
-                                  mirrored, int(y), int(x)))
+                    found.append((self._capped(float(r[y, x]), coarse, tm, int(x), int(y), outline), s, mirrored,
+                                  int(y), int(x)))
                     r[max(0, y - 3):y + 4, max(0, x - 3):x + 4] = -np.inf
         def near(h: tuple, g: tuple) -> bool:
             return abs(np.log(h[1] / g[1])) <= 0.05 and abs(h[3] - g[3]) + abs(h[4] - g[4]) <= 3
@@ -238,9 +322,9 @@ class ObjectMatcher:
                  for g in chosen]
         return chosen + [t for t, g in zip(twins, chosen) if t is not None and t[0] >= g[0] - c.mirror_margin]
 
-    def match(self, prepared: tuple, t: ObjectTemplate) -> ObjectMatch:
+    def match(self, prepared: Prepared, t: ObjectTemplate) -> ObjectMatch:
         c = self.config
-        coarse, fine, f_gen = prepared
+        coarse, fine, f_gen = prepared.coarse, prepared.fine, prepared.f_gen
         outline = t.method != "whole"  # an image frame is not an outline
         side_c, side_f = max(coarse.shape[:2]), max(fine.shape[:2])
         long_side = max(t.mask.shape)
@@ -255,7 +339,8 @@ class ObjectMatcher:
             cx = cy = None  # the object's centre found at the middle size
             for px in sorted(sizes, key=lambda v: abs(v - centre)):
                 f = px / long_side  # every whole-pixel size: R^2 of detailed objects falls within 1% of scale
-                tr, tm = _resized(t, f, mirrored, erode=c.erode)
+                tr, outline_mask = _resized(t, f, mirrored)
+                tm = _eroded(outline_mask, c.erode)
                 th, tw = tm.shape
                 if tm.sum() < c.min_pixels:
                     continue
@@ -267,14 +352,13 @@ class ObjectMatcher:
                 y1, x1 = min(fine.shape[0], y0 + th + 2 * mg), min(fine.shape[1], x0 + tw + 2 * mg)
                 if y1 - y0 < th or x1 - x0 < tw:
                     continue
-                r = _r2(fine[y0:y1, x0:x1], tr, tm, c.min_std)
+                r = _r2(fine[y0:y1, x0:x1], prepared.fine_sq[y0:y1, x0:x1], tr, tm, c.min_std)
                 yy, xx = np.unravel_index(int(np.argmax(r)), r.shape)
                 if cx is None:
                     cx, cy = x0 + xx + tw / 2, y0 + yy + th / 2
                 score = float(r[yy, xx])
                 if outline and score > top[0]:  # the outline of the uneroded mask
-                    score = self._capped(score, fine, _resized(t, f, mirrored, erode=0)[1], x0 + int(xx),
-                                         y0 + int(yy), outline)
+                    score = self._capped(score, fine, outline_mask, x0 + int(xx), y0 + int(yy), outline)
                 if score > top[0]:
                     top = (score, [x0 + xx, y0 + yy, x0 + xx + tw, y0 + yy + th], mirrored)
         if not np.isfinite(top[0]):
@@ -317,7 +401,7 @@ def object_search(load_query: ImageLoader, n: int, cand: np.ndarray, train_paths
         lambda j: object_template(read_location(train_paths[j])),
         lambda j: train_paths[j], capacity=2048)
 
-    def visit(i: int, r: int, prepared: tuple, t: Optional[ObjectTemplate]) -> None:
+    def visit(i: int, r: int, prepared: Prepared, t: Optional[ObjectTemplate]) -> None:
         m = matcher.match(prepared, t) if t is not None and t.method != "whole" else NO_MATCH
         if np.isfinite(m.score):
             scores[i, r], qbox[i, r], tbox[i, r], mirrored[i, r] = m.score, m.query_box, m.train_box, m.mirrored
@@ -327,5 +411,5 @@ def object_search(load_query: ImageLoader, n: int, cand: np.ndarray, train_paths
     return ObjectMatches(scores, qbox, tbox, mirrored, sorted(set(cache.missing)), time.perf_counter() - t0)
 
 
-__all__ = ["NO_MATCH", "ObjectConfig", "ObjectMatch", "ObjectMatcher", "ObjectMatches", "ObjectTemplate",
+__all__ = ["NO_MATCH", "ObjectConfig", "ObjectMatch", "ObjectMatcher", "ObjectMatches", "ObjectTemplate", "Prepared",
            "object_search", "object_template"]
