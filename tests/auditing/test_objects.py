@@ -214,17 +214,18 @@ def test_silhouette_inside_a_slightly_larger_dark_shape_is_not_a_match(emoji_fil
 def test_erosion_keeps_at_least_half_of_a_line_drawing_mask() -> None:
     """Eroding a line drawing's mask by 2 px (for blended borders) removed its thin lines but a few junction
     pixels, which then matched any dark area (openclipart seed 5: R^2 0.994-0.998 in unrelated pictures)."""
-    from diffrep.auditing.objects import _eroded, _resized
+    from diffrep.auditing.objects import _resized
+    from diffrep.matching.templates import eroded_mask
 
     t = object_template(_png(_line_drawing()))
     for f in (0.6, 1.0, 1.5):
         _, full = _resized(t, f)
-        eroded = _eroded(full, 2)
+        eroded = eroded_mask(full, 2)
         assert eroded.sum() >= 0.5 * full.sum() > 0
     from PIL import ImageDraw
 
     disc = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     ImageDraw.Draw(disc).ellipse((8, 8, 56, 56), fill=(200, 40, 40, 255))
     _, full = _resized(object_template(_png(disc)), 2.0)
-    eroded = _eroded(full, 2)
+    eroded = eroded_mask(full, 2)
     assert eroded.sum() < 0.95 * full.sum()  # a solid object still loses its 2 px border (~8% here)
