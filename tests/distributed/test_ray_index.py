@@ -207,6 +207,9 @@ def test_ivf_filled_in_shards_on_ray_is_the_local_index(cluster, emoji_files, tm
     # through diffrep.index: the Ray-filled generation searches like the local one
     q = ix.vectors(np.arange(0, 1000, 20))
     before = ix.search(q, 5)
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    del meta["build_state"]  # an unchanged index is kept as it is; one without its build record is rebuilt
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(meta))
     r = index(src, tmp_path / "idx", index_type="ivf",
               fill=functools.partial(fill_ivf, address=cluster, workers=2, shard=300))
     assert (r.index_type, r.added, r.unchanged) == ("ivf", 0, 1000)
@@ -215,3 +218,39 @@ def test_ivf_filled_in_shards_on_ray_is_the_local_index(cluster, emoji_files, tm
     assert after.meta["index"]["nprobe"] == ix.meta["index"]["nprobe"]
     np.testing.assert_allclose(after.search(q, 5)[0], before[0], atol=1e-6)
 
+
+
+def test_audit_rows_on_ray_are_the_local_rows(cluster, emoji_files, tmp_path):
+    """Verification and object matching of candidate rows, run in Ray tasks of 3 rows each
+    (``ray_rows.map_rows``: what `audit --engine ray` does), give the arrays one process computes."""
+    from PIL import Image
+
+    from diffrep.auditing.objects import ObjectConfig, ObjectMatches, object_rows
+    from diffrep.defaults import DEFAULTS
+    from diffrep.distributed.ray_rows import map_rows
+    from diffrep.matching.rerank import Reranked, verify_rows
+    from diffrep.matching.verify import VerifyConfig
+
+    train = [str(f) for f in emoji_files[:30]]
+    gens = list(emoji_files[:3]) + list(emoji_files[300:303])
+    scene = Image.open(emoji_files[310]).convert("RGB").resize((256, 256))
+    scene.paste(Image.open(emoji_files[7]).convert("RGBA").resize((150, 150)), (60, 80),
+                Image.open(emoji_files[7]).convert("RGBA").resize((150, 150)))
+    scene.save(tmp_path / "pasted.png")
+    gens.append(tmp_path / "pasted.png")
+    readers = [functools.partial(Path.read_bytes, Path(g)) for g in gens]
+    cand = np.array([[0, 5, 9], [1, -1, 2], [2, 3, 4], [6, 7, 8], [10, 11, -1], [12, 13, 14], [7, 20, 21]])
+    mp = DEFAULTS["decode"]["max_pixels"]
+    on_ray = functools.partial(map_rows, address=cluster, workers=2, rows_per_task=3)
+
+    job = functools.partial(verify_rows, config=VerifyConfig(), max_pixels=mp)
+    local, remote = job(readers, cand, train), Reranked.concat(on_ray(job, readers, cand, train))
+    for f in ("scores", "inliers", "mirrored", "pixel"):
+        np.testing.assert_array_equal(getattr(local, f), getattr(remote, f))
+    assert (local.scores[:3, 0] > 0.9).all() and np.isnan(local.scores[1, 1])  # the training images verify
+
+    job = functools.partial(object_rows, config=ObjectConfig(), max_pixels=mp)
+    local_o, remote_o = job(readers, cand, train), ObjectMatches.concat(on_ray(job, readers, cand, train), 0.0)
+    for f in ("scores", "query_boxes", "train_boxes", "mirrored"):
+        np.testing.assert_array_equal(getattr(local_o, f), getattr(remote_o, f))
+    assert local_o.scores[6, 0] > 0.9  # the pasted emoji is found where it was pasted

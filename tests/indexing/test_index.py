@@ -134,3 +134,36 @@ def test_ctrl_c_leaves_index_consistent(tmp_path, emoji_files):
     assert proc.returncode == 130 and "resume" in err
     idx = open_index(out)  # the previous generation is still readable
     assert len(idx) == 8 and idx.pending_chunks >= 1
+
+
+def test_unchanged_chunks_are_not_read_again_unless_asked(tmp_path, emoji_files, sscd):
+    """An index run checks only chunks that are new or whose files changed since they last passed, and keeps
+    the current generation when nothing changed, so it does not read the whole index again; ``check_chunks``
+    reads every chunk. Shown with damage that keeps a chunk's size and modification time (zeroed in place):
+    the plain run cannot see it, the full check can."""
+    from diffrep.indexing.store import CHECKED_FILE
+
+    train = copy_images(emoji_files[:12], tmp_path / "train")
+    index(train, tmp_path / "idx", descriptor=sscd, chunk_size=4, batch_size=4)
+    assert not (tmp_path / "idx" / CHECKED_FILE).exists()  # chunks are checked by the run after the one writing them
+    index(train, tmp_path / "idx", descriptor=sscd)
+    checked = np.load(tmp_path / "idx" / CHECKED_FILE)
+    assert checked[:, 0].tolist() == [1, 2, 3] and (checked[:, 1] == 512).all()  # one row per chunk that passed
+    chunk = tmp_path / "idx" / "chunks" / "c000002.npy"
+    before = chunk.stat()
+    v = np.load(chunk)
+    with open(chunk, "r+b") as fh:  # zero the vectors, keep the header, the size and the modification time
+        fh.seek(before.st_size - v.nbytes)
+        fh.write(bytes(v.nbytes))
+    os.utime(chunk, ns=(before.st_atime_ns, before.st_mtime_ns))
+    generation = open_index(tmp_path / "idx").meta["generation"]
+    r = index(train, tmp_path / "idx", descriptor=sscd)
+    assert (r.repaired, r.added, r.images) == ([], 0, 12)
+    assert open_index(tmp_path / "idx").meta["generation"] == generation  # nothing changed: no rebuild either
+    r = index(train, tmp_path / "idx", descriptor=sscd, check_chunks=True)
+    assert [n for n, _ in r.repaired] == [2] and r.added == 4
+    assert open_index(tmp_path / "idx").meta["generation"] == generation + 1
+    assert np.load(tmp_path / "idx" / CHECKED_FILE)[:, 0].tolist() == [1, 3]  # chunk 4 is checked by the next run
+    (tmp_path / "idx" / CHECKED_FILE).write_bytes(b"not an array")  # an unreadable record: every chunk is read
+    assert index(train, tmp_path / "idx", descriptor=sscd).added == 0
+    assert np.load(tmp_path / "idx" / CHECKED_FILE)[:, 0].tolist() == [1, 3, 4]

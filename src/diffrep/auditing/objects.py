@@ -271,6 +271,13 @@ class ObjectMatches:
     missing: list[str]
     seconds: float
 
+    @staticmethod
+    def concat(parts: Sequence["ObjectMatches"], seconds: float) -> "ObjectMatches":
+        """The rows of ``parts`` in order (an engine's parts of one set of rows), ``seconds`` of wall time."""
+        return ObjectMatches(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("scores", "query_boxes",
+                                                                                         "train_boxes", "mirrored")),
+                             sorted({m for p in parts for m in p.missing}), seconds)
+
     @property
     def top(self) -> np.ndarray:
         """Best object score per image (-1 when no candidate could be compared)."""
@@ -305,5 +312,15 @@ def object_search(load_query: ImageLoader, n: int, cand: np.ndarray, train_paths
     return ObjectMatches(scores, qbox, tbox, mirrored, sorted(set(cache.missing)), time.perf_counter() - t0)
 
 
+def object_rows(readers: Sequence[Callable[[], bytes]], cand: np.ndarray, train_paths: Any, *, config: ObjectConfig,
+                max_pixels: int, stage: str = "objects", workers: int | None = None,
+                progress: Optional[ProgressCallback] = None) -> ObjectMatches:
+    """``object_search`` for images read by ``readers[i]()`` (the job an audit engine runs on rows)."""
+    from ..decode import load_image
+
+    return object_search(lambda i: load_image(readers[i], max_pixels, config.fine), len(readers), cand, train_paths,
+                         matcher=ObjectMatcher(config), stage=stage, workers=workers, progress=progress)
+
+
 __all__ = ["NO_MATCH", "ObjectConfig", "ObjectMatch", "ObjectMatcher", "ObjectMatches", "ObjectTemplate", "Prepared",
-           "object_search", "object_template"]
+           "object_rows", "object_search", "object_template"]

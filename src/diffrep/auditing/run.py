@@ -82,7 +82,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
           partial_background_sample: int = A["partial_background_sample"], object_config: ObjectConfig | None = None,
           local_k: int = A["local_k"], local_config: LocalConfig | None = None, drop_reference_copies: bool = False,
           pixel: bool = True, specificity: SpecificityConfig | None = SpecificityConfig(),
-          pool_null: str = A["pool_null"], embed: Any = None, device: str = "auto",
+          pool_null: str = A["pool_null"], embed: Any = None, rows: Any = None, device: str = "auto",
           progress: Optional[ProgressCallback] = None) -> AuditResult:
     """Audit the generated images in ``source`` against the training ``index``; write results to ``out``.
 
@@ -111,8 +111,9 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     toward fewer false alarms, and on a training set with series (several photographs of one object) toward
     missing copies: meant for deduplicated training sets (docs/audit.md).
     ``embed``: another engine for embedding the generations and the reference images
-    (``distributed.ray_index.embed_set`` with its address and workers bound: ``--engine ray``); the search,
-    verification and calibration run in this process."""
+    (``distributed.ray_index.embed_set`` with its address and workers bound: ``--engine ray``); ``rows``: one
+    for the per-candidate stages, verification and object matching (``distributed.ray_rows.map_rows``); the
+    search, the region search, the training-set null and calibration run in this process."""
     t0 = time.perf_counter()
     if not 0 < fpr < 1:  # checked before any work
         raise CalibrationError(f"target false-positive rate must be between 0 and 1, got {fpr}")
@@ -133,7 +134,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
             verifier=Verifier(verify_config) if verify and threshold is None else None, verify_k=min(verify_k, k),
             partial=partial, partial_k=partial_k, local_k=local_k, region_config=region_config,
             object_config=object_config, local_config=local_config, specificity=specificity, max_pixels=max_pixels),
-            progress)
+            progress, rows=rows)
         queries = embed_source(source, d, captions=captions, stage="embed-queries", max_pixels=max_pixels,
                                batch_size=batch_size, exclude=out_dir, progress=progress, embed=embed)
         run = _Run(out_dir, idx, stages, k, fpr, threshold, seed, progress, t0, time.perf_counter(), pool_null)

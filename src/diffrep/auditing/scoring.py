@@ -5,6 +5,8 @@ the verified and pixel channels by specificity (``specificity.py``). Each set co
 (``channels.py``)."""
 from __future__ import annotations
 
+import functools
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -16,11 +18,11 @@ from ..descriptors.regions import RegionConfig, RegionEmbedder
 from ..indexing.load import LoadedIndex
 from ..indexing.local import LocalConfig, open_local
 from ..matching.null import train_null
-from ..matching.rerank import Reranked, best_scores, verify_candidates
+from ..matching.rerank import Reranked, best_scores, verify_rows
 from ..matching.verify import Verifier
 from ..progress import ProgressCallback
 from .channels import Evidence
-from .objects import ObjectConfig, ObjectMatcher, ObjectMatches, object_search
+from .objects import ObjectConfig, ObjectMatcher, ObjectMatches, object_rows
 from .partial import RegionMatches, region_search
 from .specificity import SpecificityConfig, gate_pixel_channels
 
@@ -52,6 +54,7 @@ class Stages:
     config: StageConfig
     progress: Optional[ProgressCallback] = None
     missing: set[str] = field(default_factory=set)
+    rows: Any = None  # engine for per-candidate rows (``distributed.ray_rows.map_rows`` bound); None: this process
 
     def __post_init__(self) -> None:
         c = self.config
@@ -85,11 +88,17 @@ class Stages:
                                                                                       ev.regions)
         return ev
 
+    def _rows(self, job: Any, readers: list[Reader], cand: np.ndarray, stage: str) -> list[Any]:
+        """``job`` over all rows in this process, or in parts on the ``rows`` engine (results in row order)."""
+        if self.rows is None:
+            return [job(readers, cand, self.train_path, stage=stage, progress=self.progress)]
+        return self.rows(job, readers, cand, self.train_path, stage=stage, progress=self.progress)
+
     def verify(self, readers: list[Reader], cand: np.ndarray, stage: str) -> Reranked:
         v = self.config.verifier
         assert v is not None
-        rr = verify_candidates(lambda i: load_image(readers[i], self.config.max_pixels, v.config.size), len(readers),
-                               cand[:, :self.config.verify_k], self.train_path, v, stage=stage, progress=self.progress)
+        job = functools.partial(verify_rows, config=v.config, max_pixels=self.config.max_pixels)
+        rr = Reranked.concat(self._rows(job, readers, cand[:, :self.config.verify_k], stage))
         self.missing.update(rr.missing)
         return rr
 
@@ -103,9 +112,9 @@ class Stages:
 
     def objects(self, readers: list[Reader], rm: RegionMatches, stage: str) -> ObjectMatches:
         assert self.matcher is not None
-        fine = self.matcher.config.fine
-        om = object_search(lambda i: load_image(readers[i], self.config.max_pixels, fine), len(readers), rm.ids,
-                           self.train_path, matcher=self.matcher, stage=stage, progress=self.progress)
+        t0 = time.perf_counter()
+        job = functools.partial(object_rows, config=self.matcher.config, max_pixels=self.config.max_pixels)
+        om = ObjectMatches.concat(self._rows(job, readers, rm.ids, stage), time.perf_counter() - t0)
         self.missing.update(om.missing)
         return om
 

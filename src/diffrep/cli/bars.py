@@ -6,7 +6,7 @@ from typing import Any
 from ..progress import Progress
 
 STAGE_LABELS = {
-    "scan": "Scanning", "embed": "Embedding", "embed-queries": "Embedding generations",
+    "scan": "Scanning", "check chunks": "Checking chunks", "embed": "Embedding", "embed-queries": "Embedding generations",
     "embed-reference": "Embedding reference", "search": "Searching", "background": "Background",
     "build-index": "Building FAISS index", "verify-queries": "Verifying generations",
     "verify-reference": "Verifying reference", "verify-background": "Verifying background",

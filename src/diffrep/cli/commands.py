@@ -11,20 +11,21 @@ from .bars import ProgressBars, _out
 
 
 def _engine(a: argparse.Namespace, stage: str) -> Any:
-    """None for --engine local; for --engine ray, ``distributed.ray_index.<stage>`` bound to the cluster
-    (connected now: an unreachable address fails before anything is written)."""
+    """None for --engine local; for --engine ray, ``distributed.ray_index.<stage>`` (or ``ray_rows.map_rows``)
+    bound to the cluster (connected now: an unreachable address fails before anything is written)."""
     if a.engine != "ray":
         return None
     import functools
 
-    from ..distributed import ray_index
+    from ..distributed import ray_index, ray_rows
 
     if a.num_workers < 1:
         raise DiffrepError(f"--num-workers {a.num_workers}: give at least one worker")
     ray = ray_index.connect(a.address)
     if a.device == "cuda":  # a cluster without GPUs fails now, before anything is written
         ray_index.gpu_workers(ray, a.num_workers)
-    return functools.partial(getattr(ray_index, stage), address=a.address, workers=a.num_workers, device=a.device)
+    module = ray_rows if stage == "map_rows" else ray_index
+    return functools.partial(getattr(module, stage), address=a.address, workers=a.num_workers, device=a.device)
 
 
 def _driver_device(a: argparse.Namespace) -> str:
@@ -42,7 +43,7 @@ def cmd_index(a: argparse.Namespace, bars: ProgressBars) -> int:
     r = index(src, a.out, descriptor=a.descriptor, index_type=a.index_type, captions=a.captions,
               batch_size=a.batch_size, chunk_size=a.chunk_size, max_pixels=a.max_pixels, memory_budget=budget,
               embed=embed, fill=_engine(a, "fill_ivf"), shards=_engine(a, "index_shards"), on_disk=a.on_disk,
-              device=_driver_device(a), progress=bars)
+              device=_driver_device(a), check_chunks=a.check_chunks, progress=bars)
     rate = r.added / r.timings["embed"] if r.timings["embed"] > 0 and r.added else 0.0
     for number, reason in r.repaired:
         _out(f"Repaired: chunk c{number:06d} {reason}; it was dropped and its images embedded again.")
@@ -90,7 +91,7 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
               partial=a.partial, partial_k=a.partial_k, local_k=a.local_k,
               drop_reference_copies=a.drop_reference_copies, pool_null=a.pool_null,
               specificity=SpecificityConfig(margin=a.specificity_margin) if a.specificity else None,
-              embed=_engine(a, "embed_set"), device=_driver_device(a), progress=bars)
+              embed=_engine(a, "embed_set"), rows=_engine(a, "map_rows"), device=_driver_device(a), progress=bars)
     print_audit_summary(r.summary, Path(a.out))
     if a.report:
         from ..report.html import render_report

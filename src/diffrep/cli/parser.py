@@ -24,7 +24,8 @@ def _engine(p: argparse.ArgumentParser, same: str) -> None:
                    f"process (default) or a Ray cluster (diffrep[distributed]); {same}")
     p.add_argument("--address", default="local", help="--engine ray: the cluster, HOST:PORT or auto (the running "
                    "one); default: a Ray instance started for this run")
-    p.add_argument("--num-workers", type=int, default=2, help="--engine ray: embedding actors (default %(default)s)")
+    p.add_argument("--num-workers", type=int, default=2, help="--engine ray: embedding actors, and tasks in flight "
+                   "for the audit's per-candidate stages (default %(default)s)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the descriptor's model runs: auto (a GPU when ONNX Runtime or PyTorch has one, "
                    "default), cpu, or cuda (refused without one; with --engine ray each actor reserves a GPU)")
@@ -53,6 +54,9 @@ def _index(sub: Sub) -> None:
                         "(default %(default)s)")
     p.add_argument("--local", action="store_true",
                    help="also build the local-feature index `audit --partial` uses (else built on its first use)")
+    p.add_argument("--check-chunks", action="store_true",
+                   help="read every stored chunk again to check it (by default only chunks that are new or whose "
+                        "files changed since they last passed are read)")
     _common(p)
     p.set_defaults(func=c.cmd_index)
 
@@ -63,7 +67,8 @@ def _audit(sub: Sub) -> None:
     p.add_argument("source", nargs="+", help="folder of generated images, or webdataset .tar shards")
     p.add_argument("--index", required=True, help="index directory built by `diffrep index`")
     p.add_argument("--out", required=True, help="output directory for matches.csv, summary.json, ...")
-    _engine(p, "generations and reference images are embedded there, the verdicts are the same")
+    _engine(p, "generations and reference images are embedded there and their candidates verified and "
+            "object-matched; the verdicts are the same")
     p.add_argument("--reference", default=None,
                    help="held-out real images never trained on: the null for calibration (recommended)")
     p.add_argument("--fpr", type=float, default=d["fpr"], help="target false-positive rate (default %(default)s)")

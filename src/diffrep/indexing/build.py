@@ -1,6 +1,8 @@
 """``diffrep index``: embed a training set into an index directory, incrementally and resumably."""
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +15,7 @@ from ..decode import DEFAULT_MAX_PIXELS
 from ..defaults import DEFAULTS
 from ..descriptors import Descriptor, fingerprints_match, get_descriptor
 from ..embedding import embed_records
-from ..errors import DescriptorError, DescriptorMismatchError, DiffrepError, SourceError
+from ..errors import DescriptorError, DescriptorMismatchError, DiffrepError, DiffrepIndexError, SourceError
 from ..fsutil import atomic_path, ensure_writable_dir
 from ..progress import ProgressCallback, emit
 from ..sources import Record, open_source, read_skipped, write_skipped
@@ -89,13 +91,15 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
           chunk_size: int = DEFAULT_CHUNK, max_pixels: int = DEFAULT_MAX_PIXELS,
           memory_budget: int | None = None, embed: Optional[Callable[..., tuple[int, int]]] = None,
           fill: Optional[Callable[..., Any]] = None, on_disk: bool = False,
-          shards: Optional[Callable[..., Any]] = None, device: str = "auto",
+          shards: Optional[Callable[..., Any]] = None, device: str = "auto", check_chunks: bool = False,
           progress: Optional[ProgressCallback] = None) -> IndexResult:
     """Make the index directory ``out`` mirror the images of ``source``.
 
     Re-running embeds only images that are new or whose size or modification time changed, removes images
     that left the source (for tar shards: members gone from a shard that is given again), drops a damaged
-    chunk and embeds its images again, and resumes an interrupted run after its last committed chunk.
+    chunk and embeds its images again (chunks are read for that check when they are new or their files
+    changed since they last passed; every chunk with ``check_chunks``), and resumes an interrupted run after
+    its last committed chunk.
     An index mirrors one source: another folder (or a shard of the same name elsewhere) is refused.
     ``memory_budget`` (bytes): the FAISS index must fit it (``faiss_index.plan``). ``embed``: the embedding stage
     (default: this process; ``distributed.ray_index.embed_chunks`` runs it on Ray), called as
@@ -123,7 +127,7 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
         d = resolve_descriptor(idx, descriptor, device=device)
         fp = d.fingerprint()
         idx.clean_orphans()
-        repaired = idx.drop_damaged(d.dim)
+        repaired = idx.drop_damaged(d.dim, every=check_chunks, progress=progress)
         _check_same_source(idx, src)
         t_scan = time.perf_counter()
         opts = dict(batch_size=batch_size, chunk_size=chunk_size, max_pixels=max_pixels, progress=progress)
@@ -133,8 +137,13 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
             run = _scan_and_embed(idx, d, src, embed or _embed_into, **opts)
             t_scan += run.scan_seconds
         t_embed = time.perf_counter()
-        n_live, kind = finalize(idx, d, fp, index_type, run.scan_skips, source_desc=src.root, progress=progress,
-                                memory_budget=memory_budget, source_spec=src.spec(), fill=fill, on_disk=on_disk)
+        state = build_state(idx, run.scan_skips, index_type=index_type, memory_budget=memory_budget, on_disk=on_disk)
+        if repaired or run.added or run.removed or not is_current(idx, state):
+            n_live, kind = finalize(idx, d, fp, index_type, run.scan_skips, source_desc=src.root, progress=progress,
+                                    memory_budget=memory_budget, source_spec=src.spec(), fill=fill, on_disk=on_disk,
+                                    state=state)
+        else:  # nothing changed since the current generation was built: no vector is read again
+            n_live, kind = int(idx.meta["count"]), str(idx.meta["index"]["type"])
         t_end = time.perf_counter()
     skipped_items = read_skipped(root / "skipped.csv")
     return IndexResult(root, n_live, run.added, run.unchanged, len(skipped_items), kind, t_end - t0,
@@ -225,13 +234,40 @@ def _embed_into(idx: IndexDir, d: Descriptor, todo: list[Record], *, batch_size:
     return added, skipped
 
 
+def build_state(idx: IndexDir, scan_skips: list[tuple[str, str]], **requested: Any) -> dict[str, Any]:
+    """What a generation is built from besides the vectors' contents: the committed chunks (every change to
+    the index's rows commits a chunk), the source scan's skips and the index options asked for."""
+    numbers = idx.chunk_numbers()
+    skips = hashlib.sha256(json.dumps(sorted(scan_skips)).encode("utf-8", "surrogatepass")).hexdigest()
+    return {"chunks": len(numbers), "last_chunk": numbers[-1] if numbers else 0, "scan_skips_sha256": skips,
+            "requested": requested}
+
+
+def is_current(idx: IndexDir, state: dict[str, Any]) -> bool:
+    """Whether the index's current generation was built from ``state`` and opens cleanly (its manifest and
+    FAISS files are there and agree; a damaged one is rebuilt)."""
+    from .load import open_index
+
+    meta = idx.meta
+    if not meta.get("complete") or meta.get("build_state") != state:
+        return False
+    if state["requested"].get("on_disk") and not ondisk.data_path(idx.faiss_path(int(meta["generation"]))).is_file():
+        return False
+    try:
+        return open_index(idx.root).pending_chunks == 0
+    except DiffrepIndexError:
+        return False
+
+
 def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, scan_skips: list[tuple[str, str]],
              source_desc: str = "", progress: Optional[ProgressCallback] = None,
              source_spec: dict[str, Any] | None = None, memory_budget: int | None = None,
-             fill: Optional[Callable[..., Any]] = None, on_disk: bool = False) -> tuple[int, str]:
+             fill: Optional[Callable[..., Any]] = None, on_disk: bool = False,
+             state: dict[str, Any] | None = None) -> tuple[int, str]:
     """Resolve the latest row per id across chunks into the manifest (``manifest.write_manifest``, bounded
     memory), build the FAISS index over it as a new generation (``on_disk``: an IVF index's inverted lists in
-    ``index-<generation>.ivfdata``, ``ondisk.py``)."""
+    ``index-<generation>.ivfdata``, ``ondisk.py``). ``state`` (``build_state``) is recorded in index.json, so
+    a later run that changes nothing keeps this generation."""
     gen = current_generation(idx) + 1
     n, skipped_rows = write_manifest(idx, idx.manifest_path(gen), progress=progress)
     skip_rows = list(scan_skips) + skipped_rows
@@ -271,7 +307,7 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
     idx.write_meta({
         "descriptor": fp, "index": params, "count": n, "skipped": len(skip_rows), "generation": gen,
         "last_chunk": numbers[-1] if numbers else 0, "source": str(source_desc), "source_spec": source_spec,
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "complete": True,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "complete": True, "build_state": state,
     })
     idx.remove_old_generations(keep=gen)
     return n, params["type"]

@@ -7,6 +7,7 @@ Layout::
       manifest-GGGGGG.arrow    live rows in FAISS id order (idx, id, path, caption, sha256, bytes, ...)
       index-GGGGGG.faiss       the FAISS index for that generation
       skipped.csv              inputs that could not be indexed, with reasons
+      chunks-checked.npy       size and modification time of each chunk's files when it last passed its check
       chunks/cNNNNNN.npy       embedded vectors, written as work proceeds (the source of truth)
       chunks/cNNNNNN.parquet   the rows of that chunk (ok rows point at a vector row; skips carry a reason)
 
@@ -26,7 +27,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +35,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DiffrepIndexError, brief
 from ..fsutil import DirLock, atomic_path, parse_json, write_json
+from ..progress import ProgressCallback, emit
 from .ondisk import SCRATCH_PREFIX
 
 FORMAT = "diffrep-index/1"
@@ -45,6 +47,7 @@ CHUNK_SCHEMA = pa.schema([
 
 
 SHARD_KEY = b"diffrep.shard"  # chunk table footer key: the source shard of a per-shard chunk
+CHECKED_FILE = "chunks-checked.npy"  # stamps of the chunks that passed their last check (IndexDir.drop_damaged)
 
 #: how far a stored vector's norm may be from 1 before the chunk counts as damaged
 NORM_TOLERANCE = 1e-2
@@ -275,17 +278,56 @@ class IndexDir:
             if problem:
                 raise DamagedChunkError(self.root, number, problem)
 
-    def drop_damaged(self, dim: int) -> list[tuple[int, str]]:
-        """Check every committed chunk (:meth:`check_chunk`); delete the damaged ones, so their images count
-        as new and are embedded again. Returns (chunk number, reason) per chunk dropped."""
+    def _chunk_stamp(self, number: int) -> tuple[int, int, int, int] | None:
+        """(size, mtime_ns) of chunk ``number``'s vector file and of its row table; None when one is missing."""
+        try:
+            v = (self.chunks_dir / f"c{number:06d}.npy").stat()
+            t = (self.chunks_dir / f"c{number:06d}.parquet").stat()
+        except OSError:
+            return None
+        return (v.st_size, v.st_mtime_ns, t.st_size, t.st_mtime_ns)
+
+    def _read_checked(self, dim: int) -> dict[int, tuple[int, ...]]:
+        """Chunk number -> the stamp its files had when it last passed :meth:`check_chunk` for ``dim``
+        ({} when the record is missing or unreadable: then every chunk is checked)."""
+        try:
+            a = np.load(self.root / CHECKED_FILE, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return {}
+        if a.ndim != 2 or a.shape[1] != 6 or a.dtype != np.int64:
+            return {}
+        return {int(r[0]): tuple(int(x) for x in r[2:]) for r in a if int(r[1]) == dim}
+
+    def drop_damaged(self, dim: int, *, every: bool = False,
+                     progress: Optional[ProgressCallback] = None) -> list[tuple[int, str]]:
+        """Check the committed chunks that are new or whose files changed (size or modification time) since
+        they last passed :meth:`check_chunk` (every chunk with ``every``), so an index run does not read
+        the whole index again; delete the damaged ones, so their images count as new and are embedded
+        again. The stamps of the chunks that passed are kept in ``chunks-checked.npy``. Returns (chunk
+        number, reason) per chunk dropped."""
+        checked = {} if every else self._read_checked(dim)
+        numbers = self.chunk_numbers()
+        stamps = {n: self._chunk_stamp(n) for n in numbers}
+        todo = [n for n in numbers if stamps[n] is None or checked.get(n) != stamps[n]]  # None: a file is missing
         dropped = []
-        for n in self.chunk_numbers():
+        if todo:
+            emit(progress, "check chunks", 0, len(todo))
+        for i, n in enumerate(todo, 1):
             try:
                 self.check_chunk(n, dim)
+                if stamps[n] is not None:  # taken before reading: a change during the check is checked next time
+                    checked[n] = stamps[n]
             except DamagedChunkError as exc:
                 dropped.append((n, exc.reason))
+                checked.pop(n, None)
                 (self.chunks_dir / f"c{n:06d}.parquet").unlink(missing_ok=True)  # uncommit first
                 (self.chunks_dir / f"c{n:06d}.npy").unlink(missing_ok=True)
+            emit(progress, "check chunks", i, len(todo))
+        if todo or set(checked) - set(numbers):
+            rows = [(n, dim, *checked[n]) for n in numbers if n in checked]
+            with atomic_path(self.root / CHECKED_FILE) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, np.array(rows, np.int64).reshape(-1, 6))
         return dropped
 
     def iter_chunks(self) -> Iterator[Chunk]:

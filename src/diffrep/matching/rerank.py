@@ -7,15 +7,15 @@ candidates. A training file that has vanished since indexing scores 0 and is cou
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..decode import decode_image, load_path
+from ..decode import decode_image, load_image, load_path
 from ..progress import ProgressCallback
 from ..sources import read_location
 from .cache import LoadingCache, over_candidates
-from .verify import Features, Verifier
+from .verify import Features, Verifier, VerifyConfig
 
 ImageLoader = Callable[[int], Optional[np.ndarray]]
 
@@ -27,6 +27,13 @@ class Reranked:
     mirrored: np.ndarray  # (n, K) bool: the match used the mirrored query
     pixel: np.ndarray  # (n, K) blurred-intensity correlation, NaN where the candidate id is -1
     missing: list[str] = field(default_factory=list)  # training paths that could not be read
+
+    @staticmethod
+    def concat(parts: Sequence["Reranked"]) -> "Reranked":
+        """The rows of ``parts`` in order (an engine's parts of one set of rows)."""
+        return Reranked(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("scores", "inliers", "mirrored",
+                                                                                    "pixel")),
+                        sorted({m for p in parts for m in p.missing}))
 
 
 def verify_candidates(load_query: ImageLoader, n: int, cand: np.ndarray, train_paths: Sequence[str],
@@ -52,6 +59,15 @@ def verify_candidates(load_query: ImageLoader, n: int, cand: np.ndarray, train_p
     over_candidates(load_query, n, cand, cache, verifier.query_features, visit, stage=stage, workers=workers,
                     progress=progress)
     return Reranked(scores, inliers, mirrored, pixel, sorted(set(cache.missing)))
+
+
+def verify_rows(readers: Sequence[Callable[[], bytes]], cand: np.ndarray, train_paths: Any, *, config: VerifyConfig,
+                max_pixels: int, stage: str = "verify", workers: int | None = None,
+                progress: Optional[ProgressCallback] = None) -> Reranked:
+    """``verify_candidates`` for images read by ``readers[i]()`` (the job an audit engine runs on rows)."""
+    v = Verifier(config)
+    return verify_candidates(lambda i: load_image(readers[i], max_pixels, config.size), len(readers), cand,
+                             train_paths, v, stage=stage, workers=workers, progress=progress)
 
 
 def verify_indexed(members: np.ndarray, cand: np.ndarray, paths: Sequence[str], verifier: Verifier, *,
