@@ -41,7 +41,9 @@ def test_stamps_keep_objects_with_captions_and_families(tmp_path):
     _stamp(s / "clothes/t_shirt.png", 11, text="A shirt.\n")  # one template drawing style
     _stamp(s / "clothes/t_sock.png", 12, text="A sock.\n")
     out = tmp_path / "ds"
-    rows = extract_stamps(s, out / "images")
+    events = []
+    rows = extract_stamps(s, out / "images", progress=events.append)
+    assert (events[-1].done, events[-1].total) == (10, 10)  # the bar ends though the last file (tinycar) is skipped
     files = [r[0] for r in rows]
     assert files == ["clothes/t_shirt.png", "clothes/t_sock.png", "food/fruit/apple_green.png", "food/fruit/apple_red.png", "food/fruit/cartoon/apple.png",
                      "vehicles/boat.png", "vehicles/locomotive/cartoon/caboose.png",

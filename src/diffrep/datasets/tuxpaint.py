@@ -62,19 +62,18 @@ def extract_stamps(stamps: Path, images: Path, progress: Optional[ProgressCallba
                    if p.is_file() and p.relative_to(stamps).parts[0] not in SKIPPED_CATEGORIES)
     seen: set[str] = set()
     rows = []
-    for i, path in enumerate(files):
+    for i, path in enumerate(files, 1):
         rel = path.relative_to(stamps).as_posix()
-        if not keep_picture(images, rel, path.read_bytes(), seen, MIN_SIDE):
-            continue
-        category = rel.split("/")[0]
-        words = caption_of(path.stem).split()
-        family = f"{category}:{words[0] if words else path.stem.lower()}"
-        shared = next((name for name, prefixes in SHARED_SETS.items() if rel.startswith(prefixes)), None)
-        if shared is not None:
-            family = f"{category}:{shared}"
-        rows.append((rel, _caption(path), family, category))
-        if (i + 1) % 100 == 0 or i + 1 == len(files):
-            emit(progress, "extract", i + 1, len(files), unit="file")
+        if keep_picture(images, rel, path.read_bytes(), seen, MIN_SIDE):
+            category = rel.split("/")[0]
+            words = caption_of(path.stem).split()
+            family = f"{category}:{words[0] if words else path.stem.lower()}"
+            shared = next((name for name, prefixes in SHARED_SETS.items() if rel.startswith(prefixes)), None)
+            if shared is not None:
+                family = f"{category}:{shared}"
+            rows.append((rel, _caption(path), family, category))
+        if i % 100 == 0 or i == len(files):  # skipped files count too, so the bar always reaches its end
+            emit(progress, "extract", i, len(files), unit="file")
     if not rows:
         raise DiffrepError(f"{TUXPAINT_DEB} holds no stamp pictures; the package layout changed, report this")
     return sorted(rows)
