@@ -5,9 +5,9 @@ import csv
 import os
 from typing import Any
 
-from ..errors import SourceError
+from ..errors import SourceError, brief
 from ..fsutil import parse_json
-from .records import FILE_KEYS, TEXT_KEYS, error_text
+from .records import FILE_KEYS, TEXT_KEYS
 
 
 def _caption_row(row: dict[Any, Any], where: str, root: str | None) -> tuple[str, str | None]:
@@ -67,5 +67,5 @@ def load_captions(path: str, root: str | None) -> dict[str, str | None]:
     except UnicodeDecodeError:
         raise SourceError(f"caption file {path} is not UTF-8 text. Re-save it as UTF-8.") from None
     except OSError as exc:
-        raise SourceError(f"cannot read caption file {path}: {error_text(exc)}.") from None
+        raise SourceError(f"cannot read caption file {path}: {brief(exc)}.") from None
     return table

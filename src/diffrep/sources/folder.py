@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 import stat
 
-from ..errors import SourceError
+from ..errors import SourceError, brief
 from ..fsutil import is_utf8
 from ..progress import ProgressCallback, emit
 from .records import (CAPTION_FILE_NAMES, IMAGE_EXTENSIONS, NOT_UTF8, PROGRESS_EVERY, SIDECAR_EXTENSIONS, Record,
-                      Skip, _FileLoader, error_text, ext_of)
+                      Skip, _FileLoader, ext_of)
 
 
 def _scan_folder(root: str, progress: ProgressCallback | None,
@@ -18,7 +18,7 @@ def _scan_folder(root: str, progress: ProgressCallback | None,
     try:
         root_st = os.stat(root)
     except OSError as exc:
-        raise SourceError(f"cannot open folder {root}: {error_text(exc)}. Check the path.") from None
+        raise SourceError(f"cannot open folder {root}: {brief(exc)}. Check the path.") from None
     seen_dirs = {(root_st.st_dev, root_st.st_ino)} | set(excluded)  # guards against symlink loops
     stack: list[tuple[str, str]] = [(root, "")]  # (directory path, id prefix)
     visited = 0
@@ -28,7 +28,7 @@ def _scan_folder(root: str, progress: ProgressCallback | None,
             with os.scandir(directory) as it:
                 entries = list(it)
         except OSError as exc:
-            skips.append(Skip(directory, f"cannot list directory: {error_text(exc)}"))
+            skips.append(Skip(directory, f"cannot list directory: {brief(exc)}"))
             continue
         for entry in entries:
             name = entry.name
@@ -42,7 +42,7 @@ def _scan_folder(root: str, progress: ProgressCallback | None,
             except OSError as exc:
                 broken = entry.is_symlink()
                 skips.append(Skip(entry.path, "broken symbolic link" if broken
-                                  else f"cannot stat: {error_text(exc)}"))
+                                  else f"cannot stat: {brief(exc)}"))
                 continue
             if not is_utf8(name):
                 skips.append(Skip(entry.path, ("folder " if stat.S_ISDIR(st.st_mode) else "") + NOT_UTF8))

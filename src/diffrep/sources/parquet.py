@@ -19,8 +19,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import brief
 from ..fsutil import is_utf8
-from .records import NOT_UTF8, Record, Skip, _FileLoader, error_text
+from .records import NOT_UTF8, Record, Skip, _FileLoader
 
 BYTES_COLUMNS = ("jpg", "png", "webp", "image", "img", "bytes")
 PATH_COLUMNS = ("path", "file", "filepath", "file_name", "filename")
@@ -90,7 +91,7 @@ def _scan_parquet(table: str) -> tuple[list[Record], list[Skip]]:
         st = os.stat(table)
         pf = pq.ParquetFile(table)
     except Exception as exc:
-        return [], [Skip(table, f"not a readable Parquet table: {error_text(exc)}")]
+        return [], [Skip(table, f"not a readable Parquet table: {brief(exc)}")]
     fields = {f.name: f for f in pf.schema_arrow}
     image = _column(fields, BYTES_COLUMNS, "bytes")
     path_col = _column(fields, PATH_COLUMNS, "string")

@@ -74,10 +74,6 @@ def ext_of(name: str) -> str:
     return os.path.splitext(name)[1].lower()
 
 
-def error_text(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-
-
 def read_location(path: str) -> bytes:
     """Bytes of an image by the ``path`` a Record (or an index manifest) reports: a file,
     ``<shard.tar>::<member>`` for a webdataset member or ``<table.parquet>::#<row>`` for a Parquet row.

@@ -5,9 +5,10 @@ import os
 import tarfile
 from typing import Sequence
 
+from ..errors import brief
 from ..fsutil import is_utf8, parse_json
 from .records import (COMPRESSED_MAGIC, IMAGE_EXTENSIONS, IMAGE_PRIORITY, MAX_CAPTION_MEMBER, NOT_UTF8,
-                      SIDECAR_EXTENSIONS, TAR_ERRORS, TEXT_KEYS, Record, Skip, _TarMemberLoader, error_text, ext_of)
+                      SIDECAR_EXTENSIONS, TAR_ERRORS, TEXT_KEYS, Record, Skip, _TarMemberLoader, ext_of)
 
 
 def _split_key(member_name: str) -> tuple[str, str]:
@@ -68,7 +69,7 @@ def _scan_shard(shard: str) -> tuple[list[Record], list[Skip]]:
                                     "seekable); decompress it to a plain .tar")]
         tf = tarfile.open(shard, mode="r:")
     except TAR_ERRORS as exc:
-        return [], [Skip(shard, f"{bad}: {error_text(exc)}")]
+        return [], [Skip(shard, f"{bad}: {brief(exc)}")]
     groups: dict[str, dict[str, tarfile.TarInfo]] = {}
     with tf:
         try:
@@ -85,7 +86,7 @@ def _scan_shard(shard: str) -> tuple[list[Record], list[Skip]]:
                     groups.setdefault(key, {})[suffix] = member
         except TAR_ERRORS as exc:
             kept = "; complete samples before the damage are kept" if groups else ""
-            skips.append(Skip(shard, f"{bad}: {error_text(exc)}{kept}"))
+            skips.append(Skip(shard, f"{bad}: {brief(exc)}{kept}"))
         shard_name = os.path.basename(shard)
         for key, members in groups.items():
             suffix = _pick(list(members), IMAGE_PRIORITY, IMAGE_EXTENSIONS)
