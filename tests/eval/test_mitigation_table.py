@@ -80,9 +80,12 @@ def test_table_end_to_end_and_resumes(tmp_path):
     assert "Pareto front" in md and all(f"| {n} |" in md for n in names)
     assert (tmp_path / "e" / "pareto.png").stat().st_size > 1000
     stamp = {n: (tmp_path / "e" / "rows" / n / "row.json").stat().st_mtime_ns for n in names}
+    features = {f: (tmp_path / "e" / "data" / f).stat().st_mtime_ns for f in ("real_features.npz",
+                                                                              "classifier_features.npz")}
     again = run_mitigation_experiment(tmp_path / "e", overrides=TINY)
     assert [r["replica_rate"] for r in again["rows"]] == [r["replica_rate"] for r in s["rows"]]
     assert stamp == {n: (tmp_path / "e" / "rows" / n / "row.json").stat().st_mtime_ns for n in names}
+    assert features == {f: (tmp_path / "e" / "data" / f).stat().st_mtime_ns for f in features}  # not embedded again
 
 
 def test_refusals(tmp_path):

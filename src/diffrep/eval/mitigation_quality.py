@@ -77,8 +77,8 @@ class Quality:
         from .mitigation_data import label_of
 
         self.seed, self.progress = seed, progress
-        self.real = self._features(data / "real", data / "real_features.npy")
-        names, feats = self._named(data / "classifier")
+        _, self.real = self._cached(data / "real", data / "real_features.npz")
+        names, feats = self._cached(data / "classifier", data / "classifier_features.npz")
         labels = np.array([label_of(n) for n in names])
         perm = np.random.default_rng([seed, 27]).permutation(len(labels))
         cut = int(0.8 * len(labels))
@@ -92,20 +92,30 @@ class Quality:
         s = embed_source(folder, get_descriptor("effnet-lite0"), stage="features", progress=self.progress)
         return [Path(r.path).name for r in s.records], np.asarray(s.vectors, np.float64)
 
-    def _features(self, folder: Path, cache: Path) -> np.ndarray:
+    def _cached(self, folder: Path, cache: Path) -> tuple[list[str], np.ndarray]:
+        """``_named(folder)``, kept in ``cache`` (written atomically) for the next run on the same data."""
+        from ..fsutil import atomic_path
+
         if cache.is_file():
-            return np.load(cache)
-        _, feats = self._named(folder)
-        np.save(cache, feats)
-        return feats
+            with np.load(cache, allow_pickle=False) as z:
+                return [str(n) for n in z["names"]], z["features"]
+        names, feats = self._named(folder)
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, names=np.array(names, dtype=str), features=feats)
+        return names, feats
 
     def ordinary_metrics(self, folder: Path, prompts: list[str]) -> dict[str, Any]:
         """KID x1000 (with its interval) against the real images and the classifier's accuracy on the class
         each prompt names (Wilson interval); the features are kept in ``folder/../ordinary_features.npy``."""
         from .quality import kid
 
+        from ..fsutil import atomic_path
+
         names, feats = self._named(folder)
-        np.save(folder.parent / "ordinary_features.npy", feats)
+        with atomic_path(folder.parent / "ordinary_features.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, feats)
         asked = prompts_of(folder)
         want = np.array([prompts.index(asked[n]) for n in names])
         right = int((self.clf(feats) == want).sum())
