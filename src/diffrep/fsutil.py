@@ -116,6 +116,15 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def write_npy(path: str | os.PathLike[str], array: Any) -> None:
+    """A NumPy array as ``.npy``, atomically (never pickled)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(array), allow_pickle=False)
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """UTF-8 text, atomically; undecodable file-name bytes are written as ``\\xNN`` (module docstring)."""
     write_bytes(path, text.encode("utf-8", "diffrep-escape"))

@@ -13,7 +13,7 @@ calibrated verdict rarely fires. Object matching checks the shortlist at the pix
 2. Coarse search: the generation resized so its longer side is ``coarse`` px (80); the object resized so
    its longer side spans ``scales`` of that side (30-85%, 28 steps of 3.8%), mirrored too (the mirror
    image of the resized object); at every position the masked sum of squared differences, from two
-   correlations computed by FFT for all scales at once (``_r2_maps``).
+   correlations computed by FFT for all scales at once (``matching.templates.r2_maps``).
    The ``hypotheses`` (3) best distinct placements go on (a placement and its mirror image at the same
    place and scale are one; the mirror image is refined too when it scores within 0.05 at coarse).
 3. Refinement at ``fine`` px (256) around each: the object's longer side at every whole pixel within

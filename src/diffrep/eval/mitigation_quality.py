@@ -108,14 +108,11 @@ class Quality:
     def ordinary_metrics(self, folder: Path, prompts: list[str]) -> dict[str, Any]:
         """KID x1000 (with its interval) against the real images and the classifier's accuracy on the class
         each prompt names (Wilson interval); the features are kept in ``folder/../ordinary_features.npy``."""
+        from ..fsutil import write_npy
         from .quality import kid
 
-        from ..fsutil import atomic_path
-
         names, feats = self._named(folder)
-        with atomic_path(folder.parent / "ordinary_features.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, feats)
+        write_npy(folder.parent / "ordinary_features.npy", feats)
         asked = prompts_of(folder)
         want = np.array([prompts.index(asked[n]) for n in names])
         right = int((self.clf(feats) == want).sum())

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import OutputError
-from ..fsutil import atomic_path
+from ..fsutil import write_npy
 
 
 def dup_counts_path(idx: Any) -> Path:
@@ -21,9 +21,7 @@ def save_dup_counts(idx: Any, group: np.ndarray) -> None:
     """Store the counts implied by ``group`` (group id per FAISS id); a read-only index keeps none."""
     counts = (np.bincount(group, minlength=len(group))[group] - 1).astype(np.int32)
     try:
-        with atomic_path(dup_counts_path(idx)) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, counts)
+        write_npy(dup_counts_path(idx), counts)
     except (OSError, OutputError):
         pass  # a read-only index (or a full disk): the counts stay in groups.csv only
 

@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..errors import DiffrepIndexError
-from ..fsutil import atomic_path, write_json
+from ..fsutil import atomic_path, write_json, write_npy
 from ..progress import ProgressCallback, emit
 from . import faiss_index
 
@@ -191,9 +191,7 @@ def _save(local: LocalIndex, d: Path, n_images: int) -> None:
     with atomic_path(d / "local.faiss") as tmp:
         faiss.write_index(local.index, str(tmp))
     for name, arr in (("image_ids.npy", local.image_ids), ("counts.npy", local.counts)):
-        with atomic_path(d / name) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, arr)
+        write_npy(d / name, arr)
     write_json(d / "local.json", {"config": local.config.describe(), "images": n_images,
                                   "descriptors": local.descriptors, "params": local.params})  # last: marks it done
 

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DiffrepIndexError, brief
-from ..fsutil import DirLock, atomic_path, parse_json, write_json
+from ..fsutil import DirLock, atomic_path, parse_json, write_json, write_npy
 from ..progress import ProgressCallback, emit
 from .ondisk import SCRATCH_PREFIX
 
@@ -187,9 +187,7 @@ class IndexDir:
         """Commit chunk ``number``: its vectors, then its rows (the commit mark). ``shard``: the one source shard
         all its rows come from (per-shard indexing), kept in the row table's footer (:meth:`chunk_shard`)."""
         self.chunks_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.chunks_dir / f"c{number:06d}.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, np.ascontiguousarray(vectors, dtype=np.float32))
+        write_npy(self.chunks_dir / f"c{number:06d}.npy", np.ascontiguousarray(vectors, dtype=np.float32))
         table = pa.Table.from_pylist(rows, schema=CHUNK_SCHEMA)
         if shard is not None:
             table = table.replace_schema_metadata({SHARD_KEY: shard.encode("utf-8")})
@@ -325,9 +323,7 @@ class IndexDir:
             emit(progress, "check chunks", i, len(todo))
         if todo or set(checked) - set(numbers):
             rows = [(n, dim, *checked[n]) for n in numbers if n in checked]
-            with atomic_path(self.root / CHECKED_FILE) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, np.array(rows, np.int64).reshape(-1, 6))
+            write_npy(self.root / CHECKED_FILE, np.array(rows, np.int64).reshape(-1, 6))
         return dropped
 
     def iter_chunks(self) -> Iterator[Chunk]:

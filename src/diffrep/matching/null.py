@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..errors import OutputError
-from ..fsutil import atomic_path
+from ..fsutil import write_npy
 from ..indexing.load import LoadedIndex
 from ..progress import ProgressCallback, emit
 from ..sources import read_location
@@ -42,9 +42,7 @@ def background_scores(idx: LoadedIndex, sample: int = 10_000, seed: int = 0,
     self_first = ids[:, 0] == pick
     out = np.where(self_first, scores[:, 1], scores[:, 0]).astype(np.float32)
     try:
-        with atomic_path(cache) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, out)
+        write_npy(cache, out)
     except (OSError, OutputError):
         pass  # a read-only index (or a full disk) still works, just without the cache
     return out
