@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from diffrep.matching.calibration import tail_p_values
-from diffrep.auditing.objects import ObjectMatcher, object_search, object_template
+from diffrep.auditing.objects import ObjectConfig, ObjectMatcher, object_search, object_template
 from diffrep.eval.bench.edits import compose_on_white
 from diffrep.decode import decode_with_alpha
 from diffrep.matching.masks import bbox
@@ -137,15 +137,48 @@ def test_object_search_batches_and_records_missing(emoji_files: list[Path], tmp_
     assert om.top[0] == om.scores[0, 0] and om.top[1] == om.scores[1, 0]
 
 
-def test_a_training_image_without_an_object_is_not_searched(tmp_path: Path) -> None:
-    """A photograph-like training image (no alpha, no plain background) has no object: the object channel
-    leaves it out (NaN) even where the generation is that very image, which the whole-image channels judge."""
-    rng = np.random.default_rng(0)
-    noise = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).resize((256, 256), Image.BICUBIC)
-    noise.save(tmp_path / "scene.png")
-    assert object_template((tmp_path / "scene.png").read_bytes()).method == "whole"
-    om = object_search(lambda i: np.asarray(noise), 1, np.array([[0]]), [str(tmp_path / "scene.png")])
-    assert np.isnan(om.scores[0, 0]) and om.top[0] == -1.0
+def _texture(seed: int, side: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (side // 8, side // 8, 3), dtype=np.uint8)).resize((side, side), Image.BICUBIC)
+
+
+def _sky(seed: int, side: int, top: tuple, bottom: tuple) -> Image.Image:
+    g = np.linspace(0, 1, side)[:, None, None]
+    a = np.array(top, float) * (1 - g) + np.array(bottom, float) * g
+    a = np.broadcast_to(a, (side, side, 3)) + np.random.default_rng(seed).normal(0, 2, (side, side, 3))
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def test_a_full_canvas_picture_is_found_by_its_frame(emoji_files: list[Path], tmp_path: Path) -> None:
+    """A training picture without an object (mask method ``whole``) is searched as a rectangle whose frame is
+    its outline: pasted into a generation (an emoji on a textured canvas) it is found with its box; a
+    plain picture (a sky) fits any sky, here the larger sky it was cut from (R^2 0.998) and another one
+    (0.988), where no frame edge shows, and the cap keeps both at 0."""
+    picture = _texture(1, 256)
+    with Image.open(emoji_files[648]) as e:
+        obj = e.convert("RGBA").resize((160, 160))
+    picture.paste(obj, (48, 48), obj)
+    picture.save(tmp_path / "picture.png")
+    t = object_template((tmp_path / "picture.png").read_bytes())
+    assert t.method == "whole"
+    m, uncapped = ObjectMatcher(), ObjectMatcher(ObjectConfig(outline_contrast=-1.0))  # every pixel an edge
+    gen = _texture(2, 256)
+    gen.paste(picture.resize((150, 150), Image.LANCZOS), (70, 40))
+    hit = m.match(m.prepare(np.asarray(gen)), t)
+    assert hit.score > 0.9 and _iou(hit.query_box, [70, 40, 220, 190]) > 0.8, hit
+    assert m.match(m.prepare(np.asarray(_texture(2, 256))), t).score < 0.5
+    om = object_search(lambda i: np.asarray(gen), 1, np.array([[0]]), [str(tmp_path / "picture.png")])
+    assert om.scores[0, 0] > 0.9 and om.top[0] == om.scores[0, 0]
+
+    big = _sky(1, 512, (70, 120, 200), (190, 215, 245))
+    buf = io.BytesIO()
+    big.crop((128, 128, 384, 384)).save(buf, format="PNG")
+    sky = object_template(buf.getvalue())
+    assert sky.method == "whole"
+    for gen in (big.resize((256, 256), Image.LANCZOS), _sky(3, 256, (60, 110, 190), (200, 225, 250))):
+        g = np.asarray(gen)
+        assert uncapped.match(uncapped.prepare(g), sky).score > 0.95
+        assert m.match(m.prepare(g), sky).score < 0.5
 
 
 def test_tail_p_values_are_smooth_and_keep_order_beyond_the_null() -> None:

@@ -6,10 +6,11 @@ calibrated verdict rarely fires. Object matching checks the shortlist at the pix
 
 1. The candidate's object: the training image's alpha channel, else a foreground estimate on a plain
    background (``matching.masks``), cropped to its box. A training image with neither (a photograph of a
-   scene, a full-bleed picture: mask method ``whole``) has no object to look for and is not searched
-   (score NaN): a template cut from a scene fitted regions of unrelated photographs at R^2 0.57-0.74
-   (GCompris photographs, development seed 1, docs/results/2026-12-cross-kind.md), and a part of such an image
-   pasted into a generation is what the region channel (window cosines) looks for.
+   scene, a full-bleed picture: mask method ``whole``) is searched as a whole rectangle; its frame is its
+   outline (step 5), so it fits only where the generation shows the rectangle's edges, as a pasted
+   picture does. Uncapped, such templates fitted regions of unrelated photographs at R^2 0.57-0.74
+   (GCompris photographs, development seed 1); capped, at most 0.474, while 6 more of openclipart seed 15's
+   160 pasted objects were found (docs/results/2026-12-cross-kind.md).
 2. Coarse search: the generation resized so its longer side is ``coarse`` px (80); the object resized so
    its longer side spans ``scales`` of that side (30-85%, 28 steps of 3.8%), mirrored too (the mirror
    image of the resized object); at every position the masked sum of squared differences, from two
@@ -33,7 +34,7 @@ calibrated verdict rarely fires. Object matching checks the shortlist at the pix
    orange sign at 1.0, a cow silhouette inside a fawn's black body at 0.996: openclipart,
    docs/partial.md). A pasted object's outline is an edge in the generation, so the score is capped at
    ``share / outline_share`` where ``share`` is the part of the object's outline (alpha or estimated
-   mask, not an image frame) across which the generation changes: the mean colours of the 2 px band
+   mask, or the frame of a full-canvas template) across which the generation changes: the mean colours of the 2 px band
    inside and the 2 px ring outside, near each outline pixel, differ by ``outline_contrast`` levels in
    some channel (at 256 px); mere texture next to a silhouette is not its edge.
 
@@ -169,14 +170,14 @@ class ObjectMatcher:
             out += [im, np.ascontiguousarray((im * im).sum(-1))]
         return Prepared(out[0], out[2], c.fine / max(h, w), out[1], out[3])
 
-    def _capped(self, r: float, img: np.ndarray, tm: np.ndarray, x: int, y: int, outline: bool) -> float:
+    def _capped(self, r: float, img: np.ndarray, tm: np.ndarray, x: int, y: int) -> float:
         """R^2 capped by the share of the object's outline visible in the generation (step 5)."""
         c = self.config
-        if not outline or r <= 0:
+        if r <= 0:
             return r
         return min(r, outline_share(img, tm, x, y, c.outline_contrast) / c.outline_share)
 
-    def _coarse(self, prepared: Prepared, t: ObjectTemplate, outline: bool) -> list[tuple[float, float, bool, int, int]]:
+    def _coarse(self, prepared: Prepared, t: ObjectTemplate) -> list[tuple[float, float, bool, int, int]]:
         """The ``hypotheses`` best distinct coarse placements: (capped R^2, scale, mirrored, y, x)."""
         c = self.config
         coarse = prepared.coarse
@@ -195,7 +196,7 @@ class ObjectMatcher:
                     y, x = np.unravel_index(int(np.argmax(r)), r.shape)
                     if not np.isfinite(r[y, x]):
                         break
-                    found.append((self._capped(float(r[y, x]), coarse, tm, int(x), int(y), outline), s, mirrored,
+                    found.append((self._capped(float(r[y, x]), coarse, tm, int(x), int(y)), s, mirrored,
                                   int(y), int(x)))
                     r[max(0, y - 3):y + 4, max(0, x - 3):x + 4] = -np.inf
         def near(h: tuple, g: tuple) -> bool:
@@ -219,12 +220,11 @@ class ObjectMatcher:
     def match(self, prepared: Prepared, t: ObjectTemplate) -> ObjectMatch:
         c = self.config
         coarse, fine, f_gen = prepared.coarse, prepared.fine, prepared.f_gen
-        outline = t.method != "whole"  # an image frame is not an outline
         side_c, side_f = max(coarse.shape[:2]), max(fine.shape[:2])
         long_side = max(t.mask.shape)
         k = side_f / side_c
         top: tuple[float, list[int], bool] = (-np.inf, [0, 0, 0, 0], False)
-        for _, s, mirrored, y, x in self._coarse(prepared, t, outline):
+        for _, s, mirrored, y, x in self._coarse(prepared, t):
             if top[0] >= c.good_enough:
                 break  # an earlier placement already matches: the other hypotheses cannot change the verdict
             centre = s * side_f
@@ -251,8 +251,8 @@ class ObjectMatcher:
                 if cx is None:
                     cx, cy = x0 + xx + tw / 2, y0 + yy + th / 2
                 score = float(r[yy, xx])
-                if outline and score > top[0]:  # the outline of the uneroded mask
-                    score = self._capped(score, fine, outline_mask, x0 + int(xx), y0 + int(yy), outline)
+                if score > top[0]:  # the outline of the uneroded mask
+                    score = self._capped(score, fine, outline_mask, x0 + int(xx), y0 + int(yy))
                 if score > top[0]:
                     top = (score, [x0 + xx, y0 + yy, x0 + xx + tw, y0 + yy + th], mirrored)
         if not np.isfinite(top[0]):
@@ -303,7 +303,7 @@ def object_search(load_query: ImageLoader, n: int, cand: np.ndarray, train_paths
         lambda j: train_paths[j], capacity=2048)
 
     def visit(i: int, r: int, prepared: Prepared, t: Optional[ObjectTemplate]) -> None:
-        m = matcher.match(prepared, t) if t is not None and t.method != "whole" else NO_MATCH
+        m = matcher.match(prepared, t) if t is not None else NO_MATCH
         if np.isfinite(m.score):
             scores[i, r], qbox[i, r], tbox[i, r], mirrored[i, r] = m.score, m.query_box, m.train_box, m.mirrored
 
