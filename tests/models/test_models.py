@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 @pytest.fixture(autouse=True)
 def short_grids(monkeypatch):
     """Sample grids with 2 DDIM steps instead of 25: the grid code runs, the test stays fast."""
-    import diffrep.models.train as mtrain
+    import diffrep.models.loop as mtrain
 
     monkeypatch.setattr(mtrain, "GRID_STEPS", 2)
 
@@ -156,7 +156,7 @@ def test_missing_extra_and_clip_errors(monkeypatch, tmp_path):
 
 # -------------------------------------------------------------------------------------- training
 def test_loss_decreases(fashion, tmp_path, monkeypatch):
-    import diffrep.models.train as mtrain
+    import diffrep.models.loop as mtrain
 
     monkeypatch.setattr(mtrain, "LOG_EVERY", 10)
     r = train(fashion, tmp_path / "run", steps=50, batch=8, sample_every=0, checkpoint_every=50)
