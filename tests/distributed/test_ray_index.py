@@ -254,3 +254,42 @@ def test_audit_rows_on_ray_are_the_local_rows(cluster, emoji_files, tmp_path):
     for f in ("scores", "query_boxes", "train_boxes", "mirrored"):
         np.testing.assert_array_equal(getattr(local_o, f), getattr(remote_o, f))
     assert local_o.scores[6, 0] > 0.9  # the pasted emoji is found where it was pasted
+
+
+def test_window_search_on_ray_is_the_local_search(cluster, images, emoji_files, tmp_path):
+    """The window search with local-feature candidates (``auditing.partial.region_rows``), run in Ray tasks of 3
+    rows that open the index directory themselves, gives the candidates one process finds, with their scores
+    within float tolerance: for generations,
+    and for training images searched against the rest of the index (their own ids excluded)."""
+    from diffrep.auditing.partial import RegionMatches, region_rows, region_search
+    from diffrep.decode import load_image
+    from diffrep.defaults import DEFAULTS
+    from diffrep.descriptors import get_descriptor
+    from diffrep.descriptors.regions import RegionConfig, RegionEmbedder
+    from diffrep.distributed.ray_rows import map_rows
+    from diffrep.indexing.local import LocalConfig, open_local
+
+    assert main(["index", str(images), "--out", str(tmp_path / "idx"), "-q"]) == 0
+    idx = open_index(tmp_path / "idx")
+    local = open_local(idx, LocalConfig())  # built here, as the audit's driver builds it
+    emb = RegionEmbedder(get_descriptor("sscd"), RegionConfig())
+    mp, side = DEFAULTS["decode"]["max_pixels"], max(RegionConfig().sizes)
+    job = functools.partial(region_rows, root=str(idx.dir.root), generation=int(idx.meta["generation"]), spec="sscd",
+                            region_config=RegionConfig(), local_config=LocalConfig(), k=5, local_k=3, max_pixels=mp)
+    on_ray = functools.partial(map_rows, address=cluster, workers=2, rows_per_task=3)
+    paths = idx.lookup("path")
+    for files, own in ((list(emoji_files[:2]) + list(emoji_files[300:302]), None),
+                       ([Path(paths[j]) for j in range(3)], np.arange(3))):
+        readers = [functools.partial(Path.read_bytes, f) for f in files]
+        here = region_search(lambda i: load_image(readers[i], mp, side), len(files), idx, emb, k=5,
+                             self_ids=own, local=local, local_k=3, train_vectors=idx.vectors)
+        ids = (np.full(len(files), -1) if own is None else own)[:, None]
+        there = RegionMatches.concat(on_ray(job, readers, ids, paths), 0.0)
+        for f in ("ids", "boxes", "sizes", "local_only"):
+            np.testing.assert_array_equal(getattr(here, f), getattr(there, f), err_msg=f)
+        for f in ("scores", "votes"):  # one inference thread per worker: sums in another order
+            np.testing.assert_allclose(getattr(here, f), getattr(there, f), atol=1e-5, err_msg=f)
+        if own is None:
+            assert (here.ids[:2, 0] == [idx.column("path").index(str(images / f.name)) for f in emoji_files[:2]]).all()
+        else:
+            assert not (here.ids == own[:, None]).any()  # a training image is not its own candidate

@@ -12,6 +12,9 @@ the candidates found by local features that the windows missed are appended, eac
 cosine computed against its stored vector, so every candidate carries the same evidence and the object
 matcher (``objects.py``) checks them all.
 
+``region_rows`` is the same search as a job an audit engine runs on parts of the rows (``--engine ray``): a worker
+opens the index, the region embedder and the local index from the index directory once per process.
+
 Calibration treats the region score like any other channel: the same procedure on held-out reference
 images (or training images against the rest of the index, self excluded) gives its null, and
 ``fuse_channels`` folds it into the verdict.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -73,6 +76,16 @@ class RegionMatches:
         w, h = self.sizes[qi]
         x0, y0, x1, y1 = self.boxes[qi, c]
         return bool(w and h and (x1 - x0) * (y1 - y0) < share * w * h)
+
+    @classmethod
+    def concat(cls, parts: Sequence["RegionMatches"], seconds: float) -> "RegionMatches":
+        """The rows of ``parts`` in order (an engine's parts of one set of rows), ``seconds`` of wall time."""
+        def cat(name: str) -> Any:
+            values = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in values) else np.concatenate(values)
+
+        return cls(cat("scores"), cat("ids"), cat("boxes"), max(p.windows for p in parts), seconds, cat("sizes"),
+                   cat("votes"), cat("local_only"), sum(p.local_seconds for p in parts))
 
     @property
     def top(self) -> np.ndarray:
@@ -157,4 +170,51 @@ def region_search(load: ImageLoader, n: int, index: Searchable, embedder: Region
                          votes if kl else None, local_only if kl else None, t_local)
 
 
-__all__ = ["FlatIndex", "RegionMatches", "Searchable", "aggregate", "region_search"]
+_OPENED: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}  # this process's (index, embedder, local index)
+
+
+def region_rows(readers: Sequence[Callable[[], bytes]], own: np.ndarray, train_paths: Any, *, root: str,
+                generation: int, spec: str, region_config: Any, local_config: Any, k: int, local_k: int,
+                max_pixels: int, stage: str = "regions", workers: int | None = None,
+                progress: Optional[ProgressCallback] = None) -> RegionMatches:
+    """``region_search`` for images read by ``readers[i]()`` against the index at ``root`` (the job an audit
+    engine runs on rows; ``own[i, 0]``: image i's own FAISS id, excluded from its matches, or -1 for all
+    when the images are not training images). The index (``generation``, the driver's), the region embedder of
+    descriptor ``spec`` and, with ``local_k``, the local index already built there are opened once per process.
+    ``train_paths`` and ``workers`` are the engine's uniform arguments: unused."""
+    del train_paths, workers
+    from ..decode import load_image
+
+    key = (root, generation, spec, repr(region_config), repr(local_config), bool(local_k))
+    if key not in _OPENED:
+        _OPENED.clear()
+        _OPENED[key] = _open_for_regions(root, generation, spec, region_config, local_config, local_k)
+    idx, emb, local = _OPENED[key]
+    side = max(emb.config.sizes)
+    self_ids = own[:, 0] if len(own) and own[0, 0] >= 0 else None
+    return region_search(lambda i: load_image(readers[i], max_pixels, side), len(readers), idx, emb, k=k,
+                         self_ids=self_ids, stage=stage, local=local, local_k=local_k if local else 0,
+                         train_vectors=idx.vectors, progress=progress)
+
+
+def _open_for_regions(root: str, generation: int, spec: str, region_config: Any, local_config: Any,
+                      local_k: int) -> tuple[Any, Any, Any]:
+    from pathlib import Path
+
+    from ..descriptors import get_descriptor
+    from ..errors import DiffrepError
+    from ..indexing.load import open_index
+    from ..indexing.local import load_local
+
+    idx = open_index(root)
+    if int(idx.meta["generation"]) != generation:
+        raise DiffrepError(f"index {root} changed during the audit (generation {idx.meta['generation']}, the audit "
+                           f"opened {generation}); re-run the audit")
+    local = load_local(Path(root), generation, len(idx), local_config) if local_k else None
+    if local_k and local is None:
+        raise DiffrepError(f"the local-feature index of {root} is not there for this worker; every worker must see "
+                           "the index directory at the same path")
+    return idx, RegionEmbedder(get_descriptor(spec), region_config), local
+
+
+__all__ = ["FlatIndex", "RegionMatches", "Searchable", "aggregate", "region_rows", "region_search"]

@@ -23,7 +23,7 @@ from ..matching.verify import Verifier
 from ..progress import ProgressCallback
 from .channels import Evidence
 from .objects import ObjectConfig, ObjectMatcher, ObjectMatches, object_rows
-from .partial import RegionMatches, region_search
+from .partial import RegionMatches, region_rows, region_search
 from .specificity import SpecificityConfig, gate_pixel_channels
 
 Reader = Callable[[], bytes]
@@ -54,7 +54,7 @@ class Stages:
     config: StageConfig
     progress: Optional[ProgressCallback] = None
     missing: set[str] = field(default_factory=set)
-    rows: Any = None  # engine for per-candidate rows (``distributed.ray_rows.map_rows`` bound); None: this process
+    rows: Any = None  # engine for rows of work (``distributed.ray_rows.map_rows`` bound); None: this process
 
     def __post_init__(self) -> None:
         c = self.config
@@ -103,11 +103,22 @@ class Stages:
         return rr
 
     def regions(self, readers: list[Reader], stage: str, self_ids: np.ndarray | None = None) -> RegionMatches:
+        """Region matches of ``readers`` (``self_ids``: their own ids when they are training images), in this
+        process or in parts on the ``rows`` engine (whose workers open the index directory themselves)."""
         assert self.emb is not None
         c, n = self.config, len(self.idx)
+        local = self.local  # built now, before any worker opens it
+        if self.rows is not None and readers:
+            t0 = time.perf_counter()
+            own = np.full(len(readers), -1, np.int64) if self_ids is None else np.asarray(self_ids, np.int64)
+            job = functools.partial(region_rows, root=str(self.idx.dir.root),
+                                    generation=int(self.idx.meta["generation"]), spec=self.descriptor.fingerprint().get("spec") or self.descriptor.name,
+                                    region_config=self.emb.config, local_config=c.local_config or LocalConfig(),
+                                    k=min(c.partial_k, n), local_k=min(c.local_k, n), max_pixels=c.max_pixels)
+            return RegionMatches.concat(self._rows(job, readers, own[:, None], stage), time.perf_counter() - t0)
         side = max(self.emb.config.sizes)
         return region_search(lambda i: load_image(readers[i], c.max_pixels, side), len(readers), self.idx, self.emb,
-                             k=min(c.partial_k, n), self_ids=self_ids, stage=stage, local=self.local,
+                             k=min(c.partial_k, n), self_ids=self_ids, stage=stage, local=local,
                              local_k=min(c.local_k, n), train_vectors=self.idx.vectors, progress=self.progress)
 
     def objects(self, readers: list[Reader], rm: RegionMatches, stage: str) -> ObjectMatches:

@@ -1,9 +1,11 @@
-"""The per-candidate stages of ``diffrep audit --engine ray`` on the cluster: verification of the global
-candidates and, with ``--partial``, object matching of the region candidates. Both are rows of work (one
-generation or reference image with its candidate training images) that need no index: the rows are cut into
-contiguous parts of ``ROWS_PER_TASK``, each part runs in one Ray task with the very function the local engine
-runs (``matching.rerank.verify_rows``, ``auditing.objects.object_rows``), and the driver joins the parts in
-row order, so the results are the local engine's. Tasks read the images themselves: the generation records
+"""The per-image stages of ``diffrep audit --engine ray`` on the cluster: verification of the global
+candidates and, with ``--partial``, the window search and the object matching of the region candidates. Each
+is rows of work (one generation or reference image with its candidate training images, or its own id for the
+window search): the rows are cut into contiguous parts of ``ROWS_PER_TASK``, each part runs in one Ray task
+with the very function the local engine runs (``matching.rerank.verify_rows``, ``auditing.partial.region_rows``,
+``auditing.objects.object_rows``), and the driver joins the parts in row order, so the results are the local
+engine's. The window search opens the index directory, the region embedder and the local index once per worker
+process (Ray reuses worker processes across tasks). Tasks read the images themselves: the generation records
 travel pickled (their paths and byte loaders), the candidates' training paths travel as a small id -> path
 table per part, and every worker must see those files at the same paths (as for the embedding stage).
 """
