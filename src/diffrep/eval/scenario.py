@@ -15,7 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from PIL import Image
@@ -106,20 +106,7 @@ def build_scenario(out_dir: str | os.PathLike[str], *, dataset: str = "emoji", s
                    n_train: int = 1200, n_reference: int = 300, n_copies: int = 200,
                    n_unseen: int = 200, progress: Optional[ProgressCallback] = None) -> Scenario:
     """Write (or reuse) a labelled scenario in ``out_dir``; same seed => byte-identical files."""
-    if dataset not in GROUPED:
-        raise DiffrepError(f"build_scenario needs a dataset with families: one of {', '.join(GROUPED)} "
-                           f"(got {dataset!r})")
-    counts = {"n_train": n_train, "n_reference": n_reference, "n_copies": n_copies, "n_unseen": n_unseen}
-    for key, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise DiffrepError(f"{key} must be a non-negative integer (got {value!r})")
-        counts[key] = int(value)
-    if n_copies > 0 and n_train == 0:
-        raise DiffrepError("n_copies > 0 needs at least one training image (n_train >= 1)")
-    params: dict[str, Any] = {"format": SCENARIO_FORMAT, "dataset": dataset,
-                              "dataset_format": data.DATASET_FORMATS[dataset],
-                              "package": GROUPED[dataset],
-                              "max_per_group": MAX_PER_GROUP, "seed": int(seed), **counts}
+    params = _params(dataset, seed, n_train=n_train, n_reference=n_reference, n_copies=n_copies, n_unseen=n_unseen)
     root = ensure_writable_dir(out_dir, "scenario directory")
     sc = _scenario_paths(root)
     marker = root / "scenario.json"
@@ -146,14 +133,47 @@ def build_scenario(out_dir: str | os.PathLike[str], *, dataset: str = "emoji", s
     rng = np.random.default_rng(seed)
     train, reference, unseen = _split_groups(groups, [n_train, n_reference, n_unseen], rng)
     unseen = [unseen[i] for i in rng.permutation(len(unseen))]
-    total = n_train + n_reference + n_copies + n_unseen
     _copy_originals(images, sc.train_dir, train, captions)
     _copy_originals(images, sc.reference_dir, reference, captions)
-    done = n_train + n_reference
-    emit(progress, "scenario", done, total)
+    total = n_train + n_reference + n_copies + n_unseen
+    emit(progress, "scenario", n_train + n_reference, total)
+    rows, unseen_sources = _write_generations(sc, images, captions, sorted(train), unseen, n_copies, rng,
+                                              lambda done: emit(progress, "scenario", done, total),
+                                              n_train + n_reference)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(TRUTH_COLUMNS)
+    writer.writerows(rows)
+    write_text(sc.truth_csv, buf.getvalue())
+    write_json(marker, {"params": params, "train": len(train), "reference": len(reference),
+                        "generations": len(rows), "unseen_sources": unseen_sources})
+    emit(progress, "scenario", total, total)
+    return sc
 
-    train_sorted = sorted(train)
-    picks = rng.choice(len(train_sorted), size=n_copies, replace=n_copies > n_train) if n_copies else []
+
+def _params(dataset: str, seed: int, **counts: Any) -> dict[str, Any]:
+    """The scenario's parameters (``scenario.json``: a rerun with the same ones reuses the files); checked."""
+    if dataset not in GROUPED:
+        raise DiffrepError(f"build_scenario needs a dataset with families: one of {', '.join(GROUPED)} "
+                           f"(got {dataset!r})")
+    for key, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise DiffrepError(f"{key} must be a non-negative integer (got {value!r})")
+        counts[key] = int(value)
+    if counts["n_copies"] > 0 and counts["n_train"] == 0:
+        raise DiffrepError("n_copies > 0 needs at least one training image (n_train >= 1)")
+    return {"format": SCENARIO_FORMAT, "dataset": dataset, "dataset_format": data.DATASET_FORMATS[dataset],
+            "package": GROUPED[dataset], "max_per_group": MAX_PER_GROUP, "seed": int(seed), **counts}
+
+
+def _write_generations(sc: Scenario, images: Path, captions: dict[str, str], train_sorted: list[str],
+                       unseen: list[str], n_copies: int, rng: np.random.Generator,
+                       progress: Callable[[int], None], done: int) -> tuple[list[list[str]], dict[str, str]]:
+    """The generations: ``n_copies`` edited copies of training images drawn by ``rng`` (the edit kinds in
+    turn), then the unseen images; their captions file; ``progress(images done)`` every 25 images counted from
+    ``done``. Returns the truth rows and unseen name -> source."""
+    n_train = len(train_sorted)
+    picks = rng.choice(n_train, size=n_copies, replace=n_copies > n_train) if n_copies else []
     sc.generations_dir.mkdir(parents=True)
     rows: list[list[str]] = []
     gen_files: list[str] = []
@@ -171,7 +191,7 @@ def build_scenario(out_dir: str | os.PathLike[str], *, dataset: str = "emoji", s
         gen_caps[name] = captions.get(source, "")
         done += 1
         if done % 25 == 0:
-            emit(progress, "scenario", done, total)
+            progress(done)
     for i, source in enumerate(unseen):
         with Image.open(images / source) as src:
             img = prepare(src)
@@ -183,18 +203,9 @@ def build_scenario(out_dir: str | os.PathLike[str], *, dataset: str = "emoji", s
         gen_caps[name] = captions.get(source, "")
         done += 1
         if done % 25 == 0:
-            emit(progress, "scenario", done, total)
+            progress(done)
     _write_captions(sc.generations_dir / "captions.jsonl", gen_files, gen_caps)
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(TRUTH_COLUMNS)
-    writer.writerows(rows)
-    write_text(sc.truth_csv, buf.getvalue())
-    write_json(marker, {"params": params, "train": len(train), "reference": len(reference),
-                        "generations": len(rows), "unseen_sources": unseen_sources})
-    emit(progress, "scenario", total, total)
-    return sc
+    return rows, unseen_sources
 
 
 def _is_complete(marker: Path, params: dict[str, Any], sc: Scenario) -> bool:
