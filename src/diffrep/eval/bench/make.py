@@ -117,24 +117,8 @@ def make_bench(source: str | os.PathLike[str] | Sequence[str], out: str | os.Pat
         raise DiffrepError(f"{out} exists and is not empty; choose a new --out folder (a benchmark is "
                            "built once and never modified)")
     records, scan_skips = open_source(source).scan(progress)
-    group_map = read_groups_file(groups) if groups else {}
     rng = np.random.default_rng(seed)
-    by_group: dict[str, list[Record]] = {}
-    for rec in records:
-        by_group.setdefault(_group_of(rec, group_map), []).append(rec)
-    names = sorted(by_group)
-    order = rng.permutation(len(names))
-    n_fill = min(FILL_MAX, max(1, round(len(names) * FILL_SHARE))) if len(names) > 1 else 0
-    n_bg = n_fill if len(names) > 2 else 0
-    fill_groups = [names[i] for i in order[:n_fill]]
-    bg_groups = [names[i] for i in order[n_fill:n_fill + n_bg]]
-    ref_groups = [names[i] for i in order[n_fill + n_bg:]]
-    if max_references is not None:
-        ref_groups = ref_groups[:max_references]
-    # one reference per group: the group's first record, in id order
-    refs = [by_group[g][0] for g in ref_groups]
-    fills = [by_group[g][0] for g in fill_groups]
-    backgrounds = [by_group[g][0] for g in bg_groups]
+    refs, fills, backgrounds = _roles(records, read_groups_file(groups) if groups else {}, rng, max_references)
     if not refs:
         raise SourceError(f"no reference images in {source}: a benchmark needs at least one image")
 
@@ -158,25 +142,8 @@ def make_bench(source: str | os.PathLike[str] | Sequence[str], out: str | os.Pat
         raise SourceError(f"none of the images in {source} could be decoded; see the skipped list")
 
     mask_dir = Path(masks) if masks else None
-    source_order = _source_order(len(usable), n, rng)
-    rows: list[dict[str, str]] = []
-    by_kind: dict[str, int] = {k: 0 for k in kind_list}
-    for q in range(n):
-        kind = kind_list[q % len(kind_list)]
-        qrng = np.random.default_rng([seed, q])
-        si = int(source_order[q])
-        rec, name = usable[si]
-        fill_img = fill_images[int(qrng.integers(len(fill_images)))] if fill_images else None
-        query = make_query(kind, _source_image(rec, mask_dir), fill_img, qrng, filler)
-        qname = f"queries/q{q:05d}.png"
-        buf = io.BytesIO()
-        query.image.convert("RGB").save(buf, format="PNG", optimize=False)
-        (tmp / qname).write_bytes(buf.getvalue())
-        rows.append({"query": qname, "source": f"references/{name}", "kind": query.kind,
-                     "params": json.dumps(query.params, sort_keys=True),
-                     "query_box": json.dumps(query.query_box), "source_box": json.dumps(query.source_box)})
-        by_kind[kind] += 1
-        emit(progress, "queries", q + 1, n, unit="query")
+    rows, by_kind = _write_queries(tmp, usable, fill_images, kind_list, n, seed, _source_order(len(usable), n, rng),
+                                   mask_dir, filler, progress)
 
     _write_csv(tmp / "manifest.csv", MANIFEST_COLUMNS, [[r[c] for c in MANIFEST_COLUMNS] for r in rows])
     _write_csv(tmp / "references.csv", ("reference", "id", "caption"), ref_rows)
@@ -191,6 +158,50 @@ def make_bench(source: str | os.PathLike[str] | Sequence[str], out: str | os.Pat
         out.rmdir()
     os.replace(tmp, out)
     return BenchInfo(out, n, len(usable), len(fill_images), len(skipped), by_kind)
+
+
+def _roles(records: list[Record], group_map: dict[str, str], rng: np.random.Generator,
+           max_references: int | None) -> tuple[list[Record], list[Record], list[Record]]:
+    """(references, fill images, background images): groups shuffled by ``rng``, the first ``FILL_SHARE`` of
+    them (at most ``FILL_MAX``) fill, as many give backgrounds, the rest are references; each group's first
+    record in id order stands for it."""
+    by_group: dict[str, list[Record]] = {}
+    for rec in records:
+        by_group.setdefault(_group_of(rec, group_map), []).append(rec)
+    names = sorted(by_group)
+    order = rng.permutation(len(names))
+    n_fill = min(FILL_MAX, max(1, round(len(names) * FILL_SHARE))) if len(names) > 1 else 0
+    n_bg = n_fill if len(names) > 2 else 0
+    ref_groups = [names[i] for i in order[n_fill + n_bg:]]
+    if max_references is not None:
+        ref_groups = ref_groups[:max_references]
+    return ([by_group[g][0] for g in ref_groups], [by_group[names[i]][0] for i in order[:n_fill]],
+            [by_group[names[i]][0] for i in order[n_fill:n_fill + n_bg]])
+
+
+def _write_queries(tmp: Path, usable: list[tuple[Record, str]], fill_images: list[Image.Image], kind_list: list[str],
+                   n: int, seed: int, source_order: np.ndarray, mask_dir: Path | None, filler: Any,
+                   progress: ProgressCallback | None) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """The ``n`` queries (kinds in turn, query q drawn from the generator seeded [seed, q]) as PNGs in
+    ``tmp/queries``; returns their manifest rows and the count per kind."""
+    rows: list[dict[str, str]] = []
+    by_kind: dict[str, int] = {k: 0 for k in kind_list}
+    for q in range(n):
+        kind = kind_list[q % len(kind_list)]
+        qrng = np.random.default_rng([seed, q])
+        rec, name = usable[int(source_order[q])]
+        fill_img = fill_images[int(qrng.integers(len(fill_images)))] if fill_images else None
+        query = make_query(kind, _source_image(rec, mask_dir), fill_img, qrng, filler)
+        qname = f"queries/q{q:05d}.png"
+        buf = io.BytesIO()
+        query.image.convert("RGB").save(buf, format="PNG", optimize=False)
+        (tmp / qname).write_bytes(buf.getvalue())
+        rows.append({"query": qname, "source": f"references/{name}", "kind": query.kind,
+                     "params": json.dumps(query.params, sort_keys=True),
+                     "query_box": json.dumps(query.query_box), "source_box": json.dumps(query.source_box)})
+        by_kind[kind] += 1
+        emit(progress, "queries", q + 1, n, unit="query")
+    return rows, by_kind
 
 
 def _copy_decodable(records: list[Record], dest_dir: Path, skipped: list[tuple[str, str]],
