@@ -80,18 +80,7 @@ def build_tiny_sd(images: np.ndarray, captions: Sequence[str], out: str | os.Pat
     sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     x_all = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(dev)
 
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr)
-    emit(progress, "tiny-sd vae", 0, vae_steps, unit="step")
-    for step in range(vae_steps):
-        x = x_all[torch.randint(0, n, (batch,), generator=gen).to(dev)]
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample(generator=None)).sample
-        loss = torch.nn.functional.mse_loss(rec, x) + 1e-6 * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        emit(progress, "tiny-sd vae", step + 1, vae_steps, unit="step")
-    vae.eval().requires_grad_(False)
+    _train_vae(vae, x_all, vae_steps, batch, lr, gen, progress)
     with torch.no_grad():
         latents = torch.cat([vae.encode(x_all[i:i + 64]).latent_dist.mean for i in range(0, n, 64)])
         scaling = float(1.0 / latents.std())
@@ -100,13 +89,42 @@ def build_tiny_sd(images: np.ndarray, captions: Sequence[str], out: str | os.Pat
         ids = tokenizer(list(captions) + [""], padding="max_length", max_length=MAX_LEN, truncation=True,
                         return_tensors="pt")["input_ids"].to(dev)
         hidden = text(ids)[0]
-    cond, empty = hidden[:-1], hidden[-1:]
+    _train_unet(unet, sched.alphas_cumprod.to(dev), latents, hidden[:-1], hidden[-1:], unet_steps, batch, lr,
+                uncond_p, gen, progress)
+    _save(out_dir, unet, vae, text, sched)
+    return out_dir
 
+
+def _train_vae(vae: Any, x_all: Any, steps: int, batch: int, lr: float, gen: Any,
+               progress: Optional[ProgressCallback]) -> None:
+    """The VAE: reconstruction MSE plus a small KL term, then frozen in eval mode."""
+    import torch
+
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr)
+    emit(progress, "tiny-sd vae", 0, steps, unit="step")
+    for step in range(steps):
+        x = x_all[torch.randint(0, len(x_all), (batch,), generator=gen).to(x_all.device)]
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=None)).sample
+        loss = torch.nn.functional.mse_loss(rec, x) + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        emit(progress, "tiny-sd vae", step + 1, steps, unit="step")
+    vae.eval().requires_grad_(False)
+
+
+def _train_unet(unet: Any, alphas: Any, latents: Any, cond: Any, empty: Any, steps: int, batch: int, lr: float,
+                uncond_p: float, gen: Any, progress: Optional[ProgressCallback]) -> None:
+    """The UNet on the scaled latents: noise regression with the caption dropped (``empty``) for a share
+    ``uncond_p`` of samples, as Stable Diffusion was trained."""
+    import torch
+
+    dev = latents.device
     opt = torch.optim.AdamW(unet.parameters(), lr=lr)
-    alphas = sched.alphas_cumprod.to(dev)
-    emit(progress, "tiny-sd unet", 0, unet_steps, unit="step")
-    for step in range(unet_steps):
-        idx = torch.randint(0, n, (batch,), generator=gen).to(dev)
+    emit(progress, "tiny-sd unet", 0, steps, unit="step")
+    for step in range(steps):
+        idx = torch.randint(0, len(latents), (batch,), generator=gen).to(dev)
         z0 = latents[idx]
         noise = torch.randn(z0.shape, generator=gen).to(dev)
         t = torch.randint(0, 1000, (batch,), generator=gen).to(dev)
@@ -119,8 +137,11 @@ def build_tiny_sd(images: np.ndarray, captions: Sequence[str], out: str | os.Pat
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        emit(progress, "tiny-sd unet", step + 1, unet_steps, unit="step")
+        emit(progress, "tiny-sd unet", step + 1, steps, unit="step")
 
+
+def _save(out_dir: Path, unet: Any, vae: Any, text: Any, sched: Any) -> None:
+    """The Stable Diffusion folder layout, loadable by ``sd.py`` and by diffusers."""
     from .sd import quiet_loading
 
     with quiet_loading():  # save_pretrained draws a bar; library code never prints
@@ -131,7 +152,6 @@ def build_tiny_sd(images: np.ndarray, captions: Sequence[str], out: str | os.Pat
         "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDPMScheduler"]}, indent=1))
-    return out_dir
 
 
 def tiny_sd_from_folder(images_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, size: int = 32,
