@@ -56,6 +56,26 @@ def test_sd_folder_loads_through_the_user_path(tiny_sd, captioned):
     assert m.truncated(" ".join(["word"] * 40)) and not m.truncated(caps[0])
 
 
+def test_the_tiny_pipelines_tokenizer_is_the_same_on_every_run(captioned, tmp_path):
+    """The BPE vocabulary is learnt deterministically (ties by the pair's text), so the same captions give
+    the same tokenizer files, and CLIPTokenizer reads them: a caption's words become learnt tokens."""
+    from transformers import CLIPTokenizer
+
+    from diffrep.models.tinysd import write_clip_tokenizer
+
+    caps = _captions(captioned)
+    write_clip_tokenizer(caps, tmp_path / "a")
+    write_clip_tokenizer(list(reversed(caps)), tmp_path / "b")
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    tok = CLIPTokenizer.from_pretrained(tmp_path / "a", local_files_only=True)
+    word = max((w for c in caps for w in c.lower().split() if w.isalpha()), key=lambda w: sum(
+        w in c.lower().split() for c in caps))  # the most common word is one token
+    assert tok.tokenize(word) == [word + "</w>"]
+    ids = tok(caps[0])["input_ids"]
+    assert ids[0] == 0 and ids[-1] == 1 and 1 not in ids[1:-1]  # no unknown pieces
+
+
 def test_incomplete_or_unknown_folders_are_refused(tiny_sd, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_sd, broken)

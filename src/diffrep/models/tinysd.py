@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -27,24 +28,61 @@ MAX_LEN = 16
 TEXT_DIM = 32
 
 
-def write_clip_tokenizer(captions: Sequence[str], folder: Path, vocab_size: int = 400, max_len: int = MAX_LEN) -> None:
-    """Train a CLIP-format BPE (end-of-word suffix ``</w>``) on ``captions`` and write ``vocab.json``,
-    ``merges.txt`` and ``tokenizer_config.json`` into ``folder``."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+# CLIP's word split (``CLIPTokenizer``'s pattern with ASCII classes): contractions, letter runs, single digits,
+# punctuation runs
+_WORDS = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|[^\s\w]+")
 
-    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    alpha = list(ALPHABET)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), end_of_word_suffix="</w>",
-                                  initial_alphabet=alpha + [a + "</w>" for a in alpha], show_progress=False)
-    tok.train_from_iterator([c for c in captions if c], trainer)
+
+def train_bpe(captions: Sequence[str], vocab_size: int = 400) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP-format byte-pair vocabulary learnt on ``captions`` (lowercased, split into words as CLIP splits
+    them, the end-of-word suffix ``</w>`` on each word's last symbol): the specials, every character of
+    ``ALPHABET`` (and any other seen) alone and at a word's end, then one token per merge, the most frequent
+    pair first and ties broken by the pair's text, until ``vocab_size`` tokens or no pair is left. The same
+    captions give the same files on every run."""
+    from collections import Counter
+
+    words = Counter(w for c in captions for w in _WORDS.findall(c.lower()))
+    chars = list(ALPHABET) + sorted({ch for w in words for ch in w} - set(ALPHABET))
+    tokens = list(SPECIALS) + chars + [ch + "</w>" for ch in chars]
+    known = set(tokens)
+    seqs = {w: tuple(w[:-1]) + (w[-1] + "</w>",) for w in words}
+    merges: list[tuple[str, str]] = []
+    while len(tokens) < vocab_size:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for w, f in words.items():
+            for pair in zip(seqs[w], seqs[w][1:]):
+                pairs[pair] += f
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        if best[0] + best[1] not in known:
+            tokens.append(best[0] + best[1])
+            known.add(tokens[-1])
+        seqs = {w: _merged(s, best) for w, s in seqs.items()}
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+def _merged(seq: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    out: list[str] = []
+    i = 0
+    while i < len(seq):
+        if i + 1 < len(seq) and (seq[i], seq[i + 1]) == pair:
+            out.append(seq[i] + seq[i + 1])
+            i += 2
+        else:
+            out.append(seq[i])
+            i += 1
+    return tuple(out)
+
+
+def write_clip_tokenizer(captions: Sequence[str], folder: Path, vocab_size: int = 400, max_len: int = MAX_LEN) -> None:
+    """Write ``vocab.json``, ``merges.txt`` (``train_bpe``) and ``tokenizer_config.json`` into ``folder``: the
+    files ``CLIPTokenizer.from_pretrained`` reads."""
+    vocab, merges = train_bpe(captions, vocab_size)
     folder.mkdir(parents=True, exist_ok=True)
-    tok.model.save(str(folder))
-    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-    for piece in alpha + [a + "</w>" for a in alpha]:  # every character, also at a word's end (unseen in training)
-        vocab.setdefault(piece, len(vocab))
     write_text(folder / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+    write_text(folder / "merges.txt", "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     write_text(folder / "tokenizer_config.json", json.dumps({"model_max_length": max_len, "bos_token": SPECIALS[0],
                                                              "eos_token": SPECIALS[1], "pad_token": SPECIALS[1],
                                                              "unk_token": SPECIALS[1]}, indent=1))
