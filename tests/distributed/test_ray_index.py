@@ -1,7 +1,8 @@
-"""`diffrep index --engine ray` on a real local Ray cluster started here (`ray start --head --num-cpus 2`,
-stopped at the end): the same ids and vectors as the local engine, incremental re-runs, resumption after a
-job dies between chunks, a fast failure on an unreachable address, and IVF indexes filled in shards by Ray
-tasks identical to those one process fills."""
+"""`diffrep index` and `diffrep audit` with `--engine ray` on a real local Ray cluster started here (`ray start
+--head --num-cpus 2`, stopped at the end): the same ids and vectors as the local engine, incremental re-runs,
+resumption after a job dies between chunks, a fast failure on an unreachable address, IVF indexes filled in
+shards by Ray tasks identical to those one process fills, and the audit's per-image stages (verification,
+window search, object matching) in Ray tasks giving one process's results."""
 from __future__ import annotations
 
 import functools
