@@ -111,8 +111,9 @@ class Stages:
         if self.rows is not None and readers:
             t0 = time.perf_counter()
             own = np.full(len(readers), -1, np.int64) if self_ids is None else np.asarray(self_ids, np.int64)
+            spec = self.descriptor.fingerprint().get("spec") or self.descriptor.name
             job = functools.partial(region_rows, root=str(self.idx.dir.root),
-                                    generation=int(self.idx.meta["generation"]), spec=self.descriptor.fingerprint().get("spec") or self.descriptor.name,
+                                    generation=int(self.idx.meta["generation"]), spec=spec,
                                     region_config=self.emb.config, local_config=c.local_config or LocalConfig(),
                                     k=min(c.partial_k, n), local_k=min(c.local_k, n), max_pixels=c.max_pixels)
             return RegionMatches.concat(self._rows(job, readers, own[:, None], stage), time.perf_counter() - t0)
