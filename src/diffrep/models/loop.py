@@ -133,8 +133,7 @@ class Interval:
 
 
 def fit(s: State, batches: Batches, run_dir: Path, config: dict[str, Any], conditioner: Any,
-         mcfg: dict[str, Any], wen_threshold: Optional[float], progress: Optional[ProgressCallback]
-         ) -> tuple[list[str], float]:
+        mcfg: dict[str, Any], progress: Optional[ProgressCallback]) -> tuple[list[str], float]:
     """Train from ``s.step`` to ``config["steps"]``: checkpoints, log rows and sample grids on their schedules.
     Returns the grids written and the training steps per second (grids and checkpoints excluded)."""
     import torch
@@ -143,7 +142,7 @@ def fit(s: State, batches: Batches, run_dir: Path, config: dict[str, Any], condi
     from .nets import ema_update, predict_noise
 
     steps, batch, lr = config["steps"], config["batch"], config["lr"]
-    wen = WenFilter(wen_threshold, batches.empty) if config.get("mitigate") == "wen-filter" else None
+    wen = WenFilter(config["wen_threshold"], batches.empty) if config.get("mitigate") == "wen-filter" else None
     start_step, train_s, interval, grids = s.step, 0.0, Interval(), []
     emit(progress, "train", s.step, steps, unit="step")
     while s.step < steps:

@@ -119,7 +119,7 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], *, cond: st
             _write_training_set(run_dir, ts, weights, dup)
         batches = Batches(ts, weights, conditioner, state.gen, dev, batch, uncond_p, mitigate, mitigate_p)
         resumed_from = state.step
-        grids, rate = fit(state, batches, run_dir, config, conditioner, mcfg, wen_threshold, progress)
+        grids, rate = fit(state, batches, run_dir, config, conditioner, mcfg, progress)
         return TrainResult(run_dir, state.step, resumed_from, state.log[-1]["loss"] if state.log else float("nan"),
                            time.perf_counter() - t_start, rate, config["params"], len(ts), [ts.ids[i] for i in dup],
                            grids)
