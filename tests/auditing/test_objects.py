@@ -13,6 +13,7 @@ from diffrep.auditing.objects import ObjectConfig, ObjectMatcher, object_search,
 from diffrep.eval.bench.edits import compose_on_white
 from diffrep.decode import decode_with_alpha
 from diffrep.matching.masks import bbox
+from diffrep.matching.templates import frame_step_share, outline_share
 from conftest import paste_object
 
 
@@ -161,7 +162,7 @@ def test_a_full_canvas_picture_is_found_by_its_frame(emoji_files: list[Path], tm
     picture.save(tmp_path / "picture.png")
     t = object_template((tmp_path / "picture.png").read_bytes())
     assert t.method == "whole"
-    m, uncapped = ObjectMatcher(), ObjectMatcher(ObjectConfig(outline_contrast=-1.0))  # every pixel an edge
+    m, uncapped = ObjectMatcher(), ObjectMatcher(ObjectConfig(outline_contrast=-1.0, frame_ratio=0.0))  # every pixel a step
     gen = _texture(2, 256)
     gen.paste(picture.resize((150, 150), Image.LANCZOS), (70, 40))
     hit = m.match(m.prepare(np.asarray(gen)), t)
@@ -262,3 +263,20 @@ def test_erosion_keeps_at_least_half_of_a_line_drawing_mask() -> None:
     _, full = _resized(object_template(_png(disc)), 2.0)
     eroded = eroded_mask(full, 2)
     assert eroded.sum() < 0.95 * full.sum()  # a solid object still loses its 2 px border (~8% here)
+
+
+def test_a_frame_on_texture_is_not_a_step() -> None:
+    """The frame test for full-canvas templates: a picture pasted onto a scene has a step at exactly its
+    border, found when the box is off by a pixel too; a rectangle drawn on texture (8 px blobs) has contrast
+    across half of its outline, which passes the neighbourhood test, and across the lines parallel to it
+    as much, which the step test rejects."""
+    tm = np.ones((150, 150), np.uint8)
+    scene = np.asarray(_texture(2, 256)).astype(np.float32) - 128
+    assert outline_share(scene, tm, 70, 40, 24.0) > 0.5
+    assert frame_step_share(scene, (70, 40, 220, 190), 24.0) < 0.05
+    pasted = _texture(2, 256)
+    pasted.paste(_sky(4, 150, (200, 60, 40), (240, 200, 80)), (70, 40))
+    g = np.asarray(pasted).astype(np.float32) - 128
+    for d in (-1, 0, 1):
+        assert frame_step_share(g, (70 + d, 40 + d, 220 + d, 190 + d), 24.0) > 0.8
+    assert frame_step_share(g, (0, 0, 256, 256), 24.0) == 1.0  # nothing outside the frame to compare

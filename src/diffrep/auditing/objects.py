@@ -36,7 +36,13 @@ calibrated verdict rarely fires. Object matching checks the shortlist at the pix
    ``share / outline_share`` where ``share`` is the part of the object's outline (alpha or estimated
    mask, or the frame of a full-canvas template) across which the generation changes: the mean colours of the 2 px band
    inside and the 2 px ring outside, near each outline pixel, differ by ``outline_contrast`` levels in
-   some channel (at 256 px); mere texture next to a silhouette is not its edge.
+   some channel (at 256 px); mere texture next to a silhouette is not its edge. A full-canvas template's
+   frame must be a step at the fine size (``matching.templates.frame_step_share``): the contrast across the
+   frame line beats ``frame_ratio`` times the contrast across the lines ``frame_parallels`` px inside and
+   outside it, as a pasted picture's border does and the texture of a photograph does not. On seen seeds
+   (photographs 111-115, openclipart 15-19) pasted full-canvas pictures had step shares 0.56-1.00 and the
+   best full-canvas matches of unseen images 0.00-0.42; the neighbourhood test had let an unseen photograph
+   reach 0.60 (docs/results/2026-12-cross-kind.md).
 
 The object score joins the audit's fused verdict as one more channel, calibrated on the same reference
 images (their shortlist gets the same test), so its false-positive rate is controlled like the others.
@@ -52,7 +58,7 @@ import numpy as np
 
 from ..decode import decode_with_alpha, image_size
 from ..matching.masks import bbox, object_mask
-from ..matching.templates import eroded_mask, outline_share, r2_map, r2_maps
+from ..matching.templates import eroded_mask, frame_step_share, outline_share, r2_map, r2_maps
 from ..progress import ProgressCallback
 from ..sources import read_location
 from ..matching.cache import LoadingCache, over_candidates
@@ -77,6 +83,8 @@ class ObjectConfig:
     min_pixels: int = 16  # objects smaller than this at a scale are skipped
     outline_contrast: float = 24.0  # levels: a pasted object's outline is an edge in the generation ...
     outline_share: float = 0.5  # ... along at least this share of it for full credit
+    frame_parallels: tuple[int, ...] = (4, 8)  # px: a full-canvas template's frame is a step: its contrast beats ...
+    frame_ratio: float = 1.5  # ... at least this many times the contrast across the lines this far inside and outside
 
     def describe(self) -> dict[str, Any]:
         return {"method": "masked template matching (R^2 of the object's pixels)", **asdict(self)}
@@ -170,12 +178,18 @@ class ObjectMatcher:
             out += [im, np.ascontiguousarray((im * im).sum(-1))]
         return Prepared(out[0], out[2], c.fine / max(h, w), out[1], out[3])
 
-    def _capped(self, r: float, img: np.ndarray, tm: np.ndarray, x: int, y: int) -> float:
-        """R^2 capped by the share of the object's outline visible in the generation (step 5)."""
+    def _capped(self, r: float, img: np.ndarray, tm: np.ndarray, x: int, y: int, frame: bool = False) -> float:
+        """R^2 capped by the share of the object's outline visible in the generation (step 5); ``frame``: by
+        the share of the rectangle's frame that is a step (a full-canvas template, at the fine size)."""
         c = self.config
         if r <= 0:
             return r
-        return min(r, outline_share(img, tm, x, y, c.outline_contrast) / c.outline_share)
+        if frame:
+            h, w = tm.shape
+            share = frame_step_share(img, (x, y, x + w, y + h), c.outline_contrast, c.frame_parallels, c.frame_ratio)
+        else:
+            share = outline_share(img, tm, x, y, c.outline_contrast)
+        return min(r, share / c.outline_share)
 
     def _coarse(self, prepared: Prepared, t: ObjectTemplate) -> list[tuple[float, float, bool, int, int]]:
         """The ``hypotheses`` best distinct coarse placements: (capped R^2, scale, mirrored, y, x)."""
@@ -252,7 +266,7 @@ class ObjectMatcher:
                     cx, cy = x0 + xx + tw / 2, y0 + yy + th / 2
                 score = float(r[yy, xx])
                 if score > top[0]:  # the outline of the uneroded mask
-                    score = self._capped(score, fine, outline_mask, x0 + int(xx), y0 + int(yy))
+                    score = self._capped(score, fine, outline_mask, x0 + int(xx), y0 + int(yy), t.method == "whole")
                 if score > top[0]:
                     top = (score, [x0 + xx, y0 + yy, x0 + xx + tw, y0 + yy + th], mirrored)
         if not np.isfinite(top[0]):

@@ -1,8 +1,11 @@
 """Masked template matching primitives: R^2 of a masked template at every placement in an image (by two
 unmasked correlations, or by FFT for many templates at once), a mask's erosion that spares thin lines, and the
-share of a placed mask's outline that is an edge in the image. Images and templates are float32 with 128
+share of a placed mask's outline that is an edge in the image, and the share of a rectangle's frame that is a
+step (an edge there and not at the lines parallel to it). Images and templates are float32 with 128
 subtracted (``auditing.objects`` prepares them); R^2 = 1 - SSD / (the template's masked variance, floored)."""
 from __future__ import annotations
+
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -115,4 +118,49 @@ def outline_share(img: np.ndarray, tm: np.ndarray, x0: int, y0: int, contrast: f
     return float((diff >= contrast).mean())
 
 
-__all__ = ["eroded_mask", "outline_share", "r2_map", "r2_maps", "template_terms"]
+def _line_contrast(img: np.ndarray, vertical: bool, p: int, lo: int, hi: int, band: int) -> Optional[np.ndarray]:
+    """Per pixel from ``lo`` to ``hi`` along a straight line between rows (columns, ``vertical``) ``p - 1``
+    and ``p``: the largest channel difference between the mean colours of the ``band`` rows on either side.
+    None where the bands leave the image."""
+    a = img if not vertical else img.transpose(1, 0, 2)
+    if p - band < 0 or p + band > a.shape[0] or hi <= lo:
+        return None
+    before = a[p - band:p, lo:hi].mean(0)
+    after = a[p:p + band, lo:hi].mean(0)
+    return np.abs(after - before).max(-1)
+
+
+def frame_step_share(img: np.ndarray, box: Sequence[int], contrast: float, parallels: Sequence[int] = (4, 8),
+                     ratio: float = 1.5, band: int = 2, slack: int = 1) -> float:
+    """Share of the frame of ``box`` = (x0, y0, x1, y1) in ``img`` that is a step: the contrast across the
+    frame line (``band`` px either side, largest channel difference; the largest over the lines within
+    ``slack`` px of it, as the box found may be off by a pixel) is at least ``contrast`` levels and at least
+    ``ratio`` times the largest contrast across the lines ``parallels`` px inside and outside it, at the same
+    place along the side. A picture pasted onto a scene has its border there; texture has contrast across the
+    parallel lines as well. Sides whose frame line has no room outside the image are left out; 1.0 when none
+    is left (the box fills the image)."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    h, w = img.shape[:2]
+    steps = []
+    for vertical, p, sign in ((False, y0, -1), (False, y1, 1), (True, x0, -1), (True, x1, 1)):
+        lo, hi = (max(0, y0), min(h, y1)) if vertical else (max(0, x0), min(w, x1))
+        d0 = _line_contrast(img, vertical, p, lo, hi, band)
+        if d0 is None:
+            continue
+        for q in range(p - slack, p + slack + 1):  # the box found may be off by a pixel
+            d = _line_contrast(img, vertical, q, lo, hi, band)
+            if d is not None:
+                np.maximum(d0, d, out=d0)
+        side = np.zeros_like(d0)
+        for off in parallels:
+            for q in (p + sign * off, p - sign * off):
+                d = _line_contrast(img, vertical, q, lo, hi, band)
+                if d is not None:
+                    np.maximum(side, d, out=side)
+        steps.append((d0 >= contrast) & (d0 >= ratio * side))
+    if not steps:
+        return 1.0
+    return float(np.concatenate(steps).mean())
+
+
+__all__ = ["eroded_mask", "frame_step_share", "outline_share", "r2_map", "r2_maps", "template_terms"]
