@@ -267,7 +267,7 @@ def test_erosion_keeps_at_least_half_of_a_line_drawing_mask() -> None:
 
 def test_a_frame_on_texture_is_not_a_step() -> None:
     """The frame test for full-canvas templates: a picture pasted onto a scene has a step at exactly its
-    border, found when the box is off by a pixel too; a rectangle drawn on texture (8 px blobs) has contrast
+    border (about half of it when the box found is a pixel off); a rectangle drawn on texture (8 px blobs) has contrast
     across half of its outline, which passes the neighbourhood test, and across the lines parallel to it
     as much, which the step test rejects."""
     tm = np.ones((150, 150), np.uint8)
@@ -277,6 +277,11 @@ def test_a_frame_on_texture_is_not_a_step() -> None:
     pasted = _texture(2, 256)
     pasted.paste(_sky(4, 150, (200, 60, 40), (240, 200, 80)), (70, 40))
     g = np.asarray(pasted).astype(np.float32) - 128
-    for d in (-1, 0, 1):
-        assert frame_step_share(g, (70 + d, 40 + d, 220 + d, 190 + d), 24.0) > 0.8
-    assert frame_step_share(g, (0, 0, 256, 256), 24.0) == 1.0  # nothing outside the frame to compare
+    assert frame_step_share(g, (70, 40, 220, 190), 24.0) > 0.9
+    for d in (-1, 1):  # a box a pixel off still keeps full credit (share / 0.5) within 10%
+        assert frame_step_share(g, (70 + d, 40 + d, 220 + d, 190 + d), 24.0) > 0.45
+    assert frame_step_share(g, (0, 0, 256, 256), 24.0) == 0.0  # no room outside: no border shows
+    flush = _texture(2, 256)
+    flush.paste(_sky(4, 150, (200, 60, 40), (240, 200, 80)), (0, 40))
+    g = np.asarray(flush).astype(np.float32) - 128
+    assert 0.65 < frame_step_share(g, (0, 40, 150, 190), 24.0) <= 0.75  # flush with the left border: 3 sides

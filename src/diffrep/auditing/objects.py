@@ -39,10 +39,10 @@ calibrated verdict rarely fires. Object matching checks the shortlist at the pix
    some channel (at 256 px); mere texture next to a silhouette is not its edge. A full-canvas template's
    frame must be a step at the fine size (``matching.templates.frame_step_share``): the contrast across the
    frame line beats ``frame_ratio`` times the contrast across the lines ``frame_parallels`` px inside and
-   outside it, as a pasted picture's border does and the texture of a photograph does not. On seen seeds
-   (photographs 111-115, openclipart 15-19) pasted full-canvas pictures had step shares 0.56-1.00 and the
-   best full-canvas matches of unseen images 0.00-0.42; the neighbourhood test had let an unseen photograph
-   reach 0.60 (docs/results/2026-12-cross-kind.md).
+   outside it, as a pasted picture's border does and the texture of a photograph does not; a side at the
+   image's border counts as no step. On seen seeds (photographs 111-120, openclipart 15-19) pasted
+   full-canvas pictures had step shares 0.49-1.00 and the best full-canvas matches of unseen images
+   0.00-0.41; the neighbourhood test had let two unseen photographs reach 0.60 (docs/results/2026-12-cross-kind.md).
 
 The object score joins the audit's fused verdict as one more channel, calibrated on the same reference
 images (their shortlist gets the same test), so its false-positive rate is controlled like the others.

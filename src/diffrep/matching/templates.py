@@ -131,26 +131,23 @@ def _line_contrast(img: np.ndarray, vertical: bool, p: int, lo: int, hi: int, ba
 
 
 def frame_step_share(img: np.ndarray, box: Sequence[int], contrast: float, parallels: Sequence[int] = (4, 8),
-                     ratio: float = 1.5, band: int = 2, slack: int = 1) -> float:
+                     ratio: float = 1.5, band: int = 2) -> float:
     """Share of the frame of ``box`` = (x0, y0, x1, y1) in ``img`` that is a step: the contrast across the
-    frame line (``band`` px either side, largest channel difference; the largest over the lines within
-    ``slack`` px of it, as the box found may be off by a pixel) is at least ``contrast`` levels and at least
-    ``ratio`` times the largest contrast across the lines ``parallels`` px inside and outside it, at the same
+    frame line (``band`` px either side, largest channel difference) is at least ``contrast`` levels and at
+    least ``ratio`` times the largest contrast across the lines ``parallels`` px inside and outside it, at the same
     place along the side. A picture pasted onto a scene has its border there; texture has contrast across the
-    parallel lines as well. Sides whose frame line has no room outside the image are left out; 1.0 when none
-    is left (the box fills the image)."""
+    parallel lines as well. A side whose frame line has no room outside the image counts as no step (a
+    picture flush with the border shows its border on the other sides only); 0.0 for a box that fills the
+    image."""
     x0, y0, x1, y1 = (int(v) for v in box)
     h, w = img.shape[:2]
     steps = []
     for vertical, p, sign in ((False, y0, -1), (False, y1, 1), (True, x0, -1), (True, x1, 1)):
         lo, hi = (max(0, y0), min(h, y1)) if vertical else (max(0, x0), min(w, x1))
         d0 = _line_contrast(img, vertical, p, lo, hi, band)
-        if d0 is None:
+        if d0 is None:  # no room outside the image: no evidence of a border there
+            steps.append(np.zeros(max(0, hi - lo), bool))
             continue
-        for q in range(p - slack, p + slack + 1):  # the box found may be off by a pixel
-            d = _line_contrast(img, vertical, q, lo, hi, band)
-            if d is not None:
-                np.maximum(d0, d, out=d0)
         side = np.zeros_like(d0)
         for off in parallels:
             for q in (p + sign * off, p - sign * off):
@@ -158,9 +155,8 @@ def frame_step_share(img: np.ndarray, box: Sequence[int], contrast: float, paral
                 if d is not None:
                     np.maximum(side, d, out=side)
         steps.append((d0 >= contrast) & (d0 >= ratio * side))
-    if not steps:
-        return 1.0
-    return float(np.concatenate(steps).mean())
+    frame = np.concatenate(steps)
+    return float(frame.mean()) if len(frame) else 0.0
 
 
 __all__ = ["eroded_mask", "frame_step_share", "outline_share", "r2_map", "r2_maps", "template_terms"]
