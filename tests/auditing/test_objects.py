@@ -162,7 +162,8 @@ def test_a_full_canvas_picture_is_found_by_its_frame(emoji_files: list[Path], tm
     picture.save(tmp_path / "picture.png")
     t = object_template((tmp_path / "picture.png").read_bytes())
     assert t.method == "whole"
-    m, uncapped = ObjectMatcher(), ObjectMatcher(ObjectConfig(outline_contrast=-1.0, frame_ratio=0.0))  # every pixel a step
+    m = ObjectMatcher()
+    uncapped = ObjectMatcher(ObjectConfig(outline_contrast=-1.0, frame_ratio=0.0))  # every pixel a step
     gen = _texture(2, 256)
     gen.paste(picture.resize((150, 150), Image.LANCZOS), (70, 40))
     hit = m.match(m.prepare(np.asarray(gen)), t)

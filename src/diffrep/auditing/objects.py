@@ -18,10 +18,11 @@ calibrated verdict rarely fires. Object matching checks the shortlist at the pix
    The ``hypotheses`` (3) best distinct placements go on (a placement and its mirror image at the same
    place and scale are one; the mirror image is refined too when it scores within 0.05 at coarse).
 3. Refinement at ``fine`` px (256) around each: the object's longer side at every whole pixel within
-   +-2.5% of the coarse size (the middle size searched +-6 px, the others +-2 px of its centre), the mask eroded by two pixels so resampled or blended object borders
-   do not count (by less where two pixels would remove over half of it: a line drawing's mask is its
-   thin lines, and eroding them left a few pixels that matched anywhere, R^2 0.994-0.998 for an apple
-   drawing "found" in unrelated pictures on openclipart seed 5). Whole pixels, because R^2 of a detailed object is that sharp: an exact paste of a cat
+   +-2.5% of the coarse size (the middle size searched +-6 px, the others +-2 px of its centre), the mask
+   eroded by two pixels so resampled or blended object borders do not count (by less where two pixels
+   would remove over half of it: a line drawing's mask is its thin lines, and eroding them left a few
+   pixels that matched anywhere, R^2 0.994-0.998 for an apple drawing "found" in unrelated pictures on
+   openclipart seed 5). Whole pixels, because R^2 of a detailed object is that sharp: an exact paste of a cat
    drawing scored 0.996 at its size, 0.92 at 0.5% off and 0.82 at 2% off (openclipart seed 2; the
    earlier 7 steps over +-6% from the single best of 14 coarse scales left 48 of 160 exact pastes
    below 0.93).
@@ -34,15 +35,16 @@ calibrated verdict rarely fires. Object matching checks the shortlist at the pix
    orange sign at 1.0, a cow silhouette inside a fawn's black body at 0.996: openclipart,
    docs/partial.md). A pasted object's outline is an edge in the generation, so the score is capped at
    ``share / outline_share`` where ``share`` is the part of the object's outline (alpha or estimated
-   mask, or the frame of a full-canvas template) across which the generation changes: the mean colours of the 2 px band
-   inside and the 2 px ring outside, near each outline pixel, differ by ``outline_contrast`` levels in
-   some channel (at 256 px); mere texture next to a silhouette is not its edge. A full-canvas template's
-   frame must be a step at the fine size (``matching.templates.frame_step_share``): the contrast across the
-   frame line beats ``frame_ratio`` times the contrast across the lines ``frame_parallels`` px inside and
-   outside it, as a pasted picture's border does and the texture of a photograph does not; a side at the
-   image's border counts as no step. On seen seeds (photographs 111-120, openclipart 15-19) pasted
+   mask) across which the generation changes: the mean colours of the 2 px band inside and the 2 px ring
+   outside, near each outline pixel, differ by ``outline_contrast`` levels in some channel (at 256 px);
+   mere texture next to a silhouette is not its edge. A full-canvas template's frame must instead be a
+   step at the fine size (``matching.templates.frame_step_share``): the contrast across the frame line is at
+   least ``outline_contrast`` levels and ``frame_ratio`` times the contrast across the lines ``frame_parallels`` px
+   inside and outside it, as a pasted picture's border is and the texture of a photograph is not; a side
+   at the image's border counts as no step. On seen seeds (photographs 111-120, openclipart 15-19) pasted
    full-canvas pictures had step shares 0.49-1.00 and the best full-canvas matches of unseen images
-   0.00-0.41; the neighbourhood test had let two unseen photographs reach 0.60 (docs/results/2026-12-cross-kind.md).
+   0.00-0.41; the neighbourhood test had let two unseen photographs reach 0.60
+   (docs/results/2026-12-cross-kind.md).
 
 The object score joins the audit's fused verdict as one more channel, calibrated on the same reference
 images (their shortlist gets the same test), so its false-positive rate is controlled like the others.
