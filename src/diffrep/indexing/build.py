@@ -20,9 +20,10 @@ from ..fsutil import atomic_path, ensure_writable_dir
 from ..progress import ProgressCallback, emit
 from ..sources import Record, open_source, read_skipped, write_skipped
 from . import faiss_index, ondisk
+from .extend import extend_previous
 from .manifest import DELETED, Manifest, deleted_row, write_manifest
 from .rows import batch_rows
-from .shards import EmbedRun, current_generation, index_shards_local, known_rows
+from .shards import EmbedRun, index_shards_local, known_rows
 from .store import DamagedChunkError, IndexDir, check_vectors
 
 DEFAULT_CHUNK = DEFAULTS["index"]["chunk_size"]
@@ -268,7 +269,8 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
     memory), build the FAISS index over it as a new generation (``on_disk``: an IVF index's inverted lists in
     ``index-<generation>.ivfdata``, ``ondisk.py``). ``state`` (``build_state``) is recorded in index.json, so
     a later run that changes nothing keeps this generation."""
-    gen = current_generation(idx) + 1
+    previous = idx.read_meta() if idx.meta_path.is_file() else {}
+    gen = int(previous.get("generation", 0)) + 1
     n, skipped_rows = write_manifest(idx, idx.manifest_path(gen), progress=progress)
     skip_rows = list(scan_skips) + skipped_rows
     manifest = Manifest(idx.manifest_path(gen))
@@ -281,22 +283,31 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
         pick = np.sort(rng.choice(n, size=faiss_index.train_size(kind, n), replace=False))
         sample = gather_vectors(idx, manifest.take(pick, ["chunk", "row"]), d.dim)
     emit(progress, "build-index", 0, n, unit="vec")
-    faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest, d.dim), n, d.dim, kind, sample,
-                                          pq_m=choice["pq_m"],
-                                          fill=fill(idx, manifest, d.dim, progress=progress) if fill else None,
-                                          on_disk=ondisk.data_path(idx.faiss_path(gen)) if on_disk else None,
-                                          progress=progress)
+    grown = None if on_disk else extend_previous(idx, previous, manifest, d.dim, choice,
+                                                 lambda rows: gather_vectors(idx, rows, d.dim), progress)
+    if grown is not None:
+        faiss_obj, params = grown
+    else:
+        faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest, d.dim), n, d.dim, kind, sample,
+                                              pq_m=choice["pq_m"],
+                                              fill=fill(idx, manifest, d.dim, progress=progress) if fill else None,
+                                              on_disk=ondisk.data_path(idx.faiss_path(gen)) if on_disk else None,
+                                              progress=progress)
+        if params["type"] in ("ivf", "ivfpq"):
+            params["trained_for"] = n
     emit(progress, "build-index", n, n, unit="vec")
     params.update(choice=choice["reason"], estimated_bytes=faiss_index.estimated_bytes(params["type"], n, d.dim,
                                                                                         params.get("pq_m", 64)))
     if params["type"] != "flat" and sample is not None:
-        probe = np.arange(min(1000, len(pick)))
-        faiss_index.configure(faiss_obj, params)
-        params["self_recall_at_1"] = round(faiss_index.self_recall(faiss_obj, sample[probe], pick[probe]), 4)
-        params["self_recall_sample"] = int(len(probe))
         stored = lambda ids: gather_vectors(idx, manifest.take(ids, ["chunk", "row"]), d.dim)  # noqa: E731
+        check = faiss_index.tuning_rows(n)
+        held = stored(check)
+        probe = check[:: max(1, len(check) // 1000)][:1000]
+        faiss_index.configure(faiss_obj, params)
+        params["self_recall_at_1"] = round(faiss_index.self_recall(faiss_obj, stored(probe), probe), 4)
+        params["self_recall_sample"] = int(len(probe))
         faiss_index.tune_probes(faiss_obj, params, lambda q, k: faiss_index.search_stored(
-            faiss_obj, params["type"], q, k, stored), sample, pick)
+            faiss_obj, params["type"], q, k, stored), held, check)
 
     import faiss
 

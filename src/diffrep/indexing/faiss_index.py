@@ -125,6 +125,17 @@ def copy_recall(search_fn: Any, queries: np.ndarray, sources: np.ndarray, ids: n
     return float(np.mean((hits[:, 0] == ids) | (scores[:, 0] >= own - 1e-5)))
 
 
+TUNING_ROWS = 4000  # stored vectors the recall checks draw from
+
+
+def tuning_rows(n: int, seed: int = 1) -> np.ndarray:
+    """Rows of ``n`` stored vectors the recall checks use: drawn from all of them, independently of the
+    training sample. The vectors the cells were trained on sit closer to their cell's centre than other stored
+    vectors, so edited copies of training vectors alone overstate the recall (synthetic 512-d vectors, 1M
+    stored: 0.997 at nprobe 125 on the training sample, benchmarks/bench_extend.py, docs/benchmarks.md)."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(n, TUNING_ROWS), replace=False))
+
+
 def tune_probes(index: Any, params: dict[str, Any], search_fn: Any, sample: np.ndarray,
                 sample_ids: np.ndarray) -> None:
     """Record ``edited_copy_recall_at_1`` in ``params``; for IVF types first raise ``nprobe`` (doubling, from the

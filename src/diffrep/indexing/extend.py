@@ -1,0 +1,122 @@
+"""Extending the previous generation's IVF index when a run only adds images, instead of rebuilding it.
+
+A FAISS id is a row of the manifest, and the manifest is sorted by image id, so images added by a later run
+take rows between the old ones and move them. When every row of the previous manifest is in the new one
+unchanged (same chunk, same row: nothing was re-embedded, deleted or dropped as damaged), the previous
+index is read, the ids in its inverted lists are renumbered (an old row moves down by the number of added
+rows sorted before it) and only the added vectors are assigned to the trained cells and added. At 1B images
+a rebuild costs about 270 core-hours (training and filling, docs/scale.md); adding 1% this way fills only
+that 1%.
+
+The cells stay those trained for ``trained_for`` vectors; once the index has grown past ``GROWTH_LIMIT``
+of that, or anything else changed (index type or code size, inverted lists on disk, a row replaced), the
+caller rebuilds and retrains. The probes are tuned again on the grown index either way.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from ..progress import ProgressCallback, emit
+from .manifest import Manifest
+from .store import IndexDir
+
+GROWTH_LIMIT = 0.25  # vectors added since training, as a share of those the cells were trained for
+BATCH = 65536  # manifest rows compared, and vectors added, at a time
+
+
+def added_rows(old: Manifest, new: Manifest, last_chunk: int, batch: int = BATCH) -> Optional[np.ndarray]:
+    """Rows of ``new`` that are not in ``old`` (those from chunks after ``last_chunk``, the last chunk ``old``
+    was built from), sorted, when the others are exactly ``old``'s rows in ``old``'s order; None otherwise."""
+    added, o = [], 0
+    for s in range(0, new.num_rows, batch):
+        t = new.slice(s, batch)
+        chunk, row = t.column("chunk").to_numpy(), t.column("row").to_numpy()
+        kept = chunk <= last_chunk
+        added.append(s + np.flatnonzero(~kept))
+        n = int(kept.sum())
+        if o + n > old.num_rows:
+            return None
+        was = old.slice(o, n)
+        if not (np.array_equal(was.column("chunk").to_numpy(), chunk[kept])
+                and np.array_equal(was.column("row").to_numpy(), row[kept])):
+            return None
+        o += n
+    if o != old.num_rows:
+        return None
+    return np.concatenate(added).astype(np.int64) if added else np.zeros(0, np.int64)
+
+
+def shifted(ids: np.ndarray, added: np.ndarray) -> np.ndarray:
+    """New rows of old rows ``ids`` once rows ``added`` (sorted new rows) are inserted: ``added[j]`` has
+    ``added[j] - j`` old rows before it, so an old row moves down by the number of those counts <= it."""
+    before = added - np.arange(len(added))
+    return ids + np.searchsorted(before, ids, side="right")
+
+
+def renumber(index: Any, added: np.ndarray) -> None:
+    """Renumber the ids in an in-memory IVF index's inverted lists for rows ``added`` (``shifted``)."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index)
+    lists = ivf.invlists
+    for number in range(ivf.nlist):
+        size = lists.list_size(number)
+        if not size:
+            continue
+        ids = faiss.rev_swig_ptr(lists.get_ids(number), size).copy()
+        codes = faiss.rev_swig_ptr(lists.get_codes(number), size * lists.code_size).copy()
+        new = np.ascontiguousarray(shifted(ids, added), dtype=np.int64)
+        lists.update_entries(number, 0, size, faiss.swig_ptr(new), faiss.swig_ptr(codes))
+
+
+def extend_previous(idx: IndexDir, previous: dict[str, Any], manifest: Manifest, dim: int, choice: dict[str, Any],
+                    gather: Any, progress: Optional[ProgressCallback] = None) -> Optional[tuple[Any, dict[str, Any]]]:
+    """The previous generation's IVF index (``previous``: its index.json) grown by the rows ``manifest`` adds,
+    with its search parameters, or None where it must be rebuilt (module docstring). ``choice``: the index
+    ``faiss_index.plan`` picks for the new size; ``gather(rows_table) -> vectors`` reads stored vectors."""
+    import faiss
+
+    params = dict(previous.get("index") or {})
+    kind = params.get("type")
+    if not previous.get("complete") or kind not in ("ivf", "ivfpq") or params.get("on_disk"):
+        return None
+    if choice["type"] != kind or (kind == "ivfpq" and choice["pq_m"] != params.get("pq_m")):
+        return None
+    trained_for = int(params.get("trained_for", previous.get("count", 0)))
+    if manifest.num_rows > (1 + GROWTH_LIMIT) * trained_for:
+        return None
+    generation = int(previous.get("generation", 0))
+    path, old_path = idx.faiss_path(generation), idx.manifest_file(generation)
+    if not (path.is_file() and old_path.is_file()):
+        return None
+    try:
+        old = Manifest(old_path)
+    except (OSError, pa.ArrowException):
+        return None
+    added = added_rows(old, manifest, int(previous.get("last_chunk", 0)))
+    if added is None or not len(added):  # nothing added: a rerun that still builds (new options, a damaged
+        return None  # index file) rebuilds
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError:
+        return None
+    if index.ntotal != old.num_rows:
+        return None
+    renumber(index, added)
+    for s in range(0, len(added), BATCH):
+        rows = added[s:s + BATCH]
+        index.add_with_ids(np.ascontiguousarray(gather(manifest.take(rows, ["chunk", "row"])), np.float32), rows)
+        emit(progress, "build-index", old.num_rows + s + len(rows), manifest.num_rows, unit="vec")
+    for stale in ("self_recall_at_1", "self_recall_sample", "edited_copy_recall_at_1", "edited_copy_sample",
+                  "nprobe_trials", "choice", "estimated_bytes"):
+        params.pop(stale, None)
+    params["trained_for"] = trained_for
+    params["extended"] = {"from_generation": generation, "added": int(len(added)),
+                          "since_training": int(manifest.num_rows - trained_for)}
+    return index, params
+
+
+__all__ = ["GROWTH_LIMIT", "added_rows", "extend_previous", "renumber", "shifted"]
