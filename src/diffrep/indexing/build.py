@@ -276,38 +276,13 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
     manifest = Manifest(idx.manifest_path(gen))
 
     choice = faiss_index.plan(index_type, n, d.dim, memory_budget, on_disk)
-    kind = choice["type"]
-    sample = None
-    if kind in ("ivf", "ivfpq"):
-        rng = np.random.default_rng(0)
-        pick = np.sort(rng.choice(n, size=faiss_index.train_size(kind, n), replace=False))
-        sample = gather_vectors(idx, manifest.take(pick, ["chunk", "row"]), d.dim)
     emit(progress, "build-index", 0, n, unit="vec")
-    grown = None if on_disk else extend_previous(idx, previous, manifest, d.dim, choice,
-                                                 lambda rows: gather_vectors(idx, rows, d.dim), progress)
-    if grown is not None:
-        faiss_obj, params = grown
-    else:
-        faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest, d.dim), n, d.dim, kind, sample,
-                                              pq_m=choice["pq_m"],
-                                              fill=fill(idx, manifest, d.dim, progress=progress) if fill else None,
-                                              on_disk=ondisk.data_path(idx.faiss_path(gen)) if on_disk else None,
-                                              progress=progress)
-        if params["type"] in ("ivf", "ivfpq"):
-            params["trained_for"] = n
+    faiss_obj, params = _build_or_extend(idx, d.dim, previous, manifest, choice, gen, fill, on_disk, progress)
     emit(progress, "build-index", n, n, unit="vec")
     params.update(choice=choice["reason"], estimated_bytes=faiss_index.estimated_bytes(params["type"], n, d.dim,
                                                                                         params.get("pq_m", 64)))
-    if params["type"] != "flat" and sample is not None:
-        stored = lambda ids: gather_vectors(idx, manifest.take(ids, ["chunk", "row"]), d.dim)  # noqa: E731
-        check = faiss_index.tuning_rows(n)
-        held = stored(check)
-        probe = check[:: max(1, len(check) // 1000)][:1000]
-        faiss_index.configure(faiss_obj, params)
-        params["self_recall_at_1"] = round(faiss_index.self_recall(faiss_obj, stored(probe), probe), 4)
-        params["self_recall_sample"] = int(len(probe))
-        faiss_index.tune_probes(faiss_obj, params, lambda q, k: faiss_index.search_stored(
-            faiss_obj, params["type"], q, k, stored), held, check)
+    if params["type"] in ("ivf", "ivfpq"):
+        _tune(idx, manifest, d.dim, faiss_obj, params)
 
     import faiss
 
@@ -322,6 +297,44 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
     })
     idx.remove_old_generations(keep=gen)
     return n, params["type"]
+
+
+def _build_or_extend(idx: IndexDir, dim: int, previous: dict[str, Any], manifest: Manifest, choice: dict[str, Any],
+                     gen: int, fill: Optional[Callable[..., Any]], on_disk: bool,
+                     progress: Optional[ProgressCallback]) -> tuple[Any, dict[str, Any]]:
+    """The FAISS index of generation ``gen``: the previous generation's IVF index grown by the added rows
+    (``extend.py``), else one built anew, an IVF index trained on a sample of ``faiss_index.train_size`` rows."""
+    gather = lambda rows: gather_vectors(idx, rows, dim)  # noqa: E731
+    grown = None if on_disk else extend_previous(idx, previous, manifest, dim, choice, gather, progress)
+    if grown is not None:
+        return grown
+    n, kind = manifest.num_rows, choice["type"]
+    sample = None
+    if kind in ("ivf", "ivfpq"):
+        rng = np.random.default_rng(0)
+        pick = np.sort(rng.choice(n, size=faiss_index.train_size(kind, n), replace=False))
+        sample = gather(manifest.take(pick, ["chunk", "row"]))
+    faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest, dim), n, dim, kind, sample,
+                                          pq_m=choice["pq_m"],
+                                          fill=fill(idx, manifest, dim, progress=progress) if fill else None,
+                                          on_disk=ondisk.data_path(idx.faiss_path(gen)) if on_disk else None,
+                                          progress=progress)
+    if params["type"] in ("ivf", "ivfpq"):
+        params["trained_for"] = n
+    return faiss_obj, params
+
+
+def _tune(idx: IndexDir, manifest: Manifest, dim: int, faiss_obj: Any, params: dict[str, Any]) -> None:
+    """Record an IVF index's self-recall and tune its probes (``faiss_index.tune_probes``) on stored vectors
+    drawn apart from the training sample (``faiss_index.tuning_rows``), searched as the audit searches."""
+    stored = lambda ids: gather_vectors(idx, manifest.take(ids, ["chunk", "row"]), dim)  # noqa: E731
+    check = faiss_index.tuning_rows(manifest.num_rows)
+    probe = check[:: max(1, len(check) // 1000)][:1000]
+    faiss_index.configure(faiss_obj, params)
+    params["self_recall_at_1"] = round(faiss_index.self_recall(faiss_obj, stored(probe), probe), 4)
+    params["self_recall_sample"] = int(len(probe))
+    faiss_index.tune_probes(faiss_obj, params, lambda q, k: faiss_index.search_stored(
+        faiss_obj, params["type"], q, k, stored), stored(check), check)
 
 
 def _vector_batches(idx: IndexDir, manifest: Manifest, dim: int, batch: int = 65536):
