@@ -1,10 +1,13 @@
 """Shared fixtures: real emoji images from the packaged dataset (fetched once, cached), and small models
 trained on them (a captioned emoji folder, a tiny Stable-Diffusion-shaped pipeline saved with save_pretrained, a
-`diffrep train` caption run)."""
+`diffrep train` caption run), and a real local Ray cluster for the distributed tests (`ray start --head
+--num-cpus 2` per test module, stopped after it)."""
 from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -99,3 +102,44 @@ def caption_run(captioned, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "run"
     train(captioned, out, cond="caption", steps=30, batch=8, size=16, sample_every=0, checkpoint_every=30)
     return out
+
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def free_port() -> int:
+    """A TCP port nothing listens on."""
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local cluster per test module, stopped after it (idle Ray processes would slow later tests)."""
+    ray = pytest.importorskip("ray")
+    port = _free_port()
+    subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--port", str(port), "--include-dashboard=false",
+                    "--disable-usage-stats"], check=True, capture_output=True, timeout=180)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.fixture()
+def images(emoji_files, tmp_path) -> Path:
+    """24 emoji and one file that is not an image."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for f in emoji_files[:24]:
+        shutil.copyfile(f, d / f.name)
+    (d / "broken.png").write_bytes(b"not an image")
+    return d

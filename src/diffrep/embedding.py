@@ -98,17 +98,24 @@ def embed_records(records: Iterable[Record], descriptor: Descriptor, *, batch_si
 def _run(descriptor: Descriptor, ok: list[Prepared], skipped: list[Prepared]) -> EmbeddedBatch:
     if not ok:
         return EmbeddedBatch(ok, np.zeros((0, descriptor.dim), np.float32), skipped)
-    vectors = checked_embed(descriptor, np.stack([p.pixels for p in ok]))  # type: ignore[misc]
+    vectors, bad = embed_pixels(descriptor, np.stack([p.pixels for p in ok]))  # type: ignore[misc]
     for p in ok:
         p.pixels = None  # free memory early
-    bad = _bad_rows(descriptor, vectors)
     if bad:
         for i, why in bad.items():
-            ok[i].reason = f"the descriptor returned {why} for this image"
+            ok[i].reason = why
         skipped = skipped + [ok[i] for i in sorted(bad)]
         keep = [i for i in range(len(ok)) if i not in bad]
         ok, vectors = [ok[i] for i in keep], vectors[keep]
     return EmbeddedBatch(ok, vectors, skipped)
+
+
+def embed_pixels(descriptor: Descriptor, pixels: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+    """Vectors of a batch of preprocessed images, and the rows that cannot be indexed or searched with the
+    reason (non-finite values, or a zero vector for a cosine descriptor)."""
+    vectors = checked_embed(descriptor, pixels)
+    bad = _bad_rows(descriptor, vectors)
+    return vectors, {i: f"the descriptor returned {why} for this image" for i, why in bad.items()}
 
 
 def checked_embed(descriptor: Descriptor, batch: np.ndarray) -> np.ndarray:

@@ -8,9 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,38 +20,6 @@ from diffrep.distributed.ray_index import embed_chunks, fill_ivf  # noqa: E402
 from diffrep.indexing.build import index  # noqa: E402
 from diffrep.indexing.load import open_index  # noqa: E402
 from diffrep.indexing import faiss_index, ondisk  # noqa: E402
-
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    port = _free_port()
-    subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--port", str(port), "--include-dashboard=false",
-                    "--disable-usage-stats"], check=True, capture_output=True, timeout=180)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
-
-
-@pytest.fixture()
-def images(emoji_files, tmp_path) -> Path:
-    d = tmp_path / "imgs"
-    d.mkdir()
-    for f in emoji_files[:24]:
-        shutil.copyfile(f, d / f.name)
-    (d / "broken.png").write_bytes(b"not an image")
-    return d
-
 
 def _vectors(path: Path) -> tuple[list[str], np.ndarray]:
     idx = open_index(path)
@@ -140,8 +105,8 @@ def test_cuda_on_a_cluster_without_gpus_is_refused(cluster, images, tmp_path, ca
     assert not (tmp_path / "idx").exists()  # refused before anything was written
 
 
-def test_unreachable_address_fails_fast(images, tmp_path, capsys):
-    port = _free_port()
+def test_unreachable_address_fails_fast(images, tmp_path, capsys, free_port):
+    port = free_port
     code = main(["index", str(images), "--out", str(tmp_path / "x"), "--engine", "ray",
                  "--address", f"127.0.0.1:{port}"])
     assert code != 0 and f"127.0.0.1:{port}" in capsys.readouterr().err

@@ -1,9 +1,11 @@
 """Running diffrep's stages on a Ray cluster (``--engine ray``).
 
-``ray_index.embed_chunks`` is the embedding stage of ``diffrep index`` on Ray: the images still to embed are
-cut into chunk-sized groups, a pool of actors (each loads the descriptor once) embeds them, and the driver
-commits each returned chunk into the very index directory the local engine writes, so a killed job resumes at
-chunk granularity and the result is the local engine's (same ids, same vectors). Needs ``diffrep[distributed]``.
+``ray_data`` is the embedding pipeline on Ray Data: decoding tasks feed a pool of actors that each load the
+descriptor once. ``ray_index`` runs ``diffrep index``'s and ``diffrep audit``'s embedding stages on it (the
+driver commits chunks into the very index directory the local engine writes, so a killed job resumes at chunk
+granularity and the result is the local engine's: same ids, same vectors), indexes tar and Parquet shards one per
+actor call, and fills IVF indexes in Ray tasks. ``ray_rows`` runs the audit's per-image stages in tasks. Needs
+``diffrep[distributed]``.
 """
 from __future__ import annotations
 

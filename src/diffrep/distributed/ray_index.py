@@ -1,19 +1,17 @@
-"""The embedding stages of ``diffrep index`` and ``diffrep audit`` on a Ray cluster: tar shards and Parquet tables
-indexed one per actor call (``index_shards``: the actor scans the shard, compares it with the index and embeds
-it; the driver never lists their records), chunks of records of a folder embedded by an actor pool
-(``embed_chunks`` writes index chunks; ``embed_set`` embeds an audit's generations or reference images and
-hands them back in input order); and the filling of an IVF index (``fill_ivf``): Ray
-tasks each add one shard of the stored vectors to a copy of the trained empty index, which the driver merges in
-shard order, so the index is the one a single process fills (with ``--on-disk`` each task writes its shard to a
-file beside the index and the driver merges the files' lists on disk, ``indexing.ondisk``).
+"""The embedding stages of ``diffrep index`` and ``diffrep audit`` on a Ray cluster: images of a folder embedded
+on the Ray Data pipeline (``ray_data``: decoding tasks, an actor pool holding the descriptor; ``embed_chunks``
+commits index chunks, ``embed_set`` hands an audit's generations or reference images back in input order), tar
+shards and Parquet tables indexed one per actor call (``index_shards``: the actor scans the shard, compares it
+with the index, decodes and embeds it; the driver never lists their records), and the filling of an IVF index
+(``fill_ivf``): Ray tasks each add one shard of the stored vectors to a copy of the trained empty index, which the
+driver merges in shard order, so the index is the one a single process fills (with ``--on-disk`` each task writes
+its shard to a file beside the index and the driver merges the files' lists on disk, ``indexing.ondisk``).
 
-Reading and decoding happen inside the actors (each runs the same threaded decode + batched inference as the
-local engine, ``embedding.embed_records``) and the descriptor is loaded once per actor from its stored spec.
-Records pickle, so only their ids, paths and byte loaders travel; every worker must see the source at the same
-path (a shared filesystem, as on any cluster). The driver writes each finished chunk atomically with the
-index's own chunk writer, in the order chunks finish; ids never repeat across chunks of one run, so the order
-does not change the index. A killed job loses only the chunks in flight: the next run embeds what no
-committed chunk holds.
+The descriptor is loaded once per actor from its stored spec. Records pickle, so only their ids, paths and byte
+loaders travel; every worker must see the source at the same path (a shared filesystem, as on any cluster). The
+driver writes each chunk atomically with the index's own chunk writer, in the order the work finishes; ids never
+repeat across chunks of one run, so the order does not change the index. A killed job loses only the work not
+yet committed: the next run embeds what no committed chunk holds.
 """
 from __future__ import annotations
 
@@ -64,8 +62,9 @@ ACTOR_CPUS = 1  # CPUs Ray reserves per embedding actor; its inference uses as m
 
 
 class _Embedder:
-    """A Ray actor: the descriptor, loaded once, embeds whole chunks of records with ``ACTOR_CPUS`` inference
-    threads (not one per core of the machine: actors sharing a machine would oversubscribe it)."""
+    """A Ray actor for tar and Parquet shards: the descriptor, loaded once, scans, decodes and embeds whole shards
+    with ``ACTOR_CPUS`` inference threads (not one per core of the machine: actors sharing a machine would
+    oversubscribe it)."""
 
     def __init__(self, spec: str, batch_size: Optional[int], max_pixels: int, device: str = "auto") -> None:
         import os
@@ -75,11 +74,6 @@ class _Embedder:
         os.environ.setdefault("DIFFREP_THREADS", str(ACTOR_CPUS))
         self.d = get_descriptor(spec, device=device)
         self.batch_size, self.max_pixels = batch_size, max_pixels
-
-    def _batches(self, records: list[Any]) -> Any:
-        from ..embedding import embed_records
-
-        return embed_records(records, self.d, batch_size=self.batch_size, max_pixels=self.max_pixels)
 
     def embed(self, records: list[Any]) -> tuple[list[dict[str, Any]], np.ndarray, int, int]:
         """Index chunk rows, vectors, images embedded, images skipped."""
@@ -93,21 +87,6 @@ class _Embedder:
 
         root, shard, chunks, generation, chunk_size = task
         return index_shard(Path(root), shard, chunks, generation, self.embed, dim=self.d.dim, chunk_size=chunk_size)
-
-    def embed_set(self, records: list[Any]) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
-        """Positions (in ``records``) of the embedded images, their vectors, and (position, reason) skips."""
-        pos = {id(r): i for i, r in enumerate(records)}
-        ok: list[int] = []
-        vecs: list[np.ndarray] = []
-        skipped: list[tuple[int, str]] = []
-        for batch in self._batches(records):
-            ok += [pos[id(p.record)] for p in batch.ok]
-            vecs.append(batch.vectors)
-            skipped += [(pos[id(p.record)], p.reason) for p in batch.skipped]
-        return ok, self._stack(vecs), skipped
-
-    def _stack(self, vecs: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(vecs) if vecs else np.zeros((0, self.d.dim), np.float32)
 
 
 def gpu_workers(ray: Any, workers: int) -> int:
@@ -145,21 +124,16 @@ def _pool_map(ray: Any, d: Any, groups: list[Any], method: str, *, workers: int,
 def embed_chunks(idx: Any, d: Any, todo: list[Any], *, batch_size: Optional[int], chunk_size: int, max_pixels: int,
                  address: str, workers: int, device: str = "auto",
                  progress: Optional[ProgressCallback] = None) -> tuple[int, int]:
-    """Embed ``todo`` into new chunks of ``idx`` on Ray; returns (images embedded, images skipped)."""
+    """Embed ``todo`` into new chunks of ``idx`` on Ray Data (``ray_data.embedded``: decoding tasks, an actor
+    pool of ``workers`` embedders); the driver cuts and commits the chunks as batches arrive
+    (``indexing.rows.commit_batches``). Returns (images embedded, images skipped)."""
+    from ..indexing.rows import commit_batches
+    from .ray_data import embedded
+
     ray = connect(address)
-    groups = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
-    emit(progress, "embed", 0, len(todo))
-    if not groups:
-        return 0, 0
-    next_chunk = idx.next_chunk_number()
-    added = skipped = done = 0
-    for _, (rows, vectors, ok, sk) in _pool_map(ray, d, groups, "embed", workers=workers, batch_size=batch_size,
-                                                max_pixels=max_pixels, device=device):
-        idx.write_chunk(next_chunk, rows, vectors)
-        next_chunk += 1
-        added, skipped, done = added + ok, skipped + sk, done + len(rows)
-        emit(progress, "embed", done, len(todo))
-    return added, skipped
+    batches = (b for _, b in embedded(ray, todo, d, batch_size=batch_size, max_pixels=max_pixels, workers=workers,
+                                      device=device))
+    return commit_batches(idx, d, batches, len(todo), chunk_size=chunk_size, progress=progress)
 
 
 def index_shards(idx: Any, d: Any, shards: list[str], *, batch_size: Optional[int], chunk_size: int,
@@ -179,29 +153,29 @@ def index_shards(idx: Any, d: Any, shards: list[str], *, batch_size: Optional[in
 
 
 def embed_set(records: list[Any], d: Any, *, batch_size: Optional[int], max_pixels: int, stage: str,
-              address: str, workers: int, chunk_size: int = 256, device: str = "auto",
+              address: str, workers: int, device: str = "auto",
               progress: Optional[ProgressCallback] = None) -> tuple[list[Any], np.ndarray, list[tuple[str, str]]]:
-    """Embed a query or reference set on Ray (``embedding.embed_source``'s ``embed`` hook): the embedded
-    records and their vectors in input order, and (path, reason) for the images that could not be decoded."""
+    """Embed a query or reference set on Ray Data (``embedding.embed_source``'s ``embed`` hook): the embedded
+    records and their vectors in input order, and (path, reason) for the images that could not be decoded, in
+    input order."""
+    from .ray_data import embedded
+
     ray = connect(address)
-    groups = [records[i:i + chunk_size] for i in range(0, len(records), chunk_size)]
     emit(progress, stage, 0, len(records))
-    parts: dict[int, tuple[list[int], np.ndarray, list[tuple[int, str]]]] = {}
-    done = 0
-    for number, res in _pool_map(ray, d, groups, "embed_set", workers=workers, batch_size=batch_size,
-                                 max_pixels=max_pixels, device=device):
-        parts[number] = res
-        done += len(groups[number])
-        emit(progress, stage, done, len(records))
-    ok: list[Any] = []
+    positions: list[int] = []
     vecs: list[np.ndarray] = []
-    skipped: list[tuple[str, str]] = []
-    for number in range(len(groups)):
-        pos, v, sk = parts[number]
-        ok += [groups[number][i] for i in pos]
-        vecs.append(v)
-        skipped += [(groups[number][i].path, reason) for i, reason in sk]
-    return ok, (np.concatenate(vecs) if vecs else np.zeros((0, d.dim), np.float32)), skipped
+    skips: list[tuple[int, str]] = []
+    for pos, batch in embedded(ray, records, d, batch_size=batch_size, max_pixels=max_pixels, workers=workers,
+                               device=device):
+        n = len(batch.ok)
+        positions += pos[:n]
+        vecs.append(batch.vectors)
+        skips += [(i, p.reason) for i, p in zip(pos[n:], batch.skipped)]
+        emit(progress, stage, len(positions) + len(skips), len(records))
+    order = np.argsort(np.asarray(positions, np.int64), kind="stable")
+    vectors = np.concatenate(vecs)[order] if vecs else np.zeros((0, d.dim), np.float32)
+    return ([records[positions[i]] for i in order], vectors,
+            [(records[i].path, reason) for i, reason in sorted(skips)])
 
 
 SHARD_VECTORS = 1_000_000  # stored vectors per IVF fill task

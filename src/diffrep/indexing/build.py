@@ -22,7 +22,7 @@ from ..sources import Record, open_source, read_skipped, write_skipped
 from . import faiss_index, ondisk
 from .extend import extend_previous
 from .manifest import DELETED, Manifest, deleted_row, write_manifest
-from .rows import batch_rows
+from .rows import commit_batches
 from .shards import EmbedRun, index_shards_local, known_rows
 from .store import DamagedChunkError, IndexDir, check_vectors
 
@@ -207,32 +207,8 @@ def _gone(src: Any, records: list[Record], live: dict[str, tuple]) -> list[str]:
 
 def _embed_into(idx: IndexDir, d: Descriptor, todo: list[Record], *, batch_size: int | None, chunk_size: int,
                 max_pixels: int, progress: Optional[ProgressCallback]) -> tuple[int, int]:
-    next_chunk = idx.next_chunk_number()
-    rows: list[dict[str, Any]] = []
-    vecs: list[np.ndarray] = []
-    n_vec = added = skipped = done = 0
-    emit(progress, "embed", 0, len(todo))
-
-    def flush() -> None:
-        nonlocal next_chunk, rows, vecs, n_vec
-        if rows:
-            v = np.concatenate(vecs) if vecs else np.zeros((0, d.dim), np.float32)
-            idx.write_chunk(next_chunk, rows, v)
-            next_chunk += 1
-            rows, vecs, n_vec = [], [], 0
-
-    for batch in embed_records(todo, d, batch_size=batch_size, max_pixels=max_pixels):
-        rows += batch_rows(batch, n_vec)
-        n_vec += len(batch.ok)
-        vecs.append(batch.vectors)
-        added += len(batch.ok)
-        skipped += len(batch.skipped)
-        done += len(batch.ok) + len(batch.skipped)
-        emit(progress, "embed", done, len(todo))
-        if len(rows) >= chunk_size:
-            flush()
-    flush()
-    return added, skipped
+    return commit_batches(idx, d, embed_records(todo, d, batch_size=batch_size, max_pixels=max_pixels), len(todo),
+                          chunk_size=chunk_size, progress=progress)
 
 
 def build_state(idx: IndexDir, scan_skips: list[tuple[str, str]], **requested: Any) -> dict[str, Any]:
