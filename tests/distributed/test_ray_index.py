@@ -68,9 +68,9 @@ def _tar(path: Path, files: list[Path]) -> str:
     return str(path)
 
 
-def test_tar_shards_are_indexed_one_per_actor_call(cluster, emoji_files, tmp_path, capsys):
-    """Each shard is scanned and embedded by an actor (the driver lists no member): the local index, and a run
-    that dies after one shard resumes with the others."""
+def test_tar_shards_are_indexed_one_task_per_shard(cluster, emoji_files, tmp_path, capsys):
+    """Each shard is scanned and decoded by a Ray Data task and embedded by the actors (the driver lists no
+    member): the local index, and a run that dies after one shard resumes with the others."""
     from diffrep.distributed.ray_index import index_shards
     from diffrep.indexing.shards import shard_ledger
     from diffrep.indexing.store import IndexDir
@@ -95,6 +95,32 @@ def test_tar_shards_are_indexed_one_per_actor_call(cluster, emoji_files, tmp_pat
         index(shards, tmp_path / "resumed", shards=dies_after_one_shard)
     r = index(shards, tmp_path / "resumed", shards=engine)
     assert (r.images, r.added, r.unchanged) == (24, 16, 8)
+
+
+def test_rewritten_shards_on_ray_give_the_local_index(cluster, emoji_files, tmp_path):
+    """A member that is not an image is skipped with the local reason; a shard rewritten with one member dropped
+    and one added is embedded again and gets a deleted row, as locally."""
+    from diffrep.distributed.ray_index import index_shards
+
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "sh").mkdir()
+    shards = [_tar(tmp_path / "sh" / f"s-{k}.tar", emoji_files[k * 6:k * 6 + 6]) for k in range(3)]
+    _tar(Path(shards[2]), emoji_files[12:18] + [tmp_path / "broken.png"])
+    engine = functools.partial(index_shards, address=cluster, workers=2)
+    for out, kw in (("local", {}), ("ray", {"shards": engine})):
+        first = index(shards, tmp_path / out, chunk_size=4, **kw)
+        assert (first.added, first.skipped) == (18, 1)
+        _tar(Path(shards[1]), emoji_files[7:12] + [emoji_files[30]])  # the shard's first member left, one came
+        again = index(shards, tmp_path / out, chunk_size=4, **kw)
+        # a rewritten shard's members are embedded again (its mtime changed); the other shards' 13 are not
+        assert (again.added, again.removed, again.unchanged) == (6, 1, 13)
+        _tar(Path(shards[1]), emoji_files[6:12])  # back as it was for the other engine
+    ids_l, v_l = _vectors(tmp_path / "local")
+    ids_r, v_r = _vectors(tmp_path / "ray")
+    assert ids_l == ids_r and len(ids_r) == 18 and f"s-1.tar/{emoji_files[30].name}" in ids_r
+    np.testing.assert_allclose(v_l, v_r, atol=1e-6)
+    skip_l, skip_r = ((tmp_path / o / "skipped.csv").read_text() for o in ("local", "ray"))
+    assert skip_l == skip_r and "broken.png" in skip_r
 
 
 def test_cuda_on_a_cluster_without_gpus_is_refused(cluster, images, tmp_path, capsys):

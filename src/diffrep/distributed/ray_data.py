@@ -1,8 +1,15 @@
-"""Embedding records on Ray Data: reading, hashing, decoding and preprocessing run as CPU tasks
-(``map_batches`` of a function, ``DECODE_BATCH`` records each), the model runs in a pool of actors that each
-load the descriptor once (one per GPU with ``device`` cuda), and the driver receives the embedded batches as
-they stream out (``embedded``). ``index`` commits them as chunks, an audit puts them back in input order
-(``ray_index.embed_chunks``, ``ray_index.embed_set``).
+"""Embedding on Ray Data: reading, hashing, decoding and preprocessing run as CPU tasks, the model runs in a pool of
+actors that each load the descriptor once (one per GPU with ``device`` cuda), and the driver receives the
+embedded rows as they stream out.
+
+Two pipelines share the actor stage (``_Embed``):
+
+- ``embedded``: records the driver already holds (a folder; an audit's generations or reference images), cut
+  into blocks of ``DECODE_BATCH``; yields embedded batches in the order they finish.
+- ``shard_works``: tar shards and Parquet tables. One decoding task per shard scans it, compares it with what
+  the index holds for it (``indexing.shards.plan_shard``) and decodes what is new or changed, ``DECODE_BATCH``
+  records per yielded block; the driver gathers a shard's rows and yields its ``ShardWork`` once all have
+  arrived, so it never lists the source, and holds only the shards in flight.
 
 Both stages call the local engine's own functions (``embedding.prepare``, ``embedding.embed_pixels``), so the
 vectors, hashes, sizes and skip reasons are the local engine's. Records travel pickled (ids, paths, byte
@@ -14,6 +21,7 @@ import json
 import logging
 import os
 import pickle
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -21,12 +29,13 @@ import numpy as np
 from ..embedding import EmbeddedBatch, Prepared
 from .ray_index import ACTOR_CPUS, gpu_workers
 
-DECODE_BATCH = 32  # records per decoding call; the records are cut into blocks of this size
-MAX_BLOCKS = 4096  # ... up to this many blocks (larger blocks beyond)
+DECODE_BATCH = 32  # records per decoding call (and per block a shard's decoding task yields)
+MAX_BLOCKS = 4096  # a folder's records are cut into blocks of DECODE_BATCH, up to this many (larger beyond)
 # Logical CPUs Ray reserves per decoding task. A decoding task is light next to the model (an SSCD forward pass
 # costs several times a PNG or JPEG decode), so it reserves a quarter of a CPU and the actors, with
 # ray_index.ACTOR_CPUS inference threads each, hold the rest (``actor_cpus``).
 DECODE_CPUS = 0.25
+_DECODED = ("pixels", "shape")  # the columns the actors consume; every other column passes through
 
 _DESCRIPTORS: dict[tuple[str, str], Any] = {}
 
@@ -41,24 +50,52 @@ def _descriptor(spec: str, device: str) -> Any:
     return _DESCRIPTORS[key]
 
 
-def _decode(batch: dict[str, Any], spec: str, max_pixels: int) -> dict[str, Any]:
-    """A decoding task: ``embedding.prepare`` on each pickled record of the batch (the descriptor's
-    preprocessing on the CPU). The preprocessed uint8 pixels travel as bytes with their shape (a column of one
+def _columns(done: list[Prepared]) -> dict[str, Any]:
+    """Decoded records as columns. The preprocessed uint8 pixels travel as bytes with their shape (columns of one
     type whatever the batch holds); skipped records carry their reason and no pixels."""
-    from ..embedding import prepare
-
-    d = _descriptor(spec, "cpu")
-    done = [prepare(pickle.loads(blob), d, max_pixels) for blob in batch["record"]]
     pixels = [np.ascontiguousarray(p.pixels, np.uint8) if p.pixels is not None else None for p in done]
-    return {"pos": batch["pos"], "pixels": [b"" if x is None else x.tobytes() for x in pixels],
+    return {"pixels": [b"" if x is None else x.tobytes() for x in pixels],
             "shape": [json.dumps([] if x is None else list(x.shape)) for x in pixels],
             "sha256": [p.sha256 for p in done], "width": np.array([p.width for p in done], np.int64),
             "height": np.array([p.height for p in done], np.int64), "reason": [p.reason for p in done]}
 
 
+def _decode(batch: dict[str, Any], spec: str, max_pixels: int) -> dict[str, Any]:
+    """A decoding task: ``embedding.prepare`` on each pickled record of the batch (the descriptor's
+    preprocessing, on the CPU)."""
+    from ..embedding import prepare
+
+    d = _descriptor(spec, "cpu")
+    return {"pos": batch["pos"],
+            **_columns([prepare(pickle.loads(blob), d, max_pixels) for blob in batch["record"]])}
+
+
+def _plan_and_decode(batch: dict[str, Any], spec: str, max_pixels: int, root: str,
+                     generation: int) -> Iterator[dict[str, Any]]:
+    """A decoding task for each shard of the batch: ``plan_shard``, then a block with the plan (position -1,
+    the plan pickled without its records, ``count`` the records to embed) and blocks of ``DECODE_BATCH``
+    decoded records (positions 0..count-1, each record pickled)."""
+    from ..embedding import prepare
+    from ..indexing.shards import plan_shard
+
+    d = _descriptor(spec, "cpu")
+    for shard, chunks in zip(batch["shard"], batch["chunks"]):
+        plan = plan_shard(Path(root), str(shard), json.loads(chunks), generation)
+        todo, plan.todo = ([] if plan.work.error else plan.todo), []
+        yield {"shard": [shard], "pos": np.array([-1]), "count": np.array([len(todo)]), "meta": [pickle.dumps(plan)],
+               "record": [b""], "pixels": [b""], "shape": ["[]"], "sha256": [""], "width": np.zeros(1, np.int64),
+               "height": np.zeros(1, np.int64), "reason": [""]}
+        for s in range(0, len(todo), DECODE_BATCH):
+            part = todo[s:s + DECODE_BATCH]
+            yield {"shard": [shard] * len(part), "pos": np.arange(s, s + len(part)),
+                   "count": np.full(len(part), len(todo)), "meta": [b""] * len(part),
+                   "record": [pickle.dumps(r) for r in part], **_columns([prepare(r, d, max_pixels) for r in part])}
+
+
 class _Embed:
-    """An embedding actor: the descriptor, loaded once, embeds the decoded rows of each batch with
-    ``embedding.embed_pixels`` (rows it cannot index get a reason); ``threads`` inference threads."""
+    """An embedding actor: the descriptor, loaded once, embeds each batch's rows that carry pixels with
+    ``embedding.embed_pixels`` (rows it cannot index get a reason); other columns pass through. ``threads``
+    inference threads."""
 
     def __init__(self, spec: str, device: str, threads: int) -> None:
         os.environ.setdefault("DIFFREP_THREADS", str(threads))
@@ -68,15 +105,16 @@ class _Embed:
         from ..embedding import embed_pixels
 
         reasons = [str(r) for r in batch["reason"]]
-        ok = [i for i, r in enumerate(reasons) if not r]
+        ok = [i for i, r in enumerate(reasons) if not r and len(batch["pixels"][i])]
         vectors = np.zeros((len(reasons), self.d.dim), np.float32)
         if ok:
             pixels = [np.frombuffer(batch["pixels"][i], np.uint8).reshape(json.loads(batch["shape"][i])) for i in ok]
             vectors[ok], bad = embed_pixels(self.d, np.stack(pixels))
             for j, why in bad.items():
                 reasons[ok[j]] = why
-        return {"pos": batch["pos"], "vector": vectors, "sha256": batch["sha256"], "width": batch["width"],
-                "height": batch["height"], "reason": reasons}
+        out = {k: v for k, v in batch.items() if k not in _DECODED}
+        out.update(vector=vectors, reason=reasons)
+        return out
 
 
 def actor_cpus(ray: Any, workers: int, device: str) -> float:
@@ -96,6 +134,18 @@ def _quiet(ray: Any) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
+def _embedding(ray: Any, ds: Any, d: Any, *, batch_size: Optional[int], workers: int, device: str) -> Any:
+    """``ds`` (decoded rows) followed by the pool of embedding actors."""
+    spec = d.fingerprint().get("spec") or d.name
+    gpu = device == "cuda"
+    if gpu:
+        workers = gpu_workers(ray, workers)
+    cpus = actor_cpus(ray, workers, device)
+    return ds.map_batches(_Embed, fn_constructor_args=(spec, device, max(1, round(cpus))),
+                          batch_size=batch_size or d.batch_size, concurrency=max(1, workers), num_cpus=cpus,
+                          num_gpus=1 if gpu else 0)
+
+
 def dataset(ray: Any, records: list[Any], d: Any, *, batch_size: Optional[int], max_pixels: int, workers: int,
             device: str = "auto") -> Any:
     """The lazy Ray Data pipeline over ``records`` (positions and pickled records -> ``_decode`` tasks ->
@@ -105,17 +155,22 @@ def dataset(ray: Any, records: list[Any], d: Any, *, batch_size: Optional[int], 
 
     _quiet(ray)
     spec = d.fingerprint().get("spec") or d.name
-    gpu = device == "cuda"
-    if gpu:
-        workers = gpu_workers(ray, workers)
-    cpus = actor_cpus(ray, workers, device)
     ds = ray.data.from_items([{"pos": i, "record": pickle.dumps(r)} for i, r in enumerate(records)],
                              override_num_blocks=min(-(-len(records) // DECODE_BATCH), MAX_BLOCKS))
     ds = ds.map_batches(_decode, fn_kwargs={"spec": spec, "max_pixels": max_pixels}, batch_size=DECODE_BATCH,
                         num_cpus=DECODE_CPUS)
-    return ds.map_batches(_Embed, fn_constructor_args=(spec, device, max(1, round(cpus))),
-                          batch_size=batch_size or d.batch_size, concurrency=max(1, workers), num_cpus=cpus,
-                          num_gpus=1 if gpu else 0)
+    return _embedding(ray, ds, d, batch_size=batch_size, workers=workers, device=device)
+
+
+def _prepared(b: dict[str, Any], k: int, record: Any) -> Prepared:
+    return Prepared(record, str(b["sha256"][k]), int(b["width"][k]), int(b["height"][k]), reason=str(b["reason"][k]))
+
+
+def _batch(done: list[Prepared], vectors: np.ndarray) -> tuple[list[int], EmbeddedBatch]:
+    """(the indices into ``done`` of its embedded then its skipped records, the batch)."""
+    keep = [k for k, p in enumerate(done) if not p.reason]
+    left = [k for k, p in enumerate(done) if p.reason]
+    return keep + left, EmbeddedBatch([done[k] for k in keep], vectors[keep], [done[k] for k in left])
 
 
 def embedded(ray: Any, records: list[Any], d: Any, *, batch_size: Optional[int], max_pixels: int, workers: int,
@@ -128,10 +183,43 @@ def embedded(ray: Any, records: list[Any], d: Any, *, batch_size: Optional[int],
     ds = dataset(ray, records, d, batch_size=batch_size, max_pixels=max_pixels, workers=workers, device=device)
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
         pos = [int(p) for p in b["pos"]]
-        done = [Prepared(records[p], str(b["sha256"][k]), int(b["width"][k]), int(b["height"][k]),
-                         reason=str(b["reason"][k])) for k, p in enumerate(pos)]
-        keep = [k for k, p in enumerate(done) if not p.reason]
-        left = [k for k, p in enumerate(done) if p.reason]
-        yield ([pos[k] for k in keep + left],
-               EmbeddedBatch([done[k] for k in keep], np.asarray(b["vector"], np.float32)[keep],
-                             [done[k] for k in left]))
+        order, batch = _batch([_prepared(b, k, records[p]) for k, p in enumerate(pos)],
+                              np.asarray(b["vector"], np.float32))
+        yield [pos[k] for k in order], batch
+
+
+def shard_works(ray: Any, root: Path, shards: list[str], ledger: dict[str, list[int]], generation: int, d: Any, *,
+                batch_size: Optional[int], max_pixels: int, workers: int, chunk_size: int,
+                device: str = "auto") -> Iterator[Any]:
+    """Index ``shards`` on Ray Data: one decoding task per shard (``_plan_and_decode``), the embedding actors,
+    and here each shard's ``ShardWork`` (``indexing.shards.finish_shard``) once all its rows have arrived, in the
+    order shards complete; ``ledger``: the chunks earlier per-shard runs wrote for each shard."""
+    import ray.data  # noqa: F401 - registers the ray.data subpackage on the module
+
+    from ..indexing.rows import batch_rows
+    from ..indexing.shards import finish_shard
+
+    if not shards:
+        return
+    _quiet(ray)
+    spec = d.fingerprint().get("spec") or d.name
+    ds = ray.data.from_items([{"shard": s, "chunks": json.dumps(ledger.get(s, []))} for s in shards],
+                             override_num_blocks=len(shards))
+    ds = ds.map_batches(_plan_and_decode, batch_size=1, num_cpus=DECODE_CPUS,
+                        fn_kwargs={"spec": spec, "max_pixels": max_pixels, "root": str(root), "generation": generation})
+    ds = _embedding(ray, ds, d, batch_size=batch_size, workers=workers, device=device)
+    plans: dict[str, Any] = {}
+    got: dict[str, list[tuple[int, Prepared, np.ndarray]]] = {}
+    for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for k, shard in enumerate(str(s) for s in b["shard"]):
+            pos = int(b["pos"][k])
+            if pos < 0:
+                plans[shard] = (pickle.loads(b["meta"][k]), int(b["count"][k]))
+            else:
+                got.setdefault(shard, []).append((pos, _prepared(b, k, pickle.loads(b["record"][k])), b["vector"][k]))
+            if shard in plans and len(got.get(shard, [])) == plans[shard][1]:
+                (plan, _), rows = plans.pop(shard), sorted(got.pop(shard, []), key=lambda x: x[0])
+                _, batch = _batch([p for _, p, _ in rows], np.asarray([v for _, _, v in rows], np.float32).reshape(
+                    len(rows), d.dim))
+                yield finish_shard(plan, batch_rows(batch, 0), batch.vectors, len(batch.ok), len(batch.skipped),
+                                   chunk_size=chunk_size)

@@ -61,34 +61,6 @@ def connect(address: str) -> Any:
 ACTOR_CPUS = 1  # CPUs Ray reserves per embedding actor; its inference uses as many threads
 
 
-class _Embedder:
-    """A Ray actor for tar and Parquet shards: the descriptor, loaded once, scans, decodes and embeds whole shards
-    with ``ACTOR_CPUS`` inference threads (not one per core of the machine: actors sharing a machine would
-    oversubscribe it)."""
-
-    def __init__(self, spec: str, batch_size: Optional[int], max_pixels: int, device: str = "auto") -> None:
-        import os
-
-        from ..descriptors import get_descriptor
-
-        os.environ.setdefault("DIFFREP_THREADS", str(ACTOR_CPUS))
-        self.d = get_descriptor(spec, device=device)
-        self.batch_size, self.max_pixels = batch_size, max_pixels
-
-    def embed(self, records: list[Any]) -> tuple[list[dict[str, Any]], np.ndarray, int, int]:
-        """Index chunk rows, vectors, images embedded, images skipped."""
-        from ..indexing.rows import embed_rows
-
-        return embed_rows(records, self.d, batch_size=self.batch_size, max_pixels=self.max_pixels)
-
-    def index_shard(self, task: tuple[str, str, list[int], int, int]) -> Any:
-        """``indexing.shards.index_shard`` for (index root, shard, its chunks, generation, chunk size)."""
-        from ..indexing.shards import index_shard
-
-        root, shard, chunks, generation, chunk_size = task
-        return index_shard(Path(root), shard, chunks, generation, self.embed, dim=self.d.dim, chunk_size=chunk_size)
-
-
 def gpu_workers(ray: Any, workers: int) -> int:
     """``--device cuda``: at most one actor per GPU of the cluster; DiffrepError when it has none."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -96,29 +68,6 @@ def gpu_workers(ray: Any, workers: int) -> int:
         raise DiffrepError("--device cuda: the Ray cluster has no GPUs (start its nodes on GPU machines, or use "
                            "--device cpu)")
     return min(workers, gpus)
-
-
-def _pool_map(ray: Any, d: Any, groups: list[Any], method: str, *, workers: int, batch_size: Optional[int],
-              max_pixels: int, device: str = "auto") -> Any:
-    """Run ``_Embedder.<method>`` on every group with a pool of at most ``workers`` actors (each loads the
-    descriptor once; with ``device`` cuda each reserves a GPU, one per GPU); yields (group number, result) in the
-    order groups finish."""
-    spec = d.fingerprint().get("spec") or d.name
-    gpu = device == "cuda"
-    if gpu:
-        workers = gpu_workers(ray, workers)
-    actor = ray.remote(num_cpus=ACTOR_CPUS, num_gpus=1 if gpu else 0)(_Embedder)
-    pool = [actor.remote(spec, batch_size, max_pixels, device) for _ in range(max(1, min(workers, len(groups))))]
-    pending = {getattr(pool[i], method).remote(g): (i, i) for i, g in enumerate(groups[:len(pool)])}
-    nxt = len(pool)
-    while pending:
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
-        who, number = pending.pop(ref)
-        result = ray.get(ref)
-        if nxt < len(groups):
-            pending[getattr(pool[who], method).remote(groups[nxt])] = (who, nxt)
-            nxt += 1
-        yield number, result
 
 
 def embed_chunks(idx: Any, d: Any, todo: list[Any], *, batch_size: Optional[int], chunk_size: int, max_pixels: int,
@@ -139,16 +88,17 @@ def embed_chunks(idx: Any, d: Any, todo: list[Any], *, batch_size: Optional[int]
 def index_shards(idx: Any, d: Any, shards: list[str], *, batch_size: Optional[int], chunk_size: int,
                  max_pixels: int, address: str, workers: int, device: str = "auto",
                  progress: Optional[ProgressCallback] = None) -> Any:
-    """``index``'s ``shards`` hook: each tar shard or Parquet table scanned, compared and embedded by one actor of
-    the pool (``indexing.shards.index_shard``); the driver holds only the shard list and the chunk numbers of
-    earlier per-shard chunks, and commits each shard's chunks as it finishes."""
+    """``index``'s ``shards`` hook: each tar shard or Parquet table scanned, compared and decoded by one Ray Data
+    task and embedded by the actor pool (``ray_data.shard_works``); the driver holds only the shard list, the
+    chunk numbers of earlier per-shard chunks and the rows of the shards in flight, and commits each shard's
+    chunks once all its rows have arrived."""
     from ..indexing import shards as sh
+    from .ray_data import shard_works
 
     ray = connect(address)
-    generation, ledger = sh.current_generation(idx), sh.shard_ledger(idx)
-    tasks = [(str(idx.root), s, ledger.get(s, []), generation, chunk_size) for s in shards]
-    works = (work for _, work in _pool_map(ray, d, tasks, "index_shard", workers=workers, batch_size=batch_size,
-                                           max_pixels=max_pixels, device=device))
+    works = shard_works(ray, idx.root, shards, sh.shard_ledger(idx), sh.current_generation(idx), d,
+                        batch_size=batch_size, max_pixels=max_pixels, workers=workers, chunk_size=chunk_size,
+                        device=device)
     return sh.commit(idx, works, len(shards), progress)
 
 

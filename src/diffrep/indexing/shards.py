@@ -1,6 +1,8 @@
 """Per-shard indexing of webdataset ``.tar`` shards and Parquet tables: each shard is scanned, compared with what
 the index holds for it, embedded and committed on its own (``index_shard``), so no process lists every record of
-the source or every row of the index. ``distributed.ray_index.index_shards`` runs it on a Ray actor pool.
+the source or every row of the index. ``distributed.ray_index.index_shards`` runs its halves on Ray Data
+(``plan_shard`` and the decoding in a task per shard, the embedding in the actor pool, ``finish_shard`` in the
+driver).
 
 What the index holds for a shard (``known_rows``) is read from two places: the current manifest's rows whose id
 starts with the shard's name (ids are ``<shard name>/<member>`` and the manifest is sorted by id, so they are one
@@ -115,10 +117,19 @@ def split_parts(rows: list[dict[str, Any]], vectors: np.ndarray,
     return parts
 
 
-def index_shard(root: Path, shard: str, chunks: list[int], generation: int, embed: Embed, *, dim: int,
-                chunk_size: int) -> ShardWork:
-    """Scan ``shard``, compare it with what the index at ``root`` holds for it (manifest of ``generation``, 0
-    for none, and the shard's ``chunks``), embed what is new or changed; returns the chunk parts to commit."""
+@dataclass
+class ShardPlan:
+    """What a shard needs: its records to embed (new or changed), the ``deleted`` rows of ids it no longer holds,
+    and its work so far (counts, scan skips; ``error`` when it cannot be indexed here)."""
+
+    work: ShardWork
+    todo: list[Record] = field(default_factory=list)
+    gone: list[dict[str, Any]] = field(default_factory=list)
+
+
+def plan_shard(root: Path, shard: str, chunks: list[int], generation: int) -> ShardPlan:
+    """Scan ``shard`` and compare it with what the index at ``root`` holds for it (manifest of ``generation``, 0
+    for none, and the shard's ``chunks``)."""
     idx = IndexDir(Path(root))
     manifest = Manifest(idx.manifest_file(generation)) if generation else None
     records, skips = scan_shard(shard)
@@ -130,15 +141,32 @@ def index_shard(root: Path, shard: str, chunks: list[int], generation: int, embe
         if old is not None and "::" in old[3] and old[3].partition("::")[0] != shard:
             work.error = (f"index {idx.root} already holds {r.id!r} from {old[3]}, not from {r.path}: two sources "
                           "with the same names would mix. Use another --out for this source.")
-            return work
+            return ShardPlan(work)
     present = {r.id for r in records}
     gone = sorted(i for i in live if i not in present)
     todo = [r for r in records if live.get(r.id, (None, None))[:2] != (r.size, r.mtime)]
-    rows, vectors, work.added, work.skipped = embed(todo) if todo else ([], np.zeros((0, dim), np.float32), 0, 0)
-    rows = rows + [deleted_row(i, live[i][3]) for i in gone]
     work.unchanged, work.removed = len(records) - len(todo), len(gone)
-    work.parts = split_parts(rows, vectors, chunk_size)
+    return ShardPlan(work, todo, [deleted_row(i, live[i][3]) for i in gone])
+
+
+def finish_shard(plan: ShardPlan, rows: list[dict[str, Any]], vectors: np.ndarray, added: int, skipped: int, *,
+                 chunk_size: int) -> ShardWork:
+    """The shard's work once its records are embedded (``rows`` with vector rows from 0 into ``vectors``): its
+    chunk parts, the deleted rows last."""
+    work = plan.work
+    work.added, work.skipped = added, skipped
+    work.parts = split_parts(rows + plan.gone, vectors, chunk_size)
     return work
+
+
+def index_shard(root: Path, shard: str, chunks: list[int], generation: int, embed: Embed, *, dim: int,
+                chunk_size: int) -> ShardWork:
+    """``plan_shard``, ``embed`` what is new or changed, ``finish_shard``: the chunk parts to commit."""
+    plan = plan_shard(root, shard, chunks, generation)
+    if plan.work.error:
+        return plan.work
+    out = embed(plan.todo) if plan.todo else ([], np.zeros((0, dim), np.float32), 0, 0)
+    return finish_shard(plan, *out, chunk_size=chunk_size)
 
 
 def current_generation(idx: IndexDir) -> int:
@@ -191,5 +219,5 @@ def index_shards_local(idx: IndexDir, d: Any, shards: list[str], *, batch_size: 
     return commit(idx, each(), len(shards), progress)
 
 
-__all__ = ["Embed", "EmbedRun", "ShardWork", "commit", "current_generation", "index_shard", "index_shards_local",
-           "known_rows", "prefix_range", "shard_ledger", "split_parts"]
+__all__ = ["Embed", "EmbedRun", "ShardPlan", "ShardWork", "commit", "current_generation", "finish_shard", "index_shard",
+           "index_shards_local", "known_rows", "plan_shard", "prefix_range", "shard_ledger", "split_parts"]
