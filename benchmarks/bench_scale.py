@@ -64,7 +64,7 @@ def _tar_shards(work: Path, src: Path, count: int) -> list[str]:
 
 def engines(work: Path, count: int, workers: int, shards: int = 0) -> None:
     """Index the images with both engines; ``shards`` > 0: packed into that many tar shards (indexed shard by
-    shard: one shard per Ray actor call)."""
+    shard: one Ray Data decoding task per shard)."""
     src = _images(work, count)
     n = len(list(src.glob("*.png")))
     source: Any = _tar_shards(work, src, shards) if shards else src

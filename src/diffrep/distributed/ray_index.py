@@ -1,8 +1,8 @@
-"""The embedding stages of ``diffrep index`` and ``diffrep audit`` on a Ray cluster: images of a folder embedded
-on the Ray Data pipeline (``ray_data``: decoding tasks, an actor pool holding the descriptor; ``embed_chunks``
-commits index chunks, ``embed_set`` hands an audit's generations or reference images back in input order), tar
-shards and Parquet tables indexed one per actor call (``index_shards``: the actor scans the shard, compares it
-with the index, decodes and embeds it; the driver never lists their records), and the filling of an IVF index
+"""The embedding stages of ``diffrep index`` and ``diffrep audit`` on a Ray cluster: images of a folder embedded on
+the Ray Data pipeline (``ray_data``: decoding tasks, an actor pool holding the descriptor; ``embed_chunks`` commits
+index chunks, ``embed_set`` hands an audit's generations or reference images back in input order), tar shards and
+Parquet tables indexed shard by shard (``index_shards``: a Ray Data task per shard scans it, compares it with the
+index and decodes it, the actors embed; the driver never lists their records), and the filling of an IVF index
 (``fill_ivf``): Ray tasks each add one shard of the stored vectors to a copy of the trained empty index, which the
 driver merges in shard order, so the index is the one a single process fills (with ``--on-disk`` each task writes
 its shard to a file beside the index and the driver merges the files' lists on disk, ``indexing.ondisk``).
