@@ -11,8 +11,17 @@ Steps, each in its own process so its peak RSS is its own:
   open-old  open the Parquet manifest and read the rows of 10,000 random FAISS ids and their paths
   open-new  the same through ``Manifest`` (memory-mapped): the columns an audit reads (chunk, row, path)
 
+With ``--merge-added N`` the steps are a rerun's instead (``indexing.merge``):
+  make      as above
+  prev      the previous generation: ``write_manifest`` with its skips table
+  add       N more rows as new chunks (1 in 10 re-embeds an indexed id, 1 in 100 a skip, the rest new ids)
+  full      the next manifest resolved from every chunk (``write_manifest``, the baseline)
+  merge     the next manifest merged from the previous one and the new chunks (``merge_manifest``)
+and the two files are compared. These two also report their peak anonymous memory (``peak_anon_mb``): the
+merge reads the previous manifest through a memory map, whose file pages ru_maxrss counts.
+
 Usage:  python benchmarks/bench_manifest.py [--rows 5000000] [--chunk-size 1024] [--max-rows 4000000] [--work DIR]
-            [--no-baseline]
+            [--no-baseline] [--merge-added N]
 """
 from __future__ import annotations
 
@@ -30,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from diffrep.indexing import manifest as mf
+from diffrep.indexing.merge import merge_manifest
 from diffrep.indexing.store import CHUNK_SCHEMA, IndexDir
 
 
@@ -45,12 +55,8 @@ def _rss_now() -> dict:
     return {"anon_mb": int(rows["RssAnon"].split()[0]) // 1024, "file_mb": int(rows["RssFile"].split()[0]) // 1024}
 
 
-def _make(work: Path, rows: int, chunk_size: int) -> None:
-    idx = IndexDir(work / "idx")
-    rng = np.random.default_rng(0)
-    redo = rng.random(rows) < 0.05
-    order = np.concatenate([np.arange(rows), np.flatnonzero(redo)])  # re-embedded ids come again at the end
-    for number, s in enumerate(range(0, len(order), chunk_size), start=1):
+def _write_chunks(idx: IndexDir, order: np.ndarray, chunk_size: int, rng: np.random.Generator, first: int) -> None:
+    for number, s in enumerate(range(0, len(order), chunk_size), start=first):
         keys = order[s:s + chunk_size]
         skip = rng.random(len(keys)) < 0.01
         ok_rows = np.cumsum(~skip) - 1
@@ -67,8 +73,27 @@ def _make(work: Path, rows: int, chunk_size: int) -> None:
         idx.chunks_dir.mkdir(parents=True, exist_ok=True)
         np.save(idx.chunks_dir / f"c{number:06d}.npy", np.zeros((int((~skip).sum()), 1), np.float32))
         pq.write_table(table, idx.chunks_dir / f"c{number:06d}.parquet")
+
+
+def _make(work: Path, rows: int, chunk_size: int) -> None:
+    idx = IndexDir(work / "idx")
+    rng = np.random.default_rng(0)
+    redo = rng.random(rows) < 0.05
+    order = np.concatenate([np.arange(rows), np.flatnonzero(redo)])  # re-embedded ids come again at the end
+    _write_chunks(idx, order, chunk_size, rng, 1)
     print(json.dumps({"step": "make", "rows": int(len(order)), "ids": rows,
                       "chunks": len(idx.chunk_numbers())}), flush=True)
+
+
+def _add(work: Path, rows: int, added: int, chunk_size: int) -> None:
+    """``added`` rows in new chunks: 1 in 10 re-embeds an id of the first ``rows``, the others are new ids."""
+    idx = IndexDir(work / "idx")
+    rng = np.random.default_rng(1)
+    again = rng.random(added) < 0.1
+    keys = np.where(again, rng.integers(0, rows, added), rows + np.arange(added))
+    first = idx.next_chunk_number()
+    _write_chunks(idx, keys, chunk_size, rng, first)
+    print(json.dumps({"step": "add", "rows": added, "chunks": len(idx.chunk_numbers()) - first + 1}), flush=True)
 
 
 def _resolve_in_memory(idx: IndexDir, out: Path) -> int:
@@ -112,7 +137,37 @@ def _open_and_read(path: Path, parquet: bool) -> dict:
     return {"rows": n, "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(_rss_mb()), **_rss_now()}
 
 
+class _AnonPeak:
+    """The largest anonymous RSS seen while it runs (sampled every 20 ms): memory-mapped file pages, which
+    ru_maxrss counts too, are left out."""
+
+    def __enter__(self) -> "_AnonPeak":
+        import threading
+
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _rss_now()["anon_mb"])
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _step(step: str, work: Path, args: argparse.Namespace) -> None:
+    if step in ("full", "merge"):
+        with _AnonPeak() as anon:
+            _run_step(step, work, args)
+        print(json.dumps({"step": step, "peak_anon_mb": anon.peak}), flush=True)
+        return None
+    return _run_step(step, work, args)
+
+
+def _run_step(step: str, work: Path, args: argparse.Namespace) -> None:
     idx = IndexDir(work / "idx")
     t0 = time.perf_counter()
     if step == "make":
@@ -122,6 +177,20 @@ def _step(step: str, work: Path, args: argparse.Namespace) -> None:
     elif step == "new":
         n, _ = mf.write_manifest(idx, work / "new.arrow", max_rows=args.max_rows)
         out = {"rows": n, "max_rows": args.max_rows}
+    elif step == "prev":
+        n, _ = mf.write_manifest(idx, work / "prev.arrow", skips_path=work / "prev.parquet")
+        (work / "prev.json").write_text(json.dumps({"rows": n, "last_chunk": idx.chunk_numbers()[-1]}))
+        out = {"rows": n}
+    elif step == "add":
+        return _add(work, args.rows, args.merge_added, args.chunk_size)
+    elif step == "full":
+        n, _ = mf.write_manifest(idx, work / "full.arrow", skips_path=work / "full.parquet")
+        out = {"rows": n}
+    elif step == "merge":
+        prev = json.loads((work / "prev.json").read_text())
+        n, _ = merge_manifest(idx, work / "merged.arrow", work / "merged.parquet", work / "prev.arrow",
+                              work / "prev.parquet", prev["last_chunk"], expected_rows=prev["rows"])
+        out = {"rows": n}
     elif step in ("open-old", "open-new"):
         out = _open_and_read(work / ("old.parquet" if step == "open-old" else "new.arrow"), step == "open-old")
         print(json.dumps({"step": step, **out}), flush=True)
@@ -138,6 +207,7 @@ def main() -> None:
     ap.add_argument("--max-rows", type=int, default=4_000_000)
     ap.add_argument("--work", type=Path)
     ap.add_argument("--no-baseline", action="store_true", help="leave out the in-memory baseline (old, open-old)")
+    ap.add_argument("--merge-added", type=int, default=0, help="measure a rerun's merge with this many new rows")
     ap.add_argument("--step", help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-manifest-"))
@@ -145,6 +215,13 @@ def main() -> None:
         return _step(args.step, work, args)
     base = [sys.executable, __file__, "--work", str(work), "--rows", str(args.rows), "--chunk-size",
             str(args.chunk_size)]
+    if args.merge_added:
+        for step in ("make", "prev", "add", "full", "merge"):
+            subprocess.run(base + ["--step", step, "--merge-added", str(args.merge_added)], check=True)
+        same = mf.Manifest(work / "full.arrow").table.equals(mf.Manifest(work / "merged.arrow").table)
+        same_skips = pq.read_table(work / "full.parquet").equals(pq.read_table(work / "merged.parquet"))
+        print(json.dumps({"same_manifest": same, "same_skips": same_skips, "work": str(work)}))
+        return None
     runs = [("make", []), ("old", []), ("new", ["--max-rows", str(args.max_rows)]),
             ("new", ["--max-rows", str(mf.MAX_ROWS)]), ("open-old", []), ("open-new", [])]
     for step, extra in runs:

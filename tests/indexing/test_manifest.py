@@ -21,13 +21,13 @@ def _row(image_id: str, status: str, row: int, tag: str) -> dict:
             "reason": None if status == "ok" else f"{status} {tag}", "row": row}
 
 
-def _chunks(root, seed: int = 0) -> tuple[IndexDir, dict[str, dict]]:
-    """An index directory of 12 chunks whose ids recur across chunks (re-embedded, skipped, deleted), and the
-    latest row of each id computed the plain way."""
-    rng = np.random.default_rng(seed)
+def _chunks(root, seed: int = 0, numbers=range(1, 13)) -> tuple[IndexDir, dict[str, dict]]:
+    """An index directory of 12 chunks (or ``numbers`` of them) whose ids recur across chunks (re-embedded,
+    skipped, deleted), and the latest row of each id computed the plain way."""
     idx = IndexDir(root)
     latest: dict[str, dict] = {}
-    for number in range(1, 13):
+    for number in numbers:
+        rng = np.random.default_rng([seed, number])
         rows, n_ok = [], 0
         for k in rng.choice(300, size=40, replace=False):
             image_id = f"d{int(k) % 7}/img-{int(k):04d}.png"

@@ -22,6 +22,7 @@ from ..sources import Record, open_source, read_skipped, write_skipped
 from . import faiss_index, ondisk
 from .extend import extend_previous
 from .manifest import DELETED, Manifest, deleted_row, write_manifest
+from .merge import merge_manifest, mergeable
 from .rows import commit_batches
 from .shards import EmbedRun, index_shards_local, known_rows
 from .store import DamagedChunkError, IndexDir, check_vectors
@@ -242,12 +243,12 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
              fill: Optional[Callable[..., Any]] = None, on_disk: bool = False,
              state: dict[str, Any] | None = None) -> tuple[int, str]:
     """Resolve the latest row per id across chunks into the manifest (``manifest.write_manifest``, bounded
-    memory), build the FAISS index over it as a new generation (``on_disk``: an IVF index's inverted lists in
+XX
     ``index-<generation>.ivfdata``, ``ondisk.py``). ``state`` (``build_state``) is recorded in index.json, so
     a later run that changes nothing keeps this generation."""
     previous = idx.read_meta() if idx.meta_path.is_file() else {}
     gen = int(previous.get("generation", 0)) + 1
-    n, skipped_rows = write_manifest(idx, idx.manifest_path(gen), progress=progress)
+    n, skipped_rows = _manifest(idx, previous, gen, progress)
     skip_rows = list(scan_skips) + skipped_rows
     manifest = Manifest(idx.manifest_path(gen))
 
@@ -266,13 +267,25 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
         faiss.write_index(faiss_obj, str(tmp))
     write_skipped(idx.root / "skipped.csv", skip_rows)
     numbers = idx.chunk_numbers()
+    last = numbers[-1] if numbers else 0
     idx.write_meta({
         "descriptor": fp, "index": params, "count": n, "skipped": len(skip_rows), "generation": gen,
-        "last_chunk": numbers[-1] if numbers else 0, "source": str(source_desc), "source_spec": source_spec,
+        "last_chunk": last, "chunks_sha256": idx.chunks_digest(last), "source": str(source_desc),
+        "source_spec": source_spec,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "complete": True, "build_state": state,
     })
     idx.remove_old_generations(keep=gen)
     return n, params["type"]
+
+
+def _manifest(idx: IndexDir, previous: dict[str, Any], gen: int,
+              progress: Optional[ProgressCallback]) -> tuple[int, list[tuple[str, str]]]:
+    """Generation ``gen``'s manifest and skips table: the previous generation's merged with the chunks written
+    since (``merge.py``) where it can be, else resolved from every chunk."""
+    prev = mergeable(idx, previous)
+    merged = None if prev is None else merge_manifest(idx, idx.manifest_path(gen), idx.skips_path(gen), *prev,
+                                                      expected_rows=int(previous.get("count", -1)), progress=progress)
+    return merged or write_manifest(idx, idx.manifest_path(gen), skips_path=idx.skips_path(gen), progress=progress)
 
 
 def _build_or_extend(idx: IndexDir, dim: int, previous: dict[str, Any], manifest: Manifest, choice: dict[str, Any],

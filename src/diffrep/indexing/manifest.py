@@ -36,6 +36,7 @@ DELETED = "deleted"  # the status of a row that records an image leaving the sou
 MANIFEST_SCHEMA = pa.schema([pa.field("idx", pa.int64())]
                             + [f for f in CHUNK_SCHEMA if f.name not in ("status", "reason")]
                             + [pa.field("chunk", pa.int32())])
+SKIP_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field("path", pa.string()), pa.field("reason", pa.string())])
 _TAGGED = CHUNK_SCHEMA.append(pa.field("chunk", pa.int32())).append(pa.field("pos", pa.int32()))
 
 
@@ -116,23 +117,79 @@ class _Spill:
         return table
 
 
-def _resolve(table: pa.Table) -> tuple[pa.Table, list[tuple[str, str]]]:
-    """The latest row of each id of ``table`` (tagged chunk rows), sorted by id: the live images' rows (status
-    ok) and (path, reason) of the images whose latest row is a skip."""
+def latest_rows(table: pa.Table) -> pa.Table:
+    """The latest row of each id of ``table`` (tagged chunk rows: highest chunk, then last in it), sorted by id."""
     if table.num_rows == 0:
-        return table, []
+        return table
     t = table.sort_by([("id", "ascending"), ("chunk", "ascending"), ("pos", "ascending")]).combine_chunks()
     n = t.num_rows
     last = np.ones(n, bool)
     if n > 1:
         ids = t.column("id")
         last[:-1] = pc.not_equal(ids.slice(0, n - 1), ids.slice(1)).to_numpy(zero_copy_only=False)
-    t = t.filter(pa.array(last))
+    return t.filter(pa.array(last))
+
+
+def split_latest(t: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Latest rows (``latest_rows``) split into the live images' rows (status ok; manifest columns but ``idx``)
+    and the skipped images' (id, path, reason), both sorted by id."""
     status = t.column("status")
     ok = pc.equal(status, "ok")
-    skipped = t.filter(pc.and_(pc.invert(ok), pc.not_equal(status, DELETED)))
-    skips = list(zip(skipped.column("path").to_pylist(), skipped.column("reason").to_pylist()))
-    return t.filter(ok).drop_columns(["status", "reason", "pos"]), skips
+    skipped = t.filter(pc.and_(pc.invert(ok), pc.not_equal(status, DELETED))).select(SKIP_SCHEMA.names)
+    return t.filter(ok).drop_columns(["status", "reason", "pos"]), skipped.cast(SKIP_SCHEMA)
+
+
+class ManifestWriter:
+    """Writes manifest rows (sorted by id, without ``idx``) to an Arrow IPC file in batches of ``BATCH_ROWS``,
+    numbering them; use as a context manager (the file appears atomically when it closes without error)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.rows = path, 0
+        self._pending: list[pa.Table] = []
+        self._size = 0
+
+    def __enter__(self) -> "ManifestWriter":
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        self._sink = pa.OSFile(str(tmp), "wb")
+        self._writer = pa.ipc.new_file(self._sink, MANIFEST_SCHEMA)
+        return self
+
+    def write(self, live: pa.Table) -> None:
+        self._pending.append(live)
+        self._size += live.num_rows
+        if self._size >= BATCH_ROWS:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        t = pa.concat_tables(self._pending) if self._pending else None
+        self._pending, self._size = [], 0
+        if t is None:
+            return
+        keep = t.num_rows if final else t.num_rows - t.num_rows % BATCH_ROWS
+        out, rest = t.slice(0, keep), t.slice(keep)
+        out = out.combine_chunks().add_column(0, "idx", pa.array(np.arange(self.rows, self.rows + out.num_rows),
+                                                                 pa.int64()))
+        self._writer.write_table(out.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA), max_chunksize=BATCH_ROWS)
+        self.rows += out.num_rows
+        if rest.num_rows:
+            self._pending, self._size = [rest], rest.num_rows
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if exc[0] is None:
+                self._flush(final=True)
+            self._writer.close()
+            self._sink.close()
+        finally:
+            self._atomic.__exit__(*exc)
+
+
+def write_skips(path: Path, skips: pa.Table) -> None:
+    """The skipped images of a generation, with their ids (``SKIP_SCHEMA``), written atomically: a later
+    generation merges them (``merge.py``)."""
+    with atomic_path(path) as tmp:
+        pq.write_table(skips.cast(SKIP_SCHEMA), tmp)
 
 
 def _tagged_chunks(idx: IndexDir, numbers: Sequence[int]) -> Iterator[pa.Table]:
@@ -161,22 +218,23 @@ def _partitions(idx: IndexDir, numbers: Sequence[int], total: int, max_rows: int
             yield spill.read(p)
 
 
-def write_manifest(idx: IndexDir, path: Path, *, max_rows: int = MAX_ROWS,
+def write_manifest(idx: IndexDir, path: Path, *, skips_path: Optional[Path] = None, max_rows: int = MAX_ROWS,
                    progress: Optional[ProgressCallback] = None) -> tuple[int, list[tuple[str, str]]]:
-    """Resolve the chunk tables of ``idx`` into the manifest file ``path`` (written atomically, batch by batch);
-    returns the live images' count and (path, reason) of every image whose latest row is a skip."""
+    """Resolve the chunk tables of ``idx`` into the manifest file ``path`` (written atomically, batch by batch)
+    and, when given, the skipped images' table ``skips_path``; returns the live images' count and (path, reason)
+    of every image whose latest row is a skip."""
     numbers = idx.chunk_numbers()
     total = _chunk_rows(idx, numbers)
-    n = 0
-    skips: list[tuple[str, str]] = []
-    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, MANIFEST_SCHEMA) as w:
+    skips: list[pa.Table] = []
+    with ManifestWriter(path) as out:
         for part in _partitions(idx, numbers, total, max_rows, progress):
-            live, skipped = _resolve(part)
-            skips += skipped
-            live = live.add_column(0, "idx", pa.array(np.arange(n, n + live.num_rows), pa.int64()))
-            w.write_table(live.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA), max_chunksize=BATCH_ROWS)
-            n += live.num_rows
-    return n, skips
+            live, skipped = split_latest(latest_rows(part))
+            skips.append(skipped)
+            out.write(live)
+    skipped = pa.concat_tables(skips) if skips else SKIP_SCHEMA.empty_table()
+    if skips_path is not None:
+        write_skips(skips_path, skipped)
+    return out.rows, list(zip(skipped.column("path").to_pylist(), skipped.column("reason").to_pylist()))
 
 
 class Manifest:
@@ -253,4 +311,5 @@ class Lookup(Sequence[Any]):
         return self._manifest.value(self._column, j + len(self) if j < 0 else j)
 
 
-__all__ = ["BATCH_ROWS", "DELETED", "deleted_row", "MANIFEST_SCHEMA", "MAX_PARTS", "MAX_ROWS", "Lookup", "Manifest", "write_manifest"]
+__all__ = ["BATCH_ROWS", "DELETED", "deleted_row", "MANIFEST_SCHEMA", "MAX_PARTS", "MAX_ROWS", "Lookup", "Manifest",
+           "ManifestWriter", "SKIP_SCHEMA", "latest_rows", "split_latest", "write_manifest", "write_skips"]

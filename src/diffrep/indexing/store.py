@@ -6,6 +6,7 @@ Layout::
       index.json               what this is: descriptor fingerprint, FAISS type, counts, current generation
       manifest-GGGGGG.arrow    live rows in FAISS id order (idx, id, path, caption, sha256, bytes, ...)
       index-GGGGGG.faiss       the FAISS index for that generation
+      skips-GGGGGG.parquet     that generation's skipped images with their ids (for the next one's manifest merge)
       skipped.csv              inputs that could not be indexed, with reasons
       chunks-checked.npy       size and modification time of each chunk's files when it last passed its check
       chunks/cNNNNNN.npy       embedded vectors, written as work proceeds (the source of truth)
@@ -21,6 +22,8 @@ Anything else raises ``DiffrepIndexError`` (``DamagedChunkError`` for a chunk) w
 ``diffrep index`` drops a damaged chunk and embeds its images again (:meth:`IndexDir.drop_damaged`).
 """
 from __future__ import annotations
+
+import hashlib
 
 import mmap
 import os
@@ -276,6 +279,15 @@ class IndexDir:
             if problem:
                 raise DamagedChunkError(self.root, number, problem)
 
+    def chunks_digest(self, upto: int) -> str:
+        """A digest of the numbers, sizes and modification times of the chunks numbered up to ``upto``: it
+        changes when one of them is dropped, replaced or rewritten."""
+        h = hashlib.sha256()
+        for n in self.chunk_numbers():
+            if n <= upto:
+                h.update(f"{n}:{self._chunk_stamp(n)}\n".encode())
+        return h.hexdigest()
+
     def _chunk_stamp(self, number: int) -> tuple[int, int, int, int] | None:
         """(size, mtime_ns) of chunk ``number``'s vector file and of its row table; None when one is missing."""
         try:
@@ -345,8 +357,14 @@ class IndexDir:
     def faiss_path(self, generation: int) -> Path:
         return self.root / f"index-{generation:06d}.faiss"
 
+    def skips_path(self, generation: int) -> Path:
+        """Generation ``generation``'s skipped images with their ids (``manifest.SKIP_SCHEMA``), which the next
+        generation's manifest merge reads (``merge.py``)."""
+        return self.root / f"skips-{generation:06d}.parquet"
+
     def remove_old_generations(self, keep: int) -> None:
-        for pattern in ("manifest-*.arrow", "manifest-*.parquet", "index-*.faiss", "index-*.ivfdata"):
+        for pattern in ("manifest-*.arrow", "manifest-*.parquet", "index-*.faiss", "index-*.ivfdata",
+                        "skips-*.parquet"):
             for p in self.root.glob(pattern):
                 gen = p.stem.split("-")[-1]
                 if gen.isdigit() and int(gen) != keep:
