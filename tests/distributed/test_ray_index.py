@@ -1,13 +1,17 @@
 """`diffrep index` and `diffrep audit` with `--engine ray` on a real local Ray cluster started here (`ray start
 --head --num-cpus 2`, stopped at the end): the same ids and vectors as the local engine, incremental re-runs,
 resumption after a job dies between chunks, a fast failure on an unreachable address, IVF indexes filled in
-shards by Ray tasks identical to those one process fills, and the audit's per-image stages (verification,
-window search, object matching) in Ray tasks giving one process's results."""
+shards by Ray tasks identical to those one process fills, the audit's per-image stages (verification,
+window search, object matching) in Ray tasks giving one process's results, and the Ray Data pipeline itself:
+decoding tasks apart from the embedding actors, the local engine's vectors, hashes, sizes and skip reasons, and a
+driver killed while batches stream in keeping the chunks it committed."""
 from __future__ import annotations
 
 import functools
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +20,14 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from diffrep.cli import main  # noqa: E402
-from diffrep.distributed.ray_index import embed_chunks, fill_ivf  # noqa: E402
+from diffrep.distributed import ray_data  # noqa: E402
+from diffrep.distributed.ray_index import connect, embed_chunks, fill_ivf  # noqa: E402
+from diffrep.embedding import embed_records  # noqa: E402
 from diffrep.indexing.build import index  # noqa: E402
 from diffrep.indexing.load import open_index  # noqa: E402
 from diffrep.indexing import faiss_index, ondisk  # noqa: E402
+from diffrep.sources import open_source  # noqa: E402
+
 
 def _vectors(path: Path) -> tuple[list[str], np.ndarray]:
     idx = open_index(path)
@@ -129,6 +137,32 @@ def test_cuda_on_a_cluster_without_gpus_is_refused(cluster, images, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and "the Ray cluster has no GPUs" in err[0]
     assert not (tmp_path / "idx").exists()  # refused before anything was written
+
+
+RAISES = """
+import sys, torch
+class Raises(torch.nn.Module):  # passes the loading check (two images), fails on a real batch
+    def forward(self, x):
+        if x.shape[0] > 2:
+            raise RuntimeError("the model broke")
+        return x.flatten(1)[:, :16]
+torch.jit.script(Raises()).save(sys.argv[1])
+"""
+
+
+def test_a_descriptor_failing_on_a_worker_is_one_error_line(cluster, images, tmp_path):
+    """The worker's DescriptorError reaches the user as the local engine's line and exit code, with no Ray
+    traceback or log lines."""
+    pytest.importorskip("torch")
+    (tmp_path / "make.py").write_text(RAISES)
+    subprocess.run([sys.executable, str(tmp_path / "make.py"), str(tmp_path / "raises.pt")], check=True, timeout=300)
+    for engine in (["--engine", "local"], ["--engine", "ray", "--address", cluster]):
+        r = subprocess.run([sys.executable, "-m", "diffrep", "index", str(images), "--out", str(tmp_path / engine[1]),
+                            "--descriptor", f"torchscript:{tmp_path / 'raises.pt'}", "-q", *engine],
+                           capture_output=True, text=True, timeout=600)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 4 and len(lines) == 1, r.stderr
+        assert lines[0].startswith("diffrep: error: descriptor") and "the model broke" in lines[0]
 
 
 def test_unreachable_address_fails_fast(images, tmp_path, capsys, free_port):
@@ -285,3 +319,60 @@ def test_window_search_on_ray_is_the_local_search(cluster, images, emoji_files, 
             assert (here.ids[:2, 0] == [idx.column("path").index(str(images / f.name)) for f in emoji_files[:2]]).all()
         else:
             assert not (here.ids == own[:, None]).any()  # a training image is not its own candidate
+
+
+# ------------------------------------------------------------ the Ray Data pipeline (distributed.ray_data)
+def _by_id(batches) -> dict[str, tuple]:
+    out = {}
+    for b in batches:
+        for p, v in zip(b.ok, b.vectors):
+            out[p.record.id] = (p.sha256, p.width, p.height, "", v)
+        for p in b.skipped:
+            out[p.record.id] = (p.sha256, p.width, p.height, p.reason, None)
+    return out
+
+
+def test_decoding_runs_in_tasks_apart_from_the_embedding_actors(cluster, images, sscd, monkeypatch):
+    monkeypatch.setattr(ray_data, "DECODE_BATCH", 4)  # several decoding tasks for 25 records
+    r = connect(cluster)
+    records, _ = open_source(images).scan()
+    stats = ray_data.dataset(r, records, sscd, batch_size=None, max_pixels=10**8, workers=2).materialize().stats()
+    assert "MapBatches(_decode)->" not in stats  # not fused into the actors' operator
+    assert "Operator 1 MapBatches(_decode)" in stats and "Operator 2 MapBatches(_Embed)" in stats
+
+    streamed = list(ray_data.embedded(r, records, sscd, batch_size=None, max_pixels=10**8, workers=2))
+    positions = [p for pos, _ in streamed for p in pos]
+    assert sorted(positions) == list(range(len(records)))
+    got, want = _by_id(b for _, b in streamed), _by_id(embed_records(records, sscd))
+    assert got.keys() == want.keys() and len(got) == 25
+    for key, (sha, w, h, reason, v) in want.items():
+        assert got[key][:4] == (sha, w, h, reason)
+        if v is None:
+            assert got[key][4] is None and reason  # the file that is not an image, with the local reason
+        else:
+            np.testing.assert_allclose(got[key][4], v, atol=1e-6)
+
+
+def test_a_driver_killed_mid_stream_keeps_its_chunks(cluster, images, tmp_path, monkeypatch):
+    monkeypatch.setattr(ray_data, "DECODE_BATCH", 4)
+    real, received = ray_data.embedded, []
+
+    def dies_after_one_batch(*args, **kw):
+        for pos, batch in real(*args, **kw):
+            if received:
+                raise KeyboardInterrupt("killed")
+            received.extend(pos)
+            yield pos, batch
+
+    monkeypatch.setattr(ray_data, "embedded", dies_after_one_batch)
+    engine = functools.partial(embed_chunks, address=cluster, workers=2)
+    with pytest.raises(KeyboardInterrupt):
+        index(images, tmp_path / "ray", chunk_size=1, embed=engine)
+    monkeypatch.setattr(ray_data, "embedded", real)
+    assert 0 < len(received) < 25
+    r = index(images, tmp_path / "ray", chunk_size=8, embed=engine)
+    assert r.unchanged == len(received) and r.images == 24  # the committed batch is kept, the rest embedded now
+    index(images, tmp_path / "local", chunk_size=8)
+    ray_idx, local_idx = open_index(tmp_path / "ray"), open_index(tmp_path / "local")
+    assert ray_idx.column("id") == local_idx.column("id")
+    np.testing.assert_allclose(ray_idx.vectors(np.arange(24)), local_idx.vectors(np.arange(24)), atol=1e-6)

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from ..embedding import EmbeddedBatch, Prepared
-from .ray_index import ACTOR_CPUS, gpu_workers
+from .ray_index import ACTOR_CPUS, gpu_workers, job_error
 
 DECODE_BATCH = 32  # records per decoding call (and per block a shard's decoding task yields)
 MAX_BLOCKS = 4096  # a folder's records are cut into blocks of DECODE_BATCH, up to this many (larger beyond)
@@ -131,7 +131,7 @@ def _quiet(ray: Any) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # a failed job is reported once, by ``_stream``
 
 
 def _embedding(ray: Any, ds: Any, d: Any, *, batch_size: Optional[int], workers: int, device: str) -> Any:
@@ -162,6 +162,14 @@ def dataset(ray: Any, records: list[Any], d: Any, *, batch_size: Optional[int], 
     return _embedding(ray, ds, d, batch_size=batch_size, workers=workers, device=device)
 
 
+def _stream(ray: Any, ds: Any, what: str) -> Iterator[dict[str, Any]]:
+    """The pipeline's output batches as they finish; a failed job raises one ``DiffrepError`` (``job_error``)."""
+    try:
+        yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+    except ray.exceptions.RayError as exc:
+        raise job_error(exc, what) from None
+
+
 def _prepared(b: dict[str, Any], k: int, record: Any) -> Prepared:
     return Prepared(record, str(b["sha256"][k]), int(b["width"][k]), int(b["height"][k]), reason=str(b["reason"][k]))
 
@@ -181,7 +189,7 @@ def embedded(ray: Any, records: list[Any], d: Any, *, batch_size: Optional[int],
     if not records:
         return
     ds = dataset(ray, records, d, batch_size=batch_size, max_pixels=max_pixels, workers=workers, device=device)
-    for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+    for b in _stream(ray, ds, "embedding"):
         pos = [int(p) for p in b["pos"]]
         order, batch = _batch([_prepared(b, k, records[p]) for k, p in enumerate(pos)],
                               np.asarray(b["vector"], np.float32))
@@ -210,7 +218,7 @@ def shard_works(ray: Any, root: Path, shards: list[str], ledger: dict[str, list[
     ds = _embedding(ray, ds, d, batch_size=batch_size, workers=workers, device=device)
     plans: dict[str, Any] = {}
     got: dict[str, list[tuple[int, Prepared, np.ndarray]]] = {}
-    for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+    for b in _stream(ray, ds, "indexing the shards"):
         for k, shard in enumerate(str(s) for s in b["shard"]):
             pos = int(b["pos"][k])
             if pos < 0:

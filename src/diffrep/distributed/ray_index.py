@@ -16,6 +16,7 @@ yet committed: the next run embeds what no committed chunk holds.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 from pathlib import Path
 from typing import Any, Optional
@@ -59,6 +60,29 @@ def connect(address: str) -> Any:
 
 
 ACTOR_CPUS = 1  # CPUs Ray reserves per embedding actor; its inference uses as many threads
+
+
+def job_error(exc: BaseException, what: str) -> DiffrepError:
+    """A failed Ray job as one error: the ``DiffrepError`` a worker raised (a descriptor that fails on a batch,
+    say), with its own message and exit code, found down the exception's causes or, where Ray kept only its
+    traceback text, rebuilt from its last line; otherwise ``what`` failed, with the innermost cause in one line.
+    Committed work is kept either way."""
+    from .. import errors
+
+    seen, e = 0, exc
+    root: BaseException = exc
+    while e is not None and seen < 32:
+        if isinstance(e, DiffrepError) and not isinstance(e, _ray().exceptions.RayError):
+            return e
+        cause = getattr(e, "cause", None)
+        root, e, seen = e, (cause if isinstance(cause, BaseException) else e.__cause__), seen + 1
+    raised = re.findall(r"^diffrep\.errors\.(\w+): (.+)$", str(exc), flags=re.MULTILINE)
+    if raised:
+        kind = getattr(errors, raised[-1][0], None)
+        if isinstance(kind, type) and issubclass(kind, DiffrepError):
+            return kind(raised[-1][1])
+    return DiffrepError(f"{what} failed on Ray ({type(root).__name__}: {errors.brief(root)}); what was committed is "
+                        "kept: run the same command again")
 
 
 def gpu_workers(ray: Any, workers: int) -> int:
