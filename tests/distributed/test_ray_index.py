@@ -151,18 +151,19 @@ torch.jit.script(Raises()).save(sys.argv[1])
 
 
 def test_a_descriptor_failing_on_a_worker_is_one_error_line(cluster, images, tmp_path):
-    """The worker's DescriptorError reaches the user as the local engine's line and exit code, with no Ray
-    traceback or log lines."""
+    """The worker's DescriptorError reaches the user as the local engine's line and exit code (the local one:
+    tests/cli/test_reliability.py::test_torchscript_descriptors_that_misbehave), with no Ray traceback or log
+    lines."""
     pytest.importorskip("torch")
     (tmp_path / "make.py").write_text(RAISES)
     subprocess.run([sys.executable, str(tmp_path / "make.py"), str(tmp_path / "raises.pt")], check=True, timeout=300)
-    for engine in (["--engine", "local"], ["--engine", "ray", "--address", cluster]):
-        r = subprocess.run([sys.executable, "-m", "diffrep", "index", str(images), "--out", str(tmp_path / engine[1]),
-                            "--descriptor", f"torchscript:{tmp_path / 'raises.pt'}", "-q", *engine],
-                           capture_output=True, text=True, timeout=600)
-        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        assert r.returncode == 4 and len(lines) == 1, r.stderr
-        assert lines[0].startswith("diffrep: error: descriptor") and "the model broke" in lines[0]
+    r = subprocess.run([sys.executable, "-m", "diffrep", "index", str(images), "--out", str(tmp_path / "idx"),
+                        "--descriptor", f"torchscript:{tmp_path / 'raises.pt'}", "-q", "--engine", "ray", "--address",
+                        cluster], capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 4 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("diffrep: error: descriptor 'torchscript:raises.pt' failed on a batch of")
+    assert "the model broke" in lines[0] and lines[0].endswith("Check the model file.")
 
 
 def test_unreachable_address_fails_fast(images, tmp_path, capsys, free_port):
