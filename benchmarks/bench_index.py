@@ -5,7 +5,11 @@ Measures, on this machine, for the same images and batch size:
   * end-to-end: `diffrep.index()` = scan + read + hash + decode + preprocess + embed + write chunks + FAISS;
   * peak RSS of `diffrep index` subprocesses at two collection sizes (memory must not grow with N).
 
-Usage:  python benchmarks/bench_index.py [--descriptor sscd] [--n 600] [--batch-size 8] [--repeats 3] [--out FILE]
+``--device cuda`` measures the CUDA path (issue 26: onnxruntime-gpu for the packaged SSCD graph, or
+``--descriptor torchscript:PATH`` on a CUDA build of torch); the run stops at once where there is none.
+
+Usage:  python benchmarks/bench_index.py [--descriptor sscd] [--device auto|cpu|cuda] [--n 600] [--batch-size 8]
+            [--repeats 3] [--out FILE]
 Prints a markdown table to paste into docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -58,22 +62,23 @@ def bare_model(descriptor, folder: Path, batch_size: int) -> float:
     return len(pre) / (time.perf_counter() - t)
 
 
-def end_to_end(descriptor_name: str, folder: Path, batch_size: int, out: Path) -> float:
+def end_to_end(descriptor_name: str, folder: Path, batch_size: int, out: Path, device: str = "auto") -> float:
     from diffrep.indexing import index
 
     from diffrep.descriptors import get_descriptor
 
-    d = get_descriptor(descriptor_name)
+    d = get_descriptor(descriptor_name, device=device)
     d.embed(np.zeros((batch_size, d.size, d.size, 3), np.uint8))  # same warm-up as the bare run
     t = time.perf_counter()
-    r = index(folder, out, descriptor=d, batch_size=batch_size)
+    r = index(folder, out, descriptor=d, batch_size=batch_size, device=device)
     dt = time.perf_counter() - t
     return r.added / dt
 
 
-def peak_rss_mb(folder: Path, out: Path, descriptor: str, batch_size: int) -> float:
+def peak_rss_mb(folder: Path, out: Path, descriptor: str, batch_size: int, device: str = "auto") -> float:
     code = ("import resource,sys; from diffrep.indexing import index; "
-            f"index({str(folder)!r}, {str(out)!r}, descriptor={descriptor!r}, batch_size={batch_size}); "
+            f"index({str(folder)!r}, {str(out)!r}, descriptor={descriptor!r}, batch_size={batch_size}, "
+            f"device={device!r}); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(r.stdout.strip().splitlines()[-1]) / 1024
@@ -84,6 +89,7 @@ def main() -> None:
     ap.add_argument("--descriptor", default="sscd")
     ap.add_argument("--n", type=int, default=600, help="images in the emoji set (the JPEG set gets n/2)")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--repeats", type=int, default=3, help="alternating repetitions (median reported)")
     ap.add_argument("--out", default=None, help="write results JSON here")
     a = ap.parse_args()
@@ -94,14 +100,14 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="diffrep-bench-"))
     try:
         sets = make_sets(emoji, root, a.n)
-        d = get_descriptor(a.descriptor)
+        d = get_descriptor(a.descriptor, device=a.device)
         rows = []
         for label, folder in sets.items():
             # alternate the two measurements and keep the median of each, so drift hits both alike
             bares, e2es = [], []
             for rep in range(a.repeats):
                 bares.append(bare_model(d, folder, a.batch_size))
-                e2es.append(end_to_end(a.descriptor, folder, a.batch_size, root / f"idx-{len(rows)}-{rep}"))
+                e2es.append(end_to_end(a.descriptor, folder, a.batch_size, root / f"idx-{len(rows)}-{rep}", a.device))
             bare, e2e = float(np.median(bares)), float(np.median(e2es))
             rows.append({"set": label, "images": len(list(folder.iterdir())), "bare_img_s": bare,
                          "e2e_img_s": e2e, "ratio": e2e / bare, "bare_runs": bares, "e2e_runs": e2es})
@@ -114,12 +120,13 @@ def main() -> None:
             for i in range(len(list(many.iterdir())), n):
                 shutil.copyfile(files[i % len(files)], many / f"{i:06d}.png")
             mem.append({"images": n, "peak_rss_mb": peak_rss_mb(many, root / f"mem-{n}", a.descriptor,
-                                                                  a.batch_size)})
+                                                                  a.batch_size, a.device)})
     finally:
         shutil.rmtree(root, ignore_errors=True)
     info = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "descriptor": a.descriptor,
+            "device": a.device,
             "batch_size": a.batch_size, "throughput": rows, "memory": mem}
-    print(f"Machine: {info['machine']}; descriptor {a.descriptor}; batch size {a.batch_size}\n")
+    print(f"Machine: {info['machine']}; descriptor {a.descriptor} on {a.device}; batch size {a.batch_size}\n")
     print("| images | n | bare model (img/s) | end-to-end index (img/s) | end-to-end / bare |")
     print("|---|---|---|---|---|")
     for r in rows:
