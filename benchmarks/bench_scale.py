@@ -4,6 +4,8 @@ Part (a), ``--part engines``: copies --images packaged emoji into a folder (or r
 twice from scratch: with the local engine and with ``--engine ray`` on a local Ray instance started for the run
 (``--num-workers`` actors); checks that both indexes hold the same ids and vectors and prints the wall times and
 their ratio. ``--shards N``: the images packed into N webdataset tar shards first, indexed shard by shard.
+``--jpeg``: 1024x768 photo-like JPEG renders of the emoji instead (decoding then costs what it does on scraped
+images).
 
 Part (b), ``--part search`` (bench_scale_search.py): --queries audit queries against --stored synthetic vectors
 drawn like real SSCD descriptors, with the index ``--memory-budget`` picks: build time, peak RSS, queries/s
@@ -13,7 +15,8 @@ Part (c), ``--part ondisk``, after part (b) in the same --work: the same index f
 on disk (``diffrep index --on-disk``): fill time and peak RSS, then the search at the tuned nprobe with the lists
 memory-mapped: queries/s, peak RSS and the share of hits equal to the in-memory index's.
 
-Usage:  python benchmarks/bench_scale.py [--part engines|search|ondisk|all] [--images 2000] [--num-workers 2] [--shards N]
+Usage:  python benchmarks/bench_scale.py [--part engines|search|ondisk|all] [--images 2000] [--num-workers 2]
+            [--shards N] [--jpeg]
             [--stored 10000000] [--queries 10000] [--memory-budget 8G] [--exact-sample 1000] [--doublings 2]
             [--reuse-build] [--library-path] [--work DIR]
 """
@@ -37,13 +40,21 @@ from diffrep.indexing.build import index
 from diffrep.indexing.load import open_index
 
 
-def _images(work: Path, count: int) -> Path:
-    src = work / "images"
+def _images(work: Path, count: int, jpeg: bool = False) -> Path:
+    """``count`` packaged emoji copied into a folder once, or with ``jpeg`` rendered as 1024x768 photo-like JPEGs
+    (bench_index.make_sets), whose decoding costs about what a web-scraped image's does."""
+    src = work / ("jpeg" if jpeg else "images")
     if not src.is_dir():
-        src.mkdir(parents=True)
-        files = sorted((get_dataset("emoji") / "images").glob("*.png"))[:count]
-        for f in files:
-            shutil.copyfile(f, src / f.name)
+        emoji = get_dataset("emoji") / "images"
+        if jpeg:
+            from bench_index import make_sets
+
+            shutil.move(str(make_sets(emoji, work / "render", 2 * count)["1024x768 JPEG"]), str(src))
+            shutil.rmtree(work / "render", ignore_errors=True)
+        else:
+            src.mkdir(parents=True)
+            for f in sorted(emoji.glob("*.png"))[:count]:
+                shutil.copyfile(f, src / f.name)
     return src
 
 
@@ -51,8 +62,8 @@ def _tar_shards(work: Path, src: Path, count: int) -> list[str]:
     """The images of ``src`` packed into ``count`` webdataset tar shards (once)."""
     import tarfile
 
-    files = sorted(src.glob("*.png"))
-    out = work / f"shards-{count}"
+    files = sorted(p for p in src.iterdir() if p.suffix in (".png", ".jpg"))
+    out = work / (f"shards-{count}" if src.name == "images" else f"shards-{src.name}-{count}")
     if not out.is_dir():
         out.mkdir()
         for k in range(count):
@@ -62,11 +73,11 @@ def _tar_shards(work: Path, src: Path, count: int) -> list[str]:
     return sorted(str(p) for p in out.glob("*.tar"))
 
 
-def engines(work: Path, count: int, workers: int, shards: int = 0) -> None:
+def engines(work: Path, count: int, workers: int, shards: int = 0, jpeg: bool = False) -> None:
     """Index the images with both engines; ``shards`` > 0: packed into that many tar shards (indexed shard by
-    shard: one Ray Data decoding task per shard)."""
-    src = _images(work, count)
-    n = len(list(src.glob("*.png")))
+    shard: one Ray Data decoding task per shard); ``jpeg``: 1024x768 JPEG renders instead of the 64 px PNGs."""
+    src = _images(work, count, jpeg)
+    n = len([p for p in src.iterdir() if p.suffix in (".png", ".jpg")])
     source: Any = _tar_shards(work, src, shards) if shards else src
     for name in ("local", "ray"):
         shutil.rmtree(work / name, ignore_errors=True)
@@ -134,6 +145,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--shards", type=int, default=0, help="engines: pack the images into this many tar shards")
+    ap.add_argument("--jpeg", action="store_true", help="engines: 1024x768 JPEG renders instead of 64 px PNGs")
     ap.add_argument("--stored", type=int, default=10_000_000)
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--memory-budget", default="8G")
@@ -147,7 +159,7 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(a.work or tempfile.mkdtemp(prefix="diffrep-bench-scale-"))
     if a.part in ("engines", "all"):
-        engines(work, a.images, a.num_workers, a.shards)
+        engines(work, a.images, a.num_workers, a.shards, a.jpeg)
     if a.part in ("search", "all"):
         search(work, a)
     if a.part in ("ondisk", "all"):
