@@ -243,9 +243,10 @@ def finalize(idx: IndexDir, d: Descriptor, fp: dict[str, Any], index_type: str, 
              fill: Optional[Callable[..., Any]] = None, on_disk: bool = False,
              state: dict[str, Any] | None = None) -> tuple[int, str]:
     """Resolve the latest row per id across chunks into the manifest (``manifest.write_manifest``, bounded
-XX
-    ``index-<generation>.ivfdata``, ``ondisk.py``). ``state`` (``build_state``) is recorded in index.json, so
-    a later run that changes nothing keeps this generation."""
+    memory; or the previous manifest merged with the chunks written since, ``merge.py``), build the FAISS index
+    over it as a new generation (the previous IVF index extended where it can be, ``extend.py``; ``on_disk``: an
+    IVF index's inverted lists in ``index-<generation>.ivfdata``, ``ondisk.py``). ``state`` (``build_state``) is
+    recorded in index.json, so a later run that changes nothing keeps this generation."""
     previous = idx.read_meta() if idx.meta_path.is_file() else {}
     gen = int(previous.get("generation", 0)) + 1
     n, skipped_rows = _manifest(idx, previous, gen, progress)
