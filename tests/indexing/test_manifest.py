@@ -93,3 +93,15 @@ def test_an_index_with_a_parquet_manifest_still_opens(tmp_path, emoji_files, ssc
     assert after.lookup("path")[2] == str(train / ids[2])
     index(train, tmp_path / "idx", descriptor=sscd)  # the next build writes an Arrow manifest, removes the old one
     assert [p.suffix for p in (tmp_path / "idx").glob("manifest-*")] == [".arrow"]
+
+
+def test_a_manifest_whose_last_rows_fail_to_write_does_not_appear(tmp_path, monkeypatch):
+    idx, _ = _chunks(tmp_path / "idx")
+
+    def fails(self, final):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mf.ManifestWriter, "_flush", fails)
+    with pytest.raises(Exception, match="No space left"):
+        mf.write_manifest(idx, tmp_path / "m.arrow")
+    assert not any(p.name.startswith(("m.arrow", ".m.arrow")) for p in tmp_path.iterdir())  # nor its temp file

@@ -13,7 +13,9 @@ indexes written before (``manifest-G.parquet``) are read whole.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -149,10 +151,11 @@ class ManifestWriter:
         self._size = 0
 
     def __enter__(self) -> "ManifestWriter":
-        self._atomic = atomic_path(self.path)
-        tmp = self._atomic.__enter__()
-        self._sink = pa.OSFile(str(tmp), "wb")
-        self._writer = pa.ipc.new_file(self._sink, MANIFEST_SCHEMA)
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(self.path))
+            sink = stack.enter_context(pa.OSFile(str(tmp), "wb"))
+            self._writer = stack.enter_context(pa.ipc.new_file(sink, MANIFEST_SCHEMA))
+            self._files = stack.pop_all()  # closed by __exit__: the writer, the file, then the atomic rename
         return self
 
     def write(self, live: pa.Table) -> None:
@@ -176,13 +179,19 @@ class ManifestWriter:
             self._pending, self._size = [rest], rest.num_rows
 
     def __exit__(self, *exc: Any) -> None:
-        try:
-            if exc[0] is None:
+        if exc[0] is None:
+            try:
                 self._flush(final=True)
-            self._writer.close()
-            self._sink.close()
-        finally:
-            self._atomic.__exit__(*exc)
+            except BaseException:  # the last rows failed: the file must not appear
+                if not self._files.__exit__(*sys.exc_info()):
+                    raise
+                return
+        self._files.__exit__(*exc)
+
+
+def skip_pairs(skips: pa.Table) -> list[tuple[str, str]]:
+    """(path, reason) of each row of a skips table (``SKIP_SCHEMA``), as ``skipped.csv`` lists them."""
+    return list(zip(skips.column("path").to_pylist(), skips.column("reason").to_pylist()))
 
 
 def write_skips(path: Path, skips: pa.Table) -> None:
@@ -234,7 +243,7 @@ def write_manifest(idx: IndexDir, path: Path, *, skips_path: Optional[Path] = No
     skipped = pa.concat_tables(skips) if skips else SKIP_SCHEMA.empty_table()
     if skips_path is not None:
         write_skips(skips_path, skipped)
-    return out.rows, list(zip(skipped.column("path").to_pylist(), skipped.column("reason").to_pylist()))
+    return out.rows, skip_pairs(skipped)
 
 
 class Manifest:
@@ -312,4 +321,5 @@ class Lookup(Sequence[Any]):
 
 
 __all__ = ["BATCH_ROWS", "DELETED", "deleted_row", "MANIFEST_SCHEMA", "MAX_PARTS", "MAX_ROWS", "Lookup", "Manifest",
-           "ManifestWriter", "SKIP_SCHEMA", "latest_rows", "split_latest", "write_manifest", "write_skips"]
+           "ManifestWriter", "SKIP_SCHEMA", "latest_rows", "skip_pairs", "split_latest", "write_manifest",
+           "write_skips"]

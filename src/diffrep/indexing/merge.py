@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..progress import ProgressCallback, emit
-from .manifest import (MANIFEST_SCHEMA, MAX_ROWS, SKIP_SCHEMA, Manifest, ManifestWriter, _chunk_rows, _tagged_chunks, _TAGGED,
-                       latest_rows, split_latest, write_skips)
+from .manifest import (_TAGGED, MANIFEST_SCHEMA, MAX_ROWS, SKIP_SCHEMA, Manifest, ManifestWriter, _chunk_rows,
+                       _tagged_chunks, latest_rows, skip_pairs, split_latest, write_skips)
 from .store import IndexDir
 
 
@@ -95,7 +95,7 @@ def merge_manifest(idx: IndexDir, path: Path, skips_path: Path, previous: Path, 
     except (_OutOfOrder, pa.ArrowException):
         return None
     write_skips(skips_path, skips)
-    return out.rows, list(zip(skips.column("path").to_pylist(), skips.column("reason").to_pylist()))
+    return out.rows, skip_pairs(skips)
 
 
 class _OutOfOrder(Exception):
