@@ -377,3 +377,25 @@ def test_a_driver_killed_mid_stream_keeps_its_chunks(cluster, images, tmp_path, 
     ray_idx, local_idx = open_index(tmp_path / "ray"), open_index(tmp_path / "local")
     assert ray_idx.column("id") == local_idx.column("id")
     np.testing.assert_allclose(ray_idx.vectors(np.arange(24)), local_idx.vectors(np.arange(24)), atol=1e-6)
+
+
+def test_a_task_failure_is_the_workers_own_error(cluster):
+    """``job_error`` (used by the embedding pipeline, the IVF fill and the audit's row tasks): a DiffrepError
+    raised in a task keeps its class and message; any other failure names the stage."""
+    from diffrep.distributed.ray_index import job_error
+    from diffrep.indexing.store import DamagedChunkError
+
+    def damaged() -> None:  # defined here so that it travels by value to the worker
+        raise DamagedChunkError(Path("/idx"), 7, "is truncated")
+
+    r = connect(cluster)
+    with pytest.raises(r.exceptions.RayError) as caught:
+        r.get(r.remote(num_cpus=1)(damaged).remote())
+    err = job_error(caught.value, "filling the IVF index")
+    assert type(err) is DamagedChunkError and err.number == 7
+    assert str(err) == str(DamagedChunkError(Path("/idx"), 7, "is truncated"))
+    with pytest.raises(r.exceptions.RayError) as caught:
+        r.get(r.remote(num_cpus=1)(lambda: 1 / 0).remote())
+    err = job_error(caught.value, "stage verify (rows 0-15)", "")
+    assert str(err).startswith("stage verify (rows 0-15) failed on Ray (") and "division by zero" in str(err)
+    assert "\n" not in str(err)

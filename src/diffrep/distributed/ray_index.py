@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -62,11 +63,12 @@ def connect(address: str) -> Any:
 ACTOR_CPUS = 1  # CPUs Ray reserves per embedding actor; its inference uses as many threads
 
 
-def job_error(exc: BaseException, what: str) -> DiffrepError:
-    """A failed Ray job as one error: the ``DiffrepError`` a worker raised (a descriptor that fails on a batch,
-    say), with its own message and exit code, found down the exception's causes or, where Ray kept only its
-    traceback text, rebuilt from its last line; otherwise ``what`` failed, with the innermost cause in one line.
-    Committed work is kept either way."""
+def job_error(exc: BaseException, what: str,
+              then: str = "what was committed is kept: run the same command again") -> DiffrepError:
+    """A failed Ray job or task as one error: the ``DiffrepError`` a worker raised (a descriptor that fails on a
+    batch, a damaged chunk), with its own message and exit code, found down the exception's causes or, where Ray
+    kept only its traceback text, rebuilt from its last line; otherwise ``what`` failed, with the innermost cause
+    in one line, and ``then``."""
     from .. import errors
 
     seen, e = 0, exc
@@ -76,13 +78,15 @@ def job_error(exc: BaseException, what: str) -> DiffrepError:
             return e
         cause = getattr(e, "cause", None)
         root, e, seen = e, (cause if isinstance(cause, BaseException) else e.__cause__), seen + 1
-    raised = re.findall(r"^diffrep\.errors\.(\w+): (.+)$", str(exc), flags=re.MULTILINE)
-    if raised:
-        kind = getattr(errors, raised[-1][0], None)
-        if isinstance(kind, type) and issubclass(kind, DiffrepError):
-            return kind(raised[-1][1])
-    return DiffrepError(f"{what} failed on Ray ({type(root).__name__}: {errors.brief(root)}); what was committed is "
-                        "kept: run the same command again")
+    raised = re.findall(r"^(diffrep(?:\.\w+)*)\.(\w+): (.+)$", str(exc), flags=re.MULTILINE)
+    if raised:  # the class as the user would see it locally, or its base in diffrep.errors (same exit code)
+        module, name, message = raised[-1]
+        kind = getattr(sys.modules.get(module), name, None)
+        base = next((c for c in getattr(kind, "__mro__", ()) if c.__module__ == errors.__name__), None)
+        if base is not None and issubclass(base, DiffrepError):
+            return base(message)
+    cause = f"{what} failed on Ray ({type(root).__name__}: {errors.brief(root)})"
+    return DiffrepError(f"{cause}; {then}" if then else cause)
 
 
 def gpu_workers(ray: Any, workers: int) -> int:
@@ -204,8 +208,8 @@ def fill_ivf(idx: Any, manifest: Any, dim: int, *, address: str, workers: int, s
                 try:
                     part = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # a lost worker or a damaged chunk: nothing was written
-                    raise DiffrepError(f"filling the IVF index on Ray failed ({str(exc).strip().splitlines()[-1]}); "
-                                       "the embedded chunks are kept: re-run the same command") from None
+                    raise job_error(exc, "filling the IVF index",
+                                    "the embedded chunks are kept: re-run the same command") from None
                 if scratch is None:
                     index.merge_from(faiss.deserialize_index(part), 0)
                 else:

@@ -15,9 +15,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import DiffrepError
 from ..progress import ProgressCallback, emit
-from .ray_index import ACTOR_CPUS, connect
+from .ray_index import ACTOR_CPUS, connect, job_error
 
 ROWS_PER_TASK = 16  # rows per Ray task: a part verifies or matches ROWS_PER_TASK x K candidate pairs
 IN_FLIGHT_PER_WORKER = 2  # parts queued per worker, so a worker never waits for the driver
@@ -58,8 +57,7 @@ def map_rows(job: Callable[..., Any], readers: Sequence[Any], cand: np.ndarray, 
         try:
             results[number] = ray.get(ref)
         except ray.exceptions.RayError as exc:
-            raise DiffrepError(f"a Ray task of stage {stage} failed (rows {parts[number][0]}-{parts[number][1] - 1}): "
-                               f"{str(exc).strip().splitlines()[-1][:300]}") from None
+            raise job_error(exc, f"stage {stage} (rows {parts[number][0]}-{parts[number][1] - 1})", "") from None
         done += parts[number][1] - parts[number][0]
         emit(progress, stage, done, n)
     return [results[i] for i in range(len(parts))]

@@ -62,8 +62,10 @@ class DamagedChunkError(DiffrepIndexError):
     def __init__(self, root: Path, number: int, reason: str) -> None:
         super().__init__(f"index {root} is damaged: chunk c{number:06d} {reason}. Re-run `diffrep index` on the "
                          "same source: it drops the damaged chunk and embeds those images again.")
-        self.number = number
-        self.reason = reason
+        self.root, self.number, self.reason = root, number, reason
+
+    def __reduce__(self) -> tuple[Any, tuple[Path, int, str]]:  # a Ray task that raises it hands it back whole
+        return type(self), (self.root, self.number, self.reason)
 
 
 def check_vectors(v: np.ndarray) -> str | None:
