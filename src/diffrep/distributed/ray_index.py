@@ -162,13 +162,14 @@ SHARD_VECTORS = 1_000_000  # stored vectors per IVF fill task
 def _fill_shard(root: str, chunks: np.ndarray, rows: np.ndarray, start: int, empty: np.ndarray,
                 dim: int, out: str | None = None) -> Any:
     """A Ray task: the trained empty index ``empty`` (serialized) with the shard's stored vectors added under
-    FAISS ids ``start``..., serialized, or written to the file ``out`` (a shared filesystem) whose path it
-    returns."""
+    FAISS ids ``start``..., serialized, or written atomically to the file ``out`` (a shared filesystem) whose
+    path it returns (a task killed while writing and run again leaves no half-written file behind)."""
     from pathlib import Path
 
     import faiss
     import pyarrow as pa
 
+    from ..fsutil import atomic_path
     from ..indexing.build import gather_vectors
     from ..indexing.store import IndexDir
 
@@ -177,7 +178,8 @@ def _fill_shard(root: str, chunks: np.ndarray, rows: np.ndarray, start: int, emp
     index.add_with_ids(vectors, np.arange(start, start + len(vectors), dtype=np.int64))
     if out is None:
         return faiss.serialize_index(index)
-    faiss.write_index(index, out)
+    with atomic_path(out) as tmp:
+        faiss.write_index(index, str(tmp))
     return out
 
 
