@@ -3,6 +3,12 @@ every such rerun did before ``indexing.extend``) against extending the previous 
 manifests, renumber the ids of its inverted lists, add the new vectors), in one run on the same vectors.
 
     python benchmarks/bench_extend.py --stored 1000000 --added 10000
+    python benchmarks/bench_extend.py --stored 1000000 --added 10000 --on-disk
+
+With ``--on-disk`` both indexes keep their lists in list files (``diffrep index --on-disk``): the rebuild fills
+shards and merges them into a new file, the extension copies the old lists renumbered into a new file and adds
+the new vectors through a shard file (``ondisk.extend_on_disk``); peak RSS then shows that neither holds the
+lists in memory.
 
 Synthetic unit vectors (Gaussian, 512-d, the SSCD size); the added rows take random places in the id order,
 as new file names do. Both indexes then get the probes ``diffrep index`` tunes (``faiss_index.tune_probes`` on
@@ -23,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from diffrep.indexing import faiss_index
-from diffrep.indexing.extend import added_rows, renumber
+from diffrep.indexing import faiss_index, ondisk
+from diffrep.indexing.extend import added_rows, renumber, shifted
 from diffrep.indexing.manifest import Manifest
 
 DIM = 512
@@ -52,6 +58,7 @@ def main() -> None:
     ap.add_argument("--stored", type=int, default=1_000_000, help="vectors in the previous generation")
     ap.add_argument("--added", type=int, default=10_000, help="vectors the rerun adds")
     ap.add_argument("--type", choices=("ivf", "ivfpq"), default="ivf", help="index type (what auto picks below 10M)")
+    ap.add_argument("--on-disk", action="store_true", help="lists in list files, as `diffrep index --on-disk`")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     import faiss
@@ -63,13 +70,15 @@ def main() -> None:
     is_added[rng.choice(n, a.added, replace=False)] = True
     old_x = x[~is_added]
     kind = a.type
-    out: dict = {"stored": a.stored, "added": a.added, "type": kind}
+    out: dict = {"stored": a.stored, "added": a.added, "type": kind, "on_disk": a.on_disk}
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         # the previous generation: trained on and filled with the old rows (not timed)
         pick = np.sort(rng.choice(a.stored, faiss_index.train_size(kind, a.stored), replace=False))
-        old_index, params = faiss_index.build(_batches(old_x), a.stored, DIM, kind, old_x[pick])
+        lists = (lambda name: work / f"{name}.ivfdata") if a.on_disk else (lambda name: None)
+        old_index, params = faiss_index.build(_batches(old_x), a.stored, DIM, kind, old_x[pick],
+                                              on_disk=lists("old"))
         faiss.write_index(old_index, str(work / "old.faiss"))
         del old_index
         # the old rows sit in chunks 1.., 1,024 rows each; the added rows in the chunk after the last
@@ -83,22 +92,30 @@ def main() -> None:
 
         t0 = time.perf_counter()
         pick = np.sort(rng.choice(n, faiss_index.train_size(kind, n), replace=False))
-        rebuilt, rebuilt_params = faiss_index.build(_batches(x), n, DIM, kind, x[pick])
+        rebuilt, rebuilt_params = faiss_index.build(_batches(x), n, DIM, kind, x[pick], on_disk=lists("rebuilt"))
         out["rebuild_s"] = round(time.perf_counter() - t0, 2)
 
         t0 = time.perf_counter()
-        grown = faiss.read_index(str(work / "old.faiss"))
+        grown = ondisk.read(work / "old.faiss") if a.on_disk else faiss.read_index(str(work / "old.faiss"))
         added = added_rows(old_m, new_m, last)
         t_compare = time.perf_counter()
-        renumber(grown, added)
-        t_renumber = time.perf_counter()
-        grown.add_with_ids(x[added], added)
+        if a.on_disk:  # renumbering and adding are one pass here: the old lists are copied as they are renumbered
+            grown = ondisk.extend_on_disk(grown, ondisk.trained_empty(work / "old.faiss"),
+                                          lambda ids: shifted(ids, added), _batches(x[added]), added,
+                                          lists("extended"))
+            t_renumber = t_compare
+        else:
+            renumber(grown, added)
+            t_renumber = time.perf_counter()
+            grown.add_with_ids(x[added], added)
         out["extend_s"] = round(time.perf_counter() - t0, 2)
         out["extend_parts_s"] = {"read_and_compare": round(t_compare - t0, 2),
                                  "renumber": round(t_renumber - t_compare, 2),
                                  "add": round(time.perf_counter() - t_renumber, 2)}
         out["speedup"] = round(out["rebuild_s"] / out["extend_s"], 1)
         assert np.array_equal(added, np.flatnonzero(is_added)) and grown.ntotal == n
+        if a.on_disk:
+            out["list_file_gb"] = round(lists("extended").stat().st_size / 1e9, 2)
 
         check = faiss_index.tuning_rows(n)
         runs = (("rebuilt", rebuilt, rebuilt_params, check), ("extended", grown, params, check),

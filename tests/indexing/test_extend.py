@@ -7,6 +7,7 @@ import numpy as np
 
 from diffrep.indexing import index, open_index
 from diffrep.indexing.extend import shifted
+from diffrep.indexing.store import IndexDir
 
 
 def test_old_rows_move_down_by_the_added_rows_before_them() -> None:
@@ -38,21 +39,23 @@ def _exhaustive(ix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return scores, ids, np.sort(exact, axis=1)[:, ::-1][:, :5]
 
 
-def test_added_images_extend_the_trained_index(emoji_files: list[Path], tmp_path: Path) -> None:
+def _grown(emoji_files: list[Path], tmp_path: Path, on_disk: bool):
+    """An IVF index of 1,000 emoji, then 100 more whose names sort between theirs: (files, source folder,
+    index folder, the first generation's index, the grown one's), checked to be an extension."""
     import faiss
 
     src, out = tmp_path / "src", tmp_path / "idx"
     files = sorted(emoji_files[:1400], key=lambda f: f.name)
     later = files[:1100:11]  # 100 images whose names sort between the first 1,000's
     _link([f for f in files[:1100] if f not in later], src)
-    index(src, out, index_type="ivf")
+    index(src, out, index_type="ivf", on_disk=on_disk)
     before = open_index(out)
     p0 = before.meta["index"]
     assert p0["type"] == "ivf" and p0["trained_for"] == 1000 and "extended" not in p0
     centroids = faiss.extract_index_ivf(before.faiss).quantizer.reconstruct_n(0, p0["nlist"])
 
     _link(later, src)  # 10% of the trained size
-    r = index(src, out, index_type="ivf")
+    r = index(src, out, index_type="ivf", on_disk=on_disk)
     assert (r.added, r.unchanged) == (100, 1000)
     ix = open_index(out)
     p = ix.meta["index"]
@@ -66,6 +69,11 @@ def test_added_images_extend_the_trained_index(emoji_files: list[Path], tmp_path
     own = ix.vectors(np.arange(len(ix)))
     np.testing.assert_allclose(np.einsum("qd,qkd->qk", own[::10], own[ids]), scores, atol=1e-5)
     assert ((ids[:, 0] == np.arange(0, 1100, 10)) | (scores[:, 0] > 0.9999)).all()  # itself, or a twin
+    return files, src, out, before, ix
+
+
+def test_added_images_extend_the_trained_index(emoji_files: list[Path], tmp_path: Path) -> None:
+    files, src, out, _, ix = _grown(emoji_files, tmp_path, on_disk=False)
 
     # a replaced image (same name, other picture) changes an old row: rebuilt and trained again
     victim = src / files[1].name
@@ -81,6 +89,61 @@ def test_added_images_extend_the_trained_index(emoji_files: list[Path], tmp_path
     ix = open_index(out)
     p = ix.meta["index"]
     assert "extended" not in p and p["trained_for"] == len(ix) == ix.faiss.ntotal
+
+
+def test_an_on_disk_index_is_extended_into_the_new_list_file(emoji_files: list[Path], tmp_path: Path) -> None:
+    from diffrep.indexing import ondisk
+
+    _, _, out, before, ix = _grown(emoji_files, tmp_path, on_disk=True)
+    assert ondisk.is_on_disk(ix.faiss) and ix.meta["index"]["on_disk"]
+    gen = ix.meta["generation"]
+    current = IndexDir(out).faiss_path(gen)  # the previous generation's index and list file are removed
+    assert sorted(out.glob("index-*")) == [current, ondisk.data_path(current)]
+    assert not list(out.glob(ondisk.SCRATCH_PREFIX + "*"))  # the shard folder is gone
+
+
+def _unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_on_disk_extension_gives_the_in_memory_lists(tmp_path: Path) -> None:
+    """``ondisk.extend_on_disk`` (old lists renumbered and copied, added vectors through shard files) leaves
+    every cell with the ids and codes, in the order, that renumbering and adding in memory leave."""
+    import faiss
+
+    from diffrep.indexing import ondisk
+    from diffrep.indexing.extend import renumber
+
+    x = _unit_rows(3000, 32, 1)
+    is_added = np.zeros(3000, bool)
+    is_added[np.random.default_rng(2).choice(3000, 400, replace=False)] = True
+    added = np.flatnonzero(is_added)
+    trained = faiss.IndexIVFPQ(faiss.IndexFlatIP(32), 32, 16, 8, 6, faiss.METRIC_INNER_PRODUCT)
+    trained.train(x)
+    old = ondisk.fill_on_disk(faiss.clone_index(trained), [x[~is_added]], tmp_path / "index-1.ivfdata", shard=1000)
+    faiss.write_index(old, str(tmp_path / "index-1.faiss"))
+    del old
+    old = ondisk.read(tmp_path / "index-1.faiss")
+    grown = ondisk.extend_on_disk(old, ondisk.trained_empty(tmp_path / "index-1.faiss"),
+                                  lambda ids: shifted(ids, added), [x[added[:250]], x[added[250:]]], added,
+                                  tmp_path / "index-2.ivfdata", shard=150)  # three shard files
+    in_memory = faiss.clone_index(trained)
+    in_memory.add(x[~is_added])
+    renumber(in_memory, added)
+    in_memory.add_with_ids(x[added], added)
+    assert ondisk.is_on_disk(grown) and grown.ntotal == in_memory.ntotal == 3000
+    a, b = ondisk.faiss_lists(grown), in_memory.invlists
+    for cell in range(16):
+        n = a.list_size(cell)
+        assert n == b.list_size(cell)
+        assert np.array_equal(faiss.rev_swig_ptr(a.get_ids(cell), n), faiss.rev_swig_ptr(b.get_ids(cell), n))
+        assert np.array_equal(faiss.rev_swig_ptr(a.get_codes(cell), n * 6), faiss.rev_swig_ptr(b.get_codes(cell), n * 6))
+    faiss.write_index(grown, str(tmp_path / "index-2.faiss"))
+    del grown
+    reread = ondisk.read(tmp_path / "index-2.faiss")  # the index file names its own list file
+    reread.nprobe = in_memory.nprobe = 16
+    assert np.array_equal(reread.search(x[::7], 10)[1], in_memory.search(x[::7], 10)[1])
 
 
 def test_renumbered_ivfpq_lists_search_like_a_fresh_fill() -> None:

@@ -295,7 +295,8 @@ def _build_or_extend(idx: IndexDir, dim: int, previous: dict[str, Any], manifest
     """The FAISS index of generation ``gen``: the previous generation's IVF index grown by the added rows
     (``extend.py``), else one built anew, an IVF index trained on a sample of ``faiss_index.train_size`` rows."""
     gather = lambda rows: gather_vectors(idx, rows, dim)  # noqa: E731
-    grown = None if on_disk else extend_previous(idx, previous, manifest, dim, choice, gather, progress)
+    lists = ondisk.data_path(idx.faiss_path(gen)) if on_disk else None
+    grown = extend_previous(idx, previous, manifest, dim, choice, gather, progress, on_disk=lists)
     if grown is not None:
         return grown
     n, kind = manifest.num_rows, choice["type"]
@@ -307,7 +308,7 @@ def _build_or_extend(idx: IndexDir, dim: int, previous: dict[str, Any], manifest
     faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest, dim), n, dim, kind, sample,
                                           pq_m=choice["pq_m"],
                                           fill=fill(idx, manifest, dim, progress=progress) if fill else None,
-                                          on_disk=ondisk.data_path(idx.faiss_path(gen)) if on_disk else None,
+                                          on_disk=lists,
                                           progress=progress)
     if params["type"] in ("ivf", "ivfpq"):
         params["trained_for"] = n

@@ -4,22 +4,27 @@ A FAISS id is a row of the manifest, and the manifest is sorted by image id, so 
 take rows between the old ones and move them. When every row of the previous manifest is in the new one
 unchanged (same chunk, same row: nothing was re-embedded, deleted or dropped as damaged), the previous
 index is read, the ids in its inverted lists are renumbered (an old row moves down by the number of added
-rows sorted before it) and only the added vectors are assigned to the trained cells and added. At 1B images
-a rebuild costs about 270 core-hours (training and filling, docs/scale.md); adding 1% this way fills only
-that 1%.
+rows sorted before it) and only the added vectors are assigned to the trained cells and added. An index whose
+lists are on disk (``--on-disk``) is grown into the new generation's list file: its lists are read once,
+memory-mapped, renumbered and written once, the added vectors going through shard files
+(``ondisk.extend_on_disk``); the cells end up as the in-memory extension leaves them. At 1B images a rebuild
+costs about 270 core-hours (training and filling, docs/scale.md); adding 1% this way fills only that 1%.
 
 The cells stay those trained for ``trained_for`` vectors; once the index has grown past ``GROWTH_LIMIT``
-of that, or anything else changed (index type or code size, inverted lists on disk, a row replaced), the
+of that, or anything else changed (index type or code size, lists moved to or from disk, a row replaced), the
 caller rebuilds and retrains. The probes are tuned again on the grown index either way.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
 
 from ..progress import ProgressCallback, emit
+from . import ondisk
 from .manifest import Manifest
 from .store import IndexDir
 
@@ -73,15 +78,16 @@ def renumber(index: Any, added: np.ndarray) -> None:
 
 
 def extend_previous(idx: IndexDir, previous: dict[str, Any], manifest: Manifest, dim: int, choice: dict[str, Any],
-                    gather: Any, progress: Optional[ProgressCallback] = None) -> Optional[tuple[Any, dict[str, Any]]]:
+                    gather: Any, progress: Optional[ProgressCallback] = None,
+                    on_disk: Optional[Path] = None) -> Optional[tuple[Any, dict[str, Any]]]:
     """The previous generation's IVF index (``previous``: its index.json) grown by the rows ``manifest`` adds,
     with its search parameters, or None where it must be rebuilt (module docstring). ``choice``: the index
-    ``faiss_index.plan`` picks for the new size; ``gather(rows_table) -> vectors`` reads stored vectors."""
-    import faiss
-
+    ``faiss_index.plan`` picks for the new size; ``gather(rows_table) -> vectors`` reads stored vectors;
+    ``on_disk``: the new generation's list file, when the index keeps its lists on disk (the previous one must
+    have too)."""
     params = dict(previous.get("index") or {})
     kind = params.get("type")
-    if not previous.get("complete") or kind not in ("ivf", "ivfpq") or params.get("on_disk"):
+    if not previous.get("complete") or kind not in ("ivf", "ivfpq") or bool(params.get("on_disk")) != bool(on_disk):
         return None
     if choice["type"] != kind or (kind == "ivfpq" and choice["pq_m"] != params.get("pq_m")):
         return None
@@ -99,17 +105,12 @@ def extend_previous(idx: IndexDir, previous: dict[str, Any], manifest: Manifest,
     added = added_rows(old, manifest, int(previous.get("last_chunk", 0)))
     if added is None or not len(added):  # nothing added: a rerun that still builds (new options, a damaged
         return None  # index file) rebuilds
-    try:
-        index = faiss.read_index(str(path))
-    except RuntimeError:
+    batches = (np.ascontiguousarray(gather(manifest.take(added[s:s + BATCH], ["chunk", "row"])), np.float32)
+               for s in range(0, len(added), BATCH))
+    grow = _grow_on_disk if on_disk else _grow_in_memory
+    index = grow(path, old.num_rows, added, batches, on_disk, progress)
+    if index is None:
         return None
-    if index.ntotal != old.num_rows:
-        return None
-    renumber(index, added)
-    for s in range(0, len(added), BATCH):
-        rows = added[s:s + BATCH]
-        index.add_with_ids(np.ascontiguousarray(gather(manifest.take(rows, ["chunk", "row"])), np.float32), rows)
-        emit(progress, "build-index", old.num_rows + s + len(rows), manifest.num_rows, unit="vec")
     for stale in ("self_recall_at_1", "self_recall_sample", "edited_copy_recall_at_1", "edited_copy_sample",
                   "nprobe_trials", "choice", "estimated_bytes"):
         params.pop(stale, None)
@@ -117,6 +118,44 @@ def extend_previous(idx: IndexDir, previous: dict[str, Any], manifest: Manifest,
     params["extended"] = {"from_generation": generation, "added": int(len(added)),
                           "since_training": int(manifest.num_rows - trained_for)}
     return index, params
+
+
+def _grow_in_memory(path: Path, old_rows: int, added: np.ndarray, batches: Iterator[np.ndarray], _target: Any,
+                    progress: Optional[ProgressCallback]) -> Any:
+    """The index file ``path`` (``old_rows`` entries) read into memory, renumbered and given ``batches``
+    (the vectors of rows ``added``); None when it cannot be read or holds another count."""
+    import faiss
+
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError:
+        return None
+    if index.ntotal != old_rows:
+        return None
+    renumber(index, added)
+    done = 0
+    for vectors in batches:
+        index.add_with_ids(vectors, added[done:done + len(vectors)])
+        done += len(vectors)
+        emit(progress, "build-index", old_rows + done, old_rows + len(added), unit="vec")
+    return index
+
+
+def _grow_on_disk(path: Path, old_rows: int, added: np.ndarray, batches: Iterator[np.ndarray], target: Path,
+                  progress: Optional[ProgressCallback]) -> Any:
+    """The on-disk index file ``path`` (its list file beside it) grown into the list file ``target``
+    (``ondisk.extend_on_disk``: the old lists, renumbered, copied once; the added vectors filled in shards);
+    None when it cannot be read or holds another count."""
+    try:
+        old, empty = ondisk.read(path), ondisk.trained_empty(path)
+    except RuntimeError:
+        return None
+    if old.ntotal != old_rows:
+        return None
+    report = None if progress is None else (lambda p: progress(
+        dataclasses.replace(p, done=old_rows + p.done, total=old_rows + len(added))))
+    return ondisk.extend_on_disk(old, empty, lambda ids: shifted(ids, added), batches, added, target,
+                                 progress=report)
 
 
 __all__ = ["GROWTH_LIMIT", "added_rows", "extend_previous", "renumber", "shifted"]

@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Iterable, Optional
+from typing import Any, Callable, Iterator, Iterable, Optional
 
 import numpy as np
 
@@ -63,9 +63,10 @@ def data_path(index_path: Path) -> Path:
 
 
 def fill_shards(index: Any, batches: Iterable[np.ndarray], scratch: Path, shard: int = SHARD_VECTORS,
-                progress: Optional[ProgressCallback] = None, total: int = 0) -> list[Path]:
-    """Add ``batches`` (FAISS ids 0, 1, ... in order) to clones of the trained empty IVF ``index``, ``shard``
-    vectors per clone, each written to a file in ``scratch``; returns the files in id order."""
+                progress: Optional[ProgressCallback] = None, total: int = 0,
+                ids: Optional[np.ndarray] = None) -> list[Path]:
+    """Add ``batches`` (FAISS ids 0, 1, ... in order, or ``ids``) to clones of the trained empty IVF ``index``,
+    ``shard`` vectors per clone, each written to a file in ``scratch``; returns the files in order."""
     import faiss
 
     paths: list[Path] = []
@@ -86,7 +87,8 @@ def fill_shards(index: Any, batches: Iterable[np.ndarray], scratch: Path, shard:
                 part, start = faiss.clone_index(index), added
             take = min(len(batch) - pos, shard - (added - start))
             rows = np.ascontiguousarray(batch[pos:pos + take], dtype=np.float32)
-            part.add_with_ids(rows, np.arange(added, added + take, dtype=np.int64))
+            part.add_with_ids(rows, np.arange(added, added + take, dtype=np.int64) if ids is None
+                              else np.ascontiguousarray(ids[added:added + take], dtype=np.int64))
             pos += take
             added += take
             if added - start >= shard:
@@ -125,6 +127,74 @@ def fill_on_disk(index: Any, batches: Iterable[np.ndarray], target: Path, shard:
         return merge_shards(index, fill_shards(index, batches, scratch, shard, progress, total), target)
 
 
+def trained_empty(index_path: Path) -> Any:
+    """The IVF index of the file ``index_path`` without its entries (its quantizer and codec only), its lists
+    in memory and empty: to be filled again."""
+    import faiss
+
+    index = faiss.read_index(str(index_path), faiss.IO_FLAG_SKIP_IVF_DATA)
+    ivf = faiss.extract_index_ivf(index)
+    lists = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
+    ivf.replace_invlists(lists, True)
+    lists.this.disown()
+    ivf.ntotal = index.ntotal = 0
+    return index
+
+
+def extend_on_disk(old: Any, empty: Any, renumber: Callable[[np.ndarray], np.ndarray], batches: Iterable[np.ndarray],
+                   ids: np.ndarray, target: Path, shard: int = SHARD_VECTORS,
+                   progress: Optional[ProgressCallback] = None) -> Any:
+    """``empty`` (``trained_empty`` of the on-disk IVF index ``old``) holding ``old``'s entries with their ids
+    renumbered (``renumber(ids) -> ids``) and then ``batches`` (vectors) under the FAISS ids ``ids``, its lists
+    in the new list file ``target``; in each cell the old entries come first, as ``extend.renumber`` and
+    ``add_with_ids`` leave an in-memory index. The added vectors go through shard files beside ``target``
+    (``fill_shards``), so memory holds one shard; the old lists are read once, memory-mapped, and written once."""
+    with shard_folder(target) as scratch:
+        files = fill_shards(empty, batches, scratch, shard, progress, len(ids), ids=ids)
+        return _merge_renumbered(empty, faiss_lists(old), renumber, files, target)
+
+
+def faiss_lists(index: Any) -> Any:
+    import faiss
+
+    return faiss.extract_index_ivf(index).invlists
+
+
+def _merge_renumbered(index: Any, old_lists: Any, renumber: Callable[[np.ndarray], np.ndarray], shards: list[Path],
+                      target: Path) -> Any:
+    """``index`` (trained, empty) with ``old_lists`` (ids renumbered) and then the shard files' lists, cell by
+    cell, in the on-disk list file ``target``."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index)
+    parts = [faiss.read_index(str(p), faiss.IO_FLAG_MMAP) for p in shards]  # kept alive during the merge
+    lists = [old_lists] + [faiss_lists(part) for part in parts]
+    sizes = np.array([[il.list_size(c) for c in range(ivf.nlist)] for il in lists], np.uint64).reshape(-1, ivf.nlist)
+    target.unlink(missing_ok=True)
+    ondisk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(target))
+    per_cell = np.ascontiguousarray(sizes.sum(axis=0))  # held here: FAISS reads it through a bare pointer
+    with _quiet():  # each list's place in the file, then the file at its full size (as merge_from_multiple)
+        ondisk.set_all_lists_sizes(faiss.swig_ptr(per_cell))
+        if sizes.sum():
+            ondisk.update_totsize(int(sizes.sum()) * (8 + ivf.code_size))
+    for cell in range(ivf.nlist):
+        at = 0
+        for k, il in enumerate(lists):
+            n = int(sizes[k, cell])
+            if not n:
+                continue
+            ids = faiss.rev_swig_ptr(il.get_ids(cell), n).copy()
+            codes = np.ascontiguousarray(faiss.rev_swig_ptr(il.get_codes(cell), n * ivf.code_size))
+            ids = np.ascontiguousarray(renumber(ids) if k == 0 else ids, dtype=np.int64)
+            ondisk.update_entries(cell, at, n, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
+            at += n
+    ivf.replace_invlists(ondisk, True)
+    ondisk.this.disown()
+    ivf.ntotal = index.ntotal = int(sizes.sum())
+    del parts
+    return index
+
+
 @contextlib.contextmanager
 def shard_folder(target: Path) -> Iterator[Path]:
     """A scratch folder for shard files beside the list file ``target``, removed on leaving."""
@@ -155,5 +225,5 @@ def read(index_path: Path) -> Any:
         return faiss.read_index(str(index_path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
 
 
-__all__ = ["DATA_SUFFIX", "SCRATCH_PREFIX", "SHARD_VECTORS", "data_path", "fill_on_disk", "fill_shards", "is_on_disk",
-           "merge_shards", "read", "shard_folder"]
+__all__ = ["DATA_SUFFIX", "SCRATCH_PREFIX", "SHARD_VECTORS", "data_path", "extend_on_disk", "faiss_lists", "fill_on_disk",
+           "fill_shards", "is_on_disk", "merge_shards", "read", "shard_folder", "trained_empty"]
