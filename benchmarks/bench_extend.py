@@ -7,8 +7,8 @@ manifests, renumber the ids of its inverted lists, add the new vectors), in one 
 
 With ``--on-disk`` both indexes keep their lists in list files (``diffrep index --on-disk``): the rebuild fills
 shards and merges them into a new file, the extension copies the old lists renumbered into a new file and adds
-the new vectors through a shard file (``ondisk.extend_on_disk``); peak RSS then shows that neither holds the
-lists in memory.
+the new vectors through a shard file (``ondisk.extend_on_disk``). The vectors themselves are held in memory
+by this script either way (peak RSS is the script's, not the index's).
 
 Synthetic unit vectors (Gaussian, 512-d, the SSCD size); the added rows take random places in the id order,
 as new file names do. Both indexes then get the probes ``diffrep index`` tunes (``faiss_index.tune_probes`` on

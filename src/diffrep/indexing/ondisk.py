@@ -13,6 +13,8 @@ neither the build nor the search holds them all in memory:
    offsets and the list file's name (``merge_shards``).
 3. Load: ``read`` opens the index with the list file taken from the index's own folder, so an index directory
    can be moved or copied as a whole.
+4. Extend (a rerun that only adds images, ``extend.py``): ``extend_on_disk`` writes the next generation's list
+   file from the previous one's lists, their ids renumbered, and the added vectors' shard files, cell by cell.
 
 The same vectors in the same order give the same lists as an in-memory fill (ids and codes per cell), so
 search results are identical; tests check it.
