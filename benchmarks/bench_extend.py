@@ -100,7 +100,7 @@ def main() -> None:
         added = added_rows(old_m, new_m, last)
         t_compare = time.perf_counter()
         if a.on_disk:  # renumbering and adding are one pass here: the old lists are copied as they are renumbered
-            grown = ondisk.extend_on_disk(grown, ondisk.trained_empty(work / "old.faiss"),
+            grown = ondisk.extend_on_disk(grown, ondisk.trained_empty(grown),
                                           lambda ids: shifted(ids, added), _batches(x[added]), added,
                                           lists("extended"))
             t_renumber = t_compare

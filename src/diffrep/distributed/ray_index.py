@@ -3,9 +3,10 @@ the Ray Data pipeline (``ray_data``: decoding tasks, an actor pool holding the d
 index chunks, ``embed_set`` hands an audit's generations or reference images back in input order), tar shards and
 Parquet tables indexed shard by shard (``index_shards``: a Ray Data task per shard scans it, compares it with the
 index and decodes it, the actors embed; the driver never lists their records), and the filling of an IVF index
-(``fill_ivf``): Ray tasks each add one shard of the stored vectors to a copy of the trained empty index, which the
-driver merges in shard order, so the index is the one a single process fills (with ``--on-disk`` each task writes
-its shard to a file beside the index and the driver merges the files' lists on disk, ``indexing.ondisk``).
+(``fill_ivf``, a ``RayFill``): Ray tasks each add one shard of the stored vectors to a copy of the trained empty
+index, which the driver merges in shard order, so the index is the one a single process fills (with ``--on-disk``
+each task writes its shard to a file beside the index and the driver merges the files' lists on disk,
+``indexing.ondisk``); a rerun that only adds images has the tasks add just those (``indexing.extend``).
 
 The descriptor is loaded once per actor from its stored spec. Records pickle, so only their ids, paths and byte
 loaders travel; every worker must see the source at the same path (a shared filesystem, as on any cluster). The
@@ -15,7 +16,6 @@ yet committed: the next run embeds what no committed chunk holds.
 """
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
 import sys
@@ -159,11 +159,12 @@ def embed_set(records: list[Any], d: Any, *, batch_size: Optional[int], max_pixe
 SHARD_VECTORS = 1_000_000  # stored vectors per IVF fill task
 
 
-def _fill_shard(root: str, chunks: np.ndarray, rows: np.ndarray, start: int, empty: np.ndarray,
+def _fill_shard(root: str, chunks: np.ndarray, rows: np.ndarray, ids: np.ndarray, empty: np.ndarray,
                 dim: int, out: str | None = None) -> Any:
-    """A Ray task: the trained empty index ``empty`` (serialized) with the shard's stored vectors added under
-    FAISS ids ``start``..., serialized, or written atomically to the file ``out`` (a shared filesystem) whose
-    path it returns (a task killed while writing and run again leaves no half-written file behind)."""
+    """A Ray task: the trained empty index ``empty`` (serialized) with the stored vectors at (``chunks``,
+    ``rows``) added under the FAISS ids ``ids``, serialized, or written atomically to the file ``out`` (a shared
+    filesystem) whose path it returns (a task killed while writing and run again leaves no half-written file
+    behind)."""
     from pathlib import Path
 
     import faiss
@@ -175,7 +176,7 @@ def _fill_shard(root: str, chunks: np.ndarray, rows: np.ndarray, start: int, emp
 
     vectors = gather_vectors(IndexDir(Path(root)), pa.table({"chunk": chunks, "row": rows}), dim)
     index = faiss.deserialize_index(empty)
-    index.add_with_ids(vectors, np.arange(start, start + len(vectors), dtype=np.int64))
+    index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
     if out is None:
         return faiss.serialize_index(index)
     with atomic_path(out) as tmp:
@@ -183,52 +184,81 @@ def _fill_shard(root: str, chunks: np.ndarray, rows: np.ndarray, start: int, emp
     return out
 
 
-def fill_ivf(idx: Any, manifest: Any, dim: int, *, address: str, workers: int, shard: int = SHARD_VECTORS,
-             device: str = "auto", progress: Optional[ProgressCallback] = None) -> Any:
-    """``index``'s ``fill`` hook: returns ``filler(trained_empty_index, on_disk)``, which adds the manifest's
-    stored vectors (read by the tasks from the chunk files, a shared filesystem) in shards of ``shard`` vectors,
-    at most ``workers`` tasks at a time, and merges the shards into the index in order: in memory, or, with
-    ``on_disk`` (a list file path), from shard files the tasks write beside it (``indexing.ondisk``). FAISS fills
-    on the CPU whatever ``device`` the embedding used."""
-    def filler(index: Any, on_disk: Optional[Path] = None) -> Any:
-        import faiss
+class RayFill:
+    """``index``'s ``fill`` hook on Ray (``fill_ivf`` makes it): adds the manifest's stored vectors (read by the
+    tasks from the chunk files, a shared filesystem) to a trained IVF index in shards of ``shard`` vectors, at
+    most ``workers`` tasks at a time. Called as ``fill(trained_empty_index, on_disk)`` it fills every row and
+    merges the shards in order: in memory, or, with ``on_disk`` (a list file path), from shard files the tasks
+    write beside it (``indexing.ondisk``). ``into`` and ``shards`` add only some rows (an extension,
+    ``indexing.extend``). FAISS fills on the CPU whatever device the embedding used."""
 
+    def __init__(self, idx: Any, manifest: Any, dim: int, *, address: str, workers: int, shard: int,
+                 progress: Optional[ProgressCallback]) -> None:
+        self.idx, self.manifest, self.dim = idx, manifest, dim
+        self.address, self.workers, self.shard, self.progress = address, workers, shard, progress
+
+    def __call__(self, index: Any, on_disk: Optional[Path] = None) -> Any:
         from ..indexing import ondisk as od
 
-        ray = connect(address)
+        rows = np.arange(self.manifest.num_rows, dtype=np.int64)
+        if on_disk is None:
+            return self.into(index, rows, index)
+        with od.shard_folder(on_disk) as scratch:
+            return od.merge_shards(index, self.shards(index, rows, scratch), on_disk)
+
+    def into(self, index: Any, rows: np.ndarray, empty: Any) -> Any:
+        """``index`` (in memory) with the vectors of manifest ``rows`` added under FAISS ids ``rows``, shard by
+        shard in order (each cell's entries as adding them in one process leaves them); the tasks fill copies of
+        ``empty``, ``index``'s trained empty counterpart (``ondisk.trained_empty``)."""
+        import faiss
+
+        for part in self._run(empty, rows, None):
+            index.merge_from(faiss.deserialize_index(part), 0)
+        return index
+
+    def shards(self, index: Any, rows: np.ndarray, scratch: Path) -> list[Path]:
+        """Shard files in ``scratch``, in order, of clones of the trained empty ``index`` holding the vectors of
+        manifest ``rows`` under FAISS ids ``rows``."""
+        return [Path(p) for p in self._run(index, rows, scratch)]
+
+    def _run(self, empty: Any, rows: np.ndarray, scratch: Optional[Path]) -> Any:
+        """The tasks' results (serialized copies of the trained ``empty`` index filled with a shard of ``rows``,
+        or their files in ``scratch``), in row order."""
+        import faiss
+
+        ray = connect(self.address)
         task = ray.remote(num_cpus=ACTOR_CPUS)(_fill_shard)
-        empty = ray.put(faiss.serialize_index(index))
-        with od.shard_folder(on_disk) if on_disk is not None else contextlib.nullcontext() as scratch:
-            files: list[Path] = []
-            done = 0
-            emit(progress, "build-index", 0, manifest.num_rows, unit="vec")
-            pending: list[tuple[Any, int]] = []  # (task, vectors in its shard), oldest first
+        blob = ray.put(faiss.serialize_index(empty))
+        done, total = 0, len(rows)
+        emit(self.progress, "build-index", 0, total, unit="vec")
+        pending: list[tuple[Any, int]] = []  # (task, vectors in its shard), oldest first
 
-            def finish_oldest() -> None:
-                nonlocal done
-                ref, size = pending.pop(0)
-                try:
-                    part = ray.get(ref)
-                except ray.exceptions.RayError as exc:  # a lost worker or a damaged chunk: nothing was written
-                    raise job_error(exc, "filling the IVF index",
-                                    "the embedded chunks are kept: re-run the same command") from None
-                if scratch is None:
-                    index.merge_from(faiss.deserialize_index(part), 0)
-                else:
-                    files.append(Path(part))
-                done += size
-                emit(progress, "build-index", done, manifest.num_rows, unit="vec")
+        def oldest() -> Any:
+            nonlocal done
+            ref, size = pending.pop(0)
+            try:
+                part = ray.get(ref)
+            except ray.exceptions.RayError as exc:  # a lost worker or a damaged chunk: nothing was written
+                raise job_error(exc, "filling the IVF index",
+                                "the embedded chunks are kept: re-run the same command") from None
+            done += size
+            emit(self.progress, "build-index", done, total, unit="vec")
+            return part
 
-            for start in range(0, manifest.num_rows, shard):
-                end = min(start + shard, manifest.num_rows)
-                out = None if scratch is None else str(scratch / f"shard-{start:012d}.faiss")
-                part = manifest.slice(start, end - start)
-                pending.append((task.remote(str(idx.root), part.column("chunk").to_numpy(),
-                                            part.column("row").to_numpy(), start, empty, dim, out), end - start))
-                if len(pending) > max(1, workers):
-                    finish_oldest()
-            while pending:
-                finish_oldest()
-            return index if on_disk is None else od.merge_shards(index, files, on_disk)
+        for start in range(0, total, self.shard):
+            ids = rows[start:start + self.shard]
+            out = None if scratch is None else str(scratch / f"shard-{start:012d}.faiss")
+            part = self.manifest.take(ids, ["chunk", "row"])
+            pending.append((task.remote(str(self.idx.root), part.column("chunk").to_numpy(),
+                                        part.column("row").to_numpy(), ids, blob, self.dim, out), len(ids)))
+            if len(pending) > max(1, self.workers):
+                yield oldest()
+        while pending:
+            yield oldest()
 
-    return filler
+
+def fill_ivf(idx: Any, manifest: Any, dim: int, *, address: str, workers: int, shard: int = SHARD_VECTORS,
+             device: str = "auto", progress: Optional[ProgressCallback] = None) -> RayFill:
+    """``index``'s ``fill`` hook (``RayFill``); ``device`` is accepted as the other engine hooks accept it (FAISS
+    fills on the CPU)."""
+    return RayFill(idx, manifest, dim, address=address, workers=workers, shard=shard, progress=progress)

@@ -111,7 +111,9 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
     Ray), so no process lists every record: ``shards(idx, d, shard_paths, batch_size=, chunk_size=,
     max_pixels=, progress=)`` -> ``EmbedRun``. ``fill``: how an IVF index is
     filled (default: this process; ``distributed.ray_index.fill_ivf`` fills shards on Ray), called as
-    ``fill(idx, manifest, dim, progress=)`` -> ``filler(trained_empty_index, on_disk_file) -> filled index``.
+    ``fill(idx, manifest, dim, progress=)`` -> ``filler(trained_empty_index, on_disk_file) -> filled index``,
+    whose ``into(index, rows)`` and ``shards(index, rows, scratch)`` add only some rows when an extension
+    grows the previous index (``extend.py``; ``ray_index.RayFill``).
     ``on_disk``: an IVF index's inverted lists are written to a file beside it and memory-mapped at search
     (``ondisk.py``), so they need not fit in memory. ``device``: where the descriptor's model runs (auto: CUDA
     when ONNX Runtime or PyTorch has it, else CPU; cpu; cuda, refused where there is none). Returns an
@@ -296,7 +298,8 @@ def _build_or_extend(idx: IndexDir, dim: int, previous: dict[str, Any], manifest
     (``extend.py``), else one built anew, an IVF index trained on a sample of ``faiss_index.train_size`` rows."""
     gather = lambda rows: gather_vectors(idx, rows, dim)  # noqa: E731
     lists = ondisk.data_path(idx.faiss_path(gen)) if on_disk else None
-    grown = extend_previous(idx, previous, manifest, dim, choice, gather, progress, on_disk=lists)
+    filler = fill(idx, manifest, dim, progress=progress) if fill else None
+    grown = extend_previous(idx, previous, manifest, dim, choice, gather, progress, on_disk=lists, fill=filler)
     if grown is not None:
         return grown
     n, kind = manifest.num_rows, choice["type"]
@@ -307,7 +310,7 @@ def _build_or_extend(idx: IndexDir, dim: int, previous: dict[str, Any], manifest
         sample = gather(manifest.take(pick, ["chunk", "row"]))
     faiss_obj, params = faiss_index.build(_vector_batches(idx, manifest, dim), n, dim, kind, sample,
                                           pq_m=choice["pq_m"],
-                                          fill=fill(idx, manifest, dim, progress=progress) if fill else None,
+                                          fill=filler,
                                           on_disk=lists,
                                           progress=progress)
     if params["type"] in ("ivf", "ivfpq"):

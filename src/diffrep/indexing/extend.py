@@ -78,13 +78,14 @@ def renumber(index: Any, added: np.ndarray) -> None:
 
 
 def extend_previous(idx: IndexDir, previous: dict[str, Any], manifest: Manifest, dim: int, choice: dict[str, Any],
-                    gather: Any, progress: Optional[ProgressCallback] = None,
-                    on_disk: Optional[Path] = None) -> Optional[tuple[Any, dict[str, Any]]]:
+                    gather: Any, progress: Optional[ProgressCallback] = None, on_disk: Optional[Path] = None,
+                    fill: Any = None) -> Optional[tuple[Any, dict[str, Any]]]:
     """The previous generation's IVF index (``previous``: its index.json) grown by the rows ``manifest`` adds,
     with its search parameters, or None where it must be rebuilt (module docstring). ``choice``: the index
     ``faiss_index.plan`` picks for the new size; ``gather(rows_table) -> vectors`` reads stored vectors;
     ``on_disk``: the new generation's list file, when the index keeps its lists on disk (the previous one must
-    have too)."""
+    have too); ``fill``: where the added vectors are assigned and encoded (``distributed.ray_index.RayFill``:
+    Ray tasks; None: this process)."""
     params = dict(previous.get("index") or {})
     kind = params.get("type")
     if not previous.get("complete") or kind not in ("ivf", "ivfpq") or bool(params.get("on_disk")) != bool(on_disk):
@@ -108,7 +109,7 @@ def extend_previous(idx: IndexDir, previous: dict[str, Any], manifest: Manifest,
     batches = (np.ascontiguousarray(gather(manifest.take(added[s:s + BATCH], ["chunk", "row"])), np.float32)
                for s in range(0, len(added), BATCH))
     grow = _grow_on_disk if on_disk else _grow_in_memory
-    index = grow(path, old.num_rows, added, batches, on_disk, progress)
+    index = grow(path, old.num_rows, added, batches, on_disk, fill, progress)
     if index is None:
         return None
     for stale in ("self_recall_at_1", "self_recall_sample", "edited_copy_recall_at_1", "edited_copy_sample",
@@ -121,9 +122,10 @@ def extend_previous(idx: IndexDir, previous: dict[str, Any], manifest: Manifest,
 
 
 def _grow_in_memory(path: Path, old_rows: int, added: np.ndarray, batches: Iterator[np.ndarray], _target: Any,
-                    progress: Optional[ProgressCallback]) -> Any:
+                    fill: Any, progress: Optional[ProgressCallback]) -> Any:
     """The index file ``path`` (``old_rows`` entries) read into memory, renumbered and given ``batches``
-    (the vectors of rows ``added``); None when it cannot be read or holds another count."""
+    (the vectors of rows ``added``; with ``fill``, its tasks read them); None when it cannot be read or holds
+    another count."""
     import faiss
 
     try:
@@ -133,6 +135,8 @@ def _grow_in_memory(path: Path, old_rows: int, added: np.ndarray, batches: Itera
     if index.ntotal != old_rows:
         return None
     renumber(index, added)
+    if fill is not None:
+        return fill.into(index, added, ondisk.trained_empty(index))
     done = 0
     for vectors in batches:
         index.add_with_ids(vectors, added[done:done + len(vectors)])
@@ -142,20 +146,21 @@ def _grow_in_memory(path: Path, old_rows: int, added: np.ndarray, batches: Itera
 
 
 def _grow_on_disk(path: Path, old_rows: int, added: np.ndarray, batches: Iterator[np.ndarray], target: Path,
-                  progress: Optional[ProgressCallback]) -> Any:
+                  fill: Any, progress: Optional[ProgressCallback]) -> Any:
     """The on-disk index file ``path`` (its list file beside it) grown into the list file ``target``
     (``ondisk.extend_on_disk``: the old lists, renumbered, copied once; the added vectors filled in shards);
     None when it cannot be read or holds another count."""
     try:
-        old, empty = ondisk.read(path), ondisk.trained_empty(path)
+        old = ondisk.read(path)
     except RuntimeError:
         return None
     if old.ntotal != old_rows:
         return None
     report = None if progress is None else (lambda p: progress(
         dataclasses.replace(p, done=old_rows + p.done, total=old_rows + len(added))))
-    return ondisk.extend_on_disk(old, empty, lambda ids: shifted(ids, added), batches, added, target,
-                                 progress=report)
+    shards = None if fill is None else (lambda index, scratch: fill.shards(index, added, scratch))
+    return ondisk.extend_on_disk(old, ondisk.trained_empty(old), lambda ids: shifted(ids, added), batches, added,
+                                 target, progress=report, shards=shards)
 
 
 __all__ = ["GROWTH_LIMIT", "added_rows", "extend_previous", "renumber", "shifted"]

@@ -129,30 +129,38 @@ def fill_on_disk(index: Any, batches: Iterable[np.ndarray], target: Path, shard:
         return merge_shards(index, fill_shards(index, batches, scratch, shard, progress, total), target)
 
 
-def trained_empty(index_path: Path) -> Any:
-    """The IVF index of the file ``index_path`` without its entries (its quantizer and codec only), its lists
-    in memory and empty: to be filled again."""
+def trained_empty(index: Any) -> Any:
+    """A copy of the IVF ``index`` without its entries (its quantizer and codec only, empty lists in memory), to
+    be filled again; ``index`` is left as it was and its lists are not copied."""
     import faiss
 
-    index = faiss.read_index(str(index_path), faiss.IO_FLAG_SKIP_IVF_DATA)
     ivf = faiss.extract_index_ivf(index)
-    lists = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
-    ivf.replace_invlists(lists, True)
-    lists.this.disown()
+    lists, owned, ntotal = ivf.invlists, ivf.own_invlists, index.ntotal
+    empty_lists = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
+    ivf.own_invlists = False  # the swap below must not free the real lists
+    ivf.replace_invlists(empty_lists, False)
     ivf.ntotal = index.ntotal = 0
-    return index
+    try:
+        blob = faiss.serialize_index(index)
+    finally:
+        ivf.replace_invlists(lists, owned)
+        ivf.ntotal = index.ntotal = ntotal
+    return faiss.deserialize_index(blob)
 
 
 def extend_on_disk(old: Any, empty: Any, renumber: Callable[[np.ndarray], np.ndarray], batches: Iterable[np.ndarray],
                    ids: np.ndarray, target: Path, shard: int = SHARD_VECTORS,
-                   progress: Optional[ProgressCallback] = None) -> Any:
+                   progress: Optional[ProgressCallback] = None,
+                   shards: Optional[Callable[[Any, Path], list[Path]]] = None) -> Any:
     """``empty`` (``trained_empty`` of the on-disk IVF index ``old``) holding ``old``'s entries with their ids
     renumbered (``renumber(ids) -> ids``) and then ``batches`` (vectors) under the FAISS ids ``ids``, its lists
     in the new list file ``target``; in each cell the old entries come first, as ``extend.renumber`` and
     ``add_with_ids`` leave an in-memory index. The added vectors go through shard files beside ``target``
-    (``fill_shards``), so memory holds one shard; the old lists are read once, memory-mapped, and written once."""
+    (``fill_shards``, or ``shards(empty, scratch) -> files`` made elsewhere, e.g. by Ray tasks, in place of
+    ``batches``), so memory holds one shard; the old lists are read once, memory-mapped, and written once."""
     with shard_folder(target) as scratch:
-        files = fill_shards(empty, batches, scratch, shard, progress, len(ids), ids=ids)
+        files = (fill_shards(empty, batches, scratch, shard, progress, len(ids), ids=ids) if shards is None
+                 else shards(empty, scratch))
         return _merge_renumbered(empty, faiss_lists(old), renumber, files, target)
 
 
