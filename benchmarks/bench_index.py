@@ -5,8 +5,8 @@ Measures, on this machine, for the same images and batch size:
   * end-to-end: `diffrep.index()` = scan + read + hash + decode + preprocess + embed + write chunks + FAISS;
   * peak RSS of `diffrep index` subprocesses at two collection sizes (memory must not grow with N).
 
-``--device cuda`` measures the CUDA path (issue 26: onnxruntime-gpu for the packaged SSCD graph, or
-``--descriptor torchscript:PATH`` on a CUDA build of torch); the run stops at once where there is none.
+``--device cuda`` measures the CUDA path (the packaged SSCD graph on onnxruntime-gpu, else on PyTorch with CUDA,
+``descriptors.onnx_torch``; or ``--descriptor torchscript:PATH``); the run stops at once where there is none.
 
 Usage:  python benchmarks/bench_index.py [--descriptor sscd] [--device auto|cpu|cuda] [--n 600] [--batch-size 8]
             [--repeats 3] [--out FILE]
@@ -124,9 +124,10 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     info = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "descriptor": a.descriptor,
-            "device": a.device,
+            "device": a.device, "runtime": getattr(d, "runtime", "torch"),
             "batch_size": a.batch_size, "throughput": rows, "memory": mem}
-    print(f"Machine: {info['machine']}; descriptor {a.descriptor} on {a.device}; batch size {a.batch_size}\n")
+    print(f"Machine: {info['machine']}; descriptor {a.descriptor} on {a.device} ({info['runtime']}); "
+          f"batch size {a.batch_size}\n")
     print("| images | n | bare model (img/s) | end-to-end index (img/s) | end-to-end / bare |")
     print("|---|---|---|---|---|")
     for r in rows:

@@ -10,6 +10,7 @@ import pytest
 from diffrep.cli import main
 from diffrep.decode import decode_image
 from diffrep.descriptors import get_descriptor
+from diffrep.descriptors.onnx_torch import torch_cuda
 from diffrep.errors import DescriptorError
 
 
@@ -22,8 +23,8 @@ def test_cpu_gives_the_auto_vectors(emoji_files):
 
 
 def test_cuda_where_there_is_none_is_refused(tmp_path, emoji_files, capsys):
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        pytest.skip("this onnxruntime has a CUDA provider")
+    if "CUDAExecutionProvider" in ort.get_available_providers() or torch_cuda():
+        pytest.skip("this machine can run the model on CUDA")
     with pytest.raises(DescriptorError, match="onnxruntime-gpu"):
         get_descriptor("sscd", device="cuda")
     with pytest.raises(DescriptorError, match="computes on the CPU"):

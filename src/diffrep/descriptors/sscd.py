@@ -44,11 +44,13 @@ def _threads() -> int:
 
 
 class OnnxDescriptor(Descriptor):
-    """Any SSCD-style ONNX model: uint8 NHWC input (normalizes itself) or float NCHW input."""
+    """Any SSCD-style ONNX model: uint8 NHWC input (normalizes itself) or float NCHW input. Runs on ONNX Runtime,
+    or on PyTorch (``onnx_torch``) where CUDA is wanted and only PyTorch has it (``runtime``: auto, onnxruntime or
+    torch)."""
 
     def __init__(self, path: str | os.PathLike[str], name: str, size: int = DEFAULT_SIZE,
                  batch_size: int = 16, threads: int | None = None, norm: str = "imagenet",
-                 device: str = "auto") -> None:
+                 device: str = "auto", runtime: str = "auto") -> None:
         path = Path(path)
         self.norm = norm
         if not path.is_file():
@@ -57,26 +59,21 @@ class OnnxDescriptor(Descriptor):
             import onnxruntime as ort
         except ImportError:  # pragma: no cover - a core dependency
             raise DescriptorError("onnxruntime is not installed: pip install onnxruntime") from None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or _threads()
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
+        self.runtime, where = _runtime(ort, device, runtime)
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=opts,
-                                                 providers=_providers(ort, device))
+            if self.runtime == "torch":
+                self._run, in_type, in_shape, out_shape = _torch_runner(path, where)
+            else:
+                self._run, in_type, in_shape, out_shape = _ort_runner(ort, path, where, threads or _threads())
         except DescriptorError:
             raise
-        except Exception as exc:  # onnxruntime raises its own exception types
+        except Exception as exc:  # onnxruntime and onnx raise their own exception types
             raise DescriptorError(f"cannot load ONNX model {path}: {exc}".splitlines()[0]) from None
-        inp = self._session.get_inputs()[0]
-        self._input_name = inp.name
-        self._uint8_nhwc = inp.type == "tensor(uint8)"
-        if not self._uint8_nhwc and not (len(inp.shape) == 4 and inp.shape[1] == 3):
+        self._uint8_nhwc = in_type == "uint8"
+        if not self._uint8_nhwc and not (len(in_shape) == 4 and in_shape[1] == 3):
             raise DescriptorError(f"{path}: expected a uint8 NHWC or float NCHW image input, got "
-                                  f"{inp.type} {inp.shape}")
-        out = self._session.get_outputs()[0]
-        self.dim = int(out.shape[-1]) if isinstance(out.shape[-1], int) else 512
+                                  f"{in_type} {in_shape}")
+        self.dim = int(out_shape[-1]) if out_shape and isinstance(out_shape[-1], int) else 512
         if norm not in NORMALIZATIONS:
             raise DescriptorError(f"unknown norm {norm!r}; choose one of {', '.join(NORMALIZATIONS)}")
         self.path = path
@@ -91,10 +88,39 @@ class OnnxDescriptor(Descriptor):
         x: np.ndarray = batch
         if not self._uint8_nhwc:
             x = np.ascontiguousarray(_normalize(batch, self.norm).transpose(0, 3, 1, 2))
-        return l2_normalize(_pooled_output(self._session.run(None, {self._input_name: x})[0]))
+        return l2_normalize(_pooled_output(self._run(x)))
 
     def fingerprint(self) -> dict[str, Any]:
-        return _file_fingerprint(self, "uint8-nhwc" if self._uint8_nhwc else f"float-nchw-{self.norm}", "onnxruntime")
+        return _file_fingerprint(self, "uint8-nhwc" if self._uint8_nhwc else f"float-nchw-{self.norm}", self.runtime)
+
+
+def _ort_runner(ort: Any, path: Path, providers: list[str], threads: int) -> tuple[Any, str, list[Any], list[Any]]:
+    """(run(x) -> first output, input type, input shape, output shape) of an ONNX Runtime session."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    name = inp.name
+    return (lambda x: session.run(None, {name: x})[0]), inp.type.removeprefix("tensor(").rstrip(")"), \
+        list(inp.shape), list(out.shape)
+
+
+def _torch_runner(path: Path, device: str) -> tuple[Any, str, list[Any], list[Any]]:
+    """The same for the graph run by PyTorch on ``device`` (``onnx_torch.OnnxTorch``)."""
+    import torch
+
+    from .onnx_torch import OnnxTorch
+
+    graph = OnnxTorch(path, device)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return graph.run(torch.from_numpy(np.ascontiguousarray(x)).to(device)).float().cpu().numpy()
+
+    return run, graph.input_type, graph.input_shape, graph.output_shape
 
 
 def _normalize(batch: np.ndarray, norm: str) -> np.ndarray:
@@ -130,13 +156,34 @@ def _providers(ort: Any, device: str = "auto") -> list[str]:
     if device == "cuda":
         if "CUDAExecutionProvider" not in have:
             raise DescriptorError("--device cuda: this onnxruntime has no CUDA provider (it has "
-                                  f"{', '.join(have)}); install onnxruntime-gpu in place of onnxruntime, or use "
-                                  "--device cpu")
+                                  f"{', '.join(have)}) and PyTorch sees no CUDA device; install onnxruntime-gpu "
+                                  "in place of onnxruntime, or PyTorch with CUDA, or use --device cpu")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     want = os.environ.get("DIFFREP_ORT_PROVIDER")
     if want and want in have:
         return [want, "CPUExecutionProvider"]
     return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in have else []) + ["CPUExecutionProvider"]
+
+
+RUNTIMES = ("auto", "onnxruntime", "torch")
+
+
+def _runtime(ort: Any, device: str, runtime: str = "auto") -> tuple[str, Any]:
+    """("onnxruntime", its providers) or ("torch", its device) for an ONNX model: ONNX Runtime, unless CUDA is
+    wanted (``cuda``, or ``auto`` on a machine with a GPU) and only PyTorch has it; ``runtime`` forces one."""
+    from .onnx_torch import torch_cuda
+
+    if runtime not in RUNTIMES:
+        raise DescriptorError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    check_device(device)
+    if runtime == "torch":
+        if device == "cuda" and not torch_cuda():
+            raise DescriptorError("--device cuda: this PyTorch sees no CUDA device; use --device cpu")
+        return "torch", "cuda" if device != "cpu" and torch_cuda() else "cpu"
+    ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if runtime == "auto" and device != "cpu" and not ort_cuda and torch_cuda():
+        return "torch", "cuda"
+    return "onnxruntime", _providers(ort, device)
 
 
 class TorchScriptDescriptor(Descriptor):
