@@ -134,6 +134,24 @@ def cluster():
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
 
 
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """A local cluster of two nodes (two raylets, one CPU each) per test module, stopped after it."""
+    ray = pytest.importorskip("ray")
+    port = _free_port()
+    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    subprocess.run([RAY, "start", "--head", "--port", str(port), "--include-dashboard=false", *common],
+                   check=True, capture_output=True, timeout=180)
+    try:
+        subprocess.run([RAY, "start", "--address", f"127.0.0.1:{port}", *common], check=True, capture_output=True,
+                       timeout=180)
+        yield f"127.0.0.1:{port}"
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+
+
 @pytest.fixture()
 def images(emoji_files, tmp_path) -> Path:
     """24 emoji and one file that is not an image."""

@@ -117,13 +117,19 @@ class _Embed:
         return out
 
 
+MIN_ACTOR_CPUS = 0.01  # the least an actor reserves (more actors than CPUs then share them)
+
+
 def actor_cpus(ray: Any, workers: int, device: str) -> float:
-    """Logical CPUs each of ``workers`` actors reserves: ``ACTOR_CPUS``, or less where the cluster's CPUs would
-    leave no room for a decoding task (GPU actors reserve one CPU each: the GPU, not the CPU, is their limit)."""
+    """Logical CPUs each of ``workers`` actors reserves: ``ACTOR_CPUS``, or less where the actors would leave no
+    room for decoding. The actors together leave ``DECODE_CPUS`` per node with CPUs unreserved, so however Ray
+    places them, some node has room for a decoding task (were they to fill every node, the pipeline would wait
+    forever for decoded rows). GPU actors reserve one CPU each: the GPU, not the CPU, is their limit."""
     if device == "cuda":
         return ACTOR_CPUS
     cpus = float(ray.cluster_resources().get("CPU", 1))
-    return max(0.25, min(ACTOR_CPUS, (cpus - DECODE_CPUS) / max(1, workers)))
+    nodes = max(1, sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0))
+    return max(MIN_ACTOR_CPUS, min(ACTOR_CPUS, (cpus - DECODE_CPUS * nodes) / max(1, workers)))
 
 
 def _quiet(ray: Any) -> None:

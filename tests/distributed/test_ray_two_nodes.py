@@ -1,0 +1,42 @@
+"""`--engine ray` on a cluster of two nodes (two raylets on this machine, one CPU each): the embedding actors
+leave room for decoding on some node however many of them there are (filling every node's CPUs made the
+pipeline wait forever for decoded rows), and the index is the local engine's."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from diffrep.indexing.build import index  # noqa: E402
+from diffrep.indexing.load import open_index  # noqa: E402
+
+def test_actors_leave_each_cluster_room_to_decode(two_node_cluster, emoji_files, tmp_path: Path):
+    from diffrep.distributed.ray_data import DECODE_CPUS, actor_cpus
+    from diffrep.distributed.ray_index import connect
+
+    r = connect(two_node_cluster)
+    assert len([n for n in r.nodes() if n["Alive"]]) == 2
+    for workers in (1, 2, 8):
+        free = 2 - workers * actor_cpus(r, workers, "cpu")
+        assert free >= 2 * DECODE_CPUS - 1e-9  # some node keeps a decoding task's share
+    r.shutdown()
+
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for f in emoji_files[:40]:
+        (src / f.name).write_bytes(f.read_bytes())
+    index(src, tmp_path / "local")
+    for workers in ("2", "8"):
+        out = tmp_path / f"ray-{workers}"
+        run = subprocess.run([sys.executable, "-m", "diffrep", "index", str(src), "--out", str(out), "-q",
+                              "--engine", "ray", "--address", two_node_cluster, "--num-workers", workers],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        ours, local = open_index(out), open_index(tmp_path / "local")
+        assert ours.column("id") == local.column("id") and len(ours) == 40
+        np.testing.assert_allclose(ours.vectors(np.arange(40)), local.vectors(np.arange(40)), atol=1e-6)
