@@ -27,7 +27,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from ..embedding import EmbeddedBatch, Prepared
-from .ray_index import ACTOR_CPUS, gpu_workers, job_error
+from .ray_index import ACTOR_CPUS, code_digest, gpu_workers, job_error, same_code
 
 DECODE_BATCH = 32  # records per decoding call (and per block a shard's decoding task yields)
 MAX_BLOCKS = 4096  # a folder's records are cut into blocks of DECODE_BATCH, up to this many (larger beyond)
@@ -60,24 +60,26 @@ def _columns(done: list[Prepared]) -> dict[str, Any]:
             "height": np.array([p.height for p in done], np.int64), "reason": [p.reason for p in done]}
 
 
-def _decode(batch: dict[str, Any], spec: str, max_pixels: int) -> dict[str, Any]:
+def _decode(batch: dict[str, Any], spec: str, max_pixels: int, code: str) -> dict[str, Any]:
     """A decoding task: ``embedding.prepare`` on each pickled record of the batch (the descriptor's
-    preprocessing, on the CPU)."""
+    preprocessing, on the CPU); ``code``: the driver's ``code_digest``."""
     from ..embedding import prepare
 
+    same_code(code)
     d = _descriptor(spec, "cpu")
     return {"pos": batch["pos"],
             **_columns([prepare(pickle.loads(blob), d, max_pixels) for blob in batch["record"]])}
 
 
 def _plan_and_decode(batch: dict[str, Any], spec: str, max_pixels: int, root: str,
-                     generation: int) -> Iterator[dict[str, Any]]:
+                     generation: int, code: str) -> Iterator[dict[str, Any]]:
     """A decoding task for each shard of the batch: ``plan_shard``, then a block with the plan (position -1,
     the plan pickled without its records, ``count`` the records to embed) and blocks of ``DECODE_BATCH``
     decoded records (positions 0..count-1, each record pickled)."""
     from ..embedding import prepare
     from ..indexing.shards import plan_shard
 
+    same_code(code)
     d = _descriptor(spec, "cpu")
     for shard, chunks in zip(batch["shard"], batch["chunks"]):
         plan = plan_shard(Path(root), str(shard), json.loads(chunks), generation)
@@ -97,7 +99,8 @@ class _Embed:
     ``embedding.embed_pixels`` (rows it cannot index get a reason); other columns pass through. ``threads``
     inference threads."""
 
-    def __init__(self, spec: str, device: str, threads: int) -> None:
+    def __init__(self, spec: str, device: str, threads: int, code: str) -> None:
+        same_code(code)
         os.environ.setdefault("DIFFREP_THREADS", str(threads))
         self.d = _descriptor(spec, device)
 
@@ -147,7 +150,7 @@ def _embedding(ray: Any, ds: Any, d: Any, *, batch_size: Optional[int], workers:
     if gpu:
         workers = gpu_workers(ray, workers)
     cpus = actor_cpus(ray, workers, device)
-    return ds.map_batches(_Embed, fn_constructor_args=(spec, device, max(1, round(cpus))),
+    return ds.map_batches(_Embed, fn_constructor_args=(spec, device, max(1, round(cpus)), code_digest()),
                           batch_size=batch_size or d.batch_size, concurrency=max(1, workers), num_cpus=cpus,
                           num_gpus=1 if gpu else 0)
 
@@ -163,8 +166,8 @@ def dataset(ray: Any, records: list[Any], d: Any, *, batch_size: Optional[int], 
     spec = d.fingerprint().get("spec") or d.name
     ds = ray.data.from_items([{"pos": i, "record": pickle.dumps(r)} for i, r in enumerate(records)],
                              override_num_blocks=min(-(-len(records) // DECODE_BATCH), MAX_BLOCKS))
-    ds = ds.map_batches(_decode, fn_kwargs={"spec": spec, "max_pixels": max_pixels}, batch_size=DECODE_BATCH,
-                        num_cpus=DECODE_CPUS)
+    ds = ds.map_batches(_decode, fn_kwargs={"spec": spec, "max_pixels": max_pixels, "code": code_digest()},
+                        batch_size=DECODE_BATCH, num_cpus=DECODE_CPUS)
     return _embedding(ray, ds, d, batch_size=batch_size, workers=workers, device=device)
 
 
@@ -220,7 +223,8 @@ def shard_works(ray: Any, root: Path, shards: list[str], ledger: dict[str, list[
     ds = ray.data.from_items([{"shard": s, "chunks": json.dumps(ledger.get(s, []))} for s in shards],
                              override_num_blocks=len(shards))
     ds = ds.map_batches(_plan_and_decode, batch_size=1, num_cpus=DECODE_CPUS,
-                        fn_kwargs={"spec": spec, "max_pixels": max_pixels, "root": str(root), "generation": generation})
+                        fn_kwargs={"spec": spec, "max_pixels": max_pixels, "root": str(root), "generation": generation,
+                                   "code": code_digest()})
     ds = _embedding(ray, ds, d, batch_size=batch_size, workers=workers, device=device)
     plans: dict[str, Any] = {}
     got: dict[str, list[tuple[int, Prepared, np.ndarray]]] = {}

@@ -89,6 +89,32 @@ def job_error(exc: BaseException, what: str,
     return DiffrepError(f"{cause}; {then}" if then else cause)
 
 
+_CODE: Optional[str] = None
+
+
+def code_digest() -> str:
+    """sha256 over the names and contents of this diffrep's Python source files (5 ms, once per process): the
+    driver passes its own to every Ray task and actor, which compare it with theirs (``same_code``)."""
+    global _CODE
+    if _CODE is None:
+        import hashlib
+
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.sha256()
+        for path in sorted(root.rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        _CODE = h.hexdigest()
+    return _CODE
+
+
+def same_code(driver: str) -> None:
+    """On a Ray worker: DiffrepError unless its diffrep is the driver's (``driver``: the driver's
+    ``code_digest``). Another version on some node could compute other vectors, or other verdicts, unnoticed."""
+    if driver != code_digest():
+        raise DiffrepError(f"diffrep on Ray node {socket.gethostname()} is not the driver's (its source files "
+                           "differ): install the same diffrep on every node of the cluster")
+
+
 def gpu_workers(ray: Any, workers: int) -> int:
     """``--device cuda``: at most one actor per GPU of the cluster; DiffrepError when it has none."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -159,7 +185,7 @@ def embed_set(records: list[Any], d: Any, *, batch_size: Optional[int], max_pixe
 SHARD_VECTORS = 1_000_000  # stored vectors per IVF fill task
 
 
-def _fill_shard(root: str, chunks: np.ndarray, rows: np.ndarray, ids: np.ndarray, empty: np.ndarray,
+def _fill_shard(code: str, root: str, chunks: np.ndarray, rows: np.ndarray, ids: np.ndarray, empty: np.ndarray,
                 dim: int, out: str | None = None) -> Any:
     """A Ray task: the trained empty index ``empty`` (serialized) with the stored vectors at (``chunks``,
     ``rows``) added under the FAISS ids ``ids``, serialized, or written atomically to the file ``out`` (a shared
@@ -174,6 +200,7 @@ def _fill_shard(root: str, chunks: np.ndarray, rows: np.ndarray, ids: np.ndarray
     from ..indexing.build import gather_vectors
     from ..indexing.store import IndexDir
 
+    same_code(code)
     vectors = gather_vectors(IndexDir(Path(root)), pa.table({"chunk": chunks, "row": rows}), dim)
     index = faiss.deserialize_index(empty)
     index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
@@ -249,7 +276,7 @@ class RayFill:
             ids = rows[start:start + self.shard]
             out = None if scratch is None else str(scratch / f"shard-{start:012d}.faiss")
             part = self.manifest.take(ids, ["chunk", "row"])
-            pending.append((task.remote(str(self.idx.root), part.column("chunk").to_numpy(),
+            pending.append((task.remote(code_digest(), str(self.idx.root), part.column("chunk").to_numpy(),
                                         part.column("row").to_numpy(), ids, blob, self.dim, out), len(ids)))
             if len(pending) > max(1, self.workers):
                 yield oldest()

@@ -16,15 +16,16 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..progress import ProgressCallback, emit
-from .ray_index import ACTOR_CPUS, connect, job_error
+from .ray_index import ACTOR_CPUS, code_digest, connect, job_error, same_code
 
 ROWS_PER_TASK = 16  # rows per Ray task: a part verifies or matches ROWS_PER_TASK x K candidate pairs
 IN_FLIGHT_PER_WORKER = 2  # parts queued per worker, so a worker never waits for the driver
 
 
-def _run_part(job: Callable[..., Any], readers: list[Any], cand: np.ndarray, paths: dict[int, str]) -> Any:
+def _run_part(code: str, job: Callable[..., Any], readers: list[Any], cand: np.ndarray, paths: dict[int, str]) -> Any:
     import os
 
+    same_code(code)
     os.environ.setdefault("DIFFREP_THREADS", str(ACTOR_CPUS))
     return job(readers, cand, paths, workers=ACTOR_CPUS)
 
@@ -50,7 +51,8 @@ def map_rows(job: Callable[..., Any], readers: Sequence[Any], cand: np.ndarray, 
         while nxt < len(parts) and len(pending) < max(1, workers) * IN_FLIGHT_PER_WORKER:
             a, b = parts[nxt]
             ids = {int(j) for j in np.unique(cand[a:b]) if j >= 0}
-            pending[task.remote(job_ref, list(readers[a:b]), cand[a:b], {j: train_paths[j] for j in ids})] = nxt
+            pending[task.remote(code_digest(), job_ref, list(readers[a:b]), cand[a:b],
+                                {j: train_paths[j] for j in ids})] = nxt
             nxt += 1
         (ref,), _ = ray.wait(list(pending), num_returns=1)
         number = pending.pop(ref)
