@@ -72,11 +72,12 @@ def test_index_on_disk_searches_like_the_in_memory_index_and_moves_with_its_fold
     src.mkdir()
     for f in emoji_files[:1000]:
         (src / f.name).symlink_to(f)
-    index(src, tmp_path / "idx", index_type="ivf")
+    index(src, tmp_path / "idx", descriptor="sscd-fast", index_type="ivf")  # mechanics: any descriptor
     memory = open_index(tmp_path / "idx")
     q = memory.vectors(np.arange(0, 1000, 25))
     expected = memory.search(q, 5)
-    assert main(["index", str(src), "--out", str(tmp_path / "idx"), "--index-type", "ivf", "--on-disk"]) == 0
+    assert main(["index", str(src), "--out", str(tmp_path / "idx"), "--index-type", "ivf", "--on-disk",
+                 "--descriptor", "sscd-fast"]) == 0
     capfd.readouterr()
     disk = open_index(tmp_path / "idx")
     assert disk.meta["generation"] == 2 and disk.meta["index"]["on_disk"] == "index-000002.ivfdata"
@@ -88,12 +89,22 @@ def test_index_on_disk_searches_like_the_in_memory_index_and_moves_with_its_fold
     shutil.copytree(tmp_path / "idx", tmp_path / "copy", symlinks=True)
     shutil.rmtree(tmp_path / "idx")
     assert np.array_equal(open_index(tmp_path / "copy").search(q, 5)[1], expected[1])
-    (tmp_path / "copy" / "index-000002.ivfdata").unlink()
+    lists = tmp_path / "copy" / "index-000002.ivfdata"
+    lists.write_bytes(lists.read_bytes()[:lists.stat().st_size // 2])  # a truncated list file: searching it would read past its end
+    with pytest.raises(DiffrepIndexError, match="index-000002.ivfdata is shorter than its index records"):
+        open_index(tmp_path / "copy")
+    (src / "extra.png").symlink_to(emoji_files[1000])  # a rerun that adds an image rebuilds it, never extends it
+    r = index(src, tmp_path / "copy", descriptor="sscd-fast", index_type="ivf", on_disk=True)
+    assert r.images == 1001 and "extended" not in open_index(tmp_path / "copy").meta["index"]
+    (src / "extra.png").unlink()
+    index(src, tmp_path / "copy", descriptor="sscd-fast", index_type="ivf", on_disk=True)
+    (tmp_path / "copy" / "index-000004.ivfdata").unlink()
     with pytest.raises(DiffrepIndexError, match="damaged"):
         open_index(tmp_path / "copy")
     (tmp_path / "copy" / ".shards-killed").mkdir()  # what a killed on-disk fill leaves
     (tmp_path / "copy" / ".shards-killed" / "shard-000000.faiss").write_bytes(b"partial")
-    index(src, tmp_path / "copy", index_type="ivf")  # a rebuild in memory removes the old list file
+    # a rebuild in memory removes the old list file
+    index(src, tmp_path / "copy", descriptor="sscd-fast", index_type="ivf")
     assert not list((tmp_path / "copy").glob(".shards-*"))
     assert not list((tmp_path / "copy").glob("*.ivfdata"))
     assert np.array_equal(open_index(tmp_path / "copy").search(q, 5)[1], expected[1])

@@ -215,6 +215,17 @@ def shard_folder(target: Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def list_file_whole(index: Any, index_path: Path) -> bool:
+    """Whether the list file beside ``index_path`` holds every byte the on-disk ``index`` records."""
+    import faiss
+
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    try:
+        return data_path(index_path).stat().st_size >= int(lists.totsize)
+    except OSError:
+        return False
+
+
 def is_on_disk(index: Any) -> bool:
     """Whether an IVF index's inverted lists are an on-disk list file."""
     import faiss
@@ -235,5 +246,6 @@ def read(index_path: Path) -> Any:
         return faiss.read_index(str(index_path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
 
 
-__all__ = ["DATA_SUFFIX", "SCRATCH_PREFIX", "SHARD_VECTORS", "data_path", "extend_on_disk", "faiss_lists", "fill_on_disk",
-           "fill_shards", "is_on_disk", "merge_shards", "read", "shard_folder", "trained_empty"]
+__all__ = ["DATA_SUFFIX", "SCRATCH_PREFIX", "SHARD_VECTORS", "data_path", "extend_on_disk", "faiss_lists",
+           "fill_on_disk", "fill_shards", "is_on_disk", "list_file_whole", "merge_shards", "read", "shard_folder",
+           "trained_empty"]
