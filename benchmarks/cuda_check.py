@@ -1,7 +1,8 @@
-"""The model-side commands with `--device cuda` on a lent GPU: a tiny SD-layout pipeline (float16 on CUDA) and a
-`diffrep train` caption run, each sampled with guidance and probed with every method (CPU runs of the same
-commands are in tests/probes). Prints each command's first output line and checks that the CUDA and CPU
-scores of the run agree.
+"""The commands with `--device cuda` on a lent GPU: SSCD embedding (its runtime, its vectors against ONNX Runtime
+on the CPU, images/s of the bare model), then a tiny SD-layout pipeline (float16 on CUDA) and a `diffrep train`
+caption run, each sampled with guidance, probed with every method and scored by `diffrep membership` with every
+method (CPU runs of the same commands are in tests/probes). Prints each command's first output line and checks
+that the CUDA and CPU scores agree.
 
 Usage:  python benchmarks/cuda_check.py --work /tmp/cuda-check
 """
@@ -47,6 +48,7 @@ def main() -> None:
                                                  + "\n" for r in rows))
     (work / "p.txt").write_text("\n".join(r["caption"] for r in rows[:16]) + "\n")
     (work / "r.txt").write_text("\n".join(r["caption"] for r in rows[48:]) + "\n")
+    sscd_on_device(data, a.device)
     from diffrep.models.tinysd import tiny_sd_from_folder
 
     t0 = time.perf_counter()
@@ -67,6 +69,47 @@ def main() -> None:
         secs = json.loads((work / f"probe-{model}-{a.device}" / "summary.json").read_text())["seconds_per_prompt"]
         print(f"{model}: noise-norm {a.device} vs cpu, largest difference {100 * rel:.2f}% of the largest score "
               f"({secs} s/prompt on {a.device})", flush=True)
+        membership_on_device(m, data, work, model, a.device)
+
+
+def sscd_on_device(data: Path, device: str) -> None:
+    """SSCD on ``device`` against ONNX Runtime on the CPU (cosine of each image's vectors), and the bare model's
+    images/s at batch 64."""
+    from diffrep.decode import decode_image
+    from diffrep.descriptors import get_descriptor
+
+    images = [decode_image(f.read_bytes()) for f in sorted(data.glob("*.png"))]
+    cpu = get_descriptor("sscd", device="cpu").embed_images(images)
+    d = get_descriptor("sscd", device=device)
+    got = d.embed_images(images)
+    cos = (got * cpu).sum(axis=1)
+    batch = np.stack([d.preprocess(im) for im in (images * 4)[:64]])
+    d.embed(batch)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(5):
+        d.embed(batch)
+    rate = 5 * len(batch) / (time.perf_counter() - t0)
+    print(f"sscd on {device} ({d.runtime}): cosine to ONNX Runtime on the CPU min {cos.min():.4f} mean "
+          f"{cos.mean():.4f} over {len(images)} images; bare model {rate:.0f} images/s at batch 64", flush=True)
+
+
+def membership_on_device(model: str, data: Path, work: Path, name: str, device: str) -> None:
+    """``diffrep membership --method all`` on ``device`` and on the CPU: the largest difference of the scores."""
+    files = sorted(data.glob("*.png"))
+    tested, reference = work / f"mi-{name}-tested", work / f"mi-{name}-reference"
+    for folder, part in ((tested, files[:16]), (reference, files[16:48])):
+        folder.mkdir(exist_ok=True)
+        for f in part:
+            shutil.copyfile(f, folder / f.name)
+    for dev in (device, "cpu"):
+        run(["membership", model, "--images", str(tested), "--reference", str(reference), "--out",
+             str(work / f"mi-{name}-{dev}"), "--method", "all", "--fpr", "0.1", "--device", dev])
+    got = {dev: np.array([float(r["score"]) for r in csv.DictReader(
+        (work / f"mi-{name}-{dev}" / "scores.csv").open())]) for dev in (device, "cpu")}
+    rel = np.abs(got[device] - got["cpu"]).max() / np.abs(got["cpu"]).max()
+    secs = json.loads((work / f"mi-{name}-{device}" / "summary.json").read_text()).get("seconds_per_image")
+    print(f"{name}: membership loss {device} vs cpu, largest difference {100 * rel:.2f}% of the largest score "
+          f"({secs} s/image on {device})", flush=True)
 
 
 if __name__ == "__main__":
