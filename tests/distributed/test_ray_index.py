@@ -399,3 +399,12 @@ def test_a_task_failure_is_the_workers_own_error(cluster):
     err = job_error(caught.value, "stage verify (rows 0-15)", "")
     assert str(err).startswith("stage verify (rows 0-15) failed on Ray (") and "division by zero" in str(err)
     assert "\n" not in str(err)
+
+    def lacks_diffrep() -> None:  # what a node without diffrep raises when it unpickles a task
+        raise ModuleNotFoundError("No module named 'diffrep'", name="diffrep")
+
+    with pytest.raises(r.exceptions.RayError) as caught:
+        r.get(r.remote(num_cpus=1)(lacks_diffrep).remote())
+    assert str(job_error(caught.value, "embedding")) == (
+        "embedding failed on Ray: a node lacks the Python module diffrep; install the same diffrep, with its "
+        "dependencies, on every node of the cluster")

@@ -85,6 +85,11 @@ def job_error(exc: BaseException, what: str,
         base = next((c for c in getattr(kind, "__mro__", ()) if c.__module__ == errors.__name__), None)
         if base is not None and issubclass(base, DiffrepError):
             return base(message)
+    if re.search(r"No module named '(diffrep|faiss|onnxruntime|pyarrow)[.']", str(exc)):
+        missing = re.search(r"No module named '([\w.]+)'", str(exc))
+        return DiffrepError(f"{what} failed on Ray: a node lacks the Python module "
+                            f"{missing.group(1) if missing else 'diffrep'}; install the same diffrep, with its "
+                            "dependencies, on every node of the cluster")
     cause = f"{what} failed on Ray ({type(root).__name__}: {errors.brief(root)})"
     return DiffrepError(f"{cause}; {then}" if then else cause)
 
