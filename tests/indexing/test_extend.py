@@ -101,6 +101,7 @@ def test_an_on_disk_index_is_extended_into_the_new_list_file(emoji_files: list[P
     gen = ix.meta["generation"]
     current = IndexDir(out).faiss_path(gen)  # the previous generation's index and list file are removed
     assert sorted(out.glob("index-*")) == [current, ondisk.data_path(current)]
+    assert ix.meta["index"]["on_disk"] == ondisk.data_path(current).name
     assert not list(out.glob(ondisk.SCRATCH_PREFIX + "*"))  # the shard folder is gone
 
 

@@ -116,6 +116,8 @@ def extend_previous(idx: IndexDir, previous: dict[str, Any], manifest: Manifest,
                   "nprobe_trials", "choice", "estimated_bytes"):
         params.pop(stale, None)
     params["trained_for"] = trained_for
+    if on_disk:
+        params["on_disk"] = on_disk.name  # the new generation's list file
     params["extended"] = {"from_generation": generation, "added": int(len(added)),
                           "since_training": int(manifest.num_rows - trained_for)}
     return index, params
