@@ -63,7 +63,10 @@ def _same_index(a: Path, b: Path, n: int) -> None:
     np.testing.assert_allclose(ia.vectors(np.arange(n)), ib.vectors(np.arange(n)), atol=1e-6)
 
 
-def test_a_killed_decoder_and_embedder_are_replaced(cluster, emoji_files, tmp_path):
+def test_a_killed_decoder_and_embedder_are_replaced(cluster, emoji_files, tmp_path, monkeypatch):
+    from diffrep.distributed import ray_data
+
+    monkeypatch.setattr(ray_data, "DECODE_BATCH", 30)  # two long decoding tasks: each is caught at work
     src = tmp_path / "imgs"
     src.mkdir()
     for f in emoji_files[:60]:
