@@ -37,13 +37,19 @@ def test_the_int8_graph_follows_onnxruntime(emoji_files):
     assert cos.min() > 0.995, cos
 
 
-def test_a_graph_with_other_operators_is_refused(tmp_path):
+def test_a_graph_with_other_operators_is_refused_or_left_to_onnxruntime(tmp_path, monkeypatch):
+    from diffrep.descriptors import onnx_torch
+
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])
     graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"])], "g", [x], [y])
-    onnx.save(helper.make_model(graph), str(tmp_path / "m.onnx"))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
     with pytest.raises(DescriptorError, match="cannot run its operators Softmax"):
         OnnxDescriptor(tmp_path / "m.onnx", name="m", device="cpu", runtime="torch")
+    # --device auto on a machine where only PyTorch has CUDA: a graph it cannot run stays on ONNX Runtime's CPU
+    monkeypatch.setattr(onnx_torch, "torch_cuda", lambda: True)
+    d = OnnxDescriptor(tmp_path / "m.onnx", name="m", device="auto")
+    assert d.runtime == "onnxruntime"
 
 
 def test_onnxruntime_stays_the_runtime_without_a_gpu():

@@ -24,6 +24,10 @@ _INT_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 10: "float16", 11: "float64"}
 
 
+class UnsupportedGraph(DescriptorError):
+    """The graph uses operators ``OPS`` does not implement."""
+
+
 def _attrs(node: Any) -> dict[str, Any]:
     from onnx import helper
 
@@ -166,7 +170,7 @@ class OnnxTorch:
         graph = model.graph
         missing = sorted({n.op_type for n in graph.node if n.op_type not in OPS and n.op_type != "Constant"})
         if missing:
-            raise DescriptorError(f"{path.name}: PyTorch cannot run its operators {', '.join(missing)}; run it "
+            raise UnsupportedGraph(f"{path.name}: PyTorch cannot run its operators {', '.join(missing)}; run it "
                                   "with ONNX Runtime (--device cpu, or onnxruntime-gpu for CUDA)")
         known: dict[str, Any] = {i.name: torch.from_numpy(np.array(numpy_helper.to_array(i))) for i in graph.initializer}
         self.steps: list[tuple[Callable[..., Any], dict[str, Any], list[str], list[str]]] = []
@@ -194,4 +198,4 @@ class OnnxTorch:
         return env[self.output]
 
 
-__all__ = ["OPS", "OnnxTorch", "torch_cuda"]
+__all__ = ["OPS", "OnnxTorch", "UnsupportedGraph", "torch_cuda"]

@@ -59,11 +59,18 @@ class OnnxDescriptor(Descriptor):
             import onnxruntime as ort
         except ImportError:  # pragma: no cover - a core dependency
             raise DescriptorError("onnxruntime is not installed: pip install onnxruntime") from None
+        from .onnx_torch import UnsupportedGraph
+
         self.runtime, where = _runtime(ort, device, runtime)
         try:
-            if self.runtime == "torch":
-                self._run, in_type, in_shape, out_shape = _torch_runner(path, where)
-            else:
+            try:
+                if self.runtime == "torch":
+                    self._run, in_type, in_shape, out_shape = _torch_runner(path, where)
+            except UnsupportedGraph:
+                if (device, runtime) != ("auto", "auto"):
+                    raise
+                self.runtime, where = "onnxruntime", _providers(ort, "cpu")  # auto: the CPU can run any graph
+            if self.runtime == "onnxruntime":
                 self._run, in_type, in_shape, out_shape = _ort_runner(ort, path, where, threads or _threads())
         except DescriptorError:
             raise
