@@ -32,12 +32,15 @@ def test_actors_leave_each_cluster_room_to_decode(two_node_cluster, emoji_files,
     for f in emoji_files[:40]:
         (src / f.name).write_bytes(f.read_bytes())
     index(src, tmp_path / "local")
-    for workers in ("2", "8"):
+    for workers, each in (("2", "0.75"), ("8", "0.19")):
         out = tmp_path / f"ray-{workers}"
-        run = subprocess.run([sys.executable, "-m", "diffrep", "index", str(src), "--out", str(out), "-q",
+        run = subprocess.run([sys.executable, "-m", "diffrep", "index", str(src), "--out", str(out),
                               "--engine", "ray", "--address", two_node_cluster, "--num-workers", workers],
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stdout.splitlines()[0] == (
+            f"Using the Ray cluster at {two_node_cluster}: 2 nodes, 2 CPUs, 0 GPUs; {workers} embedding actors of "
+            f"{each} CPU each, decoding tasks of 0.25 CPU.")
         ours, local = open_index(out), open_index(tmp_path / "local")
         assert ours.column("id") == local.column("id") and len(ours) == 40
         np.testing.assert_allclose(ours.vectors(np.arange(40)), local.vectors(np.arange(40)), atol=1e-6)

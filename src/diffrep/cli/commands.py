@@ -24,6 +24,11 @@ def _engine(a: argparse.Namespace, stage: str) -> Any:
     ray = ray_index.connect(a.address)
     if a.device == "cuda":  # a cluster without GPUs fails now, before anything is written
         ray_index.gpu_workers(ray, a.num_workers)
+    if not getattr(a, "quiet", False) and not getattr(a, "_cluster_shown", False):
+        from ..distributed.ray_data import describe
+
+        _out(describe(ray, a.address, a.num_workers, a.device))
+        a._cluster_shown = True
     module = ray_rows if stage == "map_rows" else ray_index
     return functools.partial(getattr(module, stage), address=a.address, workers=a.num_workers, device=a.device)
 

@@ -135,6 +135,19 @@ def actor_cpus(ray: Any, workers: int, device: str) -> float:
     return max(MIN_ACTOR_CPUS, min(ACTOR_CPUS, (cpus - DECODE_CPUS * nodes) / max(1, workers)))
 
 
+def describe(ray: Any, address: str, workers: int, device: str) -> str:
+    """One line on the cluster a run uses: its nodes, CPUs and GPUs, and the embedding actors it will start."""
+    res = ray.cluster_resources()
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    where = "a Ray instance started for this run" if address == "local" else f"the Ray cluster at {address}"
+    gpu = device == "cuda"
+    actors = gpu_workers(ray, workers) if gpu else max(1, workers)
+    each = actor_cpus(ray, actors, device)
+    return (f"Using {where}: {nodes} node{'s' if nodes != 1 else ''}, {res.get('CPU', 0):g} CPUs, "
+            f"{res.get('GPU', 0):g} GPUs; {actors} embedding actor{'s' if actors != 1 else ''}"
+            f"{' (one GPU each)' if gpu else f' of {each:.2g} CPU each'}, decoding tasks of {DECODE_CPUS:g} CPU.")
+
+
 def _quiet(ray: Any) -> None:
     """No progress bars or execution banners from Ray Data: diffrep reports progress through its callbacks."""
     ctx = ray.data.DataContext.get_current()
