@@ -151,13 +151,13 @@ def _grow_on_disk(path: Path, old_rows: int, added: np.ndarray, batches: Iterato
                   fill: Any, progress: Optional[ProgressCallback]) -> Any:
     """The on-disk index file ``path`` (its list file beside it) grown into the list file ``target``
     (``ondisk.extend_on_disk``: the old lists, renumbered, copied once; the added vectors filled in shards);
-    None when it cannot be read, holds another count or its list file is shorter than it records (reading past
-    a mapped file's end would kill the process)."""
+    None when it cannot be read (``ondisk.read``: a list file shorter than it records is unreadable) or holds
+    another count."""
     try:
         old = ondisk.read(path)
-    except RuntimeError:
+    except (OSError, RuntimeError):
         return None
-    if old.ntotal != old_rows or not ondisk.list_file_whole(old, path):
+    if old.ntotal != old_rows:
         return None
     report = None if progress is None else (lambda p: progress(
         dataclasses.replace(p, done=old_rows + p.done, total=old_rows + len(added))))

@@ -72,9 +72,6 @@ def open_index(path: str | Path) -> LoadedIndex:
     except (OSError, RuntimeError, ValueError, pa.ArrowException) as exc:
         raise DiffrepIndexError(f"index {root} is damaged ({brief(exc)}); "
                                 f"{repair}.") from None
-    if ondisk.is_on_disk(fx) and not ondisk.list_file_whole(fx, idx.faiss_path(gen)):
-        raise DiffrepIndexError(f"index {root} is damaged (its list file {ondisk.data_path(idx.faiss_path(gen)).name} "
-                                f"is shorter than its index records); {repair}.")
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.column_names]
     if missing:
         raise DiffrepIndexError(f"index {root} is damaged (its manifest lacks {', '.join(missing)}); {repair}.")

@@ -215,17 +215,6 @@ def shard_folder(target: Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def list_file_whole(index: Any, index_path: Path) -> bool:
-    """Whether the list file beside ``index_path`` holds every byte the on-disk ``index`` records."""
-    import faiss
-
-    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
-    try:
-        return data_path(index_path).stat().st_size >= int(lists.totsize)
-    except OSError:
-        return False
-
-
 def is_on_disk(index: Any) -> bool:
     """Whether an IVF index's inverted lists are an on-disk list file."""
     import faiss
@@ -239,13 +228,20 @@ def is_on_disk(index: Any) -> bool:
 
 def read(index_path: Path) -> Any:
     """Read an index file; an on-disk index's list file is taken from the index file's folder and mapped
-    read-only (an index is never added to once built)."""
+    read-only (an index is never added to once built). RuntimeError, as FAISS raises for a damaged file, when the
+    list file is shorter than the index records: reading past a mapped file's end would kill the process."""
     import faiss
 
     with _quiet():
-        return faiss.read_index(str(index_path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+        index = faiss.read_index(str(index_path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+    if is_on_disk(index):
+        lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+        data = data_path(index_path)
+        if data.stat().st_size < int(lists.totsize):
+            raise RuntimeError(f"its list file {data.name} is shorter than its index records")
+    return index
 
 
 __all__ = ["DATA_SUFFIX", "SCRATCH_PREFIX", "SHARD_VECTORS", "data_path", "extend_on_disk", "faiss_lists",
-           "fill_on_disk", "fill_shards", "is_on_disk", "list_file_whole", "merge_shards", "read", "shard_folder",
+           "fill_on_disk", "fill_shards", "is_on_disk", "merge_shards", "read", "shard_folder",
            "trained_empty"]
