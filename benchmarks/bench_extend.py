@@ -100,9 +100,10 @@ def main() -> None:
         added = added_rows(old_m, new_m, last)
         t_compare = time.perf_counter()
         if a.on_disk:  # renumbering and adding are one pass here: the old lists are copied as they are renumbered
-            grown = ondisk.extend_on_disk(grown, ondisk.trained_empty(grown),
-                                          lambda ids: shifted(ids, added), _batches(x[added]), added,
-                                          lists("extended"))
+            grown = ondisk.extend_on_disk(
+                grown, ondisk.trained_empty(grown), lambda ids: shifted(ids, added),
+                lambda empty, scratch: ondisk.fill_shards(empty, _batches(x[added]), scratch, ids=added),
+                lists("extended"))
             t_renumber = t_compare
         else:
             renumber(grown, added)

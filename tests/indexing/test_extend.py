@@ -128,9 +128,16 @@ def test_on_disk_extension_gives_the_in_memory_lists(tmp_path: Path) -> None:
     faiss.write_index(old, str(tmp_path / "index-1.faiss"))
     del old
     old = ondisk.read(tmp_path / "index-1.faiss")
-    grown = ondisk.extend_on_disk(old, ondisk.trained_empty(old),
-                                  lambda ids: shifted(ids, added), [x[added[:250]], x[added[250:]]], added,
-                                  tmp_path / "index-2.ivfdata", shard=150)  # three shard files
+    batches = [x[added[:250]], x[added[250:]]]
+    files = []
+
+    def shards(empty, scratch):  # three shard files
+        files.extend(ondisk.fill_shards(empty, batches, scratch, shard=150, ids=added))
+        return files
+
+    grown = ondisk.extend_on_disk(old, ondisk.trained_empty(old), lambda ids: shifted(ids, added), shards,
+                                  tmp_path / "index-2.ivfdata")
+    assert len(files) == 3
     in_memory = faiss.clone_index(trained)
     in_memory.add(x[~is_added])
     renumber(in_memory, added)

@@ -161,9 +161,13 @@ def _grow_on_disk(path: Path, old_rows: int, added: np.ndarray, batches: Iterato
         return None
     report = None if progress is None else (lambda p: progress(
         dataclasses.replace(p, done=old_rows + p.done, total=old_rows + len(added))))
-    shards = None if fill is None else (lambda index, scratch: fill.shards(index, added, scratch))
-    return ondisk.extend_on_disk(old, ondisk.trained_empty(old), lambda ids: shifted(ids, added), batches, added,
-                                 target, progress=report, shards=shards)
+    if fill is None:
+        def shards(empty: Any, scratch: Path) -> list[Path]:
+            return ondisk.fill_shards(empty, batches, scratch, progress=report, total=len(added), ids=added)
+    else:
+        def shards(empty: Any, scratch: Path) -> list[Path]:
+            return fill.shards(empty, added, scratch)
+    return ondisk.extend_on_disk(old, ondisk.trained_empty(old), lambda ids: shifted(ids, added), shards, target)
 
 
 __all__ = ["GROWTH_LIMIT", "added_rows", "extend_previous", "renumber", "shifted"]

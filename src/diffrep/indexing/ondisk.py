@@ -148,20 +148,16 @@ def trained_empty(index: Any) -> Any:
     return faiss.deserialize_index(blob)
 
 
-def extend_on_disk(old: Any, empty: Any, renumber: Callable[[np.ndarray], np.ndarray], batches: Iterable[np.ndarray],
-                   ids: np.ndarray, target: Path, shard: int = SHARD_VECTORS,
-                   progress: Optional[ProgressCallback] = None,
-                   shards: Optional[Callable[[Any, Path], list[Path]]] = None) -> Any:
+def extend_on_disk(old: Any, empty: Any, renumber: Callable[[np.ndarray], np.ndarray],
+                   added: Callable[[Any, Path], list[Path]], target: Path) -> Any:
     """``empty`` (``trained_empty`` of the on-disk IVF index ``old``) holding ``old``'s entries with their ids
-    renumbered (``renumber(ids) -> ids``) and then ``batches`` (vectors) under the FAISS ids ``ids``, its lists
-    in the new list file ``target``; in each cell the old entries come first, as ``extend.renumber`` and
-    ``add_with_ids`` leave an in-memory index. The added vectors go through shard files beside ``target``
-    (``fill_shards``, or ``shards(empty, scratch) -> files`` made elsewhere, e.g. by Ray tasks, in place of
-    ``batches``), so memory holds one shard; the old lists are read once, memory-mapped, and written once."""
+    renumbered (``renumber(ids) -> ids``) and then the added entries, its lists in the new list file ``target``;
+    in each cell the old entries come first, as ``extend.renumber`` and ``add_with_ids`` leave an in-memory index.
+    ``added(empty, scratch) -> files`` writes the added vectors into shard files in a scratch folder beside
+    ``target`` (``fill_shards`` here, or Ray tasks), so memory holds one shard; the old lists are read once,
+    memory-mapped, and written once."""
     with shard_folder(target) as scratch:
-        files = (fill_shards(empty, batches, scratch, shard, progress, len(ids), ids=ids) if shards is None
-                 else shards(empty, scratch))
-        return _merge_renumbered(empty, faiss_lists(old), renumber, files, target)
+        return _merge_renumbered(empty, faiss_lists(old), renumber, added(empty, scratch), target)
 
 
 def faiss_lists(index: Any) -> Any:
