@@ -59,19 +59,9 @@ class OnnxDescriptor(Descriptor):
             import onnxruntime as ort
         except ImportError:  # pragma: no cover - a core dependency
             raise DescriptorError("onnxruntime is not installed: pip install onnxruntime") from None
-        from .onnx_torch import UnsupportedGraph
-
-        self.runtime, where = _runtime(ort, device, runtime)
         try:
-            try:
-                if self.runtime == "torch":
-                    self._run, in_type, in_shape, out_shape = _torch_runner(path, where)
-            except UnsupportedGraph:
-                if (device, runtime) != ("auto", "auto"):
-                    raise
-                self.runtime, where = "onnxruntime", _providers(ort, "cpu")  # auto: the CPU can run any graph
-            if self.runtime == "onnxruntime":
-                self._run, in_type, in_shape, out_shape = _ort_runner(ort, path, where, threads or _threads())
+            self.runtime, (self._run, in_type, in_shape, out_shape) = _load(ort, path, device, runtime,
+                                                                            threads or _threads())
         except DescriptorError:
             raise
         except Exception as exc:  # onnxruntime and onnx raise their own exception types
@@ -101,7 +91,26 @@ class OnnxDescriptor(Descriptor):
         return _file_fingerprint(self, "uint8-nhwc" if self._uint8_nhwc else f"float-nchw-{self.norm}", self.runtime)
 
 
-def _ort_runner(ort: Any, path: Path, providers: list[str], threads: int) -> tuple[Any, str, list[Any], list[Any]]:
+_Runner = tuple[Any, str, list[Any], list[Any]]  # run(x) -> first output, input type, input shape, output shape
+
+
+def _load(ort: Any, path: Path, device: str, runtime: str, threads: int) -> tuple[str, _Runner]:
+    """(the runtime, its runner) for the ONNX model ``path`` (``_runtime``); with ``--device auto``, a graph PyTorch
+    cannot run stays on ONNX Runtime's CPU."""
+    from .onnx_torch import UnsupportedGraph
+
+    chosen, where = _runtime(ort, device, runtime)
+    if chosen == "torch":
+        try:
+            return chosen, _torch_runner(path, where)
+        except UnsupportedGraph:
+            if (device, runtime) != ("auto", "auto"):
+                raise
+            where = _providers(ort, "cpu")  # auto: the CPU can run any graph
+    return "onnxruntime", _ort_runner(ort, path, where, threads)
+
+
+def _ort_runner(ort: Any, path: Path, providers: list[str], threads: int) -> _Runner:
     """(run(x) -> first output, input type, input shape, output shape) of an ONNX Runtime session."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -115,7 +124,7 @@ def _ort_runner(ort: Any, path: Path, providers: list[str], threads: int) -> tup
         list(inp.shape), list(out.shape)
 
 
-def _torch_runner(path: Path, device: str) -> tuple[Any, str, list[Any], list[Any]]:
+def _torch_runner(path: Path, device: str) -> _Runner:
     """The same for the graph run by PyTorch on ``device`` (``onnx_torch.OnnxTorch``)."""
     import torch
 
@@ -184,9 +193,10 @@ def _runtime(ort: Any, device: str, runtime: str = "auto") -> tuple[str, Any]:
         raise DescriptorError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     check_device(device)
     if runtime == "torch":
-        if device == "cuda" and not torch_cuda():
+        cuda = device != "cpu" and torch_cuda()
+        if device == "cuda" and not cuda:
             raise DescriptorError("--device cuda: this PyTorch sees no CUDA device; use --device cpu")
-        return "torch", "cuda" if device != "cpu" and torch_cuda() else "cpu"
+        return "torch", "cuda" if cuda else "cpu"
     ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     if runtime == "auto" and device != "cpu" and not ort_cuda and torch_cuda():
         return "torch", "cuda"
