@@ -221,3 +221,18 @@ def test_cli_extract_writes_audited_cliques(caption_run, captioned, tmp_path, ca
                  "--reference-prompts", str(tmp_path / "r.txt"), "--out", str(tmp_path / "y"), "--per-prompt", "3",
                  "--min-clique", "4"]) == 2
     assert "min-clique" in capsys.readouterr().err
+
+
+def test_extract_refuses_a_missing_index_or_reference_before_generating(caption_run, captioned, tmp_path, capsys):
+    (tmp_path / "p.txt").write_text("a cat\n")
+    base = ["extract", str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--reference-prompts",
+            str(tmp_path / "p.txt"), "--per-prompt", "2", "--min-clique", "2", "--steps", "2", "-q"]
+    assert main([*base, "--index", str(tmp_path / "nope"), "--out", str(tmp_path / "a")]) == 5
+    assert "does not exist. Build it first" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()  # nothing generated, no folder left
+    import diffrep
+
+    diffrep.index(captioned, tmp_path / "index", descriptor="sscd-fast")
+    assert main([*base, "--index", str(tmp_path / "index"), "--reference", str(tmp_path / "gone"),
+                 "--out", str(tmp_path / "b")]) == 3
+    assert "--reference: " in capsys.readouterr().err and not (tmp_path / "b").exists()

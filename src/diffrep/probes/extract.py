@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..defaults import DEFAULTS
-from ..errors import DiffrepError
+from ..errors import DiffrepError, SourceError
 from ..fsutil import DirLock, ensure_writable_dir, write_bytes, write_json, write_text
 from ..progress import ProgressCallback, emit
 
@@ -113,6 +113,7 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
     if not ref:
         raise DiffrepError("extract needs --reference-prompts (prompts known not to be memorized): their "
                            "generations calibrate what counts as near-identical")
+    index, reference = _audit_inputs(index, reference)  # refused now, not after hours of generation
     model = load_model(model_path, device)
     model.require_prompts("extraction")
     out_dir = ensure_writable_dir(out)
@@ -193,6 +194,20 @@ def _cliques(model: Any, prompts: list[str], out: Path, edge: float, min_clique:
                          "clique_max_distance": float(sub.max())})
         emit(progress, "generate", i + 1, len(prompts), unit="prompt")
     return rows, reps
+
+
+def _audit_inputs(index: Any, reference: Any) -> tuple[Any, Any]:
+    """The training index opened (``LoadedIndex``) and the reference source checked, so that a missing or
+    damaged one stops the run before any image is generated."""
+    from ..indexing.load import LoadedIndex, open_index
+    from ..sources import open_source
+
+    if reference is not None:
+        try:
+            open_source(reference)
+        except SourceError as exc:
+            raise SourceError(f"--reference: {exc}") from None
+    return (index if isinstance(index, LoadedIndex) else open_index(index)), reference
 
 
 def _audit(out: Path, reps: list[Path], index: Any, reference: Any, seed: int,
