@@ -93,7 +93,7 @@ def test_report_command_rerenders_and_rejects_non_audit(audit_dir, tmp_path):
     assert r.returncode == 0 and (audit_dir / "report.html").is_file(), r.stderr
     assert "Showing the 3 strongest" in (audit_dir / "report.html").read_text()
     r = subprocess.run([sys.executable, "-m", "diffrep", "report", str(tmp_path)], capture_output=True, text=True)
-    assert r.returncode != 0 and "not an audit directory" in r.stderr
+    assert r.returncode != 0 and "is not a folder that `diffrep audit`, `probe` or `membership` wrote" in r.stderr
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")

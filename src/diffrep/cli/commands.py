@@ -122,6 +122,10 @@ def cmd_report(a: argparse.Namespace, bars: ProgressBars) -> int:
         return 0
     if a.extract:
         raise DiffrepError("--extract applies to the report of a `diffrep probe` folder")
+    root = Path(a.audit_dir)
+    if not ((root / "summary.json").is_file() and (root / "matches.parquet").is_file()):
+        raise DiffrepError(f"{root} is not a folder that `diffrep audit`, `probe` or `membership` wrote (no "
+                           "summary.json with matches.parquet, prompts.csv or scores.csv); give their --out folder")
     _out(f"Report: {render_report(a.audit_dir, page_limit=a.page_limit, progress=bars)}")
     return 0
 
