@@ -236,3 +236,20 @@ def test_candidate_search_depth_on_approximate_indexes(collection, tmp_path):
     r = dedup(None, tmp_path / "own2", index=tmp_path / "hnsw", verify_config=VerifyConfig(), text_overlay=True)
     assert (r.summary["rule"]["text_overlay"], r.summary["rule"]["frame_background"]) == (True, False)
     assert (r.summary["groups"], r.summary["duplicates"]) == (5, 5)
+
+
+def test_an_output_folder_inside_the_collection_is_not_read(emoji_files, tmp_path):
+    from diffrep.errors import SourceError
+
+    src = tmp_path / "coll"
+    src.mkdir()
+    for f in emoji_files[:6]:
+        shutil.copyfile(f, src / f.name)
+    shutil.copyfile(emoji_files[0], src / "again.png")
+    for _ in range(2):  # the rerun must not read the first run's groups.csv, keep.txt, ... as inputs
+        r = dedup(src, src / "dd", descriptor="sscd-fast")
+        assert r.summary["images"] == 7 and r.summary["skipped"] == 0
+    assert (src / "dd" / "skipped.csv").read_text().strip() == "path,reason"
+    with pytest.raises(SourceError, match="is the folder being read"):
+        dedup(src, src, descriptor="sscd-fast")
+    assert not (src / ".lock").exists() and not (src / "index").exists()  # refused before writing there

@@ -43,6 +43,7 @@ from ..indexing.build import check_options, index as build_index
 from ..indexing.duplicates import load_dup_counts, save_dup_counts
 from ..indexing.load import open_index
 from ..progress import ProgressCallback, emit
+from ..sources import open_source
 from .grouping import Link, star_groups
 from .links import DEDUP_NPROBE, calibrate_links, candidate_search_params
 
@@ -107,6 +108,8 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
         verify_config = VerifyConfig(text_overlay=True, frame_background=True)
     if text_overlay is not None:
         verify_config = replace(verify_config, text_overlay=text_overlay)
+    if source is not None and index is None:  # an --out that is the source folder: refused before writing there
+        open_source(source, captions=captions).exclude(out)
     out_dir = ensure_writable_dir(out, "output directory")
     with DirLock(out_dir, "dedup directory"):
         return _dedup(source, out_dir, index, descriptor, k, candidate_floor, verified_threshold, global_threshold,
@@ -124,7 +127,7 @@ def _dedup(source: PathLike | Sequence[PathLike] | None, out_dir: Path, index: P
             raise DiffrepError("give a SOURCE folder or an existing --index")
         index = out_dir / "index"
         build_index(source, index, descriptor=descriptor, captions=captions, max_pixels=max_pixels,
-                    progress=progress)
+                    exclude=[out_dir], progress=progress)
     idx = open_index(index)
     n = len(idx)
     paths, ids, sha = idx.column("path"), idx.column("id"), idx.column("sha256")

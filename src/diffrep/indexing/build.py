@@ -94,14 +94,15 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
           memory_budget: int | None = None, embed: Optional[Callable[..., tuple[int, int]]] = None,
           fill: Optional[Callable[..., Any]] = None, on_disk: bool = False,
           shards: Optional[Callable[..., Any]] = None, device: str = "auto", check_chunks: bool = False,
-          progress: Optional[ProgressCallback] = None) -> IndexResult:
+          exclude: Sequence[str | Path] = (), progress: Optional[ProgressCallback] = None) -> IndexResult:
     """Make the index directory ``out`` mirror the images of ``source``.
 
     Re-running embeds only images that are new or whose size or modification time changed, removes images
     that left the source (for tar shards: members gone from a shard that is given again), drops a damaged
     chunk and embeds its images again (chunks are read for that check when they are new or their files
     changed since they last passed; every chunk with ``check_chunks``), and resumes an interrupted run after
-    its last committed chunk.
+    its last committed chunk. The index directory, and the folders in ``exclude`` (the caller's output folder),
+    are not read even when they lie inside a source folder; a source folder that is one of them is refused.
     An index mirrors one source: another folder (or a shard of the same name elsewhere) is refused.
     ``memory_budget`` (bytes): the FAISS index must fit it (``faiss_index.plan``). ``embed``: the embedding stage
     (default: this process; ``distributed.ray_index.embed_chunks`` runs it on Ray), called as
@@ -124,6 +125,8 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
     if descriptor is not None:  # refuse an unusable descriptor before creating anything on disk
         descriptor = require_cosine(get_descriptor(descriptor, device=device))
     src = open_source(source, captions=captions)
+    for folder in exclude:  # refused before anything is created
+        src.exclude(folder)
     root = ensure_writable_dir(out, "index directory")
     src.exclude(root)
     idx = IndexDir(root)
