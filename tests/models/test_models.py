@@ -499,3 +499,23 @@ def test_pairs_figure_skips_moved_training_files(fashion, tmp_path):
     pairs_figure(audit, tmp_path / "pairs.png")
     sheet = decode_image((tmp_path / "pairs.png").read_bytes())
     assert sheet.shape[0] == 128 + 2 * 6  # one pair row: the pair with the vanished training file is left out
+
+
+def test_sample_writes_only_into_a_folder_of_its_own(caption_run, tmp_path):
+    from diffrep.errors import OutputError
+
+    out = tmp_path / "gen"
+    first = sample(caption_run, 4, out, steps=2)
+    assert sorted(p.name for p in out.glob("*.png")) == first.files
+    again = sample(caption_run, 2, out, steps=2)  # a rerun replaces the earlier images, none is left over
+    assert sorted(p.name for p in out.glob("*.png")) == again.files == ["00000.png", "00001.png"]
+    assert [json.loads(x)["file"] for x in (out / "prompts.jsonl").read_text().splitlines()] == again.files
+    (out / "photo.jpg").write_bytes(b"a user's file")
+    with pytest.raises(OutputError, match="did not write"):
+        sample(caption_run, 2, out, steps=2)
+    theirs = tmp_path / "training"
+    theirs.mkdir()
+    (theirs / "00000.png").write_bytes(b"their own image, named like a generation")
+    with pytest.raises(OutputError, match="did not write"):
+        sample(caption_run, 1, theirs, steps=2)
+    assert (theirs / "00000.png").read_bytes() == b"their own image, named like a generation"

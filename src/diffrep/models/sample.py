@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +20,18 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..defaults import DEFAULTS
-from ..errors import DiffrepError, SourceError
-from ..fsutil import DirLock, ensure_writable_dir, parse_json, write_bytes, write_text
+from ..errors import DiffrepError, OutputError, SourceError
+from ..fsutil import DirLock, ensure_writable_dir, parse_json, printable, write_bytes, write_text
 from ..progress import ProgressCallback, emit
 
 SAMPLERS = ("ddim", "ddpm")
 _PROMPT_KEYS = ("caption", "prompt", "text", "class")
 
 S = DEFAULTS["sample"]
+
+
+SAMPLE_MARK = ".diffrep-sample"  # marks a folder `diffrep sample` writes
+_SAMPLE_NAME = re.compile(r"[0-9]{5,}\.png")
 
 
 @dataclass
@@ -209,8 +214,39 @@ def sample(run_dir: str | os.PathLike[str], n: int, out: str | os.PathLike[str],
     records = model.describe_prompts(texts) if texts else []
     out_dir = ensure_writable_dir(out)
     with DirLock(out_dir, "sample folder"):
-        return _sample_into(out_dir, model, texts, records, n, sampler, steps, seed, batch, guidance, t0,
-                            model.unknown_words(given), plan, progress)
+        earlier = earlier_samples(out_dir)
+        (out_dir / SAMPLE_MARK).touch()
+        (out_dir / "prompts.jsonl").unlink(missing_ok=True)  # until the new one is written, no list describes them
+        result = _sample_into(out_dir, model, texts, records, n, sampler, steps, seed, batch, guidance, t0,
+                              model.unknown_words(given), plan, progress)
+        for name in earlier - set(result.files):  # an earlier run's images this run did not rewrite
+            (out_dir / name).unlink(missing_ok=True)
+        return result
+
+
+def earlier_samples(out_dir: Path) -> set[str]:
+    """The images an earlier ``sample`` run wrote into ``out_dir`` (replaced by this run); OutputError when the
+    folder holds anything else: generations need a folder of their own, since ``diffrep audit DIR`` reads every
+    image in it, and a user's own files there would be overwritten."""
+    names = {p.name for p in out_dir.iterdir()} - {".lock", SAMPLE_MARK, "prompts.jsonl"}
+    ours = {n for n in names if _SAMPLE_NAME.fullmatch(n)}
+    if not (out_dir / SAMPLE_MARK).is_file():  # a folder of an older diffrep: its prompts.jsonl lists its images
+        ours &= _listed(out_dir / "prompts.jsonl")
+    others = sorted(names - ours)
+    if others:
+        raise OutputError(f"{printable(str(out_dir))} already holds files that `diffrep sample` did not write "
+                          f"({len(others)}, e.g. {printable(others[0])}): generations need a folder of their own (`diffrep "
+                          "audit` reads every image in it). Choose a new or empty --out.")
+    return ours
+
+
+def _listed(path: Path) -> set[str]:
+    """The file names a prompts.jsonl lists (none when it is missing or not one diffrep wrote)."""
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return {str(r["file"]) for r in rows}
+    except (OSError, ValueError, TypeError, KeyError):
+        return set()
 
 
 def _sample_into(out_dir: Path, model: Any, texts: list[str], records: list[dict[str, Any]], n: int, sampler: str,
