@@ -127,6 +127,18 @@ def test_dataset_inference_writes_a_p_value_and_a_sentence(overfit, split, tmp_p
     assert st["subsets"][-1]["n_images"] == 12
 
 
+def test_tested_images_in_the_reference_are_left_out_of_it(overfit, split, tmp_path):
+    ref = tmp_path / "ref"
+    shutil.copytree(split["reference"], ref)
+    for f in sorted(split["members"].iterdir())[:4]:  # four tested images also given as reference
+        shutil.copyfile(f, ref / ("copy-" + f.name))
+    s = membership(overfit, tmp_path / "set", set_source=split["members"], reference=ref, fpr=0.1)
+    assert s["reference_images"] == 30 and s["reference_dropped_as_tested"] == 4
+    assert "4 reference images are identical to tested images" in s["warnings"][0]
+    with pytest.raises(DiffrepError, match="has 0 images once the 12 identical to tested images are left out"):
+        membership(overfit, tmp_path / "self", images=split["members"], reference=split["members"], fpr=0.1)
+
+
 def test_bad_input_gets_one_line_reasons(overfit, split, caption_run, captioned, tmp_path):
     with pytest.raises(DiffrepError, match="too few to resolve --fpr 0.01"):
         membership(overfit, tmp_path / "a", images=split["tested"], reference=split["reference"])

@@ -15,6 +15,7 @@ Outputs in ``out``: ``scores.csv`` (``path, score, p_value, is_member`` for the 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import time
@@ -57,7 +58,8 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
     tested = load_images(images if images is not None else set_source, model.image_size, captions=captions,
                          what="--images" if images is not None else "--set", progress=progress)
     ref = load_images(reference, model.image_size, captions=captions, what="--reference", progress=progress)
-    _check_reference(len(ref), fpr, set_source is not None)
+    ref, shared = _without_tested(tested, ref)
+    _check_reference(len(ref), fpr, set_source is not None, shared)
     cond, ref_cond, conditioning = _conditioning(model, tested, ref, captions)
     truth = _read_labels(labels, tested.paths) if labels else None
     # dataset inference aggregates every feature; per-image verdicts need only the asked methods
@@ -74,6 +76,12 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
         _write_features(out_dir, main, null)
         summary = _summary(model, model_path, methods, fpr, verdicts, tested, ref, main, conditioning,
                            time.perf_counter() - t0, timesteps, seeds)
+        if shared:
+            summary["warnings"].insert(0, f"{shared} reference images are identical to tested images (at the "
+                                          "model's resolution) and were left out of the reference: the reference "
+                                          "must hold images that were not trained on, and an image compared with "
+                                          "itself hides whatever the model remembers of it")
+            summary["reference_dropped_as_tested"] = shared
         if truth is not None:
             summary["evaluation"] = _evaluate(truth, main.scores, verdicts, methods)
         if set_source is not None:
@@ -82,16 +90,26 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
     return summary
 
 
-def _check_reference(n: int, fpr: float, set_mode: bool) -> None:
+def _without_tested(tested: ImageSet, ref: ImageSet) -> tuple[ImageSet, int]:
+    """``ref`` without the images identical to a tested one (same pixels at the model's resolution), and how
+    many were left out."""
+    seen = {hashlib.blake2b(im.tobytes(), digest_size=16).digest() for im in tested.images}
+    keep = np.array([hashlib.blake2b(im.tobytes(), digest_size=16).digest() not in seen for im in ref.images], bool)
+    dropped = int(len(keep) - keep.sum())
+    return (ref.select(keep) if dropped else ref), dropped
+
+
+def _check_reference(n: int, fpr: float, set_mode: bool, dropped: int = 0) -> None:
     from ..matching.calibration import min_null_size
 
     need = min_null_size(fpr)
+    has = f"has {n} images" + (f" once the {dropped} identical to tested images are left out" if dropped else "")
     if not set_mode and n < need:
-        raise DiffrepError(f"--reference has {n} images, too few to resolve --fpr {fpr:g}: a conformal threshold at "
+        raise DiffrepError(f"--reference {has}, too few to resolve --fpr {fpr:g}: a conformal threshold at "
                            f"that rate needs at least {need} reference (non-member) images. Give more, or a "
                            f"larger --fpr (with {n} images the smallest is {1 / (n + 1):.3g}).")
     if set_mode and n < 10:
-        raise DiffrepError(f"--reference has {n} images: dataset inference compares the set with at least 10 "
+        raise DiffrepError(f"--reference {has}: dataset inference compares the set with at least 10 "
                            "(better 100 or more) images of the same source that were not trained on")
 
 
