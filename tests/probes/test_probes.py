@@ -225,8 +225,9 @@ def test_cli_extract_writes_audited_cliques(caption_run, captioned, tmp_path, ca
 
 def test_extract_refuses_a_missing_index_or_reference_before_generating(caption_run, captioned, tmp_path, capsys):
     (tmp_path / "p.txt").write_text("a cat\n")
+    (tmp_path / "r.txt").write_text("blue car\n")
     base = ["extract", str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--reference-prompts",
-            str(tmp_path / "p.txt"), "--per-prompt", "2", "--min-clique", "2", "--steps", "2", "-q"]
+            str(tmp_path / "r.txt"), "--per-prompt", "2", "--min-clique", "2", "--steps", "2", "-q"]
     assert main([*base, "--index", str(tmp_path / "nope"), "--out", str(tmp_path / "a")]) == 5
     assert "does not exist. Build it first" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()  # nothing generated, no folder left
@@ -236,3 +237,19 @@ def test_extract_refuses_a_missing_index_or_reference_before_generating(caption_
     assert main([*base, "--index", str(tmp_path / "index"), "--reference", str(tmp_path / "gone"),
                  "--out", str(tmp_path / "b")]) == 3
     assert "--reference: " in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_tested_prompts_are_left_out_of_the_reference(caption_run, tmp_path):
+    from diffrep.probes.prompts import reference_without_tested
+
+    kept, notes = reference_without_tested(["A red  Apple", "blue car"], ["a red apple", "yellow bus", "Blue car"])
+    assert kept == ["yellow bus"] and notes and notes[0].startswith("2 reference prompts are also tested")
+    assert reference_without_tested(["x"], ["y"]) == (["y"], [])
+    (tmp_path / "p.txt").write_text("a cat\nyellow bus\n")
+    (tmp_path / "r.txt").write_text("yellow bus\nsmall green frog\nblue car\n")
+    r = probe(caption_run, tmp_path / "p.txt", tmp_path / "o", reference_prompts=tmp_path / "r.txt", fpr=0.4,
+              seeds=1, explain=False)
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert s["reference_prompts"] == 2 and "1 reference prompts are also tested" in r.warnings[0]
+    with pytest.raises(DiffrepError, match="all 2 are also tested"):
+        probe(caption_run, tmp_path / "p.txt", tmp_path / "o2", reference_prompts=tmp_path / "p.txt", fpr=0.4)

@@ -20,7 +20,7 @@ import csv
 import io
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -44,6 +44,7 @@ class ExtractResult:
     extracted: int  # cliques whose representative the audit flags as a copy
     edge_threshold: float
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
 
 def tiled_l2(a: np.ndarray, b: np.ndarray, tiles: int = TILES) -> float:
@@ -98,7 +99,7 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
             seed: int = 0, device: str = X["device"], progress: Optional[ProgressCallback] = None) -> ExtractResult:
     """Generate-and-filter extraction (module docstring). ``reference`` is the audit's held-out image folder."""
     from ..models.adapter import load_model
-    from .prompts import load_prompts
+    from .prompts import load_prompts, reference_without_tested
 
     if per_prompt < 2 or not 2 <= min_clique <= per_prompt:
         raise DiffrepError(f"--per-prompt {per_prompt} / --min-clique {min_clique}: cliques need 2 <= min-clique "
@@ -113,6 +114,7 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
     if not ref:
         raise DiffrepError("extract needs --reference-prompts (prompts known not to be memorized): their "
                            "generations calibrate what counts as near-identical")
+    ref, warnings = reference_without_tested(tested, ref)
     index, reference = _audit_inputs(index, reference)  # refused now, not after hours of generation
     model = load_model(model_path, device)
     model.require_prompts("extraction")
@@ -139,8 +141,8 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
             "edge_threshold_source": f"reference prompts' generations ({len(ref)} prompts, {len(null)} pairs) at "
                                      f"{fpr:g}", "min_clique": min_clique, "cliques": len(rows),
             "extracted": extracted, "seconds": round(seconds, 2),
-            "seconds_per_prompt": round(seconds / max(1, len(chosen) + len(ref)), 4)})
-    return ExtractResult(out_dir, len(tested), len(chosen), len(rows), extracted, edge, seconds)
+            "seconds_per_prompt": round(seconds / max(1, len(chosen) + len(ref)), 4), "warnings": warnings})
+    return ExtractResult(out_dir, len(tested), len(chosen), len(rows), extracted, edge, seconds, warnings)
 
 
 def _prefilter(model: Any, prompts: list[str], keep: float, progress: Optional[ProgressCallback]) -> list[str]:

@@ -57,7 +57,7 @@ def probe(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | 
     """Score ``prompts`` on the model at ``model_path`` and write the outputs described in the module
     docstring. ``method``: one of ``METHODS`` or ``all`` (the verdict then follows noise-norm)."""
     from ..models.adapter import load_model
-    from .prompts import load_prompts
+    from .prompts import load_prompts, reference_without_tested
 
     methods = list(METHODS) if method == "all" else [method]
     if method != "all" and method not in METHODS:
@@ -68,6 +68,7 @@ def probe(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | 
            else list(reference_prompts or []))
     if not tested:
         raise DiffrepError("no prompts to probe")
+    ref, overlap = reference_without_tested(tested, ref)
     if "seed-ssim" in methods and seeds < 2:
         raise DiffrepError("--method seed-ssim compares seeds: give --seeds 2 or more")
     model = load_model(model_path, device)
@@ -88,7 +89,7 @@ def probe(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | 
             _write_reference(out_dir, ref, methods, null.scores)
         seconds = time.perf_counter() - t0
         v = verdicts[methods[0]]
-        warnings = list(v["warnings"])
+        warnings = overlap + list(v["warnings"])
         if sum(truncated):
             warnings.append(f"{sum(truncated)} prompts are longer than the model's {model.max_prompt_tokens} "
                             "tokens and were cut (see the truncated column)")

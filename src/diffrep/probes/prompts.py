@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import SourceError
+from ..errors import DiffrepError, SourceError
 
 COLUMNS = ("prompt", "caption", "text")
 
@@ -49,3 +49,24 @@ def _csv(path: Path, what: str) -> list[str]:
         raise SourceError(f"{what} {path}: a csv needs a column named {', '.join(COLUMNS)}; it has "
                           f"{', '.join(reader.fieldnames or []) or 'none'}")
     return [row[col].strip() for row in reader if (row.get(col) or "").strip()]
+
+
+def _key(prompt: str) -> str:
+    return " ".join(prompt.split()).casefold()
+
+
+def reference_without_tested(tested: list[str], reference: list[str]) -> tuple[list[str], list[str]]:
+    """``reference`` without the prompts that are also tested (the same words, ignoring case and spacing),
+    and a warning for each kind of change (none when nothing was left out). Reference prompts are the
+    non-memorized null; a tested prompt among them would calibrate the threshold on itself. DiffrepError when
+    every reference prompt is also tested."""
+    seen = {_key(p) for p in tested}
+    kept = [p for p in reference if _key(p) not in seen]
+    dropped = len(reference) - len(kept)
+    if reference and not kept:
+        raise DiffrepError(f"--reference-prompts: all {len(reference)} are also tested prompts; the reference must "
+                           "hold prompts known not to be memorized (e.g. held-out captions), apart from those tested")
+    if not dropped:
+        return kept, []
+    return kept, [f"{dropped} reference prompts are also tested prompts and were left out of the reference (it "
+                  "must hold prompts known not to be memorized, apart from those tested)"]
