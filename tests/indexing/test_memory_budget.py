@@ -21,6 +21,10 @@ def test_plan_picks_the_first_index_that_fits():
         faiss_index.plan("auto", n, dim, 10**6)
     with pytest.raises(DiffrepError, match="over the --memory-budget"):
         faiss_index.plan("flat", n, dim, 10**9)
+    with pytest.raises(DiffrepError, match=r"about 69.63 KB, over the --memory-budget of 10 bytes.*vectors are kept"):
+        faiss_index.plan("flat", 34, dim, 10)  # small sizes in their own units, not "0.00 GB"
+    assert [faiss_index.size_text(b) for b in (640, 12_000, 2.5e8, 3e9)] == ["640 bytes", "12.00 KB", "250.00 MB",
+                                                                            "3.00 GB"]
 
 
 def test_training_sample_covers_every_ivf_cell_at_scale():

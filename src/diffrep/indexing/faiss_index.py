@@ -57,6 +57,17 @@ def estimated_bytes(kind: str, n: int, dim: int, pq_m: int = 64) -> int:
     return int(per * n)
 
 
+KEPT = "the embedded vectors are kept: the rerun only builds the index"
+
+
+def size_text(n_bytes: float) -> str:
+    """A size in bytes as people write it: 1.50 GB, 250.00 MB, 12.00 KB or 640 bytes."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.2f} {unit}"
+    return f"{int(n_bytes)} bytes"
+
+
 def plan(index_type: str, n: int, dim: int, memory_budget: int | None = None,
          on_disk: bool = False) -> dict[str, Any]:
     """The index to build: ``{"type", "pq_m", "estimated_bytes", "reason"}`` (see the module docstring).
@@ -73,24 +84,24 @@ def plan(index_type: str, n: int, dim: int, memory_budget: int | None = None,
     if memory_budget is None:
         return {"type": kind, "pq_m": m, "estimated_bytes": estimated_bytes(kind, n, dim, m),
                 "reason": f"{index_type}" + (f" for {n} vectors" if index_type == "auto" else " (given)")}
-    gb = memory_budget / 1e9
+    gb = size_text(memory_budget)
     if index_type != "auto":
         need = estimated_bytes(kind, n, dim, m)
         if need > memory_budget:
-            raise DiffrepError(f"a {kind} index of {n} {dim}-d vectors needs about {need / 1e9:.2f} GB, over the "
-                               f"--memory-budget of {gb:.2f} GB: use --index-type auto (or ivfpq) to fit it")
-        return {"type": kind, "pq_m": m, "estimated_bytes": need, "reason": f"{kind} (given; fits {gb:.2f} GB)"}
+            raise DiffrepError(f"a {kind} index of {n} {dim}-d vectors needs about {size_text(need)}, over the "
+                               f"--memory-budget of {gb}: use --index-type auto (or ivfpq) to fit it ({KEPT})")
+        return {"type": kind, "pq_m": m, "estimated_bytes": need, "reason": f"{kind} (given; fits {gb})"}
     for kind in (["flat"] if n < 250_000 else []) + ["ivf"]:
         if estimated_bytes(kind, n, dim) <= memory_budget:
             return {"type": kind, "pq_m": m, "estimated_bytes": estimated_bytes(kind, n, dim),
-                    "reason": f"{kind}: {n} vectors fit the {gb:.2f} GB budget uncompressed"}
+                    "reason": f"{kind}: {n} vectors fit the {gb} budget uncompressed"}
     for b in pq_sizes(dim):
         if estimated_bytes("ivfpq", n, dim, b) <= memory_budget:
             return {"type": "ivfpq", "pq_m": b, "estimated_bytes": estimated_bytes("ivfpq", n, dim, b),
-                    "reason": f"ivfpq with {b}-byte codes: the largest that fits {n} vectors in {gb:.2f} GB"}
+                    "reason": f"ivfpq with {b}-byte codes: the largest that fits {n} vectors in {gb}"}
     least = estimated_bytes("ivfpq", n, dim, min(pq_sizes(dim), default=8))
-    raise DiffrepError(f"--memory-budget {gb:.2f} GB cannot hold {n} vectors even as 8-byte codes (about "
-                       f"{least / 1e9:.2f} GB); give more memory")
+    raise DiffrepError(f"--memory-budget {gb} cannot hold {n} vectors even as 8-byte codes (about "
+                       f"{size_text(least)}); give more memory ({KEPT})")
 
 
 def self_recall(index: Any, vectors: np.ndarray, ids: np.ndarray) -> float:
