@@ -216,3 +216,14 @@ def test_reference_copies_are_named_and_can_be_dropped(scenario, tmp_path):
     assert dropped["calibration"]["null_size"] == 40 and kept["calibration"]["null_size"] == 43
     assert dropped["calibration"]["threshold"] < kept["calibration"]["threshold"]
     assert dropped["replicas"] >= kept["replicas"]
+
+
+@pytest.mark.parametrize("argv", [["experiment", "memorization", "--out", "x"], ["sample", "run", "--n", "1", "--out", "x"],
+                                  ["train", "data", "--out", "x"], ["audit", "gen", "--index", "i", "--out", "x"],
+                                  ["bench", "make", "imgs", "--out", "x"]])
+def test_a_negative_seed_is_a_usage_error(argv, capsys):
+    from diffrep.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--seed", "-1"])
+    assert e.value.code == 2 and "--seed: -1: give a whole number >= 0" in capsys.readouterr().err

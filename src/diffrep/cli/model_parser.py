@@ -11,6 +11,17 @@ from . import model_commands as mc
 Sub = Any  # argparse's sub-parser action
 
 
+def seed(text: str) -> int:
+    """An argparse type: a random seed, a whole number >= 0 (numpy and torch refuse negative ones)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: give a whole number >= 0")
+    return value
+
+
 def _quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -35,7 +46,7 @@ def _train(sub: Sub) -> None:
     p.add_argument("--lr", type=float, default=d["lr"], help="AdamW learning rate (default %(default)s)")
     p.add_argument("--ema", type=float, default=d["ema"], help="EMA decay of the sampled weights "
                    "(default %(default)s)")
-    p.add_argument("--seed", type=int, default=d["seed"], help="seed for subset, duplication, init and noise "
+    p.add_argument("--seed", type=seed, default=d["seed"], help="seed for subset, duplication, init and noise "
                    "(default %(default)s)")
     p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
     p.add_argument("--size", type=int, default=d["size"], help="image size in pixels, 16-256, a multiple of 4 "
@@ -75,7 +86,7 @@ def _train(sub: Sub) -> None:
                    help="prompts file: one caption/class per line, or jsonl (default: cycle the training ones)")
     p.add_argument("--sampler", default=d["sampler"], choices=("ddim", "ddpm"), help="ddim (default) or ddpm")
     p.add_argument("--steps", type=int, default=d["steps"], help="denoising steps (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--seed", type=seed, default=d["seed"])
     p.add_argument("--batch", type=int, default=d["batch"], help="images per model call (default %(default)s)")
     p.add_argument("--guidance", type=float, default=d["guidance"], help="classifier-free guidance scale "
                    "(default %(default)s: none; above 1 needs a model trained with caption dropout)")
@@ -107,7 +118,7 @@ def _experiment(sub: Sub) -> None:
     p.add_argument("--preset", default=d["preset"], choices=("smoke", "full"),
                    help="smoke (about 10 minutes on a 2-core CPU, default) or full (for a GPU)")
     p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
-    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--seed", type=seed, default=d["seed"])
     p.add_argument("--fpr", type=float, default=d["fpr"], help="false-positive rate of the audit threshold "
                    "(default %(default)s)")
     p.add_argument("--dup-frac", type=float, default=d["dup_frac"], help="duplication experiment: fraction "
@@ -183,7 +194,7 @@ def _extract(sub: Sub) -> None:
                    "probe first and generate only for the top --keep share")
     p.add_argument("--keep", type=float, default=d["keep"], help="share kept by --prefilter (default %(default)s)")
     p.add_argument("--steps", type=int, default=d["sample_steps"], help="DDIM steps (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
     _quiet(p)
     p.set_defaults(func=mc.cmd_extract)

@@ -8,7 +8,7 @@ from typing import Callable
 from .. import __version__
 from ..defaults import DEFAULTS, POOL_NULL_MODES
 from . import commands as c
-from .model_parser import MODEL_COMMANDS, Sub, _quiet
+from .model_parser import MODEL_COMMANDS, Sub, _quiet, seed
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -111,7 +111,7 @@ def _audit(sub: Sub) -> None:
                         "null: auto when the reference set is too small for --fpr (under 313 images at 1%%), "
                         "always, or never; for deduplicated training sets: series in the training set raise "
                         "the threshold (default %(default)s; docs/audit.md)")
-    p.add_argument("--seed", type=int, default=d["seed"], help="seed for background sampling (default %(default)s)")
+    p.add_argument("--seed", type=seed, default=d["seed"], help="seed for background sampling (default %(default)s)")
     p.add_argument("--report", action="store_true", help="also write a self-contained report.html")
     p.add_argument("--dup-counts", action="store_true", default=None,
                    help="report each matched training image's near-duplicate count (runs `diffrep dedup` on "
@@ -169,7 +169,7 @@ def _dedup(sub: Sub) -> None:
 def _demo_bench_data(sub: Sub) -> None:
     p = sub.add_parser("demo", help="build a labelled scenario from packaged emoji, index, audit, evaluate")
     p.add_argument("--out", default="demo-out", help="working directory (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--descriptor", default=DEFAULTS["index"]["descriptor"])
     _quiet(p)
     p.set_defaults(func=c.cmd_demo)
@@ -183,7 +183,7 @@ def _demo_bench_data(sub: Sub) -> None:
     g.add_argument("--kinds", default=b["kinds"], help="comma-separated query kinds (default: all five)")
     g.add_argument("--n", type=int, default=b["n"], help="queries in total, spread evenly over kinds "
                    "(default %(default)s)")
-    g.add_argument("--seed", type=int, default=b["seed"], help="same seed, byte-identical benchmark "
+    g.add_argument("--seed", type=seed, default=b["seed"], help="same seed, byte-identical benchmark "
                    "(default %(default)s)")
     g.add_argument("--fill", default=b["fill"], help="fill for segmix/outpainting: image (another image, "
                    "default) or noise")
