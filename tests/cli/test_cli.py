@@ -218,9 +218,9 @@ def test_reference_copies_are_named_and_can_be_dropped(scenario, tmp_path):
     assert dropped["replicas"] >= kept["replicas"]
 
 
-@pytest.mark.parametrize("argv", [["experiment", "memorization", "--out", "x"], ["sample", "run", "--n", "1", "--out", "x"],
-                                  ["train", "data", "--out", "x"], ["audit", "gen", "--index", "i", "--out", "x"],
-                                  ["bench", "make", "imgs", "--out", "x"]])
+@pytest.mark.parametrize("argv", [["experiment", "memorization", "--out", "x"],
+                                  ["sample", "run", "--n", "1", "--out", "x"], ["train", "data", "--out", "x"],
+                                  ["audit", "gen", "--index", "i", "--out", "x"], ["bench", "make", "imgs", "--out", "x"]])
 def test_a_negative_seed_is_a_usage_error(argv, capsys):
     from diffrep.cli import main
 
