@@ -513,6 +513,9 @@ def test_sample_writes_only_into_a_folder_of_its_own(caption_run, tmp_path):
     (out / "photo.jpg").write_bytes(b"a user's file")
     with pytest.raises(OutputError, match="did not write"):
         sample(caption_run, 2, out, steps=2)
+    for bad in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(DiffrepError, match="give a finite scale >= 0"):
+            sample(caption_run, 1, tmp_path / "g", guidance=bad)
     theirs = tmp_path / "training"
     theirs.mkdir()
     (theirs / "00000.png").write_bytes(b"their own image, named like a generation")

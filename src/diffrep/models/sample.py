@@ -198,8 +198,8 @@ def sample(run_dir: str | os.PathLike[str], n: int, out: str | os.PathLike[str],
         raise DiffrepError(f"--steps {steps}: the sampler runs between 1 and 1000 denoising steps")
     if batch < 1:
         raise DiffrepError(f"--batch {batch}: give a positive batch size")
-    if not guidance >= 0:
-        raise DiffrepError(f"--guidance {guidance}: give a scale >= 0 (1: no guidance)")
+    if not 0 <= guidance < float("inf"):
+        raise DiffrepError(f"--guidance {guidance}: give a finite scale >= 0 (1: no guidance)")
     t0 = time.perf_counter()
     model = load_model(run_dir, device)
     if guidance != 1.0:
