@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from ..defaults import DEFAULTS
 from ..errors import DiffrepError, SourceError
 from ..fsutil import DirLock, ensure_writable_dir, write_bytes, write_json, write_text
 from ..progress import ProgressCallback, emit
+from .journal import Journal, close_all, digest, model_stamp
 
 X = DEFAULTS["extract"]
 TILES = 4
@@ -121,14 +124,20 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
     out_dir = ensure_writable_dir(out)
     t0 = time.perf_counter()
     with DirLock(out_dir, "extract folder"):
-        chosen = _prefilter(model, tested, keep, progress) if prefilter else list(tested)
-        gen = dict(per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed, progress=progress)
-        ref_pairs = [d[np.triu_indices(per_prompt, 1)] for d in _distances(model, ref, stage="reference", **gen)]
+        stamp = model_stamp(model_path)
+        settings = dict(per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed)
+        journals = [Journal(out_dir, "prefilter", digest(stamp, tested))]
+        chosen = _prefilter(model, tested, keep, progress, journals[0]) if prefilter else list(tested)
+        gen = dict(settings, progress=progress)
+        journals.append(Journal(out_dir, "reference", digest(stamp, settings, ref)))
+        ref_pairs = [d[np.triu_indices(per_prompt, 1)]
+                     for d in _distances(model, ref, stage="reference", journal=journals[-1], **gen)]
         from ..matching.calibration import threshold_at_fpr
 
         null = -np.concatenate(ref_pairs)  # small distance = evidence: the conformal rule on negated distances
         edge = -threshold_at_fpr(null, fpr)[0]
-        rows, reps = _cliques(model, chosen, out_dir, edge, min_clique, gen)
+        journals.append(Journal(out_dir, "generate", digest(stamp, settings, chosen, float(edge), min_clique)))
+        rows, reps = _cliques(model, chosen, out_dir, edge, min_clique, gen, journals[-1])
         verdicts = _audit(out_dir, reps, index, reference, seed, progress) if reps else {}
         for r in rows:
             r.update(verdicts.get(r["generated"], {}))
@@ -142,13 +151,16 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
                                      f"{fpr:g}", "min_clique": min_clique, "cliques": len(rows),
             "extracted": extracted, "seconds": round(seconds, 2),
             "seconds_per_prompt": round(seconds / max(1, len(chosen) + len(ref)), 4), "warnings": warnings})
+        close_all(journals)
     return ExtractResult(out_dir, len(tested), len(chosen), len(rows), extracted, edge, seconds, warnings)
 
 
-def _prefilter(model: Any, prompts: list[str], keep: float, progress: Optional[ProgressCallback]) -> list[str]:
+def _prefilter(model: Any, prompts: list[str], keep: float, progress: Optional[ProgressCallback],
+               journal: Journal) -> list[str]:
     from .scores import score_prompts
 
-    s = score_prompts(model, prompts, ("one-step",), progress=progress, stage="prefilter").scores["one-step"]
+    s = score_prompts(model, prompts, ("one-step",), progress=progress, stage="prefilter",
+                      journal=journal).scores["one-step"]
     k = max(1, int(round(keep * len(prompts))))
     top = np.argsort(-s, kind="stable")[:k]
     return [prompts[i] for i in sorted(top)]
@@ -165,37 +177,59 @@ def _generate(model: Any, prompt: str, per_prompt: int, steps: int, guidance: fl
 
 
 def _distances(model: Any, prompts: list[str], *, per_prompt: int, steps: int, guidance: float, seed: int,
-               progress: Optional[ProgressCallback], stage: str) -> list[np.ndarray]:
+               progress: Optional[ProgressCallback], stage: str, journal: Journal) -> list[np.ndarray]:
+    """Per prompt, the tiled L2 distances of its generations (kept in ``journal`` as each prompt finishes)."""
     out = []
     emit(progress, stage, 0, len(prompts), unit="prompt")
     for i, p in enumerate(prompts):
-        out.append(pair_distances(_generate(model, p, per_prompt, steps, guidance, seed)))
+        done = journal.load(i)
+        if done is None:
+            done = {"d": pair_distances(_generate(model, p, per_prompt, steps, guidance, seed))}
+            journal.save(i, done)
+        out.append(done["d"])
         emit(progress, stage, i + 1, len(prompts), unit="prompt")
     return out
 
 
-def _cliques(model: Any, prompts: list[str], out: Path, edge: float, min_clique: int,
-             gen: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Path]]:
-    from ..models.sample import png_bytes
-
+def _cliques(model: Any, prompts: list[str], out: Path, edge: float, min_clique: int, gen: dict[str, Any],
+             journal: Journal) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Each prompt's largest clique of near-identical generations, its representative written to
+    ``cliques/``; a resumed run takes the prompts ``journal`` kept (a new run first clears ``cliques/``)."""
     progress = gen["progress"]
     rows, reps = [], []
+    if journal.fresh:
+        shutil.rmtree(out / "cliques", ignore_errors=True)
     (out / "cliques").mkdir(exist_ok=True)
     emit(progress, "generate", 0, len(prompts), unit="prompt")
     for i, p in enumerate(prompts):
-        imgs = _generate(model, p, gen["per_prompt"], gen["steps"], gen["guidance"], gen["seed"])
-        d = pair_distances(imgs)
-        members = largest_clique(d < edge)
-        if len(members) >= min_clique:
-            sub = d[np.ix_(members, members)]
-            rep = members[int(np.argmin(sub.sum(axis=1)))]
-            path = out / "cliques" / f"{i:05d}.png"
-            write_bytes(path, png_bytes(imgs[rep]))
-            reps.append(path)
-            rows.append({"prompt": p, "generated": path.name, "clique_size": len(members),
-                         "clique_max_distance": float(sub.max())})
+        done = journal.load(i)
+        row = None if done is None else json.loads(str(done["row"]))
+        if done is None or (row and not (out / "cliques" / row["generated"]).is_file()):
+            row = _clique(model, p, i, out, edge, min_clique, gen)
+            journal.save(i, {"row": json.dumps(row)})
+        if row:
+            rows.append(row)
+            reps.append(out / "cliques" / row["generated"])
         emit(progress, "generate", i + 1, len(prompts), unit="prompt")
     return rows, reps
+
+
+def _clique(model: Any, prompt: str, i: int, out: Path, edge: float, min_clique: int,
+            gen: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """Generate for ``prompt``; its clique's row (representative written as ``cliques/<i>.png``) or None."""
+    from ..models.sample import png_bytes
+
+    imgs = _generate(model, prompt, gen["per_prompt"], gen["steps"], gen["guidance"], gen["seed"])
+    d = pair_distances(imgs)
+    members = largest_clique(d < edge)
+    if len(members) < min_clique:
+        return None
+    sub = d[np.ix_(members, members)]
+    rep = members[int(np.argmin(sub.sum(axis=1)))]
+    name = f"{i:05d}.png"
+    write_bytes(out / "cliques" / name, png_bytes(imgs[rep]))
+    return {"prompt": prompt, "generated": name, "clique_size": len(members),
+            "clique_max_distance": float(sub.max())}
 
 
 def _audit_inputs(index: Any, reference: Any) -> tuple[Any, Any]:
@@ -216,7 +250,12 @@ def _audit(out: Path, reps: list[Path], index: Any, reference: Any, seed: int,
            progress: Optional[ProgressCallback]) -> dict[str, dict[str, Any]]:
     from ..auditing.run import audit
 
-    r = audit([str(p) for p in reps], index, out / "audit", reference=reference, seed=seed, progress=progress)
+    folder = out / "cliques"  # audited as a folder: the representatives and nothing else
+    keep = {p.name for p in reps}
+    for other in folder.iterdir():
+        if other.name not in keep:
+            shutil.rmtree(other) if other.is_dir() else other.unlink()
+    r = audit(folder, index, out / "audit", reference=reference, seed=seed, progress=progress)
     res = {}
     for q, t, rep, pv in zip(r.query_paths, r.top1_train_paths, r.is_replica, r.p_values):
         res[Path(q).name] = {"training_image": t or "", "is_copy": bool(rep), "p_value": float(pv)}

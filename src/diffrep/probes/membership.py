@@ -29,6 +29,7 @@ from ..errors import DiffrepError
 from ..fsutil import DirLock, atomic_path, ensure_writable_dir, write_json, write_text
 from ..progress import ProgressCallback
 from .images import ImageSet, load_images
+from .journal import Journal, close_all, digest, model_stamp
 from .mia import METHODS, ImageScores, score_images
 
 M = DEFAULTS["membership"]
@@ -68,8 +69,13 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
     with DirLock(out_dir, "membership folder"):
         t0 = time.perf_counter()
         kw = dict(timesteps=timesteps, seeds=seeds, batch=batch)
-        main = score_images(model, tested.images, cond, score_methods, progress=progress, stage="images", **kw)
-        null = score_images(model, ref.images, ref_cond, score_methods, progress=progress, stage="reference", **kw)
+        stamp = model_stamp(model_path)
+        journals = [Journal(out_dir, stage, digest(stamp, score_methods, kw, conditioning, s.captions, s.images))
+                    for stage, s in (("images", tested), ("reference", ref))]
+        main = score_images(model, tested.images, cond, score_methods, progress=progress, stage="images",
+                            journal=journals[0], **kw)
+        null = score_images(model, ref.images, ref_cond, score_methods, progress=progress, stage="reference",
+                            journal=journals[1], **kw)
         verdicts = {m: _verdict(main.scores[m], null.scores[m], fpr) for m in methods}
         _write_scores(out_dir, tested, methods, main.scores, verdicts, truth)
         _write_reference(out_dir, ref, methods, null.scores)
@@ -87,6 +93,7 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
         if set_source is not None:
             summary["set"] = _set_inference(out_dir, main, null, len(tested))
         write_json(out_dir / "summary.json", summary)
+        close_all(journals)
     return summary
 
 

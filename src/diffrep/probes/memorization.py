@@ -29,6 +29,7 @@ from ..defaults import DEFAULTS
 from ..errors import DiffrepError
 from ..fsutil import DirLock, ensure_writable_dir, write_json, write_text
 from ..progress import ProgressCallback
+from .journal import Journal, close_all, digest, model_stamp
 from .scores import METHODS, score_prompts
 
 P = DEFAULTS["probe"]
@@ -77,9 +78,14 @@ def probe(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | 
     with DirLock(out_dir, "probe folder"):
         t0 = time.perf_counter()
         kw = dict(seeds=seeds, steps=steps, sample_steps=sample_steps, guidance=guidance, batch=batch)
-        main = score_prompts(model, tested, methods, attribute=explain and methods[0] == "noise-norm",
-                             progress=progress, **kw)
-        null = score_prompts(model, ref, methods, progress=progress, stage="reference", **kw) if ref else None
+        attribute = explain and methods[0] == "noise-norm"
+        stamp = model_stamp(model_path)
+        journals = [Journal(out_dir, "prompts", digest(stamp, methods, kw, attribute, tested)),
+                    Journal(out_dir, "reference", digest(stamp, methods, kw, ref))]
+        main = score_prompts(model, tested, methods, attribute=attribute, progress=progress, journal=journals[0],
+                             **kw)
+        null = (score_prompts(model, ref, methods, progress=progress, stage="reference", journal=journals[1], **kw)
+                if ref else None)
         truncated = [model.truncated(p) for p in tested]
         verdicts = {m: _verdict(main.scores[m], None if null is None else null.scores[m], fpr) for m in methods}
         _write_prompts(out_dir, tested, methods, main.scores, verdicts, truncated)
@@ -104,6 +110,7 @@ def probe(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | 
                        "flagged": int(np.sum(verdicts[m]["flags"]))} for m in methods[1:]},
                    "warnings": warnings}
         write_json(out_dir / "summary.json", summary)
+        close_all(journals)
     return ProbeResult(out_dir, methods[0], len(tested), summary["flagged"], v["threshold"], v["source"],
                        summary["seconds_per_prompt"], warnings, int(sum(truncated)))
 

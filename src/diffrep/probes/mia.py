@@ -28,6 +28,7 @@ import numpy as np
 
 from ..models.adapter import repeat_cond
 from ..progress import ProgressCallback, emit
+from .journal import Journal
 
 METHODS = ("loss", "secmi", "pia")
 DEFAULT_TIMESTEPS = {"loss": (100,), "secmi": (100,), "pia": (200,)}  # the papers' choices on DDPM (T = 1000)
@@ -61,9 +62,11 @@ def timesteps_for(method: str, timesteps: Optional[Sequence[int]], train_steps: 
 
 def score_images(model: Any, images: np.ndarray, cond: Any, methods: Sequence[str] = ("loss",), *,
                  timesteps: Optional[Sequence[int]] = None, seeds: int = 2, batch: int = 64,
-                 progress: Optional[ProgressCallback] = None, stage: str = "membership") -> ImageScores:
+                 progress: Optional[ProgressCallback] = None, stage: str = "membership",
+                 journal: Optional[Journal] = None) -> ImageScores:
     """Score uint8 ``images`` [N, H, W, C] with ``methods``. ``cond`` is the conditioning batch, row i for
-    image i (``{}`` for an unconditional model), built by the caller."""
+    image i (``{}`` for an unconditional model), built by the caller. ``journal``: where finished batches are
+    kept, and read back when the same run resumes (``journal.py``)."""
     import torch
 
     n = len(images)
@@ -77,25 +80,42 @@ def score_images(model: Any, images: np.ndarray, cond: Any, methods: Sequence[st
     emit(progress, stage, 0, n, unit="img")
     for start in range(0, n, batch):
         stop = min(n, start + batch)
-        with torch.no_grad():
-            x0 = model.to_model(images[start:stop]).float()
-            part = {k: v[start:stop] for k, v in cond.items()}
-            for m in methods:
-                t0 = time.perf_counter()
-                for t in plans[m]:
-                    if m == "loss":
-                        s = _loss(model, x0, part, t, noise)
-                    elif m == "secmi":
-                        s = _secmi(model, x0, part, t)
-                    else:
-                        s = _pia(model, x0, part, t)
-                    res.features[f"{m}@{t}"][start:stop] = s
-                res.seconds[m] += time.perf_counter() - t0
+        done = journal.load(start) if journal is not None else None
+        if done is None:
+            done = _score_batch(model, images[start:stop], {k: v[start:stop] for k, v in cond.items()}, plans,
+                                noise)
+            if journal is not None:
+                journal.save(start, done)
+        for m in methods:
+            for t in plans[m]:
+                res.features[f"{m}@{t}"][start:stop] = done[f"{m}@{t}"]
+            res.seconds[m] += float(done[f"seconds/{m}"])
         emit(progress, stage, stop, n, unit="img")
     for m in methods:
         res.scores[m] = np.mean([res.features[f"{m}@{t}"] for t in plans[m]], axis=0)
         res.model_calls[m] = int(sum(_calls(m, t, seeds) for t in plans[m]))
     return res
+
+
+def _score_batch(model: Any, images: np.ndarray, cond: Any, plans: dict[str, tuple[int, ...]],
+                 noise: Any) -> dict[str, Any]:
+    """One batch: ``<method>@<t>`` per-image arrays and ``seconds/<method>``."""
+    import torch
+
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        x0 = model.to_model(images).float()
+        for m, ts in plans.items():
+            t0 = time.perf_counter()
+            for t in ts:
+                if m == "loss":
+                    out[f"{m}@{t}"] = _loss(model, x0, cond, t, noise)
+                elif m == "secmi":
+                    out[f"{m}@{t}"] = _secmi(model, x0, cond, t)
+                else:
+                    out[f"{m}@{t}"] = _pia(model, x0, cond, t)
+            out[f"seconds/{m}"] = time.perf_counter() - t0
+    return out
 
 
 def _calls(method: str, t: int, seeds: int) -> int:

@@ -19,6 +19,7 @@ draws the same starting noise x_T for every prompt, so prompts are compared on t
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..models.adapter import noise_gap, repeat_cond
 from ..progress import ProgressCallback, emit
+from .journal import Journal
 
 METHODS = ("noise-norm", "seed-ssim", "one-step")
 
@@ -43,46 +45,69 @@ class PromptScores:
 def score_prompts(model: Any, prompts: Sequence[str], methods: Sequence[str] = ("noise-norm",), *,
                   seeds: int = 4, steps: int = 1, sample_steps: int = 50, guidance: float = 1.0, batch: int = 32,
                   attribute: bool = False, progress: Optional[ProgressCallback] = None,
-                  stage: str = "probe") -> PromptScores:
+                  stage: str = "probe", journal: Optional[Journal] = None) -> PromptScores:
     """Score ``prompts`` with ``methods`` (see the module docstring); ``steps`` is Wen's k, ``sample_steps``
     the DDIM schedule the trajectory follows. ``attribute`` adds Wen's per-token attribution of the
-    first-step noise-norm (the gradient norm with respect to each token's text state)."""
+    first-step noise-norm (the gradient norm with respect to each token's text state). ``journal``: where
+    finished batches are kept, and read back when the same run resumes (``journal.py``)."""
+    import torch
+
+    n = len(prompts)
+    out = {m: np.full(n, np.nan) for m in methods}
+    tokens: list[list[tuple[str, float]]] = []
+    per_batch = max(1, batch // max(1, seeds))
+    calls, seconds = 0, 0.0
+    noise = torch.cat([model.noise(1, torch.Generator().manual_seed(s)) for s in range(seeds)])
+    emit(progress, stage, 0, n, unit="prompt")
+    for start in range(0, n, per_batch):
+        chunk = list(prompts[start:start + per_batch])
+        done = journal.load(start) if journal is not None else None
+        if done is None:
+            done = _score_batch(model, chunk, methods, noise, steps, sample_steps, guidance, attribute)
+            if journal is not None:
+                journal.save(start, done)
+        for m in methods:
+            out[m][start:start + len(chunk)] = done[f"score/{m}"]
+        if attribute:
+            tokens.extend([(str(t), float(v)) for t, v in row] for row in json.loads(str(done["tokens"])))
+        calls += int(done["calls"])
+        seconds += float(done["seconds"])
+        emit(progress, stage, start + len(chunk), n, unit="prompt")
+    return PromptScores(out, seconds, calls, tokens)
+
+
+def _score_batch(model: Any, chunk: list[str], methods: Sequence[str], noise: Any, steps: int, sample_steps: int,
+                 guidance: float, attribute: bool) -> dict[str, Any]:
+    """One batch of prompts: ``score/<method>`` arrays, ``tokens`` (JSON), ``calls`` and ``seconds``."""
     import time
 
     import torch
 
     t0 = time.perf_counter()
-    n = len(prompts)
-    out = {m: np.full(n, np.nan) for m in methods}
-    tokens: list[list[tuple[str, float]]] = []
-    per_batch = max(1, batch // max(1, seeds))
+    b, seeds = len(chunk), len(noise)
+    res: dict[str, Any] = {}
     calls = 0
-    noise = torch.cat([model.noise(1, torch.Generator().manual_seed(s)) for s in range(seeds)])
-    emit(progress, stage, 0, n, unit="prompt")
-    for start in range(0, n, per_batch):
-        chunk = list(prompts[start:start + per_batch])
-        b = len(chunk)
-        x_t = noise.repeat(b, 1, 1, 1)  # prompt-major: rows i*seeds .. (i+1)*seeds-1 are prompt i
-        cond = repeat_cond(model.encode(chunk), seeds)
-        uncond = model.empty(b * seeds)
-        with torch.no_grad():
-            if "noise-norm" in methods or "seed-ssim" in methods:
-                norms, first, c = _trajectory(model, x_t, cond, uncond, steps if "noise-norm" in methods else 1,
-                                              sample_steps, guidance)
-                calls += c
-                if "noise-norm" in methods:
-                    out["noise-norm"][start:start + b] = norms.view(b, seeds, -1).mean(dim=(1, 2)).double().cpu().numpy()
-                if "seed-ssim" in methods:
-                    out["seed-ssim"][start:start + b] = [_mean_pairwise_ssim(first[i * seeds:(i + 1) * seeds])
-                                                         for i in range(b)]
-            if "one-step" in methods:
-                out["one-step"][start:start + b] = _one_step(model, x_t, cond).view(b, seeds).mean(1).double().cpu().numpy()
-                calls += b * seeds
-        if attribute:
-            tokens.extend(_attribution(model, chunk, cond, uncond, x_t, seeds, sample_steps))
-            calls += 2 * b * seeds
-        emit(progress, stage, start + b, n, unit="prompt")
-    return PromptScores(out, time.perf_counter() - t0, calls, tokens)
+    x_t = noise.repeat(b, 1, 1, 1)  # prompt-major: rows i*seeds .. (i+1)*seeds-1 are prompt i
+    cond = repeat_cond(model.encode(chunk), seeds)
+    uncond = model.empty(b * seeds)
+    with torch.no_grad():
+        if "noise-norm" in methods or "seed-ssim" in methods:
+            norms, first, c = _trajectory(model, x_t, cond, uncond, steps if "noise-norm" in methods else 1,
+                                          sample_steps, guidance)
+            calls += c
+            if "noise-norm" in methods:
+                res["score/noise-norm"] = norms.view(b, seeds, -1).mean(dim=(1, 2)).double().cpu().numpy()
+            if "seed-ssim" in methods:
+                res["score/seed-ssim"] = np.array([_mean_pairwise_ssim(first[i * seeds:(i + 1) * seeds])
+                                                   for i in range(b)])
+        if "one-step" in methods:
+            res["score/one-step"] = _one_step(model, x_t, cond).view(b, seeds).mean(1).double().cpu().numpy()
+            calls += b * seeds
+    toks = []
+    if attribute:
+        toks = _attribution(model, chunk, cond, uncond, x_t, seeds, sample_steps)
+        calls += 2 * b * seeds
+    return res | {"tokens": json.dumps(toks), "calls": calls, "seconds": time.perf_counter() - t0}
 
 
 def _trajectory(model: Any, x: Any, cond: dict[str, Any], uncond: dict[str, Any], k: int, sample_steps: int,
