@@ -25,7 +25,8 @@ FOLDER = ".partial"
 
 
 def model_stamp(path: str | os.PathLike[str]) -> list[tuple[str, int, int]]:
-    """(relative path, size, modification time) of every file of a model folder (or of the model file)."""
+    """(relative path, size, modification time) of every file of a model folder (or of the model file), hidden
+    files and folders left out."""
     root = Path(path)
     if root.is_file():
         st = root.stat()
@@ -33,7 +34,7 @@ def model_stamp(path: str | os.PathLike[str]) -> list[tuple[str, int, int]]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
+        for name in sorted(f for f in filenames if not f.startswith(".")):  # not a lock or journal of ours
             p = Path(dirpath) / name
             st = p.stat()
             out.append((str(p.relative_to(root)), st.st_size, st.st_mtime_ns))
