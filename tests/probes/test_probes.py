@@ -253,3 +253,19 @@ def test_tested_prompts_are_left_out_of_the_reference(caption_run, tmp_path):
     assert s["reference_prompts"] == 2 and "1 reference prompts are also tested" in r.warnings[0]
     with pytest.raises(DiffrepError, match="all 2 are also tested"):
         probe(caption_run, tmp_path / "p.txt", tmp_path / "o2", reference_prompts=tmp_path / "p.txt", fpr=0.4)
+
+
+def test_a_damaged_sd_folder_is_one_line(tiny_sd, tmp_path, capfd):
+    bad = tmp_path / "sd"
+    shutil.copytree(tiny_sd, bad)
+    cfg = json.loads((bad / "unet" / "config.json").read_text())
+    cfg["block_out_channels"] = [2 * c for c in cfg["block_out_channels"]]
+    (bad / "unet" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DiffrepError, match=r"the weights do not fit the config.json beside them \(size mismatch"):
+        load_model(bad)
+    shutil.copytree(tiny_sd / "unet", bad / "unet", dirs_exist_ok=True)
+    (bad / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    capfd.readouterr()
+    with pytest.raises(DiffrepError, match="cannot load the Stable Diffusion folder"):
+        load_model(bad)
+    assert capfd.readouterr().err == ""  # diffusers' own error log is not printed beside the one line

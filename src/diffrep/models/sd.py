@@ -137,11 +137,21 @@ def load_diffusers(path: str | os.PathLike[str], device: str = "cpu") -> Diffuse
             text = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True, dtype=dtype)
             tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
             sched = DDPMScheduler.load_config(folder / "scheduler", local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise DiffrepError(f"cannot load the Stable Diffusion folder {path}: {str(exc).splitlines()[0]}") from None
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise DiffrepError(f"cannot load the Stable Diffusion folder {path}: {_load_error(exc)}") from None
     for m in (unet, vae, text):
         m.to(dev).eval().requires_grad_(False)
     return DiffusersModel(str(folder), unet, vae, text, tokenizer, sched, dev)
+
+
+def _load_error(exc: BaseException) -> str:
+    """One line for a loading failure: the first shape mismatch when weights do not fit their config.json
+    (PyTorch lists every one), else the message's first line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    mismatch = next((ln for ln in lines if ln.startswith("size mismatch")), None)
+    if mismatch:
+        return f"the weights do not fit the config.json beside them ({mismatch})"
+    return lines[0]
 
 
 @contextlib.contextmanager
@@ -151,8 +161,8 @@ def quiet_loading() -> Iterator[None]:
     from transformers.utils import logging as t_log
 
     d_level, t_level, bars = d_log.get_verbosity(), t_log.get_verbosity(), t_log.is_progress_bar_enabled()
-    d_log.set_verbosity_error()
-    t_log.set_verbosity_error()
+    d_log.set_verbosity(d_log.CRITICAL)  # a failed load raises, and the caller says it in one line
+    t_log.set_verbosity(t_log.CRITICAL)
     t_log.disable_progress_bar()
     d_log.disable_progress_bar()
     try:
