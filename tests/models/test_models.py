@@ -522,3 +522,24 @@ def test_sample_writes_only_into_a_folder_of_its_own(caption_run, tmp_path):
     with pytest.raises(OutputError, match="did not write"):
         sample(caption_run, 1, theirs, steps=2)
     assert (theirs / "00000.png").read_bytes() == b"their own image, named like a generation"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "text", "pickled code"])
+def test_a_damaged_checkpoint_is_one_line(caption_run, tmp_path, damage, capsys):
+    import pickle
+
+    from diffrep.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(caption_run, run)
+    ckpt = run / "checkpoint.pt"
+    if damage == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[:5000])
+    elif damage == "text":
+        ckpt.write_text("garbage\n")
+    else:  # a pickle that would run code if loaded without weights_only
+        ckpt.write_bytes(pickle.dumps(print))
+    assert main(["sample", str(run), "--n", "1", "--out", str(tmp_path / "s"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"cannot read {ckpt}" in err and "Delete it to train from scratch" in err
+    assert "weights_only" not in err  # torch's advice to load without it would run the file's code

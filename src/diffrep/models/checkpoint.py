@@ -8,10 +8,12 @@ fsync, rename), so a kill during the write leaves the previous checkpoint intact
 from __future__ import annotations
 
 import json
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import DiffrepError
+from ..errors import DiffrepError, brief
 from ..fsutil import atomic_path, write_json
 
 CHECKPOINT = "checkpoint.pt"
@@ -41,10 +43,15 @@ def load_checkpoint(run_dir: str | Path, *, what: str = "run") -> dict[str, Any]
         raise DiffrepError(f"{run_dir} has no {CHECKPOINT}: not a {what} directory written by `diffrep train` "
                            "(or training stopped before its first checkpoint).")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickles before refusing them; the refusal says it
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
-        raise DiffrepError(f"cannot read {path} ({type(exc).__name__}: {exc}); it is damaged or from another "
-                           "program. Delete it to train from scratch.") from None
+        # an unpickling refusal's text suggests loading without weights_only, which would run the file's code
+        why = ("it holds more than tensors and numbers" if isinstance(exc, pickle.UnpicklingError)
+               else f"{type(exc).__name__}: {brief(exc)}")
+        raise DiffrepError(f"cannot read {path} ({why}); it is damaged or from another program. Delete it to "
+                           "train from scratch.") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DiffrepError(f"{path} has checkpoint format {ckpt.get('format') if isinstance(ckpt, dict) else '?'}, "
                            f"this diffrep reads format {FORMAT}; train again into a new --out folder.")
