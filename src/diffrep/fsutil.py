@@ -154,6 +154,16 @@ def parse_json(text: str | bytes) -> Any:
         raise ValueError("nested too deeply") from None
 
 
+def read_cache(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A JSON object a resumable run wrote (a marker of finished work), or None when it is missing, unreadable,
+    not JSON or not an object: the work it marks is then done again, instead of the run stopping."""
+    try:
+        obj = parse_json(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def ensure_writable_dir(path: str | os.PathLike[str], what: str = "output directory") -> Path:
     """Create ``path`` if needed and check we can write into it (a few KiB really written, and at least
     ``MIN_FREE_BYTES`` free); raise OutputError otherwise, before any long work starts."""

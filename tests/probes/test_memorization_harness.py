@@ -48,3 +48,9 @@ def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch)
     labels = json.loads((out / "labels.json").read_text())
     assert labels["audited_generations"] == 16 and labels["label_reference"] == 10
     assert len(list((out / "label_reference").iterdir())) == 10
+    # a damaged marker of finished work is work to do again, not a traceback
+    (out / "labels.json").write_text('{"fpr": 0.01, "label_per_')
+    (out / "data" / "split.json").write_bytes(b"\x00\xff")
+    assert main(["experiment", "memorization", "--out", str(out), "--label-per-prompt", "1", "--label-reference",
+                 "10", "-q"] + TINY) == 0
+    assert json.loads((out / "labels.json").read_text())["audited_generations"] == 16

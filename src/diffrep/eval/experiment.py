@@ -44,6 +44,7 @@ import numpy as np
 
 from ..defaults import DEFAULTS
 from ..errors import DiffrepError
+from ..fsutil import read_cache
 from ..progress import ProgressCallback, emit
 from .experiment_report import COLUMNS, pairs_figure, write_results  # noqa: F401  (COLUMNS re-exported)
 
@@ -249,10 +250,9 @@ def generate_run(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, capti
     """Train and sample one run (stage 1), or return its ``generated.json`` when it is already done."""
     gen_settings = {"spec": spec, "seed": seed, "dup_weight": dup_weight, "preset": _preset_settings(p)}
     marker = run_root / "generated.json"
-    if marker.is_file():
-        old = json.loads(marker.read_text())
-        if _json_same(old.get("settings"), gen_settings):
-            return old
+    old = read_cache(marker)
+    if old is not None and _json_same(old.get("settings"), gen_settings):
+        return old
     from ..fsutil import write_text
     from ..models.sample import sample
     from ..models.train import train
@@ -282,10 +282,9 @@ def run_one(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, captions: 
     settings = {"spec": spec, "seed": seed, "dup_weight": dup_weight, "fpr": fpr, "reference": str(ref),
                 "audit": AUDIT_VERSION, "preset": _preset_settings(p)}
     result_file = run_root / "result.json"
-    if result_file.is_file():
-        old = json.loads(result_file.read_text())
-        if _json_same(old.get("settings"), settings):
-            return old
+    old = read_cache(result_file)
+    if old is not None and _json_same(old.get("settings"), settings):
+        return old
     import diffrep
     from ..indexing.load import open_index
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import shutil
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import DiffrepError
-from ..fsutil import write_json, write_text
+from ..fsutil import read_cache, write_json, write_text
 from ..progress import ProgressCallback
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -77,8 +76,9 @@ def _split(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
 
     want = {k: p[k] for k in ("sizes", "eval_members", "reference", "test_nonmembers")} | {"seed": seed}
     marker = folder / "split.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("settings") == want:
-        return json.loads(marker.read_text())
+    old = read_cache(marker)
+    if old is not None and old.get("settings") == want:
+        return old
     src = get_dataset("fashion-mnist") / "images" / "train"
     files = sorted(str(f.relative_to(src)) for f in src.rglob("*.png"))
     order = [files[i] for i in np.random.default_rng([seed, 27]).permutation(len(files))]
@@ -120,15 +120,15 @@ def _evaluate(root: Path, data: dict[str, Any], n: int, steps: int, p: dict[str,
     d = root / "eval" / f"n{n}-steps{steps}"
     marker = d / "result.json"
     settings = {"n": n, "steps": steps, "preset": p, "seed": seed, "fpr": fpr}
-    if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
-        return json.loads(marker.read_text())
+    old = read_cache(marker)
+    if old is not None and old.get("settings") == settings:
+        return old
     scored = d / "scored.json"  # the scoring settings: the analysis (sets, re-splits) can change without rescoring
     score_settings = {k: v for k, v in settings.items() if k != "preset"} | {
         k: v for k, v in p.items() if k not in ANALYSIS_KEYS}
     snap = _trained(root, n, steps, p, seed, device, progress)
-    if scored.is_file() and json.loads(scored.read_text()) == score_settings:
-        s = json.loads((d / "membership" / "summary.json").read_text())
-    else:
+    s = read_cache(d / "membership" / "summary.json") if read_cache(scored) == score_settings else None
+    if s is None:
         s = membership(snap["run"], d / "membership", images=root / "data" / f"eval-{n}",
                        reference=root / "data" / "reference", method="all", fpr=fpr, seeds=p["seeds"],
                        labels=root / "data" / f"labels-{n}.csv", device=device, progress=progress)
@@ -162,8 +162,10 @@ def _trained(root: Path, n: int, steps: int, p: dict[str, Any], seed: int, devic
 
     run, snap = root / "runs" / f"n{n}", root / "runs" / f"n{n}-steps{steps}"
     info = snap / "snapshot.json"
-    if info.is_file():
-        return json.loads(info.read_text()) | {"run": snap}
+    done = read_cache(info)
+    if done is not None:
+        return done | {"run": snap}
+    shutil.rmtree(snap, ignore_errors=True)  # a snapshot without a readable snapshot.json is made again
     t0 = time.perf_counter()
     tr = train(root / "data" / f"members-{n}", run, cond="none", steps=steps, batch=p["batch"], seed=seed,
                device=device, size=p["size"], channels=tuple(p["channels"]), sample_every=0,
@@ -178,7 +180,7 @@ def _trained(root: Path, n: int, steps: int, p: dict[str, Any], seed: int, devic
         shutil.copyfile(run / f, tmp / f)
     write_json(tmp / "snapshot.json", {"step": tr.step, "seconds": round(time.perf_counter() - t0, 1)})
     tmp.rename(snap)
-    return json.loads(info.read_text()) | {"run": snap}
+    return read_cache(info) | {"run": snap}
 
 
 def _labels(scores_csv: Path, labels_csv: Path) -> np.ndarray:

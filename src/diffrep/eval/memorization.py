@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..fsutil import write_json, write_text
+from ..fsutil import read_cache, write_json, write_text
 from ..progress import ProgressCallback
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -75,9 +75,10 @@ def split(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
 
     marker = folder / "split.json"
     want = {k: p[k] for k in ("train", "reference_prompts", "test_prompts")} | {"seed": seed}
-    if marker.is_file() and json.loads(marker.read_text()).get("settings") == want \
-            and (folder / "train").is_dir() and (folder / "heldout").is_dir():
-        return json.loads(marker.read_text())
+    old = read_cache(marker)
+    if old is not None and old.get("settings") == want and (folder / "train").is_dir() \
+            and (folder / "heldout").is_dir():
+        return old
     src = get_dataset("emoji")
     rows = [json.loads(x) for x in (src / "captions.jsonl").read_text().splitlines() if x.strip()]
     seen: dict[str, dict[str, Any]] = {}
@@ -108,8 +109,9 @@ def _generate(root: Path, data: dict[str, Any], p: dict[str, Any], seed: int, de
     """Train, sample ``per_prompt`` images per training and test caption, and score every caption."""
     marker = root / "generated.json"
     settings = {"preset": p, "seed": seed}
-    if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
-        return json.loads(marker.read_text())
+    old = read_cache(marker)
+    if old is not None and old.get("settings") == settings:
+        return old
     from ..models.adapter import load_model
     from ..models.sample import sample
     from ..probes.scores import score_prompts
@@ -169,8 +171,9 @@ def _label(root: Path, data: dict[str, Any], seed: int, fpr: float, per_prompt: 
     its own training image as the match."""
     marker = root / "labels.json"
     want = {"fpr": fpr, "label_per_prompt": per_prompt, "label_reference": n_reference}
-    if marker.is_file() and all(json.loads(marker.read_text()).get(k) == v for k, v in want.items()):
-        return json.loads(marker.read_text())
+    old = read_cache(marker)
+    if old is not None and all(old.get(k) == v for k, v in want.items()):
+        return old
     import diffrep
 
     caption_of = {}

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fsutil import write_json, write_text
+from ..fsutil import read_cache, write_json, write_text
 
 CLASS_WORDS = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
 TEMPLATES = ("a photo of a {}", "a picture of a {}", "an image of a {}", "a {}")
@@ -44,10 +44,9 @@ def build(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
     keys = ("per_class", "dup_images", "dup_copies", "reference", "real", "classifier_per_class", "size")
     want = {k: p[k] for k in keys} | {"seed": seed, "layout": LAYOUT}
     marker = folder / "split.json"
-    if marker.is_file():
-        old = json.loads(marker.read_text())
-        if old.get("settings") == want:
-            return old
+    old = read_cache(marker)
+    if old is not None and old.get("settings") == want:
+        return old
     from ..datasets.fashion import load_fashion_mnist_arrays
     from .experiment import random_captions
 

@@ -35,7 +35,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import DiffrepError
-from ..fsutil import write_json
+from ..fsutil import read_cache, write_json
 from ..progress import ProgressCallback, emit
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -134,7 +134,7 @@ def train_model(root: Path, name: str, data: dict[str, Any], p: dict[str, Any], 
     settings = {"steps": p["steps"], "batch": p["batch"], "channels": p["channels"], "size": p["size"],
                 "seed": seed, "data": data["settings"],
                 **{k: str(v) if isinstance(v, Path) else v for k, v in kw.items()}}
-    if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
+    if (read_cache(marker) or {}).get("settings") == settings:
         return run
     t0 = time.perf_counter()
     tr = train(root / "data" / "train", run, cond="caption", steps=p["steps"], batch=p["batch"], seed=seed,
@@ -209,8 +209,9 @@ class Judge:
                     "fpr": self.fpr, "seed": self.seed,
                     **{k: self.p[k] for k in ("per_memorized", "per_ordinary", "sample_steps", "guidance")}}
         marker = folder / "row.json"
-        if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
-            return json.loads(marker.read_text())
+        old = read_cache(marker)
+        if old is not None and old.get("settings") == settings:
+            return old
         secs = self._generate(spec, run_dir, folder, device)
         res = {"row": spec["name"], "kind": spec["kind"], "seconds_per_image": secs,
                **memorized_metrics(folder, self.data, self.root, self.fpr, self.seed, self.progress),
