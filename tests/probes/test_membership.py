@@ -139,6 +139,24 @@ def test_tested_images_in_the_reference_are_left_out_of_it(overfit, split, tmp_p
         membership(overfit, tmp_path / "self", images=split["members"], reference=split["members"], fpr=0.1)
 
 
+def test_report_of_a_damaged_membership_folder_is_one_line(overfit, split, tmp_path, capsys):
+    out = tmp_path / "m"
+    membership(overfit, out, set_source=split["members"], reference=split["reference"], fpr=0.1)
+    good = {n: (out / n).read_text() for n in ("summary.json", "set.json", "scores.csv")}
+    edits = [("summary.json", "[1, 2]", "not a JSON object"),
+             ("summary.json", good["summary.json"].replace('"method": "loss"', '"method": "nope"'),
+              "do not match its method"),
+             ("set.json", good["set.json"].replace('"p_value": ', '"p_value": "x", "was": '), "p_value is not a number"),
+             ("scores.csv", "x,y\n1,2\n", "KeyError")]
+    for name, text, says in edits:
+        for n, t in good.items():
+            (out / n).write_text(t)
+        (out / name).write_text(text)
+        assert main(["report", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and err.count("\n") == 0 and "Run `diffrep membership" in err
+
+
 def test_bad_input_gets_one_line_reasons(overfit, split, caption_run, captioned, tmp_path):
     with pytest.raises(DiffrepError, match="too few to resolve --fpr 0.01"):
         membership(overfit, tmp_path / "a", images=split["tested"], reference=split["reference"])

@@ -269,3 +269,21 @@ def test_a_damaged_sd_folder_is_one_line(tiny_sd, tmp_path, capfd):
     with pytest.raises(DiffrepError, match="cannot load the Stable Diffusion folder"):
         load_model(bad)
     assert capfd.readouterr().err == ""  # diffusers' own error log is not printed beside the one line
+
+
+def test_report_of_a_damaged_probe_folder_is_one_line(caption_run, tmp_path, capsys):
+    out = tmp_path / "p"
+    probe(caption_run, ["a cat", "blue car"], out, seeds=1, explain=False)
+    summary, table = (out / "summary.json").read_text(), (out / "prompts.csv").read_text()
+    edits = [("summary.json", "{bad json", "is unreadable"),
+             ("summary.json", summary.replace('"seeds": 1', '"seeds": "<script>alert(1)</script>"'),
+              "seeds is not a whole number"),
+             ("prompts.csv", table.replace(table.splitlines()[1].split(",")[1], "abc", 1), "tables in"),
+             ("prompts.csv", "x,y\n1,2\n", "KeyError")]
+    for name, text, says in edits:
+        (out / "summary.json").write_text(summary)
+        (out / "prompts.csv").write_text(table)
+        (out / name).write_text(text)
+        assert main(["report", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and err.count("\n") == 0 and "Run `diffrep probe` again" in err

@@ -7,11 +7,12 @@ Content-Security-Policy forbids any external load. The gallery is capped (``page
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import io
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -188,6 +189,37 @@ def _num(v: Any) -> Optional[float]:
 
 def _count(v: Any) -> Optional[int]:
     return int(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def checked_json(path: Path, command: str, *, numbers: tuple[str, ...] = (), counts: tuple[str, ...] = (),
+                 strings: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object a ``command`` wrote, with the fields a page shows checked: ``numbers`` finite, ``counts``
+    whole numbers >= 0, ``strings`` text; DiffrepError in one line for a file that is unreadable or edited."""
+    try:
+        s = parse_json(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DiffrepError(f"{path} is unreadable ({getattr(exc, 'strerror', None) or exc}). Run `diffrep {command}` "
+                           "again.") from None
+    bad = ("it is not a JSON object" if not isinstance(s, dict) else
+           next((f"{k} is not a number" for k in numbers if _num(s.get(k)) is None), None) or
+           next((f"{k} is not a whole number" for k in counts if _count(s.get(k)) is None), None) or
+           next((f"{k} is not text" for k in strings if not isinstance(s.get(k), str)), None))
+    if bad:
+        raise DiffrepError(f"{path} is damaged or was edited: {bad}. Run `diffrep {command}` again.")
+    if not isinstance(s.get("warnings"), list) or not all(isinstance(w, str) for w in s["warnings"]):
+        s["warnings"] = []
+    return s
+
+
+@contextlib.contextmanager
+def tables_of(root: Path, command: str) -> Iterator[None]:
+    """Reading the CSV tables a ``command`` wrote into ``root``: a value that is not what it wrote (a score
+    that is not a number, a missing column) is DiffrepError in one line."""
+    try:
+        yield
+    except (KeyError, ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise DiffrepError(f"the tables in {root} are damaged or were edited ({type(exc).__name__}: {brief(exc)}). "
+                           f"Run `diffrep {command}` again.") from None
 
 
 def _esc(v: Any) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from ..errors import DiffrepError
 from ..fsutil import write_text
+from .html import _num, checked_json, tables_of
 from .probe_page import CSP, figure_tag, score_histogram
 
 TOP = 30  # images shown
@@ -33,14 +33,16 @@ def render_membership_report(folder: str | Path) -> Path:
     if not is_membership_folder(root) or not (root / "summary.json").is_file():
         raise DiffrepError(f"{folder} is not a `diffrep membership` folder (no scores.csv, features.npz and "
                            "summary.json)")
-    s = json.loads((root / "summary.json").read_text(encoding="utf-8"))
-    rows = list(csv.DictReader((root / "scores.csv").open(encoding="utf-8")))
-    ref = [float(r[f"score_{s['method']}"]) for r in csv.DictReader((root / "reference.csv").open(encoding="utf-8"))]
-    scores = [float(r["score"]) for r in rows if r["score"]]
-    plot = score_histogram(scores, ref, s["threshold"], s["method"], ("tested images", "reference (not trained on)"))
+    s = checked_json(root / "summary.json", "membership", numbers=("threshold", "target_fpr"),
+                     counts=("flagged", "images", "reference_images"), strings=("method", "conditioning"))
+    if not isinstance(s.get("methods"), list) or s["method"] not in s["methods"] \
+            or _num((s.get("seconds_per_image") or {}).get(s["method"])) is None:
+        raise DiffrepError(f"{root / 'summary.json'} is damaged or was edited: its methods or seconds per image do "
+                           "not match its method. Run `diffrep membership` again.")
     head = ""
     if (root / "set.json").is_file():
-        st = json.loads((root / "set.json").read_text(encoding="utf-8"))
+        st = checked_json(root / "set.json", "membership --set", numbers=("p_value",),
+                          counts=("n_images", "reference_images"), strings=("sentence", "statistic"))
         head = (f"<h2>Was this set trained on?</h2><p><b>{html.escape(st['sentence'])}</b></p>"
                 f"<p><small>{html.escape(st['statistic'])}; p = {st['p_value']:.3g} with {st['n_images']} images "
                 f"against {st['reference_images']} reference images.</small></p>")
@@ -48,10 +50,17 @@ def render_membership_report(folder: str | Path) -> Path:
                f"to be trained on reach at a {100 * s['target_fpr']:g}% false-positive rate ({s['method']} attack): "
                "the model has probably seen them in training.")
     warn = "".join(f"<p class=warn>{html.escape(w)}</p>" for w in s.get("warnings", []))
-    roc = _roc(rows, s) if rows and "label" in rows[0] else ""
-    ranked = sorted(range(len(rows)), key=lambda i: -float(rows[i]["score"] or "-inf"))[:TOP]
-    labelled = bool(rows) and "label" in rows[0]
-    items = "".join(_image_row(rows[i], labelled) for i in ranked)
+    with tables_of(root, "membership"):
+        rows = list(csv.DictReader((root / "scores.csv").open(encoding="utf-8")))
+        ref = [float(r[f"score_{s['method']}"])
+               for r in csv.DictReader((root / "reference.csv").open(encoding="utf-8"))]
+        scores = [float(r["score"]) for r in rows if r["score"]]
+        plot = score_histogram(scores, ref, s["threshold"], s["method"],
+                               ("tested images", "reference (not trained on)"))
+        roc = _roc(rows, s) if rows and "label" in rows[0] else ""
+        ranked = sorted(range(len(rows)), key=lambda i: -float(rows[i]["score"] or "-inf"))[:TOP]
+        labelled = bool(rows) and "label" in rows[0]
+        items = "".join(_image_row(rows[i], labelled) for i in ranked)
     page = f"""<!doctype html><html><head><meta charset=utf-8>
 <meta http-equiv="Content-Security-Policy" content="{CSP}"><title>diffrep membership report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} .warn{{color:#a40}}

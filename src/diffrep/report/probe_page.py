@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from ..errors import DiffrepError
 from ..fsutil import write_text
+from .html import checked_json, tables_of
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 TOP = 50  # prompts listed
@@ -29,14 +29,17 @@ def render_probe_report(probe_dir: str | Path, extract_dir: str | Path | None = 
     root = Path(probe_dir)
     if not (root / "prompts.csv").is_file() or not (root / "summary.json").is_file():
         raise DiffrepError(f"{probe_dir} is not a `diffrep probe` folder (no prompts.csv and summary.json)")
-    s = json.loads((root / "summary.json").read_text(encoding="utf-8"))
-    rows = list(csv.DictReader((root / "prompts.csv").open(encoding="utf-8")))
-    ref = _reference_scores(root)
-    tokens = _tokens(root)
-    plot = score_histogram([float(r["score"]) for r in rows if r["score"]], ref, s["threshold"], s["method"])
-    ranked = sorted(range(len(rows)), key=lambda i: -float(rows[i]["score"] or "-inf"))[:TOP]
-    items = "".join(_prompt_row(rows[i], tokens.get(i)) for i in ranked)
-    pairs = _pairs(Path(extract_dir)) if extract_dir else ""
+    s = checked_json(root / "summary.json", "probe", numbers=("threshold", "target_fpr", "seconds_per_prompt"),
+                     counts=("flagged", "prompts", "reference_prompts", "seeds", "steps"),
+                     strings=("method", "threshold_source"))
+    with tables_of(root, "probe"):
+        rows = list(csv.DictReader((root / "prompts.csv").open(encoding="utf-8")))
+        ref = _reference_scores(root)
+        tokens = _tokens(root)
+        plot = score_histogram([float(r["score"]) for r in rows if r["score"]], ref, s["threshold"], s["method"])
+        ranked = sorted(range(len(rows)), key=lambda i: -float(rows[i]["score"] or "-inf"))[:TOP]
+        items = "".join(_prompt_row(rows[i], tokens.get(i)) for i in ranked)
+        pairs = _pairs(Path(extract_dir)) if extract_dir else ""
     calibrated = s["threshold_source"] == "reference"
     verdict = (f"{s['flagged']} of {s['prompts']} prompts score above what {s['reference_prompts']} prompts known "
                f"not to be memorized reach at a {100 * s['target_fpr']:g}% false-positive rate: the model has "
