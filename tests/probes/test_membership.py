@@ -146,7 +146,8 @@ def test_report_of_a_damaged_membership_folder_is_one_line(overfit, split, tmp_p
     edits = [("summary.json", "[1, 2]", "not a JSON object"),
              ("summary.json", good["summary.json"].replace('"method": "loss"', '"method": "nope"'),
               "do not match its method"),
-             ("set.json", good["set.json"].replace('"p_value": ', '"p_value": "x", "was": '), "p_value is not a number"),
+             ("set.json", good["set.json"].replace('"p_value": ', '"p_value": "x", "was": '),
+              "p_value is not a number"),
              ("scores.csv", "x,y\n1,2\n", "KeyError")]
     for name, text, says in edits:
         for n, t in good.items():
