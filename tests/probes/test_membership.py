@@ -117,9 +117,16 @@ def test_cli_membership_with_labels_and_report(overfit, split, tmp_path, capsys)
     assert main(["report", str(out), "-q"]) == 0
 
 
-def test_dataset_inference_writes_a_p_value_and_a_sentence(overfit, split, tmp_path):
-    s = membership(overfit, tmp_path / "set", set_source=split["members"], reference=split["reference"], fpr=0.1)
-    st = json.loads((tmp_path / "set" / "set.json").read_text())
+@pytest.fixture(scope="module")
+def set_run(overfit, split) -> tuple[Path, dict]:
+    """Dataset inference on the members (a folder of this module's tests to read, or copy and damage)."""
+    out = split["root"] / "set"
+    return out, membership(overfit, out, set_source=split["members"], reference=split["reference"], fpr=0.1)
+
+
+def test_dataset_inference_writes_a_p_value_and_a_sentence(set_run):
+    out, s = set_run
+    st = json.loads((out / "set.json").read_text())
     assert 0 < st["p_value"] <= 1 and st["n_images"] == 12 and st["reference_images"] == 30
     assert st["features"] == ["loss@100", "pia@200", "secmi@100"]
     assert st["sentence"] == s["set"]["sentence"] and str(st["n_images"]) in st["sentence"]
@@ -139,9 +146,9 @@ def test_tested_images_in_the_reference_are_left_out_of_it(overfit, split, tmp_p
         membership(overfit, tmp_path / "self", images=split["members"], reference=split["members"], fpr=0.1)
 
 
-def test_report_of_a_damaged_membership_folder_is_one_line(overfit, split, tmp_path, capsys):
+def test_report_of_a_damaged_membership_folder_is_one_line(set_run, tmp_path, capsys):
     out = tmp_path / "m"
-    membership(overfit, out, set_source=split["members"], reference=split["reference"], fpr=0.1)
+    shutil.copytree(set_run[0], out)
     good = {n: (out / n).read_text() for n in ("summary.json", "set.json", "scores.csv")}
     edits = [("summary.json", "[1, 2]", "not a JSON object"),
              ("summary.json", good["summary.json"].replace('"method": "loss"', '"method": "nope"'),
