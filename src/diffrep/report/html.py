@@ -155,25 +155,19 @@ def _load_summary(root: Path) -> dict[str, Any]:
     """summary.json, checked: the fields the page shows have their types (strings are escaped where they are
     inserted); DiffrepError for a file that is not an audit summary."""
     path = root / "summary.json"
-    try:
-        s = parse_json(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise DiffrepError(f"{path} is unreadable ({getattr(exc, 'strerror', None) or exc}); run the audit again") \
-            from None
+    s = checked_json(path, "audit")
     problem = None
-    if not isinstance(s, dict) or not isinstance(s.get("calibration"), dict) or not isinstance(s.get("index"), dict):
+    if not isinstance(s.get("calibration"), dict) or not isinstance(s.get("index"), dict):
         problem = "it is not an audit summary"
     elif _num(s["calibration"].get("threshold")) is None or _num(s.get("replication_rate")) is None:
         problem = "its threshold or replication rate is not a number"
     elif not all(_count(s.get(k)) is not None for k in ("replicas", "queries", "skipped")):
         problem = "its counts are not whole numbers"
     if problem:
-        raise DiffrepError(f"{path} is damaged or was edited: {problem}. Run the audit again.")
+        raise DiffrepError(f"{path} is damaged or was edited: {problem}. Run `diffrep audit` again.")
     for key in ("top1", "background", "reference", "captions"):
         if not isinstance(s.get(key), dict):
             s[key] = {} if key == "top1" else None
-    if not isinstance(s.get("warnings"), list):
-        s["warnings"] = []
     s["verdict_score"] = str(s.get("verdict_score") or "")
     if not isinstance(s["index"].get("descriptor"), dict):
         s["index"]["descriptor"] = {}
