@@ -138,7 +138,7 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         edge = -threshold_at_fpr(null, fpr)[0]
         journals.append(Journal(out_dir, "generate", digest(stamp, settings, chosen, float(edge), min_clique)))
         rows, reps = _cliques(model, chosen, out_dir, edge, min_clique, gen, journals[-1])
-        verdicts = _audit(out_dir, reps, index, reference, seed, progress) if reps else {}
+        verdicts = _audit(out_dir, index, reference, seed, progress) if reps else {}
         for r in rows:
             r.update(verdicts.get(r["generated"], {}))
         _write(out_dir, rows)
@@ -194,11 +194,10 @@ def _distances(model: Any, prompts: list[str], *, per_prompt: int, steps: int, g
 def _cliques(model: Any, prompts: list[str], out: Path, edge: float, min_clique: int, gen: dict[str, Any],
              journal: Journal) -> tuple[list[dict[str, Any]], list[Path]]:
     """Each prompt's largest clique of near-identical generations, its representative written to
-    ``cliques/``; a resumed run takes the prompts ``journal`` kept (a new run first clears ``cliques/``)."""
+    ``cliques/``, which ends up holding them and nothing else; a resumed run takes the prompts ``journal``
+    kept."""
     progress = gen["progress"]
     rows, reps = [], []
-    if journal.fresh:
-        shutil.rmtree(out / "cliques", ignore_errors=True)
     (out / "cliques").mkdir(exist_ok=True)
     emit(progress, "generate", 0, len(prompts), unit="prompt")
     for i, p in enumerate(prompts):
@@ -211,6 +210,10 @@ def _cliques(model: Any, prompts: list[str], out: Path, edge: float, min_clique:
             rows.append(row)
             reps.append(out / "cliques" / row["generated"])
         emit(progress, "generate", i + 1, len(prompts), unit="prompt")
+    keep = {p.name for p in reps}
+    for other in (out / "cliques").iterdir():  # an earlier run's representatives: the folder is audited whole
+        if other.name not in keep:
+            shutil.rmtree(other) if other.is_dir() else other.unlink()
     return rows, reps
 
 
@@ -246,16 +249,12 @@ def _audit_inputs(index: Any, reference: Any) -> tuple[Any, Any]:
     return (index if isinstance(index, LoadedIndex) else open_index(index)), reference
 
 
-def _audit(out: Path, reps: list[Path], index: Any, reference: Any, seed: int,
+def _audit(out: Path, index: Any, reference: Any, seed: int,
            progress: Optional[ProgressCallback]) -> dict[str, dict[str, Any]]:
+    """The audit of ``cliques/`` (the representatives) against the training index, by file name."""
     from ..auditing.run import audit
 
-    folder = out / "cliques"  # audited as a folder: the representatives and nothing else
-    keep = {p.name for p in reps}
-    for other in folder.iterdir():
-        if other.name not in keep:
-            shutil.rmtree(other) if other.is_dir() else other.unlink()
-    r = audit(folder, index, out / "audit", reference=reference, seed=seed, progress=progress)
+    r = audit(out / "cliques", index, out / "audit", reference=reference, seed=seed, progress=progress)
     res = {}
     for q, t, rep, pv in zip(r.query_paths, r.top1_train_paths, r.is_replica, r.p_values):
         res[Path(q).name] = {"training_image": t or "", "is_copy": bool(rep), "p_value": float(pv)}

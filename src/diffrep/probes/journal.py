@@ -59,7 +59,6 @@ class Journal:
 
     def __init__(self, out: Optional[Path], stage: str, key: str) -> None:
         self.dir = None if out is None else Path(out) / FOLDER / f"{stage}-{key}"
-        self.fresh = self.dir is None or not self.dir.is_dir()  # nothing kept from an interrupted run
         if self.dir is None:
             return
         for stale in self.dir.parent.glob(f"{stage}-*"):
