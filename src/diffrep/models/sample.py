@@ -235,8 +235,8 @@ def earlier_samples(out_dir: Path) -> set[str]:
     others = sorted(names - ours)
     if others:
         raise OutputError(f"{printable(str(out_dir))} already holds files that `diffrep sample` did not write "
-                          f"({len(others)}, e.g. {printable(others[0])}): generations need a folder of their own (`diffrep "
-                          "audit` reads every image in it). Choose a new or empty --out.")
+                          f"({len(others)}, e.g. {printable(others[0])}): generations need a folder of their own "
+                          "(`diffrep audit` reads every image in it). Choose a new or empty --out.")
     return ours
 
 
