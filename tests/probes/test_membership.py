@@ -23,7 +23,7 @@ from diffrep.probes.images import load_images  # noqa: E402
 from diffrep.probes.membership import membership  # noqa: E402
 from diffrep.probes.mia import score_images  # noqa: E402
 from diffrep.probes.roc import auc  # noqa: E402
-from diffrep.probes.setinfer import evidence, gls_weights, permutation_p, set_test  # noqa: E402
+from diffrep.probes.setinfer import evidence, permutation_p, set_test  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -74,44 +74,6 @@ def test_permutation_test_is_valid_under_the_null_and_finds_a_shift():
     assert res["p_value"] < 0.01 and res["statistic"] > 0
     assert res["smallest_set_for_alpha"] is not None and res["smallest_set_for_alpha"] <= 60
     assert [c["n_images"] for c in res["subsets"]][-1] == 60
-
-
-def _features(rng, n, shift):
-    """Two near copies of one feature without signal and one independent feature shifted by ``shift``."""
-    a = rng.normal(size=n)
-    return np.column_stack([a, a + 0.3 * rng.normal(size=n), rng.normal(size=n) + shift])
-
-
-def test_gls_weights_count_redundant_features_once():
-    rng = np.random.default_rng(1)
-    x = _features(rng, 400, 0.0)
-    z = (x - x.mean(0)) / x.std(0)
-    w = gls_weights(z)
-    assert w[2] > 1.5 * max(w[0], w[1]) > 0  # the near copies share their weight
-    assert np.var(z @ w) == pytest.approx(1.0)
-    # a feature given twice counts once, a constant one not at all
-    twice = np.column_stack([x, x[:, 2], np.full(len(x), 3.0)])
-    e1, e2 = evidence(x[:100], x[100:]), evidence(twice[:100], twice[100:])
-    assert np.allclose(e1[0], e2[0]) and np.allclose(e1[1], e2[1])
-    assert np.allclose(gls_weights(z[:, :1]), [1.0])
-    # grouped (a method's timesteps): the group's mean z-score stands for it
-    both = np.vstack([x[:100], x[100:]])
-    zz = (both - both.mean(0)) / both.std(0)
-    pair = np.column_stack([zz[:, :2].mean(1), zz[:, 2]])
-    e3 = evidence(x[:100], x[100:], ["a", "a", "b"])
-    assert np.allclose(e3[0], evidence(pair[:100], pair[100:])[0])
-    with pytest.raises(ValueError, match="2 group names for 3 features"):
-        evidence(x[:100], x[100:], ["a", "b"])
-    # the signal the plain sum dilutes in the redundant pair is found: sets shifted only in the third feature
-    wins = 0
-    for _ in range(20):
-        s, r = _features(rng, 50, 0.4), _features(rng, 200, 0.0)
-        both = np.vstack([s, r])
-        zs = ((both - both.mean(0)) / both.std(0)).sum(axis=1)
-        p_sum = permutation_p(zs[:50], zs[50:], 999, rng)[1]
-        p_gls = permutation_p(*evidence(s, r), 999, rng)[1]
-        wins += p_gls < p_sum
-    assert wins >= 15
 
 
 def test_members_of_an_overfit_model_score_higher(overfit, split):

@@ -17,7 +17,7 @@ non-members against the reference with every method (the labels are passed only 
 
 Outputs in ``out``: ``results.csv``, ``results.md``, ``summary.json``; each (N, steps) evaluation keeps its
 ``membership`` folder under ``eval/`` and is skipped when run again (resumable); a changed analysis setting
-(``ANALYSIS_KEYS``) or set statistic (``setinfer.STATISTIC``) reuses the scores.
+(``ANALYSIS_KEYS``) reuses the scores.
 """
 from __future__ import annotations
 
@@ -119,14 +119,12 @@ def _evaluate(root: Path, data: dict[str, Any], n: int, steps: int, p: dict[str,
 
     d = root / "eval" / f"n{n}-steps{steps}"
     marker = d / "result.json"
-    from ..probes.setinfer import STATISTIC
-
-    settings = {"n": n, "steps": steps, "preset": p, "seed": seed, "fpr": fpr, "set_statistic": STATISTIC}
+    settings = {"n": n, "steps": steps, "preset": p, "seed": seed, "fpr": fpr}
     old = read_cache(marker)
     if old is not None and old.get("settings") == settings:
         return old
     scored = d / "scored.json"  # the scoring settings: the analysis (sets, re-splits) can change without rescoring
-    score_settings = {k: v for k, v in settings.items() if k not in ("preset", "set_statistic")} | {
+    score_settings = {k: v for k, v in settings.items() if k != "preset"} | {
         k: v for k, v in p.items() if k not in ANALYSIS_KEYS}
     snap = _trained(root, n, steps, p, seed, device, progress)
     s = read_cache(d / "membership" / "summary.json") if read_cache(scored) == score_settings else None
@@ -197,12 +195,9 @@ def _method_scores(feats: Any, method: str, part: str) -> np.ndarray:
     return np.mean([feats[k] for k in keys], axis=0)
 
 
-def _feature_names(feats: Any) -> list[str]:
-    return sorted(k.split("/", 1)[1] for k in feats.files if k.startswith("images/"))
-
-
 def _features(feats: Any, part: str) -> np.ndarray:
-    return np.column_stack([feats[f"{part}/{k}"] for k in _feature_names(feats)])
+    keys = sorted(k.split("/", 1)[1] for k in feats.files if k.startswith(part + "/"))
+    return np.column_stack([feats[f"{part}/{k}"] for k in keys])
 
 
 def _resplit_validity(nonmember: np.ndarray, n_ref: int, fpr: float, splits: int,
@@ -226,10 +221,9 @@ def _set_rows(feats: Any, truth: np.ndarray, n: int, steps: int, epochs: float, 
     pooled non-members (reference and test) afresh into a reference of the reference's size and a pool the
     control set is drawn from, so the control's rejection rate estimates the test's level over draws of the
     data, not over re-draws from one fixed pair of samples."""
-    from ..probes.setinfer import evidence, method_of, permutation_p
+    from ..probes.setinfer import evidence, permutation_p
 
     img, ref = _features(feats, "images"), _features(feats, "reference")
-    groups = [method_of(k) for k in _feature_names(feats)]
     mem, non = img[truth == 1], np.vstack([img[truth == 0], ref])
     n_ref = len(ref)
     rows = []
@@ -240,9 +234,9 @@ def _set_rows(feats: Any, truth: np.ndarray, n: int, steps: int, epochs: float, 
         for _ in range(p["set_draws"]):
             perm = rng.permutation(len(non))
             r, rest = non[perm[:n_ref]], non[perm[n_ref:]]
-            out["control"].append(permutation_p(*evidence(rest[:k], r, groups), 999, rng)[1])
-            out["members"].append(permutation_p(*evidence(mem[rng.choice(len(mem), k, replace=False)], r, groups),
-                                                999, rng)[1])
+            out["control"].append(permutation_p(*evidence(rest[:k], r), 999, rng)[1])
+            out["members"].append(permutation_p(*evidence(mem[rng.choice(len(mem), k, replace=False)], r), 999,
+                                                rng)[1])
         m, c = np.array(out["members"]), np.array(out["control"])
         rows.append({"n": n, "steps": steps, "epochs": epochs, "set_size": k, "draws": p["set_draws"],
                      "members_median_p": float(np.median(m)), "members_share_p_below_0.01": float(np.mean(m < 0.01)),

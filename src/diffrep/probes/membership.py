@@ -202,11 +202,10 @@ def _evaluate(truth: np.ndarray, scores: dict[str, np.ndarray], verdicts: dict[s
 
 
 def _set_inference(out_dir: Path, main: ImageScores, null: ImageScores, n: int) -> dict[str, Any]:
-    from .setinfer import STATISTIC, method_of, set_test
+    from .setinfer import STATISTIC, set_test
 
     keys = sorted(main.features)
-    res = set_test(np.column_stack([main.features[k] for k in keys]), np.column_stack([null.features[k] for k in keys]),
-                   groups=[method_of(k) for k in keys])
+    res = set_test(np.column_stack([main.features[k] for k in keys]), np.column_stack([null.features[k] for k in keys]))
     alpha = 0.01
     body = {"p_value": res["p_value"], "n_images": n, "reference_images": len(null.scores[next(iter(null.scores))]),
             "decision": "trained on" if res["p_value"] < alpha else "not shown to be trained on",

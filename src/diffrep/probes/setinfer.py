@@ -1,22 +1,15 @@
 """Dataset inference: was this *set* of images trained on? A one-sided permutation test against a reference.
 
-Following the idea of CDI (Dubinski et al., 2025: aggregate membership features over a set of images from one owner
-and test against held-out data of the same source), each image gets the membership features of ``probes.mia``
-(every method at every timestep, all oriented "higher = member-like"). Each feature is standardized on the pooled
-set and reference; the features of one method (its timesteps) are averaged and standardized again, and the
-per-image evidence is the weighted sum of the methods' values with O'Brien's GLS weights (O'Brien 1984, the test
-for several endpoints that shift together): w = R^-1 1, R the methods' correlation over the pooled images, the most
-precise linear estimate of a shift common to every method. A method that repeats what others measure gets less
-weight, one that carries what the others miss (uncorrelated with them) more. The timesteps of one method are
-averaged first because they are nearly copies of each other, and GLS weights over near copies take large values of
-opposite signs that cancel the signal (docs/results/2026-12-membership.md compares these statistics with the plain
-sum of the z-scores). The evidence is scaled to unit variance over the pool. The statistic is the set's mean
-evidence minus the reference's; its p-value is the share of ``permutations`` random relabellings of the pooled
-images whose statistic is at least as large, (1 + #{>=}) / (P + 1). The weights and the scaling are functions of
-the pooled values only, so they do not change when the labels are permuted: when the set and the reference are
-exchangeable (both drawn from a distribution the model did not train on) the p-value is valid at every level,
-P(p<=a) <= a. CDI fits feature weights on a split of the data; weights from the pooled correlation need no split,
-so every image counts in the test.
+Following the idea of CDI (Dubinski et al., 2025: aggregate membership features over a set of images from
+one owner and test against held-out data of the same source), each image gets the membership features of
+``probes.mia`` (every method at every timestep, all oriented "higher = member-like"). Each feature is
+standardized on the pooled set and reference (a function of the pooled values only, so it does not change
+when the labels are permuted) and the per-image evidence is the sum of the standardized features. The
+statistic is the set's mean evidence minus the reference's; its p-value is the share of ``permutations``
+random relabellings of the pooled images whose statistic is at least as large, (1 + #{>=}) / (P + 1).
+When the set and the reference are exchangeable (both drawn from a distribution the model did not train
+on) the p-value is valid at every level: P(p <= a) <= a. CDI fits feature weights on a split of the data;
+a fixed sum needs no split, so every image counts in the test.
 
 ``smallest_set`` answers "how many of these images does the test need?": for growing sizes it draws
 ``draws`` random subsets of the set, tests each against the whole reference and reports the first size
@@ -24,55 +17,22 @@ whose median p-value is below ``alpha``.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 SIZES = (5, 10, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000)
-STATISTIC = ("mean over the set minus mean over the reference of the per-image GLS-weighted sum (O'Brien 1984; "
-             "weights: the inverse of the methods' pooled correlation times ones) of the methods' pooled-standardized "
-             "membership features (a method's timesteps averaged); one-sided permutation p-value")
+STATISTIC = ("mean over the set minus mean over the reference of the per-image sum of pooled-standardized "
+             "membership features; one-sided permutation p-value")
 
 
-def gls_weights(z: np.ndarray) -> np.ndarray:
-    """O'Brien's GLS weights R^-1 1 for standardized feature columns ``z`` (R their correlation; a
-    pseudo-inverse where features are collinear), scaled so that ``z @ w`` has unit variance; constant columns
-    get weight 0."""
-    live = z.std(axis=0) > 0
-    w = np.zeros(z.shape[1])
-    if not live.any():
-        return w
-    r = np.atleast_2d(np.corrcoef(z[:, live], rowvar=False))
-    v = np.linalg.pinv(r, hermitian=True) @ np.ones(int(live.sum()))
-    var = float(v @ r @ v)
-    w[live] = v / np.sqrt(var) if var > 1e-12 else v
-    return w
-
-
-def _standardized(x: np.ndarray) -> np.ndarray:
-    sd = x.std(axis=0)
-    return (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-
-
-def method_of(feature: str) -> str:
-    """The method a feature name (``method@timestep``) belongs to."""
-    return feature.split("@", 1)[0]
-
-
-def evidence(set_feats: np.ndarray, ref_feats: np.ndarray,
-             groups: Optional[Sequence[str]] = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image evidence (GLS-weighted sum of pooled z-scores, module docstring) of the set's and the
-    reference's images; features are columns, rows images. ``groups`` (one name per column, e.g. the method of
-    each ``method@timestep`` feature): the z-scores of a group are averaged, and standardized again, before the
-    weighting."""
+def evidence(set_feats: np.ndarray, ref_feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image evidence (sum of pooled z-scores) of the set's and the reference's images; features are
+    columns, rows images."""
     both = np.vstack([set_feats, ref_feats]).astype(np.float64)
-    z = _standardized(both)
-    if groups is not None:
-        if len(groups) != z.shape[1]:
-            raise ValueError(f"{len(groups)} group names for {z.shape[1]} features")
-        names = list(dict.fromkeys(groups))
-        z = _standardized(np.column_stack([z[:, [g == n for g in groups]].mean(axis=1) for n in names]))
-    e = z @ gls_weights(z)
+    sd = both.std(axis=0)
+    z = (both - both.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    e = z.sum(axis=1)
     return e[:len(set_feats)], e[len(set_feats):]
 
 
@@ -96,12 +56,11 @@ def permutation_p(set_e: np.ndarray, ref_e: np.ndarray, permutations: int = 9999
     return float(stat), (1.0 + ge) / (permutations + 1.0)
 
 
-def set_test(set_feats: np.ndarray, ref_feats: np.ndarray, *, groups: Optional[Sequence[str]] = None,
-             alpha: float = 0.01, permutations: int = 9999, draws: int = 20, seed: int = 0) -> dict[str, Any]:
-    """The test of the module docstring (``groups``: as ``evidence`` takes them) and the smallest set size
-    reaching ``alpha`` (None if none does)."""
+def set_test(set_feats: np.ndarray, ref_feats: np.ndarray, *, alpha: float = 0.01, permutations: int = 9999,
+             draws: int = 20, seed: int = 0) -> dict[str, Any]:
+    """The test of the module docstring and the smallest set size reaching ``alpha`` (None if none does)."""
     rng = np.random.default_rng(seed)
-    set_e, ref_e = evidence(set_feats, ref_feats, groups)
+    set_e, ref_e = evidence(set_feats, ref_feats)
     stat, p = permutation_p(set_e, ref_e, permutations, rng)
     curve = []
     smallest = None
@@ -109,7 +68,7 @@ def set_test(set_feats: np.ndarray, ref_feats: np.ndarray, *, groups: Optional[S
         ps = []
         for _ in range(draws if size < len(set_e) else 1):
             pick = rng.choice(len(set_feats), size, replace=False)
-            se, re = evidence(set_feats[pick], ref_feats, groups)
+            se, re = evidence(set_feats[pick], ref_feats)
             ps.append(permutation_p(se, re, min(permutations, 999), rng)[1])
         med = float(np.median(ps))
         curve.append({"n_images": int(size), "median_p_value": med, "draws": len(ps)})
