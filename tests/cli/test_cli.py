@@ -227,3 +227,13 @@ def test_a_negative_seed_is_a_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main([*argv, "--seed", "-1"])
     assert e.value.code == 2 and "--seed: -1: give a whole number >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,sizes", [(["membership"], "0"), (["membership"], "100,-1"),
+                                        (["data-size", "--data", "fashion-mnist"], "5,-1")])
+def test_training_set_sizes_below_one_are_refused_before_any_work(argv, sizes, tmp_path, capsys):
+    from diffrep.cli import main
+
+    out = tmp_path / "e"
+    assert main(["experiment", *argv, "--out", str(out), "--sizes", sizes, "-q"]) == 2
+    assert f"--sizes '{sizes}': every value must be at least 1" in capsys.readouterr().err and not out.exists()

@@ -3,6 +3,7 @@ call the library, print)."""
 from __future__ import annotations
 
 import argparse
+from typing import Optional
 from pathlib import Path
 
 from ..errors import DiffrepError
@@ -10,13 +11,16 @@ from ..progress import Progress
 from .bars import ProgressBars, _out
 
 
-def _int_list(text: str, flag: str) -> list[int]:
+def _int_list(text: str, flag: str, least: Optional[int] = None) -> list[int]:
+    """Comma-separated integers (each at least ``least`` when given)."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise DiffrepError(f"{flag} {text!r}: give comma-separated integers, e.g. 16,32,32") from None
     if not values:
         raise DiffrepError(f"{flag} {text!r}: give comma-separated integers, e.g. 16,32,32")
+    if least is not None and min(values) < least:
+        raise DiffrepError(f"{flag} {text!r}: every value must be at least {least}")
     return values
 
 
@@ -155,7 +159,7 @@ def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
     if a.sizes:
         if a.kind != "data-size":
             raise DiffrepError("--sizes applies to the data-size experiment only")
-        overrides["sizes"] = _int_list(a.sizes, "--sizes")
+        overrides["sizes"] = _int_list(a.sizes, "--sizes", least=1)
     only = [n.strip() for n in a.only.split(",") if n.strip()] if a.only else None
     results = run_experiment(a.kind, a.data, a.out, preset=a.preset, device=a.device, seed=a.seed,
                              reference=a.reference, fpr=a.fpr, dup_frac=a.dup_frac, dup_weight=a.dup_weight,
@@ -226,7 +230,7 @@ def _membership_experiment(a: argparse.Namespace, overrides: dict, bars: Progres
     if "steps" in overrides:
         overrides["steps"] = [overrides["steps"]]
     if a.sizes:
-        overrides["sizes"] = _int_list(a.sizes, "--sizes")
+        overrides["sizes"] = _int_list(a.sizes, "--sizes", least=1)
     s = run_membership_experiment(a.out, preset=a.preset, seed=a.seed, device=a.device, fpr=a.fpr,
                                   overrides=overrides, progress=bars)
     for r in s["methods"]:

@@ -53,6 +53,8 @@ def run_membership_experiment(out: str | Path, *, preset: str = "smoke", seed: i
     if preset not in PRESETS:
         raise DiffrepError(f"--preset {preset!r}: use {', '.join(PRESETS)}")
     p = {**PRESETS[preset], **(overrides or {})}
+    if not p["sizes"] or min(p["sizes"]) < 1:
+        raise DiffrepError(f"training-set sizes {p['sizes']}: give at least one, each at least 1 image")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     data = _split(root / "data", p, seed)
