@@ -21,7 +21,7 @@ from diffrep.errors import DiffrepError  # noqa: E402
 from diffrep.models.adapter import load_model  # noqa: E402
 from diffrep.probes.images import load_images  # noqa: E402
 from diffrep.probes.membership import membership  # noqa: E402
-from diffrep.probes.mia import score_images  # noqa: E402
+from diffrep.probes.mia import score_images, timesteps_for  # noqa: E402
 from diffrep.probes.roc import auc  # noqa: E402
 from diffrep.probes.setinfer import evidence, permutation_p, set_test  # noqa: E402
 
@@ -74,6 +74,15 @@ def test_permutation_test_is_valid_under_the_null_and_finds_a_shift():
     assert res["p_value"] < 0.01 and res["statistic"] > 0
     assert res["smallest_set_for_alpha"] is not None and res["smallest_set_for_alpha"] <= 60
     assert [c["n_images"] for c in res["subsets"]][-1] == 60
+
+
+def test_timesteps_are_each_scored_once_and_within_the_schedule():
+    assert timesteps_for("loss", [100, 50, 100], 1000) == (100, 50)
+    assert timesteps_for("pia", None, 1000) == (200,)
+    with pytest.raises(DiffrepError, match="between 10 and 999"):
+        timesteps_for("secmi", [0], 1000)
+    with pytest.raises(DiffrepError, match="multiple"):
+        timesteps_for("secmi", [105], 1000)
 
 
 def test_members_of_an_overfit_model_score_higher(overfit, split):

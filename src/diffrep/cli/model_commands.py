@@ -13,12 +13,13 @@ from .bars import ProgressBars, _out
 
 def _int_list(text: str, flag: str, least: Optional[int] = None) -> list[int]:
     """Comma-separated integers (each at least ``least`` when given)."""
+    example = {"--timesteps": "50,100,200", "--sizes": "100,1000"}.get(flag, "16,32,32")
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise DiffrepError(f"{flag} {text!r}: give comma-separated integers, e.g. 16,32,32") from None
+        raise DiffrepError(f"{flag} {text!r}: give comma-separated integers, e.g. {example}") from None
     if not values:
-        raise DiffrepError(f"{flag} {text!r}: give comma-separated integers, e.g. 16,32,32")
+        raise DiffrepError(f"{flag} {text!r}: give comma-separated integers, e.g. {example}")
     if least is not None and min(values) < least:
         raise DiffrepError(f"{flag} {text!r}: every value must be at least {least}")
     return values

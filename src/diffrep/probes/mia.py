@@ -46,10 +46,11 @@ class ImageScores:
 
 
 def timesteps_for(method: str, timesteps: Optional[Sequence[int]], train_steps: int) -> tuple[int, ...]:
-    """The timesteps ``method`` scores at: the given ones, else the paper's, each within the schedule."""
+    """The timesteps ``method`` scores at: the given ones (each once: the paired noise draws make a repeated
+    timestep's score a copy), else the paper's, each within the schedule."""
     from ..errors import DiffrepError
 
-    ts = tuple(int(t) for t in (timesteps or DEFAULT_TIMESTEPS[method]))
+    ts = tuple(dict.fromkeys(int(t) for t in (timesteps or DEFAULT_TIMESTEPS[method])))
     low = SECMI_INTERVAL if method == "secmi" else 1
     for t in ts:
         if not low <= t <= train_steps - 1:
