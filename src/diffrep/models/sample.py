@@ -122,12 +122,12 @@ def save_grid(images: np.ndarray, path: Path, cols: Optional[int] = None, pad: i
     write_bytes(path, png_bytes(grid))
 
 
-def read_prompts(path: str | os.PathLike[str]) -> list[str]:
+def read_prompts(path: str | os.PathLike[str], what: str = "--prompts") -> list[str]:
     """Prompts from a text file (one per line) or JSON lines (a string, or an object with caption/prompt/
-    text/class). Blank lines are skipped."""
+    text/class). Blank lines are skipped. ``what``: the option that named the file, for the errors."""
     p = Path(path)
     if not p.is_file():
-        raise SourceError(f"prompts file {path} does not exist. Check the --prompts path.")
+        raise SourceError(f"prompts file {path} does not exist. Check the {what} path.")
     out: list[str] = []
     try:
         text = p.read_text(encoding="utf-8-sig")

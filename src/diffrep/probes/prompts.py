@@ -31,7 +31,7 @@ def load_prompts(source: str | os.PathLike[str], what: str = "--prompts") -> lis
     else:
         from ..models.sample import read_prompts
 
-        prompts = read_prompts(p)
+        prompts = read_prompts(p, what)
     if not prompts:
         raise SourceError(f"{what} {source} holds no prompts")
     return prompts
