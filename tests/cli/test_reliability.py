@@ -477,3 +477,15 @@ def test_huge_decodes_share_a_memory_budget(tmp_path):
     unbounded, budgeted = peak_mb(10**12), peak_mb(32_000_000)
     # 25M-pixel images: RGBA 100 MB + RGB 75 MB + the array 75 MB each; six at once against one at a time
     assert budgeted < 0.6 * unbounded and budgeted < 700, (budgeted, unbounded)
+
+
+def test_json_outputs_hold_no_nan_or_infinity(tmp_path):
+    import numpy as np
+
+    from diffrep.fsutil import write_json
+
+    write_json(tmp_path / "a.json", {"x": float("nan"), "y": [1.0, np.float32("inf"), np.array([np.nan, 2.0])],
+                                     "z": (np.float64(-np.inf), "s"), "ok": 0.5})
+    text = (tmp_path / "a.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"x": None, "y": [1.0, None, [None, 2.0]], "z": [None, "s"], "ok": 0.5}

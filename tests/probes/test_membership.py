@@ -143,6 +143,25 @@ def test_dataset_inference_writes_a_p_value_and_a_sentence(set_run):
     assert st["subsets"][-1]["n_images"] == 12
 
 
+def test_one_image_and_labels_of_one_class(overfit, split, tmp_path, capsys):
+    one = tmp_path / "one"
+    one.mkdir()
+    first = sorted(split["members"].iterdir())[0]
+    shutil.copyfile(first, one / first.name)
+    (tmp_path / "labels.csv").write_text(f"path,member\n{first.name},1\n")
+    assert main(["membership", str(overfit), "--set", str(one), "--reference", str(split["reference"]), "--out",
+                 str(tmp_path / "m"), "--labels", str(tmp_path / "labels.csv"), "--fpr", "0.1", "--report",
+                 "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "the labels give 1 members and 0 non-members" in out and "AUC nan" not in out
+    text = (tmp_path / "m" / "summary.json").read_text()
+    assert "NaN" not in text  # JSON has no NaN: strict readers (browsers, jq) refuse it
+    ev = json.loads(text)["evaluation"]
+    assert ev["loss"]["auc"] is None and ev["loss"]["non_members_flagged"] is None
+    sentence = json.loads((tmp_path / "m" / "set.json").read_text())["sentence"]
+    assert "this image" in sentence and "1 images" not in sentence
+
+
 def test_tested_images_in_the_reference_are_left_out_of_it(overfit, split, tmp_path):
     ref = tmp_path / "ref"
     shutil.copytree(split["reference"], ref)

@@ -122,7 +122,11 @@ def cmd_membership(a: argparse.Namespace, bars: ProgressBars) -> int:
     _out(f"{s['images']} images scored by {s['method']} against {s['reference_images']} reference images: "
          f"{s['flagged']} flagged as members at {100 * a.fpr:g}% FPR (threshold {s['threshold']:.4g}).")
     for m, ev in (s.get("evaluation") or {}).items():
-        if isinstance(ev, dict):
+        if m == "note":
+            _out(f"  Evaluation: {ev}")
+        elif isinstance(ev, dict) and ev["auc"] is None:
+            _out(f"  {m}: flagged: members {ev['members_flagged']}, non-members {ev['non_members_flagged']}")
+        elif isinstance(ev, dict):
             _out(f"  {m}: AUC {ev['auc']:.3f} [{ev['auc_ci'][0]:.3f}, {ev['auc_ci'][1]:.3f}], TPR at 1% FPR "
                  f"{ev['tpr_at_1pct_fpr']:.3f}; flagged: members {ev['members_flagged']}, non-members "
                  f"{ev['non_members_flagged']}")

@@ -192,8 +192,15 @@ def _evaluate(truth: np.ndarray, scores: dict[str, np.ndarray], verdicts: dict[s
     lab = ~np.isnan(truth)
     pos, neg = lab & (truth == 1), lab & (truth == 0)
     out: dict[str, Any] = {"labelled": int(lab.sum()), "members": int(pos.sum()), "non_members": int(neg.sum())}
+    both = bool(pos.any() and neg.any())
+    if not both:
+        out["note"] = (f"AUC and TPR need labelled members and non-members; the labels give {out['members']} "
+                       f"members and {out['non_members']} non-members among the tested images")
     for m in methods:
-        met = detection_metrics(scores[m][pos], scores[m][neg])
+        met = (detection_metrics(scores[m][pos], scores[m][neg]) if both
+               else {"positives": int(pos.sum()), "negatives": int(neg.sum())}
+               | dict.fromkeys(("auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci", "tpr_at_0.1pct_fpr",
+                                "tpr_at_0.1pct_fpr_ci")))
         flags = verdicts[m]["flags"]
         met["members_flagged"] = float(flags[pos].mean()) if pos.any() else None
         met["non_members_flagged"] = float(flags[neg].mean()) if neg.any() else None
@@ -219,16 +226,19 @@ def _set_inference(out_dir: Path, main: ImageScores, null: ImageScores, n: int) 
 
 def _sentence(s: dict[str, Any]) -> str:
     """The set result in words a rights holder can act on."""
+    one = s["n_images"] == 1
+    them, it = ("this image", "it") if one else (f"these {s['n_images']} images", "them")
     if s["p_value"] < s["alpha"]:
         need = s["smallest_set_for_alpha"]
         tail = (f" About {need} of these images were enough for p < {s['alpha']:g}." if need else "")
-        return (f"The model treats these {s['n_images']} images like training images: if it had not been trained "
-                f"on them, a difference this large would occur with probability {s['p_value']:.2g} or less."
+        return (f"The model treats {them} {'like a training image' if one else 'like training images'}: if it had "
+                f"not been trained "
+                f"on {it}, a difference this large would occur with probability {s['p_value']:.2g} or less."
                 + tail)
-    return (f"No evidence that these {s['n_images']} images were trained on (p = {s['p_value']:.2g} against "
-            f"{s['reference_images']} images known not to be): the model does not treat them differently. This "
-            "does not prove they were not used; more images, or a model that fits its data less loosely, may "
-            "be needed to tell.")
+    return (f"No evidence that {them} {'was' if one else 'were'} trained on (p = {s['p_value']:.2g} against "
+            f"{s['reference_images']} images known not to be): the model does not treat {it} differently. This "
+            f"does not prove {it} {'was' if one else 'were'} not used; more images, or a model that fits its data "
+            "less loosely, may be needed to tell.")
 
 
 def _summary(model: Any, model_path: Any, methods: list[str], fpr: float, verdicts: dict[str, Any], tested: ImageSet,
