@@ -23,7 +23,7 @@ from diffrep.probes.images import load_images  # noqa: E402
 from diffrep.probes.membership import membership  # noqa: E402
 from diffrep.probes.mia import score_images, timesteps_for  # noqa: E402
 from diffrep.probes.roc import auc  # noqa: E402
-from diffrep.probes.setinfer import evidence, permutation_p, set_test  # noqa: E402
+from diffrep.probes.setinfer import evidence, image_statistics, permutation_p, set_test  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -83,6 +83,38 @@ def test_timesteps_are_each_scored_once_and_within_the_schedule():
         timesteps_for("secmi", [0], 1000)
     with pytest.raises(DiffrepError, match="multiple"):
         timesteps_for("secmi", [105], 1000)
+
+
+def test_difficulty_calibration_finds_a_shift_that_image_ease_hides_and_stays_valid():
+    rng = np.random.default_rng(3)
+
+    def images(n):  # gray squares of random brightness and contrast: easy (flat) to hard (busy)
+        level = rng.uniform(20, 200, (n, 1, 1, 1))
+        return np.clip(level + rng.uniform(0, 60, (n, 1, 1, 1)) * rng.normal(size=(n, 8, 8, 3)), 0, 255).astype(np.uint8)
+
+    def features(ims, shift):  # a loss-like score: mostly the image's ease, a little membership
+        st = image_statistics(ims)
+        return np.column_stack([-3 * st[:, 1] - st[:, 0] + 0.05 * rng.normal(size=len(ims)) + shift])
+
+    ref_i = images(300)
+    ref_f, ref_s = features(ref_i, 0.0), image_statistics(ref_i)
+    st = image_statistics(ref_i[:2])
+    assert st.shape == (2, 3) and (st >= 0).all() and (st <= 2).all()
+    found = {"plain": 0, "calibrated": 0}
+    null_p = []
+    for _ in range(20):
+        mem_i = images(50)
+        mem_f = features(mem_i, 0.04)
+        found["plain"] += permutation_p(*evidence(mem_f, ref_f), 499, rng)[1] < 0.01
+        found["calibrated"] += permutation_p(*evidence(mem_f, ref_f, image_statistics(mem_i), ref_s), 499, rng)[1] < 0.01
+    for _ in range(100):
+        non_i = images(50)
+        null_p.append(permutation_p(*evidence(features(non_i, 0.0), ref_f, image_statistics(non_i), ref_s), 199,
+                                    rng)[1])
+    assert found["calibrated"] >= 18 and found["plain"] <= 8, found
+    assert np.mean(np.array(null_p) < 0.05) <= 0.12  # 5% nominal; binomial allowance for 100 draws
+    res = set_test(mem_f, ref_f, set_stats=image_statistics(mem_i), ref_stats=ref_s, permutations=999, draws=5)
+    assert res["p_value"] < 0.01
 
 
 def test_members_of_an_overfit_model_score_higher(overfit, split):

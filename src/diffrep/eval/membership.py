@@ -17,7 +17,7 @@ non-members against the reference with every method (the labels are passed only 
 
 Outputs in ``out``: ``results.csv``, ``results.md``, ``summary.json``; each (N, steps) evaluation keeps its
 ``membership`` folder under ``eval/`` and is skipped when run again (resumable); a changed analysis setting
-(``ANALYSIS_KEYS``) reuses the scores.
+(``ANALYSIS_KEYS``) reuses the scores, a changed set statistic (``setinfer.STATISTIC``) scores again.
 """
 from __future__ import annotations
 
@@ -121,7 +121,10 @@ def _evaluate(root: Path, data: dict[str, Any], n: int, steps: int, p: dict[str,
 
     d = root / "eval" / f"n{n}-steps{steps}"
     marker = d / "result.json"
-    settings = {"n": n, "steps": steps, "preset": p, "seed": seed, "fpr": fpr}
+    from ..probes.setinfer import STATISTIC
+
+    # the set statistic is in the scoring settings too: features.npz holds what it needs
+    settings = {"n": n, "steps": steps, "preset": p, "seed": seed, "fpr": fpr, "set_statistic": STATISTIC}
     old = read_cache(marker)
     if old is not None and old.get("settings") == settings:
         return old
@@ -227,6 +230,8 @@ def _set_rows(feats: Any, truth: np.ndarray, n: int, steps: int, epochs: float, 
 
     img, ref = _features(feats, "images"), _features(feats, "reference")
     mem, non = img[truth == 1], np.vstack([img[truth == 0], ref])
+    img_s, ref_s = feats["statistics/images"], feats["statistics/reference"]
+    mem_s, non_s = img_s[truth == 1], np.vstack([img_s[truth == 0], ref_s])
     n_ref = len(ref)
     rows = []
     for k in p["set_sizes"]:
@@ -235,10 +240,10 @@ def _set_rows(feats: Any, truth: np.ndarray, n: int, steps: int, epochs: float, 
         out: dict[str, list[float]] = {"members": [], "control": []}
         for _ in range(p["set_draws"]):
             perm = rng.permutation(len(non))
-            r, rest = non[perm[:n_ref]], non[perm[n_ref:]]
-            out["control"].append(permutation_p(*evidence(rest[:k], r), 999, rng)[1])
-            out["members"].append(permutation_p(*evidence(mem[rng.choice(len(mem), k, replace=False)], r), 999,
-                                                rng)[1])
+            r, rest = perm[:n_ref], perm[n_ref:n_ref + k]
+            out["control"].append(permutation_p(*evidence(non[rest], non[r], non_s[rest], non_s[r]), 999, rng)[1])
+            pick = rng.choice(len(mem), k, replace=False)
+            out["members"].append(permutation_p(*evidence(mem[pick], non[r], mem_s[pick], non_s[r]), 999, rng)[1])
         m, c = np.array(out["members"]), np.array(out["control"])
         rows.append({"n": n, "steps": steps, "epochs": epochs, "set_size": k, "draws": p["set_draws"],
                      "members_median_p": float(np.median(m)), "members_share_p_below_0.01": float(np.mean(m < 0.01)),

@@ -31,6 +31,7 @@ from ..progress import ProgressCallback
 from .images import ImageSet, load_images
 from .journal import Journal, close_all, digest, model_stamp
 from .mia import METHODS, ImageScores, score_images
+from .setinfer import image_statistics
 
 M = DEFAULTS["membership"]
 
@@ -79,7 +80,8 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
         verdicts = {m: _verdict(main.scores[m], null.scores[m], fpr) for m in methods}
         _write_scores(out_dir, tested, methods, main.scores, verdicts, truth)
         _write_reference(out_dir, ref, methods, null.scores)
-        _write_features(out_dir, main, null)
+        stats = (image_statistics(tested.images), image_statistics(ref.images))
+        _write_features(out_dir, main, null, stats)
         summary = _summary(model, model_path, methods, fpr, verdicts, tested, ref, main, conditioning,
                            time.perf_counter() - t0, timesteps, seeds)
         if shared:
@@ -91,7 +93,7 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
         if truth is not None:
             summary["evaluation"] = _evaluate(truth, main.scores, verdicts, methods)
         if set_source is not None:
-            summary["set"] = _set_inference(out_dir, main, null, len(tested))
+            summary["set"] = _set_inference(out_dir, main, null, len(tested), stats)
         write_json(out_dir / "summary.json", summary)
         close_all(journals)
     return summary
@@ -208,11 +210,13 @@ def _evaluate(truth: np.ndarray, scores: dict[str, np.ndarray], verdicts: dict[s
     return out
 
 
-def _set_inference(out_dir: Path, main: ImageScores, null: ImageScores, n: int) -> dict[str, Any]:
+def _set_inference(out_dir: Path, main: ImageScores, null: ImageScores, n: int,
+                   stats: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
     from .setinfer import STATISTIC, set_test
 
     keys = sorted(main.features)
-    res = set_test(np.column_stack([main.features[k] for k in keys]), np.column_stack([null.features[k] for k in keys]))
+    res = set_test(np.column_stack([main.features[k] for k in keys]), np.column_stack([null.features[k] for k in keys]),
+                   set_stats=stats[0], ref_stats=stats[1])
     alpha = 0.01
     body = {"p_value": res["p_value"], "n_images": n, "reference_images": len(null.scores[next(iter(null.scores))]),
             "decision": "trained on" if res["p_value"] < alpha else "not shown to be trained on",
@@ -295,9 +299,12 @@ def _write_reference(out: Path, s: ImageSet, methods: list[str], scores: dict[st
     write_text(out / "reference.csv", buf.getvalue())
 
 
-def _write_features(out: Path, main: ImageScores, null: ImageScores) -> None:
-    arrays = {f"images/{k}": v for k, v in main.features.items()} | {f"reference/{k}": v
-                                                                      for k, v in null.features.items()}
+def _write_features(out: Path, main: ImageScores, null: ImageScores, stats: tuple[np.ndarray, np.ndarray]) -> None:
+    """``features.npz``: every feature of the tested (``images/F``) and reference (``reference/F``) images, and
+    their image statistics (``statistics/images``, ``statistics/reference``; ``setinfer.image_statistics``)."""
+    arrays = ({f"images/{k}": v for k, v in main.features.items()}
+              | {f"reference/{k}": v for k, v in null.features.items()}
+              | {"statistics/images": stats[0], "statistics/reference": stats[1]})
     with atomic_path(out / "features.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)

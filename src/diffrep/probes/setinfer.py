@@ -2,14 +2,20 @@
 
 Following the idea of CDI (Dubinski et al., 2025: aggregate membership features over a set of images from
 one owner and test against held-out data of the same source), each image gets the membership features of
-``probes.mia`` (every method at every timestep, all oriented "higher = member-like"). Each feature is
-standardized on the pooled set and reference (a function of the pooled values only, so it does not change
-when the labels are permuted) and the per-image evidence is the sum of the standardized features. The
-statistic is the set's mean evidence minus the reference's; its p-value is the share of ``permutations``
-random relabellings of the pooled images whose statistic is at least as large, (1 + #{>=}) / (P + 1).
-When the set and the reference are exchangeable (both drawn from a distribution the model did not train
-on) the p-value is valid at every level: P(p <= a) <= a. CDI fits feature weights on a split of the data;
-a fixed sum needs no split, so every image counts in the test.
+``probes.mia`` (every method at every timestep, all oriented "higher = member-like").
+
+Difficulty calibration (the idea of Watson et al., ICLR 2022, with the image's own statistics in place of
+reference models): most of a feature's spread between images is how easy the image is to denoise, member or
+not (a plain, dark image has a small error under every method). Each feature is replaced by its residual after
+a least-squares fit on the images' grayscale mean, standard deviation and mean absolute gradient and their
+squares (``image_statistics``), fitted over the pooled set and reference. Then each feature is standardized on
+the pooled images and the per-image evidence is the sum of the standardized features. The statistic is the
+set's mean evidence minus the reference's; its p-value is the share of ``permutations`` random relabellings of
+the pooled images whose statistic is at least as large, (1 + #{>=}) / (P + 1). The fit and the standardization
+are functions of the pooled values only, so they do not change when the labels are permuted: when the set and
+the reference are exchangeable (both drawn from a distribution the model did not train on) the p-value is valid
+at every level, P(p<=a) <= a. CDI fits feature weights on a split of the data; a fixed sum needs no split, so
+every image counts in the test.
 
 ``smallest_set`` answers "how many of these images does the test need?": for growing sizes it draws
 ``draws`` random subsets of the set, tests each against the whole reference and reports the first size
@@ -23,13 +29,34 @@ import numpy as np
 
 SIZES = (5, 10, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000)
 STATISTIC = ("mean over the set minus mean over the reference of the per-image sum of pooled-standardized "
-             "membership features; one-sided permutation p-value")
+             "membership features, each first freed of what the images' own statistics (grayscale mean, spread "
+             "and mean gradient, to the second degree) predict of it over the pooled images; one-sided "
+             "permutation p-value")
 
 
-def evidence(set_feats: np.ndarray, ref_feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def image_statistics(images: np.ndarray) -> np.ndarray:
+    """Per image (uint8 [N, H, W, C]): grayscale mean, standard deviation and mean absolute gradient, in [0, 1]
+    units: what makes an image easy to denoise, member or not."""
+    g = np.asarray(images, np.float32).mean(axis=-1) / 255.0
+    grad = np.abs(np.diff(g, axis=2)).mean(axis=(1, 2)) + np.abs(np.diff(g, axis=1)).mean(axis=(1, 2))
+    return np.column_stack([g.mean(axis=(1, 2)), g.std(axis=(1, 2)), grad]).astype(np.float64)
+
+
+def _without_difficulty(feats: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """Residuals of each feature column after least squares on [1, stats, stats^2] over the rows."""
+    x = np.column_stack([np.ones(len(stats)), stats, stats ** 2])
+    beta, *_ = np.linalg.lstsq(x, feats, rcond=None)
+    return feats - x @ beta
+
+
+def evidence(set_feats: np.ndarray, ref_feats: np.ndarray, set_stats: Optional[np.ndarray] = None,
+             ref_stats: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-image evidence (sum of pooled z-scores) of the set's and the reference's images; features are
-    columns, rows images."""
+    columns, rows images. With the images' statistics (``image_statistics``), each feature is first replaced by
+    its residual after a least-squares fit on them over the pooled images (module docstring)."""
     both = np.vstack([set_feats, ref_feats]).astype(np.float64)
+    if set_stats is not None and ref_stats is not None:
+        both = _without_difficulty(both, np.vstack([set_stats, ref_stats]).astype(np.float64))
     sd = both.std(axis=0)
     z = (both - both.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
     e = z.sum(axis=1)
@@ -56,11 +83,13 @@ def permutation_p(set_e: np.ndarray, ref_e: np.ndarray, permutations: int = 9999
     return float(stat), (1.0 + ge) / (permutations + 1.0)
 
 
-def set_test(set_feats: np.ndarray, ref_feats: np.ndarray, *, alpha: float = 0.01, permutations: int = 9999,
+def set_test(set_feats: np.ndarray, ref_feats: np.ndarray, *, set_stats: Optional[np.ndarray] = None,
+             ref_stats: Optional[np.ndarray] = None, alpha: float = 0.01, permutations: int = 9999,
              draws: int = 20, seed: int = 0) -> dict[str, Any]:
-    """The test of the module docstring and the smallest set size reaching ``alpha`` (None if none does)."""
+    """The test of the module docstring (with the images' statistics when given, as ``evidence`` takes them)
+    and the smallest set size reaching ``alpha`` (None if none does)."""
     rng = np.random.default_rng(seed)
-    set_e, ref_e = evidence(set_feats, ref_feats)
+    set_e, ref_e = evidence(set_feats, ref_feats, set_stats, ref_stats)
     stat, p = permutation_p(set_e, ref_e, permutations, rng)
     curve = []
     smallest = None
@@ -68,7 +97,7 @@ def set_test(set_feats: np.ndarray, ref_feats: np.ndarray, *, alpha: float = 0.0
         ps = []
         for _ in range(draws if size < len(set_e) else 1):
             pick = rng.choice(len(set_feats), size, replace=False)
-            se, re = evidence(set_feats[pick], ref_feats)
+            se, re = evidence(set_feats[pick], ref_feats, None if set_stats is None else set_stats[pick], ref_stats)
             ps.append(permutation_p(se, re, min(permutations, 999), rng)[1])
         med = float(np.median(ps))
         curve.append({"n_images": int(size), "median_p_value": med, "draws": len(ps)})
