@@ -3,8 +3,8 @@ call the library, print)."""
 from __future__ import annotations
 
 import argparse
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 from ..errors import DiffrepError
 from ..progress import Progress

@@ -235,10 +235,9 @@ def _sentence(s: dict[str, Any]) -> str:
     if s["p_value"] < s["alpha"]:
         need = s["smallest_set_for_alpha"]
         tail = (f" About {need} of these images were enough for p < {s['alpha']:g}." if need else "")
-        return (f"The model treats {them} {'like a training image' if one else 'like training images'}: if it had "
-                f"not been trained "
-                f"on {it}, a difference this large would occur with probability {s['p_value']:.2g} or less."
-                + tail)
+        like = "like a training image" if one else "like training images"
+        return (f"The model treats {them} {like}: if it had not been trained on {it}, a difference this large "
+                f"would occur with probability {s['p_value']:.2g} or less." + tail)
     return (f"No evidence that {them} {'was' if one else 'were'} trained on (p = {s['p_value']:.2g} against "
             f"{s['reference_images']} images known not to be): the model does not treat {it} differently. This "
             f"does not prove {it} {'was' if one else 'were'} not used; more images, or a model that fits its data "
