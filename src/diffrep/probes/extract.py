@@ -32,7 +32,7 @@ from ..defaults import DEFAULTS
 from ..errors import DiffrepError, SourceError
 from ..fsutil import DirLock, ensure_writable_dir, write_bytes, write_json, write_text
 from ..progress import ProgressCallback, emit
-from .journal import Journal, close_all, digest, model_stamp
+from .journal import Journal, close_all, digest, kept, model_stamp
 
 X = DEFAULTS["extract"]
 TILES = 4
@@ -182,10 +182,7 @@ def _distances(model: Any, prompts: list[str], *, per_prompt: int, steps: int, g
     out = []
     emit(progress, stage, 0, len(prompts), unit="prompt")
     for i, p in enumerate(prompts):
-        done = journal.load(i)
-        if done is None:
-            done = {"d": pair_distances(_generate(model, p, per_prompt, steps, guidance, seed))}
-            journal.save(i, done)
+        done = kept(journal, i, lambda: {"d": pair_distances(_generate(model, p, per_prompt, steps, guidance, seed))})
         out.append(done["d"])
         emit(progress, stage, i + 1, len(prompts), unit="prompt")
     return out

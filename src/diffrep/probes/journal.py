@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
@@ -94,9 +94,19 @@ class Journal:
             pass
 
 
+def kept(journal: Optional[Journal], start: int, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The results ``journal`` kept for the batch that starts at ``start``, else ``compute()``'s, then kept."""
+    done = journal.load(start) if journal is not None else None
+    if done is None:
+        done = compute()
+        if journal is not None:
+            journal.save(start, done)
+    return done
+
+
 def close_all(journals: Iterable[Journal]) -> None:
     for j in journals:
         j.close()
 
 
-__all__ = ["FOLDER", "Journal", "close_all", "digest", "model_stamp"]
+__all__ = ["FOLDER", "Journal", "close_all", "digest", "kept", "model_stamp"]

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..models.adapter import repeat_cond
 from ..progress import ProgressCallback, emit
-from .journal import Journal
+from .journal import Journal, kept
 
 METHODS = ("loss", "secmi", "pia")
 DEFAULT_TIMESTEPS = {"loss": (100,), "secmi": (100,), "pia": (200,)}  # the papers' choices on DDPM (T = 1000)
@@ -81,12 +81,8 @@ def score_images(model: Any, images: np.ndarray, cond: Any, methods: Sequence[st
     emit(progress, stage, 0, n, unit="img")
     for start in range(0, n, batch):
         stop = min(n, start + batch)
-        done = journal.load(start) if journal is not None else None
-        if done is None:
-            done = _score_batch(model, images[start:stop], {k: v[start:stop] for k, v in cond.items()}, plans,
-                                noise)
-            if journal is not None:
-                journal.save(start, done)
+        done = kept(journal, start, lambda: _score_batch(model, images[start:stop],
+                                                         {k: v[start:stop] for k, v in cond.items()}, plans, noise))
         for m in methods:
             for t in plans[m]:
                 res.features[f"{m}@{t}"][start:stop] = done[f"{m}@{t}"]

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..models.adapter import noise_gap, repeat_cond
 from ..progress import ProgressCallback, emit
-from .journal import Journal
+from .journal import Journal, kept
 
 METHODS = ("noise-norm", "seed-ssim", "one-step")
 
@@ -61,11 +61,8 @@ def score_prompts(model: Any, prompts: Sequence[str], methods: Sequence[str] = (
     emit(progress, stage, 0, n, unit="prompt")
     for start in range(0, n, per_batch):
         chunk = list(prompts[start:start + per_batch])
-        done = journal.load(start) if journal is not None else None
-        if done is None:
-            done = _score_batch(model, chunk, methods, noise, steps, sample_steps, guidance, attribute)
-            if journal is not None:
-                journal.save(start, done)
+        done = kept(journal, start,
+                    lambda: _score_batch(model, chunk, methods, noise, steps, sample_steps, guidance, attribute))
         for m in methods:
             out[m][start:start + len(chunk)] = done[f"score/{m}"]
         if attribute:
