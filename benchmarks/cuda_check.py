@@ -63,7 +63,7 @@ def main() -> None:
         for dev in (a.device, "cpu"):
             run(["probe", m, "--prompts", str(work / "p.txt"), "--reference-prompts", str(work / "r.txt"), "--out",
                  str(work / f"probe-{model}-{dev}"), "--method", "all", "--report", "--device", dev])
-        got = {dev: np.array([float(r["score"]) for r in csv.DictReader(
+        got = {dev: np.array([float(r["raw_score"]) for r in csv.DictReader(
             (work / f"probe-{model}-{dev}" / "prompts.csv").open())]) for dev in (a.device, "cpu")}
         rel = np.abs(got[a.device] - got["cpu"]).max() / np.abs(got["cpu"]).max()
         secs = json.loads((work / f"probe-{model}-{a.device}" / "summary.json").read_text())["seconds_per_prompt"]
@@ -104,7 +104,7 @@ def membership_on_device(model: str, data: Path, work: Path, name: str, device: 
     for dev in (device, "cpu"):
         run(["membership", model, "--images", str(tested), "--reference", str(reference), "--out",
              str(work / f"mi-{name}-{dev}"), "--method", "all", "--fpr", "0.1", "--device", dev])
-    got = {dev: np.array([float(r["score"]) for r in csv.DictReader(
+    got = {dev: np.array([float(r["raw_score"]) for r in csv.DictReader(
         (work / f"mi-{name}-{dev}" / "scores.csv").open())]) for dev in (device, "cpu")}
     rel = np.abs(got[device] - got["cpu"]).max() / np.abs(got["cpu"]).max()
     secs = json.loads((work / f"mi-{name}-{device}" / "summary.json").read_text()).get("seconds_per_image")

@@ -68,6 +68,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "membership": {
         "method": "loss", "fpr": 0.01, "seeds": 2, "batch": 64, "device": "cpu",
+        "difficulty": "image-stats",  # probes.difficulty: scores freed of what the image's own statistics predict
     },
     "extract": {
         "per_prompt": 16, "min_clique": 3, "fpr": 0.01, "keep": 0.1, "sample_steps": 50, "guidance": 1.0,

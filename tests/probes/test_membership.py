@@ -23,7 +23,9 @@ from diffrep.probes.images import load_images  # noqa: E402
 from diffrep.probes.membership import membership  # noqa: E402
 from diffrep.probes.mia import score_images, timesteps_for  # noqa: E402
 from diffrep.probes.roc import auc  # noqa: E402
-from diffrep.probes.setinfer import evidence, image_statistics, permutation_p, set_test  # noqa: E402
+from diffrep.probes.difficulty import calibrate_pooled, explained_share, image_statistics  # noqa: E402
+from diffrep.probes.roc import paired_auc_gain  # noqa: E402
+from diffrep.probes.setinfer import STATISTIC_PLAIN, evidence, permutation_p, set_test  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -117,6 +119,33 @@ def test_difficulty_calibration_finds_a_shift_that_image_ease_hides_and_stays_va
     assert res["p_value"] < 0.01
 
 
+def test_per_image_difficulty_calibration_separates_members_and_keeps_the_fpr():
+    from diffrep.matching.calibration import calibrate
+
+    rng = np.random.default_rng(5)
+
+    def images(n):  # gray squares of random brightness and contrast: easy (flat) to hard (busy)
+        level = rng.uniform(20, 200, (n, 1, 1, 1))
+        return np.clip(level + rng.uniform(0, 60, (n, 1, 1, 1)) * rng.normal(size=(n, 8, 8, 3)), 0, 255).astype(np.uint8)
+
+    def score(ims, shift):  # a loss-like score: mostly the image's ease, a little membership
+        st = image_statistics(ims)
+        return -3 * st[:, 1] - st[:, 0] + 0.05 * rng.normal(size=len(ims)) + shift
+
+    ref_i, mem_i, non_i = images(400), images(200), images(2000)
+    tested_i = np.concatenate([mem_i, non_i])
+    raw = np.concatenate([score(mem_i, 0.05), score(non_i, 0.0)])
+    ref = score(ref_i, 0.0)
+    cal, cal_ref = calibrate_pooled(raw, ref, image_statistics(tested_i), image_statistics(ref_i))
+    assert explained_share(np.concatenate([raw, ref]), image_statistics(np.concatenate([tested_i, ref_i]))) > 0.9
+    gain = paired_auc_gain(cal[:200], cal[200:], raw[:200], raw[200:], n=200)
+    assert gain["gain"] > 0.2 and gain["ci"][0] > 0.1, gain  # ease hid the members; calibrated they stand out
+    flags = calibrate(reference=cal_ref, fpr=0.05, noun="image").is_replica(cal)
+    plain = calibrate(reference=ref, fpr=0.05, noun="image").is_replica(raw)
+    assert flags[200:].mean() <= 0.07  # 5% target on 2,000 non-members
+    assert flags[:200].mean() > 0.15 and flags[:200].mean() > 2 * plain[:200].mean()  # a one-sd shift: ~26% at 5%
+
+
 def test_members_of_an_overfit_model_score_higher(overfit, split):
     m = load_model(overfit)
     mem, non = load_images(split["members"], 16), load_images(split["non"], 16)
@@ -136,8 +165,10 @@ def test_cli_membership_with_labels_and_report(overfit, split, tmp_path, capsys)
                  "--out", str(out), "--method", "all", "--fpr", "0.1", "--labels", str(split["labels"]),
                  "--timesteps", "50,100", "--report", "-q"]) == 0
     text = capsys.readouterr().out
-    assert "24 images scored by loss against 30 reference images" in text and "AUC" in text
+    assert "24 images scored by loss (difficulty-calibrated) against 30 reference images" in text and "AUC" in text
     s = json.loads((out / "summary.json").read_text())
+    assert s["difficulty"]["method"] == "image-stats" and set(s["difficulty"]["explained_share"]) == {
+        "loss", "secmi", "pia"}
     assert s["threshold_source"] == "reference" and s["conditioning"] == "unconditional"
     assert s["timesteps"] == {"loss": [50, 100], "secmi": [50, 100], "pia": [50, 100]}
     assert s["model_calls_per_image"] == {"loss": 4, "secmi": 17, "pia": 4}
@@ -146,7 +177,8 @@ def test_cli_membership_with_labels_and_report(overfit, split, tmp_path, capsys)
     for m in ("loss", "secmi", "pia"):
         assert 0 <= ev[m]["auc"] <= 1 and ev[m]["auc_ci"][0] <= ev[m]["auc"] <= ev[m]["auc_ci"][1]
     rows = list(csv.DictReader((out / "scores.csv").open()))
-    assert list(rows[0])[:4] == ["path", "score", "p_value", "is_member"] and "score_secmi" in rows[0]
+    assert list(rows[0])[:5] == ["path", "score", "p_value", "is_member", "raw_score"] and "raw_secmi" in rows[0]
+    assert {r["score"] for r in rows} != {r["raw_score"] for r in rows}
     assert {r["label"] for r in rows} == {"0", "1"}
     # p-values are conformal on the 30 reference scores: (1 + #{null >= s}) / 31
     p = np.array([float(r["p_value"]) for r in rows])
@@ -192,6 +224,7 @@ def test_one_image_and_labels_of_one_class(overfit, split, tmp_path, capsys):
     assert ev["loss"]["auc"] is None and ev["loss"]["non_members_flagged"] is None
     sentence = json.loads((tmp_path / "m" / "set.json").read_text())["sentence"]
     assert "this image" in sentence and "1 images" not in sentence
+    assert "difficulty calibration not applied: 31 tested and reference images" in out  # too few to fit
 
 
 def test_tested_images_in_the_reference_are_left_out_of_it(overfit, split, tmp_path):
@@ -199,8 +232,11 @@ def test_tested_images_in_the_reference_are_left_out_of_it(overfit, split, tmp_p
     shutil.copytree(split["reference"], ref)
     for f in sorted(split["members"].iterdir())[:4]:  # four tested images also given as reference
         shutil.copyfile(f, ref / ("copy-" + f.name))
-    s = membership(overfit, tmp_path / "set", set_source=split["members"], reference=ref, fpr=0.1)
+    s = membership(overfit, tmp_path / "set", set_source=split["members"], reference=ref, fpr=0.1,
+                   difficulty="none")
     assert s["reference_images"] == 30 and s["reference_dropped_as_tested"] == 4
+    assert s["difficulty"] == {"method": "none"}
+    assert json.loads((tmp_path / "set" / "set.json").read_text())["statistic"] == STATISTIC_PLAIN
     assert "4 reference images are identical to tested images" in s["warnings"][0]
     with pytest.raises(DiffrepError, match="has 0 images once the 12 identical to tested images are left out"):
         membership(overfit, tmp_path / "self", images=split["members"], reference=split["members"], fpr=0.1)
@@ -231,6 +267,9 @@ def test_bad_input_gets_one_line_reasons(overfit, split, caption_run, captioned,
     with pytest.raises(DiffrepError, match="unconditional model: it takes no captions"):
         membership(overfit, tmp_path / "b", images=split["tested"], reference=split["reference"], fpr=0.1,
                    captions=str(captioned / "captions.jsonl"))
+    with pytest.raises(DiffrepError, match="--difficulty 'pixels': use image-stats or none"):
+        membership(overfit, tmp_path / "b2", images=split["tested"], reference=split["reference"], fpr=0.1,
+                   difficulty="pixels")
     with pytest.raises(DiffrepError, match="not both"):
         membership(overfit, tmp_path / "c", images=split["tested"], set_source=split["tested"],
                    reference=split["reference"], fpr=0.1)
@@ -283,8 +322,10 @@ def test_membership_experiment_runs_and_resumes(tmp_path, capsys):
                              set_sizes=[10], set_draws=10, splits=3, channels=[8, 16, 16], batch=8, size=16,
                              seeds=1), fpr=0.1)
     s = run_membership_experiment(tmp_path, **kw)
-    assert [(r["steps"], r["method"]) for r in s["methods"]] == [(20, "loss"), (20, "secmi"), (20, "pia"),
-                                                                 (40, "loss"), (40, "secmi"), (40, "pia")]
+    assert [(r["steps"], r["method"], r["difficulty"]) for r in s["methods"]] == [
+        (st, m, d) for st in (20, 40) for m in ("loss", "secmi", "pia") for d in ("none", "image-stats")]
+    plain_loss = [r for r in s["methods"] if r["method"] == "loss" and r["difficulty"] == "none"]
+    assert all(r["auc_gain_vs_loss"]["gain"] == 0 for r in plain_loss)
     assert all(r["epochs"] == pytest.approx(r["steps"] * 8 / 24, abs=0.05) for r in s["methods"])
     assert {r["set_size"] for r in s["dataset_inference"]} == {10}
     assert (tmp_path / "runs" / "n24-steps20" / "checkpoint.pt").is_file()

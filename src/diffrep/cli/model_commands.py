@@ -117,9 +117,10 @@ def cmd_membership(a: argparse.Namespace, bars: ProgressBars) -> int:
     ts = _int_list(a.timesteps, "--timesteps") if a.timesteps else None
     s = membership(a.model, a.out, images=a.images, set_source=a.set_source, reference=a.reference, method=a.method,
                    fpr=a.fpr, timesteps=ts, seeds=a.seeds, captions=a.captions, labels=a.labels, batch=a.batch,
-                   device=a.device, progress=bars)
+                   device=a.device, difficulty=a.difficulty, progress=bars)
     out = Path(a.out)
-    _out(f"{s['images']} images scored by {s['method']} against {s['reference_images']} reference images: "
+    how = " (difficulty-calibrated)" if s["difficulty"]["method"] != "none" else ""
+    _out(f"{s['images']} images scored by {s['method']}{how} against {s['reference_images']} reference images: "
          f"{s['flagged']} flagged as members at {100 * a.fpr:g}% FPR (threshold {s['threshold']:.4g}).")
     for m, ev in (s.get("evaluation") or {}).items():
         if m == "note":
@@ -239,7 +240,8 @@ def _membership_experiment(a: argparse.Namespace, overrides: dict, bars: Progres
     s = run_membership_experiment(a.out, preset=a.preset, seed=a.seed, device=a.device, fpr=a.fpr,
                                   overrides=overrides, progress=bars)
     for r in s["methods"]:
-        _out(f"N={r['n']:<6} steps={r['steps']:<6} {r['method']:<6} AUC {r['auc']:.3f}, TPR@1%FPR "
+        how = "calibrated" if r["difficulty"] != "none" else "plain"
+        _out(f"N={r['n']:<6} steps={r['steps']:<6} {r['method']:<6} {how:<10} AUC {r['auc']:.3f}, TPR@1%FPR "
              f"{r['tpr_at_1pct_fpr']:.3f}, non-members flagged {r['non_members_flagged']:.3f}")
     for r in s["dataset_inference"]:
         _out(f"N={r['n']:<6} steps={r['steps']:<6} set of {r['set_size']:<4} median p {r['members_median_p']:.3g}; "

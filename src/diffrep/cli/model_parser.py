@@ -221,6 +221,9 @@ def _membership(sub: Sub) -> None:
                    "path); without it a caption model is scored with the empty prompt")
     p.add_argument("--labels", default=None, help="evaluation: CSV with path,member (1 = trained on): adds AUC and "
                    "TPR at 1%% / 0.1%% FPR with bootstrap intervals to summary.json (never used for the threshold)")
+    p.add_argument("--difficulty", default=d["difficulty"], choices=("image-stats", "none"),
+                   help="image-stats (default): free every score of what the image's own brightness, contrast and "
+                   "detail predict of it (one fit over tested and reference images); none: the methods' own scores")
     p.add_argument("--batch", type=int, default=d["batch"], help="images per model call (default %(default)s)")
     p.add_argument("--report", action="store_true", help="also write report.html (diffrep report DIR re-renders it)")
     p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")

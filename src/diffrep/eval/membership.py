@@ -6,10 +6,12 @@ split and distribution: a reference pool (the null every threshold is calibrated
 non-members. At each (N, steps) ``probes.membership.membership`` scores the evaluation members and the test
 non-members against the reference with every method (the labels are passed only for the evaluation), then:
 
-- per method: AUC and TPR at 1% FPR with bootstrap intervals, the share of members flagged at the
-  calibrated threshold, and the share of test non-members flagged (validity: at ``fpr`` it should stay near
-  the target); validity is also checked over ``splits`` random re-splits of the pooled non-member scores into
-  reference and test parts, reported as mean and range;
+- per method, on its own scores and difficulty-calibrated (``probes.difficulty``, as ``diffrep membership``
+  does by default): AUC and TPR at 1% FPR with bootstrap intervals, the AUC gain over the plain loss attack
+  with a paired bootstrap interval, the share of members flagged at the calibrated threshold, and the share of
+  test non-members flagged (validity: at ``fpr`` it should stay near the target); validity is also checked over
+  ``splits`` random re-splits of the pooled non-member scores into reference and test parts, reported as mean
+  and range;
 - dataset inference (``probes.setinfer``): for each set size, ``set_draws`` random member sets and as many
   non-member sets (the control) are tested against a reference drawn afresh each time from the pooled
   non-members; reported are the members' median p-value and share below 0.01, and the control's share below
@@ -121,15 +123,17 @@ def _evaluate(root: Path, data: dict[str, Any], n: int, steps: int, p: dict[str,
 
     d = root / "eval" / f"n{n}-steps{steps}"
     marker = d / "result.json"
+    from ..probes.difficulty import DESCRIPTION as DIFFICULTY
     from ..probes.setinfer import STATISTIC
 
     # the set statistic is in the scoring settings too: features.npz holds what it needs
-    settings = {"n": n, "steps": steps, "preset": p, "seed": seed, "fpr": fpr, "set_statistic": STATISTIC}
+    settings = {"n": n, "steps": steps, "preset": p, "seed": seed, "fpr": fpr, "set_statistic": STATISTIC,
+                "per_image": [DIFFICULTY, "plain"]}
     old = read_cache(marker)
     if old is not None and old.get("settings") == settings:
         return old
     scored = d / "scored.json"  # the scoring settings: the analysis (sets, re-splits) can change without rescoring
-    score_settings = {k: v for k, v in settings.items() if k != "preset"} | {
+    score_settings = {k: v for k, v in settings.items() if k not in ("preset", "per_image")} | {
         k: v for k, v in p.items() if k not in ANALYSIS_KEYS}
     snap = _trained(root, n, steps, p, seed, device, progress)
     s = read_cache(d / "membership" / "summary.json") if read_cache(scored) == score_settings else None
@@ -142,16 +146,9 @@ def _evaluate(root: Path, data: dict[str, Any], n: int, steps: int, p: dict[str,
     truth = _labels(d / "membership" / "scores.csv", root / "data" / f"labels-{n}.csv")
     epochs = round(steps * p["batch"] / n, 1)
     rng = np.random.default_rng([seed, n, steps])
-    rows = []
-    for m in METHODS:
-        ev = s["evaluation"][m]
-        img, ref = _method_scores(feats, m, "images"), _method_scores(feats, m, "reference")
-        val = _resplit_validity(np.concatenate([img[truth == 0], ref]), len(ref), fpr, p["splits"], rng)
-        rows.append({"n": n, "steps": steps, "epochs": epochs, "method": m, "auc": ev["auc"],
-                     "auc_ci": ev["auc_ci"], "tpr_at_1pct_fpr": ev["tpr_at_1pct_fpr"],
-                     "tpr_at_1pct_fpr_ci": ev["tpr_at_1pct_fpr_ci"], "members_flagged": ev["members_flagged"],
-                     "non_members_flagged": ev["non_members_flagged"], "resplit_flagged": val,
-                     "seconds_per_image": s["seconds_per_image"][m], "train_seconds": snap["seconds"]})
+    base = {"n": n, "steps": steps, "epochs": epochs, "train_seconds": snap["seconds"]}
+    rows = [base | {"method": m, "seconds_per_image": s["seconds_per_image"][m]} | r
+            for m in METHODS for r in _method_rows(feats, m, truth, fpr, p["splits"], rng)]
     sets = _set_rows(feats, truth, n, steps, epochs, p, rng)
     result = {"settings": settings, "methods": rows, "sets": sets}
     write_json(marker, result)
@@ -205,6 +202,32 @@ def _features(feats: Any, part: str) -> np.ndarray:
     return np.column_stack([feats[f"{part}/{k}"] for k in keys])
 
 
+def _method_rows(feats: Any, method: str, truth: np.ndarray, fpr: float, splits: int,
+                 rng: np.random.Generator) -> list[dict[str, Any]]:
+    """The method's evaluation twice: on its own scores (``difficulty`` none) and difficulty-calibrated
+    (image-stats; one fit over the tested and reference images, as ``diffrep membership`` does); each with
+    AUC and TPR at 1% FPR (bootstrap intervals), the flagged shares at the reference's conformal threshold, the
+    re-split validity, and the AUC gain over the plain loss attack with its paired bootstrap interval."""
+    from ..matching.calibration import calibrate
+    from ..probes.difficulty import calibrate_pooled
+    from ..probes.roc import detection_metrics, paired_auc_gain
+
+    img, ref = _method_scores(feats, method, "images"), _method_scores(feats, method, "reference")
+    stats = (feats["statistics/images"], feats["statistics/reference"])
+    loss = _method_scores(feats, "loss", "images")
+    pos, neg = truth == 1, truth == 0
+    rows = []
+    for how, (a, r) in (("none", (img, ref)), ("image-stats", calibrate_pooled(img, ref, *stats))):
+        met = detection_metrics(a[pos], a[neg])
+        flags = calibrate(reference=r, fpr=fpr, noun="image").is_replica(a)
+        rows.append({"difficulty": how, "auc": met["auc"], "auc_ci": met["auc_ci"],
+                     "tpr_at_1pct_fpr": met["tpr_at_1pct_fpr"], "tpr_at_1pct_fpr_ci": met["tpr_at_1pct_fpr_ci"],
+                     "members_flagged": float(flags[pos].mean()), "non_members_flagged": float(flags[neg].mean()),
+                     "resplit_flagged": _resplit_validity(np.concatenate([a[neg], r]), len(r), fpr, splits, rng),
+                     "auc_gain_vs_loss": paired_auc_gain(a[pos], a[neg], loss[pos], loss[neg])})
+    return rows
+
+
 def _resplit_validity(nonmember: np.ndarray, n_ref: int, fpr: float, splits: int,
                       rng: np.random.Generator) -> dict[str, float]:
     """Flagged share of the test part over random (reference, test) re-splits of the non-member scores."""
@@ -256,24 +279,32 @@ def _write_results(root: Path, rows: list[dict[str, Any]], set_rows: list[dict[s
                    fpr: float) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["n", "steps", "epochs", "method", "auc", "auc_lo", "auc_hi", "tpr_at_1pct_fpr", "tpr_lo", "tpr_hi",
-                "members_flagged", "non_members_flagged", "resplit_flagged_mean", "resplit_flagged_max",
-                "seconds_per_image"])
+    w.writerow(["n", "steps", "epochs", "method", "difficulty", "auc", "auc_lo", "auc_hi", "tpr_at_1pct_fpr", "tpr_lo",
+                "tpr_hi", "members_flagged", "non_members_flagged", "resplit_flagged_mean", "resplit_flagged_max",
+                "auc_gain_vs_loss", "gain_lo", "gain_hi", "seconds_per_image"])
     for r in rows:
-        w.writerow([r["n"], r["steps"], r["epochs"], r["method"], f"{r['auc']:.4f}", *(f"{x:.4f}" for x in r["auc_ci"]),
-                    f"{r['tpr_at_1pct_fpr']:.4f}", *(f"{x:.4f}" for x in r["tpr_at_1pct_fpr_ci"]),
-                    f"{r['members_flagged']:.4f}", f"{r['non_members_flagged']:.4f}",
-                    f"{r['resplit_flagged']['mean']:.4f}", f"{r['resplit_flagged']['max']:.4f}",
+        g = r["auc_gain_vs_loss"]
+        w.writerow([r["n"], r["steps"], r["epochs"], r["method"], r["difficulty"], f"{r['auc']:.4f}",
+                    *(f"{x:.4f}" for x in r["auc_ci"]), f"{r['tpr_at_1pct_fpr']:.4f}",
+                    *(f"{x:.4f}" for x in r["tpr_at_1pct_fpr_ci"]), f"{r['members_flagged']:.4f}",
+                    f"{r['non_members_flagged']:.4f}", f"{r['resplit_flagged']['mean']:.4f}",
+                    f"{r['resplit_flagged']['max']:.4f}", f"{g['gain']:.4f}", *(f"{x:.4f}" for x in g["ci"]),
                     f"{r['seconds_per_image']:.4f}"])
     write_text(root / "results.csv", buf.getvalue())
     lines = [f"# Membership inference against a known split ({p['reference']} reference images, "
              f"{p['test_nonmembers']} test non-members, target FPR {fpr:g})", "",
-             "| members N | steps | epochs | method | AUC [95% CI] | TPR@1%FPR [95% CI] | members flagged | "
-             "non-members flagged (re-splits: mean, max) |", "|---|---|---|---|---|---|---|---|"]
+             "Difficulty: *plain* rows score with the method's own score, *calibrated* rows free it of what the "
+             "images' own statistics predict (`--difficulty image-stats`, the default). The AUC gain is over the "
+             "plain loss attack on the same images, with its paired bootstrap interval.", "",
+             "| members N | steps | epochs | method | difficulty | AUC [95% CI] | AUC gain over plain loss [95% CI] | "
+             "TPR@1%FPR [95% CI] | members flagged | non-members flagged (re-splits: mean, max) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        v = r["resplit_flagged"]
-        lines.append(f"| {r['n']} | {r['steps']} | {r['epochs']:g} | {r['method']} | {r['auc']:.3f} "
-                     f"[{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}] | {r['tpr_at_1pct_fpr']:.3f} "
+        v, g = r["resplit_flagged"], r["auc_gain_vs_loss"]
+        how = "calibrated" if r["difficulty"] != "none" else "plain"
+        lines.append(f"| {r['n']} | {r['steps']} | {r['epochs']:g} | {r['method']} | {how} | {r['auc']:.3f} "
+                     f"[{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}] | {g['gain']:+.3f} [{g['ci'][0]:+.3f}, "
+                     f"{g['ci'][1]:+.3f}] | {r['tpr_at_1pct_fpr']:.3f} "
                      f"[{r['tpr_at_1pct_fpr_ci'][0]:.3f}, {r['tpr_at_1pct_fpr_ci'][1]:.3f}] | "
                      f"{r['members_flagged']:.3f} | {r['non_members_flagged']:.3f} ({v['mean']:.3f}, {v['max']:.3f}) |")
     lines += ["", "## Dataset inference (set vs reference, one-sided permutation test)", "",

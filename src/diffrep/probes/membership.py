@@ -1,16 +1,20 @@
 """``membership``: was this image, or this set of images, trained on? Calibrated membership inference.
 
 The images (``--images``, or ``--set`` for dataset inference) and the reference (images of the same
-distribution that were NOT trained on) are scored the same way by ``probes.mia`` (loss, SecMI, PIA). Per
-method the reference scores are the null: the threshold is the split-conformal order statistic at the target
+distribution that were NOT trained on) are scored the same way by ``probes.mia`` (loss, SecMI, PIA). With
+``difficulty="image-stats"`` (the default) each method's scores are then freed of what the images' own
+statistics predict of them (``probes.difficulty``; one fit over the pooled images). Per method the reference
+scores are the null: the threshold is the split-conformal order statistic at the target
 false-positive rate (``matching.calibration.calibrate``) and each image gets the conformal p-value
 (1 + #{null >= s}) / (N + 1). Nothing is fitted on labels: ``--labels`` only adds the evaluation (AUC and TPR
 at 1% and 0.1% FPR with bootstrap intervals, and the flagged share of labelled members and non-members).
 With ``--set`` the set is also tested as a whole (``probes.setinfer``) and ``set.json`` written.
 
-Outputs in ``out``: ``scores.csv`` (``path, score, p_value, is_member`` for the verdict's method, then
-``score_<m>, p_<m>, flag_<m>`` per further method, ``caption``, and with ``--labels`` the ``label``), ``reference.csv`` (the null's scores),
-``features.npz`` (every method at every timestep, images and reference) and ``summary.json``.
+Outputs in ``out``: ``scores.csv`` (``path, score, p_value, is_member, raw_score`` for the verdict's method,
+then ``score_<m>, p_<m>, flag_<m>, raw_<m>`` per further method, ``caption``, and with ``--labels`` the
+``label``; ``raw`` is the score before difficulty calibration), ``reference.csv`` (the null's scores),
+``features.npz`` (every method at every timestep and the image statistics, images and reference) and
+``summary.json``.
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ from ..progress import ProgressCallback
 from .images import ImageSet, load_images
 from .journal import Journal, close_all, digest, model_stamp
 from .mia import METHODS, ImageScores, score_images
-from .setinfer import image_statistics
+from .difficulty import (DESCRIPTION, METHOD, MIN_IMAGES, MODES, calibrate_pooled, explained_share, fit_is_possible,
+                         image_statistics)
 
 M = DEFAULTS["membership"]
 
@@ -41,7 +46,7 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
                reference: str | os.PathLike[str], method: str = M["method"], fpr: float = M["fpr"],
                timesteps: Optional[list[int]] = None, seeds: int = M["seeds"], captions: str | None = None,
                labels: str | os.PathLike[str] | None = None, batch: int = M["batch"], device: str = M["device"],
-               progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
+               difficulty: str = M["difficulty"], progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
     """Score ``images`` (or ``set_source``, also tested as a set) against ``reference``; writes the files of
     the module docstring and returns the summary."""
     from ..models.adapter import load_model
@@ -56,6 +61,8 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
         raise DiffrepError(f"--fpr {fpr}: give a rate between 0 and 1 (0.01 by default)")
     if seeds < 1 or batch < 1:
         raise DiffrepError("--seeds and --batch must be positive")
+    if difficulty not in MODES:
+        raise DiffrepError(f"--difficulty {difficulty!r}: use {' or '.join(MODES)}")
     model = load_model(model_path, device)
     tested = load_images(images if images is not None else set_source, model.image_size, captions=captions,
                          what="--images" if images is not None else "--set", progress=progress)
@@ -77,13 +84,17 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
                             journal=journals[0], **kw)
         null = score_images(model, ref.images, ref_cond, score_methods, progress=progress, stage="reference",
                             journal=journals[1], **kw)
-        verdicts = {m: _verdict(main.scores[m], null.scores[m], fpr) for m in methods}
-        _write_scores(out_dir, tested, methods, main.scores, verdicts, truth)
-        _write_reference(out_dir, ref, methods, null.scores)
         stats = (image_statistics(tested.images), image_statistics(ref.images))
+        scores, null_scores, cal = _difficulty(main, null, stats, difficulty)
+        verdicts = {m: _verdict(scores[m], null_scores[m], fpr) for m in methods}
+        _write_scores(out_dir, tested, methods, (scores, main.scores), verdicts, truth)
+        _write_reference(out_dir, ref, methods, (null_scores, null.scores))
         _write_features(out_dir, main, null, stats)
         summary = _summary(model, model_path, methods, fpr, verdicts, tested, ref, main, conditioning,
                            time.perf_counter() - t0, timesteps, seeds)
+        summary["difficulty"] = cal
+        if "skipped" in cal:
+            summary["warnings"].append(cal["skipped"])
         if shared:
             summary["warnings"].insert(0, f"{shared} reference images are identical to tested images (at the "
                                           "model's resolution) and were left out of the reference: the reference "
@@ -91,12 +102,35 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
                                           "itself hides whatever the model remembers of it")
             summary["reference_dropped_as_tested"] = shared
         if truth is not None:
-            summary["evaluation"] = _evaluate(truth, main.scores, verdicts, methods)
+            summary["evaluation"] = _evaluate(truth, scores, verdicts, methods)
         if set_source is not None:
-            summary["set"] = _set_inference(out_dir, main, null, len(tested), stats)
+            summary["set"] = _set_inference(out_dir, main, null, len(tested),
+                                            stats if cal["method"] == METHOD else None)
         write_json(out_dir / "summary.json", summary)
         close_all(journals)
     return summary
+
+
+def _difficulty(main: ImageScores, null: ImageScores, stats: tuple[np.ndarray, np.ndarray],
+                mode: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
+    """Per method the tested and reference scores after difficulty calibration (``probes.difficulty``), and
+    what was done (the summary's ``difficulty``)."""
+    n = len(stats[0]) + len(stats[1])
+    if mode == "none":
+        return main.scores, null.scores, {"method": "none"}
+    if not fit_is_possible(n):
+        return main.scores, null.scores, {"method": "none", "skipped": (
+            f"difficulty calibration not applied: {n} tested and reference images together, and the fit needs "
+            f"{MIN_IMAGES} or more; the scores are the methods' own")}
+    bad = [m for m in main.scores if not (np.isfinite(main.scores[m]).all() and np.isfinite(null.scores[m]).all())]
+    if bad:
+        return main.scores, null.scores, {"method": "none", "skipped": (
+            f"difficulty calibration not applied: {', '.join(bad)} gave non-finite scores")}
+    scores, null_scores, explained = {}, {}, {}
+    for m in main.scores:
+        scores[m], null_scores[m] = calibrate_pooled(main.scores[m], null.scores[m], *stats)
+        explained[m] = round(explained_share(np.concatenate([main.scores[m], null.scores[m]]), np.vstack(stats)), 4)
+    return scores, null_scores, {"method": METHOD, "description": DESCRIPTION, "explained_share": explained}
 
 
 def _without_tested(tested: ImageSet, ref: ImageSet) -> tuple[ImageSet, int]:
@@ -211,16 +245,17 @@ def _evaluate(truth: np.ndarray, scores: dict[str, np.ndarray], verdicts: dict[s
 
 
 def _set_inference(out_dir: Path, main: ImageScores, null: ImageScores, n: int,
-                   stats: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
-    from .setinfer import STATISTIC, set_test
+                   stats: Optional[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """The set test (``probes.setinfer``; difficulty-calibrated when ``stats`` are given), written to set.json."""
+    from .setinfer import STATISTIC, STATISTIC_PLAIN, set_test
 
     keys = sorted(main.features)
     res = set_test(np.column_stack([main.features[k] for k in keys]), np.column_stack([null.features[k] for k in keys]),
-                   set_stats=stats[0], ref_stats=stats[1])
+                   set_stats=None if stats is None else stats[0], ref_stats=None if stats is None else stats[1])
     alpha = 0.01
     body = {"p_value": res["p_value"], "n_images": n, "reference_images": len(null.scores[next(iter(null.scores))]),
             "decision": "trained on" if res["p_value"] < alpha else "not shown to be trained on",
-            "alpha": alpha, "statistic": STATISTIC, "statistic_value": res["statistic"], "features": keys,
+            "alpha": alpha, "statistic": STATISTIC if stats is not None else STATISTIC_PLAIN, "statistic_value": res["statistic"], "features": keys,
             "permutations": res["permutations"], "subsets": res["subsets"],
             "smallest_set_for_alpha": res["smallest_set_for_alpha"]}
     body["sentence"] = _sentence(body)
@@ -271,36 +306,41 @@ def _summary(model: Any, model_path: Any, methods: list[str], fpr: float, verdic
             "skipped": [{"path": p, "reason": r} for p, r in skipped], "warnings": notes}
 
 
-def _write_scores(out: Path, s: ImageSet, methods: list[str], scores: dict[str, np.ndarray],
+def _write_scores(out: Path, s: ImageSet, methods: list[str], scores: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
                   verdicts: dict[str, Any], truth: Optional[np.ndarray]) -> None:
+    """scores.csv; ``scores`` holds the (calibrated, raw) scores per method."""
+    cal, raw = scores
     buf = io.StringIO()
     w = csv.writer(buf)
-    head = ["path", "score", "p_value", "is_member"]
+    head = ["path", "score", "p_value", "is_member", "raw_score"]
     for m in methods[1:]:
-        head += [f"score_{m}", f"p_{m}", f"flag_{m}"]
+        head += [f"score_{m}", f"p_{m}", f"flag_{m}", f"raw_{m}"]
     w.writerow(head + ["caption"] + (["label"] if truth is not None else []))
-    v0 = verdicts[methods[0]]
+    v0, m0 = verdicts[methods[0]], methods[0]
     for i, p in enumerate(s.paths):
-        row = [p, _num(scores[methods[0]][i]), _num(v0["p"][i]), bool(v0["flags"][i])]
+        row = [p, _num(cal[m0][i]), _num(v0["p"][i]), bool(v0["flags"][i]), _num(raw[m0][i])]
         for m in methods[1:]:
-            row += [_num(scores[m][i]), _num(verdicts[m]["p"][i]), bool(verdicts[m]["flags"][i])]
+            row += [_num(cal[m][i]), _num(verdicts[m]["p"][i]), bool(verdicts[m]["flags"][i]), _num(raw[m][i])]
         lab = [] if truth is None else ["" if np.isnan(truth[i]) else int(truth[i])]
         w.writerow(row + [s.captions[i] or ""] + lab)
     write_text(out / "scores.csv", buf.getvalue())
 
 
-def _write_reference(out: Path, s: ImageSet, methods: list[str], scores: dict[str, np.ndarray]) -> None:
+def _write_reference(out: Path, s: ImageSet, methods: list[str],
+                     scores: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]) -> None:
+    """reference.csv: the null's (calibrated, raw) scores per method."""
+    cal, raw = scores
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["path"] + [f"score_{m}" for m in methods])
+    w.writerow(["path"] + [f"score_{m}" for m in methods] + [f"raw_{m}" for m in methods])
     for i, p in enumerate(s.paths):
-        w.writerow([p] + [_num(scores[m][i]) for m in methods])
+        w.writerow([p] + [_num(cal[m][i]) for m in methods] + [_num(raw[m][i]) for m in methods])
     write_text(out / "reference.csv", buf.getvalue())
 
 
 def _write_features(out: Path, main: ImageScores, null: ImageScores, stats: tuple[np.ndarray, np.ndarray]) -> None:
     """``features.npz``: every feature of the tested (``images/F``) and reference (``reference/F``) images, and
-    their image statistics (``statistics/images``, ``statistics/reference``; ``setinfer.image_statistics``)."""
+    their image statistics (``statistics/images``, ``statistics/reference``; ``difficulty.image_statistics``)."""
     arrays = ({f"images/{k}": v for k, v in main.features.items()}
               | {f"reference/{k}": v for k, v in null.features.items()}
               | {"statistics/images": stats[0], "statistics/reference": stats[1]})

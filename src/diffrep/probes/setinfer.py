@@ -4,13 +4,12 @@ Following the idea of CDI (Dubinski et al., 2025: aggregate membership features 
 one owner and test against held-out data of the same source), each image gets the membership features of
 ``probes.mia`` (every method at every timestep, all oriented "higher = member-like").
 
-Difficulty calibration (the idea of Watson et al., ICLR 2022, with the image's own statistics in place of
-reference models): most of a feature's spread between images is how easy the image is to denoise, member or
-not (a plain, dark image has a small error under every method). Each feature is replaced by its residual after
-a least-squares fit on the images' grayscale mean, standard deviation and mean absolute gradient and their
-squares (``image_statistics``), fitted over the pooled set and reference. Then each feature is standardized on
-the pooled images and the per-image evidence is the sum of the standardized features. The statistic is the
-set's mean evidence minus the reference's; its p-value is the share of ``permutations`` random relabellings of
+Difficulty calibration (``probes.difficulty``: the idea of Watson et al., ICLR 2022, with the image's own
+statistics in place of reference models): each feature is replaced by its residual after a least-squares fit
+on the images' grayscale mean, standard deviation and mean absolute gradient and their squares, fitted over
+the pooled set and reference (``--difficulty none`` leaves the features as they are). Then each feature is
+standardized on the pooled images and the per-image evidence is the sum of the standardized features. The
+statistic is the set's mean evidence minus the reference's; its p-value is the share of ``permutations`` random relabellings of
 the pooled images whose statistic is at least as large, (1 + #{>=}) / (P + 1). The fit and the standardization
 are functions of the pooled values only, so they do not change when the labels are permuted: when the set and
 the reference are exchangeable (both drawn from a distribution the model did not train on) the p-value is valid
@@ -27,36 +26,25 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .difficulty import without_difficulty
+
 SIZES = (5, 10, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000)
 STATISTIC = ("mean over the set minus mean over the reference of the per-image sum of pooled-standardized "
              "membership features, each first freed of what the images' own statistics (grayscale mean, spread "
              "and mean gradient, to the second degree) predict of it over the pooled images; one-sided "
              "permutation p-value")
-
-
-def image_statistics(images: np.ndarray) -> np.ndarray:
-    """Per image (uint8 [N, H, W, C]): grayscale mean, standard deviation and mean absolute gradient, in [0, 1]
-    units: what makes an image easy to denoise, member or not."""
-    g = np.asarray(images, np.float32).mean(axis=-1) / 255.0
-    grad = np.abs(np.diff(g, axis=2)).mean(axis=(1, 2)) + np.abs(np.diff(g, axis=1)).mean(axis=(1, 2))
-    return np.column_stack([g.mean(axis=(1, 2)), g.std(axis=(1, 2)), grad]).astype(np.float64)
-
-
-def _without_difficulty(feats: np.ndarray, stats: np.ndarray) -> np.ndarray:
-    """Residuals of each feature column after least squares on [1, stats, stats^2] over the rows."""
-    x = np.column_stack([np.ones(len(stats)), stats, stats ** 2])
-    beta, *_ = np.linalg.lstsq(x, feats, rcond=None)
-    return feats - x @ beta
+STATISTIC_PLAIN = ("mean over the set minus mean over the reference of the per-image sum of pooled-standardized "
+                   "membership features; one-sided permutation p-value")
 
 
 def evidence(set_feats: np.ndarray, ref_feats: np.ndarray, set_stats: Optional[np.ndarray] = None,
              ref_stats: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-image evidence (sum of pooled z-scores) of the set's and the reference's images; features are
-    columns, rows images. With the images' statistics (``image_statistics``), each feature is first replaced by
-    its residual after a least-squares fit on them over the pooled images (module docstring)."""
+    columns, rows images. With the images' statistics (``difficulty.image_statistics``), each feature is first
+    replaced by its residual after a least-squares fit on them over the pooled images (module docstring)."""
     both = np.vstack([set_feats, ref_feats]).astype(np.float64)
     if set_stats is not None and ref_stats is not None:
-        both = _without_difficulty(both, np.vstack([set_stats, ref_stats]).astype(np.float64))
+        both = without_difficulty(both, np.vstack([set_stats, ref_stats]).astype(np.float64))
     sd = both.std(axis=0)
     z = (both - both.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
     e = z.sum(axis=1)

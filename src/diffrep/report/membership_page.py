@@ -50,6 +50,9 @@ def render_membership_report(folder: str | Path) -> Path:
                f"to be trained on reach at a {100 * s['target_fpr']:g}% false-positive rate ({s['method']} attack): "
                "the model has probably seen them in training.")
     warn = "".join(f"<p class=warn>{html.escape(w)}</p>" for w in s.get("warnings", []))
+    cal = s.get("difficulty") if isinstance(s.get("difficulty"), dict) else {}
+    ease = ("scores freed of image difficulty (what each image's brightness, contrast and detail predict of "
+            "them); " if cal.get("method") == "image-stats" else "")
     with tables_of(root, "membership"):
         rows = list(csv.DictReader((root / "scores.csv").open(encoding="utf-8")))
         ref = [float(r[f"score_{s['method']}"])
@@ -67,7 +70,7 @@ def render_membership_report(folder: str | Path) -> Path:
 table{{border-collapse:collapse}} td,th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}}
 td img{{width:64px;image-rendering:pixelated}}</style></head><body>
 <h1>Membership inference</h1>{head}<h2>Image by image</h2><p><b>{html.escape(verdict)}</b></p>
-<p>Conditioning: {html.escape(s['conditioning'])}; threshold {s['threshold']:.4g} calibrated on the reference;
+<p>Conditioning: {html.escape(s['conditioning'])}; {ease}threshold {s['threshold']:.4g} calibrated on the reference;
 {s['seconds_per_image'][s['method']]:.4f} s per image.</p>{warn}{plot}{roc}
 <h2>Most member-like images</h2><table><tr><th>image</th><th>path</th><th>score</th><th>p-value</th>
 <th>member?</th>{"<th>label</th>" if labelled else ""}</tr>{items}</table></body></html>"""

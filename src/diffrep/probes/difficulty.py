@@ -1,0 +1,58 @@
+"""Difficulty calibration of membership scores: take out what the image's own statistics predict.
+
+Most of a membership score's spread between images is how easy the image is to denoise, member or not: a
+plain, dark image has a small error under every method. Watson et al. (ICLR 2022) calibrate each image's score
+by its difficulty, measured with reference models trained without it; here the difficulty is predicted from the
+image itself: its grayscale mean, standard deviation and mean absolute gradient (``image_statistics``) and their
+squares, fitted by least squares over the pooled tested and reference images. The calibrated score is the
+residual (``without_difficulty``).
+
+The fit is a function of the pooled images only, symmetric in them: it treats a tested non-member and a
+reference image alike, so calibrated scores of non-members stay exchangeable with the reference's, and the
+conformal threshold and p-values (``matching.calibration``) and the permutation test (``setinfer``) keep their
+guarantees. Below ``MIN_IMAGES`` pooled images the fit is not made (``fit_is_possible``): seven coefficients
+from fewer images absorb the membership signal with the difficulty.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+METHOD = "image-stats"
+MODES = (METHOD, "none")
+DESCRIPTION = ("each score minus what a least-squares fit on the images' grayscale mean, spread and mean "
+               "gradient (to the second degree), over the pooled tested and reference images, predicts of it")
+MIN_IMAGES = 35  # five pooled images per fitted coefficient
+
+
+def image_statistics(images: np.ndarray) -> np.ndarray:
+    """Per image (uint8 [N, H, W, C]): grayscale mean, standard deviation and mean absolute gradient, in [0, 1]
+    units: what makes an image easy to denoise, member or not."""
+    g = np.asarray(images, np.float32).mean(axis=-1) / 255.0
+    grad = np.abs(np.diff(g, axis=2)).mean(axis=(1, 2)) + np.abs(np.diff(g, axis=1)).mean(axis=(1, 2))
+    return np.column_stack([g.mean(axis=(1, 2)), g.std(axis=(1, 2)), grad]).astype(np.float64)
+
+
+def fit_is_possible(n_images: int) -> bool:
+    return n_images >= MIN_IMAGES
+
+
+def without_difficulty(values: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """Residuals of ``values`` (one score per row, or a column per feature) after least squares on
+    [1, stats, stats^2] over the rows."""
+    x = np.column_stack([np.ones(len(stats)), stats, stats ** 2])
+    beta, *_ = np.linalg.lstsq(x, values, rcond=None)
+    return values - x @ beta
+
+
+def explained_share(values: np.ndarray, stats: np.ndarray) -> float:
+    """The share of ``values``' variance the fit explains (R^2; 0 when the values do not vary)."""
+    var = float(np.var(values))
+    return 0.0 if var <= 0 else float(1.0 - np.var(without_difficulty(values, stats)) / var)
+
+
+def calibrate_pooled(tested: np.ndarray, reference: np.ndarray, tested_stats: np.ndarray,
+                     reference_stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tested, reference) scores freed of difficulty by one fit over both (module docstring)."""
+    both = without_difficulty(np.concatenate([tested, reference]).astype(np.float64),
+                              np.vstack([tested_stats, reference_stats]).astype(np.float64))
+    return both[:len(tested)], both[len(tested):]
