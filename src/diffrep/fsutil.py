@@ -184,6 +184,15 @@ def read_cache(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
+def finished(marker: str | os.PathLike[str], settings: Any) -> dict[str, Any] | None:
+    """The marker a resumable step wrote (``read_cache``) when its ``settings`` entry equals ``settings``, compared
+    as JSON (a tuple equals the list it was written as); None otherwise: the step is then done again."""
+    old = read_cache(marker)
+    if old is None or json.loads(json.dumps(old.get("settings"))) != json.loads(json.dumps(settings)):
+        return None
+    return old
+
+
 def ensure_writable_dir(path: str | os.PathLike[str], what: str = "output directory") -> Path:
     """Create ``path`` if needed and check we can write into it (a few KiB really written, and at least
     ``MIN_FREE_BYTES`` free); raise OutputError otherwise, before any long work starts."""

@@ -489,3 +489,16 @@ def test_json_outputs_hold_no_nan_or_infinity(tmp_path):
     text = (tmp_path / "a.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"x": None, "y": [1.0, None, [None, 2.0]], "z": [None, "s"], "ok": 0.5}
+
+
+def test_a_finished_marker_is_recognized_by_its_settings_only(tmp_path):
+    from diffrep.fsutil import finished, write_json
+
+    marker = tmp_path / "done.json"
+    assert finished(marker, {"steps": 10}) is None  # not written yet
+    write_json(marker, {"settings": {"steps": 10, "channels": (8, 16)}, "result": 1})
+    assert finished(marker, {"steps": 10, "channels": (8, 16)})["result"] == 1  # the tuple was written as a list
+    assert finished(marker, {"steps": 10, "channels": [8, 16]})["result"] == 1
+    assert finished(marker, {"steps": 11, "channels": (8, 16)}) is None
+    marker.write_text('{"settings": {"steps": 10')  # cut short: done again, not an error
+    assert finished(marker, {"steps": 10}) is None

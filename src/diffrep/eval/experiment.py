@@ -44,7 +44,7 @@ import numpy as np
 
 from ..defaults import DEFAULTS
 from ..errors import DiffrepError
-from ..fsutil import read_cache
+from ..fsutil import finished
 from ..progress import ProgressCallback, emit
 from .experiment_report import COLUMNS, pairs_figure, write_results  # noqa: F401  (COLUMNS re-exported)
 
@@ -235,10 +235,6 @@ def _reference_folder(ref_src: Path, out: Path, n: int, seed: int, size: int, dr
     return ref
 
 
-def _json_same(a: Any, b: Any) -> bool:
-    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
-
-
 def _preset_settings(p: dict[str, Any]) -> dict[str, Any]:
     """The preset entries a run's training and sampling depend on (part of its stored settings)."""
     return {k: p[k] for k in ("size", "steps", "batch", "samples", "sample_steps", "channels")}
@@ -250,8 +246,8 @@ def generate_run(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, capti
     """Train and sample one run (stage 1), or return its ``generated.json`` when it is already done."""
     gen_settings = {"spec": spec, "seed": seed, "dup_weight": dup_weight, "preset": _preset_settings(p)}
     marker = run_root / "generated.json"
-    old = read_cache(marker)
-    if old is not None and _json_same(old.get("settings"), gen_settings):
+    old = finished(marker, gen_settings)
+    if old is not None:
         return old
     from ..fsutil import write_text
     from ..models.sample import sample
@@ -282,8 +278,8 @@ def run_one(spec: dict[str, Any], p: dict[str, Any], train_dir: Path, captions: 
     settings = {"spec": spec, "seed": seed, "dup_weight": dup_weight, "fpr": fpr, "reference": str(ref),
                 "audit": AUDIT_VERSION, "preset": _preset_settings(p)}
     result_file = run_root / "result.json"
-    old = read_cache(result_file)
-    if old is not None and _json_same(old.get("settings"), settings):
+    old = finished(result_file, settings)
+    if old is not None:
         return old
     import diffrep
     from ..indexing.load import open_index

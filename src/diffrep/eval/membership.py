@@ -33,7 +33,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import DiffrepError
-from ..fsutil import read_cache, write_json, write_text
+from ..fsutil import finished, read_cache, write_json, write_text
 from ..progress import ProgressCallback
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -80,8 +80,8 @@ def _split(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
 
     want = {k: p[k] for k in ("sizes", "eval_members", "reference", "test_nonmembers")} | {"seed": seed}
     marker = folder / "split.json"
-    old = read_cache(marker)
-    if old is not None and old.get("settings") == want:
+    old = finished(marker, want)
+    if old is not None:
         return old
     src = get_dataset("fashion-mnist") / "images" / "train"
     files = sorted(str(f.relative_to(src)) for f in src.rglob("*.png"))
@@ -129,8 +129,8 @@ def _evaluate(root: Path, data: dict[str, Any], n: int, steps: int, p: dict[str,
     # the set statistic is in the scoring settings too: features.npz holds what it needs
     settings = {"n": n, "steps": steps, "preset": p, "seed": seed, "fpr": fpr, "set_statistic": STATISTIC,
                 "per_image": [DIFFICULTY, "plain"]}
-    old = read_cache(marker)
-    if old is not None and old.get("settings") == settings:
+    old = finished(marker, settings)
+    if old is not None:
         return old
     scored = d / "scored.json"  # the scoring settings: the analysis (sets, re-splits) can change without rescoring
     score_settings = {k: v for k, v in settings.items() if k not in ("preset", "per_image")} | {

@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..fsutil import read_cache, write_json, write_text
+from ..fsutil import finished, read_cache, write_json, write_text
 from ..progress import ProgressCallback
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -75,9 +75,8 @@ def split(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
 
     marker = folder / "split.json"
     want = {k: p[k] for k in ("train", "reference_prompts", "test_prompts")} | {"seed": seed}
-    old = read_cache(marker)
-    if old is not None and old.get("settings") == want and (folder / "train").is_dir() \
-            and (folder / "heldout").is_dir():
+    old = finished(marker, want)
+    if old is not None and (folder / "train").is_dir() and (folder / "heldout").is_dir():
         return old
     src = get_dataset("emoji")
     rows = [json.loads(x) for x in (src / "captions.jsonl").read_text().splitlines() if x.strip()]
@@ -109,8 +108,8 @@ def _generate(root: Path, data: dict[str, Any], p: dict[str, Any], seed: int, de
     """Train, sample ``per_prompt`` images per training and test caption, and score every caption."""
     marker = root / "generated.json"
     settings = {"preset": p, "seed": seed}
-    old = read_cache(marker)
-    if old is not None and old.get("settings") == settings:
+    old = finished(marker, settings)
+    if old is not None:
         return old
     from ..models.adapter import load_model
     from ..models.sample import sample

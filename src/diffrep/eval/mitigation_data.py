@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fsutil import read_cache, write_json, write_text
+from ..fsutil import finished, write_json, write_text
 
 CLASS_WORDS = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
 TEMPLATES = ("a photo of a {}", "a picture of a {}", "an image of a {}", "a {}")
@@ -44,8 +44,8 @@ def build(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
     keys = ("per_class", "dup_images", "dup_copies", "reference", "real", "classifier_per_class", "size")
     want = {k: p[k] for k in keys} | {"seed": seed, "layout": LAYOUT}
     marker = folder / "split.json"
-    old = read_cache(marker)
-    if old is not None and old.get("settings") == want:
+    old = finished(marker, want)
+    if old is not None:
         return old
     from ..datasets.fashion import load_fashion_mnist_arrays
     from .experiment import random_captions

@@ -35,7 +35,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import DiffrepError
-from ..fsutil import read_cache, write_json
+from ..fsutil import finished, write_json
 from ..progress import ProgressCallback, emit
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -134,7 +134,7 @@ def train_model(root: Path, name: str, data: dict[str, Any], p: dict[str, Any], 
     settings = {"steps": p["steps"], "batch": p["batch"], "channels": p["channels"], "size": p["size"],
                 "seed": seed, "data": data["settings"],
                 **{k: str(v) if isinstance(v, Path) else v for k, v in kw.items()}}
-    if (read_cache(marker) or {}).get("settings") == settings:
+    if finished(marker, settings) is not None:
         return run
     t0 = time.perf_counter()
     tr = train(root / "data" / "train", run, cond="caption", steps=p["steps"], batch=p["batch"], seed=seed,
@@ -209,8 +209,8 @@ class Judge:
                     "fpr": self.fpr, "seed": self.seed,
                     **{k: self.p[k] for k in ("per_memorized", "per_ordinary", "sample_steps", "guidance")}}
         marker = folder / "row.json"
-        old = read_cache(marker)
-        if old is not None and old.get("settings") == settings:
+        old = finished(marker, settings)
+        if old is not None:
             return old
         secs = self._generate(spec, run_dir, folder, device)
         res = {"row": spec["name"], "kind": spec["kind"], "seconds_per_image": secs,
