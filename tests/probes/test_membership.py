@@ -26,6 +26,7 @@ from diffrep.probes.roc import auc  # noqa: E402
 from diffrep.probes.difficulty import calibrate_pooled, explained_share, image_statistics  # noqa: E402
 from diffrep.probes.roc import paired_auc_gain  # noqa: E402
 from diffrep.probes.setinfer import STATISTIC_PLAIN, evidence, permutation_p, set_test  # noqa: E402
+from diffrep.probes.shift import blind_features, shift_control  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -146,6 +147,31 @@ def test_per_image_difficulty_calibration_separates_members_and_keeps_the_fpr():
     assert flags[:200].mean() > 0.15 and flags[:200].mean() > 2 * plain[:200].mean()  # a one-sd shift: ~26% at 5%
 
 
+def test_shift_control_is_valid_on_one_source_and_finds_a_processed_one():
+    from diffrep.datasets import get_dataset
+
+    src = get_dataset("fashion-mnist") / "images" / "test"
+    files = sorted(src.rglob("*.png"))
+    files = [files[i] for i in np.random.default_rng(1).permutation(len(files))[:400]]
+    from PIL import Image
+
+    ims = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    feats = blind_features(ims)
+    assert feats.shape == (400, 64 + 6 + 3 + 1) and np.isfinite(feats).all()
+    rng = np.random.default_rng(0)
+    null_p = []
+    for _ in range(60):  # one source split at random: the control must stay quiet
+        perm = rng.permutation(400)
+        null_p.append(shift_control(feats[perm[:100]], feats[perm[100:]], permutations=99, rng=rng)["p_value"])
+    assert np.mean(np.array(null_p) < 0.05) <= 0.15  # 5% nominal; binomial allowance for 60 draws
+    brighter = np.clip(ims[:100].astype(np.int16) + 12, 0, 255).astype(np.uint8)  # a different processing
+    res = shift_control(brighter, ims[100:])
+    assert res["shift_detected"] and res["p_value"] == 0.005 and res["auc"] > 0.8 and "told from" in res["sentence"]
+    same = shift_control(ims[:100], ims[100:])
+    assert not same["shift_detected"] and "cannot be told" in same["sentence"]
+    assert "skipped" in shift_control(ims[:5], ims[100:])
+
+
 def test_members_of_an_overfit_model_score_higher(overfit, split):
     m = load_model(overfit)
     mem, non = load_images(split["members"], 16), load_images(split["non"], 16)
@@ -200,6 +226,7 @@ def set_run(overfit, split) -> tuple[Path, dict]:
 def test_dataset_inference_writes_a_p_value_and_a_sentence(set_run):
     out, s = set_run
     st = json.loads((out / "set.json").read_text())
+    assert st["shift_control"]["shift_detected"] is False and 0 < st["shift_control"]["p_value"] <= 1
     assert 0 < st["p_value"] <= 1 and st["n_images"] == 12 and st["reference_images"] == 30
     assert st["features"] == ["loss@100", "pia@200", "secmi@100"]
     assert st["sentence"] == s["set"]["sentence"] and str(st["n_images"]) in st["sentence"]
@@ -225,6 +252,24 @@ def test_one_image_and_labels_of_one_class(overfit, split, tmp_path, capsys):
     sentence = json.loads((tmp_path / "m" / "set.json").read_text())["sentence"]
     assert "this image" in sentence and "1 images" not in sentence
     assert "difficulty calibration not applied: 31 tested and reference images" in out  # too few to fit
+
+
+def test_a_set_unlike_its_reference_is_inconclusive(overfit, split, tmp_path, capsys):
+    from PIL import Image, ImageOps
+
+    inverted = tmp_path / "inverted"  # the members as another pipeline might have stored them: inverted
+    inverted.mkdir()
+    for f in sorted(split["members"].iterdir()):
+        ImageOps.invert(Image.open(f).convert("RGB")).save(inverted / f.name)
+    assert main(["membership", str(overfit), "--set", str(inverted), "--reference", str(split["reference"]),
+                 "--out", str(tmp_path / "m"), "--fpr", "0.1", "-q"]) == 0
+    out = capsys.readouterr().out
+    st = json.loads((tmp_path / "m" / "set.json").read_text())
+    assert st["decision"].startswith("inconclusive") and st["shift_control"]["shift_detected"]
+    assert st["sentence"].startswith("Inconclusive: these 12 images can be told from the reference")
+    s = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert s["warnings"][0].startswith("The tested images can be told from the reference without the model")
+    assert "Warning: The tested images can be told" in out and "Shift control:" not in out
 
 
 def test_tested_images_in_the_reference_are_left_out_of_it(overfit, split, tmp_path):

@@ -133,6 +133,10 @@ def cmd_membership(a: argparse.Namespace, bars: ProgressBars) -> int:
                  f"{ev['non_members_flagged']}")
     if "set" in s:
         _out(f"Set: {s['set']['sentence']}")
+    if "skipped" in s["shift"]:
+        _out(f"Shift control: not run: {s['shift']['skipped']}")
+    elif not s["shift"]["shift_detected"]:  # a detected shift is the first warning
+        _out(f"Shift control: {s['shift']['sentence']}")
     for w in s["warnings"]:
         _out(f"Warning: {w}")
     _out(f"Results: {out / 'scores.csv'}, {out / 'summary.json'}" + (f", {out / 'set.json'}" if "set" in s else ""))

@@ -6,8 +6,10 @@ distribution that were NOT trained on) are scored the same way by ``probes.mia``
 statistics predict of them (``probes.difficulty``; one fit over the pooled images). Per method the reference
 scores are the null: the threshold is the split-conformal order statistic at the target
 false-positive rate (``matching.calibration.calibrate``) and each image gets the conformal p-value
-(1 + #{null >= s}) / (N + 1). Nothing is fitted on labels: ``--labels`` only adds the evaluation (AUC and TPR
-at 1% and 0.1% FPR with bootstrap intervals, and the flagged share of labelled members and non-members).
+(1 + #{null >= s}) / (N + 1). The shift control (``probes.shift``) asks whether the tested images can be told
+from the reference without the model at all; when they can, a warning says the scores may measure that.
+Nothing is fitted on labels: ``--labels`` only adds the evaluation (AUC and TPR at 1% and 0.1% FPR with
+bootstrap intervals, and the flagged share of labelled members and non-members).
 With ``--set`` the set is also tested as a whole (``probes.setinfer``) and ``set.json`` written.
 
 Outputs in ``out``: ``scores.csv`` (``path, score, p_value, is_member, raw_score`` for the verdict's method,
@@ -35,6 +37,7 @@ from ..progress import ProgressCallback
 from .images import ImageSet, load_images
 from .journal import Journal, close_all, digest, model_stamp
 from .mia import METHODS, ImageScores, score_images
+from .shift import shift_control
 from .difficulty import (DESCRIPTION, METHOD, MIN_IMAGES, MODES, calibrate_pooled, explained_share, fit_is_possible,
                          image_statistics)
 
@@ -95,6 +98,9 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
         summary["difficulty"] = cal
         if "skipped" in cal:
             summary["warnings"].append(cal["skipped"])
+        summary["shift"] = shift_control(tested.images, ref.images)
+        if summary["shift"].get("shift_detected"):
+            summary["warnings"].insert(0, summary["shift"]["sentence"])
         if shared:
             summary["warnings"].insert(0, f"{shared} reference images are identical to tested images (at the "
                                           "model's resolution) and were left out of the reference: the reference "
@@ -105,7 +111,7 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
             summary["evaluation"] = _evaluate(truth, scores, verdicts, methods)
         if set_source is not None:
             summary["set"] = _set_inference(out_dir, main, null, len(tested),
-                                            stats if cal["method"] == METHOD else None)
+                                            stats if cal["method"] == METHOD else None, summary["shift"])
         write_json(out_dir / "summary.json", summary)
         close_all(journals)
     return summary
@@ -245,19 +251,24 @@ def _evaluate(truth: np.ndarray, scores: dict[str, np.ndarray], verdicts: dict[s
 
 
 def _set_inference(out_dir: Path, main: ImageScores, null: ImageScores, n: int,
-                   stats: Optional[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
-    """The set test (``probes.setinfer``; difficulty-calibrated when ``stats`` are given), written to set.json."""
+                   stats: Optional[tuple[np.ndarray, np.ndarray]], shift: dict[str, Any]) -> dict[str, Any]:
+    """The set test (``probes.setinfer``; difficulty-calibrated when ``stats`` are given), written to set.json
+    with the shift control's result."""
     from .setinfer import STATISTIC, STATISTIC_PLAIN, set_test
 
     keys = sorted(main.features)
     res = set_test(np.column_stack([main.features[k] for k in keys]), np.column_stack([null.features[k] for k in keys]),
                    set_stats=None if stats is None else stats[0], ref_stats=None if stats is None else stats[1])
     alpha = 0.01
+    decision = "trained on" if res["p_value"] < alpha else "not shown to be trained on"
+    if shift.get("shift_detected"):
+        decision = "inconclusive: the set differs from the reference without the model"
     body = {"p_value": res["p_value"], "n_images": n, "reference_images": len(null.scores[next(iter(null.scores))]),
-            "decision": "trained on" if res["p_value"] < alpha else "not shown to be trained on",
+            "decision": decision,
             "alpha": alpha, "statistic": STATISTIC if stats is not None else STATISTIC_PLAIN, "statistic_value": res["statistic"], "features": keys,
             "permutations": res["permutations"], "subsets": res["subsets"],
-            "smallest_set_for_alpha": res["smallest_set_for_alpha"]}
+            "smallest_set_for_alpha": res["smallest_set_for_alpha"],
+            "shift_control": {k: shift[k] for k in ("auc", "p_value", "shift_detected", "skipped") if k in shift}}
     body["sentence"] = _sentence(body)
     write_json(out_dir / "set.json", body)
     return {k: body[k] for k in ("p_value", "decision", "smallest_set_for_alpha", "sentence")}
@@ -267,6 +278,11 @@ def _sentence(s: dict[str, Any]) -> str:
     """The set result in words a rights holder can act on."""
     one = s["n_images"] == 1
     them, it = ("this image", "it") if one else (f"these {s['n_images']} images", "them")
+    if s["shift_control"].get("shift_detected"):
+        return (f"Inconclusive: {them} can be told from the reference images without the model (blind classifier "
+                f"AUC {s['shift_control']['auc']:.2f}), so the model's different treatment of {it} (p = "
+                f"{s['p_value']:.2g}) may come from that difference, not from training. Test again against a "
+                f"reference from the same source as {them}, processed the same way.")
     if s["p_value"] < s["alpha"]:
         need = s["smallest_set_for_alpha"]
         tail = (f" About {need} of these images were enough for p < {s['alpha']:g}." if need else "")

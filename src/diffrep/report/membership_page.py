@@ -53,6 +53,9 @@ def render_membership_report(folder: str | Path) -> Path:
     cal = s.get("difficulty") if isinstance(s.get("difficulty"), dict) else {}
     ease = ("scores freed of image difficulty (what each image's brightness, contrast and detail predict of "
             "them); " if cal.get("method") == "image-stats" else "")
+    shift = s.get("shift") if isinstance(s.get("shift"), dict) else {}
+    shift_line = (f"<p>Shift control: {html.escape(str(shift['sentence']))}</p>"
+                  if "sentence" in shift and not shift.get("shift_detected") else "")  # a detected one is a warning
     with tables_of(root, "membership"):
         rows = list(csv.DictReader((root / "scores.csv").open(encoding="utf-8")))
         ref = [float(r[f"score_{s['method']}"])
@@ -71,7 +74,7 @@ table{{border-collapse:collapse}} td,th{{padding:3px 8px;border-bottom:1px solid
 td img{{width:64px;image-rendering:pixelated}}</style></head><body>
 <h1>Membership inference</h1>{head}<h2>Image by image</h2><p><b>{html.escape(verdict)}</b></p>
 <p>Conditioning: {html.escape(s['conditioning'])}; {ease}threshold {s['threshold']:.4g} calibrated on the reference;
-{s['seconds_per_image'][s['method']]:.4f} s per image.</p>{warn}{plot}{roc}
+{s['seconds_per_image'][s['method']]:.4f} s per image.</p>{shift_line}{warn}{plot}{roc}
 <h2>Most member-like images</h2><table><tr><th>image</th><th>path</th><th>score</th><th>p-value</th>
 <th>member?</th>{"<th>label</th>" if labelled else ""}</tr>{items}</table></body></html>"""
     out = root / "report.html"
