@@ -26,7 +26,7 @@ from diffrep.probes.roc import auc  # noqa: E402
 from diffrep.probes.difficulty import calibrate_pooled, explained_share, image_statistics  # noqa: E402
 from diffrep.probes.roc import paired_auc_gain  # noqa: E402
 from diffrep.probes.setinfer import STATISTIC_PLAIN, evidence, permutation_p, set_test  # noqa: E402
-from diffrep.probes.shift import blind_features, shift_control  # noqa: E402
+from diffrep.probes.shift import shift_control, shift_test, views  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -88,16 +88,26 @@ def test_timesteps_are_each_scored_once_and_within_the_schedule():
         timesteps_for("secmi", [105], 1000)
 
 
-def test_difficulty_calibration_finds_a_shift_that_image_ease_hides_and_stays_valid():
-    rng = np.random.default_rng(3)
-
-    def images(n):  # gray squares of random brightness and contrast: easy (flat) to hard (busy)
+def _easy_to_hard(rng: np.random.Generator):
+    """(images(n), score(images, shift)): gray squares of random brightness and contrast, easy (flat) to hard
+    (busy), and a loss-like score that is mostly the image's ease and a little membership (``shift``)."""
+    def images(n):
         level = rng.uniform(20, 200, (n, 1, 1, 1))
         return np.clip(level + rng.uniform(0, 60, (n, 1, 1, 1)) * rng.normal(size=(n, 8, 8, 3)), 0, 255).astype(np.uint8)
 
-    def features(ims, shift):  # a loss-like score: mostly the image's ease, a little membership
+    def score(ims, shift):
         st = image_statistics(ims)
-        return np.column_stack([-3 * st[:, 1] - st[:, 0] + 0.05 * rng.normal(size=len(ims)) + shift])
+        return -3 * st[:, 1] - st[:, 0] + 0.05 * rng.normal(size=len(ims)) + shift
+
+    return images, score
+
+
+def test_difficulty_calibration_finds_a_shift_that_image_ease_hides_and_stays_valid():
+    rng = np.random.default_rng(3)
+    images, score = _easy_to_hard(rng)
+
+    def features(ims, shift):
+        return score(ims, shift)[:, None]
 
     ref_i = images(300)
     ref_f, ref_s = features(ref_i, 0.0), image_statistics(ref_i)
@@ -123,15 +133,7 @@ def test_difficulty_calibration_finds_a_shift_that_image_ease_hides_and_stays_va
 def test_per_image_difficulty_calibration_separates_members_and_keeps_the_fpr():
     from diffrep.matching.calibration import calibrate
 
-    rng = np.random.default_rng(5)
-
-    def images(n):  # gray squares of random brightness and contrast: easy (flat) to hard (busy)
-        level = rng.uniform(20, 200, (n, 1, 1, 1))
-        return np.clip(level + rng.uniform(0, 60, (n, 1, 1, 1)) * rng.normal(size=(n, 8, 8, 3)), 0, 255).astype(np.uint8)
-
-    def score(ims, shift):  # a loss-like score: mostly the image's ease, a little membership
-        st = image_statistics(ims)
-        return -3 * st[:, 1] - st[:, 0] + 0.05 * rng.normal(size=len(ims)) + shift
+    images, score = _easy_to_hard(np.random.default_rng(5))
 
     ref_i, mem_i, non_i = images(400), images(200), images(2000)
     tested_i = np.concatenate([mem_i, non_i])
@@ -147,26 +149,31 @@ def test_per_image_difficulty_calibration_separates_members_and_keeps_the_fpr():
     assert flags[:200].mean() > 0.15 and flags[:200].mean() > 2 * plain[:200].mean()  # a one-sd shift: ~26% at 5%
 
 
-def test_shift_control_is_valid_on_one_source_and_finds_a_processed_one():
+def test_shift_control_is_valid_on_one_source_and_finds_processed_and_biased_ones():
+    from PIL import Image
+
     from diffrep.datasets import get_dataset
 
     src = get_dataset("fashion-mnist") / "images" / "test"
     files = sorted(src.rglob("*.png"))
     files = [files[i] for i in np.random.default_rng(1).permutation(len(files))[:400]]
-    from PIL import Image
-
     ims = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
-    feats = blind_features(ims)
-    assert feats.shape == (400, 64 + 6 + 3 + 1) and np.isfinite(feats).all()
+    proc, content = views(ims)
+    assert proc.shape == (400, 64 + 6 + 3 + 1) and content.shape == (400, 74 + 256) and np.isfinite(content).all()
     rng = np.random.default_rng(0)
     null_p = []
-    for _ in range(60):  # one source split at random: the control must stay quiet
+    for _ in range(40):  # one source split at random: the control must stay quiet
         perm = rng.permutation(400)
-        null_p.append(shift_control(feats[perm[:100]], feats[perm[100:]], permutations=99, rng=rng)["p_value"])
-    assert np.mean(np.array(null_p) < 0.05) <= 0.15  # 5% nominal; binomial allowance for 60 draws
+        a, b = perm[:100], perm[100:]
+        null_p.append(shift_test((proc[a], content[a]), (proc[b], content[b]), permutations=99, rng=rng)["p_value"])
+    assert np.mean(np.array(null_p) < 0.05) <= 0.15  # 5% nominal; binomial allowance for 40 draws
     brighter = np.clip(ims[:100].astype(np.int16) + 12, 0, 255).astype(np.uint8)  # a different processing
     res = shift_control(brighter, ims[100:])
     assert res["shift_detected"] and res["p_value"] == 0.005 and res["auc"] > 0.8 and "told from" in res["sentence"]
+    classes = np.array([int(f.parent.name) for f in files])
+    tops = ims[:200][classes[:200] < 3]  # one kind of picture (T-shirts, trousers, pullovers) against all kinds
+    res = shift_control(tops, ims[200:])
+    assert len(tops) > 40 and res["shift_detected"] and res["auc_by_view"]["content"] > 0.75, res
     same = shift_control(ims[:100], ims[100:])
     assert not same["shift_detected"] and "cannot be told" in same["sentence"]
     assert "skipped" in shift_control(ims[:5], ims[100:])

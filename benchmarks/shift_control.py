@@ -1,0 +1,132 @@
+"""What the membership shift control catches, and what a shift does to dataset inference without it.
+
+On models of `diffrep experiment membership` (run it first; N = 100, 1,000 steps by default), sets of images
+are tested as a whole against the experiment's 300 reference images, as `diffrep membership --set` does:
+
+- members: sets of the model's own training images (same source as the reference);
+- same source: sets of test non-members (never trained on, same source);
+- 5 of 10 classes: test non-members of the classes 0-4 only (a portfolio of one kind of picture);
+- JPEG q75: test non-members saved as JPEG at quality 75 (another processing pipeline), scored by the model;
+- blurred: test non-members downscaled to 70% and back (another resize pipeline), scored by the model.
+
+Per scenario and model, over `--draws` random sets of `--set-size`: the share the set test calls "trained on"
+(p < 0.01; plain sum and difficulty-calibrated statistic), the share the shift control flags (p < 0.01,
+199 permutations, as in `diffrep membership`), and the share `diffrep membership --set` finally reports as
+"trained on" (calibrated p < 0.01 and no shift flagged).
+
+Usage:  python benchmarks/shift_control.py --experiment mia0 [--experiment mia1 ...] [--draws 100]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from diffrep.eval.membership import _features, _labels  # noqa: E402
+from diffrep.models.adapter import load_model  # noqa: E402
+from diffrep.probes.difficulty import image_statistics  # noqa: E402
+from diffrep.probes.images import load_images  # noqa: E402
+from diffrep.probes.mia import METHODS, score_images  # noqa: E402
+from diffrep.probes.setinfer import evidence, permutation_p  # noqa: E402
+from diffrep.probes.shift import shift_test, views  # noqa: E402
+
+
+def _jpeg(images: np.ndarray, quality: int = 75) -> np.ndarray:
+    from PIL import Image
+
+    out = []
+    for im in images:
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, "JPEG", quality=quality)
+        out.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+    return np.stack(out)
+
+
+def _blur(images: np.ndarray, scale: float = 0.7) -> np.ndarray:
+    from PIL import Image
+
+    h, w = images.shape[1:3]
+    small = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.stack([np.asarray(Image.fromarray(im).resize(small, Image.BILINEAR).resize((w, h), Image.BILINEAR))
+                     for im in images])
+
+
+def _scored(model, images: np.ndarray, seeds: int) -> np.ndarray:
+    s = score_images(model, images, {}, METHODS, seeds=seeds)
+    return np.column_stack([s.features[k] for k in sorted(s.features)])
+
+
+def scenarios(root: Path, n: int, steps: int, seeds: int) -> tuple[dict, dict]:
+    """Per scenario: (membership features, image statistics, shift-control views) of its pool; and the
+    reference's."""
+    d = root / "eval" / f"n{n}-steps{steps}" / "membership"
+    feats = np.load(d / "features.npz")
+    truth = _labels(d / "scores.csv", root / "data" / f"labels-{n}.csv")
+    paths = [r["path"] for r in csv.DictReader(open(d / "scores.csv", encoding="utf-8"))]
+    model = load_model(root / "runs" / f"n{n}-steps{steps}", "cpu")
+    tested = load_images(root / "data" / f"eval-{n}", model.image_size)
+    ref = load_images(root / "data" / "reference", model.image_size)
+    order = {p: i for i, p in enumerate(tested.paths)}
+    ims = tested.images[[order[p] for p in paths]]  # the rows of features.npz
+    img_f, ref_f = _features(feats, "images"), _features(feats, "reference")
+    cls = np.array([int(Path(p).name.split("_")[0]) for p in paths])
+    non = truth == 0
+    pools = {"members": truth == 1, "same source": non, "5 of 10 classes": non & (cls < 5)}
+    out = {k: (img_f[m], image_statistics(ims[m]), views(ims[m])) for k, m in pools.items()}
+    for name, fn in (("JPEG q75", _jpeg), ("blurred", _blur)):
+        changed = fn(ims[non])
+        out[name] = (_scored(model, changed, seeds), image_statistics(changed), views(changed))
+    return out, (ref_f, image_statistics(ref.images), views(ref.images))
+
+
+def run(root: Path, n: int, steps: int, seeds: int, size: int, draws: int) -> list[dict]:
+    pools, (ref_f, ref_s, ref_b) = scenarios(root, n, steps, seeds)
+    rng = np.random.default_rng([n, steps, 7])
+    rows = []
+    for name, (f, s, b) in pools.items():
+        k = min(size, len(f))
+        hits = {"plain": 0, "calibrated": 0, "shift": 0, "reported": 0}
+        for _ in range(draws):
+            pick = rng.choice(len(f), k, replace=False)
+            p_plain = permutation_p(*evidence(f[pick], ref_f), 999, rng)[1]
+            p_cal = permutation_p(*evidence(f[pick], ref_f, s[pick], ref_s), 999, rng)[1]
+            shifted = shift_test((b[0][pick], b[1][pick]), ref_b, rng=rng)["shift_detected"]
+            hits["plain"] += p_plain < 0.01
+            hits["calibrated"] += p_cal < 0.01
+            hits["shift"] += shifted
+            hits["reported"] += (p_cal < 0.01) and not shifted
+        rows.append({"model": root.name, "scenario": name, "pool": len(f), "set_size": k, "draws": draws}
+                    | {key: v / draws for key, v in hits.items()})
+        print(f"{root.name}  {name:16s} pool {len(f):3d} sets of {k}: trained-on plain {rows[-1]['plain']:.2f}, "
+              f"calibrated {rows[-1]['calibrated']:.2f}; shift flagged {rows[-1]['shift']:.2f}; reported trained "
+              f"on {rows[-1]['reported']:.2f}", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--experiment", action="append", required=True, help="a `diffrep experiment membership` folder")
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--seeds", type=int, default=2, help="noise draws of the loss, as the experiment used")
+    ap.add_argument("--set-size", type=int, default=100)
+    ap.add_argument("--draws", type=int, default=100)
+    a = ap.parse_args()
+    rows = []
+    for e in a.experiment:
+        rows += run(Path(e), a.n, a.steps, a.seeds, a.set_size, a.draws)
+    print("\n| model | scenario | sets (of pool) | set test p < 0.01: plain | calibrated | shift flagged | reported "
+          "\"trained on\" |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['scenario']} | {r['set_size']} of {r['pool']} | {r['plain']:.2f} | "
+              f"{r['calibrated']:.2f} | {r['shift']:.2f} | {r['reported']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
