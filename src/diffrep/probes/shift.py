@@ -6,9 +6,10 @@ the shift between their member and non-member sets). The control is a blind base
 test (Lopez-Paz & Oquab, ICLR 2017) on features that do not involve the model, in two views:
 
 - processing (``blind_features``): an 8x8 grayscale thumbnail, per-channel mean and spread, the difficulty
-  statistics and the high-frequency energy, as they are (JPEG, blur and resizing show in the last ones);
+  statistics, the high-frequency energy and the power spectrum's share in 8 rings of spatial frequency, as
+  they are (JPEG, blur and resizing show in the last ones);
 - content: the first ``COMPONENTS`` principal components of those features and a 16x16 grayscale thumbnail,
-  over the pooled images (what kind of picture it is; a classifier on all 330 values would drown in them).
+  over the pooled images (what kind of picture it is; a classifier on all 338 values would drown in them).
 
 Per view a ridge classifier is trained to tell tested from reference images in ``folds``-fold cross-validation
 and scored by the AUC of its out-of-fold scores; the statistic is the larger of the two AUCs and the p-value
@@ -27,9 +28,11 @@ from .difficulty import image_statistics
 from .roc import auc
 
 FEATURES = ("processing: 8x8 grayscale thumbnail, per-channel mean and standard deviation, grayscale mean, "
-            "standard deviation and mean absolute gradient, mean absolute Laplacian; content: the first 10 "
-            "principal components of those and a 16x16 grayscale thumbnail over the pooled images")
+            "standard deviation and mean absolute gradient, mean absolute Laplacian, log power share in 8 "
+            "spatial-frequency rings; content: the first 10 principal components of those and a 16x16 grayscale "
+            "thumbnail over the pooled images")
 COMPONENTS = 10
+SPECTRUM_BINS = 8
 ALPHA = 0.01
 MIN_PER_SIDE = 10
 
@@ -42,7 +45,22 @@ def blind_features(images: np.ndarray) -> np.ndarray:
     thumb = thumbnail(g, 8)
     lap = np.abs(4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:])
     return np.column_stack([thumb.reshape(n, -1), x.mean(axis=(1, 2)), x.std(axis=(1, 2)), image_statistics(images),
-                            lap.mean(axis=(1, 2)) if h > 2 and w > 2 else np.zeros(n)]).astype(np.float64)
+                            lap.mean(axis=(1, 2)) if h > 2 and w > 2 else np.zeros(n),
+                            spectrum(g)]).astype(np.float64)
+
+
+def spectrum(gray: np.ndarray, bins: int = SPECTRUM_BINS) -> np.ndarray:
+    """Per image [N, H, W]: the log share of its power spectrum (mean removed) in ``bins`` rings of spatial
+    frequency, low to high: compression, resampling and noise leave their mark at the high end."""
+    n, h, w = gray.shape
+    power = np.abs(np.fft.fft2(gray - gray.mean(axis=(1, 2), keepdims=True))) ** 2
+    r = np.hypot(*np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij"))
+    ring = np.minimum((r / r.max() * bins).astype(int), bins - 1).ravel()
+    sums = np.zeros((n, bins))
+    np.add.at(sums, (slice(None), ring), power.reshape(n, -1))  # ring totals per image
+    counts = np.maximum(np.bincount(ring, minlength=bins), 1)
+    share = sums / counts / np.maximum(sums.sum(axis=1, keepdims=True), 1e-12)
+    return np.log(share + 1e-12)
 
 
 def thumbnail(gray: np.ndarray, side: int) -> np.ndarray:
