@@ -220,6 +220,7 @@ def test_cli_membership_with_labels_and_report(overfit, split, tmp_path, capsys)
     assert sum(flagged) == s["flagged"]
     page = (out / "report.html").read_text()
     assert "ROC on the labelled images" in page and "Content-Security-Policy" in page and "<th>label</th>" in page
+    assert "Shift control: The tested images cannot be told" in page and "freed of image difficulty" in page
     assert main(["report", str(out), "-q"]) == 0
 
 
