@@ -34,12 +34,12 @@ from ..defaults import DEFAULTS
 from ..errors import DiffrepError
 from ..fsutil import DirLock, atomic_path, ensure_writable_dir, write_json, write_text
 from ..progress import ProgressCallback
+from .difficulty import (DESCRIPTION, METHOD, MIN_IMAGES, MODES, calibrate_pooled, explained_share, fit_is_possible,
+                         image_statistics)
 from .images import ImageSet, load_images
 from .journal import Journal, close_all, digest, model_stamp
 from .mia import METHODS, ImageScores, score_images
 from .shift import shift_control
-from .difficulty import (DESCRIPTION, METHOD, MIN_IMAGES, MODES, calibrate_pooled, explained_share, fit_is_possible,
-                         image_statistics)
 
 M = DEFAULTS["membership"]
 
