@@ -74,10 +74,8 @@ def paired_auc_gain(pos: np.ndarray, neg: np.ndarray, base_pos: np.ndarray, base
     gain = auc(pos, neg) - auc(base_pos, base_neg)
     if not len(pos) or not len(neg):
         return {"gain": float("nan"), "ci": [float("nan"), float("nan")]}
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n):
-        i, j = rng.integers(0, len(pos), len(pos)), rng.integers(0, len(neg), len(neg))
-        vals.append(auc(pos[i], neg[j]) - auc(base_pos[i], base_neg[j]))
-    lo, hi = np.percentile(vals, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-    return {"gain": float(gain), "ci": [float(lo), float(hi)]}
+    # both scores as the columns of one row per image: ``bootstrap`` resamples the rows, so each draw holds the
+    # same images for both
+    lo, hi = bootstrap(np.column_stack([pos, base_pos]), np.column_stack([neg, base_neg]),
+                       lambda p, q: auc(p[:, 0], q[:, 0]) - auc(p[:, 1], q[:, 1]), n, seed, level)
+    return {"gain": float(gain), "ci": [lo, hi]}
