@@ -15,7 +15,7 @@ STAGE_LABELS = {
     "objects-reference": "Objects: reference", "objects-background": "Objects: background",
     "report": "Rendering report", "exact": "Exact duplicates", "neighbours": "Nearest neighbours",
     "verify-pairs": "Verifying pairs", "semdedup": "SemDeDup clusters", "fetch": "Fetching", "scenario": "Building scenario",
-    "load": "Loading images", "train": "Training", "sample": "Sampling", "experiment": "Experiment runs",
+    "load": "Loading images", "shift control": "Shift control", "train": "Training", "sample": "Sampling", "experiment": "Experiment runs",
 }
 
 

@@ -15,6 +15,8 @@ from fewer images absorb the membership signal with the difficulty.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 METHOD = "image-stats"
@@ -24,12 +26,36 @@ DESCRIPTION = ("each score minus what a least-squares fit on the images' graysca
 MIN_IMAGES = 35  # five pooled images per fitted coefficient
 
 
+PIXELS_PER_CHUNK = 1 << 21  # pixels converted to float at a time: 8 images of 512 px, 2,048 of 32 px
+
+
+def gray_chunks(images: np.ndarray) -> Iterator[np.ndarray]:
+    """Successive float32 grayscale chunks [n, H, W] in [0, 1] of uint8 images [N, H, W, C], a bounded number of
+    pixels (``PIXELS_PER_CHUNK``) at a time, so that no float copy of the whole stack is ever made."""
+    for part in chunk_slices(images.shape):
+        yield images[part].mean(axis=-1, dtype=np.float32) / np.float32(255.0)
+
+
+def chunk_slices(shape: tuple[int, ...]) -> Iterator[slice]:
+    """Slices of the first axis of images of ``shape`` [N, H, W, ...] holding ``PIXELS_PER_CHUNK`` pixels or
+    fewer (one image at least)."""
+    n, h, w = shape[:3]
+    step = max(1, PIXELS_PER_CHUNK // max(1, h * w))
+    for s in range(0, n, step):
+        yield slice(s, min(n, s + step))
+
+
+def gray_statistics(g: np.ndarray) -> np.ndarray:
+    """``image_statistics`` of grayscale images [N, H, W] in [0, 1]."""
+    grad = np.abs(np.diff(g, axis=2)).mean(axis=(1, 2)) + np.abs(np.diff(g, axis=1)).mean(axis=(1, 2))
+    return np.column_stack([g.mean(axis=(1, 2)), g.std(axis=(1, 2)), grad]).astype(np.float64)
+
+
 def image_statistics(images: np.ndarray) -> np.ndarray:
     """Per image (uint8 [N, H, W, C]): grayscale mean, standard deviation and mean absolute gradient, in [0, 1]
     units: what makes an image easy to denoise, member or not."""
-    g = np.asarray(images, np.float32).mean(axis=-1) / 255.0
-    grad = np.abs(np.diff(g, axis=2)).mean(axis=(1, 2)) + np.abs(np.diff(g, axis=1)).mean(axis=(1, 2))
-    return np.column_stack([g.mean(axis=(1, 2)), g.std(axis=(1, 2)), grad]).astype(np.float64)
+    parts = [gray_statistics(g) for g in gray_chunks(images)]
+    return np.vstack(parts) if parts else np.zeros((0, 3))
 
 
 def fit_is_possible(n_images: int) -> bool:

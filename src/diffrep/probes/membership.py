@@ -98,7 +98,7 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
         summary["difficulty"] = cal
         if "skipped" in cal:
             summary["warnings"].append(cal["skipped"])
-        summary["shift"] = shift_control(tested.images, ref.images)
+        summary["shift"] = shift_control(tested.images, ref.images, progress)
         if summary["shift"].get("shift_detected"):
             summary["warnings"].insert(0, summary["shift"]["sentence"])
         if shared:
