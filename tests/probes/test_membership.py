@@ -270,8 +270,11 @@ def test_a_set_unlike_its_reference_is_inconclusive(overfit, split, tmp_path, ca
     for f in sorted(split["members"].iterdir()):
         ImageOps.invert(Image.open(f).convert("RGB")).save(inverted / f.name)
     assert main(["membership", str(overfit), "--set", str(inverted), "--reference", str(split["reference"]),
-                 "--out", str(tmp_path / "m"), "--fpr", "0.1", "-q"]) == 0
-    out = capsys.readouterr().out
+                 "--out", str(tmp_path / "m"), "--fpr", "0.1"]) == 0
+    out, err = capsys.readouterr()
+    for stage in ("Loading set: 12/12", "Loading reference: 30/30", "Scoring images: 12/12",
+                  "Scoring reference: 30/30", "Shift control: 42/42"):  # one labelled progress line per stage
+        assert f"{stage} done in" in err, err
     st = json.loads((tmp_path / "m" / "set.json").read_text())
     assert st["decision"].startswith("inconclusive") and st["shift_control"]["shift_detected"]
     assert st["sentence"].startswith("Inconclusive: these 12 images can be told from the reference")

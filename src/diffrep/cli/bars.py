@@ -15,7 +15,11 @@ STAGE_LABELS = {
     "objects-reference": "Objects: reference", "objects-background": "Objects: background",
     "report": "Rendering report", "exact": "Exact duplicates", "neighbours": "Nearest neighbours",
     "verify-pairs": "Verifying pairs", "semdedup": "SemDeDup clusters", "fetch": "Fetching", "scenario": "Building scenario",
-    "load": "Loading images", "shift control": "Shift control", "train": "Training", "sample": "Sampling", "experiment": "Experiment runs",
+    "load": "Loading images", "load images": "Loading images",
+    "load reference": "Loading reference", "load set": "Loading set", "images": "Scoring images",
+    "reference": "Scoring reference", "probe": "Scoring prompts", "prefilter": "One-step prefilter",
+    "generate": "Generating", "shift control": "Shift control", "train": "Training", "sample": "Sampling",
+    "experiment": "Experiment runs",
 }
 
 

@@ -48,8 +48,9 @@ def load_images(spec: str | os.PathLike[str], size: int, *, captions: str | os.P
     except SourceError as exc:
         raise SourceError(f"{what}: {exc}") from None
     skipped = [(s.path, s.reason) for s in skips]
+    stage = f"load {what.lstrip('-')}"  # "load images", "load reference", "load set"
     paths, caps, arrs, resized = [], [], [], 0
-    emit(progress, "load", 0, len(records), unit="img")
+    emit(progress, stage, 0, len(records), unit="img")
     for i, rec in enumerate(records):
         try:
             data = rec.read()
@@ -62,8 +63,8 @@ def load_images(spec: str | os.PathLike[str], size: int, *, captions: str | os.P
         paths.append(rec.path)
         caps.append(rec.caption)
         if (i + 1) % 500 == 0:
-            emit(progress, "load", i + 1, len(records), unit="img")
-    emit(progress, "load", len(records), len(records), unit="img")
+            emit(progress, stage, i + 1, len(records), unit="img")
+    emit(progress, stage, len(records), len(records), unit="img")
     if not arrs:
         first = f" (first reason: {skipped[0][1]})" if skipped else ""
         raise SourceError(f"{what}: none of the images in {spec} could be decoded{first}")
