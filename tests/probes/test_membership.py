@@ -334,6 +334,11 @@ def test_bad_input_gets_one_line_reasons(overfit, split, caption_run, captioned,
     with pytest.raises(DiffrepError, match="columns path and member"):
         membership(overfit, tmp_path / "d", images=split["tested"], reference=split["reference"], fpr=0.1,
                    labels=bad)
+    first = sorted(split["tested"].iterdir())[0].name
+    bad.write_text(f"path,member\n{first},1\ntested/{first},1\n{first},0\n")
+    with pytest.raises(DiffrepError, match=f"{first} is labelled both member and non-member"):
+        membership(overfit, tmp_path / "d2", images=split["tested"], reference=split["reference"], fpr=0.1,
+                   labels=bad)
     with pytest.raises(DiffrepError, match="--timesteps 15: secmi inverts in steps of 10"):
         membership(overfit, tmp_path / "e", images=split["tested"], reference=split["reference"], fpr=0.1,
                    method="secmi", timesteps=[15])

@@ -199,7 +199,8 @@ def _verdict(scores: np.ndarray, null: np.ndarray, fpr: float) -> dict[str, Any]
 
 def _read_labels(path: str | os.PathLike[str], paths: list[str]) -> np.ndarray:
     """Member (1) / non-member (0) per tested image from a CSV with ``path`` and ``member`` columns, matched by
-    the full path, the path relative to the source, or the file name; NaN for images the file lacks."""
+    the full path or its longest tail the file names (the path relative to the source, or the file name); NaN
+    for images the file lacks. A path labelled both ways is an error."""
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
@@ -212,16 +213,16 @@ def _read_labels(path: str | os.PathLike[str], paths: list[str]) -> np.ndarray:
         v = (r["member"] or "").strip().lower()
         if v not in ("0", "1", "true", "false"):
             raise DiffrepError(f"--labels {path}: member must be 0 or 1 (got {r['member']!r} for {r['path']})")
-        table[r["path"]] = float(v in ("1", "true"))
+        key, value = (r["path"] or "").strip("/"), float(v in ("1", "true"))
+        if table.get(key, value) != value:
+            raise DiffrepError(f"--labels {path}: {key} is labelled both member and non-member")
+        table[key] = value
     out = np.full(len(paths), np.nan)
     for i, p in enumerate(paths):
-        for key in (p, os.path.basename(p)):
-            if key in table:
-                out[i] = table[key]
-                break
-        else:
-            hit = [v for k, v in table.items() if p.endswith("/" + k.lstrip("/"))]
-            out[i] = hit[0] if hit else np.nan
+        parts = p.strip("/").split("/")
+        # the whole path, then its shorter tails at folder boundaries, down to the file name
+        hit = next((table[t] for t in ("/".join(parts[k:]) for k in range(len(parts))) if t in table), None)
+        out[i] = np.nan if hit is None else hit
     if np.isnan(out).all():
         raise DiffrepError(f"--labels {path}: no row matches a tested image (match by path or file name)")
     return out
