@@ -6,7 +6,8 @@ are tested as a whole against the experiment's 300 reference images, as `diffrep
 - members: sets of the model's own training images (same source as the reference);
 - same source: sets of test non-members (never trained on, same source);
 - 5 of 10 classes: test non-members of the classes 0-4 only (a portfolio of one kind of picture);
-- JPEG q75: test non-members saved as JPEG at quality 75 (another processing pipeline), scored by the model;
+- JPEG qQ: test non-members saved as JPEG at quality Q (another processing pipeline; 75 unless
+  ``--jpeg-qualities`` names others), scored by the model;
 - blurred: test non-members downscaled to 70% and back (another resize pipeline), scored by the model.
 
 Per scenario and model, over `--draws` random sets of `--set-size`: the share the set test calls "trained on"
@@ -62,7 +63,7 @@ def _scored(model, images: np.ndarray, seeds: int) -> np.ndarray:
     return np.column_stack([s.features[k] for k in sorted(s.features)])
 
 
-def scenarios(root: Path, n: int, steps: int, seeds: int) -> tuple[dict, dict]:
+def scenarios(root: Path, n: int, steps: int, seeds: int, jpeg: tuple[int, ...] = (75,)) -> tuple[dict, dict]:
     """Per scenario: (membership features, image statistics, shift-control views) of its pool; and the
     reference's."""
     d = root / "eval" / f"n{n}-steps{steps}" / "membership"
@@ -79,14 +80,16 @@ def scenarios(root: Path, n: int, steps: int, seeds: int) -> tuple[dict, dict]:
     non = truth == 0
     pools = {"members": truth == 1, "same source": non, "5 of 10 classes": non & (cls < 5)}
     out = {k: (img_f[m], image_statistics(ims[m]), views(ims[m])) for k, m in pools.items()}
-    for name, fn in (("JPEG q75", _jpeg), ("blurred", _blur)):
+    changes = [(f"JPEG q{q}", lambda x, q=q: _jpeg(x, q)) for q in jpeg] + [("blurred", _blur)]
+    for name, fn in changes:
         changed = fn(ims[non])
         out[name] = (_scored(model, changed, seeds), image_statistics(changed), views(changed))
     return out, (ref_f, image_statistics(ref.images), views(ref.images))
 
 
-def run(root: Path, n: int, steps: int, seeds: int, size: int, draws: int) -> list[dict]:
-    pools, (ref_f, ref_s, ref_b) = scenarios(root, n, steps, seeds)
+def run(root: Path, n: int, steps: int, seeds: int, size: int, draws: int,
+        jpeg: tuple[int, ...] = (75,)) -> list[dict]:
+    pools, (ref_f, ref_s, ref_b) = scenarios(root, n, steps, seeds, jpeg)
     rng = np.random.default_rng([n, steps, 7])
     rows = []
     for name, (f, s, b) in pools.items():
@@ -117,10 +120,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2, help="noise draws of the loss, as the experiment used")
     ap.add_argument("--set-size", type=int, default=100)
     ap.add_argument("--draws", type=int, default=100)
+    ap.add_argument("--jpeg-qualities", default="75", help="comma-separated JPEG qualities, one scenario each")
     a = ap.parse_args()
+    jpeg = tuple(int(q) for q in a.jpeg_qualities.split(","))
     rows = []
     for e in a.experiment:
-        rows += run(Path(e), a.n, a.steps, a.seeds, a.set_size, a.draws)
+        rows += run(Path(e), a.n, a.steps, a.seeds, a.set_size, a.draws, jpeg)
     print("\n| model | scenario | sets (of pool) | set test p < 0.01: plain | calibrated | shift flagged | reported "
           "\"trained on\" |\n|---|---|---|---|---|---|---|")
     for r in rows:

@@ -24,8 +24,6 @@ MODES = (METHOD, "none")
 DESCRIPTION = ("each score minus what a least-squares fit on the images' grayscale mean, spread and mean "
                "gradient (to the second degree), over the pooled tested and reference images, predicts of it")
 MIN_IMAGES = 35  # five pooled images per fitted coefficient
-
-
 PIXELS_PER_CHUNK = 1 << 21  # pixels converted to float at a time: 8 images of 512 px, 2,048 of 32 px
 
 
