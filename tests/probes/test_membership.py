@@ -236,7 +236,7 @@ def test_dataset_inference_writes_a_p_value_and_a_sentence(set_run):
     st = json.loads((out / "set.json").read_text())
     assert st["shift_control"]["shift_detected"] is False and 0 < st["shift_control"]["p_value"] <= 1
     assert 0 < st["p_value"] <= 1 and st["n_images"] == 12 and st["reference_images"] == 30
-    assert st["features"] == ["loss@100", "pia@200", "secmi@100"]
+    assert st["features"] == ["loss@100"]  # the asked method's features (the loss by default)
     assert st["sentence"] == s["set"]["sentence"] and str(st["n_images"]) in st["sentence"]
     assert st["decision"] in ("trained on", "not shown to be trained on")
     assert st["subsets"][-1]["n_images"] == 12
@@ -289,10 +289,11 @@ def test_tested_images_in_the_reference_are_left_out_of_it(overfit, split, tmp_p
     for f in sorted(split["members"].iterdir())[:4]:  # four tested images also given as reference
         shutil.copyfile(f, ref / ("copy-" + f.name))
     s = membership(overfit, tmp_path / "set", set_source=split["members"], reference=ref, fpr=0.1,
-                   difficulty="none")
+                   difficulty="none", method="all")
     assert s["reference_images"] == 30 and s["reference_dropped_as_tested"] == 4
     assert s["difficulty"] == {"method": "none"}
-    assert json.loads((tmp_path / "set" / "set.json").read_text())["statistic"] == STATISTIC_PLAIN
+    st = json.loads((tmp_path / "set" / "set.json").read_text())
+    assert st["statistic"] == STATISTIC_PLAIN and st["features"] == ["loss@100", "pia@200", "secmi@100"]
     assert "4 reference images are identical to tested images" in s["warnings"][0]
     with pytest.raises(DiffrepError, match="has 0 images once the 12 identical to tested images are left out"):
         membership(overfit, tmp_path / "self", images=split["members"], reference=split["members"], fpr=0.1)
@@ -390,7 +391,8 @@ def test_membership_experiment_runs_and_resumes(tmp_path, capsys):
     assert all(r["epochs"] == pytest.approx(r["steps"] * 8 / 24, abs=0.05) for r in s["methods"])
     assert {r["set_size"] for r in s["dataset_inference"]} == {10}
     assert (tmp_path / "runs" / "n24-steps20" / "checkpoint.pt").is_file()
-    assert "| 24 | 40 |" in (tmp_path / "results.md").read_text()
+    md = (tmp_path / "results.md").read_text()
+    assert "| 24 | 40 |" in md and "Features: loss (as `diffrep membership --set` by default)" in md
     marker = tmp_path / "eval" / "n24-steps40" / "result.json"
     before = marker.stat().st_mtime_ns
     assert run_membership_experiment(tmp_path, **kw)["methods"] == s["methods"]

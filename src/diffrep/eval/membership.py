@@ -12,7 +12,8 @@ non-members against the reference with every method (the labels are passed only 
   test non-members flagged (validity: at ``fpr`` it should stay near the target); validity is also checked over
   ``splits`` random re-splits of the pooled non-member scores into reference and test parts, reported as mean
   and range;
-- dataset inference (``probes.setinfer``): for each set size, ``set_draws`` random member sets and as many
+- dataset inference (``probes.setinfer``, on the features ``diffrep membership --set`` uses by default: the
+  ``SET_METHODS``): for each set size, ``set_draws`` random member sets and as many
   non-member sets (the control) are tested against a reference drawn afresh each time from the pooled
   non-members; reported are the members' median p-value and share below 0.01, and the control's share below
   0.05 (valid: at most ~5%).
@@ -32,6 +33,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..defaults import DEFAULTS
 from ..errors import DiffrepError
 from ..fsutil import finished, read_cache, write_json, write_text
 from ..progress import ProgressCallback
@@ -46,6 +48,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 METHODS = ("loss", "secmi", "pia")
 ANALYSIS_KEYS = ("set_sizes", "set_draws", "splits")  # preset keys that change the analysis, not the scores
+SET_METHODS = (DEFAULTS["membership"]["method"],)  # the methods whose features the set test sums, as the CLI's
 
 
 def run_membership_experiment(out: str | Path, *, preset: str = "smoke", seed: int = 0, device: str = "cpu",
@@ -128,12 +131,12 @@ def _evaluate(root: Path, data: dict[str, Any], n: int, steps: int, p: dict[str,
 
     # the set statistic is in the scoring settings too: features.npz holds what it needs
     settings = {"n": n, "steps": steps, "preset": p, "seed": seed, "fpr": fpr, "set_statistic": STATISTIC,
-                "per_image": [DIFFICULTY, "plain"]}
+                "per_image": [DIFFICULTY, "plain"], "set_methods": list(SET_METHODS)}
     old = finished(marker, settings)
     if old is not None:
         return old
     scored = d / "scored.json"  # the scoring settings: the analysis (sets, re-splits) can change without rescoring
-    score_settings = {k: v for k, v in settings.items() if k not in ("preset", "per_image")} | {
+    score_settings = {k: v for k, v in settings.items() if k not in ("preset", "per_image", "set_methods")} | {
         k: v for k, v in p.items() if k not in ANALYSIS_KEYS}
     snap = _trained(root, n, steps, p, seed, device, progress)
     s = read_cache(d / "membership" / "summary.json") if read_cache(scored) == score_settings else None
@@ -197,8 +200,10 @@ def _method_scores(feats: Any, method: str, part: str) -> np.ndarray:
     return np.mean([feats[k] for k in keys], axis=0)
 
 
-def _features(feats: Any, part: str) -> np.ndarray:
+def _features(feats: Any, part: str, methods: Optional[tuple[str, ...]] = None) -> np.ndarray:
+    """The ``part`` rows' features (``method@t`` columns, sorted), of ``methods`` only when given."""
     keys = sorted(k.split("/", 1)[1] for k in feats.files if k.startswith(part + "/"))
+    keys = [k for k in keys if methods is None or k.split("@")[0] in methods]
     return np.column_stack([feats[f"{part}/{k}"] for k in keys])
 
 
@@ -251,7 +256,7 @@ def _set_rows(feats: Any, truth: np.ndarray, n: int, steps: int, epochs: float, 
     data, not over re-draws from one fixed pair of samples."""
     from ..probes.setinfer import evidence, permutation_p
 
-    img, ref = _features(feats, "images"), _features(feats, "reference")
+    img, ref = _features(feats, "images", SET_METHODS), _features(feats, "reference", SET_METHODS)
     mem, non = img[truth == 1], np.vstack([img[truth == 0], ref])
     img_s, ref_s = feats["statistics/images"], feats["statistics/reference"]
     mem_s, non_s = img_s[truth == 1], np.vstack([img_s[truth == 0], ref_s])
@@ -308,6 +313,8 @@ def _write_results(root: Path, rows: list[dict[str, Any]], set_rows: list[dict[s
                      f"[{r['tpr_at_1pct_fpr_ci'][0]:.3f}, {r['tpr_at_1pct_fpr_ci'][1]:.3f}] | "
                      f"{r['members_flagged']:.3f} | {r['non_members_flagged']:.3f} ({v['mean']:.3f}, {v['max']:.3f}) |")
     lines += ["", "## Dataset inference (set vs reference, one-sided permutation test)", "",
+              f"Features: {', '.join(SET_METHODS)} (as `diffrep membership --set` by default), difficulty-calibrated.",
+              "",
               "| members N | steps | set size | member sets: median p | share p < 0.01 | control sets: share p < 0.05 |",
               "|---|---|---|---|---|---|"]
     for r in set_rows:

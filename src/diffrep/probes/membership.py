@@ -10,12 +10,13 @@ false-positive rate (``matching.calibration.calibrate``) and each image gets the
 from the reference without the model at all; when they can, a warning says the scores may measure that.
 Nothing is fitted on labels: ``--labels`` only adds the evaluation (AUC and TPR at 1% and 0.1% FPR with
 bootstrap intervals, and the flagged share of labelled members and non-members).
-With ``--set`` the set is also tested as a whole (``probes.setinfer``) and ``set.json`` written.
+With ``--set`` the set is also tested as a whole (``probes.setinfer``, on the features of the asked methods: the
+loss by default) and ``set.json`` written.
 
 Outputs in ``out``: ``scores.csv`` (``path, score, p_value, is_member, raw_score`` for the verdict's method,
 then ``score_<m>, p_<m>, flag_<m>, raw_<m>`` per further method, ``caption``, and with ``--labels`` the
 ``label``; ``raw`` is the score before difficulty calibration), ``reference.csv`` (the null's scores),
-``features.npz`` (every method at every timestep and the image statistics, images and reference) and
+``features.npz`` (every scored method at every timestep and the image statistics, images and reference) and
 ``summary.json``.
 """
 from __future__ import annotations
@@ -74,18 +75,16 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
     _check_reference(len(ref), fpr, set_source is not None, shared)
     cond, ref_cond, conditioning = _conditioning(model, tested, ref, captions)
     truth = _read_labels(labels, tested.paths) if labels else None
-    # dataset inference aggregates every feature; per-image verdicts need only the asked methods
-    score_methods = list(METHODS) if set_source is not None else methods
     out_dir = ensure_writable_dir(out)
     with DirLock(out_dir, "membership folder"):
         t0 = time.perf_counter()
         kw = dict(timesteps=timesteps, seeds=seeds, batch=batch)
         stamp = model_stamp(model_path)
-        journals = [Journal(out_dir, stage, digest(stamp, score_methods, kw, conditioning, s.captions, s.images))
+        journals = [Journal(out_dir, stage, digest(stamp, methods, kw, conditioning, s.captions, s.images))
                     for stage, s in (("images", tested), ("reference", ref))]
-        main = score_images(model, tested.images, cond, score_methods, progress=progress, stage="images",
+        main = score_images(model, tested.images, cond, methods, progress=progress, stage="images",
                             journal=journals[0], **kw)
-        null = score_images(model, ref.images, ref_cond, score_methods, progress=progress, stage="reference",
+        null = score_images(model, ref.images, ref_cond, methods, progress=progress, stage="reference",
                             journal=journals[1], **kw)
         stats = (image_statistics(tested.images), image_statistics(ref.images))
         scores, null_scores, cal = _difficulty(main, null, stats, difficulty)

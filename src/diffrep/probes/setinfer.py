@@ -1,8 +1,11 @@
 """Dataset inference: was this *set* of images trained on? A one-sided permutation test against a reference.
 
 Following the idea of CDI (Dubinski et al., 2025: aggregate membership features over a set of images from
-one owner and test against held-out data of the same source), each image gets the membership features of
-``probes.mia`` (every method at every timestep, all oriented "higher = member-like").
+one owner and test against held-out data of the same source), each image gets membership features of
+``probes.mia`` (the caller's methods at each of their timesteps, all oriented "higher = member-like";
+``diffrep membership --set`` uses the loss alone unless ``--method`` asks for others: SecMI's and PIA's
+features also rise on JPEG-compressed images, and with them the test calls re-compressed non-members "trained
+on", docs/results/2026-12-membership.md).
 
 Difficulty calibration (``probes.difficulty``: the idea of Watson et al., ICLR 2022, with the image's own
 statistics in place of reference models): each feature is replaced by its residual after a least-squares fit
