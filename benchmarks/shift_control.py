@@ -11,9 +11,10 @@ are tested as a whole against the experiment's 300 reference images, as `diffrep
 - blurred: test non-members downscaled to 70% and back (another resize pipeline), scored by the model.
 
 Per scenario and model, over `--draws` random sets of `--set-size`: the share the set test calls "trained on"
-(p < 0.01; plain sum and difficulty-calibrated statistic), the share the shift control flags (p < 0.01,
-199 permutations, as in `diffrep membership`), and the share `diffrep membership --set` finally reports as
-"trained on" (calibrated p < 0.01 and no shift flagged).
+(p < 0.01; plain sum and difficulty-calibrated statistic) on the features of `--set-methods` (the loss, as
+`diffrep membership --set` by default; a comma-separated list compares several, e.g. `loss,all`), the share
+the shift control flags (p < 0.01, 199 permutations, as in `diffrep membership`), and the share `diffrep
+membership --set` finally reports as "trained on" (calibrated p < 0.01 and no shift flagged).
 
 Usage:  python benchmarks/shift_control.py --experiment mia0 [--experiment mia1 ...] [--draws 100]
 """
@@ -63,6 +64,12 @@ def _scored(model, images: np.ndarray, seeds: int) -> np.ndarray:
     return np.column_stack([s.features[k] for k in sorted(s.features)])
 
 
+def feature_names(root: Path, n: int = 100, steps: int = 1000) -> list[str]:
+    """The ``method@t`` names of the feature columns ``scenarios`` returns."""
+    feats = np.load(root / "eval" / f"n{n}-steps{steps}" / "membership" / "features.npz")
+    return sorted(k.split("/", 1)[1] for k in feats.files if k.startswith("images/"))
+
+
 def scenarios(root: Path, n: int, steps: int, seeds: int, jpeg: tuple[int, ...] = (75,)) -> tuple[dict, dict]:
     """Per scenario: (membership features, image statistics, shift-control views) of its pool; and the
     reference's."""
@@ -88,27 +95,32 @@ def scenarios(root: Path, n: int, steps: int, seeds: int, jpeg: tuple[int, ...] 
 
 
 def run(root: Path, n: int, steps: int, seeds: int, size: int, draws: int,
-        jpeg: tuple[int, ...] = (75,)) -> list[dict]:
+        jpeg: tuple[int, ...] = (75,), set_methods: tuple[str, ...] = ("loss",)) -> list[dict]:
     pools, (ref_f, ref_s, ref_b) = scenarios(root, n, steps, seeds, jpeg)
+    names = feature_names(root, n, steps)
+    cols = {v: [i for i, f in enumerate(names) if v == "all" or f.split("@")[0] in v.split("+")] for v in set_methods}
     rng = np.random.default_rng([n, steps, 7])
     rows = []
     for name, (f, s, b) in pools.items():
         k = min(size, len(f))
-        hits = {"plain": 0, "calibrated": 0, "shift": 0, "reported": 0}
+        hits = {key: 0 for v in set_methods for key in (f"{v} plain", f"{v} calibrated", f"{v} reported")}
+        hits["shift"] = 0
         for _ in range(draws):
             pick = rng.choice(len(f), k, replace=False)
-            p_plain = permutation_p(*evidence(f[pick], ref_f), 999, rng)[1]
-            p_cal = permutation_p(*evidence(f[pick], ref_f, s[pick], ref_s), 999, rng)[1]
             shifted = shift_test((b[0][pick], b[1][pick]), ref_b, rng=rng)["shift_detected"]
-            hits["plain"] += p_plain < 0.01
-            hits["calibrated"] += p_cal < 0.01
             hits["shift"] += shifted
-            hits["reported"] += (p_cal < 0.01) and not shifted
+            for v, c in cols.items():
+                p_plain = permutation_p(*evidence(f[pick][:, c], ref_f[:, c]), 999, rng)[1]
+                p_cal = permutation_p(*evidence(f[pick][:, c], ref_f[:, c], s[pick], ref_s), 999, rng)[1]
+                hits[f"{v} plain"] += p_plain < 0.01
+                hits[f"{v} calibrated"] += p_cal < 0.01
+                hits[f"{v} reported"] += (p_cal < 0.01) and not shifted
         rows.append({"model": root.name, "scenario": name, "pool": len(f), "set_size": k, "draws": draws}
                     | {key: v / draws for key, v in hits.items()})
-        print(f"{root.name}  {name:16s} pool {len(f):3d} sets of {k}: trained-on plain {rows[-1]['plain']:.2f}, "
-              f"calibrated {rows[-1]['calibrated']:.2f}; shift flagged {rows[-1]['shift']:.2f}; reported trained "
-              f"on {rows[-1]['reported']:.2f}", flush=True)
+        print(f"{root.name}  {name:16s} pool {len(f):3d} sets of {k}: shift flagged {rows[-1]['shift']:.2f}; "
+              + "; ".join(f"{v}: trained-on plain {rows[-1][f'{v} plain']:.2f}, calibrated "
+                          f"{rows[-1][f'{v} calibrated']:.2f}, reported {rows[-1][f'{v} reported']:.2f}"
+                          for v in set_methods), flush=True)
     return rows
 
 
@@ -121,16 +133,21 @@ def main() -> None:
     ap.add_argument("--set-size", type=int, default=100)
     ap.add_argument("--draws", type=int, default=100)
     ap.add_argument("--jpeg-qualities", default="75", help="comma-separated JPEG qualities, one scenario each")
+    ap.add_argument("--set-methods", default="loss", help="comma-separated: loss, secmi, pia, all, or a+b sums")
     a = ap.parse_args()
     jpeg = tuple(int(q) for q in a.jpeg_qualities.split(","))
+    set_methods = tuple(a.set_methods.split(","))
     rows = []
     for e in a.experiment:
-        rows += run(Path(e), a.n, a.steps, a.seeds, a.set_size, a.draws, jpeg)
-    print("\n| model | scenario | sets (of pool) | set test p < 0.01: plain | calibrated | shift flagged | reported "
-          "\"trained on\" |\n|---|---|---|---|---|---|---|")
+        rows += run(Path(e), a.n, a.steps, a.seeds, a.set_size, a.draws, jpeg, set_methods)
+    head = " | ".join(f"{v}: plain | {v}: calibrated | {v}: reported" for v in set_methods)
+    print(f"\nSet test p < 0.01 (\"trained on\"); reported = calibrated and no shift flagged.\n\n"
+          f"| model | scenario | sets (of pool) | shift flagged | {head} |\n"
+          f"|---|---|---|---|{'---|' * 3 * len(set_methods)}")
     for r in rows:
-        print(f"| {r['model']} | {r['scenario']} | {r['set_size']} of {r['pool']} | {r['plain']:.2f} | "
-              f"{r['calibrated']:.2f} | {r['shift']:.2f} | {r['reported']:.2f} |")
+        cells = " | ".join(f"{r[f'{v} plain']:.2f} | {r[f'{v} calibrated']:.2f} | {r[f'{v} reported']:.2f}"
+                           for v in set_methods)
+        print(f"| {r['model']} | {r['scenario']} | {r['set_size']} of {r['pool']} | {r['shift']:.2f} | {cells} |")
 
 
 if __name__ == "__main__":
