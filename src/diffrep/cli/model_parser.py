@@ -212,7 +212,9 @@ def _membership(sub: Sub) -> None:
     p.add_argument("--reference", required=True, help="images of the same kind that were NOT trained on: the null")
     p.add_argument("--out", required=True, help="output folder: scores.csv, reference.csv, summary.json (set.json)")
     p.add_argument("--method", default=d["method"], choices=("loss", "secmi", "pia", "all"),
-                   help="score of the per-image verdict (default %(default)s; all: every score, the verdict by loss)")
+                   help="score of the per-image verdict and, with --set, the features the set test sums (default "
+                   "%(default)s; all: every score, the verdict by loss; SecMI and PIA also rise on re-compressed "
+                   "images)")
     p.add_argument("--fpr", type=float, default=d["fpr"], help="target false-positive rate (default %(default)s)")
     p.add_argument("--timesteps", default=None, help="comma-separated diffusion timesteps each score averages over "
                    "(default: the papers' choices, loss 100, secmi 100, pia 200)")
