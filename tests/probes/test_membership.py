@@ -237,6 +237,7 @@ def test_dataset_inference_writes_a_p_value_and_a_sentence(set_run):
     assert st["shift_control"]["shift_detected"] is False and 0 < st["shift_control"]["p_value"] <= 1
     assert 0 < st["p_value"] <= 1 and st["n_images"] == 12 and st["reference_images"] == 30
     assert st["features"] == ["loss@100"]  # the asked method's features (the loss by default)
+    assert not any("the set test sums" in w for w in s["warnings"])
     assert st["sentence"] == s["set"]["sentence"] and str(st["n_images"]) in st["sentence"]
     assert st["decision"] in ("trained on", "not shown to be trained on")
     assert st["subsets"][-1]["n_images"] == 12
@@ -294,6 +295,7 @@ def test_tested_images_in_the_reference_are_left_out_of_it(overfit, split, tmp_p
     assert s["difficulty"] == {"method": "none"}
     st = json.loads((tmp_path / "set" / "set.json").read_text())
     assert st["statistic"] == STATISTIC_PLAIN and st["features"] == ["loss@100", "pia@200", "secmi@100"]
+    assert any(w.startswith("the set test sums secmi and pia features too") for w in s["warnings"])
     assert "4 reference images are identical to tested images" in s["warnings"][0]
     with pytest.raises(DiffrepError, match="has 0 images once the 12 identical to tested images are left out"):
         membership(overfit, tmp_path / "self", images=split["members"], reference=split["members"], fpr=0.1)
