@@ -27,11 +27,14 @@ MIN_IMAGES = 35  # five pooled images per fitted coefficient
 PIXELS_PER_CHUNK = 1 << 21  # pixels converted to float at a time: 8 images of 512 px, 2,048 of 32 px
 
 
-def gray_chunks(images: np.ndarray) -> Iterator[np.ndarray]:
-    """Successive float32 grayscale chunks [n, H, W] in [0, 1] of uint8 images [N, H, W, C], a bounded number of
-    pixels (``PIXELS_PER_CHUNK``) at a time, so that no float copy of the whole stack is ever made."""
+def gray_chunks(images: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+    """Successive (slice of the first axis, float32 grayscale [n, H, W] in [0, 1]) of uint8 images [N, H, W, C], a
+    bounded number of pixels (``PIXELS_PER_CHUNK``) at a time, so that no float copy of the whole stack is ever
+    made. Grayscale is the channel mean, summed channel by channel (several times faster than ``mean(axis=-1)``)."""
+    c = images.shape[-1]
     for part in chunk_slices(images.shape):
-        yield images[part].mean(axis=-1, dtype=np.float32) / np.float32(255.0)
+        chunk = images[part]
+        yield part, sum(chunk[..., i].astype(np.float32) for i in range(c)) / np.float32(255.0 * c)
 
 
 def chunk_slices(shape: tuple[int, ...]) -> Iterator[slice]:
@@ -52,7 +55,7 @@ def gray_statistics(g: np.ndarray) -> np.ndarray:
 def image_statistics(images: np.ndarray) -> np.ndarray:
     """Per image (uint8 [N, H, W, C]): grayscale mean, standard deviation and mean absolute gradient, in [0, 1]
     units: what makes an image easy to denoise, member or not."""
-    parts = [gray_statistics(g) for g in gray_chunks(images)]
+    parts = [gray_statistics(g) for _, g in gray_chunks(images)]
     return np.vstack(parts) if parts else np.zeros((0, 3))
 
 

@@ -112,9 +112,10 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
         if set_source is not None:
             summary["set"] = _set_inference(out_dir, main, null, len(tested),
                                             stats if cal["method"] == METHOD else None, summary["shift"])
-            if set(methods) & set(PROCESSING_SENSITIVE):
+            sensitive = [m for m in methods if m in PROCESSING_SENSITIVE]
+            if sensitive:
                 summary["warnings"].append(
-                    f"the set test sums {' and '.join(m for m in methods if m in PROCESSING_SENSITIVE)} features "
+                    f"the set test sums {' and '.join(sensitive)} features "
                     "too: they also rise on images re-compressed as JPEG, so a set processed otherwise than the "
                     "reference can look trained on; --method loss (the default) is the robust choice")
         write_json(out_dir / "summary.json", summary)

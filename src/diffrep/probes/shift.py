@@ -5,7 +5,7 @@ content, every score measures that difference too (CopyMark, 2024: most attacks 
 the shift between their member and non-member sets). The control is a blind baseline, a classifier two-sample
 test (Lopez-Paz & Oquab, ICLR 2017) on features that do not involve the model, in two views:
 
-- processing (``blind_features``): an 8x8 grayscale thumbnail, per-channel mean and spread, the difficulty
+- processing: an 8x8 grayscale thumbnail, per-channel mean and spread, the difficulty
   statistics, the high-frequency energy and the power spectrum's share in 8 rings of spatial frequency, as
   they are (JPEG, blur and resizing show in the last ones);
 - content: the first ``COMPONENTS`` principal components of those features and a 16x16 grayscale thumbnail,
@@ -29,7 +29,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from ..progress import ProgressCallback, emit
-from .difficulty import chunk_slices, gray_statistics
+from .difficulty import gray_chunks, gray_statistics
 
 FEATURES = ("processing: 8x8 grayscale thumbnail, per-channel mean and standard deviation, grayscale mean, "
             "standard deviation and mean absolute gradient, mean absolute Laplacian, log power share in 8 "
@@ -43,16 +43,11 @@ STAGE = "shift control"
 LABEL_BLOCK = 64  # label columns (the observed labels and permutations) scored at a time
 
 
-def blind_features(images: np.ndarray) -> np.ndarray:
-    """Model-free features per image (uint8 [N, H, W, C]), the processing view; see ``FEATURES``."""
-    return views(images)[0]
-
-
 def views(images: np.ndarray, progress: Optional[ProgressCallback] = None, *, stage: str = STAGE,
           offset: int = 0, total: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
-    """(processing features, content inputs) per image (uint8 [N, H, W, C]): ``blind_features`` and those with the
-    16x16 thumbnail appended (the content view's principal components are taken over the pooled images in
-    ``shift_test``). Computed a bounded number of pixels at a time (``difficulty.chunk_slices``); ``progress``
+    """(processing features, content inputs) per image (uint8 [N, H, W, C]): the processing view of the module
+    docstring (``FEATURES``) and those features with the 16x16 thumbnail appended (the content view's principal components are taken over the pooled images in
+    ``shift_test``). Computed a bounded number of pixels at a time (``difficulty.gray_chunks``); ``progress``
     counts the images from ``offset`` of ``total`` (N by default)."""
     images = np.asarray(images)
     n, h, w = images.shape[:3]
@@ -60,9 +55,7 @@ def views(images: np.ndarray, progress: Optional[ProgressCallback] = None, *, st
     rings = _RingSums(h, w)
     processing, thumbs = [], []
     emit(progress, stage, offset, total)
-    for part in chunk_slices(images.shape):
-        x = images[part].astype(np.float32) / np.float32(255.0)
-        g = sum(x[..., i] for i in range(x.shape[-1])) / np.float32(x.shape[-1])  # faster than mean(axis=-1)
+    for part, g in gray_chunks(images):
         lap = (np.abs(4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2]
                       - g[:, 1:-1, 2:]).mean(axis=(1, 2)) if h > 2 and w > 2 else np.zeros(len(g)))
         processing.append(np.column_stack([
