@@ -3,9 +3,14 @@
 Most of a membership score's spread between images is how easy the image is to denoise, member or not: a
 plain, dark image has a small error under every method. Watson et al. (ICLR 2022) calibrate each image's score
 by its difficulty, measured with reference models trained without it; here the difficulty is predicted from the
-image itself: its grayscale mean, standard deviation and mean absolute gradient (``image_statistics``) and their
+image itself: its grayscale mean, standard deviation and mean gradient (``image_statistics``) and their
 squares, fitted by least squares over the pooled tested and reference images. The calibrated score is the
 residual (``without_difficulty``).
+
+The gradient counts each step between neighbouring pixels by how far it exceeds ``GRADIENT_FLOOR`` (4 of 255
+grey levels): JPEG's block edges and ringing are steps of a few levels, which the noise at the scored timesteps
+swamps; counted in full they made re-compressed images look harder to denoise than their loss says, and the
+calibration then moved re-compressed non-members towards "member" (docs/results/2026-12-membership.md).
 
 The fit is a function of the pooled images only, symmetric in them: it treats a tested non-member and a
 reference image alike, so calibrated scores of non-members stay exchangeable with the reference's, and the
@@ -22,8 +27,10 @@ import numpy as np
 METHOD = "image-stats"
 MODES = (METHOD, "none")
 DESCRIPTION = ("each score minus what a least-squares fit on the images' grayscale mean, spread and mean "
-               "gradient (to the second degree), over the pooled tested and reference images, predicts of it")
+               "gradient (steps above 4 of 255 levels; to the second degree), over the pooled tested and "
+               "reference images, predicts of it")
 MIN_IMAGES = 35  # five pooled images per fitted coefficient
+GRADIENT_FLOOR = 4 / 255  # steps between neighbours count by how far they exceed this (grayscale in [0, 1])
 PIXELS_PER_CHUNK = 1 << 21  # pixels converted to float at a time: 8 images of 512 px, 2,048 of 32 px
 
 
@@ -46,15 +53,19 @@ def chunk_slices(shape: tuple[int, ...]) -> Iterator[slice]:
         yield slice(s, min(n, s + step))
 
 
-def gray_statistics(g: np.ndarray) -> np.ndarray:
-    """``image_statistics`` of grayscale images [N, H, W] in [0, 1]."""
-    grad = np.abs(np.diff(g, axis=2)).mean(axis=(1, 2)) + np.abs(np.diff(g, axis=1)).mean(axis=(1, 2))
+def gray_statistics(g: np.ndarray, floor: float = GRADIENT_FLOOR) -> np.ndarray:
+    """``image_statistics`` of grayscale images [N, H, W] in [0, 1]: mean, standard deviation, and the mean over
+    horizontal plus the mean over vertical neighbour steps of max(|step| - ``floor``, 0) (``floor`` 0: the mean
+    absolute gradient)."""
+    f = np.float32(floor)
+    grad = sum(np.maximum(np.abs(np.diff(g, axis=a)) - f, 0).mean(axis=(1, 2)) for a in (2, 1))
     return np.column_stack([g.mean(axis=(1, 2)), g.std(axis=(1, 2)), grad]).astype(np.float64)
 
 
 def image_statistics(images: np.ndarray) -> np.ndarray:
-    """Per image (uint8 [N, H, W, C]): grayscale mean, standard deviation and mean absolute gradient, in [0, 1]
-    units: what makes an image easy to denoise, member or not."""
+    """Per image (uint8 [N, H, W, C]): grayscale mean, standard deviation and mean gradient above
+    ``GRADIENT_FLOOR`` (``gray_statistics``), in [0, 1] units: what makes an image easy to denoise, member or
+    not."""
     parts = [gray_statistics(g) for _, g in gray_chunks(images)]
     return np.vstack(parts) if parts else np.zeros((0, 3))
 

@@ -9,15 +9,15 @@ on", docs/results/2026-12-membership.md).
 
 Difficulty calibration (``probes.difficulty``: the idea of Watson et al., ICLR 2022, with the image's own
 statistics in place of reference models): each feature is replaced by its residual after a least-squares fit
-on the images' grayscale mean, standard deviation and mean absolute gradient and their squares, fitted over
-the pooled set and reference (``--difficulty none`` leaves the features as they are). Then each feature is
-standardized on the pooled images and the per-image evidence is the sum of the standardized features. The
-statistic is the set's mean evidence minus the reference's; its p-value is the share of ``permutations`` random relabellings of
-the pooled images whose statistic is at least as large, (1 + #{>=}) / (P + 1). The fit and the standardization
-are functions of the pooled values only, so they do not change when the labels are permuted: when the set and
-the reference are exchangeable (both drawn from a distribution the model did not train on) the p-value is valid
-at every level, P(p<=a) <= a. CDI fits feature weights on a split of the data; a fixed sum needs no split, so
-every image counts in the test.
+on the images' grayscale mean, standard deviation and mean gradient (steps above 4 of 255 levels) and their
+squares, fitted over the pooled set and reference (``--difficulty none`` leaves the features as they are). Then
+each feature is standardized on the pooled images and the per-image evidence is the sum of the standardized
+features. The statistic is the set's mean evidence minus the reference's; its p-value is the share of
+``permutations`` random relabellings of the pooled images whose statistic is at least as large,
+(1 + #{>=}) / (P + 1). The fit and the standardization are functions of the pooled values only, so they do not
+change when the labels are permuted: when the set and the reference are exchangeable (both drawn from a
+distribution the model did not train on) the p-value is valid at every level, P(p<=a) <= a. CDI fits feature
+weights on a split of the data; a fixed sum needs no split, so every image counts in the test.
 
 ``smallest_set`` answers "how many of these images does the test need?": for growing sizes it draws
 ``draws`` random subsets of the set, tests each against the whole reference and reports the first size
@@ -35,8 +35,8 @@ KEYS_PER_CHUNK = 1 << 22  # random keys drawn at a time by the permutation test
 SIZES = (5, 10, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000)
 STATISTIC = ("mean over the set minus mean over the reference of the per-image sum of pooled-standardized "
              "membership features, each first freed of what the images' own statistics (grayscale mean, spread "
-             "and mean gradient, to the second degree) predict of it over the pooled images; one-sided "
-             "permutation p-value")
+             "and mean gradient of steps above 4 of 255 levels, to the second degree) predict of it over the "
+             "pooled images; one-sided permutation p-value")
 STATISTIC_PLAIN = ("mean over the set minus mean over the reference of the per-image sum of pooled-standardized "
                    "membership features; one-sided permutation p-value")
 

@@ -59,7 +59,7 @@ def views(images: np.ndarray, progress: Optional[ProgressCallback] = None, *, st
         lap = (np.abs(4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2]
                       - g[:, 1:-1, 2:]).mean(axis=(1, 2)) if h > 2 and w > 2 else np.zeros(len(g)))
         processing.append(np.column_stack([
-            thumbnail(g, 8).reshape(len(g), -1), *_channel_stats(images[part]), gray_statistics(g), lap,
+            thumbnail(g, 8).reshape(len(g), -1), *_channel_stats(images[part]), gray_statistics(g, 0.0), lap,
             rings.log_shares(g)]).astype(np.float64))
         thumbs.append(thumbnail(g, 16).reshape(len(g), -1).astype(np.float64))
         emit(progress, stage, offset + part.stop, total)
