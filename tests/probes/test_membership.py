@@ -130,6 +130,36 @@ def test_difficulty_calibration_finds_a_shift_that_image_ease_hides_and_stays_va
     assert res["p_value"] < 0.01
 
 
+def test_difficulty_statistics_barely_move_when_images_are_saved_as_jpeg():
+    """JPEG's block edges and ringing are steps of a few grey levels: the gradient above the floor moves far less
+    than the plain mean absolute gradient when real images are re-compressed (relative to its spread over images)."""
+    import io
+
+    from PIL import Image
+
+    from diffrep.datasets import get_dataset
+    from diffrep.probes.difficulty import gray_chunks, gray_statistics
+
+    ims = load_images(get_dataset("fashion-mnist") / "images" / "test", 32).images[:600:10]
+
+    def stats(x, floor):
+        return np.vstack([gray_statistics(g, floor) for _, g in gray_chunks(x)])
+
+    for q in (90, 95):
+        saved = []
+        for im in ims:
+            buf = io.BytesIO()
+            Image.fromarray(im).save(buf, "JPEG", quality=q)
+            saved.append(np.asarray(Image.open(buf).convert("RGB")))
+        shift = {}
+        for floor in (0.0, 4 / 255):
+            before, after = stats(ims, floor), stats(np.stack(saved), floor)
+            shift[floor] = (after - before).mean(axis=0) / before.std(axis=0)
+        assert np.allclose(image_statistics(np.stack(saved)), stats(np.stack(saved), 4 / 255))
+        assert 0 < shift[4 / 255][2] < 0.6 * shift[0.0][2], (q, shift)  # the gradient: JPEG adds small steps
+        assert np.abs(shift[4 / 255][:2]).max() < 0.05  # mean and spread hardly change
+
+
 def test_per_image_difficulty_calibration_separates_members_and_keeps_the_fpr():
     from diffrep.matching.calibration import calibrate
 
@@ -399,3 +429,16 @@ def test_membership_experiment_runs_and_resumes(tmp_path, capsys):
     before = marker.stat().st_mtime_ns
     assert run_membership_experiment(tmp_path, **kw)["methods"] == s["methods"]
     assert marker.stat().st_mtime_ns == before  # reused, not recomputed
+    # image statistics of another definition: computed again from the images, the scores reused
+    mdir = marker.parent / "membership"
+    with np.load(mdir / "features.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    stats = {k: arrays[k].copy() for k in ("statistics/images", "statistics/reference")}
+    np.savez_compressed(mdir / "features.npz", **(arrays | {k: np.zeros_like(v) for k, v in stats.items()}))
+    (mdir / "statistics.json").write_text('{"statistics": "another definition"}')
+    marker.unlink()
+    scored = (mdir / "summary.json").stat().st_mtime_ns
+    assert run_membership_experiment(tmp_path, **kw)["methods"] == s["methods"]
+    assert (mdir / "summary.json").stat().st_mtime_ns == scored  # not scored again
+    with np.load(mdir / "features.npz") as f:
+        assert all(np.array_equal(f[k], v) for k, v in stats.items())

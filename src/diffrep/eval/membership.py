@@ -20,7 +20,8 @@ non-members against the reference with every method (the labels are passed only 
 
 Outputs in ``out``: ``results.csv``, ``results.md``, ``summary.json``; each (N, steps) evaluation keeps its
 ``membership`` folder under ``eval/`` and is skipped when run again (resumable); a changed analysis setting
-(``ANALYSIS_KEYS``) reuses the scores, a changed set statistic (``setinfer.STATISTIC``) scores again.
+(``ANALYSIS_KEYS``), set statistic (``setinfer.STATISTIC``) or difficulty statistic reuses the scores (the image
+statistics in ``features.npz`` are computed again from the images when their definition changed).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import numpy as np
 
 from ..defaults import DEFAULTS
 from ..errors import DiffrepError
-from ..fsutil import finished, read_cache, write_json, write_text
+from ..fsutil import atomic_path, finished, read_cache, write_json, write_text
 from ..progress import ProgressCallback
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -129,22 +130,26 @@ def _evaluate(root: Path, data: dict[str, Any], n: int, steps: int, p: dict[str,
     from ..probes.difficulty import DESCRIPTION as DIFFICULTY
     from ..probes.setinfer import STATISTIC
 
-    # the set statistic is in the scoring settings too: features.npz holds what it needs
     settings = {"n": n, "steps": steps, "preset": p, "seed": seed, "fpr": fpr, "set_statistic": STATISTIC,
                 "per_image": [DIFFICULTY, "plain"], "set_methods": list(SET_METHODS)}
     old = finished(marker, settings)
     if old is not None:
         return old
     scored = d / "scored.json"  # the scoring settings: the analysis (sets, re-splits) can change without rescoring
-    score_settings = {k: v for k, v in settings.items() if k not in ("preset", "per_image", "set_methods")} | {
+    score_settings = {k: v for k, v in settings.items() if k in ("n", "steps", "seed", "fpr")} | {
         k: v for k, v in p.items() if k not in ANALYSIS_KEYS}
     snap = _trained(root, n, steps, p, seed, device, progress)
-    s = read_cache(d / "membership" / "summary.json") if read_cache(scored) == score_settings else None
+    # the set statistic is not a scoring setting (the image statistics are refreshed below); folders scored
+    # when it was one still hold it in scored.json
+    old = read_cache(scored)
+    old = {k: v for k, v in old.items() if k != "set_statistic"} if isinstance(old, dict) else None
+    s = read_cache(d / "membership" / "summary.json") if old == score_settings else None
     if s is None:
         s = membership(snap["run"], d / "membership", images=root / "data" / f"eval-{n}",
                        reference=root / "data" / "reference", method="all", fpr=fpr, seeds=p["seeds"],
                        labels=root / "data" / f"labels-{n}.csv", device=device, progress=progress)
         write_json(scored, score_settings)
+    _refresh_statistics(d / "membership", root, n, p["size"])
     feats = np.load(d / "membership" / "features.npz")
     truth = _labels(d / "membership" / "scores.csv", root / "data" / f"labels-{n}.csv")
     epochs = round(steps * p["batch"] / n, 1)
@@ -156,6 +161,30 @@ def _evaluate(root: Path, data: dict[str, Any], n: int, steps: int, p: dict[str,
     result = {"settings": settings, "methods": rows, "sets": sets}
     write_json(marker, result)
     return result
+
+
+def _refresh_statistics(mdir: Path, root: Path, n: int, size: int) -> None:
+    """Bring the image statistics in ``mdir/features.npz`` (``statistics/images`` and ``statistics/reference``,
+    rows in the order of scores.csv and reference.csv) to the current ``difficulty.image_statistics``, computed
+    afresh from the experiment's images unless ``statistics.json`` says they already are: a changed difficulty
+    statistic re-analyses the scores without scoring them again."""
+    from ..probes.difficulty import DESCRIPTION, image_statistics
+    from ..probes.images import load_images
+
+    marker = mdir / "statistics.json"
+    if read_cache(marker) == {"statistics": DESCRIPTION}:
+        return
+    with np.load(mdir / "features.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    for part, folder, table in (("images", f"eval-{n}", "scores.csv"), ("reference", "reference", "reference.csv")):
+        loaded = load_images(root / "data" / folder, size)
+        row = {q: i for i, q in enumerate(loaded.paths)}
+        order = [row[r["path"]] for r in csv.DictReader(open(mdir / table, encoding="utf-8"))]
+        arrays[f"statistics/{part}"] = image_statistics(loaded.images[order])
+    with atomic_path(mdir / "features.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    write_json(marker, {"statistics": DESCRIPTION})
 
 
 def _trained(root: Path, n: int, steps: int, p: dict[str, Any], seed: int, device: str,
