@@ -62,11 +62,10 @@ def gray_statistics(g: np.ndarray, floor: float = GRADIENT_FLOOR) -> np.ndarray:
     return np.column_stack([g.mean(axis=(1, 2)), g.std(axis=(1, 2)), grad]).astype(np.float64)
 
 
-def image_statistics(images: np.ndarray) -> np.ndarray:
-    """Per image (uint8 [N, H, W, C]): grayscale mean, standard deviation and mean gradient above
-    ``GRADIENT_FLOOR`` (``gray_statistics``), in [0, 1] units: what makes an image easy to denoise, member or
-    not."""
-    parts = [gray_statistics(g) for _, g in gray_chunks(images)]
+def image_statistics(images: np.ndarray, floor: float = GRADIENT_FLOOR) -> np.ndarray:
+    """Per image (uint8 [N, H, W, C]): grayscale mean, standard deviation and mean gradient above ``floor``
+    (``gray_statistics``), in [0, 1] units: what makes an image easy to denoise, member or not."""
+    parts = [gray_statistics(g, floor) for _, g in gray_chunks(images)]
     return np.vstack(parts) if parts else np.zeros((0, 3))
 
 
