@@ -442,3 +442,8 @@ def test_membership_experiment_runs_and_resumes(tmp_path, capsys):
     assert (mdir / "summary.json").stat().st_mtime_ns == scored  # not scored again
     with np.load(mdir / "features.npz") as f:
         assert all(np.array_equal(f[k], v) for k, v in stats.items())
+    (mdir / "statistics.json").write_text('{"statistics": "another definition"}')
+    marker.unlink()
+    next((tmp_path / "data" / "eval-24").iterdir()).unlink()
+    with pytest.raises(DiffrepError, match="no longer readable"):
+        run_membership_experiment(tmp_path, **kw)

@@ -179,8 +179,12 @@ def _refresh_statistics(mdir: Path, root: Path, n: int, size: int) -> None:
     for part, folder, table in (("images", f"eval-{n}", "scores.csv"), ("reference", "reference", "reference.csv")):
         loaded = load_images(root / "data" / folder, size)
         row = {q: i for i, q in enumerate(loaded.paths)}
-        order = [row[r["path"]] for r in csv.DictReader(open(mdir / table, encoding="utf-8"))]
-        arrays[f"statistics/{part}"] = image_statistics(loaded.images[order])
+        paths = [r["path"] for r in csv.DictReader(open(mdir / table, encoding="utf-8"))]
+        missing = [q for q in paths if q not in row]
+        if missing:
+            raise DiffrepError(f"{mdir / table} names {len(missing)} image(s) no longer readable in "
+                               f"{root / 'data' / folder} (first: {missing[0]}): delete {mdir} to score again")
+        arrays[f"statistics/{part}"] = image_statistics(loaded.images[[row[q] for q in paths]])
     with atomic_path(mdir / "features.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)

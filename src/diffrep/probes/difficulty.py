@@ -26,11 +26,12 @@ import numpy as np
 
 METHOD = "image-stats"
 MODES = (METHOD, "none")
-DESCRIPTION = ("each score minus what a least-squares fit on the images' grayscale mean, spread and mean "
-               "gradient (steps above 4 of 255 levels; to the second degree), over the pooled tested and "
-               "reference images, predicts of it")
-MIN_IMAGES = 35  # five pooled images per fitted coefficient
 GRADIENT_FLOOR = 4 / 255  # steps between neighbours count by how far they exceed this (grayscale in [0, 1])
+FLOOR_WORDS = f"steps above {round(GRADIENT_FLOOR * 255)} of 255 levels"
+DESCRIPTION = ("each score minus what a least-squares fit on the images' grayscale mean, spread and mean "
+               f"gradient ({FLOOR_WORDS}; to the second degree), over the pooled tested and reference images, "
+               "predicts of it")
+MIN_IMAGES = 35  # five pooled images per fitted coefficient
 PIXELS_PER_CHUNK = 1 << 21  # pixels converted to float at a time: 8 images of 512 px, 2,048 of 32 px
 
 

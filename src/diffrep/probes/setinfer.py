@@ -29,14 +29,14 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .difficulty import without_difficulty
+from .difficulty import FLOOR_WORDS, without_difficulty
 
 KEYS_PER_CHUNK = 1 << 22  # random keys drawn at a time by the permutation test
 SIZES = (5, 10, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000)
 STATISTIC = ("mean over the set minus mean over the reference of the per-image sum of pooled-standardized "
              "membership features, each first freed of what the images' own statistics (grayscale mean, spread "
-             "and mean gradient of steps above 4 of 255 levels, to the second degree) predict of it over the "
-             "pooled images; one-sided permutation p-value")
+             f"and mean gradient of {FLOOR_WORDS}, to the second degree) predict of it over the pooled images; "
+             "one-sided permutation p-value")
 STATISTIC_PLAIN = ("mean over the set minus mean over the reference of the per-image sum of pooled-standardized "
                    "membership features; one-sided permutation p-value")
 
