@@ -8,7 +8,9 @@ are tested as a whole against the experiment's 300 reference images, as `diffrep
 - 5 of 10 classes: test non-members of the classes 0-4 only (a portfolio of one kind of picture);
 - JPEG qQ: test non-members saved as JPEG at quality Q (another processing pipeline; 75 unless
   ``--jpeg-qualities`` names others), scored by the model;
-- blurred: test non-members downscaled to 70% and back (another resize pipeline), scored by the model.
+- blurred: test non-members downscaled to 70% and back (another resize pipeline), scored by the model;
+- from 3x: test non-members enlarged 3x (Lanczos) and brought back to the model's size by diffrep's loader
+  (centre crop, bicubic), as a portfolio kept at a higher resolution than the reference would be.
 
 Per scenario and model, over `--draws` random sets of `--set-size`: the share the set test calls "trained on"
 (p < 0.01; plain sum and difficulty-calibrated statistic) on the features of `--set-methods` (the loss, as
@@ -50,6 +52,16 @@ def _jpeg(images: np.ndarray, quality: int = 75) -> np.ndarray:
         Image.fromarray(im).save(buf, "JPEG", quality=quality)
         out.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
     return np.stack(out)
+
+
+def _from_larger(images: np.ndarray, factor: int = 3) -> np.ndarray:
+    from PIL import Image
+
+    from diffrep.models.data import _square
+
+    h, w = images.shape[1:3]
+    return np.stack([_square(np.asarray(Image.fromarray(im).resize((w * factor, h * factor), Image.LANCZOS)), h)
+                     for im in images])
 
 
 def _blur(images: np.ndarray, scale: float = 0.7) -> np.ndarray:
@@ -94,7 +106,7 @@ def scenarios(root: Path, n: int, steps: int, seeds: int, jpeg: tuple[int, ...] 
     non = truth == 0
     pools = {"members": truth == 1, "same source": non, "5 of 10 classes": non & (cls < 5)}
     out = {k: (img_f[m], _stats(ims[m], floors), views(ims[m])) for k, m in pools.items()}
-    changes = [(f"JPEG q{q}", lambda x, q=q: _jpeg(x, q)) for q in jpeg] + [("blurred", _blur)]
+    changes = [(f"JPEG q{q}", lambda x, q=q: _jpeg(x, q)) for q in jpeg] + [("blurred", _blur), ("from 3x", _from_larger)]
     for name, fn in changes:
         changed = fn(ims[non])
         out[name] = (_scored(model, changed, seeds), _stats(changed, floors), views(changed))
