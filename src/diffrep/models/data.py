@@ -179,7 +179,7 @@ def _captions_table(root: Path, captions: str | os.PathLike[str] | None
     if captions is not None:
         path = Path(captions).expanduser().resolve()
         if not path.is_file():
-            raise SourceError(f"caption file {captions} does not exist. Check the --captions path.")
+            raise SourceError(f"caption file {captions} does not exist or is not a file. Check the --captions path.")
         return load_captions(str(path), str(root)), str(path)
     folder = root
     for _ in range(_CAPTION_SEARCH_DEPTH + 1):

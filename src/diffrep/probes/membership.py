@@ -102,8 +102,9 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
         if summary["shift"].get("shift_detected"):
             summary["warnings"].insert(0, summary["shift"]["sentence"])
         if shared:
-            summary["warnings"].insert(0, f"{shared} reference images are identical to tested images (at the "
-                                          "model's resolution) and were left out of the reference: the reference "
+            summary["warnings"].insert(0, f"{shared} reference image{' is' if shared == 1 else 's are'} identical "
+                                          "to tested images (at the model's resolution) and left out of the "
+                                          "reference: the reference "
                                           "must hold images that were not trained on, and an image compared with "
                                           "itself hides whatever the model remembers of it")
             summary["reference_dropped_as_tested"] = shared
@@ -158,7 +159,8 @@ def _check_reference(n: int, fpr: float, set_mode: bool, dropped: int = 0) -> No
     from ..matching.calibration import min_null_size
 
     need = min_null_size(fpr)
-    has = f"has {n} images" + (f" once the {dropped} identical to tested images are left out" if dropped else "")
+    has = (f"has {n} image{'' if n == 1 else 's'}"
+           + (f" once the {dropped} identical to tested images are left out" if dropped else ""))
     if not set_mode and n < need:
         raise DiffrepError(f"--reference {has}, too few to resolve --fpr {fpr:g}: a conformal threshold at "
                            f"that rate needs at least {need} reference (non-member) images. Give more, or a "
@@ -284,7 +286,7 @@ def _set_inference(out_dir: Path, main: ImageScores, null: ImageScores, n: int,
 def _sentence(s: dict[str, Any]) -> str:
     """The set result in words a rights holder can act on."""
     one = s["n_images"] == 1
-    them, it = ("this image", "it") if one else (f"these {s['n_images']} images", "them")
+    them, it, they = ("this image", "it", "it") if one else (f"these {s['n_images']} images", "them", "they")
     if s["shift_control"].get("shift_detected"):
         return (f"Inconclusive: {them} can be told from the reference images without the model (blind classifier "
                 f"AUC {s['shift_control']['auc']:.2f}), so the model's different treatment of {it} (p = "
@@ -298,7 +300,7 @@ def _sentence(s: dict[str, Any]) -> str:
                 f"would occur with probability {s['p_value']:.2g} or less." + tail)
     return (f"No evidence that {them} {'was' if one else 'were'} trained on (p = {s['p_value']:.2g} against "
             f"{s['reference_images']} images known not to be): the model does not treat {it} differently. This "
-            f"does not prove {it} {'was' if one else 'were'} not used; more images, or a model that fits its data "
+            f"does not prove {they} {'was' if one else 'were'} not used; more images, or a model that fits its data "
             "less loosely, may be needed to tell.")
 
 
@@ -311,11 +313,13 @@ def _summary(model: Any, model_path: Any, methods: list[str], fpr: float, verdic
     notes = list(v["warnings"])
     resized = tested.resized + ref.resized
     if resized:
-        notes.append(f"{resized} images were not {model.image_size} px and were center-cropped and resized to the "
-                     "model's resolution")
+        notes.append(f"{resized} image{' was' if resized == 1 else 's were'} not {model.image_size} px and "
+                     f"{'was' if resized == 1 else 'were'} center-cropped and resized to the model's resolution")
     skipped = tested.skipped + ref.skipped
     if skipped:
-        notes.append(f"{len(skipped)} files could not be read and were skipped (see skipped in summary.json)")
+        n = len(skipped)
+        notes.append(f"{n} file{' was' if n == 1 else 's were'} not readable and skipped (see skipped in "
+                     "summary.json)")
     return {"model": str(model_path), "model_kind": model.kind, "method": methods[0], "methods": methods,
             "threshold": v["threshold"], "threshold_source": "reference", "target_fpr": fpr,
             "images": len(tested), "flagged": int(np.sum(v["flags"])), "reference_images": len(ref),

@@ -132,7 +132,7 @@ def open_source(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     if captions is not None:
         cap_path = os.path.abspath(os.fspath(captions))
         if not os.path.isfile(cap_path):
-            raise SourceError(f"caption file {cap_path} does not exist. Check the --captions path.")
+            raise SourceError(f"caption file {cap_path} does not exist or is not a file. Check the --captions path.")
     if len(paths) == 1 and os.path.isdir(paths[0]):
         folder = os.path.abspath(paths[0])
         if not is_utf8(folder):
