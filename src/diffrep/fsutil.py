@@ -125,6 +125,15 @@ def write_npy(path: str | os.PathLike[str], array: Any) -> None:
             np.save(fh, np.asarray(array), allow_pickle=False)
 
 
+def write_npz(path: str | os.PathLike[str], arrays: dict[str, Any], compress: bool = True) -> None:
+    """Named NumPy arrays as ``.npz`` (zip-compressed unless ``compress`` is false), atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            (np.savez_compressed if compress else np.savez)(fh, **arrays)
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """UTF-8 text, atomically; undecodable file-name bytes are written as ``\\xNN`` (module docstring)."""
     write_bytes(path, text.encode("utf-8", "diffrep-escape"))

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DiffrepError, brief
-from ..fsutil import atomic_path, write_json, write_text
+from ..fsutil import atomic_path, write_json, write_npz, write_text
 
 #: files ``diffrep report`` renders into an audit directory (a new audit removes them with the old results)
 REPORT_FILES = ("report.html", "similarity_hist.png", "verdict_hist.png")
@@ -54,9 +54,7 @@ def write_distributions(out_dir: Path, arrays: dict[str, Any]) -> None:
     import numpy as np
 
     clean = {k: np.asarray(v, np.float32) for k, v in arrays.items() if v is not None}
-    with atomic_path(out_dir / "scores.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **clean)
+    write_npz(out_dir / "scores.npz", clean)
 
 
 def read_distributions(out_dir: Path) -> dict[str, Any]:

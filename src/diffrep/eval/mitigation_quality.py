@@ -94,15 +94,13 @@ class Quality:
 
     def _cached(self, folder: Path, cache: Path) -> tuple[list[str], np.ndarray]:
         """``_named(folder)``, kept in ``cache`` (written atomically) for the next run on the same data."""
-        from ..fsutil import atomic_path
+        from ..fsutil import write_npz
 
         if cache.is_file():
             with np.load(cache, allow_pickle=False) as z:
                 return [str(n) for n in z["names"]], z["features"]
         names, feats = self._named(folder)
-        with atomic_path(cache) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, names=np.array(names, dtype=str), features=feats)
+        write_npz(cache, {"names": np.array(names, dtype=str), "features": feats}, compress=False)
         return names, feats
 
     def ordinary_metrics(self, folder: Path, prompts: list[str]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..defaults import DEFAULTS
 from ..errors import DiffrepError
-from ..fsutil import DirLock, atomic_path, ensure_writable_dir, write_json, write_text
+from ..fsutil import DirLock, ensure_writable_dir, write_json, write_npz, write_text
 from ..progress import ProgressCallback
 from .difficulty import (DESCRIPTION, METHOD, MIN_IMAGES, MODES, calibrate_pooled, explained_share, fit_is_possible,
                          image_statistics)
@@ -371,9 +371,7 @@ def _write_features(out: Path, main: ImageScores, null: ImageScores, stats: tupl
     arrays = ({f"images/{k}": v for k, v in main.features.items()}
               | {f"reference/{k}": v for k, v in null.features.items()}
               | {"statistics/images": stats[0], "statistics/reference": stats[1]})
-    with atomic_path(out / "features.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+    write_npz(out / "features.npz", arrays)
 
 
 def _num(x: float) -> str:
