@@ -42,6 +42,8 @@ from diffrep.probes.mia import METHODS, score_images  # noqa: E402
 from diffrep.probes.setinfer import evidence, permutation_p  # noqa: E402
 from diffrep.probes.shift import shift_test, views  # noqa: E402
 
+FLOOR = round(GRADIENT_FLOOR * 255)  # the library's gradient floor, in grey levels
+
 
 def _jpeg(images: np.ndarray, quality: int = 75) -> np.ndarray:
     from PIL import Image
@@ -89,7 +91,7 @@ def _stats(images: np.ndarray, floors: tuple[int, ...]) -> dict[int, np.ndarray]
 
 
 def scenarios(root: Path, n: int, steps: int, seeds: int, jpeg: tuple[int, ...] = (75,),
-              floors: tuple[int, ...] = (round(GRADIENT_FLOOR * 255),)) -> tuple[dict, tuple]:
+              floors: tuple[int, ...] = (FLOOR,)) -> tuple[dict, tuple]:
     """Per scenario: (membership features, image statistics per gradient floor in grey levels, shift-control
     views) of its pool; and the reference's."""
     d = root / "eval" / f"n{n}-steps{steps}" / "membership"
@@ -119,7 +121,7 @@ def variants(set_methods: tuple[str, ...], floors: tuple[int, ...]) -> list[tupl
 
 
 def run(root: Path, n: int, steps: int, seeds: int, size: int, draws: int, jpeg: tuple[int, ...] = (75,),
-        set_methods: tuple[str, ...] = ("loss",), floors: tuple[int, ...] = (round(GRADIENT_FLOOR * 255),)
+        set_methods: tuple[str, ...] = ("loss",), floors: tuple[int, ...] = (FLOOR,)
         ) -> list[dict]:
     pools, (ref_f, ref_s, ref_b) = scenarios(root, n, steps, seeds, jpeg, floors)
     names = feature_names(root, n, steps)
@@ -161,7 +163,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=100)
     ap.add_argument("--jpeg-qualities", default="75", help="comma-separated JPEG qualities, one scenario each")
     ap.add_argument("--set-methods", default="loss", help="comma-separated: loss, secmi, pia, all, or a+b sums")
-    ap.add_argument("--gradient-floors", default=str(round(GRADIENT_FLOOR * 255)),
+    ap.add_argument("--gradient-floors", default=str(FLOOR),
                     help="comma-separated grey levels: the difficulty statistics' gradient counts steps above each")
     a = ap.parse_args()
     jpeg = tuple(int(q) for q in a.jpeg_qualities.split(","))

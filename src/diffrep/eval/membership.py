@@ -36,7 +36,7 @@ import numpy as np
 
 from ..defaults import DEFAULTS
 from ..errors import DiffrepError
-from ..fsutil import atomic_path, finished, read_cache, write_json, write_text
+from ..fsutil import finished, read_cache, write_json, write_npz, write_text
 from ..progress import ProgressCallback
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -50,6 +50,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 METHODS = ("loss", "secmi", "pia")
 ANALYSIS_KEYS = ("set_sizes", "set_draws", "splits")  # preset keys that change the analysis, not the scores
 SET_METHODS = (DEFAULTS["membership"]["method"],)  # the methods whose features the set test sums, as the CLI's
+STATISTICS_MARKER = "statistics.json"  # the definition of the image statistics features.npz holds
 
 
 def run_membership_experiment(out: str | Path, *, preset: str = "smoke", seed: int = 0, device: str = "cpu",
@@ -141,14 +142,16 @@ def _evaluate(root: Path, data: dict[str, Any], n: int, steps: int, p: dict[str,
     snap = _trained(root, n, steps, p, seed, device, progress)
     # the set statistic is not a scoring setting (the image statistics are refreshed below); folders scored
     # when it was one still hold it in scored.json
-    old = read_cache(scored)
-    old = {k: v for k, v in old.items() if k != "set_statistic"} if isinstance(old, dict) else None
-    s = read_cache(d / "membership" / "summary.json") if old == score_settings else None
+    scored_with = read_cache(scored)
+    if isinstance(scored_with, dict):
+        scored_with = {k: v for k, v in scored_with.items() if k != "set_statistic"}
+    s = read_cache(d / "membership" / "summary.json") if scored_with == score_settings else None
     if s is None:
         s = membership(snap["run"], d / "membership", images=root / "data" / f"eval-{n}",
                        reference=root / "data" / "reference", method="all", fpr=fpr, seeds=p["seeds"],
                        labels=root / "data" / f"labels-{n}.csv", device=device, progress=progress)
         write_json(scored, score_settings)
+        _statistics_are_current(d / "membership")  # membership wrote them just now
     _refresh_statistics(d / "membership", root, n, p["size"])
     feats = np.load(d / "membership" / "features.npz")
     truth = _labels(d / "membership" / "scores.csv", root / "data" / f"labels-{n}.csv")
@@ -171,8 +174,7 @@ def _refresh_statistics(mdir: Path, root: Path, n: int, size: int) -> None:
     from ..probes.difficulty import DESCRIPTION, image_statistics
     from ..probes.images import load_images
 
-    marker = mdir / "statistics.json"
-    if read_cache(marker) == {"statistics": DESCRIPTION}:
+    if read_cache(mdir / STATISTICS_MARKER) == {"statistics": DESCRIPTION}:
         return
     with np.load(mdir / "features.npz") as f:
         arrays = {k: f[k] for k in f.files}
@@ -185,10 +187,15 @@ def _refresh_statistics(mdir: Path, root: Path, n: int, size: int) -> None:
             raise DiffrepError(f"{mdir / table} names {len(missing)} image(s) no longer readable in "
                                f"{root / 'data' / folder} (first: {missing[0]}): delete {mdir} to score again")
         arrays[f"statistics/{part}"] = image_statistics(loaded.images[[row[q] for q in paths]])
-    with atomic_path(mdir / "features.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-    write_json(marker, {"statistics": DESCRIPTION})
+    write_npz(mdir / "features.npz", arrays)
+    _statistics_are_current(mdir)
+
+
+def _statistics_are_current(mdir: Path) -> None:
+    """Record that ``mdir/features.npz`` holds image statistics of the current definition."""
+    from ..probes.difficulty import DESCRIPTION
+
+    write_json(mdir / STATISTICS_MARKER, {"statistics": DESCRIPTION})
 
 
 def _trained(root: Path, n: int, steps: int, p: dict[str, Any], seed: int, device: str,
