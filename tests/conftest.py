@@ -1,7 +1,7 @@
 """Shared fixtures: real emoji images from the packaged dataset (fetched once, cached), and small models
 trained on them (a captioned emoji folder, a tiny Stable-Diffusion-shaped pipeline saved with save_pretrained, a
-`diffrep train` caption run), and a real local Ray cluster for the distributed tests (`ray start --head
---num-cpus 2` per test module, stopped after it)."""
+`diffrep train` caption run), and real local Ray clusters for the distributed tests (`ray start --head
+--num-cpus 2`, kept up while consecutive tests use it; two raylets for the two-node tests)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -119,25 +120,53 @@ def free_port() -> int:
     return _free_port()
 
 
-@pytest.fixture(scope="module")
+class _SharedCluster:
+    """One single-node cluster (``ray start --head --num-cpus 2``) for consecutive tests that use ``cluster``,
+    stopped as soon as the next test does not (idle Ray processes would slow later tests)."""
+
+    address: Optional[str] = None
+
+    def up(self) -> str:
+        if self.address is None:
+            port = _free_port()
+            subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--port", str(port), "--include-dashboard=false",
+                            "--disable-usage-stats"], check=True, capture_output=True, timeout=180)
+            self.address = f"127.0.0.1:{port}"
+        return self.address
+
+    def down(self) -> None:
+        if self.address is not None:
+            _stop_ray()
+            self.address = None
+
+
+_CLUSTER = _SharedCluster()
+
+
+def _stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.fixture()
 def cluster():
-    """A local cluster per test module, stopped after it (idle Ray processes would slow later tests)."""
-    ray = pytest.importorskip("ray")
-    port = _free_port()
-    subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--port", str(port), "--include-dashboard=false",
-                    "--disable-usage-stats"], check=True, capture_output=True, timeout=180)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+    """The address of a local Ray cluster shared by consecutive tests (see ``_SharedCluster``)."""
+    pytest.importorskip("ray")
+    return _CLUSTER.up()
+
+
+def pytest_runtest_teardown(item, nextitem):
+    if nextitem is None or "cluster" not in getattr(nextitem, "fixturenames", ()):
+        _CLUSTER.down()
 
 
 @pytest.fixture(scope="module")
 def two_node_cluster():
     """A local cluster of two nodes (two raylets, one CPU each) per test module, stopped after it."""
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     port = _free_port()
     common = ["--num-cpus", "1", "--disable-usage-stats"]
     subprocess.run([RAY, "start", "--head", "--port", str(port), "--include-dashboard=false", *common],
@@ -147,9 +176,7 @@ def two_node_cluster():
                        timeout=180)
         yield f"127.0.0.1:{port}"
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+        _stop_ray()
 
 
 @pytest.fixture()

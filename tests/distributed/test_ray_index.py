@@ -185,7 +185,7 @@ def test_ray_engine_audits_like_the_local_engine(cluster, images, emoji_files, t
     for f in emoji_files[:4] + emoji_files[40:48]:  # four training images among unseen ones
         shutil.copyfile(f, gens / f.name)
     (gens / "broken.png").write_bytes(b"not an image")
-    for f in emoji_files[60:160]:
+    for f in emoji_files[60:100]:
         shutil.copyfile(f, ref / f.name)
     base = ["audit", str(gens), "--index", str(tmp_path / "idx"), "--reference", str(ref), "-q"]
     assert main(base + ["--out", str(tmp_path / "local")]) == 0
@@ -211,7 +211,7 @@ def test_ivf_filled_in_shards_on_ray_is_the_local_index(cluster, emoji_files, tm
     src.mkdir()
     for f in emoji_files[:1000]:
         (src / f.name).symlink_to(f)
-    index(src, tmp_path / "idx", index_type="ivf")
+    index(src, tmp_path / "idx", index_type="ivf", descriptor="sscd-fast")  # the fill, not the descriptor, is tested
     ix = open_index(tmp_path / "idx")
     assert ix.meta["index"]["type"] == "ivf"
     empty = faiss.clone_index(ix.faiss)
@@ -237,7 +237,7 @@ def test_ivf_filled_in_shards_on_ray_is_the_local_index(cluster, emoji_files, tm
     meta = json.loads((tmp_path / "idx" / "index.json").read_text())
     del meta["build_state"]  # an unchanged index is kept as it is; one without its build record is rebuilt
     (tmp_path / "idx" / "index.json").write_text(json.dumps(meta))
-    r = index(src, tmp_path / "idx", index_type="ivf",
+    r = index(src, tmp_path / "idx", index_type="ivf", descriptor="sscd-fast",
               fill=functools.partial(fill_ivf, address=cluster, workers=2, shard=300))
     assert (r.index_type, r.added, r.unchanged) == ("ivf", 0, 1000)
     after = open_index(tmp_path / "idx")

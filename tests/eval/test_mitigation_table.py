@@ -20,7 +20,7 @@ from diffrep.eval.mitigation_table import PRESETS, row_specs, run_mitigation_exp
 from diffrep.mitigation import INFERENCE  # noqa: E402
 
 TINY = dict(per_class=2, dup_images=2, dup_copies=3, reference=30, real=30, classifier_per_class=6, steps=12,
-            batch=8, per_memorized=3, per_ordinary=2, sample_steps=3, strengths={})
+            batch=8, per_memorized=3, per_ordinary=2, sample_steps=3, strengths={"rt": [4]})
 
 
 def test_data_split_holds_out_the_ordinary_prompts(tmp_path):
@@ -50,14 +50,21 @@ def test_classifier_and_wilson():
     assert lo == pytest.approx(-hi) and lo < 0
 
 
+# every inference mitigation samples in tests/mitigation; the table runs one with a strength variant, jain (its
+# own guidance reference) and the trained rows
+ONLY = ["none", "none-g2", "rt", "rt@4", "jain", "dedup", "wen-filter", "train-rt"]
+
+
 def test_table_end_to_end_and_resumes(tmp_path):
-    s = run_mitigation_experiment(tmp_path / "e", overrides=TINY)
+    s = run_mitigation_experiment(tmp_path / "e", overrides=TINY, only=ONLY)
     names = [r["row"] for r in s["rows"]]
-    assert names == ["none", "none-g2", *INFERENCE, "dedup", "wen-filter", "train-rt"]
+    assert names == ONLY
+    assert s["rows_left_out"] == [m for m in INFERENCE if m not in ONLY]
     assert [r["name"] for r in row_specs(PRESETS["smoke"])] == [
         "none", "none-g2", "gni", "gni@1", "rt", "rt@4", "cwr", "rna", "rna@4", "wen", "jain", "attn-rescale",
         "attn-rescale@2", "dedup", "wen-filter", "train-rt"]
     assert next(r for r in s["rows"] if r["row"] == "jain")["settings"]["spec"]["guidance"] == 2.0
+    assert next(r for r in s["rows"] if r["row"] == "rt@4")["settings"]["spec"]["strength"] == 4
     for r in s["rows"]:
         assert r["memorized_generations"] == 2 * 3 and r["ordinary_generations"] == 10 * 2
         assert 0 <= r["replica_rate"] <= 1 and r["replica_rate_ci"][0] <= r["replica_rate"] <= r["replica_rate_ci"][1]
@@ -82,7 +89,7 @@ def test_table_end_to_end_and_resumes(tmp_path):
     stamp = {n: (tmp_path / "e" / "rows" / n / "row.json").stat().st_mtime_ns for n in names}
     features = {f: (tmp_path / "e" / "data" / f).stat().st_mtime_ns for f in ("real_features.npz",
                                                                               "classifier_features.npz")}
-    again = run_mitigation_experiment(tmp_path / "e", overrides=TINY)
+    again = run_mitigation_experiment(tmp_path / "e", overrides=TINY, only=ONLY)
     assert [r["replica_rate"] for r in again["rows"]] == [r["replica_rate"] for r in s["rows"]]
     assert stamp == {n: (tmp_path / "e" / "rows" / n / "row.json").stat().st_mtime_ns for n in names}
     assert features == {f: (tmp_path / "e" / "data" / f).stat().st_mtime_ns for f in features}  # not embedded again

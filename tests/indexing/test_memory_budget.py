@@ -118,7 +118,7 @@ def test_ivf_probes_are_raised_until_edited_copies_come_back():
 
 
 def test_ivfpq_index_of_real_images_records_tuned_probes(emoji_files, tmp_path):
-    # 1,000 real SSCD vectors through diffrep.index: the tuning searches as an opened index does (candidates
+    # 1,000 real SSCD-fast vectors through diffrep.index: the tuning searches as an opened index does (candidates
     # re-scored from the stored chunk vectors), and the opened index searches with the stored nprobe
     from diffrep.indexing import index, open_index
 
@@ -126,7 +126,7 @@ def test_ivfpq_index_of_real_images_records_tuned_probes(emoji_files, tmp_path):
     src.mkdir()
     for f in emoji_files[:1000]:
         (src / f.name).symlink_to(f)
-    index(src, tmp_path / "idx", index_type="ivfpq", memory_budget=10**6)
+    index(src, tmp_path / "idx", index_type="ivfpq", memory_budget=10**6, descriptor="sscd-fast")
     ix = open_index(tmp_path / "idx")
     p = ix.meta["index"]
     assert p["type"] == "ivfpq" and p["edited_copy_sample"] == 1000
