@@ -8,7 +8,6 @@ import pickle
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
