@@ -237,3 +237,13 @@ def test_training_set_sizes_below_one_are_refused_before_any_work(argv, sizes, t
     out = tmp_path / "e"
     assert main(["experiment", *argv, "--out", str(out), "--sizes", sizes, "-q"]) == 2
     assert f"--sizes '{sizes}': every value must be at least 1" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("kind,flag", [("membership", "--dup-frac"), ("data-size", "--dup-weight")])
+def test_duplication_flags_are_refused_where_they_do_nothing(kind, flag, tmp_path, capsys):
+    from diffrep.cli import main
+
+    out = tmp_path / "e"
+    assert main(["experiment", kind, "--data", "fashion-mnist", "--out", str(out), flag, "0.5", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} applies to the duplication and memorization experiments only" in err and not out.exists()

@@ -13,7 +13,7 @@ pytest.importorskip("diffusers")
 from diffrep.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-TINY = ["--steps", "40", "--batch", "8", "--samples", "2"]
+TINY = ["--steps", "40", "--batch", "8", "--samples", "2", "--dup-frac", "0.25"]  # the preset says 0.125
 
 
 def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch):
@@ -25,7 +25,7 @@ def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch)
     out = tmp_path / "mem"
     assert main(["experiment", "memorization", "--out", str(out), "--generate-only", "-q"] + TINY) == 0
     gen = json.loads((out / "generated.json").read_text())
-    assert gen["step"] == 40 and len(gen["duplicated"]) == 2 and not (out / "labels.json").exists()
+    assert gen["step"] == 40 and len(gen["duplicated"]) == 4 and not (out / "labels.json").exists()
     rows = list(csv.DictReader((out / "probe_scores.csv").open()))
     assert [r["role"] for r in rows].count("train") == 16 and len(rows) == 40
     assert set(rows[0]) == {"prompt", "role", "noise-norm@1", "noise-norm@3", "seed-ssim@1", "one-step@1"}

@@ -153,7 +153,12 @@ def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
     overrides = {k: v for k, v in (("steps", a.steps), ("samples", a.samples), ("batch", a.batch)) if v is not None}
     if a.channels:
         overrides["channels"] = _int_list(a.channels, "--channels")
+    dup = {k: v for k, v in (("dup_frac", a.dup_frac), ("dup_weight", a.dup_weight)) if v is not None}
+    if dup and a.kind not in ("duplication", "memorization"):
+        raise DiffrepError(f"--{next(iter(dup)).replace('_', '-')} applies to the duplication and memorization "
+                           "experiments only")
     if a.kind == "memorization":
+        overrides.update(dup)
         return _memorization(a, overrides, bars)
     if a.kind == "membership":
         return _membership_experiment(a, overrides, bars)
@@ -172,8 +177,8 @@ def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
         overrides["sizes"] = _int_list(a.sizes, "--sizes", least=1)
     only = [n.strip() for n in a.only.split(",") if n.strip()] if a.only else None
     results = run_experiment(a.kind, a.data, a.out, preset=a.preset, device=a.device, seed=a.seed,
-                             reference=a.reference, fpr=a.fpr, dup_frac=a.dup_frac, dup_weight=a.dup_weight,
-                             overrides=overrides, only=only, generate_only=a.generate_only, progress=bars)
+                             reference=a.reference, fpr=a.fpr, overrides=overrides, only=only,
+                             generate_only=a.generate_only, progress=bars, **dup)
     if a.generate_only:
         for r in results:
             _out(f"{r['settings']['spec']['name']}: trained {r['step']} steps on {r['device']} "

@@ -121,10 +121,12 @@ def _experiment(sub: Sub) -> None:
     p.add_argument("--seed", type=seed, default=d["seed"])
     p.add_argument("--fpr", type=float, default=d["fpr"], help="false-positive rate of the audit threshold "
                    "(default %(default)s)")
-    p.add_argument("--dup-frac", type=float, default=d["dup_frac"], help="duplication experiment: fraction "
-                   "duplicated (default %(default)s)")
-    p.add_argument("--dup-weight", type=float, default=d["dup_weight"], help="duplication experiment: sampling "
-                   "weight (default %(default)s)")
+    p.add_argument("--dup-frac", type=float, default=None, help="duplication and memorization experiments: "
+                   f"fraction of training images duplicated (default: duplication {d['dup_frac']}, memorization "
+                   "the preset's)")
+    p.add_argument("--dup-weight", type=float, default=None, help="duplication and memorization experiments: how "
+                   f"many times as often they are sampled (default: duplication {d['dup_weight']}, memorization "
+                   "the preset's)")
     p.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     p.add_argument("--samples", type=int, default=None, help="override the preset's generations per run")
     p.add_argument("--batch", type=int, default=None, help="override the preset's training batch size")
