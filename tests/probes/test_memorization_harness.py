@@ -38,7 +38,12 @@ def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch)
     assert set(labels["memorized"]) <= set(json.loads((out / "data" / "split.json").read_text())["train"])
     assert [m["method"] for m in s["methods"]] == ["noise-norm@1", "noise-norm@3", "seed-ssim@1", "one-step@1"]
     assert s["brute_force_seconds_per_prompt"] > 0 and all(m["seconds_per_prompt"] > 0 for m in s["methods"])
-    assert (out / "results.md").read_text().startswith("# Memorization probes")
+    assert all(m["duplicated"]["positives"] == 4 and 0 <= m["duplicated"]["auc"] <= 1 for m in s["methods"])
+    md = (out / "results.md").read_text()
+    assert md.startswith("# Memorization probes") and "Labels by construction" in md
+    assert ("No training caption was memorized" in md) == (s["memorized"] == 0)
+    header = next(csv.reader((out / "results.csv").open()))
+    assert header[0] == "method" and header[-1] == "duplicated_tpr_at_1pct_fpr_ci"
     before = (out / "summary.json").stat().st_mtime_ns, (out / "labels.json").stat().st_mtime_ns
     assert main(["experiment", "memorization", "--out", str(out), "-q"] + TINY) == 0  # reuses every stage
     assert (out / "labels.json").stat().st_mtime_ns == before[1]

@@ -209,8 +209,12 @@ def _memorization(a: argparse.Namespace, overrides: dict, bars: ProgressBars) ->
         return 0
     _out(f"{s['memorized']} of {s['training_captions']} training captions memorized (audit-judged); "
          f"{s['test_captions']} test captions as negatives.")
+    if not s["memorized"]:
+        _out(f"No memorized caption to score against: AUC and TPR below are by construction (the {s['duplicated']} "
+             "duplicated captions against the test captions).")
     for r in s["methods"]:
-        _out(f"{r['method']:<14} AUC {r['auc']:.3f}, TPR@1%FPR {r['tpr_at_1pct_fpr']:.3f}, "
+        m = r if s["memorized"] else r["duplicated"]
+        _out(f"{r['method']:<14} AUC {m['auc']:.3f}, TPR@1%FPR {m['tpr_at_1pct_fpr']:.3f}, "
              f"{r['seconds_per_prompt']:.4f} s/prompt ({r['cheaper_than_brute_force']:.0f}x cheaper than generate+audit)")
     _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'summary.json'}")
     return 0

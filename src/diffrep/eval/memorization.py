@@ -13,11 +13,13 @@ duplicated by sampling weight, so some are memorized and most are not. Then:
    image as the match. Test captions are the negatives.
 4. **Score**: per method AUC and TPR at 1% and 0.1% FPR with bootstrap intervals (memorized vs test
    captions), the calibrated verdict (threshold from the reference captions at 1%) on both sets, and the cost
-   against the brute-force baseline (generate ``per_prompt`` images and audit them).
+   against the brute-force baseline (generate ``per_prompt`` images and audit them); beside them, with labels
+   by construction, AUC and TPR at 1% FPR of the duplicated captions against the test captions (what the
+   probes see when the model learned the duplicated pictures without copying them).
 
 ``generate_only`` stops after step 2 (the GPU part) and writes ``generated.json``; a later call audits.
 Everything lands in ``OUT``: ``data/`` (the split), ``run/`` (the ``diffrep train`` run), ``samples/``,
-``probe_scores.csv``, ``index/``, ``audit/``, ``labels.csv``, ``results.md``, ``results.csv``,
+``probe_scores.csv``, ``index/``, ``audit/``, ``labels.json``, ``results.md``, ``results.csv``,
 ``summary.json``. Re-running continues: training resumes, finished stages are reused.
 """
 from __future__ import annotations
@@ -222,9 +224,11 @@ def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[s
            fpr: float, seed: int) -> dict[str, Any]:
     from ..matching.calibration import threshold_at_fpr
     from ..probes.roc import auc, detection_metrics
+    from .memorization_report import DUP_KEYS, write_tables
 
     rows = list(csv.DictReader((root / "probe_scores.csv").open(encoding="utf-8")))
     memorized = set(labels["memorized"])
+    duplicated = _dup_captions(root, gen)
     brute = gen["generate_seconds_per_prompt"] + labels["audit_seconds_per_image"] * p["per_prompt"]
     results = []
     for col in [c for c in rows[0] if c not in ("prompt", "role")]:
@@ -235,18 +239,21 @@ def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[s
         ref = np.array([val[q] for q in data["reference"]])
         t, _ = threshold_at_fpr(ref, fpr)
         m = detection_metrics(pos, neg, seed=seed)
+        by_construction = detection_metrics(np.array([val[q] for q in data["train"] if q in duplicated]), neg,
+                                            seed=seed)
         secs = gen["probe_seconds_per_prompt"][col]
-        results.append({"method": col, **m, "auc_vs_unmemorized_training": auc(pos, rest),
+        results.append({"method": col, **m, "duplicated": {k: by_construction[k] for k in DUP_KEYS},
+                        "auc_vs_unmemorized_training": auc(pos, rest),
                         "threshold": t, "tpr_at_threshold": float(np.mean(pos > t)) if len(pos) else float("nan"),
                         "test_flagged_at_threshold": float(np.mean(neg > t)),
                         "seconds_per_prompt": secs, "cheaper_than_brute_force": brute / secs if secs else None})
     summary = {"preset": p, "seed": seed, "fpr": fpr, "training_captions": len(data["train"]),
                "duplicated": len(gen["duplicated"]), "memorized": len(memorized),
-               "memorized_duplicated": len(memorized & _dup_captions(root, gen)),
+               "memorized_duplicated": len(memorized & duplicated),
                "test_captions": len(data["test"]), "reference_captions": len(data["reference"]),
                "brute_force_seconds_per_prompt": brute, "generation": gen, "audit": labels, "methods": results}
     write_json(root / "summary.json", summary)
-    _write_tables(root, summary)
+    write_tables(root, summary)
     return summary
 
 
@@ -258,34 +265,3 @@ def _dup_captions(root: Path, gen: dict[str, Any]) -> set[str]:
         if rec["id"] in dup:
             caps.add(rec["caption"])
     return caps
-
-
-def _write_tables(root: Path, s: dict[str, Any]) -> None:
-    keys = ["method", "positives", "negatives", "auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci",
-            "tpr_at_0.1pct_fpr", "tpr_at_0.1pct_fpr_ci", "auc_vs_unmemorized_training", "tpr_at_threshold",
-            "test_flagged_at_threshold", "seconds_per_prompt", "cheaper_than_brute_force"]
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(keys)
-    for r in s["methods"]:
-        w.writerow([json.dumps(r[k]) if isinstance(r[k], list) else r[k] for k in keys])
-    write_text(root / "results.csv", buf.getvalue())
-
-    def ci(r: dict[str, Any], k: str) -> str:
-        lo, hi = r[k + "_ci"]
-        return f"{r[k]:.3f} ({lo:.3f}-{hi:.3f})"
-
-    lines = [f"# Memorization probes: {s['memorized']} memorized of {s['training_captions']} training captions "
-             f"({s['memorized_duplicated']} of the {s['duplicated']} duplicated), {s['test_captions']} test captions",
-             "", f"Preset {json.dumps(s['preset'])}, seed {s['seed']}. Memorized = the audit at {100 * s['fpr']:g}% FPR "
-             "flags a generation of the caption with its own training image. Brute force (generate and audit): "
-             f"{s['brute_force_seconds_per_prompt']:.3f} s per prompt.", "",
-             "| method (k steps) | AUC (95% CI) | TPR@1%FPR | TPR@0.1%FPR | AUC vs unmemorized training captions | "
-             "TPR at the reference threshold | test captions flagged | s/prompt | x cheaper |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in s["methods"]:
-        lines.append(f"| {r['method']} | {ci(r, 'auc')} | {ci(r, 'tpr_at_1pct_fpr')} | {ci(r, 'tpr_at_0.1pct_fpr')} | "
-                     f"{r['auc_vs_unmemorized_training']:.3f} | {r['tpr_at_threshold']:.3f} | "
-                     f"{100 * r['test_flagged_at_threshold']:.1f}% | {r['seconds_per_prompt']:.4f} | "
-                     f"{r['cheaper_than_brute_force']:.0f} |")
-    write_text(root / "results.md", "\n".join(lines) + "\n")
