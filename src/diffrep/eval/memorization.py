@@ -39,7 +39,7 @@ from ..progress import ProgressCallback
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"train": 64, "reference_prompts": 100, "test_prompts": 100, "dup_frac": 0.125, "dup_weight": 25.0,
-              "steps": 3000, "batch": 16, "size": 32, "channels": [16, 32, 32], "per_prompt": 4,
+              "steps": 10000, "batch": 16, "size": 32, "channels": [16, 32, 32], "per_prompt": 4,
               "sample_steps": 25, "probe_seeds": 4, "long_steps": 10},
     "full": {"train": 1000, "reference_prompts": 1000, "test_prompts": 1000, "dup_frac": 0.05, "dup_weight": 25.0,
              "steps": 20000, "batch": 128, "size": 32, "channels": [64, 128, 128], "per_prompt": 8,
