@@ -116,7 +116,7 @@ def _experiment(sub: Sub) -> None:
                    help="held-out images never trained on, for calibration (default for fashion-mnist: its test split)")
     p.add_argument("--out", required=True, help="experiment folder; run the same command again to resume")
     p.add_argument("--preset", default=d["preset"], choices=("smoke", "full"),
-                   help="smoke (about 10 minutes on a 2-core CPU, default) or full (for a GPU)")
+                   help="smoke (sized for a 2-core CPU, default) or full (for a GPU)")
     p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
     p.add_argument("--seed", type=seed, default=d["seed"])
     p.add_argument("--fpr", type=float, default=d["fpr"], help="false-positive rate of the audit threshold "
