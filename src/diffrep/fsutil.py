@@ -144,11 +144,11 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     try:
         text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
     except ValueError:
-        text = json.dumps(_finite(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+        text = json.dumps(finite(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
     write_text(path, text + "\n")
 
 
-def _finite(o: Any) -> Any:
+def finite(o: Any) -> Any:
     """``o`` with every non-finite float (numpy's included) replaced by None."""
     import numpy as np
 
@@ -157,9 +157,9 @@ def _finite(o: Any) -> Any:
     if isinstance(o, (float, np.floating)):
         return float(o) if np.isfinite(o) else None
     if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
+        return {k: finite(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
+        return [finite(v) for v in o]
     return o
 
 

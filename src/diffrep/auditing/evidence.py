@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..fsutil import finite
 from ..matching.calibration import channel_p_values
 from ..matching.rerank import rerank_order
 from .channels import COPY_LIKE, GATED, LOOK_ALIKE, PIXEL_LEVEL, SPECS, Evidence, copy_like
@@ -85,7 +86,7 @@ def _global_candidates(q: Evidence, qi: int, order: np.ndarray, ids: np.ndarray,
                       "verify_score": vs if vs is not None and np.isfinite(vs) else None,
                       "inliers": int(rr.inliers[qi, c]) if v else None,
                       "mirrored": bool(rr.mirrored[qi, c]) if v else None,
-                      "pixel_score": _finite(rr.pixel[qi, c]) if v else None,
+                      "pixel_score": finite(rr.pixel[qi, c]) if v else None,
                       "specific": bool(specific[qi, c]) if specific is not None and c < kv else None,
                       "match_kind": "global"})
     return cands
@@ -148,10 +149,6 @@ def _row(rec: Any, r: int, c: dict[str, Any], train: dict[str, list[Any]],
         "p_value": float(p) if r == 0 and np.isfinite(p) else None,
         "train_dup_count": int(dups[j]) if dups is not None else None,
     }
-
-
-def _finite(v: float) -> float | None:
-    return float(v) if np.isfinite(v) else None
 
 
 def _strength(c: dict[str, Any], nulls: dict[str, np.ndarray | None], only: str | None = None,

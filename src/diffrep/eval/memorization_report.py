@@ -4,11 +4,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from ..fsutil import write_text
+from ..fsutil import finite, write_text
 
 KEYS = ["method", "positives", "negatives", "auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci",
         "tpr_at_0.1pct_fpr", "tpr_at_0.1pct_fpr_ci", "auc_vs_unmemorized_training", "tpr_at_threshold",
@@ -31,13 +30,10 @@ def write_tables(root: Path, s: dict[str, Any]) -> None:
 
 def _cell(value: Any) -> Any:
     """A CSV cell: an interval as a JSON list, an undefined number (no positives) empty / null."""
+    value = finite(value)
     if isinstance(value, list):
-        return json.dumps([None if _undefined(v) else v for v in value])
-    return "" if _undefined(value) else value
-
-
-def _undefined(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+        return json.dumps(value)
+    return "" if value is None else value
 
 
 def _ci(r: dict[str, Any], k: str) -> str:
