@@ -117,6 +117,20 @@ def test_captions_override(folder: Path, tmp_path: Path) -> None:
         open_source(folder, captions=tmp_path / "missing.jsonl")
 
 
+def test_training_data_names_a_caption_file_that_is_not_a_file(tmp_path: Path) -> None:
+    from diffrep.models.data import load_training_set
+
+    folder = tmp_path / "train"
+    _put(folder / "b.png", _img_bytes((255, 0, 0)))
+    _put(folder / "a.png", _img_bytes((0, 255, 0)))
+    for bad in (tmp_path / "missing.jsonl", folder):
+        with pytest.raises(SourceError, match=f"caption file {bad} does not exist or is not a file"):
+            load_training_set(folder, size=32, captions=bad)
+    override = tmp_path / "mine.csv"
+    override.write_text("file,text\nb.png,from override\n")
+    assert "from override" in load_training_set(folder, size=32, captions=override).captions
+
+
 def test_bad_caption_files_name_the_line(folder: Path) -> None:
     (folder / "captions.jsonl").write_text('{"file": "b.png", "caption": "ok"}\n{not json\n')
     with pytest.raises(SourceError, match=r"captions.jsonl line 2: not valid JSON"):

@@ -24,7 +24,7 @@ import numpy as np
 from ..decode import DecodeError, decode_image
 from ..errors import DiffrepError, SourceError
 from ..progress import ProgressCallback, emit
-from ..sources import CAPTION_FILE_NAMES, load_captions, open_source
+from ..sources import CAPTION_FILE_NAMES, caption_file, load_captions, open_source
 
 MIN_SIZE, MAX_SIZE = 16, 256
 _CAPTION_SEARCH_DEPTH = 3  # parent folders searched for a caption file
@@ -177,10 +177,8 @@ def _captions_table(root: Path, captions: str | os.PathLike[str] | None
                     ) -> tuple[dict[str, Optional[str]], Optional[str]]:
     """{path key: caption} from the given file, else the first caption file in root or its parents."""
     if captions is not None:
-        path = Path(captions).expanduser().resolve()
-        if not path.is_file():
-            raise SourceError(f"caption file {captions} does not exist or is not a file. Check the --captions path.")
-        return load_captions(str(path), str(root)), str(path)
+        path = caption_file(captions)
+        return load_captions(path, str(root)), path
     folder = root
     for _ in range(_CAPTION_SEARCH_DEPTH + 1):
         for name in CAPTION_FILE_NAMES:

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 from ..errors import SourceError
 from ..fsutil import is_utf8, write_text
 from ..progress import ProgressCallback, emit
-from .captions import load_captions
+from .captions import caption_file, load_captions
 from .folder import _scan_folder
 from .records import (CAPTION_FILE_NAMES, EXT_ORDER, IMAGE_EXTENSIONS, NOT_UTF8, Record, Skip,  # noqa: F401
                       read_location)
@@ -128,11 +128,7 @@ def open_source(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     if not items:
         raise SourceError("no source given. Pass a folder of images or one or more .tar shards.")
     paths = [p for item in items for p in _expand(item)]
-    cap_path = None
-    if captions is not None:
-        cap_path = os.path.abspath(os.fspath(captions))
-        if not os.path.isfile(cap_path):
-            raise SourceError(f"caption file {cap_path} does not exist or is not a file. Check the --captions path.")
+    cap_path = None if captions is None else caption_file(captions)
     if len(paths) == 1 and os.path.isdir(paths[0]):
         folder = os.path.abspath(paths[0])
         if not is_utf8(folder):
@@ -170,5 +166,5 @@ def read_skipped(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
         return [(a, b) for a, b in r]
 
 
-__all__ = ["IMAGE_EXTENSIONS", "CAPTION_FILE_NAMES", "NOT_UTF8", "Record", "Skip", "Source", "load_captions",
+__all__ = ["IMAGE_EXTENSIONS", "CAPTION_FILE_NAMES", "NOT_UTF8", "Record", "Skip", "Source", "caption_file", "load_captions",
            "open_source", "read_location", "read_skipped", "scan_shard", "write_skipped"]

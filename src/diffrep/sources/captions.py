@@ -28,6 +28,14 @@ def _caption_row(row: dict[Any, Any], where: str, root: str | None) -> tuple[str
     return name, text
 
 
+def caption_file(path: str | os.PathLike[str]) -> str:
+    """The absolute path of a caption file the user named; SourceError when it is not a file."""
+    full = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if not os.path.isfile(full):
+        raise SourceError(f"caption file {full} does not exist or is not a file. Check the --captions path.")
+    return full
+
+
 def load_captions(path: str, root: str | None) -> dict[str, str | None]:
     """Parse a .jsonl or .csv caption file into {relative path or bare file name: caption}."""
     table: dict[str, str | None] = {}
