@@ -367,6 +367,12 @@ def test_bad_input_gets_one_line_reasons(overfit, split, caption_run, captioned,
     with pytest.raises(DiffrepError, match="columns path and member"):
         membership(overfit, tmp_path / "d", images=split["tested"], reference=split["reference"], fpr=0.1,
                    labels=bad)
+    with pytest.raises(DiffrepError, match="--labels .*missing.csv does not exist or is not a file"):
+        membership(overfit, tmp_path / "d1", images=split["tested"], reference=split["reference"], fpr=0.1,
+                   labels=tmp_path / "missing.csv")
+    with pytest.raises(DiffrepError, match="--seeds 0: give at least one seed"):
+        membership(overfit, tmp_path / "d3", images=split["tested"], reference=split["reference"], fpr=0.1,
+                   seeds=0)
     first = sorted(split["tested"].iterdir())[0].name
     bad.write_text(f"path,member\n{first},1\ntested/{first},1\n{first},0\n")
     with pytest.raises(DiffrepError, match=f"{first} is labelled both member and non-member"):
@@ -379,6 +385,9 @@ def test_bad_input_gets_one_line_reasons(overfit, split, caption_run, captioned,
     empty.mkdir()
     with pytest.raises(DiffrepError, match="--reference"):
         membership(overfit, tmp_path / "f", images=split["tested"], reference=empty, fpr=0.1)
+    with pytest.raises(DiffrepError, match=r"--reference has 0 images once the \d+ identical to tested images are "
+                       r"left out, too few .* or a larger --fpr\.$"):
+        membership(overfit, tmp_path / "f2", images=split["tested"], reference=split["tested"], fpr=0.1)
     assert main(["membership", str(overfit), "--images", str(split["tested"]), "--reference", str(empty),
                  "--out", str(tmp_path / "g"), "-q"]) != 0
 

@@ -182,6 +182,9 @@ def test_cli_probe_writes_calibrated_outputs(caption_run, captioned, tmp_path, c
     assert main(["probe", str(caption_run), "--prompts", str(tmp_path / "ref.txt"), "--out", str(tmp_path / "o3"),
                  "--method", "seed-ssim", "--seeds", "1"]) == 2
     assert "--seeds 2 or more" in capsys.readouterr().err
+    assert main(["probe", str(caption_run), "--prompts", str(tmp_path / "ref.txt"), "--out", str(tmp_path / "o4"),
+                 "--seeds", "0"]) == 2
+    assert "--seeds 0: give at least one seed" in capsys.readouterr().err
 
 
 def test_tiled_l2_and_cliques_on_real_images(captioned):

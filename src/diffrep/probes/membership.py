@@ -64,10 +64,15 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
         raise DiffrepError(f"--method {method!r}: use {', '.join(METHODS)} or all")
     if not 0 < fpr < 1:
         raise DiffrepError(f"--fpr {fpr}: give a rate between 0 and 1 (0.01 by default)")
-    if seeds < 1 or batch < 1:
-        raise DiffrepError("--seeds and --batch must be positive")
+    if seeds < 1:
+        raise DiffrepError(f"--seeds {seeds}: give at least one seed")
+    if batch < 1:
+        raise DiffrepError(f"--batch {batch}: give a positive batch size")
     if difficulty not in MODES:
         raise DiffrepError(f"--difficulty {difficulty!r}: use {' or '.join(MODES)}")
+    if labels is not None and not os.path.isfile(labels):
+        raise DiffrepError(f"--labels {labels} does not exist or is not a file. Check the path (a CSV with the "
+                           "columns path and member).")
     model = load_model(model_path, device)
     tested = load_images(images if images is not None else set_source, model.image_size, captions=captions,
                          what="--images" if images is not None else "--set", progress=progress)
@@ -164,7 +169,7 @@ def _check_reference(n: int, fpr: float, set_mode: bool, dropped: int = 0) -> No
     if not set_mode and n < need:
         raise DiffrepError(f"--reference {has}, too few to resolve --fpr {fpr:g}: a conformal threshold at "
                            f"that rate needs at least {need} reference (non-member) images. Give more, or a "
-                           f"larger --fpr (with {n} images the smallest is {1 / (n + 1):.3g}).")
+                           f"larger --fpr" + (f" (with {n} images the smallest is {1 / (n + 1):.3g})." if n else "."))
     if set_mode and n < 10:
         raise DiffrepError(f"--reference {has}: dataset inference compares the set with at least 10 "
                            "(better 100 or more) images of the same source that were not trained on")
@@ -213,7 +218,7 @@ def _read_labels(path: str | os.PathLike[str], paths: list[str]) -> np.ndarray:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DiffrepError(f"--labels {path}: cannot read it ({exc})") from None
+        raise DiffrepError(f"--labels {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
     if not rows or not {"path", "member"} <= set(rows[0]):
         raise DiffrepError(f"--labels {path}: needs a header with the columns path and member (1 = trained on)")
     table: dict[str, float] = {}

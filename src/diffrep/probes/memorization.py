@@ -118,8 +118,10 @@ def probe(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | 
 def _check(fpr: float, seeds: int, steps: int, sample_steps: int, batch: int) -> None:
     if not 0 < fpr < 1:
         raise DiffrepError(f"--fpr {fpr}: give a rate between 0 and 1 (0.01 by default)")
-    if seeds < 1 or batch < 1:
-        raise DiffrepError("--seeds and --batch must be positive")
+    if seeds < 1:
+        raise DiffrepError(f"--seeds {seeds}: give at least one seed")
+    if batch < 1:
+        raise DiffrepError(f"--batch {batch}: give a positive batch size")
     if not 1 <= steps <= sample_steps <= 1000:
         raise DiffrepError(f"--steps {steps}: score between 1 and the {sample_steps} sampling steps")
 
