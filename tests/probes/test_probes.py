@@ -243,6 +243,8 @@ def test_extract_refuses_a_missing_index_or_reference_before_generating(caption_
     base[5] = str(tmp_path / "gone.txt")  # the missing file is named with its own option
     assert main([*base, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "c")]) == 3
     assert "gone.txt does not exist. Check the --reference-prompts path" in capsys.readouterr().err
+    assert main([*base, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "d"), "--keep", "0.5"]) == 2
+    assert "add --prefilter one-step" in capsys.readouterr().err and not (tmp_path / "d").exists()
 
 
 def test_tested_prompts_are_left_out_of_the_reference(caption_run, tmp_path):

@@ -99,9 +99,13 @@ def cmd_probe(a: argparse.Namespace, bars: ProgressBars) -> int:
 def cmd_extract(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..probes.extract import extract
 
+    if a.keep is not None and a.prefilter is None:
+        raise DiffrepError(f"--keep {a.keep:g} is the share --prefilter keeps: add --prefilter one-step, or drop "
+                           "--keep to generate for every prompt")
+    keep = {} if a.keep is None else {"keep": a.keep}
     r = extract(a.model, a.prompts, a.index, a.out, reference_prompts=a.reference_prompts, reference=a.reference,
-                per_prompt=a.per_prompt, min_clique=a.min_clique, fpr=a.fpr, prefilter=a.prefilter, keep=a.keep,
-                steps=a.steps, seed=a.seed, device=a.device, progress=bars)
+                per_prompt=a.per_prompt, min_clique=a.min_clique, fpr=a.fpr, prefilter=a.prefilter, steps=a.steps,
+                seed=a.seed, device=a.device, progress=bars, **keep)
     _out(f"{r.generated_for} of {r.prompts} prompts generated ({a.per_prompt} each): {r.cliques} cliques of "
          f">= {a.min_clique} near-identical generations (tiled L2 < {r.edge_threshold:.2f}), {r.extracted} audited "
          f"as copies of a training image ({r.seconds:.0f} s).")

@@ -194,7 +194,7 @@ def _extract(sub: Sub) -> None:
                    "(default %(default)s)")
     p.add_argument("--prefilter", default=None, choices=("one-step",), help="score prompts with the one-step "
                    "probe first and generate only for the top --keep share")
-    p.add_argument("--keep", type=float, default=d["keep"], help="share kept by --prefilter (default %(default)s)")
+    p.add_argument("--keep", type=float, default=None, help=f"share kept by --prefilter (default {d['keep']})")
     p.add_argument("--steps", type=int, default=d["sample_steps"], help="DDIM steps (default %(default)s)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
