@@ -332,6 +332,19 @@ def test_cli_train_sample_round_trip(fashion, tmp_path, capsys):
     assert [x["caption"] for x in recs] == ["T-shirt/top", "Trouser", "Pullover"]
     assert main(["sample", str(tmp_path / "nothing"), "--n", "1", "--out", str(tmp_path / "g")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+    # options that would change nothing in the run asked for are refused, before anything is written
+    for extra, says in ((["--dup-weight", "10"], "--dup-weight 10 would change nothing in this run: add --dup-frac"),
+                        (["--mitigate-p", "0.5"], "--mitigate-p 0.5 would change nothing in this run: add --mitigate"),
+                        (["--uncond-p", "0.2"], "--uncond-p 0.2 would change nothing in this run: it applies to "
+                                                "--cond caption")):
+        assert main(["train", str(fashion), "--out", str(tmp_path / "refused"), "--steps", "2", *extra]) == 2
+        assert says in capsys.readouterr().err and not (tmp_path / "refused").exists()
+    code = main(["train", str(fashion), "--out", str(tmp_path / "given"), "--cond", "caption", "--steps", "2",
+                 "--batch", "4", "--dup-frac", "0.25", "--dup-weight", "3", "--mitigate", "rc", "--mitigate-p", "0.3",
+                 "--uncond-p", "0.2", "-q"])
+    assert code == 0 and "2 images sampled 3x as often" in capsys.readouterr().out
+    cfg = json.loads((tmp_path / "given" / "config.json").read_text())
+    assert (cfg["dup_weight"], cfg["mitigate_p"], cfg["uncond_p"]) == (3.0, 0.3, 0.2)
 
 
 def test_cli_bad_cond_is_one_line_error(fashion, tmp_path):
@@ -479,6 +492,8 @@ def test_wen_filter_leaves_high_noise_norm_samples_out(fashion, tmp_path):
         train(fashion, tmp_path / "x", cond="caption", mitigate="wen-filter", wen_threshold=1.0, uncond_p=0.0, **FAST)
     with pytest.raises(DiffrepError, match="--wen-threshold applies to --mitigate wen-filter"):
         train(fashion, tmp_path / "x", cond="caption", wen_threshold=1.0, **FAST)
+    with pytest.raises(DiffrepError, match="--wen-threshold applies to --mitigate wen-filter"):
+        train(fashion, tmp_path / "x", cond="caption", mitigate="rc", wen_threshold=1.0, **FAST)
 
 
 def test_pairs_figure_skips_moved_training_files(fashion, tmp_path):

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
+from ..defaults import DEFAULTS
 from ..errors import DiffrepError
 from ..progress import Progress
 from .bars import ProgressBars, _out
@@ -38,19 +39,34 @@ def cmd_train(a: argparse.Namespace, bars: ProgressBars) -> int:
         elif ev.stage == "train":
             last["message"] = ev.message
 
-    r = train(a.data, a.out, cond=a.cond, subset=a.subset, dup_frac=a.dup_frac, dup_weight=a.dup_weight,
-              steps=a.steps, batch=a.batch, lr=a.lr, ema=a.ema, seed=a.seed, device=a.device, size=a.size,
-              sample_every=a.sample_every, checkpoint_every=a.checkpoint_every, captions=a.captions,
-              text_encoder=a.text_encoder, mitigate=a.mitigate, mitigate_p=a.mitigate_p, uncond_p=a.uncond_p,
-              keep=a.keep, wen_threshold=a.wen_threshold, progress=progress,
-              **({"channels": tuple(_int_list(a.channels, "--channels"))} if a.channels else {}))
+    r = train(a.data, a.out, cond=a.cond, subset=a.subset, dup_frac=a.dup_frac, steps=a.steps, batch=a.batch,
+              lr=a.lr, ema=a.ema, seed=a.seed, device=a.device, size=a.size, sample_every=a.sample_every,
+              checkpoint_every=a.checkpoint_every, captions=a.captions, text_encoder=a.text_encoder,
+              mitigate=a.mitigate, keep=a.keep, wen_threshold=a.wen_threshold, progress=progress,
+              **_train_options(a))
     resumed = f", resumed from step {r.resumed_from}" if r.resumed_from else ""
     _out(f"Trained {r.step} steps{resumed} on {r.images} images ({r.params / 1e6:.2f}M parameters): loss "
          f"{r.loss:.4f}, {r.steps_per_s:.1f} steps/s, {r.seconds:.0f}s.")
     if r.duplicated:
-        _out(f"{len(r.duplicated)} images sampled {a.dup_weight:g}x as often: {r.run_dir / 'duplicated.txt'}")
+        weight = a.dup_weight if a.dup_weight is not None else DEFAULTS["train"]["dup_weight"]
+        _out(f"{len(r.duplicated)} images sampled {weight:g}x as often: {r.run_dir / 'duplicated.txt'}")
     _out(f"Run: {r.run_dir} (checkpoint.pt, config.json, log.csv, training_set.jsonl, samples/)")
     return 0
+
+
+def _train_options(a: argparse.Namespace) -> dict:
+    """The options of ``diffrep train`` that only some runs use, as given (the library's defaults otherwise);
+    DiffrepError for one given where it would do nothing."""
+    for flag, value, needs, where in (("--dup-weight", a.dup_weight, a.dup_frac, "add --dup-frac F (e.g. 0.05)"),
+                                      ("--mitigate-p", a.mitigate_p, a.mitigate, "add --mitigate MODE"),
+                                      ("--uncond-p", a.uncond_p, a.cond == "caption", "it applies to --cond caption")):
+        if value is not None and not needs:
+            raise DiffrepError(f"{flag} {value:g} would change nothing in this run: {where}")
+    opts = {k: v for k, v in (("dup_weight", a.dup_weight), ("mitigate_p", a.mitigate_p),
+                              ("uncond_p", a.uncond_p)) if v is not None}
+    if a.channels:
+        opts["channels"] = tuple(_int_list(a.channels, "--channels"))
+    return opts
 
 
 def cmd_sample(a: argparse.Namespace, bars: ProgressBars) -> int:

@@ -39,8 +39,8 @@ def _train(sub: Sub) -> None:
                    "NUL-separated), e.g. `diffrep dedup`'s keep.nul: deduplicate before training")
     p.add_argument("--dup-frac", type=float, default=d["dup_frac"],
                    help="fraction of images duplicated by sampling weight (e.g. 0.05; default %(default)s)")
-    p.add_argument("--dup-weight", type=float, default=d["dup_weight"], help="sampling weight of duplicated "
-                   "images (default %(default)s)")
+    p.add_argument("--dup-weight", type=float, default=None, help="sampling weight of the images --dup-frac "
+                   f"duplicates (default {d['dup_weight']:g})")
     p.add_argument("--steps", type=int, default=d["steps"], help="training steps in total (default %(default)s)")
     p.add_argument("--batch", type=int, default=d["batch"], help="images per step (default %(default)s)")
     p.add_argument("--lr", type=float, default=d["lr"], help="AdamW learning rate (default %(default)s)")
@@ -59,11 +59,11 @@ def _train(sub: Sub) -> None:
                    "of the loss samples whose text-conditional noise norm exceeds --wen-threshold (Wen et al. 2024)")
     p.add_argument("--wen-threshold", type=float, default=None, help="--mitigate wen-filter: the noise-norm "
                    "threshold (log.csv reports the observed mean norm and the share left out)")
-    p.add_argument("--mitigate-p", type=float, default=d["mitigate_p"], help="probability per sample of the "
-                   "mitigation (default %(default)s)")
-    p.add_argument("--uncond-p", type=float, default=d["uncond_p"], help="--cond caption: share of samples "
+    p.add_argument("--mitigate-p", type=float, default=None, help="probability per sample of the "
+                   f"mitigation (default {d['mitigate_p']:g})")
+    p.add_argument("--uncond-p", type=float, default=None, help="--cond caption: share of samples "
                    "trained on the empty caption, so the model learns the unconditional prediction that "
-                   "--guidance and `diffrep probe` need (default %(default)s; 0: none)")
+                   f"--guidance and `diffrep probe` need (default {d['uncond_p']:g}; 0: none)")
     p.add_argument("--sample-every", type=int, default=d["sample_every"],
                    help="save a 16-image sample grid every K steps (default %(default)s; 0: only at the end)")
     p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"], help="write checkpoint.pt every "

@@ -35,9 +35,9 @@ N_SPECIAL = 3  # <pad>, <bos>, <unk>: never drawn as random words
 
 def check(mode: Optional[str], p: float, cond: str, clip: bool, wen_threshold: Optional[float] = None,
           uncond_p: float = 0.0) -> None:
+    if wen_threshold is not None and mode != "wen-filter":
+        raise DiffrepError("--wen-threshold applies to --mitigate wen-filter")
     if mode is None:
-        if wen_threshold is not None:
-            raise DiffrepError("--wen-threshold applies to --mitigate wen-filter")
         return
     if mode not in TRAIN_MITIGATIONS:
         raise DiffrepError(f"--mitigate {mode!r}: use one of {', '.join(TRAIN_MITIGATIONS)}")
