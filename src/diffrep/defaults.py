@@ -47,6 +47,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "nprobe": 8,  # IVF cells probed by the candidate search on an approximate index
         "eps": 0.05,  # semdedup: duplicates have cosine > 1 - eps
     },
+    "engine": {  # --engine ray (index and audit)
+        "address": "local",  # a Ray instance started for the run; auto or HOST:PORT for a running cluster
+        "num_workers": 2,  # embedding actors, and tasks in flight for the audit's per-candidate stages
+    },
     "train": {
         "cond": "none", "dup_frac": 0.0, "dup_weight": 5.0, "steps": 5000, "batch": 16, "lr": 2e-3, "ema": 0.999,
         "seed": 0, "device": "cpu", "size": 32, "sample_every": 1000, "checkpoint_every": 500, "mitigate_p": 0.1,

@@ -247,3 +247,18 @@ def test_duplication_flags_are_refused_where_they_do_nothing(kind, flag, tmp_pat
     assert main(["experiment", kind, "--data", "fashion-mnist", "--out", str(out), flag, "0.5", "-q"]) == 2
     err = capsys.readouterr().err
     assert f"{flag} applies to the duplication and memorization experiments only" in err and not out.exists()
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["index", "IMGS", "--address", "auto"], "--address applies to --engine ray"),
+    (["index", "IMGS", "--num-workers", "4"], "--num-workers applies to --engine ray"),
+    (["audit", "IMGS", "--index", "IDX", "--num-workers", "4"], "--num-workers applies to --engine ray"),
+    (["index", "IMGS", "--index-type", "flat", "--on-disk"], "a flat index has none"),
+    (["index", "IMGS", "--index-type", "hnsw", "--on-disk"], "a hnsw index has none")])
+def test_options_that_would_change_nothing_are_refused_before_any_work(argv, says, scenario, tmp_path, capsys):
+    from diffrep.cli import main
+
+    out = tmp_path / "o"
+    paths = {"IMGS": str(scenario / "gen"), "IDX": str(scenario / "idx")}
+    assert main([paths.get(x, x) for x in argv] + ["--out", str(out), "-q"]) == 2
+    assert says in capsys.readouterr().err and not out.exists()

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from diffrep.errors import DiffrepIndexError
+from diffrep.errors import DiffrepError, DiffrepIndexError
 from diffrep.indexing import faiss_index, ondisk
 
 
@@ -62,6 +62,9 @@ def test_plan_on_disk_does_not_count_the_lists_against_the_budget():
     assert p["type"] == "ivfpq" and "on disk" in p["reason"]  # 72 GB of codes, 8 GB of memory
     assert faiss_index.plan("auto", 1_000_000, 512, 10**9, on_disk=True)["type"] == "ivf"
     assert faiss_index.plan("auto", 10_000, 512, None, on_disk=True)["type"] == "flat"
+    for kind in ("flat", "hnsw"):  # asked for by name, an index without inverted lists refuses them
+        with pytest.raises(DiffrepError, match=f"a {kind} index has none"):
+            faiss_index.plan(kind, 10_000, 512, None, on_disk=True)
 
 
 def test_index_on_disk_searches_like_the_in_memory_index_and_moves_with_its_folder(emoji_files, tmp_path, capfd):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..defaults import DEFAULTS
 from ..errors import DiffrepError
 from .bars import ProgressBars, _out
 
@@ -14,11 +15,16 @@ def _engine(a: argparse.Namespace, stage: str) -> Any:
     """None for --engine local; for --engine ray, ``distributed.ray_index.<stage>`` (or ``ray_rows.map_rows``)
     bound to the cluster (connected now: an unreachable address fails before anything is written)."""
     if a.engine != "ray":
+        given = [f for f, v in (("--address", a.address), ("--num-workers", a.num_workers)) if v is not None]
+        if given:
+            raise DiffrepError(f"{given[0]} applies to --engine ray; add it to run on a Ray cluster")
         return None
     import functools
 
     from ..distributed import ray_index, ray_rows
 
+    a.address = DEFAULTS["engine"]["address"] if a.address is None else a.address
+    a.num_workers = DEFAULTS["engine"]["num_workers"] if a.num_workers is None else a.num_workers
     if a.num_workers < 1:
         raise DiffrepError(f"--num-workers {a.num_workers}: give at least one worker")
     ray = ray_index.connect(a.address)

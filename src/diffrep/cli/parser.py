@@ -22,10 +22,11 @@ def _engine(p: argparse.ArgumentParser, same: str) -> None:
     """--engine / --address / --num-workers (index and audit)."""
     p.add_argument("--engine", default="local", choices=("local", "ray"), help="where images are embedded: this "
                    f"process (default) or a Ray cluster (diffrep[distributed]); {same}")
-    p.add_argument("--address", default="local", help="--engine ray: the cluster, HOST:PORT or auto (the running "
+    p.add_argument("--address", default=None, help="--engine ray: the cluster, HOST:PORT or auto (the running "
                    "one); default: a Ray instance started for this run")
-    p.add_argument("--num-workers", type=int, default=2, help="--engine ray: embedding actors (Ray Data tasks decode "
-                   "on the CPUs left), and tasks in flight for the audit's per-candidate stages (default %(default)s)")
+    p.add_argument("--num-workers", type=int, default=None, help="--engine ray: embedding actors (Ray Data tasks "
+                   "decode on the CPUs left), and tasks in flight for the audit's per-candidate stages (default "
+                   f"{DEFAULTS['engine']['num_workers']})")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the descriptor's model runs: auto (a GPU when ONNX Runtime or PyTorch has one, "
                    "default), cpu, or cuda (refused without one; with --engine ray each actor reserves a GPU)")

@@ -121,7 +121,7 @@ def index(source: str | Path | Sequence[str | Path], out: str | Path, *, descrip
     ``IndexResult``."""
     t0 = time.perf_counter()
     check_options(chunk_size=chunk_size, max_pixels=max_pixels, batch_size=batch_size)
-    faiss_index.resolve_type(index_type, 0)  # an unknown type fails now, not after embedding
+    faiss_index.check_request(index_type, on_disk)  # an unknown or unusable type fails now, not after embedding
     if descriptor is not None:  # refuse an unusable descriptor before creating anything on disk
         descriptor = require_cosine(get_descriptor(descriptor, device=device))
     src = open_source(source, captions=captions)

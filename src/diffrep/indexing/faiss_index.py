@@ -68,11 +68,20 @@ def size_text(n_bytes: float) -> str:
     return f"{int(n_bytes)} bytes"
 
 
+def check_request(index_type: str, on_disk: bool) -> None:
+    """DiffrepError for an unknown ``index_type``, or ``on_disk`` with a type that has no inverted lists."""
+    resolve_type(index_type, 0)
+    if on_disk and index_type in ("flat", "hnsw"):
+        raise DiffrepError(f"--on-disk keeps an IVF index's inverted lists in a file; a {index_type} index has none. "
+                           "Use --index-type ivf, ivfpq or auto, or drop --on-disk")
+
+
 def plan(index_type: str, n: int, dim: int, memory_budget: int | None = None,
          on_disk: bool = False) -> dict[str, Any]:
     """The index to build: ``{"type", "pq_m", "estimated_bytes", "reason"}`` (see the module docstring).
     ``on_disk``: IVF inverted lists go to a file (``ondisk.py``), so they need not fit ``memory_budget``: the
     type is the one ``auto`` picks by size (ivf rather than flat when a flat index would not fit)."""
+    check_request(index_type, on_disk)
     kind = resolve_type(index_type, n)
     m = next(iter(pq_sizes(dim)), 8)
     if on_disk:
