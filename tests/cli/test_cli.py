@@ -250,9 +250,9 @@ def test_duplication_flags_are_refused_where_they_do_nothing(kind, flag, tmp_pat
 
 
 @pytest.mark.parametrize("argv,says", [
-    (["index", "IMGS", "--address", "auto"], "--address applies to --engine ray"),
-    (["index", "IMGS", "--num-workers", "4"], "--num-workers applies to --engine ray"),
-    (["audit", "IMGS", "--index", "IDX", "--num-workers", "4"], "--num-workers applies to --engine ray"),
+    (["index", "IMGS", "--address", "auto"], "--address would change nothing in this run: it applies to --engine ray"),
+    (["index", "IMGS", "--num-workers", "4"], "--num-workers would change nothing in this run: it applies to --engine ray"),
+    (["audit", "IMGS", "--index", "IDX", "--num-workers", "4"], "--num-workers would change nothing in this run: it applies to --engine ray"),
     (["index", "IMGS", "--index-type", "flat", "--on-disk"], "a flat index has none"),
     (["index", "IMGS", "--index-type", "hnsw", "--on-disk"], "a hnsw index has none")])
 def test_options_that_would_change_nothing_are_refused_before_any_work(argv, says, scenario, tmp_path, capsys):
@@ -261,4 +261,20 @@ def test_options_that_would_change_nothing_are_refused_before_any_work(argv, say
     out = tmp_path / "o"
     paths = {"IMGS": str(scenario / "gen"), "IDX": str(scenario / "idx")}
     assert main([paths.get(x, x) for x in argv] + ["--out", str(out), "-q"]) == 2
+    assert says in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("extra,says", [
+    (["--partial-k", "4"], "--partial-k would change nothing in this run: it applies with --partial"),
+    (["--local-k", "0"], "--local-k would change nothing"), (["--no-specificity"], "--no-specificity would change"),
+    (["--specificity-margin", "0.1"], "--specificity-margin would change"),
+    (["--no-verify", "--verify-k", "5"], "--verify-k would change nothing in this run: verification is off"),
+    (["--no-verify", "--no-ecc"], "--no-ecc would change nothing"),
+    (["--page-limit", "10"], "--page-limit would change nothing in this run: it applies with --report"),
+    (["--reference-captions", "caps.jsonl"], "--reference-captions would change nothing")])
+def test_audit_options_for_other_modes_are_refused(extra, says, scenario, tmp_path, capsys):
+    from diffrep.cli import main
+
+    out = tmp_path / "o"
+    assert main(["audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--out", str(out), *extra]) == 2
     assert says in capsys.readouterr().err and not out.exists()

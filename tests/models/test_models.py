@@ -333,9 +333,9 @@ def test_cli_train_sample_round_trip(fashion, tmp_path, capsys):
     assert main(["sample", str(tmp_path / "nothing"), "--n", "1", "--out", str(tmp_path / "g")]) == 2
     assert "is not a folder" in capsys.readouterr().err
     # options that would change nothing in the run asked for are refused, before anything is written
-    for extra, says in ((["--dup-weight", "10"], "--dup-weight 10 would change nothing in this run: add --dup-frac"),
-                        (["--mitigate-p", "0.5"], "--mitigate-p 0.5 would change nothing in this run: add --mitigate"),
-                        (["--uncond-p", "0.2"], "--uncond-p 0.2 would change nothing in this run: it applies to "
+    for extra, says in ((["--dup-weight", "10"], "--dup-weight would change nothing in this run: add --dup-frac"),
+                        (["--mitigate-p", "0.5"], "--mitigate-p would change nothing in this run: add --mitigate"),
+                        (["--uncond-p", "0.2"], "--uncond-p would change nothing in this run: it applies to "
                                                 "--cond caption")):
         assert main(["train", str(fashion), "--out", str(tmp_path / "refused"), "--steps", "2", *extra]) == 2
         assert says in capsys.readouterr().err and not (tmp_path / "refused").exists()

@@ -9,15 +9,15 @@ from typing import Any
 from ..defaults import DEFAULTS
 from ..errors import DiffrepError
 from .bars import ProgressBars, _out
+from .options import given, refuse_unused
 
 
 def _engine(a: argparse.Namespace, stage: str) -> Any:
     """None for --engine local; for --engine ray, ``distributed.ray_index.<stage>`` (or ``ray_rows.map_rows``)
     bound to the cluster (connected now: an unreachable address fails before anything is written)."""
     if a.engine != "ray":
-        given = [f for f, v in (("--address", a.address), ("--num-workers", a.num_workers)) if v is not None]
-        if given:
-            raise DiffrepError(f"{given[0]} applies to --engine ray; add it to run on a Ray cluster")
+        refuse_unused((flag, value is not None, False, "it applies to --engine ray (a Ray cluster)")
+                      for flag, value in (("--address", a.address), ("--num-workers", a.num_workers)))
         return None
     import functools
 
@@ -95,19 +95,29 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
         from ..dedup.run import ensure_dup_counts
 
         ensure_dup_counts(a.index, progress=bars)
+    margin = {} if a.specificity_margin is None else {"margin": a.specificity_margin}
+    refuse_unused([*((flag, value is not None, a.partial, "it applies with --partial")
+                     for flag, value in (("--partial-k", a.partial_k), ("--local-k", a.local_k),
+                                         ("--specificity-margin", a.specificity_margin))),
+                   ("--no-specificity", not a.specificity, a.partial, "it applies with --partial"),
+                   ("--verify-k", a.verify_k is not None, a.verify, "verification is off (--no-verify)"),
+                   ("--no-ecc", not a.ecc, a.verify, "verification is off (--no-verify)"),
+                   ("--page-limit", a.page_limit is not None, a.report, "it applies with --report"),
+                   ("--reference-captions", a.reference_captions is not None, a.reference is not None,
+                    "it captions the --reference images; add --reference DIR")])
     r = audit(src, a.index, a.out, reference=a.reference, fpr=a.fpr, threshold=a.threshold, top_k=a.top_k,
               descriptor=a.descriptor, captions=a.captions, reference_captions=a.reference_captions,
               batch_size=a.batch_size, max_pixels=a.max_pixels, seed=a.seed, verify=a.verify,
-              verify_k=a.verify_k, verify_config=VerifyConfig(ecc=a.ecc), dup_counts=a.dup_counts,
-              partial=a.partial, partial_k=a.partial_k, local_k=a.local_k,
+              verify_config=VerifyConfig(ecc=a.ecc), dup_counts=a.dup_counts, partial=a.partial,
               drop_reference_copies=a.drop_reference_copies, pool_null=a.pool_null,
-              specificity=SpecificityConfig(margin=a.specificity_margin) if a.specificity else None,
-              embed=_engine(a, "embed_set"), rows=_engine(a, "map_rows"), device=_driver_device(a), progress=bars)
+              specificity=SpecificityConfig(**margin) if a.specificity else None,
+              embed=_engine(a, "embed_set"), rows=_engine(a, "map_rows"), device=_driver_device(a), progress=bars,
+              **given(a, "verify_k", "partial_k", "local_k"))
     print_audit_summary(r.summary, Path(a.out))
     if a.report:
         from ..report.html import render_report
 
-        _out(f"Report: {render_report(a.out, page_limit=a.page_limit, progress=bars)}")
+        _out(f"Report: {render_report(a.out, progress=bars, **given(a, 'page_limit'))}")
     return 0
 
 

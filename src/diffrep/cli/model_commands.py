@@ -10,6 +10,7 @@ from ..defaults import DEFAULTS
 from ..errors import DiffrepError
 from ..progress import Progress
 from .bars import ProgressBars, _out
+from .options import given, refuse_unused
 
 
 def _int_list(text: str, flag: str, least: Optional[int] = None) -> list[int]:
@@ -55,15 +56,11 @@ def cmd_train(a: argparse.Namespace, bars: ProgressBars) -> int:
 
 
 def _train_options(a: argparse.Namespace) -> dict:
-    """The options of ``diffrep train`` that only some runs use, as given (the library's defaults otherwise);
-    DiffrepError for one given where it would do nothing."""
-    for flag, value, needs, where in (("--dup-weight", a.dup_weight, a.dup_frac, "add --dup-frac F (e.g. 0.05)"),
-                                      ("--mitigate-p", a.mitigate_p, a.mitigate, "add --mitigate MODE"),
-                                      ("--uncond-p", a.uncond_p, a.cond == "caption", "it applies to --cond caption")):
-        if value is not None and not needs:
-            raise DiffrepError(f"{flag} {value:g} would change nothing in this run: {where}")
-    opts = {k: v for k, v in (("dup_weight", a.dup_weight), ("mitigate_p", a.mitigate_p),
-                              ("uncond_p", a.uncond_p)) if v is not None}
+    """The options of ``diffrep train`` that only some runs use, as given (the library's defaults otherwise)."""
+    refuse_unused((("--dup-weight", a.dup_weight is not None, bool(a.dup_frac), "add --dup-frac F (e.g. 0.05)"),
+                   ("--mitigate-p", a.mitigate_p is not None, bool(a.mitigate), "add --mitigate MODE"),
+                   ("--uncond-p", a.uncond_p is not None, a.cond == "caption", "it applies to --cond caption")))
+    opts = given(a, "dup_weight", "mitigate_p", "uncond_p")
     if a.channels:
         opts["channels"] = tuple(_int_list(a.channels, "--channels"))
     return opts
@@ -115,13 +112,11 @@ def cmd_probe(a: argparse.Namespace, bars: ProgressBars) -> int:
 def cmd_extract(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..probes.extract import extract
 
-    if a.keep is not None and a.prefilter is None:
-        raise DiffrepError(f"--keep {a.keep:g} is the share --prefilter keeps: add --prefilter one-step, or drop "
-                           "--keep to generate for every prompt")
-    keep = {} if a.keep is None else {"keep": a.keep}
+    refuse_unused([("--keep", a.keep is not None, a.prefilter is not None,
+                    "it is the share --prefilter one-step keeps; add --prefilter one-step")])
     r = extract(a.model, a.prompts, a.index, a.out, reference_prompts=a.reference_prompts, reference=a.reference,
                 per_prompt=a.per_prompt, min_clique=a.min_clique, fpr=a.fpr, prefilter=a.prefilter, steps=a.steps,
-                seed=a.seed, device=a.device, progress=bars, **keep)
+                seed=a.seed, device=a.device, progress=bars, **given(a, "keep"))
     _out(f"{r.generated_for} of {r.prompts} prompts generated ({a.per_prompt} each): {r.cliques} cliques of "
          f">= {a.min_clique} near-identical generations (tiled L2 < {r.edge_threshold:.2f}), {r.extracted} audited "
          f"as copies of a training image ({r.seconds:.0f} s).")

@@ -81,8 +81,8 @@ def _audit(sub: Sub) -> None:
     p.add_argument("--reference-captions", default=None, help="captions file for the reference images")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip pixel-level verification: verdict on the SSCD top-1 cosine alone (the paper's rule)")
-    p.add_argument("--verify-k", type=int, default=d["verify_k"],
-                   help="candidates per image verified and re-ranked (default %(default)s; cost grows linearly)")
+    p.add_argument("--verify-k", type=int, default=None,
+                   help=f"candidates per image verified and re-ranked (default {d['verify_k']}; cost grows linearly)")
     p.add_argument("--no-ecc", dest="ecc", action="store_false",
                    help="align candidates by keypoints (RANSAC) only: about half the verification time, but "
                         "crops and rotations of small flat images (icons, emoji) are found less often "
@@ -90,17 +90,17 @@ def _audit(sub: Sub) -> None:
     p.add_argument("--partial", action="store_true",
                    help="also find training images copied into part of a generation (every window of its SSCD "
                         "feature map searched; ~3x the embedding cost; see docs/partial.md)")
-    p.add_argument("--partial-k", type=int, default=d["partial_k"],
-                   help="region candidates per image: listed, and each searched for its object (default %(default)s)")
-    p.add_argument("--local-k", type=int, default=d["local_k"],
+    p.add_argument("--partial-k", type=int, default=None, help="with --partial, region candidates per image: listed, "
+                   f"and each searched for its object (default {d['partial_k']})")
+    p.add_argument("--local-k", type=int, default=None,
                    help="with --partial, up to this many more candidates per image from local features "
                         "(RootSIFT voting; the index is built in the index directory on first use); 0: off "
-                        "(default %(default)s)")
-    p.add_argument("--specificity-margin", type=float, default=d["specificity_margin"],
+                        f"(default {d['local_k']})")
+    p.add_argument("--specificity-margin", type=float, default=None,
                    help="with --partial: verified and pixel scores count only for candidates whose SSCD global "
                         "or region score beats every distinct training candidate by this much (look-alike sets "
                         "fool them otherwise; docs/partial.md); pixel-exact copies always count (default "
-                        "%(default)s)")
+                        f"{d['specificity_margin']})")
     p.add_argument("--no-specificity", dest="specificity", action="store_false",
                    help="with --partial: count verified and pixel scores of every candidate")
     p.add_argument("--drop-reference-copies", action="store_true",
@@ -117,8 +117,8 @@ def _audit(sub: Sub) -> None:
     p.add_argument("--dup-counts", action="store_true", default=None,
                    help="report each matched training image's near-duplicate count (runs `diffrep dedup` on "
                         "the index if it has no counts yet; automatic when it has them)")
-    p.add_argument("--page-limit", type=int, default=DEFAULTS["report"]["page_limit"],
-                   help="replicas shown in the report (rest: CSV; default %(default)s)")
+    p.add_argument("--page-limit", type=int, default=None, help="with --report, replicas shown in the report "
+                   f"(rest: CSV; default {DEFAULTS['report']['page_limit']})")
     _common(p)
     p.set_defaults(func=c.cmd_audit)
 
