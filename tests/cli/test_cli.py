@@ -278,3 +278,19 @@ def test_audit_options_for_other_modes_are_refused(extra, says, scenario, tmp_pa
     out = tmp_path / "o"
     assert main(["audit", str(scenario / "gen"), "--index", str(scenario / "idx"), "--out", str(out), *extra]) == 2
     assert says in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("extra,says", [
+    (["--eps", "0.1"], "--eps would change nothing in this run: it applies to --mode semdedup"),
+    (["--mode", "semdedup", "--threshold", "0.9"], "--threshold would change nothing in this run: --mode semdedup"),
+    (["--mode", "semdedup", "--no-verify"], "--no-verify would change nothing"),
+    (["--no-pixel", "--pixel-threshold", "0.9"], "the pixel rule is off (--no-pixel)"),
+    (["--no-verify", "--verified-threshold", "0.9"], "verification is off (--no-verify)"),
+    (["--fpr", "0.1", "--reference", "IMGS", "--threshold", "0.9"], "--fpr calibrates the link thresholds")])
+def test_dedup_options_for_other_modes_are_refused(extra, says, scenario, tmp_path, capsys):
+    from diffrep.cli import main
+
+    out = tmp_path / "o"
+    argv = ["dedup", str(scenario / "gen"), "--out", str(out), *extra]
+    assert main([str(scenario / "gen") if x == "IMGS" else x for x in argv]) == 2
+    assert says in capsys.readouterr().err and not out.exists()

@@ -195,6 +195,8 @@ def test_fpr_calibrates_link_thresholds_on_reference_images(collection, tmp_path
     assert found >= 4  # exact + edited copies still grouped with calibrated thresholds
     with pytest.raises(DiffrepError, match="--reference"):
         dedup(root, tmp_path / "x", fpr=0.1)
+    with pytest.raises(DiffrepError, match="--reference is the null for --fpr: add --fpr"):
+        dedup(root, tmp_path / "x", reference=ref)
     with pytest.raises(DiffrepError, match="between 0 and 1"):
         dedup(root, tmp_path / "y", fpr=2.0, reference=ref)
 
@@ -228,6 +230,11 @@ def test_candidate_search_depth_on_approximate_indexes(collection, tmp_path):
     r = dedup(None, tmp_path / "o", index=tmp_path / "hnsw")
     assert r.summary["rule"]["candidate_search"] == {"index": "hnsw", "efSearch": 64}
     assert (r.summary["groups"], r.summary["duplicates"]) == (5, 5)
+    for kw, says in (({"source": collection[0]}, "a SOURCE with --index"), ({"descriptor": "sscd"}, "Drop --descriptor"),
+                     ({"captions": tmp_path / "c.jsonl"}, "Drop --captions")):
+        with pytest.raises(DiffrepError, match=says):  # each would be ignored: the index already holds them
+            dedup(kw.pop("source", None), tmp_path / "both", index=tmp_path / "hnsw", **kw)
+    assert not (tmp_path / "both").exists()
     # a caller's VerifyConfig is used as given (dedup's own default turns text lines and frames on)
     from diffrep.matching.verify import VerifyConfig
 

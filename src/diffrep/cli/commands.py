@@ -188,14 +188,36 @@ def print_audit_summary(s: dict[str, Any], out: Path) -> None:
     _out(f"Results: {out / 'matches.csv'}, {out / 'summary.json'}")
 
 
+def _dedup_options(a: argparse.Namespace) -> dict[str, Any]:
+    """The link-rule options of ``diffrep dedup`` as given (the library's defaults otherwise); DiffrepError for
+    one given where the mode, --fpr, --no-verify or --no-pixel leaves it nothing to do."""
+    semdedup, calibrated = a.mode == "semdedup", a.fpr is not None
+    on = {"--threshold": a.global_threshold is not None, "--verified-threshold": a.verified_threshold is not None,
+          "--pixel-threshold": a.pixel_threshold is not None, "--no-pixel": not a.pixel, "--no-verify": not a.verify,
+          "--no-text-lines": not a.text_overlay, "--k": a.k is not None, "--nprobe": a.nprobe is not None}
+    checks = [("--eps", a.eps is not None, semdedup, "it applies to --mode semdedup")]
+    checks += [(flag, on[flag], not semdedup, "--mode semdedup links by --eps alone") for flag in on]
+    checks += [(flag, on[flag], not calibrated, "--fpr calibrates the link thresholds")
+               for flag in ("--threshold", "--verified-threshold", "--pixel-threshold")]
+    checks += [(flag, on[flag], a.verify, "verification is off (--no-verify)")
+               for flag in ("--verified-threshold", "--no-text-lines")]
+    checks += [("--pixel-threshold", on["--pixel-threshold"], a.pixel, "the pixel rule is off (--no-pixel)")]
+    refuse_unused(checks)
+    opts = given(a, "global_threshold", "verified_threshold", "eps", "k", "nprobe")
+    if not a.pixel:
+        opts["pixel_threshold"] = None
+    elif a.pixel_threshold is not None:
+        opts["pixel_threshold"] = a.pixel_threshold
+    return opts
+
+
 def cmd_dedup(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..dedup import dedup
 
     src = (a.source if len(a.source) > 1 else a.source[0]) if a.source else None
-    r = dedup(src, a.out, index=a.index, descriptor=a.descriptor, k=a.k, verified_threshold=a.verified_threshold,
-              global_threshold=a.global_threshold, pixel_threshold=a.pixel_threshold if a.pixel else None,
-              verify=a.verify, captions=a.captions, max_pixels=a.max_pixels, mode=a.mode, eps=a.eps, fpr=a.fpr,
-              reference=a.reference, nprobe=a.nprobe, text_overlay=a.text_overlay, progress=bars)
+    r = dedup(src, a.out, index=a.index, descriptor=a.descriptor, verify=a.verify, captions=a.captions,
+              max_pixels=a.max_pixels, mode=a.mode, fpr=a.fpr, reference=a.reference, text_overlay=a.text_overlay,
+              progress=bars, **_dedup_options(a))
     s = r.summary
     cal = s["rule"].get("calibration") or {}
     if cal.get("source") == "reference":

@@ -140,24 +140,24 @@ def _dedup(sub: Sub) -> None:
     p.add_argument("--index", default=None, help="reuse an index built by `diffrep index` instead of embedding")
     p.add_argument("--descriptor", default=None, help=f"descriptor for a new index (default "
                    f"{DEFAULTS['index']['descriptor']})")
-    p.add_argument("--threshold", dest="global_threshold", type=float, default=d["global_threshold"],
-                   help="SSCD cosine that links two images on its own (default %(default)s)")
-    p.add_argument("--verified-threshold", type=float, default=d["verified_threshold"],
+    p.add_argument("--threshold", dest="global_threshold", type=float, default=None,
+                   help=f"SSCD cosine that links two images on its own (default {d['global_threshold']})")
+    p.add_argument("--verified-threshold", type=float, default=None,
                    help="verified score (edge correlation after alignment) that links two images "
-                        "(default %(default)s)")
-    p.add_argument("--k", type=int, default=d["k"], help="neighbours examined per image (default %(default)s)")
-    p.add_argument("--pixel-threshold", type=float, default=d["pixel_threshold"], help="link on the "
-                   "blurred-intensity correlation at or above this (default %(default)s; off with --fpr)")
+                        f"(default {d['verified_threshold']})")
+    p.add_argument("--k", type=int, default=None, help=f"neighbours examined per image (default {d['k']})")
+    p.add_argument("--pixel-threshold", type=float, default=None, help="link on the "
+                   f"blurred-intensity correlation at or above this (default {d['pixel_threshold']}; off with --fpr)")
     p.add_argument("--no-pixel", dest="pixel", action="store_false", help="no pixel-correlation link rule")
     p.add_argument("--no-text-lines", dest="text_overlay", action="store_false",
                    help="do not score pairs without the text lines where they differ (captions, watermarks)")
-    p.add_argument("--nprobe", type=int, default=d["nprobe"], help="IVF cells probed by the candidate search on "
-                   "an approximate index (default %(default)s; exact indexes ignore it)")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF cells probed by the candidate search on "
+                   f"an approximate index (default {d['nprobe']}; exact indexes ignore it)")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="cosine threshold only")
     p.add_argument("--mode", default=d["mode"], choices=("verified", "semdedup"),
                    help="verified (default) or semdedup (k-means clusters, for 10M+ images; no verification)")
-    p.add_argument("--eps", type=float, default=d["eps"], help="semdedup: duplicates have cosine > 1 - eps "
-                   "(default %(default)s)")
+    p.add_argument("--eps", type=float, default=None, help="semdedup: duplicates have cosine > 1 - eps "
+                   f"(default {d['eps']})")
     p.add_argument("--fpr", type=float, default=None,
                    help="calibrate both link thresholds at this false-link rate (needs --reference)")
     p.add_argument("--reference", default=None,

@@ -95,6 +95,18 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
     if nprobe < 1:
         raise DiffrepError(f"--nprobe {nprobe}: probe at least one cell")
     check_options(max_pixels=max_pixels, k=k)
+    if index is not None:
+        for v, why in ((source, "a SOURCE with --index: the index already holds its images. Give the SOURCE "
+                                "folder or the --index, not both"),
+                       (descriptor, "--descriptor with --index: the index's images are embedded with its own "
+                                    "descriptor. Drop --descriptor"),
+                       (captions, "--captions with --index: the index holds the captions it was built with. Drop "
+                                  "--captions")):
+            if v is not None:
+                raise DiffrepError(why)
+    if reference is not None and fpr is None:
+        raise DiffrepError("--reference is the null for --fpr: add --fpr RATE (e.g. 0.01) to calibrate the link "
+                           "thresholds on it")
     if fpr is not None:
         if not 0 < fpr < 1:
             raise DiffrepError(f"--fpr must be between 0 and 1, got {fpr}")
