@@ -350,7 +350,7 @@ def test_report_of_a_damaged_membership_folder_is_one_line(set_run, tmp_path, ca
         assert says in err and err.count("\n") == 0 and "Run `diffrep membership" in err
 
 
-def test_bad_input_gets_one_line_reasons(overfit, split, caption_run, captioned, tmp_path):
+def test_bad_input_gets_one_line_reasons(overfit, split, caption_run, captioned, tmp_path, capsys):
     with pytest.raises(DiffrepError, match="too few to resolve --fpr 0.01"):
         membership(overfit, tmp_path / "a", images=split["tested"], reference=split["reference"])
     with pytest.raises(DiffrepError, match="unconditional model: it takes no captions"):
@@ -390,6 +390,9 @@ def test_bad_input_gets_one_line_reasons(overfit, split, caption_run, captioned,
         membership(overfit, tmp_path / "f2", images=split["tested"], reference=split["tested"], fpr=0.1)
     assert main(["membership", str(overfit), "--images", str(split["tested"]), "--reference", str(empty),
                  "--out", str(tmp_path / "g"), "-q"]) != 0
+    assert main(["membership", str(overfit), "--images", str(split["tested"]), "--reference", str(split["reference"]),
+                 "--out", str(tmp_path / "h"), "--method", "pia", "--seeds", "3", "-q"]) == 2
+    assert "--seeds would change nothing in this run" in capsys.readouterr().err and not (tmp_path / "h").exists()
 
 
 def test_caption_models_and_the_sd_pipeline(caption_run, tiny_sd, captioned, split, tmp_path):

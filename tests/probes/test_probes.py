@@ -185,6 +185,11 @@ def test_cli_probe_writes_calibrated_outputs(caption_run, captioned, tmp_path, c
     assert main(["probe", str(caption_run), "--prompts", str(tmp_path / "ref.txt"), "--out", str(tmp_path / "o4"),
                  "--seeds", "0"]) == 2
     assert "--seeds 0: give at least one seed" in capsys.readouterr().err
+    for extra in (["--steps", "5"], ["--no-explain"]):  # noise-norm's settings, with a method that has neither
+        assert main(["probe", str(caption_run), "--prompts", str(tmp_path / "ref.txt"), "--out", str(tmp_path / "o5"),
+                     "--method", "one-step", *extra]) == 2
+        assert f"{extra[0]} would change nothing in this run" in capsys.readouterr().err
+    assert not (tmp_path / "o5").exists()
 
 
 def test_tiled_l2_and_cliques_on_real_images(captioned):

@@ -92,9 +92,12 @@ def cmd_sample(a: argparse.Namespace, bars: ProgressBars) -> int:
 def cmd_probe(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..probes import probe
 
+    norm = a.method in ("noise-norm", "all")
+    refuse_unused([("--steps", a.steps is not None, norm, f"it sets noise-norm's steps; --method {a.method} scores "
+                    "the first step"), ("--no-explain", a.no_explain, norm, "the attribution explains noise-norm")])
     r = probe(a.model, a.prompts, a.out, reference_prompts=a.reference_prompts, method=a.method, fpr=a.fpr,
-              seeds=a.seeds, steps=a.steps, sample_steps=a.sample_steps, batch=a.batch, device=a.device,
-              explain=not a.no_explain, progress=bars)
+              seeds=a.seeds, sample_steps=a.sample_steps, batch=a.batch, device=a.device, explain=not a.no_explain,
+              progress=bars, **given(a, "steps"))
     how = (f"at {100 * a.fpr:g}% FPR (threshold {r.threshold:.4g} from the reference prompts)" if r.source == "reference"
            else f"by an UNCALIBRATED outlier rule (threshold {r.threshold:.4g})")
     _out(f"{r.prompts} prompts scored by {r.method} ({r.seconds_per_prompt:.3f} s/prompt): {r.flagged} flagged as "
@@ -130,9 +133,11 @@ def cmd_membership(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..probes.membership import membership
 
     ts = _int_list(a.timesteps, "--timesteps") if a.timesteps else None
+    refuse_unused([("--seeds", a.seeds is not None, a.method in ("loss", "all"),
+                    f"it sets the loss attack's noise draws; {a.method} is deterministic")])
     s = membership(a.model, a.out, images=a.images, set_source=a.set_source, reference=a.reference, method=a.method,
-                   fpr=a.fpr, timesteps=ts, seeds=a.seeds, captions=a.captions, labels=a.labels, batch=a.batch,
-                   device=a.device, difficulty=a.difficulty, progress=bars)
+                   fpr=a.fpr, timesteps=ts, captions=a.captions, labels=a.labels, batch=a.batch, device=a.device,
+                   difficulty=a.difficulty, progress=bars, **given(a, "seeds"))
     out = Path(a.out)
     how = " (difficulty-calibrated)" if s["difficulty"]["method"] != "none" else ""
     _out(f"{s['images']} images scored by {s['method']}{how} against {s['reference_images']} reference images: "

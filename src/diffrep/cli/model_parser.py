@@ -161,13 +161,14 @@ def _probe(sub: Sub) -> None:
     p.add_argument("--method", default=d["method"], choices=("noise-norm", "seed-ssim", "one-step", "all"),
                    help="score (default %(default)s; all: every score, the verdict by noise-norm)")
     p.add_argument("--seeds", type=int, default=d["seeds"], help="starting noises per prompt (default %(default)s)")
-    p.add_argument("--steps", type=int, default=d["steps"], help="noise-norm: sampling steps averaged "
-                   "(default %(default)s: the first step alone)")
+    p.add_argument("--steps", type=int, default=None, help="noise-norm: sampling steps averaged "
+                   f"(default {d['steps']}: the first step alone)")
     p.add_argument("--sample-steps", type=int, default=d["sample_steps"], help="DDIM schedule the steps follow "
                    "(default %(default)s)")
     p.add_argument("--batch", type=int, default=d["batch"], help="noise predictions per model call "
                    "(default %(default)s)")
-    p.add_argument("--no-explain", action="store_true", help="skip the per-token attribution (tokens.csv)")
+    p.add_argument("--no-explain", action="store_true", help="noise-norm: skip the per-token attribution "
+                   "(tokens.csv)")
     p.add_argument("--report", action="store_true", help="also write report.html (diffrep report DIR re-renders it)")
     p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")
     _quiet(p)
@@ -220,7 +221,7 @@ def _membership(sub: Sub) -> None:
     p.add_argument("--fpr", type=float, default=d["fpr"], help="target false-positive rate (default %(default)s)")
     p.add_argument("--timesteps", default=None, help="comma-separated diffusion timesteps each score averages over "
                    "(default: the papers' choices, loss 100, secmi 100, pia 200)")
-    p.add_argument("--seeds", type=int, default=d["seeds"], help="loss: noise draws per image (default %(default)s)")
+    p.add_argument("--seeds", type=int, default=None, help=f"loss: noise draws per image (default {d['seeds']})")
     p.add_argument("--captions", default=None, help="captions.jsonl/.csv for conditional models (by file name or "
                    "path); without it a caption model is scored with the empty prompt")
     p.add_argument("--labels", default=None, help="evaluation: CSV with path,member (1 = trained on): adds AUC and "
