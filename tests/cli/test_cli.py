@@ -244,9 +244,11 @@ def test_duplication_flags_are_refused_where_they_do_nothing(kind, flag, tmp_pat
     from diffrep.cli import main
 
     out = tmp_path / "e"
-    assert main(["experiment", kind, "--data", "fashion-mnist", "--out", str(out), flag, "0.5", "-q"]) == 2
+    data = ["--data", "fashion-mnist"] if kind == "data-size" else []
+    assert main(["experiment", kind, *data, "--out", str(out), flag, "0.5", "-q"]) == 2
     err = capsys.readouterr().err
-    assert f"{flag} applies to the duplication and memorization experiments only" in err and not out.exists()
+    assert f"{flag} would change nothing in this run: it applies to the duplication and memorization" in err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("argv,says", [
@@ -293,4 +295,23 @@ def test_dedup_options_for_other_modes_are_refused(extra, says, scenario, tmp_pa
     out = tmp_path / "o"
     argv = ["dedup", str(scenario / "gen"), "--out", str(out), *extra]
     assert main([str(scenario / "gen") if x == "IMGS" else x for x in argv]) == 2
+    assert says in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["memorization", "--data", "fashion-mnist"], "--data would change nothing in this run: experiment memorization "
+                                                  "builds its own data"),
+    (["membership", "--reference", "x"], "--reference would change nothing"),
+    (["memorization", "--sizes", "10,20"], "--sizes would change nothing in this run: it applies to the data-size"),
+    (["membership", "--subset", "10"], "--subset would change nothing"),
+    (["data-size", "--data", "fashion-mnist", "--subset", "10"], "the data-size experiment takes --sizes"),
+    (["memorization", "--only", "a"], "experiment memorization is one run, not a grid"),
+    (["membership", "--generate-only"], "--generate-only would change nothing"),
+    (["data-size", "--data", "fashion-mnist", "--label-per-prompt", "2"], "it applies to the memorization experiment"),
+    (["membership", "--samples", "3"], "experiment membership generates nothing")])
+def test_experiment_options_for_other_experiments_are_refused(argv, says, tmp_path, capsys):
+    from diffrep.cli import main
+
+    out = tmp_path / "e"
+    assert main(["experiment", *argv, "--out", str(out), "-q"]) == 2
     assert says in capsys.readouterr().err and not out.exists()

@@ -170,13 +170,11 @@ def cmd_membership(a: argparse.Namespace, bars: ProgressBars) -> int:
 def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..eval.experiment import run_experiment
 
-    overrides = {k: v for k, v in (("steps", a.steps), ("samples", a.samples), ("batch", a.batch)) if v is not None}
+    _experiment_checks(a)
+    overrides = given(a, "steps", "samples", "batch")
     if a.channels:
         overrides["channels"] = _int_list(a.channels, "--channels")
-    dup = {k: v for k, v in (("dup_frac", a.dup_frac), ("dup_weight", a.dup_weight)) if v is not None}
-    if dup and a.kind not in ("duplication", "memorization"):
-        raise DiffrepError(f"--{next(iter(dup)).replace('_', '-')} applies to the duplication and memorization "
-                           "experiments only")
+    dup = given(a, "dup_frac", "dup_weight")
     if a.kind == "memorization":
         overrides.update(dup)
         return _memorization(a, overrides, bars)
@@ -187,13 +185,8 @@ def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
     if not a.data:
         raise DiffrepError(f"experiment {a.kind} needs --data: fashion-mnist or a folder of training images")
     if a.subset is not None:
-        if a.kind == "data-size":
-            raise DiffrepError("--subset applies to the duplication, conditioning and caption-mitigation grids; the "
-                               "data-size experiment takes --sizes")
         overrides["dup_subset" if a.kind == "duplication" else "cond_subset"] = a.subset
     if a.sizes:
-        if a.kind != "data-size":
-            raise DiffrepError("--sizes applies to the data-size experiment only")
         overrides["sizes"] = _int_list(a.sizes, "--sizes", least=1)
     only = [n.strip() for n in a.only.split(",") if n.strip()] if a.only else None
     results = run_experiment(a.kind, a.data, a.out, preset=a.preset, device=a.device, seed=a.seed,
@@ -213,6 +206,31 @@ def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
         _out(f"Results: {Path(a.out) / 'results.md'}, {Path(a.out) / 'results.csv'}, "
              f"{Path(a.out) / 'similarity.png'}")
     return 0
+
+
+GRIDS = ("data-size", "duplication", "conditioning", "caption-mitigation")
+OWN_DATA = {"memorization": "the packaged captioned emoji", "membership": "Fashion-MNIST member and non-member splits",
+            "mitigation": "a captioned Fashion-MNIST split"}
+
+
+def _experiment_checks(a: argparse.Namespace) -> None:
+    """DiffrepError for an option of ``diffrep experiment`` that the chosen experiment would not use."""
+    k = a.kind
+    own = f"experiment {k} builds its own data from {OWN_DATA.get(k)}: drop it"
+    refuse_unused([
+        ("--data", a.data is not None, k in GRIDS, own), ("--reference", a.reference is not None, k in GRIDS, own),
+        *((flag, v is not None, k in ("duplication", "memorization"), "it applies to the duplication and "
+           "memorization experiments") for flag, v in (("--dup-frac", a.dup_frac), ("--dup-weight", a.dup_weight))),
+        ("--samples", a.samples is not None, k != "membership", "experiment membership generates nothing"),
+        ("--sizes", a.sizes is not None, k in ("data-size", "membership"), "it applies to the data-size and "
+         "membership experiments"),
+        ("--subset", a.subset is not None, k in GRIDS[1:], "it applies to the duplication, conditioning and "
+         "caption-mitigation grids" + ("; the data-size experiment takes --sizes" if k == "data-size" else "")),
+        ("--only", a.only is not None, k in (*GRIDS, "mitigation"), f"experiment {k} is one run, not a grid"),
+        ("--generate-only", a.generate_only, k in (*GRIDS, "memorization"), "it applies to the grids and the "
+         "memorization experiment"),
+        *((flag, v is not None, k == "memorization", "it applies to the memorization experiment")
+          for flag, v in (("--label-per-prompt", a.label_per_prompt), ("--label-reference", a.label_reference)))])
 
 
 def _memorization(a: argparse.Namespace, overrides: dict, bars: ProgressBars) -> int:
@@ -244,9 +262,6 @@ def _mitigation_table(a: argparse.Namespace, overrides: dict, bars: ProgressBars
     from ..eval.mitigation_report import verdict
     from ..eval.mitigation_table import run_mitigation_experiment
 
-    if a.data or a.reference:
-        raise DiffrepError("experiment mitigation builds its own captioned Fashion-MNIST split: drop --data and "
-                           "--reference")
     if "samples" in overrides:
         overrides["per_memorized"] = overrides.pop("samples")
     only = [n.strip() for n in a.only.split(",") if n.strip()] if a.only else None
@@ -264,8 +279,6 @@ def _mitigation_table(a: argparse.Namespace, overrides: dict, bars: ProgressBars
 def _membership_experiment(a: argparse.Namespace, overrides: dict, bars: ProgressBars) -> int:
     from ..eval.membership import run_membership_experiment
 
-    if "samples" in overrides:
-        raise DiffrepError("--samples does not apply to experiment membership (it generates nothing)")
     if "steps" in overrides:
         overrides["steps"] = [overrides["steps"]]
     if a.sizes:
