@@ -175,6 +175,8 @@ def test_cli_probe_writes_calibrated_outputs(caption_run, captioned, tmp_path, c
     assert "Content-Security-Policy" in page and "<script" not in page and "data:image/png;base64" in page
     assert f"of {len(rows)} prompts score above what 4 prompts known not to be memorized" in page
     assert html.escape(rows[0]["prompt"]) in page
+    assert main(["report", str(tmp_path / "out"), "--page-limit", "3"]) == 2  # an audit report's setting
+    assert "--page-limit would change nothing in this run" in capsys.readouterr().err
     # bad input: one line each
     (tmp_path / "empty.txt").write_text("\n\n")
     assert main(["probe", str(caption_run), "--prompts", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o2")]) == 3

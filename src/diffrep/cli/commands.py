@@ -123,26 +123,26 @@ def cmd_audit(a: argparse.Namespace, bars: ProgressBars) -> int:
 
 def cmd_report(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..report.html import render_report
-
     from ..report.membership_page import is_membership_folder, render_membership_report
 
-    if is_membership_folder(a.audit_dir):
-        if a.extract:
-            raise DiffrepError("--extract applies to the report of a `diffrep probe` folder")
+    root = Path(a.audit_dir)
+    kind = ("membership" if is_membership_folder(a.audit_dir) else "probe" if (root / "prompts.csv").is_file()
+            else "audit")
+    if kind == "audit" and not ((root / "summary.json").is_file() and (root / "matches.parquet").is_file()):
+        raise DiffrepError(f"{root} is not a folder that `diffrep audit`, `probe` or `membership` wrote (no "
+                           "summary.json with matches.parquet, prompts.csv or scores.csv); give their --out folder")
+    refuse_unused([("--extract", a.extract is not None, kind == "probe", "it applies to the report of a `diffrep "
+                    "probe` folder"), ("--page-limit", a.page_limit is not None, kind == "audit", "it applies to "
+                    "the report of a `diffrep audit` folder")])
+    if kind == "membership":
         _out(f"Report: {render_membership_report(a.audit_dir)}")
         return 0
-    if (Path(a.audit_dir) / "prompts.csv").is_file():
+    if kind == "probe":
         from ..report.probe_page import render_probe_report
 
         _out(f"Report: {render_probe_report(a.audit_dir, a.extract)}")
         return 0
-    if a.extract:
-        raise DiffrepError("--extract applies to the report of a `diffrep probe` folder")
-    root = Path(a.audit_dir)
-    if not ((root / "summary.json").is_file() and (root / "matches.parquet").is_file()):
-        raise DiffrepError(f"{root} is not a folder that `diffrep audit`, `probe` or `membership` wrote (no "
-                           "summary.json with matches.parquet, prompts.csv or scores.csv); give their --out folder")
-    _out(f"Report: {render_report(a.audit_dir, page_limit=a.page_limit, progress=bars)}")
+    _out(f"Report: {render_report(a.audit_dir, progress=bars, **given(a, 'page_limit'))}")
     return 0
 
 

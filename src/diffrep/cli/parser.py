@@ -124,8 +124,8 @@ def _audit(sub: Sub) -> None:
 
     p = sub.add_parser("report", help="(re-)render report.html for an audit, probe or membership directory")
     p.add_argument("audit_dir", help="an audit folder, or a `diffrep probe` or `diffrep membership` folder")
-    p.add_argument("--page-limit", type=int, default=DEFAULTS["report"]["page_limit"],
-                   help="replicas shown (the rest stay in matches.csv; default %(default)s)")
+    p.add_argument("--page-limit", type=int, default=None, help="audit report: replicas shown (the rest stay "
+                   f"in matches.csv; default {DEFAULTS['report']['page_limit']})")
     p.add_argument("--extract", default=None, help="probe report: a `diffrep extract` folder whose extracted "
                    "pairs are shown side by side")
     _quiet(p)
