@@ -21,7 +21,7 @@ def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch)
 
     monkeypatch.setitem(mem.PRESETS, "smoke", {**mem.PRESETS["smoke"], "train": 16, "reference_prompts": 12,
                                                 "test_prompts": 12, "sample_steps": 5, "probe_seeds": 2,
-                                                "long_steps": 3})
+                                                "long_steps": 3, "channels": [16, 32, 32]})
     out = tmp_path / "mem"
     assert main(["experiment", "memorization", "--out", str(out), "--generate-only", "-q"] + TINY) == 0
     gen = json.loads((out / "generated.json").read_text())
@@ -59,3 +59,22 @@ def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch)
     assert main(["experiment", "memorization", "--out", str(out), "--label-per-prompt", "1", "--label-reference",
                  "10", "-q"] + TINY) == 0
     assert json.loads((out / "labels.json").read_text())["audited_generations"] == 16
+
+
+def test_the_split_keeps_near_duplicate_groups_on_one_side(tmp_path):
+    """Held-out captions are never a skin-tone or gender variant of a training picture: such siblings would raise
+    the audit's calibrated threshold (they score like copies) and would look memorized to the probes."""
+    from diffrep.datasets import get_dataset, read_groups
+    from diffrep.eval.memorization import PRESETS, group_split, split
+
+    group = read_groups(get_dataset("emoji"))
+    info = split(tmp_path / "data", PRESETS["smoke"], 3)
+    train = [group[f][0] for f in info["train"].values()]
+    held = [group[p.name][0] for p in (tmp_path / "data" / "heldout").glob("*.png")]
+    assert len(set(train)) == len(train) == 64 and len(set(held)) == len(held) == 200  # one picture per group
+    assert not set(train) & set(held)
+    # fewer groups than rows wanted: groups dealt in proportion to the counts, first members before second ones
+    rows = [(g, k) for k in range(3) for g in "abcdef"]
+    parts = group_split(rows, lambda r: r[0], (4, 4, 2))
+    assert [sorted({g for g, _ in part}) for part in parts] == [["a", "d", "f"], ["b", "e"], ["c"]]
+    assert parts[0] == [("a", 0), ("d", 0), ("f", 0), ("a", 1)]

@@ -39,7 +39,7 @@ from ..progress import ProgressCallback
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"train": 64, "reference_prompts": 100, "test_prompts": 100, "dup_frac": 0.125, "dup_weight": 25.0,
-              "steps": 10000, "batch": 16, "size": 32, "channels": [16, 32, 32], "per_prompt": 4,
+              "steps": 10000, "batch": 16, "size": 32, "channels": [32, 64, 64], "per_prompt": 4,
               "sample_steps": 25, "probe_seeds": 4, "long_steps": 10},
     "full": {"train": 1000, "reference_prompts": 1000, "test_prompts": 1000, "dup_frac": 0.05, "dup_weight": 25.0,
              "steps": 20000, "batch": 128, "size": 32, "channels": [64, 128, 128], "per_prompt": 8,
@@ -72,11 +72,12 @@ def run_memorization(out: str | Path, *, preset: str = "smoke", seed: int = 0, d
 
 
 def split(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Train / reference-caption / test-caption split of the packaged emoji (distinct captions only)."""
-    from ..datasets import get_dataset
+    """Train / reference-caption / test-caption split of the packaged emoji (distinct captions only), disjoint
+    by near-duplicate group (``groups.csv``: an emoji with its skin-tone and gender variants)."""
+    from ..datasets import get_dataset, read_groups
 
     marker = folder / "split.json"
-    want = {k: p[k] for k in ("train", "reference_prompts", "test_prompts")} | {"seed": seed}
+    want = {k: p[k] for k in ("train", "reference_prompts", "test_prompts")} | {"seed": seed, "split": "groups"}
     old = finished(marker, want)
     if old is not None and (folder / "train").is_dir() and (folder / "heldout").is_dir():
         return old
@@ -87,9 +88,9 @@ def split(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
         seen.setdefault(r["caption"].strip().lower(), r)
     rows = list(seen.values())
     order = np.random.default_rng([seed, 24]).permutation(len(rows))
-    n_tr, n_ref, n_te = p["train"], p["reference_prompts"], p["test_prompts"]
-    pick = [rows[i] for i in order[:n_tr + n_ref + n_te]]
-    train, ref, test = pick[:n_tr], pick[n_tr:n_tr + n_ref], pick[n_tr + n_ref:]
+    group = read_groups(src)
+    train, ref, test = group_split([rows[i] for i in order], lambda r: group[r["file"]][0],
+                                   (p["train"], p["reference_prompts"], p["test_prompts"]))
     if folder.exists():
         shutil.rmtree(folder)
     for name, part in (("train", train), ("heldout", ref + test)):
@@ -103,6 +104,33 @@ def split(folder: Path, p: dict[str, Any], seed: int) -> dict[str, Any]:
             "reference": [r["caption"] for r in ref], "test": [r["caption"] for r in test]}
     write_json(marker, info)
     return info
+
+
+def group_split(rows: list[Any], group_of: Any, counts: tuple[int, ...]) -> list[list[Any]]:
+    """``rows`` (in a seeded random order) cut into parts of ``counts`` rows that share no group. Where there are
+    as many groups as rows wanted, every row is the first of its group (no two rows near-duplicates); otherwise
+    the groups are dealt to the parts in proportion to their counts, and within a part one row per group comes
+    before any second one."""
+    from ..errors import DiffrepError
+
+    groups: dict[str, list[Any]] = {}
+    for r in rows:
+        groups.setdefault(group_of(r), []).append(r)
+    members = list(groups.values())
+    if len(members) >= sum(counts):
+        firsts = [g[0] for g in members]
+        cuts = np.cumsum((0,) + tuple(counts))
+        return [firsts[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    dealt: list[list[list[Any]]] = [[] for _ in counts]
+    for g in members:  # to the part with the fewest groups for its count
+        dealt[min(range(len(counts)), key=lambda k: len(dealt[k]) / counts[k])].append(g)
+    parts = []
+    for n, taken in zip(counts, dealt):
+        by_rank = [g[k] for k in range(max(map(len, taken), default=0)) for g in taken if k < len(g)]
+        if len(by_rank) < n:
+            raise DiffrepError(f"the packaged emoji hold too few images for parts of {', '.join(map(str, counts))}")
+        parts.append(by_rank[:n])
+    return parts
 
 
 def _generate(root: Path, data: dict[str, Any], p: dict[str, Any], seed: int, device: str,
