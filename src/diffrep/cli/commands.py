@@ -23,20 +23,20 @@ def _engine(a: argparse.Namespace, stage: str) -> Any:
 
     from ..distributed import ray_index, ray_rows
 
-    a.address = DEFAULTS["engine"]["address"] if a.address is None else a.address
-    a.num_workers = DEFAULTS["engine"]["num_workers"] if a.num_workers is None else a.num_workers
-    if a.num_workers < 1:
-        raise DiffrepError(f"--num-workers {a.num_workers}: give at least one worker")
-    ray = ray_index.connect(a.address)
+    address = DEFAULTS["engine"]["address"] if a.address is None else a.address
+    workers = DEFAULTS["engine"]["num_workers"] if a.num_workers is None else a.num_workers
+    if workers < 1:
+        raise DiffrepError(f"--num-workers {workers}: give at least one worker")
+    ray = ray_index.connect(address)
     if a.device == "cuda":  # a cluster without GPUs fails now, before anything is written
-        ray_index.gpu_workers(ray, a.num_workers)
+        ray_index.gpu_workers(ray, workers)
     if not getattr(a, "quiet", False) and not getattr(a, "_cluster_shown", False):
         from ..distributed.ray_data import describe
 
-        _out(describe(ray, a.address, a.num_workers, a.device))
+        _out(describe(ray, address, workers, a.device))
         a._cluster_shown = True
     module = ray_rows if stage == "map_rows" else ray_index
-    return functools.partial(getattr(module, stage), address=a.address, workers=a.num_workers, device=a.device)
+    return functools.partial(getattr(module, stage), address=address, workers=workers, device=a.device)
 
 
 def _driver_device(a: argparse.Namespace) -> str:
@@ -203,11 +203,9 @@ def _dedup_options(a: argparse.Namespace) -> dict[str, Any]:
                for flag in ("--verified-threshold", "--no-text-lines")]
     checks += [("--pixel-threshold", on["--pixel-threshold"], a.pixel, "the pixel rule is off (--no-pixel)")]
     refuse_unused(checks)
-    opts = given(a, "global_threshold", "verified_threshold", "eps", "k", "nprobe")
-    if not a.pixel:
+    opts = given(a, "global_threshold", "verified_threshold", "pixel_threshold", "eps", "k", "nprobe")
+    if not a.pixel:  # --pixel-threshold was refused above
         opts["pixel_threshold"] = None
-    elif a.pixel_threshold is not None:
-        opts["pixel_threshold"] = a.pixel_threshold
     return opts
 
 
