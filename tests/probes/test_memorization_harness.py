@@ -39,8 +39,16 @@ def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch)
     assert [m["method"] for m in s["methods"]] == ["noise-norm@1", "noise-norm@3", "seed-ssim@1", "one-step@1"]
     assert s["brute_force_seconds_per_prompt"] > 0 and all(m["seconds_per_prompt"] > 0 for m in s["methods"])
     assert all(m["duplicated"]["positives"] == 4 and 0 <= m["duplicated"]["auc"] <= 1 for m in s["methods"])
+    # memorized consistently: more than half of a caption's 2 generations, i.e. both, flagged as its own picture
+    both = sum(1 for c in labels["copies"].values() if c == 2)
+    assert s["generations_labelled"] == 2 and s["memorized_consistently"] == both
+    assert all(m["consistent"]["positives"] == both for m in s["methods"])
+    for m in s["methods"]:  # every training caption is counted once in the breakdown by copies
+        assert [c["copies"] for c in m["by_copies"]] == [0, 1, 2] and sum(c["captions"] for c in m["by_copies"]) == 16
+        assert m["by_copies"][0]["captions"] == 16 - s["memorized"]
     md = (out / "results.md").read_text()
     assert md.startswith("# Memorization probes") and "Labels by construction" in md
+    assert "Memorized consistently" in md and "| 0 of 2 (" in md
     assert ("No training caption was memorized" in md) == (s["memorized"] == 0)
     header = next(csv.reader((out / "results.csv").open()))
     assert header[0] == "method" and header[-1] == "duplicated_tpr_at_1pct_fpr_ci"
@@ -52,6 +60,8 @@ def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch)
                  "10", "-q"] + TINY) == 0
     labels = json.loads((out / "labels.json").read_text())
     assert labels["audited_generations"] == 16 and labels["label_reference"] == 10
+    s = json.loads((out / "summary.json").read_text())
+    assert s["generations_labelled"] == 1 and s["memorized_consistently"] == s["memorized"]  # 1 of 1 is all
     assert len(list((out / "label_reference").iterdir())) == 10
     # a damaged marker of finished work is work to do again, not a traceback
     (out / "labels.json").write_text('{"fpr": 0.01, "label_per_')

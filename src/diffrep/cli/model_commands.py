@@ -245,7 +245,8 @@ def _memorization(a: argparse.Namespace, overrides: dict, bars: ProgressBars) ->
         _out(f"Trained {s['step']} steps on {s['device']} ({s['train_seconds']:.0f} s), generated and probed; run "
              "the same command without --generate-only to audit and score.")
         return 0
-    _out(f"{s['memorized']} of {s['training_captions']} training captions memorized (audit-judged); "
+    _out(f"{s['memorized']} of {s['training_captions']} training captions memorized (audit-judged), "
+         f"{s.get('memorized_consistently', 0)} of them consistently (more than half of their generations); "
          f"{s['test_captions']} test captions as negatives.")
     if not s["memorized"]:
         _out(f"No memorized caption to score against: AUC and TPR below are by construction (the {s['duplicated']} "

@@ -250,39 +250,59 @@ def _copies(files: list[Path], folder: Path) -> Path:
 
 def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[str, Any], p: dict[str, Any],
            fpr: float, seed: int) -> dict[str, Any]:
-    from ..matching.calibration import threshold_at_fpr
-    from ..probes.roc import auc, detection_metrics
-    from .memorization_report import DUP_KEYS, write_tables
+    """Score every probe column of ``probe_scores.csv`` against three labellings of the training captions:
+    memorized (the audit flags one generation or more as a copy of the caption's own picture), memorized
+    consistently (more than half of the audited generations), and duplicated (by construction)."""
+    from .memorization_report import write_tables
 
     rows = list(csv.DictReader((root / "probe_scores.csv").open(encoding="utf-8")))
     memorized = set(labels["memorized"])
-    duplicated = _dup_captions(root, gen)
+    n_gen = int(labels.get("label_per_prompt") or p["per_prompt"])
+    copies = {q: int(labels.get("copies", {}).get(q, 0)) for q in data["train"]}
+    consistent = {q for q, c in copies.items() if c > n_gen / 2}
+    sets = {"memorized": memorized, "consistent": consistent, "duplicated": _dup_captions(root, gen)}
     brute = gen["generate_seconds_per_prompt"] + labels["audit_seconds_per_image"] * p["per_prompt"]
-    results = []
-    for col in [c for c in rows[0] if c not in ("prompt", "role")]:
-        val = {r["prompt"]: float(r[col]) for r in rows}
-        pos = np.array([val[q] for q in data["train"] if q in memorized])
-        neg = np.array([val[q] for q in data["test"]])
-        rest = np.array([val[q] for q in data["train"] if q not in memorized])
-        ref = np.array([val[q] for q in data["reference"]])
-        t, _ = threshold_at_fpr(ref, fpr)
-        m = detection_metrics(pos, neg, seed=seed)
-        by_construction = detection_metrics(np.array([val[q] for q in data["train"] if q in duplicated]), neg,
-                                            seed=seed)
-        secs = gen["probe_seconds_per_prompt"][col]
-        results.append({"method": col, **m, "duplicated": {k: by_construction[k] for k in DUP_KEYS},
-                        "auc_vs_unmemorized_training": auc(pos, rest),
-                        "threshold": t, "tpr_at_threshold": float(np.mean(pos > t)) if len(pos) else float("nan"),
-                        "test_flagged_at_threshold": float(np.mean(neg > t)),
-                        "seconds_per_prompt": secs, "cheaper_than_brute_force": brute / secs if secs else None})
+    results = [_method_row(col, {r["prompt"]: float(r[col]) for r in rows}, data, sets, copies, n_gen, fpr, seed)
+               | {"seconds_per_prompt": gen["probe_seconds_per_prompt"][col]}
+               for col in [c for c in rows[0] if c not in ("prompt", "role")]]
+    for r in results:
+        secs = r["seconds_per_prompt"]
+        r["cheaper_than_brute_force"] = brute / secs if secs else None
     summary = {"preset": p, "seed": seed, "fpr": fpr, "training_captions": len(data["train"]),
                "duplicated": len(gen["duplicated"]), "memorized": len(memorized),
-               "memorized_duplicated": len(memorized & duplicated),
+               "memorized_duplicated": len(memorized & sets["duplicated"]),
+               "memorized_consistently": len(consistent), "generations_labelled": n_gen,
                "test_captions": len(data["test"]), "reference_captions": len(data["reference"]),
                "brute_force_seconds_per_prompt": brute, "generation": gen, "audit": labels, "methods": results}
     write_json(root / "summary.json", summary)
     write_tables(root, summary)
     return summary
+
+
+def _method_row(col: str, val: dict[str, float], data: dict[str, Any], sets: dict[str, set[str]],
+                copies: dict[str, int], n_gen: int, fpr: float, seed: int) -> dict[str, Any]:
+    """One probe column's metrics: against the audit's labels in full, against the consistent and the
+    by-construction labels in brief (``DUP_KEYS``), and the median score of the training captions by the
+    number of their generations flagged as copies."""
+    from ..matching.calibration import threshold_at_fpr
+    from ..probes.roc import auc, detection_metrics
+    from .memorization_report import DUP_KEYS
+
+    memorized = sets["memorized"]
+    pos = np.array([val[q] for q in data["train"] if q in memorized])
+    neg = np.array([val[q] for q in data["test"]])
+    rest = np.array([val[q] for q in data["train"] if q not in memorized])
+    t, _ = threshold_at_fpr(np.array([val[q] for q in data["reference"]]), fpr)
+    row = {"method": col, **detection_metrics(pos, neg, seed=seed)}
+    for name in ("consistent", "duplicated"):
+        m = detection_metrics(np.array([val[q] for q in data["train"] if q in sets[name]]), neg, seed=seed)
+        row[name] = {k: m[k] for k in DUP_KEYS}
+    row["by_copies"] = [{"copies": c, "captions": len(v), "median": float(np.median(v)) if v else None}
+                        for c in range(n_gen + 1)
+                        for v in [[val[q] for q in data["train"] if copies[q] == c]]]
+    return row | {"auc_vs_unmemorized_training": auc(pos, rest), "threshold": t,
+                  "tpr_at_threshold": float(np.mean(pos > t)) if len(pos) else float("nan"),
+                  "test_flagged_at_threshold": float(np.mean(neg > t))}
 
 
 def _dup_captions(root: Path, gen: dict[str, Any]) -> set[str]:

@@ -13,16 +13,17 @@ KEYS = ["method", "positives", "negatives", "auc", "auc_ci", "tpr_at_1pct_fpr", 
         "tpr_at_0.1pct_fpr", "tpr_at_0.1pct_fpr_ci", "auc_vs_unmemorized_training", "tpr_at_threshold",
         "test_flagged_at_threshold", "seconds_per_prompt", "cheaper_than_brute_force"]
 DUP_KEYS = ["positives", "auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci"]
+BRIEF = ("consistent", "duplicated")  # the other labellings, scored with DUP_KEYS
 
 
 def write_tables(root: Path, s: dict[str, Any]) -> None:
-    """Write ``results.csv`` (one row per method; the by-construction columns prefixed ``duplicated_``) and
-    ``results.md``."""
+    """Write ``results.csv`` (one row per method; the columns against the consistent and the by-construction
+    labels prefixed ``consistent_`` and ``duplicated_``) and ``results.md``."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(KEYS + [f"duplicated_{k}" for k in DUP_KEYS])
+    w.writerow(KEYS + [f"{name}_{k}" for name in BRIEF for k in DUP_KEYS])
     for r in s["methods"]:
-        cells = [r[k] for k in KEYS] + [r.get("duplicated", {}).get(k) for k in DUP_KEYS]
+        cells = [r[k] for k in KEYS] + [r.get(name, {}).get(k) for name in BRIEF for k in DUP_KEYS]
         w.writerow([_cell(c) for c in cells])
     write_text(root / "results.csv", buf.getvalue())
     write_text(root / "results.md", "\n".join(_markdown(s)) + "\n")
@@ -62,10 +63,28 @@ def _markdown(s: dict[str, Any]) -> list[str]:
                   "|---|---|---|---|"]
         lines += [f"| {r['method']} | {100 * r['test_flagged_at_threshold']:.1f}% | {r['seconds_per_prompt']:.4f} | "
                   f"{r['cheaper_than_brute_force']:.0f} |" for r in s["methods"]]
+    n = s.get("generations_labelled")
+    if n and all("consistent" in r for r in s["methods"]):
+        lines += _brief(s, "consistent", f"Memorized consistently: the audit flags more than half of the caption's {n} "
+                        f"audited generations as copies of its own picture ({s['memorized_consistently']} captions), "
+                        "against the test captions.")
     if all("duplicated" in r for r in s["methods"]):
-        lines += ["", f"Labels by construction (not the audit's judgement): the {s['duplicated']} duplicated "
-                  "training captions against the test captions.", "",
-                  "| method (k steps) | AUC (95% CI) | TPR@1%FPR (95% CI) |", "|---|---|---|"]
-        lines += [f"| {r['method']} | {_ci(r['duplicated'], 'auc')} | {_ci(r['duplicated'], 'tpr_at_1pct_fpr')} |"
-                  for r in s["methods"]]
+        lines += _brief(s, "duplicated", f"Labels by construction (not the audit's judgement): the {s['duplicated']} "
+                        "duplicated training captions against the test captions.")
+    if n and all("by_copies" in r for r in s["methods"]):
+        counts = s["methods"][0]["by_copies"]
+        lines += ["", "Median score of the training captions by the number of their generations flagged as copies "
+                  "(captions in brackets):", "",
+                  "| method (k steps) | " + " | ".join(f"{c['copies']} of {n} ({c['captions']})" for c in counts) + " |",
+                  "|---" * (len(counts) + 1) + "|"]
+        lines += [f"| {r['method']} | " + " | ".join("-" if c["median"] is None else f"{c['median']:.4g}"
+                                                    for c in r["by_copies"]) + " |" for r in s["methods"]]
     return lines
+
+
+def _brief(s: dict[str, Any], name: str, caption: str) -> list[str]:
+    """A table of AUC and TPR@1%FPR against one of the other labellings, or a sentence when it has no positives."""
+    if not s["methods"][0][name]["positives"]:
+        return ["", caption.rstrip(".") + ": none, so no AUC."]
+    return ["", caption, "", "| method (k steps) | AUC (95% CI) | TPR@1%FPR (95% CI) |", "|---|---|---|"] + [
+        f"| {r['method']} | {_ci(r[name], 'auc')} | {_ci(r[name], 'tpr_at_1pct_fpr')} |" for r in s["methods"]]
