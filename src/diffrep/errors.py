@@ -60,6 +60,22 @@ def brief(exc: BaseException) -> str:
     return text[:400]
 
 
+
+def check_settings(*, fpr: float | None = None, seeds: int | None = None, batch: int | None = None,
+                   sample_steps: int | None = None, guidance: float | None = None) -> None:
+    """The checks of settings several commands share, with the same one-line message wherever they are given
+    (``None``: not a setting of the caller). ``sample_steps`` is the sampler's number of denoising steps."""
+    if fpr is not None and not 0 < fpr < 1:
+        raise DiffrepError(f"--fpr {fpr}: give a rate between 0 and 1 (0.01 by default)")
+    if seeds is not None and seeds < 1:
+        raise DiffrepError(f"--seeds {seeds}: give at least one seed")
+    if batch is not None and batch < 1:
+        raise DiffrepError(f"--batch {batch}: give a positive batch size")
+    if sample_steps is not None and not 1 <= sample_steps <= 1000:
+        raise DiffrepError(f"--steps {sample_steps}: the sampler runs between 1 and 1000 denoising steps")
+    if guidance is not None and not 0 <= guidance < float("inf"):
+        raise DiffrepError(f"--guidance {guidance}: give a finite scale >= 0 (1: no guidance)")
+
 # Public alias without the trailing underscore (the builtin IndexError is not shadowed inside the package).
 DiffrepIndexError = IndexError_
 

@@ -37,7 +37,7 @@ from ..matching.rerank import verify_indexed
 from ..matching.verify import Verifier, VerifyConfig
 from ..decode import DEFAULT_MAX_PIXELS
 from ..defaults import DEFAULTS as _DEFAULTS
-from ..errors import DiffrepError
+from ..errors import DiffrepError, check_settings
 from ..fsutil import DirLock, ensure_writable_dir, write_json, write_text
 from ..indexing.build import check_options, index as build_index
 from ..indexing.duplicates import load_dup_counts, save_dup_counts
@@ -108,8 +108,7 @@ def dedup(source: PathLike | Sequence[PathLike] | None, out: PathLike, *, index:
         raise DiffrepError("--reference is the null for --fpr: add --fpr RATE (e.g. 0.01) to calibrate the link "
                            "thresholds on it")
     if fpr is not None:
-        if not 0 < fpr < 1:
-            raise DiffrepError(f"--fpr must be between 0 and 1, got {fpr}")
+        check_settings(fpr=fpr)
         if reference is None:
             raise DiffrepError("--fpr needs --reference: held-out images that are NOT in the collection; how "
                                "closely they match it shows how high unrelated images score")

@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..defaults import DEFAULTS
-from ..errors import DiffrepError, OutputError, SourceError
+from ..errors import DiffrepError, OutputError, SourceError, check_settings
 from ..fsutil import DirLock, ensure_writable_dir, parse_json, printable, write_bytes, write_text
 from ..progress import ProgressCallback, emit
 
@@ -194,12 +194,7 @@ def sample(run_dir: str | os.PathLike[str], n: int, out: str | os.PathLike[str],
         raise DiffrepError(f"--n {n}: ask for at least one image")
     if sampler not in SAMPLERS:
         raise DiffrepError(f"--sampler {sampler!r}: use ddim or ddpm")
-    if not 1 <= steps <= 1000:
-        raise DiffrepError(f"--steps {steps}: the sampler runs between 1 and 1000 denoising steps")
-    if batch < 1:
-        raise DiffrepError(f"--batch {batch}: give a positive batch size")
-    if not 0 <= guidance < float("inf"):
-        raise DiffrepError(f"--guidance {guidance}: give a finite scale >= 0 (1: no guidance)")
+    check_settings(batch=batch, sample_steps=steps, guidance=guidance)
     t0 = time.perf_counter()
     model = load_model(run_dir, device)
     if guidance != 1.0:

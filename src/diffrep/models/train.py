@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..defaults import DEFAULTS
-from ..errors import DiffrepError
+from ..errors import DiffrepError, check_settings
 from ..fsutil import DirLock, ensure_writable_dir, write_text
 from ..progress import ProgressCallback
 from .loop import Batches, State, fit
@@ -182,8 +182,7 @@ def _validate(cond: str, steps: int, batch: int, lr: float, ema: float, sample_e
         raise DiffrepError(f"--cond {cond!r}: use one of {', '.join(CONDS)}")
     if steps < 1:
         raise DiffrepError(f"--steps {steps}: train for at least one step")
-    if batch < 1:
-        raise DiffrepError(f"--batch {batch}: give a positive batch size")
+    check_settings(batch=batch)
     if not lr > 0:
         raise DiffrepError(f"--lr {lr}: give a positive learning rate (2e-3 suits the small default model)")
     if not 0.0 <= ema < 1.0:

@@ -32,7 +32,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..defaults import DEFAULTS
-from ..errors import DiffrepError
+from ..errors import DiffrepError, check_settings
 from ..fsutil import DirLock, ensure_writable_dir, write_json, write_npz, write_text
 from ..progress import ProgressCallback
 from .difficulty import (DESCRIPTION, METHOD, MIN_IMAGES, MODES, calibrate_pooled, explained_share, fit_is_possible,
@@ -56,23 +56,7 @@ def membership(model_path: str | os.PathLike[str], out: str | os.PathLike[str], 
     the module docstring and returns the summary."""
     from ..models.adapter import load_model
 
-    if (images is None) == (set_source is None):
-        raise DiffrepError("give the images to test with --images (one verdict per image) or --set (the set as "
-                           "a whole), not both")
-    methods = list(METHODS) if method == "all" else [method]
-    if method != "all" and method not in METHODS:
-        raise DiffrepError(f"--method {method!r}: use {', '.join(METHODS)} or all")
-    if not 0 < fpr < 1:
-        raise DiffrepError(f"--fpr {fpr}: give a rate between 0 and 1 (0.01 by default)")
-    if seeds < 1:
-        raise DiffrepError(f"--seeds {seeds}: give at least one seed")
-    if batch < 1:
-        raise DiffrepError(f"--batch {batch}: give a positive batch size")
-    if difficulty not in MODES:
-        raise DiffrepError(f"--difficulty {difficulty!r}: use {' or '.join(MODES)}")
-    if labels is not None and not os.path.isfile(labels):
-        raise DiffrepError(f"--labels {labels} does not exist or is not a file. Check the path (a CSV with the "
-                           "columns path and member).")
+    methods = _check_options(images, set_source, method, fpr, seeds, batch, difficulty, labels)
     model = load_model(model_path, device)
     tested = load_images(images if images is not None else set_source, model.image_size, captions=captions,
                          what="--images" if images is not None else "--set", progress=progress)
@@ -150,6 +134,23 @@ def _difficulty(main: ImageScores, null: ImageScores, stats: tuple[np.ndarray, n
         explained[m] = round(explained_share(np.concatenate([main.scores[m], null.scores[m]]), np.vstack(stats)), 4)
     return scores, null_scores, {"method": METHOD, "description": DESCRIPTION, "explained_share": explained}
 
+
+
+def _check_options(images: Any, set_source: Any, method: str, fpr: float, seeds: int, batch: int, difficulty: str,
+                   labels: Any) -> list[str]:
+    """The methods to run, once the options are known to be usable (else a one-line ``DiffrepError``)."""
+    if (images is None) == (set_source is None):
+        raise DiffrepError("give the images to test with --images (one verdict per image) or --set (the set as "
+                           "a whole), not both")
+    if method != "all" and method not in METHODS:
+        raise DiffrepError(f"--method {method!r}: use {', '.join(METHODS)} or all")
+    check_settings(fpr=fpr, seeds=seeds, batch=batch)
+    if difficulty not in MODES:
+        raise DiffrepError(f"--difficulty {difficulty!r}: use {' or '.join(MODES)}")
+    if labels is not None and not os.path.isfile(labels):
+        raise DiffrepError(f"--labels {labels} does not exist or is not a file. Check the path (a CSV with the "
+                           "columns path and member).")
+    return list(METHODS) if method == "all" else [method]
 
 def _without_tested(tested: ImageSet, ref: ImageSet) -> tuple[ImageSet, int]:
     """``ref`` without the images identical to a tested one (same pixels at the model's resolution), and how

@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..defaults import DEFAULTS
-from ..errors import DiffrepError
+from ..errors import DiffrepError, check_settings
 from ..fsutil import DirLock, ensure_writable_dir, write_json, write_text
 from ..progress import ProgressCallback
 from .journal import Journal, close_all, digest, model_stamp
@@ -116,12 +116,7 @@ def probe(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | 
 
 
 def _check(fpr: float, seeds: int, steps: int, sample_steps: int, batch: int) -> None:
-    if not 0 < fpr < 1:
-        raise DiffrepError(f"--fpr {fpr}: give a rate between 0 and 1 (0.01 by default)")
-    if seeds < 1:
-        raise DiffrepError(f"--seeds {seeds}: give at least one seed")
-    if batch < 1:
-        raise DiffrepError(f"--batch {batch}: give a positive batch size")
+    check_settings(fpr=fpr, seeds=seeds, batch=batch)
     if not 1 <= steps <= sample_steps <= 1000:
         raise DiffrepError(f"--steps {steps}: score between 1 and the {sample_steps} sampling steps")
 
