@@ -197,7 +197,7 @@ def test_cli_probe_writes_calibrated_outputs(caption_run, captioned, tmp_path, c
 def test_tiled_l2_and_cliques_on_real_images(captioned):
     from PIL import Image
 
-    from diffrep.probes.extract import largest_clique, pair_distances, tiled_l2
+    from diffrep.probes.extract import clique_radius, largest_clique, pair_distances, tiled_l2
 
     files = sorted(captioned.glob("*.png"))
     a = np.asarray(Image.open(files[0]).convert("RGB"))
@@ -210,6 +210,16 @@ def test_tiled_l2_and_cliques_on_real_images(captioned):
     assert d[0, 2] < 5 and d[0, 3] == 0 and d[0, 1] > 20 and np.allclose(d, d.T)
     assert largest_clique(d < 5) == [0, 2, 3]
     assert largest_clique(np.eye(3, dtype=bool)) == []
+    # the clique radius: the smallest threshold under which k images are mutually near-identical
+    assert clique_radius(d, 2) == 0 and clique_radius(d, 3) == d[0, 2] and clique_radius(d, 4) == d.max()
+    assert clique_radius(d, 5) == float("inf")
+    assert len(largest_clique(d < clique_radius(d, 3))) < 3 <= len(largest_clique(d <= clique_radius(d, 3)))
+    rng = np.random.default_rng(1)  # against the definition: the smallest largest-pair-distance over all triples
+    for _ in range(20):
+        r = rng.random((7, 7))
+        r = np.triu(r, 1) + np.triu(r, 1).T
+        triples = [max(r[i, j], r[i, k], r[j, k]) for i in range(7) for j in range(i + 1, 7) for k in range(j + 1, 7)]
+        assert clique_radius(r, 3) == min(triples)
 
 
 def test_cli_extract_writes_audited_cliques(caption_run, captioned, tmp_path, capsys):
@@ -224,7 +234,8 @@ def test_cli_extract_writes_audited_cliques(caption_run, captioned, tmp_path, ca
                  "--min-clique", "2", "--steps", "3", "--prefilter", "one-step", "--keep", "0.67", "-q"])
     assert code == 0 and "2 of 3 prompts generated" in capsys.readouterr().out
     s = json.loads((tmp_path / "x" / "summary.json").read_text())
-    assert s["generated_for"] == 2 and s["edge_threshold_tiled_l2"] > 0 and "9 pairs" in s["edge_threshold_source"]
+    assert s["generated_for"] == 2 and s["edge_threshold_tiled_l2"] > 0 and "(3 prompts)" in s["edge_threshold_source"]
+    assert any("3 null scores cannot resolve" in w for w in s["warnings"])  # too few reference prompts for 1%
     rows = list(csv.DictReader((tmp_path / "x" / "extracted.csv").open()))
     assert len(rows) == s["cliques"] and all((tmp_path / "x" / r["generated"]).is_file() for r in rows)
     assert main(["extract", str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--index", str(tmp_path / "index"),
@@ -252,6 +263,11 @@ def test_extract_refuses_a_missing_index_or_reference_before_generating(caption_
     assert "gone.txt does not exist. Check the --reference-prompts path" in capsys.readouterr().err
     assert main([*base, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "d"), "--keep", "0.5"]) == 2
     assert "add --prefilter one-step" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    # settings the calibration or the sampler cannot use are refused before the reference prompts' generations
+    for flags, message in ((["--fpr", "2"], "--fpr 2.0: give a rate between 0 and 1"),
+                           (["--steps", "0"], "--steps 0: the sampler runs between 1 and 1000")):
+        assert main([*base, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "e"), *flags]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "e").exists()
 
 
 def test_tested_prompts_are_left_out_of_the_reference(caption_run, tmp_path):

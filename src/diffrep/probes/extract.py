@@ -5,8 +5,11 @@ prompt's image makes the same picture whatever the seed, so the prompt's generat
 mutually near-identical images. Near-identical means a tiled L2 distance below a threshold: each image is cut
 into ``TILES`` x ``TILES`` tiles and the distance of two images is the largest of their per-tile RMS
 differences (Carlini et al.'s tiled L2, which a single differing region cannot hide in). The threshold is not
-hard-coded: it is the ``fpr`` quantile (split-conformal, as the audit's) of the within-prompt pair distances
-of the **reference prompts'** generations, prompts known not to be memorized. Each clique of at least
+hard-coded: it is calibrated on the decision it makes, whether a prompt's generations hold a clique of
+``min_clique``. Each prompt has a *clique radius*, the smallest threshold under which ``min_clique`` of its
+generations are mutually near-identical; the edge threshold is the ``fpr`` quantile (split-conformal, as the
+audit's) of the clique radii of the **reference prompts'** generations, prompts known not to be memorized, so
+that a share of at most ``fpr`` of unmemorized prompts is expected to form a clique. Each clique of at least
 ``min_clique`` members is represented by its most central member, and the representatives are audited
 against the training index with the calibrated audit: ``extracted.csv`` names, per prompt, the generated
 image, the training image it reproduces, the clique size, the audit's verdict and p-value.
@@ -29,7 +32,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..defaults import DEFAULTS
-from ..errors import DiffrepError, SourceError
+from ..errors import DiffrepError, SourceError, check_settings
 from ..fsutil import DirLock, ensure_writable_dir, write_bytes, write_json, write_text
 from ..progress import ProgressCallback, emit
 from .journal import Journal, close_all, digest, kept, model_stamp
@@ -67,6 +70,24 @@ def pair_distances(images: np.ndarray) -> np.ndarray:
         for j in range(i + 1, n):
             d[i, j] = d[j, i] = tiled_l2(images[i], images[j])
     return d
+
+
+def clique_radius(d: np.ndarray, k: int) -> float:
+    """The smallest distance e such that ``k`` of the images are mutually within e (the largest pair distance
+    of their tightest ``k``-clique): a clique of ``k`` forms under an edge threshold exactly when the radius is
+    below it. ``inf`` for fewer than ``k`` images."""
+    n = len(d)
+    if n < max(k, 2):
+        return float("inf")
+    vals = np.unique(d[np.triu_indices(n, 1)])
+    lo, hi = 0, len(vals) - 1  # at vals[-1] every pair is joined: a clique of n >= k
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(largest_clique(d <= vals[mid])) >= k:
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(vals[lo])
 
 
 def largest_clique(adj: np.ndarray) -> list[int]:
@@ -111,6 +132,7 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         raise DiffrepError(f"--prefilter {prefilter!r}: only one-step is available")
     if not 0 < keep <= 1:
         raise DiffrepError(f"--keep {keep}: give the share of prompts to keep, in (0, 1]")
+    check_settings(fpr=fpr, sample_steps=steps, guidance=guidance)
     tested = load_prompts(prompts) if isinstance(prompts, (str, os.PathLike)) else list(prompts)
     ref = (load_prompts(reference_prompts, "--reference-prompts")
            if isinstance(reference_prompts, (str, os.PathLike)) else list(reference_prompts))
@@ -130,12 +152,14 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         chosen = _prefilter(model, tested, keep, progress, journals[0]) if prefilter else list(tested)
         gen = dict(settings, progress=progress)
         journals.append(Journal(out_dir, "reference", digest(stamp, settings, ref)))
-        ref_pairs = [d[np.triu_indices(per_prompt, 1)]
-                     for d in _distances(model, ref, stage="reference", journal=journals[-1], **gen)]
+        radii = [clique_radius(d, min_clique)
+                 for d in _distances(model, ref, stage="reference", journal=journals[-1], **gen)]
         from ..matching.calibration import threshold_at_fpr
 
-        null = -np.concatenate(ref_pairs)  # small distance = evidence: the conformal rule on negated distances
-        edge = -threshold_at_fpr(null, fpr)[0]
+        # a small radius is evidence: the conformal rule on negated radii
+        t, notes = threshold_at_fpr(-np.array(radii), fpr, noun="reference prompt")
+        edge = -t
+        warnings += notes
         journals.append(Journal(out_dir, "generate", digest(stamp, settings, chosen, float(edge), min_clique)))
         rows, reps = _cliques(model, chosen, out_dir, edge, min_clique, gen, journals[-1])
         verdicts = _audit(out_dir, index, reference, seed, progress) if reps else {}
@@ -147,8 +171,8 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         write_json(out_dir / "summary.json", {
             "model": str(model_path), "prompts": len(tested), "generated_for": len(chosen), "per_prompt": per_prompt,
             "prefilter": prefilter, "keep": keep if prefilter else None, "edge_threshold_tiled_l2": edge,
-            "edge_threshold_source": f"reference prompts' generations ({len(ref)} prompts, {len(null)} pairs) at "
-                                     f"{fpr:g}", "min_clique": min_clique, "cliques": len(rows),
+            "edge_threshold_source": f"clique radii of the reference prompts' generations ({len(ref)} prompts) "
+                                     f"at {fpr:g}", "min_clique": min_clique, "cliques": len(rows),
             "extracted": extracted, "seconds": round(seconds, 2),
             "seconds_per_prompt": round(seconds / max(1, len(chosen) + len(ref)), 4), "warnings": warnings})
         close_all(journals)
