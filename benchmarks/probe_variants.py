@@ -1,0 +1,98 @@
+"""Variants of Wen et al.'s noise-norm score on a finished `diffrep experiment memorization` folder.
+
+Recomputes ||eps(x_t, c) - eps(x_t, empty)||_2 per prompt, seed and DDIM step (seeds paired across prompts, as
+`diffrep probe` draws them; the trajectory follows guidance `--guidance`) and scores, against the folder's
+audit-judged labels (`labels.json`) and its test captions, the ways of pooling it: the mean over the first
+`--seeds` seeds (for several seed counts), the max, median and 75th percentile over seeds, each single step,
+and the mean over the first k steps. A study of what the score can see on one model, not a tuning loop:
+a folder it was run on is no longer held out for a rule it suggests.
+
+Usage:  python benchmarks/probe_variants.py OUT --seeds 32 --steps 12 --json variants.json
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffrep.models.adapter import load_model, noise_gap, repeat_cond
+from diffrep.probes.roc import auc, tpr_at_fpr
+
+
+def gaps(folder: Path, prompts: list[str], seeds: int, steps: int, sample_steps: int, guidance: float) -> np.ndarray:
+    """[prompt, seed, step] noise gaps along each prompt's DDIM trajectory."""
+    model = load_model(folder / "run", "cpu")
+    noise = torch.cat([model.noise(1, torch.Generator().manual_seed(s)) for s in range(seeds)])
+    sched = model.make_scheduler("ddim")
+    sched.set_timesteps(sample_steps)
+    out = np.zeros((len(prompts), seeds, steps))
+    per = max(1, 256 // seeds)
+    with torch.no_grad():
+        for start in range(0, len(prompts), per):
+            chunk = prompts[start:start + per]
+            x = noise.repeat(len(chunk), 1, 1, 1)
+            cond, uncond = repeat_cond(model.encode(chunk), seeds), model.empty(len(chunk) * seeds)
+            for j, t in enumerate(sched.timesteps[:steps]):
+                eps_u, eps_c = model.predict_pair(x, t, cond, uncond)
+                out[start:start + len(chunk), :, j] = noise_gap(eps_c, eps_u).view(len(chunk), seeds).numpy()
+                x = sched.step((eps_u + guidance * (eps_c - eps_u)).to(x.dtype), t, x).prev_sample
+    return out
+
+
+def pools(g: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-prompt scores by every pooling studied."""
+    first = g[:, :, 0]
+    out = {f"mean of {s} seeds, step 1": first[:, :s].mean(1) for s in (4, 8, 16, 32) if s <= g.shape[1]}
+    out |= {"max over seeds, step 1": first.max(1), "median over seeds, step 1": np.median(first, 1),
+            "75th percentile over seeds, step 1": np.quantile(first, 0.75, axis=1)}
+    out |= {f"step {j + 1} alone": g[:, :, j].mean(1) for j in range(1, g.shape[2])}
+    out |= {f"mean of steps 1-{k}": g[:, :, :k].mean((1, 2)) for k in (5, 10, g.shape[2]) if 1 < k <= g.shape[2]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", help="a finished `diffrep experiment memorization --out` folder")
+    ap.add_argument("--seeds", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=12, help="DDIM steps of the trajectory to record")
+    ap.add_argument("--guidance", type=float, default=1.0)
+    ap.add_argument("--json", default=None, help="also write the table here")
+    a = ap.parse_args()
+    folder = Path(a.folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    labels = json.loads((folder / "labels.json").read_text())
+    rows = list(csv.DictReader((folder / "probe_scores.csv").open(encoding="utf-8")))
+    prompts = [r["prompt"] for r in rows]
+    t0 = time.perf_counter()
+    g = gaps(folder, prompts, a.seeds, a.steps, summary["preset"]["sample_steps"], a.guidance)
+    seconds = time.perf_counter() - t0
+    copies, n_gen = labels["copies"], summary["generations_labelled"]
+    role = [r["role"] for r in rows]
+    idx = {"memorized": [i for i, q in enumerate(prompts) if role[i] == "train" and copies.get(q, 0) > 0],
+           "consistent": [i for i, q in enumerate(prompts) if role[i] == "train" and copies.get(q, 0) > n_gen / 2]}
+    neg = [i for i in range(len(prompts)) if role[i] == "test"]
+    table = []
+    for name, s in pools(g).items():
+        row = {"pooling": name}
+        for label, pos in idx.items():
+            row[f"{label}_auc"] = auc(s[pos], s[neg])
+            row[f"{label}_tpr_at_1pct_fpr"] = tpr_at_fpr(s[pos], s[neg], 0.01)
+        table.append(row)
+    print(f"{folder}: {len(idx['memorized'])} memorized ({len(idx['consistent'])} consistently) vs {len(neg)} test "
+          f"captions; {a.seeds} seeds x {a.steps} steps, guidance {a.guidance:g}, in {seconds:.0f} s")
+    print("| pooling | AUC (memorized) | TPR@1%FPR | AUC (consistent) | TPR@1%FPR |\n|---|---|---|---|---|")
+    for r in table:
+        print(f"| {r['pooling']} | {r['memorized_auc']:.3f} | {r['memorized_tpr_at_1pct_fpr']:.3f} | "
+              f"{r['consistent_auc']:.3f} | {r['consistent_tpr_at_1pct_fpr']:.3f} |")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"folder": str(folder), "seeds": a.seeds, "steps": a.steps,
+                                            "guidance": a.guidance, "seconds": seconds, "table": table}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
