@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+from diffrep.eval.memorization import consistently_memorized
 from diffrep.probes.extract import extract
 
 
@@ -41,7 +42,7 @@ def main() -> None:
     found = {x["prompt"] for x in copies}
     n_gen = summary.get("generations_labelled") or summary["preset"]["per_prompt"]
     memorized = set(labels["memorized"])
-    consistent = {q for q, c in labels["copies"].items() if c > n_gen / 2}
+    consistent = consistently_memorized(labels["copies"], n_gen)
     res = {"rows": len(rows), "audit_verified": len(copies), "verified_own_picture": len(own),
            "precision": len(copies) / len(rows) if rows else None,
            "memorized": len(memorized), "memorized_extracted": len(found & memorized),

@@ -20,27 +20,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffrep.models.adapter import load_model, noise_gap, repeat_cond
+from diffrep.eval.memorization import consistently_memorized
+from diffrep.models.adapter import load_model, repeat_cond
 from diffrep.probes.roc import auc, tpr_at_fpr
+from diffrep.probes.scores import _trajectory
 
 
 def gaps(folder: Path, prompts: list[str], seeds: int, steps: int, sample_steps: int, guidance: float) -> np.ndarray:
-    """[prompt, seed, step] noise gaps along each prompt's DDIM trajectory."""
+    """[prompt, seed, step] noise gaps along each prompt's DDIM trajectory (the probe's own ``_trajectory``)."""
     model = load_model(folder / "run", "cpu")
     noise = torch.cat([model.noise(1, torch.Generator().manual_seed(s)) for s in range(seeds)])
-    sched = model.make_scheduler("ddim")
-    sched.set_timesteps(sample_steps)
     out = np.zeros((len(prompts), seeds, steps))
     per = max(1, 256 // seeds)
     with torch.no_grad():
         for start in range(0, len(prompts), per):
             chunk = prompts[start:start + per]
-            x = noise.repeat(len(chunk), 1, 1, 1)
             cond, uncond = repeat_cond(model.encode(chunk), seeds), model.empty(len(chunk) * seeds)
-            for j, t in enumerate(sched.timesteps[:steps]):
-                eps_u, eps_c = model.predict_pair(x, t, cond, uncond)
-                out[start:start + len(chunk), :, j] = noise_gap(eps_c, eps_u).view(len(chunk), seeds).numpy()
-                x = sched.step((eps_u + guidance * (eps_c - eps_u)).to(x.dtype), t, x).prev_sample
+            norms, _, _ = _trajectory(model, noise.repeat(len(chunk), 1, 1, 1), cond, uncond, steps, sample_steps,
+                                      guidance)
+            out[start:start + len(chunk)] = norms.view(len(chunk), seeds, steps).double().cpu().numpy()
     return out
 
 
@@ -71,10 +69,10 @@ def main() -> None:
     t0 = time.perf_counter()
     g = gaps(folder, prompts, a.seeds, a.steps, summary["preset"]["sample_steps"], a.guidance)
     seconds = time.perf_counter() - t0
-    copies, n_gen = labels["copies"], summary["generations_labelled"]
     role = [r["role"] for r in rows]
-    idx = {"memorized": [i for i, q in enumerate(prompts) if role[i] == "train" and copies.get(q, 0) > 0],
-           "consistent": [i for i, q in enumerate(prompts) if role[i] == "train" and copies.get(q, 0) > n_gen / 2]}
+    label_sets = {"memorized": set(labels["memorized"]),
+                  "consistent": consistently_memorized(labels["copies"], summary["generations_labelled"])}
+    idx = {k: [i for i, q in enumerate(prompts) if role[i] == "train" and q in v] for k, v in label_sets.items()}
     neg = [i for i in range(len(prompts)) if role[i] == "test"]
     table = []
     for name, s in pools(g).items():

@@ -259,7 +259,7 @@ def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[s
     memorized = set(labels["memorized"])
     n_gen = int(labels.get("label_per_prompt") or p["per_prompt"])
     copies = {q: int(labels.get("copies", {}).get(q, 0)) for q in data["train"]}
-    consistent = {q for q, c in copies.items() if c > n_gen / 2}
+    consistent = consistently_memorized(copies, n_gen)
     sets = {"memorized": memorized, "consistent": consistent, "duplicated": _dup_captions(root, gen)}
     brute = gen["generate_seconds_per_prompt"] + labels["audit_seconds_per_image"] * p["per_prompt"]
     results = [_method_row(col, {r["prompt"]: float(r[col]) for r in rows}, data, sets, copies, n_gen, fpr, seed)
@@ -278,6 +278,12 @@ def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[s
     write_tables(root, summary)
     return summary
 
+
+
+def consistently_memorized(copies: dict[str, int], generations: int) -> set[str]:
+    """The captions memorized consistently: more than half of their ``generations`` audited generations were
+    flagged as copies of their own picture (``copies``: caption -> flagged generations, ``labels.json``)."""
+    return {q for q, c in copies.items() if c > generations / 2}
 
 def _method_row(col: str, val: dict[str, float], data: dict[str, Any], sets: dict[str, set[str]],
                 copies: dict[str, int], n_gen: int, fpr: float, seed: int) -> dict[str, Any]:
