@@ -4,8 +4,11 @@ Recomputes ||eps(x_t, c) - eps(x_t, empty)||_2 per prompt, seed and DDIM step (s
 `diffrep probe` draws them; the trajectory follows guidance `--guidance`) and scores, against the folder's
 audit-judged labels (`labels.json`) and its test captions, the ways of pooling it: the mean over the first
 `--seeds` seeds (for several seed counts), the max, median and 75th percentile over seeds, each single step,
-and the mean over the first k steps. A study of what the score can see on one model, not a tuning loop:
-a folder it was run on is no longer held out for a rule it suggests.
+and the mean over the first k steps. Beside them, two other readings of the same model calls: the first-step gap
+relative to the unconditional prediction (||eps_c - eps_u|| / ||eps_u||, and 1 - cos(eps_c, eps_u)), and how
+much the seeds agree on the image (the mean, smallest and 10% quantile of the pairwise L2 distances between the
+seeds' one-step estimates x0_hat at each step; closer = higher score). A study of what the model calls can see
+on one model, not a tuning loop: a folder it was run on is no longer held out for a rule it suggests.
 
 Usage:  python benchmarks/probe_variants.py OUT --seeds 32 --steps 12 --json variants.json
 """
@@ -16,6 +19,7 @@ import csv
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,19 +30,46 @@ from diffrep.probes.roc import auc, tpr_at_fpr
 from diffrep.probes.scores import _trajectory
 
 
-def gaps(folder: Path, prompts: list[str], seeds: int, steps: int, sample_steps: int, guidance: float) -> np.ndarray:
-    """[prompt, seed, step] noise gaps along each prompt's DDIM trajectory (the probe's own ``_trajectory``)."""
+def gaps(folder: Path, prompts: list[str], seeds: int, steps: int, sample_steps: int, guidance: float
+         ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """[prompt, seed, step] noise gaps along each prompt's DDIM trajectory (the probe's own ``_trajectory``) and
+    the other readings (``readings``) per prompt."""
     model = load_model(folder / "run", "cpu")
     noise = torch.cat([model.noise(1, torch.Generator().manual_seed(s)) for s in range(seeds)])
     out = np.zeros((len(prompts), seeds, steps))
+    other: dict[str, list[np.ndarray]] = {}
     per = max(1, 256 // seeds)
     with torch.no_grad():
         for start in range(0, len(prompts), per):
             chunk = prompts[start:start + per]
             cond, uncond = repeat_cond(model.encode(chunk), seeds), model.empty(len(chunk) * seeds)
+            seen: list[dict[str, np.ndarray]] = []
             norms, _, _ = _trajectory(model, noise.repeat(len(chunk), 1, 1, 1), cond, uncond, steps, sample_steps,
-                                      guidance)
+                                      guidance, lambda t, x, eu, ec: seen.append(readings(model, t, x, eu, ec, seeds)))
             out[start:start + len(chunk)] = norms.view(len(chunk), seeds, steps).double().cpu().numpy()
+            for j, r in enumerate(seen):
+                for name, v in r.items():
+                    if j == 0 or "x0_hat" in name:
+                        other.setdefault(f"{name}, step {j + 1}", []).append(v)
+    return out, {k: np.concatenate(v) for k, v in other.items()}
+
+
+def readings(model: Any, t: Any, x: Any, eps_u: Any, eps_c: Any, seeds: int) -> dict[str, np.ndarray]:
+    """Per-prompt scores of one step (rows prompt-major, ``seeds`` per prompt): relative gaps averaged over
+    seeds, and the seeds' agreement on the one-step estimate x0_hat (negated distances: high = agree)."""
+    eu, ec = eps_u.float().flatten(1), eps_c.float().flatten(1)
+    b = len(eu) // seeds
+    a = model.alphas[int(t)].float()
+    x0 = ((x.float().flatten(1) - (1 - a).sqrt() * ec) / a.sqrt()).clamp(-1, 1).view(b, seeds, -1)
+    d = torch.cdist(x0, x0)
+    iu = torch.triu_indices(seeds, seeds, 1)
+    pairs = d[:, iu[0], iu[1]]
+    mean = {"gap / ||eps_u||": (ec - eu).norm(dim=1) / eu.norm(dim=1),
+            "1 - cos(eps_c, eps_u)": 1 - torch.nn.functional.cosine_similarity(ec, eu)}
+    out = {k: v.view(b, seeds).mean(1).double().numpy() for k, v in mean.items()}
+    out |= {"seeds agree on x0_hat (mean pair)": -pairs.mean(1).double().numpy(),
+            "seeds agree on x0_hat (closest pair)": -pairs.min(1).values.double().numpy(),
+            "seeds agree on x0_hat (10% pair)": -torch.quantile(pairs, 0.1, dim=1).double().numpy()}
     return out
 
 
@@ -67,7 +98,7 @@ def main() -> None:
     rows = list(csv.DictReader((folder / "probe_scores.csv").open(encoding="utf-8")))
     prompts = [r["prompt"] for r in rows]
     t0 = time.perf_counter()
-    g = gaps(folder, prompts, a.seeds, a.steps, summary["preset"]["sample_steps"], a.guidance)
+    g, other = gaps(folder, prompts, a.seeds, a.steps, summary["preset"]["sample_steps"], a.guidance)
     seconds = time.perf_counter() - t0
     role = [r["role"] for r in rows]
     label_sets = {"memorized": set(labels["memorized"]),
@@ -75,7 +106,7 @@ def main() -> None:
     idx = {k: [i for i, q in enumerate(prompts) if role[i] == "train" and q in v] for k, v in label_sets.items()}
     neg = [i for i in range(len(prompts)) if role[i] == "test"]
     table = []
-    for name, s in pools(g).items():
+    for name, s in (pools(g) | other).items():
         row = {"pooling": name}
         for label, pos in idx.items():
             row[f"{label}_auc"] = auc(s[pos], s[neg])

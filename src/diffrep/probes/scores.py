@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -108,8 +108,10 @@ def _score_batch(model: Any, chunk: list[str], methods: Sequence[str], noise: An
 
 
 def _trajectory(model: Any, x: Any, cond: dict[str, Any], uncond: dict[str, Any], k: int, sample_steps: int,
-                guidance: float) -> tuple[Any, Any, int]:
-    """(||eps_c - eps_u|| per sample and step [B, k], the first step's eps_c - eps_u, model calls)."""
+                guidance: float, observe: Optional[Callable[[Any, Any, Any, Any], None]] = None
+                ) -> tuple[Any, Any, int]:
+    """(||eps_c - eps_u|| per sample and step [B, k], the first step's eps_c - eps_u, model calls).
+    ``observe(t, x_t, eps_u, eps_c)``, when given, sees each step's state and predictions before the step."""
     import torch
 
     sched = model.make_scheduler("ddim")
@@ -122,6 +124,8 @@ def _trajectory(model: Any, x: Any, cond: dict[str, Any], uncond: dict[str, Any]
         if first is None:
             first = diff
         norms.append(noise_gap(eps_c, eps_u))
+        if observe is not None:
+            observe(t, x, eps_u, eps_c)
         x = sched.step((eps_u + guidance * diff).to(x.dtype), t, x).prev_sample
     return torch.stack(norms, dim=1), first, calls
 
