@@ -46,12 +46,20 @@ def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch)
     for m in s["methods"]:  # every training caption is counted once in the breakdown by copies
         assert [c["copies"] for c in m["by_copies"]] == [0, 1, 2] and sum(c["captions"] for c in m["by_copies"]) == 16
         assert m["by_copies"][0]["captions"] == 16 - s["memorized"]
+    # test captions whose generations the audit flags as a copy of any training picture are no clean negatives
+    matches = list(csv.DictReader((out / "audit" / "matches.csv").open()))
+    test_caps = set(json.loads((out / "data" / "split.json").read_text())["test"])
+    copying = {r["query_caption"] for r in matches if r["rank"] == "1" and r["is_replica"] == "True"
+               and r["query_caption"] in test_caps}
+    assert set(labels["test_copying"]) == copying and s["test_captions_copying"] == len(copying)
+    assert all(m["clean_test"]["positives"] == s["memorized"] for m in s["methods"])
     md = (out / "results.md").read_text()
     assert md.startswith("# Memorization probes") and "Labels by construction" in md
+    assert f"Negatives without copies: {len(copying)} of the 12 test captions" in md
     assert "Memorized consistently" in md and "| 0 of 2 (" in md
     assert ("No training caption was memorized" in md) == (s["memorized"] == 0)
     header = next(csv.reader((out / "results.csv").open()))
-    assert header[0] == "method" and header[-1] == "duplicated_tpr_at_1pct_fpr_ci"
+    assert header[0] == "method" and header[-1] == "clean_test_tpr_at_1pct_fpr_ci"
     before = (out / "summary.json").stat().st_mtime_ns, (out / "labels.json").stat().st_mtime_ns
     assert main(["experiment", "memorization", "--out", str(out), "-q"] + TINY) == 0  # reuses every stage
     assert (out / "labels.json").stat().st_mtime_ns == before[1]
@@ -62,6 +70,8 @@ def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch)
     assert labels["audited_generations"] == 16 and labels["label_reference"] == 10
     s = json.loads((out / "summary.json").read_text())
     assert s["generations_labelled"] == 1 and s["memorized_consistently"] == s["memorized"]  # 1 of 1 is all
+    assert labels["test_copying"] is None and s["test_captions_copying"] is None  # test captions not audited
+    assert "Negatives without copies" not in (out / "results.md").read_text()
     assert len(list((out / "label_reference").iterdir())) == 10
     # a damaged marker of finished work is work to do again, not a traceback
     (out / "labels.json").write_text('{"fpr": 0.01, "label_per_')

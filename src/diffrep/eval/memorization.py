@@ -197,11 +197,12 @@ def _write_scores(path: Path, prompts: list[str], data: dict[str, Any], cols: di
 def _label(root: Path, data: dict[str, Any], seed: int, fpr: float, per_prompt: Optional[int],
            n_reference: Optional[int], progress: Optional[ProgressCallback]) -> dict[str, Any]:
     """Audit the generations; a training caption is memorized when one of its generations is flagged with
-    its own training image as the match."""
+    its own training image as the match. ``test_copying``: the test captions with generations flagged as a copy
+    of any training image, and how many (None when only training captions were audited)."""
     marker = root / "labels.json"
     want = {"fpr": fpr, "label_per_prompt": per_prompt, "label_reference": n_reference}
     old = read_cache(marker)
-    if old is not None and all(old.get(k) == v for k, v in want.items()):
+    if old is not None and all(old.get(k) == v for k, v in want.items()) and "test_copying" in old:
         return old
     import diffrep
 
@@ -227,11 +228,16 @@ def _label(root: Path, data: dict[str, Any], seed: int, fpr: float, per_prompt: 
                       captions=root / "samples" / "prompts.jsonl", seed=seed, progress=progress)
     audit_s = time.perf_counter() - t0
     hits: dict[str, int] = {}
+    test_copying: Optional[dict[str, int]] = None if per_prompt else {}
+    test = set(data["test"])
     for q, t, rep in zip(r.query_paths, r.top1_train_paths, r.is_replica):
         cap = caption_of.get(Path(q).name)
         if cap in data["train"] and rep and t and Path(t).name == data["train"][cap]:
             hits[cap] = hits.get(cap, 0) + 1
-    labels = {**want, "memorized": sorted(hits), "copies": hits, "audit_seconds": round(audit_s, 1),
+        if test_copying is not None and cap in test and rep:
+            test_copying[cap] = test_copying.get(cap, 0) + 1
+    labels = {**want, "memorized": sorted(hits), "copies": hits, "test_copying": test_copying,
+              "audit_seconds": round(audit_s, 1),
               "audited_generations": audited, "audit_seconds_per_image": audit_s / max(1, audited),
               "audit_threshold": float(r.summary["calibration"]["threshold"])}
     write_json(marker, labels)
@@ -252,7 +258,10 @@ def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[s
            fpr: float, seed: int) -> dict[str, Any]:
     """Score every probe column of ``probe_scores.csv`` against three labellings of the training captions:
     memorized (the audit flags one generation or more as a copy of the caption's own picture), memorized
-    consistently (more than half of the audited generations), and duplicated (by construction)."""
+    consistently (more than half of the audited generations), and duplicated (by construction); and the
+    memorized captions against the test captions none of whose generations the audit flags as a copy of any
+    training image (``clean_test``: a test caption whose generations copy a training picture is no clean
+    negative)."""
     from .memorization_report import write_tables
 
     rows = list(csv.DictReader((root / "probe_scores.csv").open(encoding="utf-8")))
@@ -261,8 +270,11 @@ def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[s
     copies = {q: int(labels.get("copies", {}).get(q, 0)) for q in data["train"]}
     consistent = consistently_memorized(copies, n_gen)
     sets = {"memorized": memorized, "consistent": consistent, "duplicated": _dup_captions(root, gen)}
+    copying = labels.get("test_copying")
+    clean = None if copying is None else [q for q in data["test"] if not copying.get(q)]
     brute = gen["generate_seconds_per_prompt"] + labels["audit_seconds_per_image"] * p["per_prompt"]
-    results = [_method_row(col, {r["prompt"]: float(r[col]) for r in rows}, data, sets, copies, n_gen, fpr, seed)
+    results = [_method_row(col, {r["prompt"]: float(r[col]) for r in rows}, data, sets, copies, n_gen, fpr, seed,
+                           clean)
                | {"seconds_per_prompt": gen["probe_seconds_per_prompt"][col]}
                for col in [c for c in rows[0] if c not in ("prompt", "role")]]
     for r in results:
@@ -273,6 +285,7 @@ def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[s
                "memorized_duplicated": len(memorized & sets["duplicated"]),
                "memorized_consistently": len(consistent), "generations_labelled": n_gen,
                "test_captions": len(data["test"]), "reference_captions": len(data["reference"]),
+               "test_captions_copying": None if copying is None else len(data["test"]) - len(clean),
                "brute_force_seconds_per_prompt": brute, "generation": gen, "audit": labels, "methods": results}
     write_json(root / "summary.json", summary)
     write_tables(root, summary)
@@ -286,10 +299,12 @@ def consistently_memorized(copies: dict[str, int], generations: int) -> set[str]
     return {q for q, c in copies.items() if c > generations / 2}
 
 def _method_row(col: str, val: dict[str, float], data: dict[str, Any], sets: dict[str, set[str]],
-                copies: dict[str, int], n_gen: int, fpr: float, seed: int) -> dict[str, Any]:
+                copies: dict[str, int], n_gen: int, fpr: float, seed: int,
+                clean: Optional[list[str]] = None) -> dict[str, Any]:
     """One probe column's metrics: against the audit's labels in full, against the consistent and the
-    by-construction labels in brief (``DUP_KEYS``), and the median score of the training captions by the
-    number of their generations flagged as copies."""
+    by-construction labels in brief (``DUP_KEYS``), the audit's labels against the ``clean`` test captions in
+    brief (``clean_test``, when known), and the median score of the training captions by the number of their
+    generations flagged as copies."""
     from ..matching.calibration import threshold_at_fpr
     from ..probes.roc import auc, detection_metrics
     from .memorization_report import DUP_KEYS
@@ -303,6 +318,9 @@ def _method_row(col: str, val: dict[str, float], data: dict[str, Any], sets: dic
     for name in ("consistent", "duplicated"):
         m = detection_metrics(np.array([val[q] for q in data["train"] if q in sets[name]]), neg, seed=seed)
         row[name] = {k: m[k] for k in DUP_KEYS}
+    if clean is not None:
+        m = detection_metrics(pos, np.array([val[q] for q in clean]), seed=seed)
+        row["clean_test"] = {k: m[k] for k in DUP_KEYS}
     row["by_copies"] = [{"copies": c, "captions": len(v), "median": float(np.median(v)) if v else None}
                         for c in range(n_gen + 1)
                         for v in [[val[q] for q in data["train"] if copies[q] == c]]]

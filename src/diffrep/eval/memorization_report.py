@@ -13,12 +13,13 @@ KEYS = ["method", "positives", "negatives", "auc", "auc_ci", "tpr_at_1pct_fpr", 
         "tpr_at_0.1pct_fpr", "tpr_at_0.1pct_fpr_ci", "auc_vs_unmemorized_training", "tpr_at_threshold",
         "test_flagged_at_threshold", "seconds_per_prompt", "cheaper_than_brute_force"]
 DUP_KEYS = ["positives", "auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci"]
-BRIEF = ("consistent", "duplicated")  # the other labellings, scored with DUP_KEYS
+BRIEF = ("consistent", "duplicated", "clean_test")  # the other labellings, scored with DUP_KEYS
 
 
 def write_tables(root: Path, s: dict[str, Any]) -> None:
     """Write ``results.csv`` (one row per method; the columns against the consistent and the by-construction
-    labels prefixed ``consistent_`` and ``duplicated_``) and ``results.md``."""
+    labels prefixed ``consistent_`` and ``duplicated_``, against the clean test captions ``clean_test_``) and
+    ``results.md``."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(KEYS + [f"{name}_{k}" for name in BRIEF for k in DUP_KEYS])
@@ -71,6 +72,12 @@ def _markdown(s: dict[str, Any]) -> list[str]:
     if all("duplicated" in r for r in s["methods"]):
         lines += _brief(s, "duplicated", f"Labels by construction (not the audit's judgement): the {s['duplicated']} "
                         "duplicated training captions against the test captions.")
+    k = s.get("test_captions_copying")
+    if k is not None and all("clean_test" in r for r in s["methods"]):
+        lines += _brief(s, "clean_test", f"Negatives without copies: {k} of the {s['test_captions']} test captions "
+                        "had a generation the audit flags as a copy of some training image (the model reproduces "
+                        "training pictures for prompts it never saw); the audit-memorized captions against the "
+                        f"other {s['test_captions'] - k}.")
     if n and all("by_copies" in r for r in s["methods"]):
         counts = s["methods"][0]["by_copies"]
         lines += ["", "Median score of the training captions by the number of their generations flagged as copies "
