@@ -248,6 +248,9 @@ def _memorization(a: argparse.Namespace, overrides: dict, bars: ProgressBars) ->
     _out(f"{s['memorized']} of {s['training_captions']} training captions memorized (audit-judged), "
          f"{s.get('memorized_consistently', 0)} of them consistently (more than half of their generations); "
          f"{s['test_captions']} test captions as negatives.")
+    if s.get("test_captions_copying"):
+        _out(f"Note: {s['test_captions_copying']} of the test captions had a generation the audit flags as a copy of "
+             "some training picture: they are no clean negatives; results.md also scores against the others.")
     if not s["memorized"]:
         _out(f"No memorized caption to score against: AUC and TPR below are by construction (the {s['duplicated']} "
              "duplicated captions against the test captions).")
