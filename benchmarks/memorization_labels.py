@@ -25,6 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from diffrep.decode import decode_image
+from diffrep.eval.memorization import flagged_captions
 from diffrep.models.data import _square
 
 
@@ -86,14 +87,8 @@ def relabel(folder: Path, work: Path) -> tuple[dict[str, int], int, float]:
     split = json.loads((folder / "data" / "split.json").read_text())
     caption_of = {json.loads(x)["file"]: json.loads(x)["caption"]
                   for x in (folder / "samples" / "prompts.jsonl").read_text().splitlines()}
-    test, hits, copying = set(split["test"]), Counter(), set()
-    for q, t, rep in zip(r.query_paths, r.top1_train_paths, r.is_replica):
-        cap = caption_of.get(Path(q).name)
-        if rep and cap in split["train"] and t and Path(t).name == split["train"][cap]:
-            hits[cap] += 1
-        if rep and cap in test:
-            copying.add(cap)
-    return dict(hits), len(copying), float(r.summary["calibration"]["threshold"])
+    hits, copying = flagged_captions(r, caption_of, split)
+    return hits, len(copying), float(r.summary["calibration"]["threshold"])
 
 
 def main() -> None:

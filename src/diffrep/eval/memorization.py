@@ -227,21 +227,30 @@ def _label(root: Path, data: dict[str, Any], seed: int, fpr: float, per_prompt: 
     r = diffrep.audit(queries, root / "index", root / "audit", reference=ref, fpr=fpr,
                       captions=root / "samples" / "prompts.jsonl", seed=seed, progress=progress)
     audit_s = time.perf_counter() - t0
-    hits: dict[str, int] = {}
-    test_copying: Optional[dict[str, int]] = None if per_prompt else {}
-    test = set(data["test"])
-    for q, t, rep in zip(r.query_paths, r.top1_train_paths, r.is_replica):
-        cap = caption_of.get(Path(q).name)
-        if cap in data["train"] and rep and t and Path(t).name == data["train"][cap]:
-            hits[cap] = hits.get(cap, 0) + 1
-        if test_copying is not None and cap in test and rep:
-            test_copying[cap] = test_copying.get(cap, 0) + 1
-    labels = {**want, "memorized": sorted(hits), "copies": hits, "test_copying": test_copying,
+    hits, test_copying = flagged_captions(r, caption_of, data)
+    labels = {**want, "memorized": sorted(hits), "copies": hits, "test_copying": None if per_prompt else test_copying,
               "audit_seconds": round(audit_s, 1),
               "audited_generations": audited, "audit_seconds_per_image": audit_s / max(1, audited),
               "audit_threshold": float(r.summary["calibration"]["threshold"])}
     write_json(marker, labels)
     return labels
+
+
+def flagged_captions(result: Any, caption_of: dict[str, str], data: dict[str, Any]
+                     ) -> tuple[dict[str, int], dict[str, int]]:
+    """From an audit of the harness's generations (``caption_of``: generated file name -> caption): per training
+    caption, its generations flagged as copies of its own picture; per test caption, its generations flagged as
+    copies of any training picture."""
+    own, test = data["train"], set(data["test"])
+    hits: dict[str, int] = {}
+    copying: dict[str, int] = {}
+    for q, t, rep in zip(result.query_paths, result.top1_train_paths, result.is_replica):
+        cap = caption_of.get(Path(q).name)
+        if rep and cap in own and t and Path(t).name == own[cap]:
+            hits[cap] = hits.get(cap, 0) + 1
+        if rep and cap in test:
+            copying[cap] = copying.get(cap, 0) + 1
+    return hits, copying
 
 
 def _copies(files: list[Path], folder: Path) -> Path:
