@@ -46,9 +46,14 @@ def rank1(folder: Path) -> pd.DataFrame:
     return m
 
 
+def own_copies(m: pd.DataFrame) -> pd.DataFrame:
+    """The rows flagged as copies of their own caption's training picture."""
+    return m[m["is_replica"] & (m["train_id"] == m["own"])]
+
+
 def describe(m: pd.DataFrame, copies: dict[str, int]) -> pd.DataFrame:
     """Median scores of the own-picture copies by the caption's number of flagged generations."""
-    own = m[m["is_replica"] & (m["train_id"] == m["own"])].copy()
+    own = own_copies(m).copy()
     own["copies"] = own["query_caption"].map(copies)
     cols = ["score", "verify_score", "pixel_score"]
     out = own.groupby("copies")[cols].median()
@@ -59,7 +64,7 @@ def describe(m: pd.DataFrame, copies: dict[str, int]) -> pd.DataFrame:
 
 def draw_pairs(m: pd.DataFrame, copies: dict[str, int], path: Path, per_group: int, size: int = 96) -> int:
     """Save flagged pairs side by side; the number of rows drawn."""
-    own = m[m["is_replica"] & (m["train_id"] == m["own"])]
+    own = own_copies(m)
     groups = [own[own["query_caption"].map(copies) == c].head(per_group) for c in sorted(set(copies.values()))]
     groups.append(m[m["is_replica"] & (m["role"] == "test")].head(per_group))
     rows = pd.concat(groups)

@@ -45,18 +45,19 @@ def gaps(folder: Path, prompts: list[str], seeds: int, steps: int, sample_steps:
             cond, uncond = repeat_cond(model.encode(chunk), seeds), model.empty(len(chunk) * seeds)
             seen: list[dict[str, np.ndarray]] = []
             norms, _, _ = _trajectory(model, noise.repeat(len(chunk), 1, 1, 1), cond, uncond, steps, sample_steps,
-                                      guidance, lambda t, x, eu, ec: seen.append(readings(model, t, x, eu, ec, seeds)))
+                                      guidance, lambda t, x, eu, ec: seen.append(
+                                          readings(model, t, x, eu, ec, seeds, first=not seen)))
             out[start:start + len(chunk)] = norms.view(len(chunk), seeds, steps).double().cpu().numpy()
             for j, r in enumerate(seen):
                 for name, v in r.items():
-                    if j == 0 or "x0_hat" in name:
-                        other.setdefault(f"{name}, step {j + 1}", []).append(v)
+                    other.setdefault(f"{name}, step {j + 1}", []).append(v)
     return out, {k: np.concatenate(v) for k, v in other.items()}
 
 
-def readings(model: Any, t: Any, x: Any, eps_u: Any, eps_c: Any, seeds: int) -> dict[str, np.ndarray]:
-    """Per-prompt scores of one step (rows prompt-major, ``seeds`` per prompt): relative gaps averaged over
-    seeds, and the seeds' agreement on the one-step estimate x0_hat (negated distances: high = agree)."""
+def readings(model: Any, t: Any, x: Any, eps_u: Any, eps_c: Any, seeds: int, first: bool) -> dict[str, np.ndarray]:
+    """Per-prompt scores of one step (rows prompt-major, ``seeds`` per prompt): the seeds' agreement on the
+    one-step estimate x0_hat (negated distances: high = agree), and on the ``first`` step the relative gaps
+    averaged over seeds."""
     eu, ec = eps_u.float().flatten(1), eps_c.float().flatten(1)
     b = len(eu) // seeds
     a = model.alphas[int(t)].float()
@@ -64,9 +65,11 @@ def readings(model: Any, t: Any, x: Any, eps_u: Any, eps_c: Any, seeds: int) -> 
     d = torch.cdist(x0, x0)
     iu = torch.triu_indices(seeds, seeds, 1)
     pairs = d[:, iu[0], iu[1]]
-    mean = {"gap / ||eps_u||": (ec - eu).norm(dim=1) / eu.norm(dim=1),
-            "1 - cos(eps_c, eps_u)": 1 - torch.nn.functional.cosine_similarity(ec, eu)}
-    out = {k: v.view(b, seeds).mean(1).double().numpy() for k, v in mean.items()}
+    out = {}
+    if first:
+        mean = {"gap / ||eps_u||": (ec - eu).norm(dim=1) / eu.norm(dim=1),
+                "1 - cos(eps_c, eps_u)": 1 - torch.nn.functional.cosine_similarity(ec, eu)}
+        out = {k: v.view(b, seeds).mean(1).double().numpy() for k, v in mean.items()}
     out |= {"seeds agree on x0_hat (mean pair)": -pairs.mean(1).double().numpy(),
             "seeds agree on x0_hat (closest pair)": -pairs.min(1).values.double().numpy(),
             "seeds agree on x0_hat (10% pair)": -torch.quantile(pairs, 0.1, dim=1).double().numpy()}

@@ -60,7 +60,6 @@ def brief(exc: BaseException) -> str:
     return text[:400]
 
 
-
 def check_settings(*, fpr: float | None = None, seeds: int | None = None, batch: int | None = None,
                    sample_steps: int | None = None, guidance: float | None = None) -> None:
     """The checks of settings several commands share, with the same one-line message wherever they are given
@@ -75,6 +74,7 @@ def check_settings(*, fpr: float | None = None, seeds: int | None = None, batch:
         raise DiffrepError(f"--steps {sample_steps}: the sampler runs between 1 and 1000 denoising steps")
     if guidance is not None and not 0 <= guidance < float("inf"):
         raise DiffrepError(f"--guidance {guidance}: give a finite scale >= 0 (1: no guidance)")
+
 
 # Public alias without the trailing underscore (the builtin IndexError is not shadowed inside the package).
 DiffrepIndexError = IndexError_

@@ -301,11 +301,11 @@ def _score(root: Path, data: dict[str, Any], gen: dict[str, Any], labels: dict[s
     return summary
 
 
-
 def consistently_memorized(copies: dict[str, int], generations: int) -> set[str]:
     """The captions memorized consistently: more than half of their ``generations`` audited generations were
     flagged as copies of their own picture (``copies``: caption -> flagged generations, ``labels.json``)."""
     return {q for q, c in copies.items() if c > generations / 2}
+
 
 def _method_row(col: str, val: dict[str, float], data: dict[str, Any], sets: dict[str, set[str]],
                 copies: dict[str, int], n_gen: int, fpr: float, seed: int,

@@ -135,7 +135,6 @@ def _difficulty(main: ImageScores, null: ImageScores, stats: tuple[np.ndarray, n
     return scores, null_scores, {"method": METHOD, "description": DESCRIPTION, "explained_share": explained}
 
 
-
 def _check_options(images: Any, set_source: Any, method: str, fpr: float, seeds: int, batch: int, difficulty: str,
                    labels: Any) -> list[str]:
     """The methods to run, once the options are known to be usable (else a one-line ``DiffrepError``)."""
@@ -151,6 +150,7 @@ def _check_options(images: Any, set_source: Any, method: str, fpr: float, seeds:
         raise DiffrepError(f"--labels {labels} does not exist or is not a file. Check the path (a CSV with the "
                            "columns path and member).")
     return list(METHODS) if method == "all" else [method]
+
 
 def _without_tested(tested: ImageSet, ref: ImageSet) -> tuple[ImageSet, int]:
     """``ref`` without the images identical to a tested one (same pixels at the model's resolution), and how
