@@ -52,6 +52,61 @@ def audit_samples(out: Path, fm: Path, reference_n: int) -> dict:
             "reference_p95": (s.get("reference") or {}).get("p95"), "skipped": s["skipped"]}
 
 
+def speed(fm: Path, out: Path, steps: int, common: dict) -> dict:
+    """Steps/s and parameter count of each conditioning after a 20-step warm-up."""
+    from diffrep.models.train import train
+
+    res = {}
+    for cond in ("none", "class", "caption"):
+        run = out / f"speed-{cond}"
+        train(fm / "train", run, cond=cond, steps=20, checkpoint_every=20, **common)  # warm-up
+        r = train(fm / "train", run, cond=cond, steps=20 + steps, checkpoint_every=10**9, **common)
+        res[cond] = {"steps_per_s": round(r.steps_per_s, 2), "params": r.params}
+        print(f"speed {cond:<8} {r.steps_per_s:6.2f} steps/s  ({r.params / 1e6:.2f}M parameters)", flush=True)
+    return res
+
+
+def memorization(fm: Path, out: Path, a: argparse.Namespace, common: dict) -> dict:
+    """Train unconditionally for ``a.steps`` steps (or ``a.minutes``), sample, and compare the samples' nearest
+    training RMS with held-out images'; writes ``nearest.png`` (each sample beside its nearest training image)."""
+    from PIL import Image
+
+    from diffrep.models.data import load_training_set
+    from diffrep.models.sample import sample, save_grid
+    from diffrep.models.train import train
+
+    run = out / "memorize"
+    t0, steps = time.perf_counter(), 0
+    if a.steps:
+        r = train(fm / "train", run, cond="none", steps=a.steps, checkpoint_every=500, **common)
+    while not a.steps and time.perf_counter() - t0 < a.minutes * 60:
+        steps += 500
+        r = train(fm / "train", run, cond="none", steps=steps, checkpoint_every=500, **common)
+    train_s = time.perf_counter() - t0
+    s = sample(run, a.samples, out / "samples", steps=50, seed=0)
+    gen = np.stack([np.asarray(Image.open(s.out / f)) for f in s.files])
+    train_set = load_training_set(fm / "train", subset=a.images, seed=0, size=32).images[..., 0]
+    held = load_training_set(fm / "test", subset=a.samples, seed=0, size=32).images[..., 0]
+    g_rms, g_idx = nearest_rms(gen, train_set)
+    h_rms, _ = nearest_rms(held, train_set)
+    pairs = np.stack([np.stack([g, train_set[i]]) for g, i in zip(gen, g_idx)])  # [n, 2, 32, 32]
+    save_grid(pairs.reshape(-1, 32, 32)[..., None], out / "nearest.png", cols=16)
+    m = {"steps": r.step, "resumed_from": r.resumed_from, "train_seconds": round(train_s, 1),
+         "steps_per_s": round((r.step - r.resumed_from) / train_s, 2),
+         "final_loss": round(r.loss, 4), "samples": a.samples,
+         "sample_rms_median": round(float(np.median(g_rms)), 1),
+         "sample_rms_p10_p90": [round(float(np.percentile(g_rms, q)), 1) for q in (10, 90)],
+         "heldout_rms_median": round(float(np.median(h_rms)), 1),
+         "heldout_rms_min": round(float(h_rms.min()), 1),
+         "samples_below_heldout_min": int((g_rms < h_rms.min()).sum()),
+         "distinct_training_images_matched": int(len(set(g_idx.tolist())))}
+    print(f"memorization: {m['steps']} steps ({m['steps'] - m['resumed_from']} in {m['train_seconds']:.0f}s); "
+          f"sample->nearest train RMS median {m['sample_rms_median']} vs held-out {m['heldout_rms_median']} "
+          f"(held-out min {m['heldout_rms_min']}, {m['samples_below_heldout_min']}/{a.samples} samples below it, "
+          f"{m['distinct_training_images_matched']} distinct training images matched)", flush=True)
+    return m
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench-out/train")
@@ -71,12 +126,8 @@ def main() -> None:
     a = ap.parse_args()
 
     import torch
-    from PIL import Image
 
     from diffrep.datasets import get_dataset
-    from diffrep.models.data import load_training_set
-    from diffrep.models.sample import sample, save_grid
-    from diffrep.models.train import train
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -88,48 +139,9 @@ def main() -> None:
     common = dict(subset=a.images, seed=0, batch=16, lr=2e-3, size=32, sample_every=0)
 
     if not a.skip_speed:
-        results["speed"] = {}
-        for cond in ("none", "class", "caption"):
-            run = out / f"speed-{cond}"
-            train(fm / "train", run, cond=cond, steps=20, checkpoint_every=20, **common)  # warm-up
-            r = train(fm / "train", run, cond=cond, steps=20 + a.speed_steps, checkpoint_every=10**9, **common)
-            results["speed"][cond] = {"steps_per_s": round(r.steps_per_s, 2), "params": r.params}
-            print(f"speed {cond:<8} {r.steps_per_s:6.2f} steps/s  ({r.params / 1e6:.2f}M parameters)", flush=True)
-
+        results["speed"] = speed(fm, out, a.speed_steps, common)
     if not a.skip_memorization:
-        run = out / "memorize"
-        t0, steps = time.perf_counter(), 0
-        if a.steps:
-            r = train(fm / "train", run, cond="none", steps=a.steps, checkpoint_every=500, **common)
-        while not a.steps and time.perf_counter() - t0 < a.minutes * 60:
-            steps += 500
-            r = train(fm / "train", run, cond="none", steps=steps, checkpoint_every=500, **common)
-        train_s = time.perf_counter() - t0
-        s = sample(run, a.samples, out / "samples", steps=50, seed=0)
-        gen = np.stack([np.asarray(Image.open(s.out / f)) for f in s.files])
-        train_set = load_training_set(fm / "train", subset=a.images, seed=0, size=32).images[..., 0]
-        held = load_training_set(fm / "test", subset=a.samples, seed=0, size=32).images[..., 0]
-        g_rms, g_idx = nearest_rms(gen, train_set)
-        h_rms, _ = nearest_rms(held, train_set)
-        pairs = np.stack([np.stack([g, train_set[i]]) for g, i in zip(gen, g_idx)])  # [n, 2, 32, 32]
-        tiles = pairs.reshape(-1, 32, 32)[..., None]
-        save_grid(tiles, out / "nearest.png", cols=16)
-        results["memorization"] = {
-            "steps": r.step, "resumed_from": r.resumed_from, "train_seconds": round(train_s, 1),
-            "steps_per_s": round((r.step - r.resumed_from) / train_s, 2),
-            "final_loss": round(r.loss, 4), "samples": a.samples,
-            "sample_rms_median": round(float(np.median(g_rms)), 1),
-            "sample_rms_p10_p90": [round(float(np.percentile(g_rms, q)), 1) for q in (10, 90)],
-            "heldout_rms_median": round(float(np.median(h_rms)), 1),
-            "heldout_rms_min": round(float(h_rms.min()), 1),
-            "samples_below_heldout_min": int((g_rms < h_rms.min()).sum()),
-            "distinct_training_images_matched": int(len(set(g_idx.tolist()))),
-        }
-        m = results["memorization"]
-        print(f"memorization: {m['steps']} steps ({m['steps'] - m['resumed_from']} in {m['train_seconds']:.0f}s); sample->nearest train RMS median "
-              f"{m['sample_rms_median']} vs held-out {m['heldout_rms_median']} (held-out min {m['heldout_rms_min']}, "
-              f"{m['samples_below_heldout_min']}/{a.samples} samples below it, {m['distinct_training_images_matched']} "
-              f"distinct training images matched)", flush=True)
+        results["memorization"] = memorization(fm, out, a, common)
     if a.audit and not a.skip_memorization:
         results["audit"] = audit_samples(out, fm, a.reference_n)
         print(f"audit: {results['audit']}", flush=True)

@@ -7,7 +7,10 @@ audit-judged labels (`labels.json`) and its test captions, the ways of pooling i
 and the mean over the first k steps. Beside them, two other readings of the same model calls: the first-step gap
 relative to the unconditional prediction (||eps_c - eps_u|| / ||eps_u||, and 1 - cos(eps_c, eps_u)), and how
 much the seeds agree on the image (the mean, smallest and 10% quantile of the pairwise L2 distances between the
-seeds' one-step estimates x0_hat at each step; closer = higher score). A study of what the model calls can see
+seeds' one-step estimates x0_hat at each step; closer = higher score), and Ren et al.'s first-step cross-attention
+readings (ECCV 2024; `--attention`): the entropy over the prompt's tokens of the attention averaged over heads,
+pixels and layers (their "E" score, higher = memorized), the mean per-pixel entropy, each divided by the log of
+the token count too, and the attention left on the beginning token (lower = memorized). A study of what the model calls can see
 on one model, not a tuning loop: a folder it was run on is no longer held out for a rule it suggests.
 
 Usage:  python benchmarks/probe_variants.py OUT --seeds 32 --steps 12 --json variants.json
@@ -76,6 +79,52 @@ def readings(model: Any, t: Any, x: Any, eps_u: Any, eps_c: Any, seeds: int, fir
     return out
 
 
+def attention(folder: Path, prompts: list[str], seeds: int, sample_steps: int) -> dict[str, np.ndarray]:
+    """Ren et al.'s first-step cross-attention readings per prompt (mean over ``seeds`` seeds, the same noise as
+    ``gaps``), recorded through a plain (factor 1) attention processor on every cross-attention layer."""
+    from diffrep.mitigation.attention import BosRescaleProcessor
+
+    model = load_model(folder / "run", "cpu")
+    unet = model.cross_attention_unet()
+    sched = model.make_scheduler("ddim")
+    sched.set_timesteps(sample_steps)
+    t = sched.timesteps[0].to(model.device)
+    noise = torch.cat([model.noise(1, torch.Generator().manual_seed(s)) for s in range(seeds)])
+    seen: list[Any] = []
+    before = dict(unet.attn_processors)
+    proc = BosRescaleProcessor(1.0, lambda probs, batch: seen.append(probs.view(batch, -1, *probs.shape[1:])))
+    unet.set_attn_processor({n: (proc if n.endswith("attn2.processor") else p) for n, p in before.items()})
+    out: dict[str, list[np.ndarray]] = {}
+    per = max(1, 256 // seeds)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(prompts), per):
+                chunk = prompts[start:start + per]
+                cond = repeat_cond(model.encode(chunk), seeds)
+                seen.clear()
+                model.predict(noise.repeat(len(chunk), 1, 1, 1), t, cond)
+                for name, v in attention_readings(seen, cond.get("mask")).items():
+                    out.setdefault(name, []).append(v.view(len(chunk), seeds).mean(1).double().numpy())
+    finally:
+        unet.set_attn_processor(before)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def attention_readings(layers: list[Any], mask: Any) -> dict[str, Any]:
+    """Per-sample readings of one forward pass's cross-attention ``layers`` ([batch, heads, pixels, tokens]
+    each); ``mask`` [batch, tokens] marks the real tokens (None: all)."""
+    probs = torch.stack([p.float().mean((1, 2)) for p in layers], 1)  # [batch, layers, tokens]
+    tokens = probs.shape[-1] * torch.ones(len(probs)) if mask is None else mask.float().sum(1).cpu()
+    log_n = tokens.clamp(min=2).log()
+    mean_dist = probs.mean(1)
+    ren_e = -torch.xlogy(mean_dist, mean_dist).sum(-1)
+    per_pixel = torch.stack([-torch.xlogy(p.float(), p.float()).sum(-1).mean((1, 2)) for p in layers], 1).mean(1)
+    return {"attention entropy (Ren E), step 1": ren_e, "attention entropy / log tokens, step 1": ren_e / log_n,
+            "per-pixel attention entropy, step 1": per_pixel,
+            "per-pixel attention entropy / log tokens, step 1": per_pixel / log_n,
+            "attention off the beginning token, step 1": 1 - mean_dist[:, 0]}
+
+
 def pools(g: np.ndarray) -> dict[str, np.ndarray]:
     """Per-prompt scores by every pooling studied."""
     first = g[:, :, 0]
@@ -93,6 +142,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=32)
     ap.add_argument("--steps", type=int, default=12, help="DDIM steps of the trajectory to record")
     ap.add_argument("--guidance", type=float, default=1.0)
+    ap.add_argument("--attention", action="store_true", help="add the first-step cross-attention readings")
     ap.add_argument("--json", default=None, help="also write the table here")
     a = ap.parse_args()
     folder = Path(a.folder)
@@ -102,6 +152,8 @@ def main() -> None:
     prompts = [r["prompt"] for r in rows]
     t0 = time.perf_counter()
     g, other = gaps(folder, prompts, a.seeds, a.steps, summary["preset"]["sample_steps"], a.guidance)
+    if a.attention:
+        other |= attention(folder, prompts, a.seeds, summary["preset"]["sample_steps"])
     seconds = time.perf_counter() - t0
     role = [r["role"] for r in rows]
     label_sets = {"memorized": set(labels["memorized"]),

@@ -93,3 +93,33 @@ def test_refusals_are_one_line_reasons(caption_run, captioned, tmp_path, capsys)
     assert not (tmp_path / "r").exists()  # refused before anything is written
     assert main(["sample", str(caption_run), "--n", "1", "--out", str(tmp_path / "s"), "--mitigate-strength", "2"]) != 0
     assert "--mitigate-strength needs --mitigate" in capsys.readouterr().err
+
+
+def test_attention_observer_sees_the_probabilities_it_applies(caption_run):
+    from diffrep.mitigation.attention import BosRescaleProcessor
+    from diffrep.models.adapter import load_model
+
+    model = load_model(caption_run, "cpu")
+    unet = model.cross_attention_unet()
+    cond = model.encode(["a red shoe", "a long caption of several words here"])
+    x = model.noise(2, torch.Generator().manual_seed(0))
+    t = torch.tensor(model.train_steps - 1)
+    with torch.no_grad():
+        plain = model.predict(x, t, cond)
+    seen: list = []
+    before = dict(unet.attn_processors)
+    layers = sum(n.endswith("attn2.processor") for n in before)
+    proc = BosRescaleProcessor(1.0, lambda probs, batch: seen.append((probs, batch)))
+    unet.set_attn_processor({n: (proc if n.endswith("attn2.processor") else p) for n, p in before.items()})
+    try:
+        with torch.no_grad():
+            observed = model.predict(x, t, cond)
+    finally:
+        unet.set_attn_processor(before)  # (diffusers empties the dict it is given)
+    assert torch.allclose(observed, plain, atol=1e-5)  # factor 1 with an observer is plain attention
+    assert layers and len(seen) == layers  # every cross-attention layer, once
+    mask = cond["mask"].bool()
+    for probs, batch in seen:
+        p = probs.view(batch, -1, *probs.shape[1:])
+        assert batch == 2 and torch.allclose(p.sum(-1), torch.ones(()), atol=1e-5)
+        assert (p[0][..., ~mask[0]] < 1e-6).all()  # the short caption's padding gets no attention

@@ -7,7 +7,7 @@ whole sampling loop, through a replacement attention processor that is removed a
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 from ..errors import DiffrepError
 from ..models.sample import SamplingPlan
@@ -16,10 +16,13 @@ from .prompts import require_text
 
 class BosRescaleProcessor:
     """Cross-attention with the first (beginning-of-text) key's logits multiplied by ``factor``; the rest
-    follows diffusers' plain attention processor (mask, residual, output rescaling)."""
+    follows diffusers' plain attention processor (mask, residual, output rescaling). ``observe(probs, batch)``,
+    when given, sees each call's attention probabilities [batch * heads, queries, keys] (factor 1: plain
+    attention, recorded)."""
 
-    def __init__(self, factor: float) -> None:
+    def __init__(self, factor: float, observe: Optional[Callable[[Any, int], None]] = None) -> None:
         self.factor = factor
+        self.observe = observe
 
     def __call__(self, attn: Any, hidden_states: Any, encoder_hidden_states: Any = None, attention_mask: Any = None,
                  temb: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -46,7 +49,10 @@ class BosRescaleProcessor:
             logits[..., 0] = logits[..., 0] * self.factor
         if attention_mask is not None:
             logits = logits + attention_mask.float()
-        out = torch.bmm(logits.softmax(dim=-1).to(v.dtype), v)
+        probs = logits.softmax(dim=-1)
+        if self.observe is not None and encoder_hidden_states is not None:
+            self.observe(probs, batch)
+        out = torch.bmm(probs.to(v.dtype), v)
         out = attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(out)))
         if spatial:
             out = out.transpose(-1, -2).reshape(b, c, h, w)
