@@ -365,6 +365,8 @@ def test_caption_and_prompt_files_that_are_not_text(tmp_path, emoji_files):
     deep = '{"caption": ' + "[" * 100_000
     (tmp_path / "p.jsonl").write_text(deep + "\n")
     assert read_prompts(tmp_path / "p.jsonl") == [deep]  # not JSON (too deep to parse): the line is the prompt
+    with pytest.raises(SourceError, match="is not a regular file. Check the --prompts path"):
+        read_prompts(tmp_path)  # a folder given as a prompts file
 
 
 # ----------------------------------------------------------------------------------------------- files and locks

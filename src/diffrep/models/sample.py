@@ -127,7 +127,8 @@ def read_prompts(path: str | os.PathLike[str], what: str = "--prompts") -> list[
     text/class). Blank lines are skipped. ``what``: the option that named the file, for the errors."""
     p = Path(path)
     if not p.is_file():
-        raise SourceError(f"prompts file {path} does not exist. Check the {what} path.")
+        why = "is not a regular file" if p.exists() else "does not exist"
+        raise SourceError(f"prompts file {path} {why}. Check the {what} path.")
     out: list[str] = []
     try:
         text = p.read_text(encoding="utf-8-sig")
