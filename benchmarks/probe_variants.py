@@ -10,8 +10,9 @@ much the seeds agree on the image (the mean, smallest and 10% quantile of the pa
 seeds' one-step estimates x0_hat at each step; closer = higher score), and Ren et al.'s first-step cross-attention
 readings (ECCV 2024; `--attention`): the entropy over the prompt's tokens of the attention averaged over heads,
 pixels and layers (their "E" score, higher = memorized), the mean per-pixel entropy, each divided by the log of
-the token count too, and the attention left on the beginning token (lower = memorized). A study of what the model calls can see
-on one model, not a tuning loop: a folder it was run on is no longer held out for a rule it suggests.
+the token count too, and the attention left on the beginning token (lower = memorized). A study of what the
+model calls can see on one model, not a tuning loop: a folder it was run on is no longer held out for a rule it
+suggests.
 
 Usage:  python benchmarks/probe_variants.py OUT --seeds 32 --steps 12 --json variants.json
 """
@@ -33,11 +34,10 @@ from diffrep.probes.roc import auc, tpr_at_fpr
 from diffrep.probes.scores import _trajectory
 
 
-def gaps(folder: Path, prompts: list[str], seeds: int, steps: int, sample_steps: int, guidance: float
+def gaps(model: Any, prompts: list[str], seeds: int, steps: int, sample_steps: int, guidance: float
          ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """[prompt, seed, step] noise gaps along each prompt's DDIM trajectory (the probe's own ``_trajectory``) and
     the other readings (``readings``) per prompt."""
-    model = load_model(folder / "run", "cpu")
     noise = torch.cat([model.noise(1, torch.Generator().manual_seed(s)) for s in range(seeds)])
     out = np.zeros((len(prompts), seeds, steps))
     other: dict[str, list[np.ndarray]] = {}
@@ -79,12 +79,11 @@ def readings(model: Any, t: Any, x: Any, eps_u: Any, eps_c: Any, seeds: int, fir
     return out
 
 
-def attention(folder: Path, prompts: list[str], seeds: int, sample_steps: int) -> dict[str, np.ndarray]:
+def attention(model: Any, prompts: list[str], seeds: int, sample_steps: int) -> dict[str, np.ndarray]:
     """Ren et al.'s first-step cross-attention readings per prompt (mean over ``seeds`` seeds, the same noise as
     ``gaps``), recorded through a plain (factor 1) attention processor on every cross-attention layer."""
     from diffrep.mitigation.attention import BosRescaleProcessor
 
-    model = load_model(folder / "run", "cpu")
     unet = model.cross_attention_unet()
     sched = model.make_scheduler("ddim")
     sched.set_timesteps(sample_steps)
@@ -151,9 +150,10 @@ def main() -> None:
     rows = list(csv.DictReader((folder / "probe_scores.csv").open(encoding="utf-8")))
     prompts = [r["prompt"] for r in rows]
     t0 = time.perf_counter()
-    g, other = gaps(folder, prompts, a.seeds, a.steps, summary["preset"]["sample_steps"], a.guidance)
+    model = load_model(folder / "run", "cpu")
+    g, other = gaps(model, prompts, a.seeds, a.steps, summary["preset"]["sample_steps"], a.guidance)
     if a.attention:
-        other |= attention(folder, prompts, a.seeds, summary["preset"]["sample_steps"])
+        other |= attention(model, prompts, a.seeds, summary["preset"]["sample_steps"])
     seconds = time.perf_counter() - t0
     role = [r["role"] for r in rows]
     label_sets = {"memorized": set(labels["memorized"]),
