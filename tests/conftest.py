@@ -1,6 +1,6 @@
 """Shared fixtures: real emoji images from the packaged dataset (fetched once, cached), and small models
 trained on them (a captioned emoji folder, a tiny Stable-Diffusion-shaped pipeline saved with save_pretrained, a
-`diffrep train` caption run), and real local Ray clusters for the distributed tests (`ray start --head
+`diffrep train` caption run), 8 real Fashion-MNIST images for the small-model tests, and real local Ray clusters for the distributed tests (`ray start --head
 --num-cpus 2`, kept up while consecutive tests use it; two raylets for the two-node tests)."""
 from __future__ import annotations
 
@@ -16,6 +16,36 @@ import pytest
 
 # benchmark truth (reviewed pair lists, emoji relations) lives beside the benchmark scripts, not in the package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+
+@pytest.fixture()
+def short_grids(monkeypatch):
+    """Sample grids with 2 DDIM steps instead of 25: the grid code runs, the test stays fast."""
+    import diffrep.models.loop as mtrain
+
+    monkeypatch.setattr(mtrain, "GRID_STEPS", 2)
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory) -> Path:
+    """8 real Fashion-MNIST training images (classes 0-7), laid out as the packaged dataset:
+    ``images/train/<label>/NNNNN.png`` with ``captions.jsonl`` beside ``images/``."""
+    from diffrep.datasets import get_dataset
+
+    src = get_dataset("fashion-mnist")
+    caps = {}
+    for line in (src / "captions.jsonl").read_text().splitlines()[:200]:
+        rec = json.loads(line)
+        caps[rec["file"]] = rec["caption"]
+    root = tmp_path_factory.mktemp("fashion")
+    rows = []
+    for label in range(8):
+        rel = next(k for k in caps if k.startswith(f"train/{label}/"))
+        (root / "images" / "train" / str(label)).mkdir(parents=True)
+        shutil.copyfile(src / "images" / rel, root / "images" / rel)
+        rows.append(json.dumps({"file": rel, "caption": caps[rel]}))
+    (root / "captions.jsonl").write_text("\n".join(rows) + "\n")
+    return root / "images" / "train"
 
 
 @pytest.fixture(scope="session")
