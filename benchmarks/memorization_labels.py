@@ -90,8 +90,8 @@ def relabel(folder: Path, work: Path) -> tuple[dict[str, int], int, float]:
     r = diffrep.audit(folder / "samples", work / "index", work / "audit", reference=work / "heldout", fpr=0.01,
                       captions=folder / "samples" / "prompts.jsonl", seed=0)
     split = json.loads((folder / "data" / "split.json").read_text())
-    caption_of = {json.loads(x)["file"]: json.loads(x)["caption"]
-                  for x in (folder / "samples" / "prompts.jsonl").read_text().splitlines()}
+    records = [json.loads(x) for x in (folder / "samples" / "prompts.jsonl").read_text().splitlines()]
+    caption_of = {r["file"]: r["caption"] for r in records}
     hits, copying = flagged_captions(r, caption_of, split)
     return hits, len(copying), float(r.summary["calibration"]["threshold"])
 

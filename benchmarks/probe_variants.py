@@ -82,30 +82,24 @@ def readings(model: Any, t: Any, x: Any, eps_u: Any, eps_c: Any, seeds: int, fir
 def attention(model: Any, prompts: list[str], seeds: int, sample_steps: int) -> dict[str, np.ndarray]:
     """Ren et al.'s first-step cross-attention readings per prompt (mean over ``seeds`` seeds, the same noise as
     ``gaps``), recorded through a plain (factor 1) attention processor on every cross-attention layer."""
-    from diffrep.mitigation.attention import BosRescaleProcessor
+    from diffrep.mitigation.attention import BosRescaleProcessor, cross_attention_processor
 
-    unet = model.cross_attention_unet()
     sched = model.make_scheduler("ddim")
     sched.set_timesteps(sample_steps)
     t = sched.timesteps[0].to(model.device)
     noise = torch.cat([model.noise(1, torch.Generator().manual_seed(s)) for s in range(seeds)])
     seen: list[Any] = []
-    before = dict(unet.attn_processors)
     proc = BosRescaleProcessor(1.0, lambda probs, batch: seen.append(probs.view(batch, -1, *probs.shape[1:])))
-    unet.set_attn_processor({n: (proc if n.endswith("attn2.processor") else p) for n, p in before.items()})
     out: dict[str, list[np.ndarray]] = {}
     per = max(1, 256 // seeds)
-    try:
-        with torch.no_grad():
-            for start in range(0, len(prompts), per):
-                chunk = prompts[start:start + per]
-                cond = repeat_cond(model.encode(chunk), seeds)
-                seen.clear()
-                model.predict(noise.repeat(len(chunk), 1, 1, 1), t, cond)
-                for name, v in attention_readings(seen, cond.get("mask")).items():
-                    out.setdefault(name, []).append(v.view(len(chunk), seeds).mean(1).double().numpy())
-    finally:
-        unet.set_attn_processor(before)
+    with torch.no_grad(), cross_attention_processor(model, proc):
+        for start in range(0, len(prompts), per):
+            chunk = prompts[start:start + per]
+            cond = repeat_cond(model.encode(chunk), seeds)
+            seen.clear()
+            model.predict(noise.repeat(len(chunk), 1, 1, 1), t, cond)
+            for name, v in attention_readings(seen, cond.get("mask")).items():
+                out.setdefault(name, []).append(v.view(len(chunk), seeds).mean(1).double().numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

@@ -96,28 +96,24 @@ def test_refusals_are_one_line_reasons(caption_run, captioned, tmp_path, capsys)
 
 
 def test_attention_observer_sees_the_probabilities_it_applies(caption_run):
-    from diffrep.mitigation.attention import BosRescaleProcessor
+    from diffrep.mitigation.attention import BosRescaleProcessor, cross_attention_processor
     from diffrep.models.adapter import load_model
 
     model = load_model(caption_run, "cpu")
-    unet = model.cross_attention_unet()
+    before = dict(model.cross_attention_unet().attn_processors)
     cond = model.encode(["a red shoe", "a long caption of several words here"])
     x = model.noise(2, torch.Generator().manual_seed(0))
     t = torch.tensor(model.train_steps - 1)
     with torch.no_grad():
         plain = model.predict(x, t, cond)
     seen: list = []
-    before = dict(unet.attn_processors)
     layers = sum(n.endswith("attn2.processor") for n in before)
     proc = BosRescaleProcessor(1.0, lambda probs, batch: seen.append((probs, batch)))
-    unet.set_attn_processor({n: (proc if n.endswith("attn2.processor") else p) for n, p in before.items()})
-    try:
-        with torch.no_grad():
-            observed = model.predict(x, t, cond)
-    finally:
-        unet.set_attn_processor(before)  # (diffusers empties the dict it is given)
+    with torch.no_grad(), cross_attention_processor(model, proc):
+        observed = model.predict(x, t, cond)
     assert torch.allclose(observed, plain, atol=1e-5)  # factor 1 with an observer is plain attention
     assert layers and len(seen) == layers  # every cross-attention layer, once
+    assert dict(model.cross_attention_unet().attn_processors) == before  # the model's own processors are back
     mask = cond["mask"].bool()
     for probs, batch in seen:
         p = probs.view(batch, -1, *probs.shape[1:])

@@ -61,6 +61,19 @@ class BosRescaleProcessor:
         return out / getattr(attn, "rescale_output_factor", 1.0)
 
 
+@contextlib.contextmanager
+def cross_attention_processor(model: Any, proc: Any) -> Iterator[None]:
+    """``proc`` on every cross-attention layer (diffusers ``attn2``) of ``model``'s UNet while the block runs; the
+    processors it had are put back afterwards."""
+    unet = model.cross_attention_unet()
+    before = dict(unet.attn_processors)
+    unet.set_attn_processor({n: (proc if n.endswith("attn2.processor") else q) for n, q in before.items()})
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(before)
+
+
 class BosRescale(SamplingPlan):
     name = "attn-rescale"
 
@@ -75,16 +88,8 @@ class BosRescale(SamplingPlan):
         if not self.factor > 0:
             raise DiffrepError(f"--mitigate-strength {self.factor}: attn-rescale needs a factor > 0 (above 1 mitigates)")
 
-    @contextlib.contextmanager
-    def context(self, model: Any) -> Iterator[None]:
-        unet = model.cross_attention_unet()
-        before = dict(unet.attn_processors)
-        proc = BosRescaleProcessor(self.factor)
-        unet.set_attn_processor({n: (proc if n.endswith("attn2.processor") else p) for n, p in before.items()})
-        try:
-            yield
-        finally:
-            unet.set_attn_processor(before)
+    def context(self, model: Any) -> Any:
+        return cross_attention_processor(model, BosRescaleProcessor(self.factor))
 
     def records(self, n: int) -> list[dict[str, Any]]:
         return [{"mitigation": self.name, "mitigation_strength": self.factor} for _ in range(n)]
