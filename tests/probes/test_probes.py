@@ -140,6 +140,24 @@ def test_probe_scores_are_paired_deterministic_and_explained(caption_run, captio
     assert ssim(x, x) == pytest.approx(1.0) and ssim(x, torch.randn(4, 8, 8)) < 0.5
 
 
+@pytest.mark.parametrize("which", ["caption_run", "tiny_sd"])
+def test_the_shared_first_step_prediction_changes_no_score(which, request, captioned):
+    """eps(x_T, empty) depends on the seed only: predicted once per seed, it gives the scores (and token shares)
+    of predicting it beside every prompt, with one noise prediction per prompt and seed fewer."""
+    m = load_model(request.getfixturevalue(which))
+    caps, seeds = _captions(captioned)[:5], 3
+    kw = dict(seeds=seeds, sample_steps=10, batch=6, attribute=True)
+    for methods, steps in ((("noise-norm", "seed-ssim"), 1), (("noise-norm",), 2)):
+        shared = score_prompts(m, caps, methods, steps=steps, **kw)
+        alone = score_prompts(m, caps, methods, steps=steps, share_first_uncond=False, **kw)
+        for k in methods:
+            np.testing.assert_allclose(shared.scores[k], alone.scores[k], rtol=1e-4, atol=1e-6)
+        for a, b in zip(shared.tokens, alone.tokens):
+            assert [t for t, _ in a] == [t for t, _ in b]
+            np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=1e-3, atol=1e-5)
+        assert alone.model_calls - shared.model_calls == 2 * len(caps) * seeds - seeds  # probe and attribution
+
+
 def test_verdict_is_conformal_on_reference_prompts_and_labelled_without():
     null = np.arange(1, 200, dtype=float)  # 199 reference scores 1..199
     v = _verdict(np.array([0.5, 198.5, 200.0]), null, 0.01)

@@ -6,7 +6,9 @@ draws the same starting noise x_T for every prompt, so prompts are compared on t
 - ``noise-norm`` (Wen et al., ICLR 2024, "Detecting, Explaining, and Mitigating Memorization in Diffusion
   Models"): the mean over seeds and the first ``k`` sampling steps of ||eps(x_t, c) - eps(x_t, empty)||_2,
   the text-conditional part of the noise prediction; x_t follows the DDIM trajectory of the prompt (at
-  guidance ``guidance``). ``k`` = 1 looks at x_T alone, the cheap mode.
+  guidance ``guidance``). ``k`` = 1 looks at x_T alone, the cheap mode. Since x_T depends on the seed
+  only, the first step's eps(x_T, empty) is the same for every prompt: it is predicted once per seed and
+  shared, so the first step costs one noise prediction per prompt and seed instead of two.
 - ``seed-ssim`` (NeMo, Hintersdorf et al., NeurIPS 2024): the mean pairwise SSIM, across seeds, of the
   first-step text-conditional noise eps(x_T, c) - eps(x_T, empty) (as NeMo's code compares it; the raw
   prediction at x_T is dominated by x_T itself): a memorized prompt predicts the same noise whatever the seed.
@@ -45,11 +47,16 @@ class PromptScores:
 def score_prompts(model: Any, prompts: Sequence[str], methods: Sequence[str] = ("noise-norm",), *,
                   seeds: int = 4, steps: int = 1, sample_steps: int = 50, guidance: float = 1.0, batch: int = 32,
                   attribute: bool = False, progress: Optional[ProgressCallback] = None,
-                  stage: str = "probe", journal: Optional[Journal] = None) -> PromptScores:
+                  stage: str = "probe", journal: Optional[Journal] = None,
+                  share_first_uncond: bool = True) -> PromptScores:
     """Score ``prompts`` with ``methods`` (see the module docstring); ``steps`` is Wen's k, ``sample_steps``
     the DDIM schedule the trajectory follows. ``attribute`` adds Wen's per-token attribution of the
     first-step noise-norm (the gradient norm with respect to each token's text state). ``journal``: where
-    finished batches are kept, and read back when the same run resumes (``journal.py``)."""
+    finished batches are kept, and read back when the same run resumes (``journal.py``).
+    ``share_first_uncond=False`` predicts the first step's eps(x_T, empty) again beside every prompt instead of
+    once per seed (same scores within float32 batching; for benchmarks and tests)."""
+    import time
+
     import torch
 
     n = len(prompts)
@@ -58,11 +65,26 @@ def score_prompts(model: Any, prompts: Sequence[str], methods: Sequence[str] = (
     per_batch = max(1, batch // max(1, seeds))
     calls, seconds = 0, 0.0
     noise = torch.cat([model.noise(1, torch.Generator().manual_seed(s)) for s in range(seeds)])
+    shared: dict[str, Any] = {}
+
+    def first_uncond() -> Any:
+        """eps(x_T, empty) at the first timestep for each seed, predicted on first use (None when not shared)."""
+        nonlocal calls, seconds
+        if not share_first_uncond:
+            return None
+        if "eps" not in shared:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                shared["eps"] = model.predict(noise, _first_timestep(model, sample_steps), model.empty(seeds))
+            calls, seconds = calls + seeds, seconds + time.perf_counter() - t0
+        return shared["eps"]
+
     emit(progress, stage, 0, n, unit="prompt")
     for start in range(0, n, per_batch):
         chunk = list(prompts[start:start + per_batch])
         done = kept(journal, start,
-                    lambda: _score_batch(model, chunk, methods, noise, steps, sample_steps, guidance, attribute))
+                    lambda: _score_batch(model, chunk, methods, noise, steps, sample_steps, guidance, attribute,
+                                         first_uncond))
         for m in methods:
             out[m][start:start + len(chunk)] = done[f"score/{m}"]
         if attribute:
@@ -74,23 +96,27 @@ def score_prompts(model: Any, prompts: Sequence[str], methods: Sequence[str] = (
 
 
 def _score_batch(model: Any, chunk: list[str], methods: Sequence[str], noise: Any, steps: int, sample_steps: int,
-                 guidance: float, attribute: bool) -> dict[str, Any]:
-    """One batch of prompts: ``score/<method>`` arrays, ``tokens`` (JSON), ``calls`` and ``seconds``."""
+                 guidance: float, attribute: bool, first_uncond: Callable[[], Any]) -> dict[str, Any]:
+    """One batch of prompts: ``score/<method>`` arrays, ``tokens`` (JSON), ``calls`` and ``seconds``.
+    ``first_uncond()``: the seeds' shared first-step eps(x_T, empty), or None to predict it with the batch."""
     import time
 
     import torch
 
-    t0 = time.perf_counter()
     b, seeds = len(chunk), len(noise)
+    first_step = "noise-norm" in methods or "seed-ssim" in methods or attribute
+    shared = first_uncond() if first_step else None  # timed and counted where it is predicted, once
+    t0 = time.perf_counter()
+    eps_u0 = None if shared is None else shared.repeat(b, 1, 1, 1)
     res: dict[str, Any] = {}
     calls = 0
     x_t = noise.repeat(b, 1, 1, 1)  # prompt-major: rows i*seeds .. (i+1)*seeds-1 are prompt i
     cond = repeat_cond(model.encode(chunk), seeds)
-    uncond = model.empty(b * seeds)
+    uncond = repeat_cond(model.empty(1), b * seeds)  # the empty prompt encoded once
     with torch.no_grad():
         if "noise-norm" in methods or "seed-ssim" in methods:
             norms, first, c = _trajectory(model, x_t, cond, uncond, steps if "noise-norm" in methods else 1,
-                                          sample_steps, guidance)
+                                          sample_steps, guidance, first_uncond=eps_u0)
             calls += c
             if "noise-norm" in methods:
                 res["score/noise-norm"] = norms.view(b, seeds, -1).mean(dim=(1, 2)).double().cpu().numpy()
@@ -102,24 +128,29 @@ def _score_batch(model: Any, chunk: list[str], methods: Sequence[str], noise: An
             calls += b * seeds
     toks = []
     if attribute:
-        toks = _attribution(model, chunk, cond, uncond, x_t, seeds, sample_steps)
-        calls += 2 * b * seeds
+        toks = _attribution(model, chunk, cond, uncond, x_t, seeds, sample_steps, eps_u0)
+        calls += (1 if eps_u0 is not None else 2) * b * seeds
     return res | {"tokens": json.dumps(toks), "calls": calls, "seconds": time.perf_counter() - t0}
 
 
 def _trajectory(model: Any, x: Any, cond: dict[str, Any], uncond: dict[str, Any], k: int, sample_steps: int,
-                guidance: float, observe: Optional[Callable[[Any, Any, Any, Any], None]] = None
-                ) -> tuple[Any, Any, int]:
+                guidance: float, observe: Optional[Callable[[Any, Any, Any, Any], None]] = None,
+                first_uncond: Any = None) -> tuple[Any, Any, int]:
     """(||eps_c - eps_u|| per sample and step [B, k], the first step's eps_c - eps_u, model calls).
-    ``observe(t, x_t, eps_u, eps_c)``, when given, sees each step's state and predictions before the step."""
+    ``observe(t, x_t, eps_u, eps_c)``, when given, sees each step's state and predictions before the step.
+    ``first_uncond``: eps(x, empty) at the first step when already known (it is then not predicted again)."""
     import torch
 
     sched = model.make_scheduler("ddim")
     sched.set_timesteps(sample_steps)
     norms, first, calls = [], None, 0
     for t in sched.timesteps[:k]:
-        eps_u, eps_c = model.predict_pair(x, t.to(model.device), cond, uncond)
-        calls += 2 * x.shape[0]
+        if first is None and first_uncond is not None:
+            eps_u, eps_c = first_uncond, model.predict(x, t.to(model.device), cond)
+            calls += x.shape[0]
+        else:
+            eps_u, eps_c = model.predict_pair(x, t.to(model.device), cond, uncond)
+            calls += 2 * x.shape[0]
         diff = eps_c.float() - eps_u.float()
         if first is None:
             first = diff
@@ -179,18 +210,27 @@ def ssim(a: Any, b: Any, sigma: float = 1.5) -> float:
     return float(s.mean())
 
 
+def _first_timestep(model: Any, sample_steps: int) -> Any:
+    """The first timestep of the DDIM schedule the noise-norm trajectory follows, on the model's device."""
+    sched = model.make_scheduler("ddim")
+    sched.set_timesteps(sample_steps)
+    return sched.timesteps[0].to(model.device)
+
+
 def _attribution(model: Any, prompts: list[str], cond: dict[str, Any], uncond: dict[str, Any], x_T: Any,
-                 seeds: int, sample_steps: int) -> list[list[tuple[str, float]]]:
-    """Per prompt, each conditioning position's share of the L2 norm of d(first-step noise-norm)/d(text state)."""
+                 seeds: int, sample_steps: int, eps_u: Any = None) -> list[list[tuple[str, float]]]:
+    """Per prompt, each conditioning position's share of the L2 norm of d(first-step noise-norm)/d(text state).
+    ``eps_u``: the first step's eps(x_T, empty) when already known (it does not depend on the text)."""
     import torch
 
     hidden = cond["hidden"].detach().clone().requires_grad_(True)
     c = dict(cond, hidden=hidden)
-    sched = model.make_scheduler("ddim")  # the first timestep of the schedule the noise-norm score starts on
-    sched.set_timesteps(sample_steps)
-    t = sched.timesteps[0].to(model.device)
+    t = _first_timestep(model, sample_steps)
     with torch.enable_grad():
-        eps_u, eps_c = model.predict_pair(x_T, t, c, uncond)
+        if eps_u is None:
+            eps_u, eps_c = model.predict_pair(x_T, t, c, uncond)
+        else:
+            eps_c = model.predict(x_T, t, c)
         d = noise_gap(eps_c, eps_u).sum()
         (grad,) = torch.autograd.grad(d, hidden)
     per_pos = grad.float().norm(dim=-1).view(len(prompts), seeds, -1).mean(1).cpu().numpy()
