@@ -5,7 +5,8 @@ calibrate the clique edge, the held-out pictures the audit), then compares `extr
 precision (rows the audit verifies as copies of the training picture they name, and of their own caption's
 picture) and recall over the captions the harness judged memorized, by any copy and consistently.
 
-Usage:  python benchmarks/eval_extract.py MEM_FOLDER EX_FOLDER [--per-prompt 16] [--steps 25] [--json F]
+Usage:  python benchmarks/eval_extract.py MEM_FOLDER EX_FOLDER [--per-prompt 16] [--steps 25]
+        [--drop-reference-copies] [--json F]
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def main() -> None:
     ap.add_argument("out", help="where the extract run writes")
     ap.add_argument("--per-prompt", type=int, default=16)
     ap.add_argument("--steps", type=int, default=25, help="DDIM steps (the smoke preset samples with 25)")
+    ap.add_argument("--drop-reference-copies", action="store_true",
+                    help="leave reference captions whose tightest clique the audit flags out of the edge")
     ap.add_argument("--json", default=None, help="also write the result here")
     a = ap.parse_args()
     root, out = Path(a.folder), Path(a.out)
@@ -34,9 +37,10 @@ def main() -> None:
     t0 = time.perf_counter()
     r = extract(root / "run", list(data["train"]), root / "index", out, reference_prompts=data["reference"],
                 reference=root / "data" / "heldout", per_prompt=a.per_prompt, steps=a.steps,
-                seed=data["settings"]["seed"])
+                seed=data["settings"]["seed"], drop_reference_copies=a.drop_reference_copies)
     seconds = time.perf_counter() - t0
     rows = list(csv.DictReader((out / "extracted.csv").open(encoding="utf-8")))
+    ex = json.loads((out / "summary.json").read_text())
     copies = [x for x in rows if x["is_copy"] in ("1", "True", "true")]
     own = [x for x in copies if Path(x["training_image"]).name == data["train"][x["prompt"]]]
     found = {x["prompt"] for x in copies}
@@ -49,6 +53,8 @@ def main() -> None:
            "recall": len(found & memorized) / len(memorized) if memorized else None,
            "consistent": len(consistent), "consistent_extracted": len(found & consistent),
            "extracted_not_memorized": sorted(found - memorized), "edge": r.edge_threshold,
+           "reference_copies": len(ex["reference_copies"]),
+           "reference_copies_dropped": len(ex["reference_copies_dropped"]),
            "seconds": round(seconds, 1), "generated_for": r.generated_for, "per_prompt": a.per_prompt,
            "steps": a.steps}
     print(json.dumps(res, indent=1))

@@ -262,6 +262,71 @@ def test_cli_extract_writes_audited_cliques(caption_run, captioned, tmp_path, ca
     assert "min-clique" in capsys.readouterr().err
 
 
+def test_reference_prompts_that_make_training_images_are_named_and_can_be_dropped(caption_run, captioned, tmp_path,
+                                                                                   capsys):
+    """A reference prompt whose generations are a training image would set the edge with its tight clique:
+    extract audits each reference prompt's tightest clique and names the copying ones. The copy is real: the
+    picture the briefly trained model makes (the same for every prompt: it has learnt little of the text) is
+    put in the training set, so every reference prompt copies it, and --drop-reference-copies has nothing left."""
+    import diffrep
+    from diffrep.datasets import get_dataset
+    from PIL import Image
+
+    caps = _captions(captioned)
+    (tmp_path / "p.txt").write_text(caps[0] + "\n")
+    (tmp_path / "r.txt").write_text("\n".join(caps[1:4]) + "\n")
+    train, held = tmp_path / "train", tmp_path / "held"
+    shutil.copytree(captioned, train)
+    diffrep.index(train, tmp_path / "i0")
+    held.mkdir()
+    for f in sorted((get_dataset("emoji") / "images").glob("*.png"))[400:430]:  # never in `captioned`
+        shutil.copyfile(f, held / f.name)
+
+    def run(out: str, index: str, *flags: str) -> int:
+        return main(["extract", str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--index",
+                     str(tmp_path / index), "--reference-prompts", str(tmp_path / "r.txt"), "--out",
+                     str(tmp_path / out), "--per-prompt", "3", "--min-clique", "2", "--steps", "3", "--reference",
+                     str(held), "-q", *flags])
+
+    def summary(out: str) -> dict:
+        return json.loads((tmp_path / out / "summary.json").read_text())
+
+    assert run("a", "i0") == 0
+    first = summary("a")
+    assert first["reference_copies"] == [] and first["reference_copies_dropped"] == []
+    assert sorted(p.name for p in (tmp_path / "a" / "reference_cliques").iterdir()) == [
+        "00000.png", "00001.png", "00002.png"]
+    Image.open(tmp_path / "a" / "reference_cliques" / "00000.png").save(train / "made.png")
+    diffrep.index(train, tmp_path / "i1")
+    assert run("b", "i1") == 0
+    kept = summary("b")
+    assert [c["prompt"] for c in kept["reference_copies"]] == caps[1:4]
+    assert {Path(c["training_image"]).name for c in kept["reference_copies"]} == {"made.png"}
+    assert kept["reference_copies_dropped"] == []
+    assert kept["edge_threshold_tiled_l2"] == first["edge_threshold_tiled_l2"]  # named, not dropped
+    assert any("3 reference prompt(s) generate audit-verified copies" in w for w in kept["warnings"])
+    capsys.readouterr()
+    assert run("c", "i1", "--drop-reference-copies") != 0
+    err = capsys.readouterr().err
+    assert "every one of the 3 reference prompts generates audit-verified copies" in err and "Traceback" not in err
+
+
+def test_the_clique_edge_leaves_copying_reference_prompts_out_on_request():
+    from diffrep.probes.extract import clique_edge
+
+    radii = np.arange(100, dtype=float) + 50  # 100 reference prompts: radii 50 .. 149
+    copying = np.zeros(100, bool)
+    radii[[10, 20, 30]], copying[[10, 20, 30]] = [5.0, 6.0, 70.0], True  # two tight copies, one loose
+    edge, notes = clique_edge(radii, copying, 0.01, drop=False)  # 1% of 100: the smallest radius
+    assert edge == 5.0 and any("3 reference prompt(s)" in n and "1 of them as tight" in n for n in notes)
+    edge, notes = clique_edge(radii, copying, 0.01, drop=True)
+    assert edge == 50.0 and not any("reference prompt(s)" in n for n in notes)  # 97 left: still resolves 1%
+    edge, _ = clique_edge(radii, np.zeros(100, bool), 0.01, drop=True)
+    assert edge == 5.0  # nothing flagged, nothing dropped
+    with pytest.raises(DiffrepError, match="every one of the 2 reference prompts"):
+        clique_edge(np.array([1.0, 2.0]), np.ones(2, bool), 0.01, drop=True)
+
+
 def test_extract_refuses_a_missing_index_or_reference_before_generating(caption_run, captioned, tmp_path, capsys):
     (tmp_path / "p.txt").write_text("a cat\n")
     (tmp_path / "r.txt").write_text("blue car\n")

@@ -119,7 +119,8 @@ def cmd_extract(a: argparse.Namespace, bars: ProgressBars) -> int:
                     "it is the share --prefilter one-step keeps; add --prefilter one-step")])
     r = extract(a.model, a.prompts, a.index, a.out, reference_prompts=a.reference_prompts, reference=a.reference,
                 per_prompt=a.per_prompt, min_clique=a.min_clique, fpr=a.fpr, prefilter=a.prefilter, steps=a.steps,
-                seed=a.seed, device=a.device, progress=bars, **given(a, "keep"))
+                seed=a.seed, device=a.device, drop_reference_copies=a.drop_reference_copies, progress=bars,
+                **given(a, "keep"))
     _out(f"{r.generated_for} of {r.prompts} prompts generated ({a.per_prompt} each): {r.cliques} cliques of "
          f">= {a.min_clique} near-identical generations (tiled L2 < {r.edge_threshold:.2f}), {r.extracted} audited "
          f"as copies of a training image ({r.seconds:.0f} s).")

@@ -182,7 +182,8 @@ def _extract(sub: Sub) -> None:
     p.add_argument("model", help="`diffrep train` run folder (--cond caption) or local Stable Diffusion folder")
     p.add_argument("--prompts", required=True, help="prompts to try (text, jsonl, csv, or a run folder)")
     p.add_argument("--index", required=True, help="index directory of the training images (diffrep index)")
-    p.add_argument("--out", required=True, help="output folder: extracted.csv, summary.json, cliques/, audit/")
+    p.add_argument("--out", required=True, help="output folder: extracted.csv, summary.json, cliques/, audit/, "
+                   "reference_cliques/, reference_audit/")
     p.add_argument("--reference-prompts", required=True, help="prompts known not to be memorized: their "
                    "generations calibrate what counts as near-identical")
     p.add_argument("--reference", default=None, help="held-out real images never trained on, for the audit's "
@@ -193,6 +194,9 @@ def _extract(sub: Sub) -> None:
                    "(default %(default)s)")
     p.add_argument("--fpr", type=float, default=d["fpr"], help="share of unmemorized pairs called near-identical "
                    "(default %(default)s)")
+    p.add_argument("--drop-reference-copies", action="store_true", help="leave the reference prompts whose "
+                   "tightest clique the audit flags as a copy of a training image out of the edge's calibration "
+                   "(listed in summary.json); without it they are kept and a warning names them")
     p.add_argument("--prefilter", default=None, choices=("one-step",), help="score prompts with the one-step "
                    "probe first and generate only for the top --keep share")
     p.add_argument("--keep", type=float, default=None, help=f"share kept by --prefilter (default {d['keep']})")

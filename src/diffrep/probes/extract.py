@@ -14,6 +14,13 @@ that a share of at most ``fpr`` of unmemorized prompts is expected to form a cli
 against the training index with the calibrated audit: ``extracted.csv`` names, per prompt, the generated
 image, the training image it reproduces, the clique size, the audit's verdict and p-value.
 
+A reference prompt can itself make a training image (a model that memorized a picture may produce it for
+related prompts too): such a prompt forms a tight clique and would set the edge too strict. The
+representative of each reference prompt's tightest clique is therefore audited as well; the prompts whose
+representative the audit flags are named in ``summary.json`` (``reference_copies``) with a warning, and
+``drop_reference_copies`` leaves them out of the edge's calibration (as ``diffrep audit
+--drop-reference-copies`` does with reference images).
+
 ``prefilter="one-step"`` scores every prompt with the one-step score first (``probes.scores``) and generates
 only for the top ``keep`` share.
 """
@@ -32,7 +39,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..defaults import DEFAULTS
-from ..errors import DiffrepError, SourceError, check_settings
+from ..errors import CalibrationError, DiffrepError, SourceError, check_settings
 from ..fsutil import DirLock, ensure_writable_dir, write_bytes, write_json, write_text
 from ..progress import ProgressCallback, emit
 from .journal import Journal, close_all, digest, kept, model_stamp
@@ -120,8 +127,10 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
             reference: str | os.PathLike[str] | None = None, per_prompt: int = X["per_prompt"],
             min_clique: int = X["min_clique"], fpr: float = X["fpr"], prefilter: Optional[str] = None,
             keep: float = X["keep"], steps: int = X["sample_steps"], guidance: float = X["guidance"],
-            seed: int = 0, device: str = X["device"], progress: Optional[ProgressCallback] = None) -> ExtractResult:
-    """Generate-and-filter extraction (module docstring). ``reference`` is the audit's held-out image folder."""
+            seed: int = 0, device: str = X["device"], drop_reference_copies: bool = False,
+            progress: Optional[ProgressCallback] = None) -> ExtractResult:
+    """Generate-and-filter extraction (module docstring). ``reference`` is the audit's held-out image folder;
+    ``drop_reference_copies`` leaves reference prompts that generate audit-verified copies out of the edge."""
     from ..models.adapter import load_model
     from .prompts import load_prompts, reference_without_tested
 
@@ -151,18 +160,14 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         journals = [Journal(out_dir, "prefilter", digest(stamp, tested))]
         chosen = _prefilter(model, tested, keep, progress, journals[0]) if prefilter else list(tested)
         gen = dict(settings, progress=progress)
-        journals.append(Journal(out_dir, "reference", digest(stamp, settings, ref)))
-        radii = [clique_radius(d, min_clique)
-                 for d in _distances(model, ref, stage="reference", journal=journals[-1], **gen)]
-        from ..matching.calibration import threshold_at_fpr
-
-        # a small radius is evidence: the conformal rule on negated radii
-        t, notes = threshold_at_fpr(-np.array(radii), fpr, noun="reference prompt")
-        edge = -t
-        warnings += notes
+        journals.append(Journal(out_dir, "reference", digest(stamp, settings, ref, min_clique)))
+        cal = _calibrate_edge(model, ref, min_clique, fpr, gen, journals[-1], out_dir, (index, reference, seed),
+                              drop_reference_copies)
+        edge = cal["edge"]
+        warnings += cal["warnings"]
         journals.append(Journal(out_dir, "generate", digest(stamp, settings, chosen, float(edge), min_clique)))
         rows, reps = _cliques(model, chosen, out_dir, edge, min_clique, gen, journals[-1])
-        verdicts = _audit(out_dir, index, reference, seed, progress) if reps else {}
+        verdicts = _audit(out_dir / "cliques", out_dir / "audit", index, reference, seed, progress) if reps else {}
         for r in rows:
             r.update(verdicts.get(r["generated"], {}))
         _write(out_dir, rows)
@@ -172,7 +177,10 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
             "model": str(model_path), "prompts": len(tested), "generated_for": len(chosen), "per_prompt": per_prompt,
             "prefilter": prefilter, "keep": keep if prefilter else None, "edge_threshold_tiled_l2": edge,
             "edge_threshold_source": f"clique radii of the reference prompts' generations ({len(ref)} prompts) "
-                                     f"at {fpr:g}", "min_clique": min_clique, "cliques": len(rows),
+                                     f"at {fpr:g}" + (f", {len(cal['dropped'])} generating copies left out"
+                                                      if cal["dropped"] else ""),
+            "reference_copies": cal["copies"], "reference_copies_dropped": cal["dropped"],
+            "min_clique": min_clique, "cliques": len(rows),
             "extracted": extracted, "seconds": round(seconds, 2),
             "seconds_per_prompt": round(seconds / max(1, len(chosen) + len(ref)), 4), "warnings": warnings})
         close_all(journals)
@@ -200,16 +208,86 @@ def _generate(model: Any, prompt: str, per_prompt: int, steps: int, guidance: fl
                     guidance=guidance)
 
 
-def _distances(model: Any, prompts: list[str], *, per_prompt: int, steps: int, guidance: float, seed: int,
-               progress: Optional[ProgressCallback], stage: str, journal: Journal) -> list[np.ndarray]:
-    """Per prompt, the tiled L2 distances of its generations (kept in ``journal`` as each prompt finishes)."""
+def _reference_cliques(model: Any, prompts: list[str], min_clique: int, gen: dict[str, Any],
+                       journal: Journal) -> list[tuple[float, np.ndarray]]:
+    """Per reference prompt, its clique radius and the most central image of its tightest clique (kept in
+    ``journal`` as each prompt finishes)."""
+    progress = gen["progress"]
+
+    def one(prompt: str) -> dict[str, Any]:
+        imgs = _generate(model, prompt, gen["per_prompt"], gen["steps"], gen["guidance"], gen["seed"])
+        d = pair_distances(imgs)
+        r = clique_radius(d, min_clique)
+        return {"radius": np.float64(r), "rep": imgs[_central(d, largest_clique(d <= r))]}
+
     out = []
-    emit(progress, stage, 0, len(prompts), unit="prompt")
+    emit(progress, "reference", 0, len(prompts), unit="prompt")
     for i, p in enumerate(prompts):
-        done = kept(journal, i, lambda: {"d": pair_distances(_generate(model, p, per_prompt, steps, guidance, seed))})
-        out.append(done["d"])
-        emit(progress, stage, i + 1, len(prompts), unit="prompt")
+        done = kept(journal, i, lambda: one(p))
+        out.append((float(done["radius"]), np.asarray(done["rep"])))
+        emit(progress, "reference", i + 1, len(prompts), unit="prompt")
     return out
+
+
+def _calibrate_edge(model: Any, ref: list[str], min_clique: int, fpr: float, gen: dict[str, Any], journal: Journal,
+                    out: Path, audit_with: tuple[Any, Any, int], drop: bool) -> dict[str, Any]:
+    """The clique edge from the reference prompts' clique radii (the conformal rule on negated radii: a small
+    radius is evidence), after auditing each reference prompt's tightest clique: ``edge``, ``warnings``,
+    ``copies`` (the reference prompts whose clique the audit flags) and ``dropped`` (those left out)."""
+    from ..models.sample import png_bytes
+
+    cliques = _reference_cliques(model, ref, min_clique, gen, journal)
+    radii = np.array([r for r, _ in cliques])
+    folder = out / "reference_cliques"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for i, (_, rep) in enumerate(cliques):
+        write_bytes(folder / f"{i:05d}.png", png_bytes(rep))
+    notes = []
+    try:
+        verdicts = _audit(folder, out / "reference_audit", *audit_with, gen["progress"])
+    except CalibrationError as exc:
+        if drop:
+            raise CalibrationError(f"--drop-reference-copies needs the reference prompts' cliques audited: {exc}") \
+                from None
+        verdicts = {}
+        notes.append(f"the reference prompts' cliques were not audited ({exc}), so reference prompts that generate "
+                     "training images cannot be named")
+    copies = [{"prompt": ref[i], "clique_radius": float(radii[i]), "training_image": v["training_image"],
+               "p_value": v["p_value"], "generated": f"reference_cliques/{i:05d}.png"}
+              for i in range(len(ref)) for v in [verdicts.get(f"{i:05d}.png")] if v and v["is_copy"]]
+    copying = np.array([bool((verdicts.get(f"{i:05d}.png") or {}).get("is_copy")) for i in range(len(ref))])
+    edge, warnings = clique_edge(radii, copying, fpr, drop)
+    dropped = [c["prompt"] for c in copies] if drop else []
+    warnings = notes + warnings
+    return {"edge": edge, "warnings": warnings, "copies": copies, "dropped": dropped}
+
+
+def clique_edge(radii: np.ndarray, copying: np.ndarray, fpr: float, drop: bool) -> tuple[float, list[str]]:
+    """The edge threshold and its warnings: the conformal ``fpr`` rule on the reference prompts' negated clique
+    radii (a small radius is evidence), leaving out the prompts marked ``copying`` when ``drop``."""
+    from ..matching.calibration import threshold_at_fpr
+
+    radii, copying = np.asarray(radii, np.float64), np.asarray(copying, bool)
+    keep = ~copying if drop else np.ones(len(radii), bool)
+    if not keep.any():
+        raise DiffrepError(f"every one of the {len(radii)} reference prompts generates audit-verified copies of "
+                           "training images: no edge can be calibrated on them; give prompts the model has not "
+                           "memorized (reference_cliques/ and reference_audit/ show what they make)")
+    t, warnings = threshold_at_fpr(-radii[keep], fpr, noun="prompt")
+    edge = -t
+    if copying.any() and not drop:
+        tight = int((radii[copying] <= edge).sum())
+        warnings.append(f"{int(copying.sum())} reference prompt(s) generate audit-verified copies of training "
+                        f"images (reference_copies in summary.json), {tight} of them as tight as the edge they "
+                        "help set: take them out of the reference prompts or rerun with --drop-reference-copies")
+    return edge, warnings
+
+
+def _central(d: np.ndarray, members: list[int]) -> int:
+    """The member of a clique with the smallest summed distance to the others."""
+    sub = d[np.ix_(members, members)]
+    return members[int(np.argmin(sub.sum(axis=1)))]
 
 
 def _cliques(model: Any, prompts: list[str], out: Path, edge: float, min_clique: int, gen: dict[str, Any],
@@ -249,7 +327,7 @@ def _clique(model: Any, prompt: str, i: int, out: Path, edge: float, min_clique:
     if len(members) < min_clique:
         return None
     sub = d[np.ix_(members, members)]
-    rep = members[int(np.argmin(sub.sum(axis=1)))]
+    rep = _central(d, members)
     name = f"{i:05d}.png"
     write_bytes(out / "cliques" / name, png_bytes(imgs[rep]))
     return {"prompt": prompt, "generated": name, "clique_size": len(members),
@@ -270,12 +348,13 @@ def _audit_inputs(index: Any, reference: Any) -> tuple[Any, Any]:
     return (index if isinstance(index, LoadedIndex) else open_index(index)), reference
 
 
-def _audit(out: Path, index: Any, reference: Any, seed: int,
+def _audit(folder: Path, out: Path, index: Any, reference: Any, seed: int,
            progress: Optional[ProgressCallback]) -> dict[str, dict[str, Any]]:
-    """The audit of ``cliques/`` (the representatives) against the training index, by file name."""
+    """The audit of the clique representatives in ``folder`` against the training index (written to ``out``),
+    by file name."""
     from ..auditing.run import audit
 
-    r = audit(out / "cliques", index, out / "audit", reference=reference, seed=seed, progress=progress)
+    r = audit(folder, index, out, reference=reference, seed=seed, progress=progress)
     res = {}
     for q, t, rep, pv in zip(r.query_paths, r.top1_train_paths, r.is_replica, r.p_values):
         res[Path(q).name] = {"training_image": t or "", "is_copy": bool(rep), "p_value": float(pv)}
