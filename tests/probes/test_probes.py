@@ -305,6 +305,13 @@ def test_reference_prompts_that_make_training_images_are_named_and_can_be_droppe
     assert kept["reference_copies_dropped"] == []
     assert kept["edge_threshold_tiled_l2"] == first["edge_threshold_tiled_l2"]  # named, not dropped
     assert any("3 reference prompt(s) generate audit-verified copies" in w for w in kept["warnings"])
+    assert main(["probe", str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--reference-prompts",
+                 str(tmp_path / "r.txt"), "--out", str(tmp_path / "pr"), "--seeds", "2", "-q"]) == 0
+    assert main(["report", str(tmp_path / "pr"), "--extract", str(tmp_path / "b"), "-q"]) == 0
+    page = (tmp_path / "pr" / "report.html").read_text()
+    assert "Extracted training images (0)" in page
+    assert "3 reference prompt(s) generate training images themselves (kept in" in page
+    assert html.escape(caps[1]) in page
     capsys.readouterr()
     assert run("c", "i1", "--drop-reference-copies") != 0
     err = capsys.readouterr().err

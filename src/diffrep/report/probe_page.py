@@ -139,4 +139,18 @@ def _pairs(root: Path) -> str:
             cells.append(f"<div class=pair><p>{html.escape(r['prompt'])} (clique {r['clique_size']}, p "
                          f"{html.escape(r['p_value'])})</p><img src='{gen}' alt='generated'><img src='{train}' "
                          "alt='training image'></div>")
-    return f"<h2>Extracted training images ({len(rows)})</h2>" + "".join(cells)
+    return f"<h2>Extracted training images ({len(rows)})</h2>" + _reference_copies(root) + "".join(cells)
+
+
+def _reference_copies(root: Path) -> str:
+    """A warning naming the reference prompts whose own generations the audit flagged as training images (from
+    the extract folder's summary.json; nothing for a folder written before extract recorded them)."""
+    s = checked_json(root / "summary.json", "extract") if (root / "summary.json").is_file() else {}
+    copies = [c["prompt"] for c in s.get("reference_copies") or []
+              if isinstance(c, dict) and isinstance(c.get("prompt"), str)]
+    if not copies:
+        return ""
+    how = "left out of" if s.get("reference_copies_dropped") else "kept in"
+    names = "; ".join(html.escape(c) for c in copies[:10]) + (" …" if len(copies) > 10 else "")
+    return (f"<p class=warn>{len(copies)} reference prompt(s) generate training images themselves ({how} the "
+            f"calibration of what counts as near-identical; see summary.json): {names}</p>")
