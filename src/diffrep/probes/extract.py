@@ -253,10 +253,11 @@ def _calibrate_edge(model: Any, ref: list[str], min_clique: int, fpr: float, gen
         verdicts = {}
         notes.append(f"the reference prompts' cliques were not audited ({exc}), so reference prompts that generate "
                      "training images cannot be named")
-    copies = [{"prompt": ref[i], "clique_radius": float(radii[i]), "training_image": v["training_image"],
-               "p_value": v["p_value"], "generated": f"reference_cliques/{i:05d}.png"}
-              for i in range(len(ref)) for v in [verdicts.get(f"{i:05d}.png")] if v and v["is_copy"]]
-    copying = np.array([bool((verdicts.get(f"{i:05d}.png") or {}).get("is_copy")) for i in range(len(ref))])
+    found = [verdicts.get(f"{i:05d}.png") or {} for i in range(len(ref))]
+    copying = np.array([bool(v.get("is_copy")) for v in found])
+    copies = [{"prompt": ref[i], "clique_radius": float(radii[i]), "training_image": found[i]["training_image"],
+               "p_value": found[i]["p_value"], "generated": f"reference_cliques/{i:05d}.png"}
+              for i in np.flatnonzero(copying)]
     edge, warnings = clique_edge(radii, copying, fpr, drop)
     dropped = [c["prompt"] for c in copies] if drop else []
     warnings = notes + warnings
