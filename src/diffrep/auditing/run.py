@@ -20,7 +20,7 @@ from ..defaults import DEFAULTS, POOL_NULL_MODES
 from ..descriptors import Descriptor
 from ..descriptors.regions import RegionConfig
 from ..embedding import EmbeddedSet, embed_source
-from ..errors import CalibrationError, DiffrepError, SourceError
+from ..errors import DiffrepError, SourceError, check_settings
 from ..fsutil import DirLock, ensure_writable_dir
 from ..indexing.build import check_options, resolve_descriptor
 from ..indexing.load import LoadedIndex, open_index
@@ -115,8 +115,7 @@ def audit(source: PathLike | Sequence[PathLike], index: PathLike | LoadedIndex, 
     for the per-candidate stages, verification and object matching (``distributed.ray_rows.map_rows``); the
     search, the region search, the training-set null and calibration run in this process."""
     t0 = time.perf_counter()
-    if not 0 < fpr < 1:  # checked before any work
-        raise CalibrationError(f"target false-positive rate must be between 0 and 1, got {fpr}")
+    check_settings(fpr=fpr)  # checked before any work
     if pool_null not in POOL_NULL_MODES:
         raise DiffrepError(f"pool_null must be one of {', '.join(POOL_NULL_MODES)}, got {pool_null!r}")
     if top_k < 1 or verify_k < 1 or partial_k < 1 or local_k < 0:
