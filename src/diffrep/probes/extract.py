@@ -281,7 +281,9 @@ def clique_edge(radii: np.ndarray, copying: np.ndarray, fpr: float, drop: bool) 
         tight = int((radii[copying] <= edge).sum())
         warnings.append(f"{int(copying.sum())} reference prompt(s) generate audit-verified copies of training "
                         f"images (reference_copies in summary.json), {tight} of them as tight as the edge they "
-                        "help set: take them out of the reference prompts or rerun with --drop-reference-copies")
+                        "help set, so the edge may be stricter than unmemorized prompts need; "
+                        "--drop-reference-copies leaves them out (more rows, some of them unverified cliques: "
+                        "docs/probes.md)")
     return edge, warnings
 
 
