@@ -196,8 +196,8 @@ def _extract(sub: Sub) -> None:
                    "clique: the edge is this quantile of the reference prompts' clique radii (default %(default)s)")
     p.add_argument("--drop-reference-copies", action="store_true", help="leave the reference prompts whose "
                    "tightest clique the audit flags as a copy of a training image out of the edge's calibration "
-                   "(listed in summary.json): more rows, some of them unverified cliques; without it they are kept and a "
-                   "warning names them")
+                   "(listed in summary.json): more rows, some of them unverified cliques; without it they are "
+                   "kept and a warning names them")
     p.add_argument("--prefilter", default=None, choices=("one-step",), help="score prompts with the one-step "
                    "probe first and generate only for the top --keep share")
     p.add_argument("--keep", type=float, default=None, help=f"share kept by --prefilter (default {d['keep']})")
