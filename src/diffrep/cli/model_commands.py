@@ -178,6 +178,8 @@ def cmd_experiment(a: argparse.Namespace, bars: ProgressBars) -> int:
     dup = given(a, "dup_frac", "dup_weight")
     if a.kind == "memorization":
         overrides.update(dup)
+        if a.subset is not None:
+            overrides["train"] = a.subset
         return _memorization(a, overrides, bars)
     if a.kind == "membership":
         return _membership_experiment(a, overrides, bars)
@@ -225,8 +227,8 @@ def _experiment_checks(a: argparse.Namespace) -> None:
         ("--samples", a.samples is not None, k != "membership", "experiment membership generates nothing"),
         ("--sizes", a.sizes is not None, k in ("data-size", "membership"), "it applies to the data-size and "
          "membership experiments"),
-        ("--subset", a.subset is not None, k in GRIDS[1:], "it applies to the duplication, conditioning and "
-         "caption-mitigation grids" + ("; the data-size experiment takes --sizes" if k == "data-size" else "")),
+        ("--subset", a.subset is not None, k in (*GRIDS[1:], "memorization"), "it applies to the duplication, "
+         "conditioning and caption-mitigation grids and the memorization experiment" + ("; the data-size experiment takes --sizes" if k == "data-size" else "")),
         ("--only", a.only is not None, k in (*GRIDS, "mitigation"), f"experiment {k} is one run, not a grid"),
         ("--generate-only", a.generate_only, k in (*GRIDS, "memorization"), "it applies to the grids and the "
          "memorization experiment"),

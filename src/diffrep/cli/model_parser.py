@@ -134,7 +134,8 @@ def _experiment(sub: Sub) -> None:
     p.add_argument("--sizes", default=None, help="data-size and membership experiments: training-set sizes, "
                    "e.g. 16,512")
     p.add_argument("--subset", type=int, default=None,
-                   help="duplication / conditioning / mitigation: training images per run (overrides the preset)")
+                   help="duplication / conditioning / mitigation: training images per run; memorization: "
+                   "training captions (overrides the preset)")
     p.add_argument("--only", default=None, help="comma-separated run names: run only these of the grid "
                    "(e.g. to train runs in parallel); the results table needs the whole grid")
     p.add_argument("--generate-only", action="store_true",

@@ -61,6 +61,8 @@ def run_memorization(out: str | Path, *, preset: str = "smoke", seed: int = 0, d
     if preset not in PRESETS:
         raise DiffrepError(f"--preset {preset!r}: use {', '.join(PRESETS)}")
     p = {**PRESETS[preset], **(overrides or {})}
+    if int(p["train"]) < 2:
+        raise DiffrepError(f"--subset {p['train']}: the experiment needs at least 2 training captions")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     data = split(root / "data", p, seed)
