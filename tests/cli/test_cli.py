@@ -304,6 +304,7 @@ def test_dedup_options_for_other_modes_are_refused(extra, says, scenario, tmp_pa
     (["membership", "--reference", "x"], "--reference would change nothing"),
     (["memorization", "--sizes", "10,20"], "--sizes would change nothing in this run: it applies to the data-size"),
     (["membership", "--subset", "10"], "--subset would change nothing"),
+    (["memorization", "--subset", "1"], "--subset 1: the experiment needs at least 2 training captions"),
     (["data-size", "--data", "fashion-mnist", "--subset", "10"], "the data-size experiment takes --sizes"),
     (["memorization", "--only", "a"], "experiment memorization is one run, not a grid"),
     (["membership", "--generate-only"], "--generate-only would change nothing"),

@@ -13,13 +13,13 @@ pytest.importorskip("diffusers")
 from diffrep.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-TINY = ["--steps", "40", "--batch", "8", "--samples", "2", "--dup-frac", "0.25"]  # the preset says 0.125
+TINY = ["--steps", "40", "--batch", "8", "--samples", "2", "--subset", "16", "--dup-frac", "0.25"]  # preset: 64, 0.125
 
 
 def test_memorization_experiment_runs_and_resumes(tmp_path, capsys, monkeypatch):
     import diffrep.eval.memorization as mem
 
-    monkeypatch.setitem(mem.PRESETS, "smoke", {**mem.PRESETS["smoke"], "train": 16, "reference_prompts": 12,
+    monkeypatch.setitem(mem.PRESETS, "smoke", {**mem.PRESETS["smoke"], "reference_prompts": 12,
                                                 "test_prompts": 12, "sample_steps": 5, "probe_seeds": 2,
                                                 "long_steps": 3, "channels": [16, 32, 32]})
     out = tmp_path / "mem"

@@ -250,8 +250,10 @@ def test_cli_extract_writes_audited_cliques(caption_run, captioned, tmp_path, ca
     code = main(["extract", str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--index", str(tmp_path / "index"),
                  "--reference-prompts", str(tmp_path / "r.txt"), "--out", str(tmp_path / "x"), "--per-prompt", "3",
                  "--min-clique", "2", "--steps", "3", "--prefilter", "one-step", "--keep", "0.67", "-q"])
-    assert code == 0 and "2 of 3 prompts generated" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert code == 0 and "2 of 3 prompts generated" in said and "about 0.02 expected from unmemorized prompts" in said
     s = json.loads((tmp_path / "x" / "summary.json").read_text())
+    assert s["chance_cliques_expected"] == 0.02  # 1% of the 2 prompts generated for
     assert s["generated_for"] == 2 and s["edge_threshold_tiled_l2"] > 0 and "(3 prompts)" in s["edge_threshold_source"]
     assert any("3 null scores cannot resolve" in w for w in s["warnings"])  # too few reference prompts for 1%
     rows = list(csv.DictReader((tmp_path / "x" / "extracted.csv").open()))

@@ -122,8 +122,9 @@ def cmd_extract(a: argparse.Namespace, bars: ProgressBars) -> int:
                 seed=a.seed, device=a.device, drop_reference_copies=a.drop_reference_copies, progress=bars,
                 **given(a, "keep"))
     _out(f"{r.generated_for} of {r.prompts} prompts generated ({a.per_prompt} each): {r.cliques} cliques of "
-         f">= {a.min_clique} near-identical generations (tiled L2 < {r.edge_threshold:.2f}), {r.extracted} audited "
-         f"as copies of a training image ({r.seconds:.0f} s).")
+         f">= {a.min_clique} near-identical generations (tiled L2 < {r.edge_threshold:.2f}; about "
+         f"{r.chance_cliques:g} expected from unmemorized prompts at --fpr {a.fpr:g}), {r.extracted} audited as "
+         f"copies of a training image ({r.seconds:.0f} s).")
     for w in r.warnings:
         _out(f"Warning: {w}")
     _out(f"Results: {r.out / 'extracted.csv'}, {r.out / 'summary.json'}")

@@ -12,7 +12,10 @@ audit's) of the clique radii of the **reference prompts'** generations, prompts 
 that a share of at most ``fpr`` of unmemorized prompts is expected to form a clique. Each clique of at least
 ``min_clique`` members is represented by its most central member, and the representatives are audited
 against the training index with the calibrated audit: ``extracted.csv`` names, per prompt, the generated
-image, the training image it reproduces, the clique size, the audit's verdict and p-value.
+image, the training image it reproduces, the clique size, the audit's verdict and p-value. At the edge, about
+``fpr`` x (prompts generated for) cliques are expected from unmemorized prompts (``chance_cliques_expected`` in
+``summary.json``): where few of many prompts are memorized, that share of the rows is not a copy, and the
+audit's verdict (``is_copy``) is the column that says which rows are.
 
 A reference prompt can itself make a training image (a model that memorized a picture may produce it for
 related prompts too): such a prompt forms a tight clique and would set the edge too strict. The
@@ -56,6 +59,7 @@ class ExtractResult:
     cliques: int
     extracted: int  # cliques whose representative the audit flags as a copy
     edge_threshold: float
+    chance_cliques: float  # cliques expected from unmemorized prompts at the edge: fpr x prompts generated for
     seconds: float
     warnings: list[str] = field(default_factory=list)
 
@@ -173,6 +177,7 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         _write(out_dir, rows)
         seconds = time.perf_counter() - t0
         extracted = sum(1 for r in rows if r.get("is_copy"))
+        chance = round(fpr * len(chosen), 2)
         write_json(out_dir / "summary.json", {
             "model": str(model_path), "prompts": len(tested), "generated_for": len(chosen), "per_prompt": per_prompt,
             "prefilter": prefilter, "keep": keep if prefilter else None, "edge_threshold_tiled_l2": edge,
@@ -180,11 +185,11 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
                                      f"at {fpr:g}" + (f", {len(cal['dropped'])} generating copies left out"
                                                       if cal["dropped"] else ""),
             "reference_copies": cal["copies"], "reference_copies_dropped": cal["dropped"],
-            "min_clique": min_clique, "cliques": len(rows),
+            "min_clique": min_clique, "cliques": len(rows), "chance_cliques_expected": chance,
             "extracted": extracted, "seconds": round(seconds, 2),
             "seconds_per_prompt": round(seconds / max(1, len(chosen) + len(ref)), 4), "warnings": warnings})
         close_all(journals)
-    return ExtractResult(out_dir, len(tested), len(chosen), len(rows), extracted, edge, seconds, warnings)
+    return ExtractResult(out_dir, len(tested), len(chosen), len(rows), extracted, edge, chance, seconds, warnings)
 
 
 def _prefilter(model: Any, prompts: list[str], keep: float, progress: Optional[ProgressCallback],
