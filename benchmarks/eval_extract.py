@@ -6,7 +6,7 @@ precision (rows the audit verifies as copies of the training picture they name, 
 picture) and recall over the captions the harness judged memorized, by any copy and consistently.
 
 Usage:  python benchmarks/eval_extract.py MEM_FOLDER EX_FOLDER [--per-prompt 16] [--steps 25]
-        [--drop-reference-copies] [--json F]
+        [--drop-reference-copies] [--min-clique K] [--json F]
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25, help="DDIM steps (the smoke preset samples with 25)")
     ap.add_argument("--drop-reference-copies", action="store_true",
                     help="leave reference captions whose tightest clique the audit flags out of the edge")
+    ap.add_argument("--min-clique", type=int, default=None,
+                    help="near-identical generations a clique needs (default: extract's)")
     ap.add_argument("--json", default=None, help="also write the result here")
     a = ap.parse_args()
     root, out = Path(a.folder), Path(a.out)
@@ -37,7 +39,8 @@ def main() -> None:
     t0 = time.perf_counter()
     r = extract(root / "run", list(data["train"]), root / "index", out, reference_prompts=data["reference"],
                 reference=root / "data" / "heldout", per_prompt=a.per_prompt, steps=a.steps,
-                seed=data["settings"]["seed"], drop_reference_copies=a.drop_reference_copies)
+                seed=data["settings"]["seed"], drop_reference_copies=a.drop_reference_copies,
+                **({"min_clique": a.min_clique} if a.min_clique else {}))
     seconds = time.perf_counter() - t0
     rows = list(csv.DictReader((out / "extracted.csv").open(encoding="utf-8")))
     ex = json.loads((out / "summary.json").read_text())
@@ -56,7 +59,7 @@ def main() -> None:
            "reference_copies": len(ex["reference_copies"]),
            "reference_copies_dropped": len(ex["reference_copies_dropped"]),
            "seconds": round(seconds, 1), "generated_for": r.generated_for, "per_prompt": a.per_prompt,
-           "steps": a.steps}
+           "steps": a.steps, "min_clique": ex["min_clique"]}
     print(json.dumps(res, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
