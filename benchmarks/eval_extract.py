@@ -16,6 +16,7 @@ import json
 import time
 from pathlib import Path
 
+from diffrep.defaults import DEFAULTS
 from diffrep.eval.memorization import consistently_memorized
 from diffrep.probes.extract import extract
 
@@ -28,8 +29,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25, help="DDIM steps (the smoke preset samples with 25)")
     ap.add_argument("--drop-reference-copies", action="store_true",
                     help="leave reference captions whose tightest clique the audit flags out of the edge")
-    ap.add_argument("--min-clique", type=int, default=None,
-                    help="near-identical generations a clique needs (default: extract's)")
+    ap.add_argument("--min-clique", type=int, default=DEFAULTS["extract"]["min_clique"],
+                    help="near-identical generations a clique needs (default %(default)s, extract's)")
     ap.add_argument("--json", default=None, help="also write the result here")
     a = ap.parse_args()
     root, out = Path(a.folder), Path(a.out)
@@ -39,8 +40,7 @@ def main() -> None:
     t0 = time.perf_counter()
     r = extract(root / "run", list(data["train"]), root / "index", out, reference_prompts=data["reference"],
                 reference=root / "data" / "heldout", per_prompt=a.per_prompt, steps=a.steps,
-                seed=data["settings"]["seed"], drop_reference_copies=a.drop_reference_copies,
-                **({"min_clique": a.min_clique} if a.min_clique else {}))
+                seed=data["settings"]["seed"], drop_reference_copies=a.drop_reference_copies, min_clique=a.min_clique)
     seconds = time.perf_counter() - t0
     rows = list(csv.DictReader((out / "extracted.csv").open(encoding="utf-8")))
     ex = json.loads((out / "summary.json").read_text())

@@ -229,7 +229,8 @@ def _experiment_checks(a: argparse.Namespace) -> None:
         ("--sizes", a.sizes is not None, k in ("data-size", "membership"), "it applies to the data-size and "
          "membership experiments"),
         ("--subset", a.subset is not None, k in (*GRIDS[1:], "memorization"), "it applies to the duplication, "
-         "conditioning and caption-mitigation grids and the memorization experiment" + ("; the data-size experiment takes --sizes" if k == "data-size" else "")),
+         "conditioning and caption-mitigation grids and the memorization experiment"
+         + ("; the data-size experiment takes --sizes" if k == "data-size" else "")),
         ("--only", a.only is not None, k in (*GRIDS, "mitigation"), f"experiment {k} is one run, not a grid"),
         ("--generate-only", a.generate_only, k in (*GRIDS, "memorization"), "it applies to the grids and the "
          "memorization experiment"),
