@@ -23,7 +23,7 @@ def seed(text: str) -> int:
 
 
 def _quiet(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or progress lines")
 
 
 def _train(sub: Sub) -> None:
