@@ -189,6 +189,11 @@ def test_cli_probe_writes_calibrated_outputs(caption_run, captioned, tmp_path, c
     assert {int(t["prompt_index"]) for t in toks} == set(range(len(rows)))
     ref = list(csv.DictReader((tmp_path / "out" / "reference.csv").open()))
     assert [r["prompt"] for r in ref] == ["blue car", "small green frog", "yellow bus", "tall tree"]
+    top = max(float(r["score_noise-norm"]) for r in ref)  # 4 prompts at 1%: the highest sets the threshold
+    at_top = [r["prompt"] for r in ref if float(r["score_noise-norm"]) >= top - 1e-6]  # ties: words it never saw
+    assert [x["prompt"] for x in s["threshold_set_by"]] == at_top[:3]
+    assert all(x["score"] == pytest.approx(s["threshold"], abs=1e-6) for x in s["threshold_set_by"])
+    assert f"set by the top reference prompts: {at_top[0]!r}" in out
     page = (tmp_path / "out" / "report.html").read_text()
     assert "Content-Security-Policy" in page and "<script" not in page and "data:image/png;base64" in page
     assert f"of {len(rows)} prompts score above what 4 prompts known not to be memorized" in page

@@ -102,6 +102,10 @@ def cmd_probe(a: argparse.Namespace, bars: ProgressBars) -> int:
            else f"by an UNCALIBRATED outlier rule (threshold {r.threshold:.4g})")
     _out(f"{r.prompts} prompts scored by {r.method} ({r.seconds_per_prompt:.3f} s/prompt): {r.flagged} flagged as "
          f"memorized {how}.")
+    if r.threshold_set_by:
+        top = ", ".join(f"{x['prompt']!r} ({x['score']:.4g})" for x in r.threshold_set_by)
+        _out(f"The threshold is set by the top reference prompts: {top}. A reference prompt the model memorized "
+             "raises it: check them (reference.csv), drop any that are memorized, and run again.")
     for w in r.warnings:
         _out(f"Warning: {w}")
     _out(f"Results: {r.out / 'prompts.csv'}, {r.out / 'summary.json'}")

@@ -47,6 +47,7 @@ class ProbeResult:
     seconds_per_prompt: float
     warnings: list[str] = field(default_factory=list)
     truncated: int = 0
+    threshold_set_by: list[dict[str, Any]] = field(default_factory=list)  # top reference prompts, highest first
 
 
 def probe(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | Sequence[str],
@@ -108,11 +109,22 @@ def probe(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | 
                    "model_calls_per_prompt": round(main.model_calls / len(tested), 2), "truncated": int(sum(truncated)),
                    "other_methods": {m: {k: verdicts[m][k] for k in ("threshold", "source")} | {
                        "flagged": int(np.sum(verdicts[m]["flags"]))} for m in methods[1:]},
+                   "threshold_set_by": _set_by(ref, null.scores[methods[0]], v["threshold"]) if null else [],
                    "warnings": warnings}
         write_json(out_dir / "summary.json", summary)
         close_all(journals)
     return ProbeResult(out_dir, methods[0], len(tested), summary["flagged"], v["threshold"], v["source"],
-                       summary["seconds_per_prompt"], warnings, int(sum(truncated)))
+                       summary["seconds_per_prompt"], warnings, int(sum(truncated)), summary["threshold_set_by"])
+
+
+def _set_by(ref: list[str], scores: np.ndarray, threshold: float, show: int = 3) -> list[dict[str, Any]]:
+    """The reference prompts scoring at or above the threshold, highest first (at most ``show``).
+
+    At a small target FPR the threshold is one of the top reference scores (with 100 prompts at 1%, the
+    highest): a reference prompt the model memorized itself raises it, so the user should see which ones set it.
+    """
+    top = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= threshold][:show]
+    return [{"prompt": ref[i], "score": round(float(scores[i]), 6)} for i in top]
 
 
 def _check(fpr: float, seeds: int, steps: int, sample_steps: int, batch: int) -> None:
