@@ -5,8 +5,12 @@ calibrate the clique edge, the held-out pictures the audit), then compares `extr
 precision (rows the audit verifies as copies of the training picture they name, and of their own caption's
 picture) and recall over the captions the harness judged memorized, by any copy and consistently.
 
+`--more-reference N` adds N reference captions from the packaged emoji the folder's split left unused (the first
+caption of each near-duplicate group no part of the split touches, in a seeded order), so that a small `--fpr`
+can be resolved (the edge at 0.001 needs about 1,000 reference prompts).
+
 Usage:  python benchmarks/eval_extract.py MEM_FOLDER EX_FOLDER [--per-prompt 16] [--steps 25]
-        [--drop-reference-copies] [--min-clique K] [--json F]
+        [--drop-reference-copies] [--min-clique K] [--fpr F] [--more-reference N] [--json F]
 """
 from __future__ import annotations
 
@@ -31,16 +35,22 @@ def main() -> None:
                     help="leave reference captions whose tightest clique the audit flags out of the edge")
     ap.add_argument("--min-clique", type=int, default=DEFAULTS["extract"]["min_clique"],
                     help="near-identical generations a clique needs (default %(default)s, extract's)")
+    ap.add_argument("--fpr", type=float, default=DEFAULTS["extract"]["fpr"],
+                    help="the clique edge's false-positive rate (default %(default)s, extract's)")
+    ap.add_argument("--more-reference", type=int, default=0, metavar="N",
+                    help="add N unused emoji captions (one per unused near-duplicate group) to the reference")
     ap.add_argument("--json", default=None, help="also write the result here")
     a = ap.parse_args()
     root, out = Path(a.folder), Path(a.out)
     data = json.loads((root / "data" / "split.json").read_text())
     labels = json.loads((root / "labels.json").read_text())
     summary = json.loads((root / "summary.json").read_text())
+    reference = list(data["reference"]) + unused_captions(data, a.more_reference)
     t0 = time.perf_counter()
-    r = extract(root / "run", list(data["train"]), root / "index", out, reference_prompts=data["reference"],
+    r = extract(root / "run", list(data["train"]), root / "index", out, reference_prompts=reference,
                 reference=root / "data" / "heldout", per_prompt=a.per_prompt, steps=a.steps,
-                seed=data["settings"]["seed"], drop_reference_copies=a.drop_reference_copies, min_clique=a.min_clique)
+                seed=data["settings"]["seed"], drop_reference_copies=a.drop_reference_copies, min_clique=a.min_clique,
+                fpr=a.fpr)
     seconds = time.perf_counter() - t0
     rows = list(csv.DictReader((out / "extracted.csv").open(encoding="utf-8")))
     ex = json.loads((out / "summary.json").read_text())
@@ -59,10 +69,37 @@ def main() -> None:
            "reference_copies": len(ex["reference_copies"]),
            "reference_copies_dropped": len(ex["reference_copies_dropped"]),
            "seconds": round(seconds, 1), "generated_for": r.generated_for, "per_prompt": a.per_prompt,
-           "steps": a.steps, "min_clique": ex["min_clique"]}
+           "steps": a.steps, "min_clique": ex["min_clique"], "fpr": a.fpr, "reference_prompts": len(reference),
+           "chance_cliques_expected": ex["chance_cliques_expected"]}
     print(json.dumps(res, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
+
+
+def unused_captions(data: dict, n: int) -> list[str]:
+    """``n`` captions of the packaged emoji outside every near-duplicate group the split used, one per group, in
+    an order seeded by the split's seed."""
+    import numpy as np
+
+    from diffrep.datasets import get_dataset, read_groups
+
+    if n <= 0:
+        return []
+    src = get_dataset("emoji")
+    group = read_groups(src)
+    rows = [json.loads(x) for x in (src / "captions.jsonl").read_text().splitlines() if x.strip()]
+    by_caption = {r["caption"].strip().lower(): r for r in rows}
+    used = {data["train"][c] for c in data["train"]} | {
+        Path(by_caption[c.strip().lower()]["file"]).name for c in data["reference"] + data["test"]}
+    used_groups = {group[r["file"]][0] for r in rows if Path(r["file"]).name in used}
+    firsts: dict[str, str] = {}
+    for i in np.random.default_rng([data["settings"]["seed"], 25]).permutation(len(rows)):
+        g = group[rows[i]["file"]][0]
+        if g not in used_groups:
+            firsts.setdefault(g, rows[i]["caption"])
+    if len(firsts) < n:
+        raise SystemExit(f"--more-reference {n}: the emoji hold {len(firsts)} unused groups")
+    return list(firsts.values())[:n]
 
 
 if __name__ == "__main__":
