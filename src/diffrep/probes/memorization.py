@@ -109,7 +109,8 @@ def probe(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | 
                    "model_calls_per_prompt": round(main.model_calls / len(tested), 2), "truncated": int(sum(truncated)),
                    "other_methods": {m: {k: verdicts[m][k] for k in ("threshold", "source")} | {
                        "flagged": int(np.sum(verdicts[m]["flags"]))} for m in methods[1:]},
-                   "threshold_set_by": _set_by(ref, null.scores[methods[0]], v["threshold"]) if null is not None else [],
+                   "threshold_set_by": (_set_by(ref, null.scores[methods[0]], v["threshold"])
+                                        if null is not None else []),
                    "warnings": warnings}
         write_json(out_dir / "summary.json", summary)
         close_all(journals)
