@@ -81,22 +81,23 @@ def unused_captions(data: dict, n: int) -> list[str]:
     an order seeded by the split's seed."""
     import numpy as np
 
-    from diffrep.datasets import get_dataset, read_groups
+    from diffrep.datasets import get_dataset, read_captions, read_groups
 
     if n <= 0:
         return []
     src = get_dataset("emoji")
-    group = read_groups(src)
-    rows = [json.loads(x) for x in (src / "captions.jsonl").read_text().splitlines() if x.strip()]
-    by_caption = {r["caption"].strip().lower(): r for r in rows}
-    used = {data["train"][c] for c in data["train"]} | {
-        Path(by_caption[c.strip().lower()]["file"]).name for c in data["reference"] + data["test"]}
-    used_groups = {group[r["file"]][0] for r in rows if Path(r["file"]).name in used}
+    group, captions = read_groups(src), read_captions(src)
+    files = list(captions)
+    first: dict[str, str] = {}  # the file the split keeps for a caption (its first occurrence)
+    for f in files:
+        first.setdefault(captions[f].strip().lower(), f)
+    used = set(data["train"].values()) | {Path(first[c.strip().lower()]).name for c in data["reference"] + data["test"]}
+    used_groups = {group[f][0] for f in files if Path(f).name in used}
     firsts: dict[str, str] = {}
-    for i in np.random.default_rng([data["settings"]["seed"], 25]).permutation(len(rows)):
-        g = group[rows[i]["file"]][0]
+    for i in np.random.default_rng([data["settings"]["seed"], 25]).permutation(len(files)):
+        g = group[files[i]][0]
         if g not in used_groups:
-            firsts.setdefault(g, rows[i]["caption"])
+            firsts.setdefault(g, captions[files[i]])
     if len(firsts) < n:
         raise SystemExit(f"--more-reference {n}: the emoji hold {len(firsts)} unused groups")
     return list(firsts.values())[:n]
