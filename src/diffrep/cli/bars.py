@@ -50,11 +50,10 @@ class ProgressBars:
         self._bar = RichProgress(
             TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=self.console, disable=not self.live)
+            console=self.console, disable=not self.live, get_time=clock)
         self._tasks: dict[str, Any] = {}
         self._done_printed: set[str] = set()
         self.interval, self._clock = interval, clock
-        self._started: dict[str, float] = {}  # stage -> clock at its first event (plain mode)
         self._last_line: dict[str, float] = {}  # stage -> clock at its last plain line
 
     def __enter__(self) -> "ProgressBars":
@@ -73,18 +72,16 @@ class ProgressBars:
         if ev.done < task.completed:  # the stage runs again (the next run of an experiment): count afresh
             self._bar.reset(tid, total=ev.total)
             self._done_printed.discard(ev.stage)
-            self._started.pop(ev.stage, None)
             self._last_line.pop(ev.stage, None)
         rate = f"{task.speed:6.1f} {ev.unit}/s" if task.speed else ""
         self._bar.update(tid, completed=ev.done, total=ev.total, rate=rate)
         if not self.live and not self.quiet:
-            self._plain(ev, label)
+            self._plain(ev, label, task.elapsed or 0.0)
 
-    def _plain(self, ev: Progress, label: str) -> None:
-        """Plain lines: one every ``interval`` seconds while a stage runs, one when it finishes."""
+    def _plain(self, ev: Progress, label: str, el: float) -> None:
+        """Plain lines: one every ``interval`` seconds while a stage runs (``el``: seconds since its first event),
+        one when it finishes."""
         now = self._clock()
-        start = self._started.setdefault(ev.stage, now)
-        el = now - start
         if ev.total is not None and ev.done >= ev.total:
             if ev.stage not in self._done_printed and ev.total > 0:
                 self._done_printed.add(ev.stage)
@@ -92,7 +89,7 @@ class ProgressBars:
                 self.console.print(f"{label}: {ev.done}/{ev.total} done in {el:.1f}s{speed}", markup=False,
                                    soft_wrap=True)
             return
-        if now - self._last_line.get(ev.stage, start) < self.interval or ev.done <= 0:
+        if now - self._last_line.get(ev.stage, now - el) < self.interval or ev.done <= 0:
             return
         self._last_line[ev.stage] = now
         share = f" ({100 * ev.done / ev.total:.0f}%)" if ev.total else ""
