@@ -77,6 +77,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "extract": {
         "per_prompt": 16, "min_clique": 3, "fpr": 0.01, "keep": 0.1, "sample_steps": 50, "guidance": 1.0,
         "device": "cpu",
+        "excess_alpha": 0.05,  # warn when more cliques fail the audit than the edge's rate explains at this level
     },
     "experiment": {
         "preset": "smoke", "device": "cpu", "seed": 0, "fpr": 0.01, "dup_frac": 0.05, "dup_weight": 5.0,

@@ -15,7 +15,9 @@ against the training index with the calibrated audit: ``extracted.csv`` names, p
 image, the training image it reproduces, the clique size, the audit's verdict and p-value. At the edge, about
 ``fpr`` x (prompts generated for) cliques are expected from unmemorized prompts (``chance_cliques_expected`` in
 ``summary.json``): where few of many prompts are memorized, that share of the rows is not a copy, and the
-audit's verdict (``is_copy``) is the column that says which rows are.
+audit's verdict (``is_copy``) is the column that says which rows are. Training prompts the model saw
+without memorizing them can form cliques more readily than the unseen reference prompts; a warning says so
+when more cliques fail the audit than the expected number explains (``excess_cliques_warning``).
 
 A reference prompt can itself make a training image (a model that memorized a picture may produce it for
 related prompts too): such a prompt forms a tight clique and would set the edge too strict. The
@@ -32,6 +34,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import time
@@ -178,6 +181,8 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         seconds = time.perf_counter() - t0
         extracted = sum(1 for r in rows if r.get("is_copy"))
         chance = round(fpr * len(chosen), 2)
+        excess = excess_cliques_warning(len(rows) - extracted, fpr * len(chosen), fpr)
+        warnings += [excess] if excess else []
         write_json(out_dir / "summary.json", {
             "model": str(model_path), "prompts": len(tested), "generated_for": len(chosen), "per_prompt": per_prompt,
             "prefilter": prefilter, "keep": keep if prefilter else None, "edge_threshold_tiled_l2": edge,
@@ -190,6 +195,28 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
             "seconds_per_prompt": round(seconds / max(1, len(chosen) + len(ref)), 4), "warnings": warnings})
         close_all(journals)
     return ExtractResult(out_dir, len(tested), len(chosen), len(rows), extracted, edge, chance, seconds, warnings)
+
+
+def excess_cliques_warning(unverified: int, expected: float, fpr: float,
+                           alpha: float = X["excess_alpha"]) -> Optional[str]:
+    """A warning when more cliques fail the audit than the edge's rate explains: when a Poisson count with mean
+    ``expected`` (``fpr`` x prompts generated for) reaches ``unverified`` with probability below ``alpha``. The
+    edge bounds the share of prompts *like the reference prompts* that form a clique; training prompts the model
+    saw without memorizing them, whose generations can sit near their picture without being copies, form cliques
+    more readily, and the rate does not carry over to them."""
+    if unverified <= 0:
+        return None
+    term = tail = math.exp(-expected)  # P(X = 0), then P(X < unverified) accumulated
+    for k in range(1, unverified):
+        term *= expected / k
+        tail += term
+    p = max(0.0, 1.0 - tail)
+    if p >= alpha:
+        return None
+    return (f"{unverified} clique(s) are not audit-verified copies, against about {expected:.2g} expected by chance "
+            f"at --fpr {fpr:g} (Poisson p = {p:.2g}): the tested prompts form cliques more readily than the reference "
+            "prompts, as training prompts the model saw can, so the edge's rate does not hold for them; read the "
+            "is_copy column (docs/probes.md)")
 
 
 def _prefilter(model: Any, prompts: list[str], keep: float, progress: Optional[ProgressCallback],
