@@ -220,7 +220,7 @@ def test_cli_probe_writes_calibrated_outputs(caption_run, captioned, tmp_path, c
 def test_tiled_l2_and_cliques_on_real_images(captioned):
     from PIL import Image
 
-    from diffrep.probes.extract import clique_radius, largest_clique, pair_distances, tiled_l2
+    from diffrep.probes.cliques import clique_radius, largest_clique, pair_distances, tiled_l2
 
     files = sorted(captioned.glob("*.png"))
     a = np.asarray(Image.open(files[0]).convert("RGB"))
@@ -274,7 +274,7 @@ def test_cli_extract_writes_audited_cliques(caption_run, captioned, tmp_path, ca
 def test_more_unverified_cliques_than_the_edge_explains_are_warned_about():
     """The Poisson tail of the unverified cliques against the edge's expected chance cliques (figures of the
     seed-15 and seed-18 extraction runs of docs/results/2026-12-probes.md)."""
-    from diffrep.probes.extract import excess_cliques_warning
+    from diffrep.probes.cliques import excess_cliques_warning
 
     w = excess_cliques_warning(3, 0.256, 0.001)  # 900 reference captions at 0.1%: 3 unverified of 256 prompts
     assert w and "3 clique(s)" in w and "p = 0.0023" in w
@@ -341,7 +341,7 @@ def test_reference_prompts_that_make_training_images_are_named_and_can_be_droppe
 
 
 def test_the_clique_edge_leaves_copying_reference_prompts_out_on_request():
-    from diffrep.probes.extract import clique_edge
+    from diffrep.probes.cliques import clique_edge
 
     radii = np.arange(100, dtype=float) + 50  # 100 reference prompts: radii 50 .. 149
     copying = np.zeros(100, bool)

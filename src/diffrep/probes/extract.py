@@ -3,7 +3,7 @@
 For each prompt, ``per_prompt`` images are generated with different seeds. A model that has memorized the
 prompt's image makes the same picture whatever the seed, so the prompt's generations form a *clique* of
 mutually near-identical images. Near-identical means a tiled L2 distance below a threshold: each image is cut
-into ``TILES`` x ``TILES`` tiles and the distance of two images is the largest of their per-tile RMS
+into 4 x 4 tiles (``cliques.TILES``) and the distance of two images is the largest of their per-tile RMS
 differences (Carlini et al.'s tiled L2, which a single differing region cannot hide in). The threshold is not
 hard-coded: it is calibrated on the decision it makes, whether a prompt's generations hold a clique of
 ``min_clique``. Each prompt has a *clique radius*, the smallest threshold under which ``min_clique`` of its
@@ -34,7 +34,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import shutil
 import time
@@ -48,10 +47,10 @@ from ..defaults import DEFAULTS
 from ..errors import CalibrationError, DiffrepError, SourceError, check_settings
 from ..fsutil import DirLock, ensure_writable_dir, write_bytes, write_json, write_text
 from ..progress import ProgressCallback, emit
+from .cliques import central, clique_edge, clique_radius, excess_cliques_warning, largest_clique, pair_distances
 from .journal import Journal, close_all, digest, kept, model_stamp
 
 X = DEFAULTS["extract"]
-TILES = 4
 
 
 @dataclass
@@ -65,67 +64,6 @@ class ExtractResult:
     chance_cliques: float  # cliques expected from unmemorized prompts at the edge: fpr x prompts generated for
     seconds: float
     warnings: list[str] = field(default_factory=list)
-
-
-def tiled_l2(a: np.ndarray, b: np.ndarray, tiles: int = TILES) -> float:
-    """Largest per-tile RMS difference (0-255 scale) of two same-size uint8 images."""
-    h, w = a.shape[:2]
-    d = (a.astype(np.float32) - b.astype(np.float32)) ** 2
-    ys, xs = np.linspace(0, h, tiles + 1).astype(int), np.linspace(0, w, tiles + 1).astype(int)
-    return float(max(np.sqrt(d[ys[i]:ys[i + 1], xs[j]:xs[j + 1]].mean())
-                     for i in range(tiles) for j in range(tiles)))
-
-
-def pair_distances(images: np.ndarray) -> np.ndarray:
-    """Symmetric matrix of tiled L2 distances between the rows of ``images``."""
-    n = len(images)
-    d = np.zeros((n, n))
-    for i in range(n):
-        for j in range(i + 1, n):
-            d[i, j] = d[j, i] = tiled_l2(images[i], images[j])
-    return d
-
-
-def clique_radius(d: np.ndarray, k: int) -> float:
-    """The smallest distance e such that ``k`` of the images are mutually within e (the largest pair distance
-    of their tightest ``k``-clique): a clique of ``k`` forms under an edge threshold exactly when the radius is
-    below it. ``inf`` for fewer than ``k`` images."""
-    n = len(d)
-    if n < max(k, 2):
-        return float("inf")
-    vals = np.unique(d[np.triu_indices(n, 1)])
-    lo, hi = 0, len(vals) - 1  # at vals[-1] every pair is joined: a clique of n >= k
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(largest_clique(d <= vals[mid])) >= k:
-            hi = mid
-        else:
-            lo = mid + 1
-    return float(vals[lo])
-
-
-def largest_clique(adj: np.ndarray) -> list[int]:
-    """A maximum clique of the boolean adjacency matrix (Bron-Kerbosch with pivoting; small graphs)."""
-    n = len(adj)
-    nbrs = [set(np.flatnonzero(adj[i])) - {i} for i in range(n)]
-    best: list[int] = []
-
-    def expand(r: list[int], p: set[int], x: set[int]) -> None:
-        nonlocal best
-        if not p and not x:
-            if len(r) > len(best):
-                best = list(r)
-            return
-        if len(r) + len(p) <= len(best):
-            return
-        pivot = max(p | x, key=lambda u: len(nbrs[u] & p))
-        for v in list(p - nbrs[pivot]):
-            expand(r + [v], p & nbrs[v], x & nbrs[v])
-            p = p - {v}
-            x = x | {v}
-
-    expand([], set(range(n)), set())
-    return sorted(best) if len(best) > 1 else []
 
 
 def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | Sequence[str],
@@ -197,28 +135,6 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
     return ExtractResult(out_dir, len(tested), len(chosen), len(rows), extracted, edge, chance, seconds, warnings)
 
 
-def excess_cliques_warning(unverified: int, expected: float, fpr: float,
-                           alpha: float = X["excess_alpha"]) -> Optional[str]:
-    """A warning when more cliques fail the audit than the edge's rate explains: when a Poisson count with mean
-    ``expected`` (``fpr`` x prompts generated for) reaches ``unverified`` with probability below ``alpha``. The
-    edge bounds the share of prompts *like the reference prompts* that form a clique; training prompts the model
-    saw without memorizing them, whose generations can sit near their picture without being copies, form cliques
-    more readily, and the rate does not carry over to them."""
-    if unverified <= 0:
-        return None
-    term = tail = math.exp(-expected)  # P(X = 0), then P(X < unverified) accumulated
-    for k in range(1, unverified):
-        term *= expected / k
-        tail += term
-    p = max(0.0, 1.0 - tail)
-    if p >= alpha:
-        return None
-    return (f"{unverified} clique(s) are not audit-verified copies, against about {expected:.2g} expected by chance "
-            f"at --fpr {fpr:g} (Poisson p = {p:.2g}): the tested prompts form cliques more readily than the reference "
-            "prompts, as training prompts the model saw can, so the edge's rate does not hold for them; read the "
-            "is_copy column (docs/probes.md)")
-
-
 def _prefilter(model: Any, prompts: list[str], keep: float, progress: Optional[ProgressCallback],
                journal: Journal) -> list[str]:
     from .scores import score_prompts
@@ -250,7 +166,7 @@ def _reference_cliques(model: Any, prompts: list[str], min_clique: int, gen: dic
         imgs = _generate(model, prompt, gen["per_prompt"], gen["steps"], gen["guidance"], gen["seed"])
         d = pair_distances(imgs)
         r = clique_radius(d, min_clique)
-        return {"radius": np.float64(r), "rep": imgs[_central(d, largest_clique(d <= r))]}
+        return {"radius": np.float64(r), "rep": imgs[central(d, largest_clique(d <= r))]}
 
     out = []
     emit(progress, "reference", 0, len(prompts), unit="prompt")
@@ -296,35 +212,6 @@ def _calibrate_edge(model: Any, ref: list[str], min_clique: int, fpr: float, gen
     return {"edge": edge, "warnings": warnings, "copies": copies, "dropped": dropped}
 
 
-def clique_edge(radii: np.ndarray, copying: np.ndarray, fpr: float, drop: bool) -> tuple[float, list[str]]:
-    """The edge threshold and its warnings: the conformal ``fpr`` rule on the reference prompts' negated clique
-    radii (a small radius is evidence), leaving out the prompts marked ``copying`` when ``drop``."""
-    from ..matching.calibration import threshold_at_fpr
-
-    radii, copying = np.asarray(radii, np.float64), np.asarray(copying, bool)
-    keep = ~copying if drop else np.ones(len(radii), bool)
-    if not keep.any():
-        raise DiffrepError(f"every one of the {len(radii)} reference prompts generates audit-verified copies of "
-                           "training images: no edge can be calibrated on them; give prompts the model has not "
-                           "memorized (reference_cliques/ and reference_audit/ show what they make)")
-    t, warnings = threshold_at_fpr(-radii[keep], fpr, noun="prompt")
-    edge = -t
-    if copying.any() and not drop:
-        tight = int((radii[copying] <= edge).sum())
-        warnings.append(f"{int(copying.sum())} reference prompt(s) generate audit-verified copies of training "
-                        f"images (reference_copies in summary.json), {tight} of them as tight as the edge they "
-                        "help set, so the edge may be stricter than unmemorized prompts need; "
-                        "--drop-reference-copies leaves them out (more rows, some of them unverified cliques: "
-                        "docs/probes.md)")
-    return edge, warnings
-
-
-def _central(d: np.ndarray, members: list[int]) -> int:
-    """The member of a clique with the smallest summed distance to the others."""
-    sub = d[np.ix_(members, members)]
-    return members[int(np.argmin(sub.sum(axis=1)))]
-
-
 def _cliques(model: Any, prompts: list[str], out: Path, edge: float, min_clique: int, gen: dict[str, Any],
              journal: Journal) -> tuple[list[dict[str, Any]], list[Path]]:
     """Each prompt's largest clique of near-identical generations, its representative written to
@@ -362,7 +249,7 @@ def _clique(model: Any, prompt: str, i: int, out: Path, edge: float, min_clique:
     if len(members) < min_clique:
         return None
     sub = d[np.ix_(members, members)]
-    rep = _central(d, members)
+    rep = central(d, members)
     name = f"{i:05d}.png"
     write_bytes(out / "cliques" / name, png_bytes(imgs[rep]))
     return {"prompt": prompt, "generated": name, "clique_size": len(members),
