@@ -332,6 +332,14 @@ def test_reference_prompts_that_make_training_images_are_named_and_can_be_droppe
     assert main(["report", str(tmp_path / "pr"), "--extract", str(tmp_path / "b"), "-q"]) == 0
     page = (tmp_path / "pr" / "report.html").read_text()
     assert "Extracted training images (0)" in page
+    unverified = sum(r["is_copy"] != "True" for r in csv.DictReader((tmp_path / "b" / "extracted.csv").open()))
+    assert (f"{unverified} further clique(s)" in page) == (unverified > 0)
+    shutil.copytree(tmp_path / "b", tmp_path / "b2")  # and a clique the audit did not verify, as extract writes it
+    with (tmp_path / "b2" / "extracted.csv").open("a", encoding="utf-8") as f:
+        csv.writer(f).writerow([caps[0], "cliques/00000.png", str(train / "made.png"), 3, 70.5, False, 0.41])
+    assert main(["report", str(tmp_path / "pr"), "--extract", str(tmp_path / "b2"), "-q"]) == 0
+    page = (tmp_path / "pr" / "report.html").read_text()
+    assert "Extracted training images (0)" in page and f"{unverified + 1} further clique(s)" in page
     assert "3 reference prompt(s) generate training images themselves (kept in" in page
     assert html.escape(caps[1]) in page
     capsys.readouterr()

@@ -131,7 +131,11 @@ def _pairs(root: Path) -> str:
     path = root / "extracted.csv"
     if not path.is_file():
         raise DiffrepError(f"{root} is not a `diffrep extract` folder (no extracted.csv)")
-    rows = [r for r in csv.DictReader(path.open(encoding="utf-8")) if r.get("is_copy") == "True"]
+    every = list(csv.DictReader(path.open(encoding="utf-8")))
+    rows = [r for r in every if r.get("is_copy") == "True"]
+    other = len(every) - len(rows)
+    note = (f"<p>{other} further clique(s) of near-identical generations were not verified by the audit as copies of "
+            "a training image (in extracted.csv with is_copy false).</p>" if other else "")
     cells = []
     for r in rows:
         gen, train = _thumb(str(root / r["generated"]), 128), _thumb(r["training_image"], 128)
@@ -139,7 +143,7 @@ def _pairs(root: Path) -> str:
             cells.append(f"<div class=pair><p>{html.escape(r['prompt'])} (clique {r['clique_size']}, p "
                          f"{html.escape(r['p_value'])})</p><img src='{gen}' alt='generated'><img src='{train}' "
                          "alt='training image'></div>")
-    return f"<h2>Extracted training images ({len(rows)})</h2>" + _reference_copies(root) + "".join(cells)
+    return f"<h2>Extracted training images ({len(rows)})</h2>" + note + _reference_copies(root) + "".join(cells)
 
 
 def _reference_copies(root: Path) -> str:
