@@ -263,8 +263,8 @@ def test_cli_extract_writes_audited_cliques(caption_run, captioned, tmp_path, ca
     assert any("3 null scores cannot resolve" in w for w in s["warnings"])  # too few reference prompts for 1%
     rows = list(csv.DictReader((tmp_path / "x" / "extracted.csv").open()))
     assert len(rows) == s["cliques"] and all((tmp_path / "x" / r["generated"]).is_file() for r in rows)
-    unverified = sum(r["is_copy"] != "True" for r in rows)  # with 0.02 expected, one is already unlikely (p 0.02)
-    assert (unverified > 0) == any("not audit-verified copies" in w for w in s["warnings"])
+    # 3 reference prompts bound the chance rate by 1/4, not 1%: 2 prompts' cliques never reach the warning's 5%
+    assert not any("not audit-verified copies" in w for w in s["warnings"])
     assert main(["extract", str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--index", str(tmp_path / "index"),
                  "--reference-prompts", str(tmp_path / "r.txt"), "--out", str(tmp_path / "y"), "--per-prompt", "3",
                  "--min-clique", "4"]) == 2
@@ -276,12 +276,12 @@ def test_more_unverified_cliques_than_the_edge_explains_are_warned_about():
     seed-15 and seed-18 extraction runs of docs/results/2026-12-probes.md)."""
     from diffrep.probes.cliques import excess_cliques_warning
 
-    w = excess_cliques_warning(3, 0.256, 0.001)  # 900 reference captions at 0.1%: 3 unverified of 256 prompts
-    assert w and "3 clique(s)" in w and "p = 0.0023" in w
-    assert "p = 0.046" in excess_cliques_warning(6, 2.56, 0.01)  # 6 unverified where 2.56 are expected
-    assert excess_cliques_warning(0, 2.56, 0.01) is None and excess_cliques_warning(2, 2.5, 0.01) is None
-    assert excess_cliques_warning(1, 0.0, 0.01)  # none expected: any unverified clique is more than chance
-    assert excess_cliques_warning(60, 50.0, 0.01) is None  # a long tail stays finite
+    w = excess_cliques_warning(3, 256, 0.001, 891)  # 891 reference captions at 0.1%: 3 unverified of 256 prompts
+    assert w and "3 clique(s)" in w and "at most 0.29 expected" in w and "p = 0.0032" in w  # the bound is 1/892
+    assert "p = 0.046" in excess_cliques_warning(6, 256, 0.01, 100)  # 6 unverified where 2.56 are expected
+    assert excess_cliques_warning(0, 256, 0.01, 100) is None and excess_cliques_warning(2, 250, 0.01, 100) is None
+    assert excess_cliques_warning(1, 10, 0.0001, 10**6)  # 0.001 expected: one unverified clique is more than chance
+    assert excess_cliques_warning(60, 5000, 0.01, 1000) is None  # a long tail stays finite
 
 
 def test_reference_prompts_that_make_training_images_are_named_and_can_be_dropped(caption_run, captioned, tmp_path,

@@ -104,15 +104,17 @@ def clique_edge(radii: np.ndarray, copying: np.ndarray, fpr: float, drop: bool) 
     return edge, warnings
 
 
-def excess_cliques_warning(unverified: int, expected: float, fpr: float,
+def excess_cliques_warning(unverified: int, generated_for: int, fpr: float, n_reference: int,
                            alpha: float = DEFAULTS["extract"]["excess_alpha"]) -> Optional[str]:
-    """A warning when more cliques fail the audit than the edge's rate explains: when a Poisson count with mean
-    ``expected`` (``fpr`` x prompts generated for) reaches ``unverified`` with probability below ``alpha``. The
-    edge bounds the share of prompts *like the reference prompts* that form a clique; training prompts the model
-    saw without memorizing them, whose generations can sit near their picture without being copies, form cliques
-    more readily, and the rate does not carry over to them."""
+    """A warning when more cliques fail the audit than the edge's rate explains. The edge, calibrated on
+    ``n_reference`` prompts, lets a new prompt *like the reference prompts* form a clique with probability at
+    most ``max(fpr, 1 / (n_reference + 1))`` (the conformal bound); the warning comes when a Poisson count with
+    that rate times ``generated_for`` reaches ``unverified`` with probability below ``alpha``. Training prompts
+    the model saw without memorizing them, whose generations can sit near their picture without being copies,
+    form cliques more readily, and the rate does not carry over to them."""
     if unverified <= 0:
         return None
+    expected = generated_for * max(fpr, 1.0 / (n_reference + 1))
     term = tail = math.exp(-expected)  # P(X = 0), then P(X < unverified) accumulated
     for k in range(1, unverified):
         term *= expected / k
@@ -120,7 +122,7 @@ def excess_cliques_warning(unverified: int, expected: float, fpr: float,
     p = max(0.0, 1.0 - tail)
     if p >= alpha:
         return None
-    return (f"{unverified} clique(s) are not audit-verified copies, against about {expected:.2g} expected by chance "
-            f"at --fpr {fpr:g} (Poisson p = {p:.2g}): the tested prompts form cliques more readily than the reference "
-            "prompts, as training prompts the model saw can, so the edge's rate does not hold for them; read the "
-            "is_copy column (docs/probes.md)")
+    return (f"{unverified} clique(s) are not audit-verified copies, against at most {expected:.2g} expected by "
+            f"chance from {generated_for} prompts like the reference prompts (Poisson p = {p:.2g}): the tested "
+            "prompts form cliques more readily, as training prompts the model saw can, so the edge's rate does not "
+            "hold for them; read the is_copy column (docs/probes.md)")

@@ -119,7 +119,7 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         seconds = time.perf_counter() - t0
         extracted = sum(1 for r in rows if r.get("is_copy"))
         chance = round(fpr * len(chosen), 2)
-        excess = excess_cliques_warning(len(rows) - extracted, fpr * len(chosen), fpr)
+        excess = excess_cliques_warning(len(rows) - extracted, len(chosen), fpr, len(ref) - len(cal["dropped"]))
         warnings += [excess] if excess else []
         write_json(out_dir / "summary.json", {
             "model": str(model_path), "prompts": len(tested), "generated_for": len(chosen), "per_prompt": per_prompt,
