@@ -3,7 +3,6 @@
 calibrated on the reference prompts' radii, and the check of the unverified cliques against the edge's rate."""
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
@@ -114,12 +113,10 @@ def excess_cliques_warning(unverified: int, generated_for: int, fpr: float, n_re
     form cliques more readily, and the rate does not carry over to them."""
     if unverified <= 0:
         return None
+    from scipy.stats import poisson  # imported here: scipy.stats adds ~0.4 s to any import of this module
+
     expected = generated_for * max(fpr, 1.0 / (n_reference + 1))
-    term = tail = math.exp(-expected)  # P(X = 0), then P(X < unverified) accumulated
-    for k in range(1, unverified):
-        term *= expected / k
-        tail += term
-    p = max(0.0, 1.0 - tail)
+    p = float(poisson.sf(unverified - 1, expected))  # P(X >= unverified)
     if p >= alpha:
         return None
     return (f"{unverified} clique(s) are not audit-verified copies, against at most {expected:.2g} expected by "
