@@ -10,7 +10,8 @@ caption of each near-duplicate group no part of the split touches, in a seeded o
 can be resolved (the edge at 0.001 needs about 1,000 reference prompts).
 
 Usage:  python benchmarks/eval_extract.py MEM_FOLDER EX_FOLDER [--per-prompt 16] [--steps 25]
-        [--drop-reference-copies] [--min-clique K] [--fpr F] [--more-reference N] [--json F]
+        [--drop-reference-copies] [--min-clique K] [--fpr F] [--more-reference N]
+        [--prefilter noise-norm] [--json F]
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def main() -> None:
                     help="the clique edge's false-positive rate (default %(default)s, extract's)")
     ap.add_argument("--more-reference", type=int, default=0, metavar="N",
                     help="add N unused emoji captions (one per unused near-duplicate group) to the reference")
+    ap.add_argument("--prefilter", default=None, choices=("one-step", "noise-norm"),
+                    help="extract's --prefilter (noise-norm: generate only for the captions the probe flags at --fpr)")
     ap.add_argument("--json", default=None, help="also write the result here")
     a = ap.parse_args()
     root, out = Path(a.folder), Path(a.out)
@@ -50,7 +53,7 @@ def main() -> None:
     r = extract(root / "run", list(data["train"]), root / "index", out, reference_prompts=reference,
                 reference=root / "data" / "heldout", per_prompt=a.per_prompt, steps=a.steps,
                 seed=data["settings"]["seed"], drop_reference_copies=a.drop_reference_copies, min_clique=a.min_clique,
-                fpr=a.fpr)
+                fpr=a.fpr, prefilter=a.prefilter)
     seconds = time.perf_counter() - t0
     rows = list(csv.DictReader((out / "extracted.csv").open(encoding="utf-8")))
     ex = json.loads((out / "summary.json").read_text())
@@ -70,10 +73,19 @@ def main() -> None:
            "reference_copies_dropped": len(ex["reference_copies_dropped"]),
            "seconds": round(seconds, 1), "generated_for": r.generated_for, "per_prompt": a.per_prompt,
            "steps": a.steps, "min_clique": ex["min_clique"], "fpr": a.fpr, "reference_prompts": len(reference),
-           "chance_cliques_expected": ex["chance_cliques_expected"]}
+           "chance_cliques_expected": ex["chance_cliques_expected"], "prefilter": a.prefilter,
+           "prefilter_threshold": ex.get("prefilter_threshold"),
+           "memorized_generated_for": len(memorized & set(_generated_for(out, data, a.prefilter)))}
     print(json.dumps(res, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
+
+
+def _generated_for(out: Path, data: dict, prefilter: str | None) -> list[str]:
+    """The captions the run generated for: all training captions, or those its prefilter kept."""
+    if not prefilter:
+        return list(data["train"])
+    return [r["prompt"] for r in csv.DictReader((out / "prefilter.csv").open(encoding="utf-8")) if r["generated"] == "1"]
 
 
 def unused_captions(data: dict, n: int) -> list[str]:

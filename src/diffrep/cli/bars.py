@@ -23,7 +23,8 @@ STAGE_LABELS = {
     "verify-pairs": "Verifying pairs", "semdedup": "SemDeDup clusters", "fetch": "Fetching", "scenario": "Building scenario",
     "load": "Loading images", "load images": "Loading images",
     "load reference": "Loading reference", "load set": "Loading set", "images": "Scoring images",
-    "reference": "Scoring reference", "probe": "Scoring prompts", "prefilter": "One-step prefilter",
+    "reference": "Scoring reference", "probe": "Scoring prompts", "prefilter": "Prefilter",
+    "prefilter-reference": "Prefilter: reference",
     "generate": "Generating", "shift control": "Shift control", "train": "Training", "sample": "Sampling",
     "experiment": "Experiment runs",
 }

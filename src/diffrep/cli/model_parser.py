@@ -199,9 +199,12 @@ def _extract(sub: Sub) -> None:
                    "tightest clique the audit flags as a copy of a training image out of the edge's calibration "
                    "(listed in summary.json): more rows, some of them unverified cliques; without it they are "
                    "kept and a warning names them")
-    p.add_argument("--prefilter", default=None, choices=("one-step",), help="score prompts with the one-step "
-                   "probe first and generate only for the top --keep share")
-    p.add_argument("--keep", type=float, default=None, help=f"share kept by --prefilter (default {d['keep']})")
+    p.add_argument("--prefilter", default=None, choices=("one-step", "noise-norm"), help="score prompts with a "
+                   "probe first and generate only for the prompts it points to: one-step keeps the top --keep share, "
+                   "noise-norm the prompts the first-step noise-norm probe flags at --fpr against the reference "
+                   "prompts (prefilter.csv has every prompt's score)")
+    p.add_argument("--keep", type=float, default=None, help=f"share kept by --prefilter one-step (default "
+                   f"{d['keep']})")
     p.add_argument("--steps", type=int, default=d["sample_steps"], help="DDIM steps (default %(default)s)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default=d["device"], help="cpu (default) or cuda")

@@ -26,8 +26,9 @@ representative the audit flags are named in ``summary.json`` (``reference_copies
 ``drop_reference_copies`` leaves them out of the edge's calibration (as ``diffrep audit
 --drop-reference-copies`` does with reference images).
 
-``prefilter="one-step"`` scores every prompt with the one-step score first (``probes.scores``) and generates
-only for the top ``keep`` share.
+``prefilter`` scores every prompt with a model-side probe first and generates only for the prompts it points to
+(``probes.prefilter``): ``"one-step"`` keeps the top ``keep`` share of the one-step scores, ``"noise-norm"`` the
+prompts the first-step noise-norm probe flags at ``fpr`` against the reference prompts.
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ from ..fsutil import DirLock, ensure_writable_dir, write_bytes, write_json, writ
 from ..progress import ProgressCallback, emit
 from .cliques import central, clique_edge, clique_radius, excess_cliques_warning, largest_clique, pair_distances
 from .journal import Journal, close_all, digest, kept, model_stamp
+from .prefilter import check_prefilter
+from .prefilter import prefilter as run_prefilter
 
 X = DEFAULTS["extract"]
 
@@ -82,10 +85,7 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
     if per_prompt < 2 or not 2 <= min_clique <= per_prompt:
         raise DiffrepError(f"--per-prompt {per_prompt} / --min-clique {min_clique}: cliques need 2 <= min-clique "
                            "<= per-prompt")
-    if prefilter not in (None, "one-step"):
-        raise DiffrepError(f"--prefilter {prefilter!r}: only one-step is available")
-    if not 0 < keep <= 1:
-        raise DiffrepError(f"--keep {keep}: give the share of prompts to keep, in (0, 1]")
+    check_prefilter(prefilter, keep)
     check_settings(fpr=fpr, sample_steps=steps, guidance=guidance)
     tested = load_prompts(prompts) if isinstance(prompts, (str, os.PathLike)) else list(prompts)
     ref = (load_prompts(reference_prompts, "--reference-prompts")
@@ -102,8 +102,14 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
     with DirLock(out_dir, "extract folder"):
         stamp = model_stamp(model_path)
         settings = dict(per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed)
-        journals = [Journal(out_dir, "prefilter", digest(stamp, tested))]
-        chosen = _prefilter(model, tested, keep, progress, journals[0]) if prefilter else list(tested)
+        journals = [Journal(out_dir, "prefilter", digest(stamp, prefilter, steps, tested)),
+                    Journal(out_dir, "prefilter-reference", digest(stamp, prefilter, steps, ref))]
+        pre = (run_prefilter(model, tested, ref, prefilter, keep=keep, fpr=fpr, sample_steps=steps, out=out_dir,
+                             journals=(journals[0], journals[1]), progress=progress) if prefilter else None)
+        chosen = pre.chosen if pre else list(tested)
+        if not pre:
+            (out_dir / "prefilter.csv").unlink(missing_ok=True)  # an earlier run's, in the same folder
+        warnings += pre.warnings if pre else []
         gen = dict(settings, progress=progress)
         journals.append(Journal(out_dir, "reference", digest(stamp, settings, ref, min_clique)))
         cal = _calibrate_edge(model, ref, min_clique, fpr, gen, journals[-1], out_dir, (index, reference, seed),
@@ -123,7 +129,9 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         warnings += [excess] if excess else []
         write_json(out_dir / "summary.json", {
             "model": str(model_path), "prompts": len(tested), "generated_for": len(chosen), "per_prompt": per_prompt,
-            "prefilter": prefilter, "keep": keep if prefilter else None, "edge_threshold_tiled_l2": edge,
+            "prefilter": prefilter, "keep": keep if prefilter == "one-step" else None,
+            "prefilter_threshold": pre.threshold if pre else None, "prefilter_source": pre.source if pre else None,
+            "edge_threshold_tiled_l2": edge,
             "edge_threshold_source": f"clique radii of the reference prompts' generations ({len(ref)} prompts) "
                                      f"at {fpr:g}" + (f", {len(cal['dropped'])} generating copies left out"
                                                       if cal["dropped"] else ""),
@@ -133,17 +141,6 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
             "seconds_per_prompt": round(seconds / max(1, len(chosen) + len(ref)), 4), "warnings": warnings})
         close_all(journals)
     return ExtractResult(out_dir, len(tested), len(chosen), len(rows), extracted, edge, chance, seconds, warnings)
-
-
-def _prefilter(model: Any, prompts: list[str], keep: float, progress: Optional[ProgressCallback],
-               journal: Journal) -> list[str]:
-    from .scores import score_prompts
-
-    s = score_prompts(model, prompts, ("one-step",), progress=progress, stage="prefilter",
-                      journal=journal).scores["one-step"]
-    k = max(1, int(round(keep * len(prompts))))
-    top = np.argsort(-s, kind="stable")[:k]
-    return [prompts[i] for i in sorted(top)]
 
 
 def _generate(model: Any, prompt: str, per_prompt: int, steps: int, guidance: float, seed: int) -> np.ndarray:

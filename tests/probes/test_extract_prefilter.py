@@ -1,0 +1,82 @@
+"""`diffrep extract --prefilter noise-norm`: generation only for the prompts the first-step noise-norm probe
+flags, calibrated on the reference prompts exactly as `diffrep probe` calibrates, on a `diffrep train` caption
+run trained here on real emoji."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from diffrep.cli import main  # noqa: E402
+from diffrep.errors import DiffrepError  # noqa: E402
+from diffrep.probes.prefilter import check_prefilter  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.open(encoding="utf-8")))
+
+
+def test_noise_norm_prefilter_generates_for_exactly_the_prompts_the_probe_flags(caption_run, captioned, tmp_path,
+                                                                                capsys):
+    import diffrep
+    from diffrep.datasets import get_dataset
+
+    diffrep.index(captioned, tmp_path / "index")
+    caps = [json.loads(x)["caption"] for x in (captioned / "captions.jsonl").read_text().splitlines()]
+    tested = caps[:4] + ["a red truck", "small blue frog"]
+    (tmp_path / "p.txt").write_text("\n".join(tested) + "\n")
+    (tmp_path / "r.txt").write_text("blue car\nsmall green frog\nyellow bus\n")
+    common = [str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--reference-prompts", str(tmp_path / "r.txt")]
+    assert main(["probe", *common, "--out", str(tmp_path / "probe"), "--sample-steps", "3", "-q"]) == 0
+    assert main(["extract", *common, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "x"),
+                 "--per-prompt", "3", "--min-clique", "2", "--steps", "3", "--prefilter", "noise-norm", "-q"]) == 0
+    said = capsys.readouterr().out
+    probed = _rows(tmp_path / "probe" / "prompts.csv")
+    flagged = [r["prompt"] for r in probed if r["is_memorized"] in ("1", "True")]
+    pre = _rows(tmp_path / "x" / "prefilter.csv")
+    assert [r["prompt"] for r in pre] == tested
+    np.testing.assert_allclose([float(r["score"]) for r in pre], [float(r["score"]) for r in probed], rtol=1e-5)
+    assert [r["prompt"] for r in pre if r["generated"] == "1"] == flagged
+    s = json.loads((tmp_path / "x" / "summary.json").read_text())
+    ps = json.loads((tmp_path / "probe" / "summary.json").read_text())
+    assert s["prefilter"] == "noise-norm" and s["keep"] is None and s["generated_for"] == len(flagged)
+    assert s["prefilter_threshold"] == pytest.approx(ps["threshold"], rel=1e-5)
+    assert "(3) at 0.01" in s["prefilter_source"]
+    assert any(w.startswith("noise-norm prefilter: 3 null scores cannot resolve") for w in s["warnings"])
+    assert f"The noise-norm prefilter flagged {len(flagged)} of 6 prompts at --fpr 0.01." in said
+    rows = _rows(tmp_path / "x" / "extracted.csv")
+    assert {r["prompt"] for r in rows} <= set(flagged) and len(rows) == s["cliques"]
+    if not flagged:
+        assert any("flagged none of the prompts" in w for w in s["warnings"])
+    # the same folder without a prefilter: every prompt is generated for, and the old prefilter.csv goes (the
+    # audit of the cliques this makes is calibrated on 24 real emoji the model never saw)
+    held = tmp_path / "held"
+    held.mkdir()
+    src = get_dataset("emoji")
+    for line in (src / "captions.jsonl").read_text().splitlines()[300:324]:
+        name = json.loads(line)["file"]
+        shutil.copyfile(src / "images" / name, held / Path(name).name)
+    assert main(["extract", *common, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "x"),
+                 "--reference", str(held), "--per-prompt", "3", "--min-clique", "2", "--steps", "3", "-q"]) == 0
+    assert json.loads((tmp_path / "x" / "summary.json").read_text())["generated_for"] == 6
+    assert not (tmp_path / "x" / "prefilter.csv").exists()
+    # --keep is the one-step prefilter's share: with noise-norm it would change nothing, so it is refused
+    assert main(["extract", *common, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "k"),
+                 "--prefilter", "noise-norm", "--keep", "0.5"]) == 2
+    assert "add --prefilter one-step" in capsys.readouterr().err and not (tmp_path / "k").exists()
+
+
+def test_an_unknown_prefilter_is_refused():
+    with pytest.raises(DiffrepError, match="--prefilter 'clip': use one-step or noise-norm"):
+        check_prefilter("clip", 0.1)
+    with pytest.raises(DiffrepError, match=r"--keep 0: give the share of prompts to keep, in \(0, 1\]"):
+        check_prefilter("one-step", 0)
