@@ -107,9 +107,10 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         pre = (run_prefilter(model, tested, ref, prefilter, keep=keep, fpr=fpr, sample_steps=steps, out=out_dir,
                              journals=(journals[0], journals[1]), progress=progress) if prefilter else None)
         chosen = pre.chosen if pre else list(tested)
-        if not pre:
+        if pre:
+            warnings += pre.warnings
+        else:
             (out_dir / "prefilter.csv").unlink(missing_ok=True)  # an earlier run's, in the same folder
-        warnings += pre.warnings if pre else []
         gen = dict(settings, progress=progress)
         journals.append(Journal(out_dir, "reference", digest(stamp, settings, ref, min_clique)))
         cal = _calibrate_edge(model, ref, min_clique, fpr, gen, journals[-1], out_dir, (index, reference, seed),
