@@ -57,6 +57,9 @@ def test_noise_norm_prefilter_generates_for_exactly_the_prompts_the_probe_flags(
     assert {r["prompt"] for r in rows} <= set(flagged) and len(rows) == s["cliques"]
     if not flagged:
         assert any("flagged none of the prompts" in w for w in s["warnings"])
+    assert main(["report", str(tmp_path / "probe"), "--extract", str(tmp_path / "x"), "-q"]) == 0
+    page = (tmp_path / "probe" / "report.html").read_text()
+    assert f"Generated for {len(flagged)} of 6 prompts: those the noise-norm probe flagged" in page
     # the same folder without a prefilter: every prompt is generated for, and the old prefilter.csv goes (the
     # audit of the cliques this makes is calibrated on 24 real emoji the model never saw)
     held = tmp_path / "held"

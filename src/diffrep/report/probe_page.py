@@ -143,7 +143,18 @@ def _pairs(root: Path) -> str:
             cells.append(f"<div class=pair><p>{html.escape(r['prompt'])} (clique {r['clique_size']}, p "
                          f"{html.escape(r['p_value'])})</p><img src='{gen}' alt='generated'><img src='{train}' "
                          "alt='training image'></div>")
-    return f"<h2>Extracted training images ({len(rows)})</h2>" + note + _reference_copies(root) + "".join(cells)
+    return (f"<h2>Extracted training images ({len(rows)})</h2>" + _prefiltered(root) + note + _reference_copies(root)
+            + "".join(cells))
+
+
+def _prefiltered(root: Path) -> str:
+    """A sentence saying which prompts were generated for, when a prefilter chose them (from summary.json)."""
+    s = checked_json(root / "summary.json", "extract") if (root / "summary.json").is_file() else {}
+    method, n, of = s.get("prefilter"), s.get("generated_for"), s.get("prompts")
+    if method not in ("noise-norm", "one-step") or not isinstance(n, int) or not isinstance(of, int):
+        return ""
+    how = ("the noise-norm probe flagged" if method == "noise-norm" else "the one-step score ranked highest")
+    return f"<p>Generated for {n} of {of} prompts: those {how} (prefilter.csv).</p>"
 
 
 def _reference_copies(root: Path) -> str:
