@@ -10,8 +10,8 @@ caption of each near-duplicate group no part of the split touches, in a seeded o
 can be resolved (the edge at 0.001 needs about 1,000 reference prompts).
 
 Usage:  python benchmarks/eval_extract.py MEM_FOLDER EX_FOLDER [--per-prompt 16] [--steps 25]
-        [--drop-reference-copies] [--min-clique K] [--fpr F] [--more-reference N]
-        [--prefilter noise-norm] [--json F]
+        [--[no-]drop-reference-copies] [--min-clique K] [--fpr F] [--more-reference N]
+        [--prefilter noise-norm|one-step|none] [--json F]
 """
 from __future__ import annotations
 
@@ -32,16 +32,18 @@ def main() -> None:
     ap.add_argument("out", help="where the extract run writes")
     ap.add_argument("--per-prompt", type=int, default=16)
     ap.add_argument("--steps", type=int, default=25, help="DDIM steps (the smoke preset samples with 25)")
-    ap.add_argument("--drop-reference-copies", action="store_true",
-                    help="leave reference captions whose tightest clique the audit flags out of the edge")
+    ap.add_argument("--drop-reference-copies", action=argparse.BooleanOptionalAction,
+                    default=DEFAULTS["extract"]["drop_reference_copies"],
+                    help="leave reference captions whose tightest clique the audit flags out of the edge (default "
+                         "%(default)s, extract's)")
     ap.add_argument("--min-clique", type=int, default=DEFAULTS["extract"]["min_clique"],
                     help="near-identical generations a clique needs (default %(default)s, extract's)")
     ap.add_argument("--fpr", type=float, default=DEFAULTS["extract"]["fpr"],
                     help="the clique edge's false-positive rate (default %(default)s, extract's)")
     ap.add_argument("--more-reference", type=int, default=0, metavar="N",
                     help="add N unused emoji captions (one per unused near-duplicate group) to the reference")
-    ap.add_argument("--prefilter", default=None, choices=("one-step", "noise-norm"),
-                    help="extract's --prefilter (noise-norm: generate only for the captions the probe flags at --fpr)")
+    ap.add_argument("--prefilter", default=DEFAULTS["extract"]["prefilter"], choices=("noise-norm", "one-step", "none"),
+                    help="extract's --prefilter (default %(default)s, extract's; none: generate for every caption)")
     ap.add_argument("--json", default=None, help="also write the result here")
     a = ap.parse_args()
     root, out = Path(a.folder), Path(a.out)
@@ -53,7 +55,7 @@ def main() -> None:
     r = extract(root / "run", list(data["train"]), root / "index", out, reference_prompts=reference,
                 reference=root / "data" / "heldout", per_prompt=a.per_prompt, steps=a.steps,
                 seed=data["settings"]["seed"], drop_reference_copies=a.drop_reference_copies, min_clique=a.min_clique,
-                fpr=a.fpr, prefilter=a.prefilter)
+                fpr=a.fpr, prefilter=None if a.prefilter == "none" else a.prefilter)
     seconds = time.perf_counter() - t0
     rows = list(csv.DictReader((out / "extracted.csv").open(encoding="utf-8")))
     ex = json.loads((out / "summary.json").read_text())
@@ -83,7 +85,7 @@ def main() -> None:
 
 def _generated_for(out: Path, data: dict, prefilter: str | None) -> list[str]:
     """The captions the run generated for: all training captions, or those its prefilter kept."""
-    if not prefilter:
+    if prefilter in (None, "none"):
         return list(data["train"])
     return [r["prompt"] for r in csv.DictReader((out / "prefilter.csv").open(encoding="utf-8")) if r["generated"] == "1"]
 

@@ -1,4 +1,4 @@
-"""`diffrep extract --prefilter noise-norm`: generation only for the prompts the first-step noise-norm probe
+"""`diffrep extract --prefilter noise-norm` (the default): generation only for the prompts the first-step noise-norm probe
 flags, calibrated on the reference prompts exactly as `diffrep probe` calibrates, on a `diffrep train` caption
 run trained here on real emoji."""
 from __future__ import annotations
@@ -38,7 +38,7 @@ def test_noise_norm_prefilter_generates_for_exactly_the_prompts_the_probe_flags(
     common = [str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--reference-prompts", str(tmp_path / "r.txt")]
     assert main(["probe", *common, "--out", str(tmp_path / "probe"), "--sample-steps", "3", "-q"]) == 0
     assert main(["extract", *common, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "x"),
-                 "--per-prompt", "3", "--min-clique", "2", "--steps", "3", "--prefilter", "noise-norm", "-q"]) == 0
+                 "--per-prompt", "3", "--min-clique", "2", "--steps", "3", "-q"]) == 0  # the default prefilter
     said = capsys.readouterr().out
     probed = _rows(tmp_path / "probe" / "prompts.csv")
     flagged = [r["prompt"] for r in probed if r["is_memorized"] in ("1", "True")]
@@ -69,7 +69,8 @@ def test_noise_norm_prefilter_generates_for_exactly_the_prompts_the_probe_flags(
         name = json.loads(line)["file"]
         shutil.copyfile(src / "images" / name, held / Path(name).name)
     assert main(["extract", *common, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "x"),
-                 "--reference", str(held), "--per-prompt", "3", "--min-clique", "2", "--steps", "3", "-q"]) == 0
+                 "--reference", str(held), "--per-prompt", "3", "--min-clique", "2", "--steps", "3", "--prefilter",
+                 "none", "-q"]) == 0
     assert json.loads((tmp_path / "x" / "summary.json").read_text())["generated_for"] == 6
     assert not (tmp_path / "x" / "prefilter.csv").exists()
     # --keep is the one-step prefilter's share: with noise-norm it would change nothing, so it is refused

@@ -308,7 +308,7 @@ def test_reference_prompts_that_make_training_images_are_named_and_can_be_droppe
         return main(["extract", str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--index",
                      str(tmp_path / index), "--reference-prompts", str(tmp_path / "r.txt"), "--out",
                      str(tmp_path / out), "--per-prompt", "3", "--min-clique", "2", "--steps", "3", "--reference",
-                     str(held), "-q", *flags])
+                     str(held), "--prefilter", "none", "--no-drop-reference-copies", "-q", *flags])
 
     def summary(out: str) -> dict:
         return json.loads((tmp_path / out / "summary.json").read_text())

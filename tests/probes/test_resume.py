@@ -94,7 +94,7 @@ def test_extract_resumes_after_the_prompts_it_finished(caption_run, captioned, e
     for f in emoji_files[1000:1030]:
         shutil.copyfile(f, held_out / f.name)
     kw = dict(reference_prompts=["blue car", "small green frog", "yellow bus"], per_prompt=3, min_clique=2, steps=2,
-              reference=held_out)
+              reference=held_out, prefilter=None)
     with pytest.raises(Stop):
         extract(caption_run, caps[:3], tmp_path / "index", out, progress=stop_after("generate", 2), **kw)
     kept = sorted((out / FOLDER).glob("generate-*/b*.npz"))

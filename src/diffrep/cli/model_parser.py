@@ -195,14 +195,16 @@ def _extract(sub: Sub) -> None:
                    "(default %(default)s)")
     p.add_argument("--fpr", type=float, default=d["fpr"], help="share of unmemorized prompts allowed to form a "
                    "clique: the edge is this quantile of the reference prompts' clique radii (default %(default)s)")
-    p.add_argument("--drop-reference-copies", action="store_true", help="leave the reference prompts whose "
-                   "tightest clique the audit flags as a copy of a training image out of the edge's calibration "
-                   "(listed in summary.json): more rows, some of them unverified cliques; without it they are "
-                   "kept and a warning names them")
-    p.add_argument("--prefilter", default=None, choices=("one-step", "noise-norm"), help="score prompts with a "
-                   "probe first and generate only for the prompts it points to: one-step keeps the top --keep share, "
-                   "noise-norm the prompts the first-step noise-norm probe flags at --fpr against the reference "
-                   "prompts (prefilter.csv has every prompt's score)")
+    p.add_argument("--drop-reference-copies", action=argparse.BooleanOptionalAction,
+                   default=d["drop_reference_copies"], help="leave the reference prompts whose tightest clique the "
+                   "audit flags as a copy of a training image out of the edge's calibration (listed in "
+                   "summary.json; the default); --no-drop-reference-copies keeps them, a stricter edge, and a "
+                   "warning names them")
+    p.add_argument("--prefilter", default=d["prefilter"], choices=("noise-norm", "one-step", "none"),
+                   help="score prompts with a probe first and generate only for the prompts it points to: noise-norm "
+                   "(default) the prompts the first-step noise-norm probe flags at --fpr against the reference "
+                   "prompts, one-step the top --keep share of the one-step scores, none every prompt "
+                   "(prefilter.csv has every prompt's score)")
     p.add_argument("--keep", type=float, default=None, help=f"share kept by --prefilter one-step (default "
                    f"{d['keep']})")
     p.add_argument("--steps", type=int, default=d["sample_steps"], help="DDIM steps (default %(default)s)")

@@ -98,8 +98,7 @@ def clique_edge(radii: np.ndarray, copying: np.ndarray, fpr: float, drop: bool) 
         warnings.append(f"{int(copying.sum())} reference prompt(s) generate audit-verified copies of training "
                         f"images (reference_copies in summary.json), {tight} of them as tight as the edge they "
                         "help set, so the edge may be stricter than unmemorized prompts need; "
-                        "--drop-reference-copies leaves them out (more rows, some of them unverified cliques: "
-                        "docs/probes.md)")
+                        "--drop-reference-copies (the default) leaves them out")
     return edge, warnings
 
 

@@ -22,13 +22,14 @@ when more cliques fail the audit than the expected number explains (``excess_cli
 A reference prompt can itself make a training image (a model that memorized a picture may produce it for
 related prompts too): such a prompt forms a tight clique and would set the edge too strict. The
 representative of each reference prompt's tightest clique is therefore audited as well; the prompts whose
-representative the audit flags are named in ``summary.json`` (``reference_copies``) with a warning, and
-``drop_reference_copies`` leaves them out of the edge's calibration (as ``diffrep audit
---drop-reference-copies`` does with reference images).
+representative the audit flags are named in ``summary.json`` (``reference_copies``) and, with
+``drop_reference_copies`` (the default), left out of the edge's calibration (as ``diffrep audit
+--drop-reference-copies`` does with reference images); kept, a warning names them.
 
 ``prefilter`` scores every prompt with a model-side probe first and generates only for the prompts it points to
-(``probes.prefilter``): ``"one-step"`` keeps the top ``keep`` share of the one-step scores, ``"noise-norm"`` the
-prompts the first-step noise-norm probe flags at ``fpr`` against the reference prompts.
+(``probes.prefilter``): ``"noise-norm"`` (the default) the prompts the first-step noise-norm probe flags at
+``fpr`` against the reference prompts, ``"one-step"`` the top ``keep`` share of the one-step scores, None every
+prompt.
 """
 from __future__ import annotations
 
@@ -73,9 +74,9 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
             index: str | os.PathLike[str], out: str | os.PathLike[str], *,
             reference_prompts: str | os.PathLike[str] | Sequence[str],
             reference: str | os.PathLike[str] | None = None, per_prompt: int = X["per_prompt"],
-            min_clique: int = X["min_clique"], fpr: float = X["fpr"], prefilter: Optional[str] = None,
+            min_clique: int = X["min_clique"], fpr: float = X["fpr"], prefilter: Optional[str] = X["prefilter"],
             keep: float = X["keep"], steps: int = X["sample_steps"], guidance: float = X["guidance"],
-            seed: int = 0, device: str = X["device"], drop_reference_copies: bool = False,
+            seed: int = 0, device: str = X["device"], drop_reference_copies: bool = X["drop_reference_copies"],
             progress: Optional[ProgressCallback] = None) -> ExtractResult:
     """Generate-and-filter extraction (module docstring). ``reference`` is the audit's held-out image folder;
     ``drop_reference_copies`` leaves reference prompts that generate audit-verified copies out of the edge."""
@@ -193,12 +194,9 @@ def _calibrate_edge(model: Any, ref: list[str], min_clique: int, fpr: float, gen
     try:
         verdicts = _audit(folder, out / "reference_audit", *audit_with, gen["progress"])
     except CalibrationError as exc:
-        if drop:
-            raise CalibrationError(f"--drop-reference-copies needs the reference prompts' cliques audited: {exc}") \
-                from None
         verdicts = {}
         notes.append(f"the reference prompts' cliques were not audited ({exc}), so reference prompts that generate "
-                     "training images cannot be named")
+                     "training images can be neither named nor left out of the edge")
     found = [verdicts.get(f"{i:05d}.png") or {} for i in range(len(ref))]
     copying = np.array([bool(v.get("is_copy")) for v in found])
     copies = [{"prompt": ref[i], "clique_radius": float(radii[i]), "training_image": found[i]["training_image"],
