@@ -151,7 +151,7 @@ def test_the_shared_first_step_prediction_changes_no_score(which, request, capti
         shared = score_prompts(m, caps, methods, steps=steps, **kw)
         alone = score_prompts(m, caps, methods, steps=steps, share_first_uncond=False, **kw)
         for k in methods:
-            np.testing.assert_allclose(shared.scores[k], alone.scores[k], rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(shared.scores[k], alone.scores[k], rtol=1e-3, atol=1e-5)  # float32 batching
         for a, b in zip(shared.tokens, alone.tokens):
             assert [t for t, _ in a] == [t for t, _ in b]
             np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=1e-3, atol=1e-5)
