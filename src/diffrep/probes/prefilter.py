@@ -3,7 +3,7 @@
 - ``one-step`` (Webster, white-box): the one-step score of every prompt; the top ``keep`` share is kept.
 - ``noise-norm`` (Wen et al., ICLR 2024): the first-step text-conditional noise magnitude (k = 1, the probe's
   default seeds), with the threshold calibrated on the reference prompts at ``fpr`` exactly as ``diffrep
-  probe`` sets it (split-conformal); the prompts it flags are kept. A clique is then a second, independent sign
+  probe`` sets it (split-conformal); the prompts it flags are kept. A clique is then a second, separate sign
   of memorization: training prompts the model saw without memorizing them form cliques more readily than the
   unseen reference prompts (``cliques.excess_cliques_warning``), and the probe does not flag most of them.
 
