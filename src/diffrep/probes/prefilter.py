@@ -61,18 +61,18 @@ def prefilter(model: Any, prompts: list[str], reference: list[str], method: str,
         res = Prefiltered([p for p, c in zip(prompts, kept) if c], method, float(np.min(s[kept])),
                           f"the top {keep:g} share of the one-step scores ({k} of {len(prompts)} prompts)")
     else:
-        from ..matching.calibration import calibrate
+        from .memorization import _verdict
 
         kw = dict(seeds=P["seeds"], steps=1, sample_steps=sample_steps, batch=P["batch"], progress=progress)
         s = score_prompts(model, prompts, ("noise-norm",), stage="prefilter", journal=journals[0],
                           **kw).scores["noise-norm"]
         null = score_prompts(model, reference, ("noise-norm",), stage="prefilter-reference", journal=journals[1],
                              **kw).scores["noise-norm"]
-        cal = calibrate(reference=null, fpr=fpr, noun="prompt")
-        kept = np.asarray(cal.is_replica(s), bool)
-        res = Prefiltered([p for p, c in zip(prompts, kept) if c], method, float(cal.threshold),
+        v = _verdict(s, null, fpr)  # diffrep probe's verdict: the same threshold, flags and warnings
+        kept = np.asarray(v["flags"], bool)
+        res = Prefiltered([p for p, c in zip(prompts, kept) if c], method, float(v["threshold"]),
                           f"first-step noise-norm of the reference prompts ({len(reference)}) at {fpr:g}",
-                          [f"noise-norm prefilter: {w}" for w in cal.warnings])
+                          [f"noise-norm prefilter: {w}" for w in v["warnings"]])
         if not kept.any():
             res.warnings.append("the noise-norm prefilter flagged none of the prompts, so none was generated for: "
                                 "by the probe, the model memorized none of them (prefilter.csv has the scores)")
