@@ -55,7 +55,7 @@ def main() -> None:
     r = extract(root / "run", list(data["train"]), root / "index", out, reference_prompts=reference,
                 reference=root / "data" / "heldout", per_prompt=a.per_prompt, steps=a.steps,
                 seed=data["settings"]["seed"], drop_reference_copies=a.drop_reference_copies, min_clique=a.min_clique,
-                fpr=a.fpr, prefilter=None if a.prefilter == "none" else a.prefilter)
+                fpr=a.fpr, prefilter=a.prefilter)
     seconds = time.perf_counter() - t0
     rows = list(csv.DictReader((out / "extracted.csv").open(encoding="utf-8")))
     ex = json.loads((out / "summary.json").read_text())
@@ -83,9 +83,9 @@ def main() -> None:
         Path(a.json).write_text(json.dumps(res, indent=1))
 
 
-def _generated_for(out: Path, data: dict, prefilter: str | None) -> list[str]:
+def _generated_for(out: Path, data: dict, prefilter: str) -> list[str]:
     """The captions the run generated for: all training captions, or those its prefilter kept."""
-    if prefilter in (None, "none"):
+    if prefilter == "none":
         return list(data["train"])
     return [r["prompt"] for r in csv.DictReader((out / "prefilter.csv").open(encoding="utf-8")) if r["generated"] == "1"]
 

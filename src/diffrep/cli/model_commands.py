@@ -122,8 +122,7 @@ def cmd_extract(a: argparse.Namespace, bars: ProgressBars) -> int:
     refuse_unused([("--keep", a.keep is not None, a.prefilter == "one-step",
                     "it is the share --prefilter one-step keeps; add --prefilter one-step")])
     r = extract(a.model, a.prompts, a.index, a.out, reference_prompts=a.reference_prompts, reference=a.reference,
-                per_prompt=a.per_prompt, min_clique=a.min_clique, fpr=a.fpr,
-                prefilter=None if a.prefilter == "none" else a.prefilter, steps=a.steps,
+                per_prompt=a.per_prompt, min_clique=a.min_clique, fpr=a.fpr, prefilter=a.prefilter, steps=a.steps,
                 seed=a.seed, device=a.device, drop_reference_copies=a.drop_reference_copies, progress=bars,
                 **given(a, "keep"))
     if a.prefilter == "noise-norm":

@@ -28,8 +28,8 @@ representative the audit flags are named in ``summary.json`` (``reference_copies
 
 ``prefilter`` scores every prompt with a model-side probe first and generates only for the prompts it points to
 (``probes.prefilter``): ``"noise-norm"`` (the default) the prompts the first-step noise-norm probe flags at
-``fpr`` against the reference prompts, ``"one-step"`` the top ``keep`` share of the one-step scores, None every
-prompt.
+``fpr`` against the reference prompts, ``"one-step"`` the top ``keep`` share of the one-step scores, None (or
+``"none"``) every prompt.
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
     if per_prompt < 2 or not 2 <= min_clique <= per_prompt:
         raise DiffrepError(f"--per-prompt {per_prompt} / --min-clique {min_clique}: cliques need 2 <= min-clique "
                            "<= per-prompt")
-    check_prefilter(prefilter, keep)
+    prefilter = check_prefilter(prefilter, keep)
     check_settings(fpr=fpr, sample_steps=steps, guidance=guidance)
     tested = load_prompts(prompts) if isinstance(prompts, (str, os.PathLike)) else list(prompts)
     ref = (load_prompts(reference_prompts, "--reference-prompts")

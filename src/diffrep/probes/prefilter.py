@@ -38,11 +38,15 @@ class Prefiltered:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_prefilter(method: Optional[str], keep: float) -> None:
-    if method is not None and method not in PREFILTERS:
+def check_prefilter(method: Optional[str], keep: float) -> Optional[str]:
+    """The prefilter to run: ``method``, or None for no prefilter (None or ``"none"``, as the CLI spells it)."""
+    if method in (None, "none"):
+        method = None
+    elif method not in PREFILTERS:
         raise DiffrepError(f"--prefilter {method!r}: use {' or '.join(PREFILTERS)}")
     if not 0 < keep <= 1:
         raise DiffrepError(f"--keep {keep}: give the share of prompts to keep, in (0, 1]")
+    return method
 
 
 def prefilter(model: Any, prompts: list[str], reference: list[str], method: str, *, keep: float, fpr: float,
