@@ -10,7 +10,7 @@ caption of each near-duplicate group no part of the split touches, in a seeded o
 can be resolved (the edge at 0.001 needs about 1,000 reference prompts).
 
 Usage:  python benchmarks/eval_extract.py MEM_FOLDER EX_FOLDER [--per-prompt 16] [--steps 25]
-        [--[no-]drop-reference-copies] [--min-clique K] [--fpr F] [--more-reference N]
+        [--[no-]drop-reference-copies] [--min-clique K] [--min-share S] [--fpr F] [--more-reference N]
         [--prefilter noise-norm|one-step|none] [--json F]
 """
 from __future__ import annotations
@@ -38,6 +38,8 @@ def main() -> None:
                          "%(default)s, extract's)")
     ap.add_argument("--min-clique", type=int, default=DEFAULTS["extract"]["min_clique"],
                     help="near-identical generations a clique needs (default %(default)s, extract's)")
+    ap.add_argument("--min-share", type=float, default=DEFAULTS["extract"]["min_share"],
+                    help="list a clique only above this share of --per-prompt (default %(default)s, extract's)")
     ap.add_argument("--fpr", type=float, default=DEFAULTS["extract"]["fpr"],
                     help="the clique edge's false-positive rate (default %(default)s, extract's)")
     ap.add_argument("--more-reference", type=int, default=0, metavar="N",
@@ -55,7 +57,7 @@ def main() -> None:
     r = extract(root / "run", list(data["train"]), root / "index", out, reference_prompts=reference,
                 reference=root / "data" / "heldout", per_prompt=a.per_prompt, steps=a.steps,
                 seed=data["settings"]["seed"], drop_reference_copies=a.drop_reference_copies, min_clique=a.min_clique,
-                fpr=a.fpr, prefilter=a.prefilter)
+                min_share=a.min_share, fpr=a.fpr, prefilter=a.prefilter)
     seconds = time.perf_counter() - t0
     rows = list(csv.DictReader((out / "extracted.csv").open(encoding="utf-8")))
     ex = json.loads((out / "summary.json").read_text())
@@ -74,7 +76,9 @@ def main() -> None:
            "reference_copies": len(ex["reference_copies"]),
            "reference_copies_dropped": len(ex["reference_copies_dropped"]),
            "seconds": round(seconds, 1), "generated_for": r.generated_for, "per_prompt": a.per_prompt,
-           "steps": a.steps, "min_clique": ex["min_clique"], "fpr": a.fpr, "reference_prompts": len(reference),
+           "steps": a.steps, "min_clique": ex["min_clique"],
+           "min_share": ex["min_share"], "below_floor": ex["below_floor"],
+           "below_floor_copies": ex["below_floor_copies"], "fpr": a.fpr, "reference_prompts": len(reference),
            "chance_cliques_expected": ex["chance_cliques_expected"], "prefilter": a.prefilter,
            "prefilter_threshold": ex.get("prefilter_threshold"),
            "memorized_generated_for": len(memorized & set(_generated_for(out, data, a.prefilter)))}

@@ -28,7 +28,6 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def test_noise_norm_prefilter_generates_for_exactly_the_prompts_the_probe_flags(caption_run, captioned, tmp_path,
                                                                                 capsys):
     import diffrep
-    from diffrep.datasets import get_dataset
 
     diffrep.index(captioned, tmp_path / "index")
     caps = [json.loads(x)["caption"] for x in (captioned / "captions.jsonl").read_text().splitlines()]
@@ -62,12 +61,7 @@ def test_noise_norm_prefilter_generates_for_exactly_the_prompts_the_probe_flags(
     assert f"Generated for {len(flagged)} of 6 prompts: those the noise-norm probe flagged" in page
     # the same folder without a prefilter: every prompt is generated for, and the old prefilter.csv goes (the
     # audit of the cliques this makes is calibrated on 24 real emoji the model never saw)
-    held = tmp_path / "held"
-    held.mkdir()
-    src = get_dataset("emoji")
-    for line in (src / "captions.jsonl").read_text().splitlines()[300:324]:
-        name = json.loads(line)["file"]
-        shutil.copyfile(src / "images" / name, held / Path(name).name)
+    held = _held(tmp_path)
     assert main(["extract", *common, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "x"),
                  "--reference", str(held), "--per-prompt", "3", "--min-clique", "2", "--steps", "3", "--prefilter",
                  "none", "-q"]) == 0
@@ -77,6 +71,63 @@ def test_noise_norm_prefilter_generates_for_exactly_the_prompts_the_probe_flags(
     assert main(["extract", *common, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "k"),
                  "--prefilter", "noise-norm", "--keep", "0.5"]) == 2
     assert "add --prefilter one-step" in capsys.readouterr().err and not (tmp_path / "k").exists()
+
+
+def _held(tmp_path: Path) -> Path:
+    """24 real emoji the test models never saw, for the audit's calibration."""
+    from diffrep.datasets import get_dataset
+
+    held = tmp_path / "held"
+    held.mkdir()
+    src = get_dataset("emoji")
+    for line in (src / "captions.jsonl").read_text().splitlines()[300:324]:
+        name = json.loads(line)["file"]
+        shutil.copyfile(src / "images" / name, held / Path(name).name)
+    return held
+
+
+def test_min_share_floor_only_moves_small_cliques_to_below_floor(caption_run, captioned, tmp_path, capsys):
+    import diffrep
+
+    diffrep.index(captioned, tmp_path / "index")
+    caps = [json.loads(x)["caption"] for x in (captioned / "captions.jsonl").read_text().splitlines()]
+    (tmp_path / "p.txt").write_text("\n".join(caps[:6] + ["a red truck", "small blue frog"]) + "\n")
+    (tmp_path / "r.txt").write_text("blue car\nsmall green frog\nyellow bus\n")
+    run = ["extract", str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--reference-prompts",
+           str(tmp_path / "r.txt"), "--index", str(tmp_path / "index"), "--out", str(tmp_path / "x"), "--reference",
+           str(_held(tmp_path)), "--per-prompt", "4", "--min-clique", "2", "--steps", "3", "--prefilter", "none", "-q"]
+    assert main(run) == 0
+    assert not (tmp_path / "x" / "below_floor.csv").exists()
+    whole = _rows(tmp_path / "x" / "extracted.csv")
+    s = json.loads((tmp_path / "x" / "summary.json").read_text())
+    assert s["min_share"] == 0 and s["below_floor"] == 0 and s["cliques"] == len(whole)
+    assert whole, "the 3-step model's generations form no clique: the floor has nothing to split"
+    sizes = sorted(int(r["clique_size"]) for r in whole)
+    share = sizes[0] / 4 if sizes[0] < 4 else 0.9  # the smallest clique sits on the floor, so it goes below
+    capsys.readouterr()
+    assert main([*run, "--min-share", str(share)]) == 0  # the same folder: the journaled generations are reused
+    said = capsys.readouterr().out
+    listed, below = _rows(tmp_path / "x" / "extracted.csv"), _rows(tmp_path / "x" / "below_floor.csv")
+    assert below and all(int(r["clique_size"]) <= share * 4 for r in below)
+    assert all(int(r["clique_size"]) > share * 4 for r in listed)
+    assert sorted(listed + below, key=lambda r: r["generated"]) == whole  # same rows, same verdicts, none lost
+    f = json.loads((tmp_path / "x" / "summary.json").read_text())
+    assert (f["cliques"], f["below_floor"], f["min_share"]) == (len(listed), len(below), share)
+    assert f["edge_threshold_tiled_l2"] == s["edge_threshold_tiled_l2"]  # the edge does not move with the floor
+    assert f["extracted"] == sum(r["is_copy"] == "True" for r in listed)
+    assert f["below_floor_copies"] == sum(r["is_copy"] == "True" for r in below)
+    assert f"{len(below)} more clique(s) of at most {int(share * 4)} generations are below the --min-share" in said
+    if f["below_floor_copies"]:
+        assert any("below the --min-share" in w for w in f["warnings"])
+    probe = ["probe", str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--reference-prompts",
+             str(tmp_path / "r.txt"), "--out", str(tmp_path / "probe"), "--sample-steps", "3", "-q"]
+    assert main(probe) == 0 and main(["report", str(tmp_path / "probe"), "--extract", str(tmp_path / "x"), "-q"]) == 0
+    page = (tmp_path / "probe" / "report.html").read_text()
+    assert (f"{len(below)} smaller clique(s), of at most {share:g} of a prompt's generations, are below the "
+            f"--min-share floor and not shown (below_floor.csv); the audit verifies {f['below_floor_copies']}") in page
+    assert main([*run[:-1], "--min-share", "1", "--out", str(tmp_path / "y")]) == 2
+    assert "--min-share 1.0: give a share of --per-prompt between 0 (no floor) and 1" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 def test_an_unknown_prefilter_is_refused():

@@ -122,8 +122,8 @@ def cmd_extract(a: argparse.Namespace, bars: ProgressBars) -> int:
     refuse_unused([("--keep", a.keep is not None, a.prefilter == "one-step",
                     "it is the share --prefilter one-step keeps; add --prefilter one-step")])
     r = extract(a.model, a.prompts, a.index, a.out, reference_prompts=a.reference_prompts, reference=a.reference,
-                per_prompt=a.per_prompt, min_clique=a.min_clique, fpr=a.fpr, prefilter=a.prefilter, steps=a.steps,
-                seed=a.seed, device=a.device, drop_reference_copies=a.drop_reference_copies, progress=bars,
+                per_prompt=a.per_prompt, min_clique=a.min_clique, min_share=a.min_share, fpr=a.fpr,
+                prefilter=a.prefilter, steps=a.steps, seed=a.seed, device=a.device, drop_reference_copies=a.drop_reference_copies, progress=bars,
                 **given(a, "keep"))
     if a.prefilter == "noise-norm":
         _out(f"The noise-norm prefilter flagged {r.generated_for} of {r.prompts} prompts at --fpr {a.fpr:g}.")
@@ -131,6 +131,9 @@ def cmd_extract(a: argparse.Namespace, bars: ProgressBars) -> int:
          f">= {a.min_clique} near-identical generations (tiled L2 < {r.edge_threshold:.2f}; about "
          f"{r.chance_cliques:g} expected from unmemorized prompts at --fpr {a.fpr:g}), {r.extracted} audited as "
          f"copies of a training image ({r.seconds:.0f} s).")
+    if a.min_share > 0:
+        _out(f"{r.below_floor} more clique(s) of at most {int(a.min_share * a.per_prompt)} generations are below the "
+             f"--min-share {a.min_share:g} floor (below_floor.csv).")
     for w in r.warnings:
         _out(f"Warning: {w}")
     _out(f"Results: {r.out / 'extracted.csv'}, {r.out / 'summary.json'}")

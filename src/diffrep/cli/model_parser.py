@@ -184,7 +184,7 @@ def _extract(sub: Sub) -> None:
     p.add_argument("--prompts", required=True, help="prompts to try (text, jsonl, csv, or a run folder)")
     p.add_argument("--index", required=True, help="index directory of the training images (diffrep index)")
     p.add_argument("--out", required=True, help="output folder: extracted.csv, summary.json, cliques/, audit/, "
-                   "reference_cliques/, reference_audit/")
+                   "reference_cliques/, reference_audit/ (below_floor.csv with --min-share)")
     p.add_argument("--reference-prompts", required=True, help="prompts known not to be memorized: their "
                    "generations calibrate what counts as near-identical")
     p.add_argument("--reference", default=None, help="held-out real images never trained on, for the audit's "
@@ -193,6 +193,9 @@ def _extract(sub: Sub) -> None:
                    "(default %(default)s)")
     p.add_argument("--min-clique", type=int, default=d["min_clique"], help="near-identical generations needed "
                    "(default %(default)s)")
+    p.add_argument("--min-share", type=float, default=d["min_share"], help="list a prompt's clique only when it "
+                   "holds more than this share of its --per-prompt generations (0.5: more than half); the cliques "
+                   "below go to below_floor.csv (default %(default)s: no floor)")
     p.add_argument("--fpr", type=float, default=d["fpr"], help="share of unmemorized prompts allowed to form a "
                    "clique: the edge is this quantile of the reference prompts' clique radii (default %(default)s)")
     p.add_argument("--drop-reference-copies", action=argparse.BooleanOptionalAction,

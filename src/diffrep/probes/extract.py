@@ -26,6 +26,12 @@ representative the audit flags are named in ``summary.json`` (``reference_copies
 ``drop_reference_copies`` (the default), left out of the edge's calibration (as ``diffrep audit
 --drop-reference-copies`` does with reference images); kept, a warning names them.
 
+``min_share`` sets a floor on the clique's size: a prompt's clique is listed only when it holds more than
+``min_share`` x ``per_prompt`` generations. A memorized prompt makes its picture for most seeds, while the cliques
+of unmemorized prompts that pass the edge hold a few generations; the edge itself stays calibrated on cliques of
+``min_clique``, so the floor can only remove rows. The cliques it removes are audited like the others and written
+to ``below_floor.csv`` (counted in ``summary.json``, with those the audit verifies as copies), not dropped.
+
 ``prefilter`` scores every prompt with a model-side probe first and generates only for the prompts it points to
 (``probes.prefilter``): ``"noise-norm"`` (the default) the prompts the first-step noise-norm probe flags at
 ``fpr`` against the reference prompts, ``"one-step"`` the top ``keep`` share of the one-step scores, None (or
@@ -68,13 +74,15 @@ class ExtractResult:
     chance_cliques: float  # cliques expected from unmemorized prompts at the edge: fpr x prompts generated for
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    below_floor: int = 0  # cliques of at least min_clique that the min_share floor left out of extracted.csv
 
 
 def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | Sequence[str],
             index: str | os.PathLike[str], out: str | os.PathLike[str], *,
             reference_prompts: str | os.PathLike[str] | Sequence[str],
             reference: str | os.PathLike[str] | None = None, per_prompt: int = X["per_prompt"],
-            min_clique: int = X["min_clique"], fpr: float = X["fpr"], prefilter: Optional[str] = X["prefilter"],
+            min_clique: int = X["min_clique"], min_share: float = X["min_share"], fpr: float = X["fpr"],
+            prefilter: Optional[str] = X["prefilter"],
             keep: float = X["keep"], steps: int = X["sample_steps"], guidance: float = X["guidance"],
             seed: int = 0, device: str = X["device"], drop_reference_copies: bool = X["drop_reference_copies"],
             progress: Optional[ProgressCallback] = None) -> ExtractResult:
@@ -83,9 +91,7 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
     from ..models.adapter import load_model
     from .prompts import load_prompts, reference_without_tested
 
-    if per_prompt < 2 or not 2 <= min_clique <= per_prompt:
-        raise DiffrepError(f"--per-prompt {per_prompt} / --min-clique {min_clique}: cliques need 2 <= min-clique "
-                           "<= per-prompt")
+    _check_cliques(per_prompt, min_clique, min_share)
     prefilter = check_prefilter(prefilter, keep)
     check_settings(fpr=fpr, sample_steps=steps, guidance=guidance)
     tested = load_prompts(prompts) if isinstance(prompts, (str, os.PathLike)) else list(prompts)
@@ -123,12 +129,13 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         verdicts = _audit(out_dir / "cliques", out_dir / "audit", index, reference, seed, progress) if reps else {}
         for r in rows:
             r.update(verdicts.get(r["generated"], {}))
-        _write(out_dir, rows)
+        listed, below = _list(out_dir, rows, min_share, per_prompt)
         seconds = time.perf_counter() - t0
-        extracted = sum(1 for r in rows if r.get("is_copy"))
+        extracted = sum(1 for r in listed if r.get("is_copy"))
         chance = round(fpr * len(chosen), 2)
-        excess = excess_cliques_warning(len(rows) - extracted, len(chosen), fpr, len(ref) - len(cal["dropped"]))
+        excess = excess_cliques_warning(len(listed) - extracted, len(chosen), fpr, len(ref) - len(cal["dropped"]))
         warnings += [excess] if excess else []
+        warnings += _floor_warning(below, min_share, per_prompt)
         write_json(out_dir / "summary.json", {
             "model": str(model_path), "prompts": len(tested), "generated_for": len(chosen), "per_prompt": per_prompt,
             "prefilter": prefilter, "keep": keep if prefilter == "one-step" else None,
@@ -138,11 +145,13 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
                                      f"at {fpr:g}" + (f", {len(cal['dropped'])} generating copies left out"
                                                       if cal["dropped"] else ""),
             "reference_copies": cal["copies"], "reference_copies_dropped": cal["dropped"],
-            "min_clique": min_clique, "cliques": len(rows), "chance_cliques_expected": chance,
-            "extracted": extracted, "seconds": round(seconds, 2),
+            "min_clique": min_clique, "min_share": min_share, "cliques": len(listed),
+            "below_floor": len(below), "below_floor_copies": sum(1 for r in below if r.get("is_copy")),
+            "chance_cliques_expected": chance, "extracted": extracted, "seconds": round(seconds, 2),
             "seconds_per_prompt": round(seconds / max(1, len(chosen) + len(ref)), 4), "warnings": warnings})
         close_all(journals)
-    return ExtractResult(out_dir, len(tested), len(chosen), len(rows), extracted, edge, chance, seconds, warnings)
+    return ExtractResult(out_dir, len(tested), len(chosen), len(listed), extracted, edge, chance, seconds, warnings,
+                         len(below))
 
 
 def _generate(model: Any, prompt: str, per_prompt: int, steps: int, guidance: float, seed: int) -> np.ndarray:
@@ -252,6 +261,39 @@ def _clique(model: Any, prompt: str, i: int, out: Path, edge: float, min_clique:
             "clique_max_distance": float(sub.max())}
 
 
+def _check_cliques(per_prompt: int, min_clique: int, min_share: float) -> None:
+    if per_prompt < 2 or not 2 <= min_clique <= per_prompt:
+        raise DiffrepError(f"--per-prompt {per_prompt} / --min-clique {min_clique}: cliques need 2 <= min-clique "
+                           "<= per-prompt")
+    if not 0 <= min_share < 1:
+        raise DiffrepError(f"--min-share {min_share}: give a share of --per-prompt between 0 (no floor) and 1")
+
+
+def _list(out: Path, rows: list[dict[str, Any]], min_share: float,
+          per_prompt: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows whose clique holds more than ``min_share`` x ``per_prompt`` generations, written to
+    ``extracted.csv``, and the others, written to ``below_floor.csv`` when there is a floor."""
+    floor = min_share * per_prompt
+    listed, below = [r for r in rows if r["clique_size"] > floor], [r for r in rows if r["clique_size"] <= floor]
+    _write(out / "extracted.csv", listed)
+    if min_share > 0:
+        _write(out / "below_floor.csv", below)
+    else:
+        (out / "below_floor.csv").unlink(missing_ok=True)  # an earlier run's, in the same folder
+    return listed, below
+
+
+def _floor_warning(below: list[dict[str, Any]], min_share: float, per_prompt: int) -> list[str]:
+    """A warning when the floor left out cliques the audit verifies as copies (a memorized prompt that makes its
+    picture for few seeds)."""
+    copies = [r["prompt"] for r in below if r.get("is_copy")]
+    if not copies:
+        return []
+    return [f"{len(copies)} clique(s) of at most {int(min_share * per_prompt)} generations are audit-verified copies "
+            f"but below the --min-share {min_share:g} floor (below_floor.csv): "
+            + ", ".join(repr(p) for p in copies[:5]) + (" ..." if len(copies) > 5 else "")]
+
+
 def _audit_inputs(index: Any, reference: Any) -> tuple[Any, Any]:
     """The training index opened (``LoadedIndex``) and the reference source checked, so that a missing or
     damaged one stops the run before any image is generated."""
@@ -279,7 +321,7 @@ def _audit(folder: Path, out: Path, index: Any, reference: Any, seed: int,
     return res
 
 
-def _write(out: Path, rows: list[dict[str, Any]]) -> None:
+def _write(path: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
     cols = ["prompt", "generated", "training_image", "clique_size", "clique_max_distance", "is_copy", "p_value"]
@@ -287,4 +329,4 @@ def _write(out: Path, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         w.writerow([("cliques/" + r[c]) if c == "generated" else
                     (f"{r[c]:.4g}" if isinstance(r.get(c), float) else r.get(c, "")) for c in cols])
-    write_text(out / "extracted.csv", buf.getvalue())
+    write_text(path, buf.getvalue())

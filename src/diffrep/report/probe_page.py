@@ -143,8 +143,8 @@ def _pairs(root: Path) -> str:
             cells.append(f"<div class=pair><p>{html.escape(r['prompt'])} (clique {r['clique_size']}, p "
                          f"{html.escape(r['p_value'])})</p><img src='{gen}' alt='generated'><img src='{train}' "
                          "alt='training image'></div>")
-    return (f"<h2>Extracted training images ({len(rows)})</h2>" + _prefiltered(root) + note + _reference_copies(root)
-            + "".join(cells))
+    return (f"<h2>Extracted training images ({len(rows)})</h2>" + _prefiltered(root) + note + _below_floor(root)
+            + _reference_copies(root) + "".join(cells))
 
 
 def _prefiltered(root: Path) -> str:
@@ -169,3 +169,14 @@ def _reference_copies(root: Path) -> str:
     names = "; ".join(html.escape(c) for c in copies[:10]) + (" …" if len(copies) > 10 else "")
     return (f"<p class=warn>{len(copies)} reference prompt(s) generate training images themselves ({how} the "
             f"calibration of what counts as near-identical; see summary.json): {names}</p>")
+
+
+def _below_floor(root: Path) -> str:
+    """A sentence counting the cliques the ``--min-share`` floor left out of extracted.csv (from summary.json)."""
+    s = checked_json(root / "summary.json", "extract") if (root / "summary.json").is_file() else {}
+    n, copies, share = s.get("below_floor"), s.get("below_floor_copies"), s.get("min_share")
+    if not isinstance(n, int) or not n or not isinstance(copies, int) or not isinstance(share, (int, float)):
+        return ""
+    cls = " class=warn" if copies else ""
+    return (f"<p{cls}>{n} smaller clique(s), of at most {share:g} of a prompt's generations, are below the "
+            f"--min-share floor and not shown (below_floor.csv); the audit verifies {copies} of them as copies.</p>")
