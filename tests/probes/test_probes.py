@@ -20,7 +20,7 @@ from diffrep.cli import main  # noqa: E402
 from diffrep.errors import DiffrepError  # noqa: E402
 from diffrep.models.adapter import load_model  # noqa: E402
 from diffrep.probes import probe  # noqa: E402
-from diffrep.probes.memorization import _verdict  # noqa: E402
+from diffrep.probes.memorization import prompt_verdict  # noqa: E402
 from diffrep.probes.scores import score_prompts, ssim  # noqa: E402
 
 
@@ -160,11 +160,11 @@ def test_the_shared_first_step_prediction_changes_no_score(which, request, capti
 
 def test_verdict_is_conformal_on_reference_prompts_and_labelled_without():
     null = np.arange(1, 200, dtype=float)  # 199 reference scores 1..199
-    v = _verdict(np.array([0.5, 198.5, 200.0]), null, 0.01)
+    v = prompt_verdict(np.array([0.5, 198.5, 200.0]), null, 0.01)
     assert v["source"] == "reference" and v["threshold"] == 198.0  # floor(0.01 * 200) - 1 = 1 score above it
     np.testing.assert_allclose(v["p"], [200 / 200, 2 / 200, 1 / 200])
     assert v["flags"].tolist() == [False, True, True]
-    u = _verdict(np.r_[np.ones(20), 10.0], None, 0.01)
+    u = prompt_verdict(np.r_[np.ones(20), 10.0], None, 0.01)
     assert u["source"] == "uncalibrated" and u["flags"].tolist() == [False] * 20 + [True]
     assert np.isnan(u["p"]).all() and "NOT calibrated" in u["warnings"][0]
 

@@ -88,7 +88,8 @@ def probe(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | 
         null = (score_prompts(model, ref, methods, progress=progress, stage="reference", journal=journals[1], **kw)
                 if ref else None)
         truncated = [model.truncated(p) for p in tested]
-        verdicts = {m: _verdict(main.scores[m], None if null is None else null.scores[m], fpr) for m in methods}
+        verdicts = {m: prompt_verdict(main.scores[m], None if null is None else null.scores[m], fpr)
+                    for m in methods}
         _write_prompts(out_dir, tested, methods, main.scores, verdicts, truncated)
         if main.tokens:
             _write_tokens(out_dir, tested, main.tokens)
@@ -134,8 +135,9 @@ def _check(fpr: float, seeds: int, steps: int, sample_steps: int, batch: int) ->
         raise DiffrepError(f"--steps {steps}: score between 1 and the {sample_steps} sampling steps")
 
 
-def _verdict(scores: np.ndarray, null: Optional[np.ndarray], fpr: float) -> dict[str, Any]:
-    """Threshold, its source, flags and p-values (NaN without a null) for one method's scores."""
+def prompt_verdict(scores: np.ndarray, null: Optional[np.ndarray], fpr: float) -> dict[str, Any]:
+    """Threshold, its source, flags and p-values (NaN without a null) for one method's scores: diffrep probe's
+    verdict, which extract's noise-norm prefilter shares."""
     from ..matching.calibration import calibrate
 
     if null is not None and len(null):

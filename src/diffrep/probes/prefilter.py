@@ -65,14 +65,14 @@ def prefilter(model: Any, prompts: list[str], reference: list[str], method: str,
         res = Prefiltered([p for p, c in zip(prompts, kept) if c], method, float(np.min(s[kept])),
                           f"the top {keep:g} share of the one-step scores ({k} of {len(prompts)} prompts)")
     else:
-        from .memorization import _verdict
+        from .memorization import prompt_verdict
 
         kw = dict(seeds=P["seeds"], steps=1, sample_steps=sample_steps, batch=P["batch"], progress=progress)
         s = score_prompts(model, prompts, ("noise-norm",), stage="prefilter", journal=journals[0],
                           **kw).scores["noise-norm"]
         null = score_prompts(model, reference, ("noise-norm",), stage="prefilter-reference", journal=journals[1],
                              **kw).scores["noise-norm"]
-        v = _verdict(s, null, fpr)  # diffrep probe's verdict: the same threshold, flags and warnings
+        v = prompt_verdict(s, null, fpr)  # diffrep probe's verdict: the same threshold, flags and warnings
         kept = np.asarray(v["flags"], bool)
         res = Prefiltered([p for p, c in zip(prompts, kept) if c], method, float(v["threshold"]),
                           f"first-step noise-norm of the reference prompts ({len(reference)}) at {fpr:g}",
