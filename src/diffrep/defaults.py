@@ -76,7 +76,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "extract": {
         "per_prompt": 16, "min_clique": 3, "fpr": 0.01, "keep": 0.1, "sample_steps": 50, "guidance": 1.0,
-        "min_share": 0.0,  # list a clique only when it holds more than this share of a prompt's generations
+        "min_share": 0.5,  # list a clique only when it holds more than this share of a prompt's generations
         "prefilter": "noise-norm",  # generate only for the prompts the calibrated noise-norm probe flags
         "drop_reference_copies": True,  # reference prompts whose clique the audit flags are left out of the edge
         "device": "cpu",

@@ -96,7 +96,7 @@ def test_min_share_floor_only_moves_small_cliques_to_below_floor(caption_run, ca
     run = ["extract", str(caption_run), "--prompts", str(tmp_path / "p.txt"), "--reference-prompts",
            str(tmp_path / "r.txt"), "--index", str(tmp_path / "index"), "--out", str(tmp_path / "x"), "--reference",
            str(_held(tmp_path)), "--per-prompt", "4", "--min-clique", "2", "--steps", "3", "--prefilter", "none", "-q"]
-    assert main(run) == 0
+    assert main([*run, "--min-share", "0"]) == 0  # no floor
     assert not (tmp_path / "x" / "below_floor.csv").exists()
     whole = _rows(tmp_path / "x" / "extracted.csv")
     s = json.loads((tmp_path / "x" / "summary.json").read_text())

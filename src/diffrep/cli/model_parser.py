@@ -194,8 +194,8 @@ def _extract(sub: Sub) -> None:
     p.add_argument("--min-clique", type=int, default=d["min_clique"], help="near-identical generations needed "
                    "(default %(default)s)")
     p.add_argument("--min-share", type=float, default=d["min_share"], help="list a prompt's clique only when it "
-                   "holds more than this share of its --per-prompt generations (0.5: more than half); the cliques "
-                   "below go to below_floor.csv (default %(default)s: no floor)")
+                   "holds more than this share of its --per-prompt generations (default %(default)s: more than half); the "
+                   "cliques below go to below_floor.csv; 0: no floor")
     p.add_argument("--fpr", type=float, default=d["fpr"], help="share of unmemorized prompts allowed to form a "
                    "clique: the edge is this quantile of the reference prompts' clique radii (default %(default)s)")
     p.add_argument("--drop-reference-copies", action=argparse.BooleanOptionalAction,

@@ -27,7 +27,7 @@ representative the audit flags are named in ``summary.json`` (``reference_copies
 --drop-reference-copies`` does with reference images); kept, a warning names them.
 
 ``min_share`` sets a floor on the clique's size: a prompt's clique is listed only when it holds more than
-``min_share`` x ``per_prompt`` generations. A memorized prompt makes its picture for most seeds, while the cliques
+``min_share`` x ``per_prompt`` generations (by default more than half; 0: no floor). A memorized prompt makes its picture for most seeds, while the cliques
 of unmemorized prompts that pass the edge hold a few generations; the edge itself stays calibrated on cliques of
 ``min_clique``, so the floor can only remove rows. The cliques it removes are audited like the others and written
 to ``below_floor.csv`` (counted in ``summary.json``, with those the audit verifies as copies), not dropped.
