@@ -11,7 +11,7 @@ can be resolved (the edge at 0.001 needs about 1,000 reference prompts).
 
 Usage:  python benchmarks/eval_extract.py MEM_FOLDER EX_FOLDER [--per-prompt 16] [--steps 25]
         [--[no-]drop-reference-copies] [--min-clique K] [--min-share S] [--fpr F] [--more-reference N]
-        [--prefilter noise-norm|one-step|none] [--json F]
+        [--prefilter noise-norm|one-step|none] [--prefilter-fpr F] [--json F]
 """
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ def main() -> None:
                     help="add N unused emoji captions (one per unused near-duplicate group) to the reference")
     ap.add_argument("--prefilter", default=DEFAULTS["extract"]["prefilter"], choices=("noise-norm", "one-step", "none"),
                     help="extract's --prefilter (default %(default)s, extract's; none: generate for every caption)")
+    ap.add_argument("--prefilter-fpr", type=float, default=DEFAULTS["extract"]["prefilter_fpr"],
+                    help="extract's --prefilter-fpr (default: --fpr)")
     ap.add_argument("--json", default=None, help="also write the result here")
     a = ap.parse_args()
     root, out = Path(a.folder), Path(a.out)
@@ -57,7 +59,7 @@ def main() -> None:
     r = extract(root / "run", list(data["train"]), root / "index", out, reference_prompts=reference,
                 reference=root / "data" / "heldout", per_prompt=a.per_prompt, steps=a.steps,
                 seed=data["settings"]["seed"], drop_reference_copies=a.drop_reference_copies, min_clique=a.min_clique,
-                min_share=a.min_share, fpr=a.fpr, prefilter=a.prefilter)
+                min_share=a.min_share, fpr=a.fpr, prefilter=a.prefilter, prefilter_fpr=a.prefilter_fpr)
     seconds = time.perf_counter() - t0
     rows = list(csv.DictReader((out / "extracted.csv").open(encoding="utf-8")))
     ex = json.loads((out / "summary.json").read_text())
@@ -81,6 +83,7 @@ def main() -> None:
            "below_floor_copies": ex["below_floor_copies"], "fpr": a.fpr, "reference_prompts": len(reference),
            "chance_cliques_expected": ex["chance_cliques_expected"], "prefilter": a.prefilter,
            "prefilter_threshold": ex.get("prefilter_threshold"),
+           "prefilter_fpr": ex.get("prefilter_fpr"),
            "memorized_generated_for": len(memorized & set(_generated_for(out, data, a.prefilter)))}
     print(json.dumps(res, indent=1))
     if a.json:

@@ -78,6 +78,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "per_prompt": 16, "min_clique": 3, "fpr": 0.01, "keep": 0.1, "sample_steps": 50, "guidance": 1.0,
         "min_share": 0.5,  # list a clique only when it holds more than this share of a prompt's generations
         "prefilter": "noise-norm",  # generate only for the prompts the calibrated noise-norm probe flags
+        "prefilter_fpr": None,  # the noise-norm prefilter's false-positive rate; None: extract's fpr
         "drop_reference_copies": True,  # reference prompts whose clique the audit flags are left out of the edge
         "device": "cpu",
         "excess_alpha": 0.05,  # warn when more cliques fail the audit than the edge's rate explains at this level

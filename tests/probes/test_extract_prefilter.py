@@ -51,7 +51,7 @@ def test_noise_norm_prefilter_generates_for_exactly_the_prompts_the_probe_flags(
     assert s["prefilter_threshold"] == pytest.approx(ps["threshold"], rel=1e-5)
     assert "(3) at 0.01" in s["prefilter_source"]
     assert any(w.startswith("noise-norm prefilter: 3 null scores cannot resolve") for w in s["warnings"])
-    assert f"The noise-norm prefilter flagged {len(flagged)} of 6 prompts at --fpr 0.01." in said
+    assert f"The noise-norm prefilter flagged {len(flagged)} of 6 prompts at a false-positive rate of 0.01." in said
     rows = _rows(tmp_path / "x" / "extracted.csv")
     assert {r["prompt"] for r in rows} <= set(flagged) and len(rows) == s["cliques"]
     if not flagged:
@@ -67,6 +67,19 @@ def test_noise_norm_prefilter_generates_for_exactly_the_prompts_the_probe_flags(
                  "none", "-q"]) == 0
     assert json.loads((tmp_path / "x" / "summary.json").read_text())["generated_for"] == 6
     assert not (tmp_path / "x" / "prefilter.csv").exists()
+    # --prefilter-fpr sets the prefilter's rate apart from the edge's: the probe's flags at that rate
+    assert main(["probe", *common, "--out", str(tmp_path / "probe5"), "--sample-steps", "3", "--fpr", "0.5",
+                 "-q"]) == 0
+    flagged5 = [r["prompt"] for r in _rows(tmp_path / "probe5" / "prompts.csv") if r["is_memorized"] == "True"]
+    assert main(["extract", *common, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "x5"),
+                 "--per-prompt", "3", "--min-clique", "2", "--steps", "3", "--prefilter-fpr", "0.5", "-q"]) == 0
+    s5 = json.loads((tmp_path / "x5" / "summary.json").read_text())
+    assert [r["prompt"] for r in _rows(tmp_path / "x5" / "prefilter.csv") if r["generated"] == "1"] == flagged5
+    assert (s5["prefilter_fpr"], s5["generated_for"]) == (0.5, len(flagged5)) and set(flagged) <= set(flagged5)
+    assert "at 0.01" in s5["edge_threshold_source"]  # the edge keeps --fpr
+    assert main(["extract", *common, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "k"),
+                 "--prefilter", "none", "--prefilter-fpr", "0.5"]) == 2
+    assert "--prefilter-fpr would change nothing" in capsys.readouterr().err
     # --keep is the one-step prefilter's share: with noise-norm it would change nothing, so it is refused
     assert main(["extract", *common, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "k"),
                  "--prefilter", "noise-norm", "--keep", "0.5"]) == 2

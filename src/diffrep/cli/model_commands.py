@@ -120,13 +120,17 @@ def cmd_extract(a: argparse.Namespace, bars: ProgressBars) -> int:
     from ..probes.extract import extract
 
     refuse_unused([("--keep", a.keep is not None, a.prefilter == "one-step",
-                    "it is the share --prefilter one-step keeps; add --prefilter one-step")])
+                    "it is the share --prefilter one-step keeps; add --prefilter one-step"),
+                   ("--prefilter-fpr", a.prefilter_fpr is not None, a.prefilter == "noise-norm",
+                    "it is the rate of --prefilter noise-norm")])
     r = extract(a.model, a.prompts, a.index, a.out, reference_prompts=a.reference_prompts, reference=a.reference,
                 per_prompt=a.per_prompt, min_clique=a.min_clique, min_share=a.min_share, fpr=a.fpr,
-                prefilter=a.prefilter, steps=a.steps, seed=a.seed, device=a.device, drop_reference_copies=a.drop_reference_copies, progress=bars,
-                **given(a, "keep"))
+                prefilter=a.prefilter, prefilter_fpr=a.prefilter_fpr, steps=a.steps, seed=a.seed, device=a.device,
+                drop_reference_copies=a.drop_reference_copies, progress=bars, **given(a, "keep"))
     if a.prefilter == "noise-norm":
-        _out(f"The noise-norm prefilter flagged {r.generated_for} of {r.prompts} prompts at --fpr {a.fpr:g}.")
+        rate = a.fpr if a.prefilter_fpr is None else a.prefilter_fpr
+        _out(f"The noise-norm prefilter flagged {r.generated_for} of {r.prompts} prompts at a false-positive rate of "
+             f"{rate:g}.")
     _out(f"{r.generated_for} of {r.prompts} prompts generated ({a.per_prompt} each): {r.cliques} cliques of "
          f">= {a.min_clique} near-identical generations (tiled L2 < {r.edge_threshold:.2f}; about "
          f"{r.chance_cliques:g} expected from unmemorized prompts at --fpr {a.fpr:g}), {r.extracted} audited as "

@@ -27,15 +27,16 @@ representative the audit flags are named in ``summary.json`` (``reference_copies
 --drop-reference-copies`` does with reference images); kept, a warning names them.
 
 ``min_share`` sets a floor on the clique's size: a prompt's clique is listed only when it holds more than
-``min_share`` x ``per_prompt`` generations (by default more than half; 0: no floor). A memorized prompt makes its picture for most seeds, while the cliques
-of unmemorized prompts that pass the edge hold a few generations; the edge itself stays calibrated on cliques of
-``min_clique``, so the floor can only remove rows. The cliques it removes are audited like the others and written
-to ``below_floor.csv`` (counted in ``summary.json``, with those the audit verifies as copies), not dropped.
+``min_share`` x ``per_prompt`` generations (by default more than half; 0: no floor). A memorized prompt makes
+its picture for most seeds, while the cliques of unmemorized prompts that pass the edge hold a few generations;
+the edge itself stays calibrated on cliques of ``min_clique``, so the floor can only remove rows. The cliques it
+removes are audited like the others and written to ``below_floor.csv`` (counted in ``summary.json``, with those
+the audit verifies as copies), not dropped.
 
 ``prefilter`` scores every prompt with a model-side probe first and generates only for the prompts it points to
 (``probes.prefilter``): ``"noise-norm"`` (the default) the prompts the first-step noise-norm probe flags at
-``fpr`` against the reference prompts, ``"one-step"`` the top ``keep`` share of the one-step scores, None (or
-``"none"``) every prompt.
+``prefilter_fpr`` (by default ``fpr``) against the reference prompts, ``"one-step"`` the top ``keep`` share of
+the one-step scores, None (or ``"none"``) every prompt.
 """
 from __future__ import annotations
 
@@ -82,18 +83,21 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
             reference_prompts: str | os.PathLike[str] | Sequence[str],
             reference: str | os.PathLike[str] | None = None, per_prompt: int = X["per_prompt"],
             min_clique: int = X["min_clique"], min_share: float = X["min_share"], fpr: float = X["fpr"],
-            prefilter: Optional[str] = X["prefilter"],
+            prefilter: Optional[str] = X["prefilter"], prefilter_fpr: Optional[float] = X["prefilter_fpr"],
             keep: float = X["keep"], steps: int = X["sample_steps"], guidance: float = X["guidance"],
             seed: int = 0, device: str = X["device"], drop_reference_copies: bool = X["drop_reference_copies"],
             progress: Optional[ProgressCallback] = None) -> ExtractResult:
     """Generate-and-filter extraction (module docstring). ``reference`` is the audit's held-out image folder;
-    ``drop_reference_copies`` leaves reference prompts that generate audit-verified copies out of the edge."""
+    ``drop_reference_copies`` leaves reference prompts that generate audit-verified copies out of the edge;
+    ``prefilter_fpr`` is the noise-norm prefilter's rate (None: ``fpr``)."""
     from ..models.adapter import load_model
     from .prompts import load_prompts, reference_without_tested
 
     _check_cliques(per_prompt, min_clique, min_share)
     prefilter = check_prefilter(prefilter, keep)
     check_settings(fpr=fpr, sample_steps=steps, guidance=guidance)
+    pre_fpr = fpr if prefilter_fpr is None else prefilter_fpr
+    check_settings(fpr=pre_fpr)
     tested = load_prompts(prompts) if isinstance(prompts, (str, os.PathLike)) else list(prompts)
     ref = (load_prompts(reference_prompts, "--reference-prompts")
            if isinstance(reference_prompts, (str, os.PathLike)) else list(reference_prompts))
@@ -111,8 +115,9 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         settings = dict(per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed)
         journals = [Journal(out_dir, "prefilter", digest(stamp, prefilter, steps, tested)),
                     Journal(out_dir, "prefilter-reference", digest(stamp, prefilter, steps, ref))]
-        pre = (run_prefilter(model, tested, ref, prefilter, keep=keep, fpr=fpr, sample_steps=steps, out=out_dir,
-                             journals=(journals[0], journals[1]), progress=progress) if prefilter else None)
+        pre = (run_prefilter(model, tested, ref, prefilter, keep=keep, fpr=pre_fpr, sample_steps=steps,
+                             out=out_dir, journals=(journals[0], journals[1]), progress=progress)
+               if prefilter else None)
         chosen = pre.chosen if pre else list(tested)
         if pre:
             warnings += pre.warnings
@@ -138,8 +143,7 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         warnings += _floor_warning(below, min_share, per_prompt)
         write_json(out_dir / "summary.json", {
             "model": str(model_path), "prompts": len(tested), "generated_for": len(chosen), "per_prompt": per_prompt,
-            "prefilter": prefilter, "keep": keep if prefilter == "one-step" else None,
-            "prefilter_threshold": pre.threshold if pre else None, "prefilter_source": pre.source if pre else None,
+            **_prefilter_summary(pre, keep, pre_fpr),
             "edge_threshold_tiled_l2": edge,
             "edge_threshold_source": f"clique radii of the reference prompts' generations ({len(ref)} prompts) "
                                      f"at {fpr:g}" + (f", {len(cal['dropped'])} generating copies left out"
@@ -152,6 +156,13 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         close_all(journals)
     return ExtractResult(out_dir, len(tested), len(chosen), len(listed), extracted, edge, chance, seconds, warnings,
                          len(below))
+
+
+def _prefilter_summary(pre: Any, keep: float, pre_fpr: float) -> dict[str, Any]:
+    method = pre.method if pre else None
+    return {"prefilter": method, "keep": keep if method == "one-step" else None,
+            "prefilter_fpr": pre_fpr if method == "noise-norm" else None,
+            "prefilter_threshold": pre.threshold if pre else None, "prefilter_source": pre.source if pre else None}
 
 
 def _generate(model: Any, prompt: str, per_prompt: int, steps: int, guidance: float, seed: int) -> np.ndarray:
