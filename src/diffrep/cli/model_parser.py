@@ -194,8 +194,8 @@ def _extract(sub: Sub) -> None:
     p.add_argument("--min-clique", type=int, default=d["min_clique"], help="near-identical generations needed "
                    "(default %(default)s)")
     p.add_argument("--min-share", type=float, default=d["min_share"], help="list a prompt's clique only when it "
-                   "holds more than this share of its --per-prompt generations (default %(default)s: more than half); the "
-                   "cliques below go to below_floor.csv; 0: no floor")
+                   "holds more than this share of its --per-prompt generations (default %(default)s: more than "
+                   "half); the cliques below go to below_floor.csv; 0: no floor")
     p.add_argument("--fpr", type=float, default=d["fpr"], help="share of unmemorized prompts allowed to form a "
                    "clique: the edge is this quantile of the reference prompts' clique radii (default %(default)s)")
     p.add_argument("--drop-reference-copies", action=argparse.BooleanOptionalAction,
@@ -206,7 +206,8 @@ def _extract(sub: Sub) -> None:
     p.add_argument("--prefilter", default=d["prefilter"], choices=("noise-norm", "one-step", "none"),
                    help="score prompts with a probe first and generate only for the prompts it points to: noise-norm "
                    "(default) the prompts the first-step noise-norm probe flags at --prefilter-fpr (default --fpr) "
-                   "against the reference prompts, one-step the top --keep share of the one-step scores, none every prompt "
+                   "against the reference prompts, one-step the top --keep share of the one-step scores, none every "
+                   "prompt "
                    "(prefilter.csv has every prompt's score)")
     p.add_argument("--prefilter-fpr", type=float, default=d["prefilter_fpr"], help="the false-positive rate at "
                    "which --prefilter noise-norm flags prompts against the reference prompts (default: --fpr)")

@@ -143,13 +143,13 @@ def _pairs(root: Path) -> str:
             cells.append(f"<div class=pair><p>{html.escape(r['prompt'])} (clique {r['clique_size']}, p "
                          f"{html.escape(r['p_value'])})</p><img src='{gen}' alt='generated'><img src='{train}' "
                          "alt='training image'></div>")
-    return (f"<h2>Extracted training images ({len(rows)})</h2>" + _prefiltered(root) + note + _below_floor(root)
-            + _reference_copies(root) + "".join(cells))
-
-
-def _prefiltered(root: Path) -> str:
-    """A sentence saying which prompts were generated for, when a prefilter chose them (from summary.json)."""
     s = checked_json(root / "summary.json", "extract") if (root / "summary.json").is_file() else {}
+    return (f"<h2>Extracted training images ({len(rows)})</h2>" + _prefiltered(s) + note + _below_floor(s)
+            + _reference_copies(s) + "".join(cells))
+
+
+def _prefiltered(s: dict) -> str:
+    """A sentence saying which prompts were generated for, when a prefilter chose them (from summary.json)."""
     method, n, of = s.get("prefilter"), s.get("generated_for"), s.get("prompts")
     if method not in ("noise-norm", "one-step") or not isinstance(n, int) or not isinstance(of, int):
         return ""
@@ -157,10 +157,9 @@ def _prefiltered(root: Path) -> str:
     return f"<p>Generated for {n} of {of} prompts: those {how} (prefilter.csv).</p>"
 
 
-def _reference_copies(root: Path) -> str:
+def _reference_copies(s: dict) -> str:
     """A warning naming the reference prompts whose own generations the audit flagged as training images (from
     the extract folder's summary.json; nothing for a folder written before extract recorded them)."""
-    s = checked_json(root / "summary.json", "extract") if (root / "summary.json").is_file() else {}
     copies = [c["prompt"] for c in s.get("reference_copies") or []
               if isinstance(c, dict) and isinstance(c.get("prompt"), str)]
     if not copies:
@@ -171,9 +170,8 @@ def _reference_copies(root: Path) -> str:
             f"calibration of what counts as near-identical; see summary.json): {names}</p>")
 
 
-def _below_floor(root: Path) -> str:
+def _below_floor(s: dict) -> str:
     """A sentence counting the cliques the ``--min-share`` floor left out of extracted.csv (from summary.json)."""
-    s = checked_json(root / "summary.json", "extract") if (root / "summary.json").is_file() else {}
     n, copies, share = s.get("below_floor"), s.get("below_floor_copies"), s.get("min_share")
     if not isinstance(n, int) or not n or not isinstance(copies, int) or not isinstance(share, (int, float)):
         return ""
