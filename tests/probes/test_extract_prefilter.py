@@ -66,6 +66,7 @@ def test_noise_norm_prefilter_generates_for_exactly_the_prompts_the_probe_flags(
                  "--reference", str(held), "--per-prompt", "3", "--min-clique", "2", "--steps", "3", "--prefilter",
                  "none", "-q"]) == 0
     assert json.loads((tmp_path / "x" / "summary.json").read_text())["generated_for"] == 6
+    assert "prefilter flagged" not in capsys.readouterr().out
     assert not (tmp_path / "x" / "prefilter.csv").exists()
     # --prefilter-fpr sets the prefilter's rate apart from the edge's: the probe's flags at that rate
     assert main(["probe", *common, "--out", str(tmp_path / "probe5"), "--sample-steps", "3", "--fpr", "0.5",
@@ -73,6 +74,7 @@ def test_noise_norm_prefilter_generates_for_exactly_the_prompts_the_probe_flags(
     flagged5 = [r["prompt"] for r in _rows(tmp_path / "probe5" / "prompts.csv") if r["is_memorized"] == "True"]
     assert main(["extract", *common, "--index", str(tmp_path / "index"), "--out", str(tmp_path / "x5"),
                  "--per-prompt", "3", "--min-clique", "2", "--steps", "3", "--prefilter-fpr", "0.5", "-q"]) == 0
+    assert f"flagged {len(flagged5)} of 6 prompts at a false-positive rate of 0.5." in capsys.readouterr().out
     s5 = json.loads((tmp_path / "x5" / "summary.json").read_text())
     assert [r["prompt"] for r in _rows(tmp_path / "x5" / "prefilter.csv") if r["generated"] == "1"] == flagged5
     assert (s5["prefilter_fpr"], s5["generated_for"]) == (0.5, len(flagged5)) and set(flagged) <= set(flagged5)

@@ -127,10 +127,9 @@ def cmd_extract(a: argparse.Namespace, bars: ProgressBars) -> int:
                 per_prompt=a.per_prompt, min_clique=a.min_clique, min_share=a.min_share, fpr=a.fpr,
                 prefilter=a.prefilter, prefilter_fpr=a.prefilter_fpr, steps=a.steps, seed=a.seed, device=a.device,
                 drop_reference_copies=a.drop_reference_copies, progress=bars, **given(a, "keep"))
-    if a.prefilter == "noise-norm":
-        rate = a.fpr if a.prefilter_fpr is None else a.prefilter_fpr
+    if r.prefilter_fpr is not None:
         _out(f"The noise-norm prefilter flagged {r.generated_for} of {r.prompts} prompts at a false-positive rate of "
-             f"{rate:g}.")
+             f"{r.prefilter_fpr:g}.")
     _out(f"{r.generated_for} of {r.prompts} prompts generated ({a.per_prompt} each): {r.cliques} cliques of "
          f">= {a.min_clique} near-identical generations (tiled L2 < {r.edge_threshold:.2f}; about "
          f"{r.chance_cliques:g} expected from unmemorized prompts at --fpr {a.fpr:g}), {r.extracted} audited as "

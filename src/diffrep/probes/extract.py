@@ -76,6 +76,7 @@ class ExtractResult:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     below_floor: int = 0  # cliques of at least min_clique that the min_share floor left out of extracted.csv
+    prefilter_fpr: Optional[float] = None  # the rate the noise-norm prefilter flagged at; None without it
 
 
 def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] | Sequence[str],
@@ -155,7 +156,7 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
             "seconds_per_prompt": round(seconds / max(1, len(chosen) + len(ref)), 4), "warnings": warnings})
         close_all(journals)
     return ExtractResult(out_dir, len(tested), len(chosen), len(listed), extracted, edge, chance, seconds, warnings,
-                         len(below))
+                         len(below), pre_fpr if pre and pre.method == "noise-norm" else None)
 
 
 def _prefilter_summary(pre: Any, keep: float, pre_fpr: float) -> dict[str, Any]:
