@@ -207,8 +207,7 @@ def _extract(sub: Sub) -> None:
                    help="score prompts with a probe first and generate only for the prompts it points to: noise-norm "
                    "(default) the prompts the first-step noise-norm probe flags at --prefilter-fpr (default --fpr) "
                    "against the reference prompts, one-step the top --keep share of the one-step scores, none every "
-                   "prompt "
-                   "(prefilter.csv has every prompt's score)")
+                   "prompt (prefilter.csv has every prompt's score)")
     p.add_argument("--prefilter-fpr", type=float, default=d["prefilter_fpr"], help="the false-positive rate at "
                    "which --prefilter noise-norm flags prompts against the reference prompts (default: --fpr)")
     p.add_argument("--keep", type=float, default=None, help=f"share kept by --prefilter one-step (default "

@@ -142,9 +142,10 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
         excess = excess_cliques_warning(len(listed) - extracted, len(chosen), fpr, len(ref) - len(cal["dropped"]))
         warnings += [excess] if excess else []
         warnings += _floor_warning(below, min_share, per_prompt)
+        pre_summary = _prefilter_summary(pre, keep, pre_fpr)
         write_json(out_dir / "summary.json", {
             "model": str(model_path), "prompts": len(tested), "generated_for": len(chosen), "per_prompt": per_prompt,
-            **_prefilter_summary(pre, keep, pre_fpr),
+            **pre_summary,
             "edge_threshold_tiled_l2": edge,
             "edge_threshold_source": f"clique radii of the reference prompts' generations ({len(ref)} prompts) "
                                      f"at {fpr:g}" + (f", {len(cal['dropped'])} generating copies left out"
@@ -156,7 +157,7 @@ def extract(model_path: str | os.PathLike[str], prompts: str | os.PathLike[str] 
             "seconds_per_prompt": round(seconds / max(1, len(chosen) + len(ref)), 4), "warnings": warnings})
         close_all(journals)
     return ExtractResult(out_dir, len(tested), len(chosen), len(listed), extracted, edge, chance, seconds, warnings,
-                         len(below), pre_fpr if pre and pre.method == "noise-norm" else None)
+                         len(below), pre_summary["prefilter_fpr"])
 
 
 def _prefilter_summary(pre: Any, keep: float, pre_fpr: float) -> dict[str, Any]:
